@@ -1,0 +1,152 @@
+//! The hospital network: which hospitals exist, their departments, bed capacities and staff.
+//!
+//! Loaded from `config/departments.csv` (columns `hospital_id, hospital_name, department,
+//! bed_capacity, staff_count`). The binary carries a copy of the default file so that it runs
+//! from any directory.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::vocabulary::Department;
+
+/// The default network shipped in `config/departments.csv`.
+pub const DEFAULT_DEPARTMENTS_CSV: &str = include_str!("../../../config/departments.csv");
+
+/// Why a departments file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("line {line}: {reason}")]
+    Invalid { line: usize, reason: String },
+    #[error("the departments file lists no department")]
+    Empty,
+}
+
+/// Beds and staff of one department of one hospital.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Capacity {
+    pub bed_capacity: u32,
+    pub staff_count: u32,
+}
+
+/// One hospital of the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hospital {
+    pub id: u16,
+    pub name: String,
+    /// Indexed by [`Department::index`]; `None` where the hospital has no such department.
+    pub departments: [Option<Capacity>; 7],
+}
+
+/// All hospitals, by id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network {
+    hospitals: BTreeMap<u16, Hospital>,
+}
+
+impl Network {
+    /// The network shipped with the binary.
+    pub fn default_network() -> Self {
+        // The embedded file is part of the build and covered by a test.
+        Self::parse(DEFAULT_DEPARTMENTS_CSV).unwrap_or_else(|_| Network { hospitals: BTreeMap::new() })
+    }
+
+    /// Loads a departments file.
+    pub fn load(path: &Path) -> Result<Self, NetworkError> {
+        let text = std::fs::read_to_string(path).map_err(|source| NetworkError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text)
+    }
+
+    /// Parses the CSV text of a departments file (a header line, then one row per department).
+    pub fn parse(text: &str) -> Result<Self, NetworkError> {
+        let mut hospitals: BTreeMap<u16, Hospital> = BTreeMap::new();
+        for (i, line) in text.lines().enumerate().skip(1) {
+            let line_no = i + 1;
+            if line.trim().is_empty() {
+                continue;
+            }
+            let invalid = |reason: String| NetworkError::Invalid { line: line_no, reason };
+            let cols: Vec<&str> = line.split(',').map(str::trim).collect();
+            if cols.len() != 5 {
+                return Err(invalid(format!("expected 5 columns, found {}", cols.len())));
+            }
+            let id: u16 = cols[0]
+                .parse()
+                .map_err(|_| invalid(format!("hospital_id {:?} is not a number", cols[0])))?;
+            let dept = Department::from_canonical(cols[2])
+                .ok_or_else(|| invalid(format!("unknown department {:?}", cols[2])))?;
+            let number = |s: &str, what: &str| {
+                s.parse::<u32>()
+                    .map_err(|_| invalid(format!("{what} {s:?} is not a whole number")))
+            };
+            let capacity = Capacity {
+                bed_capacity: number(cols[3], "bed_capacity")?,
+                staff_count: number(cols[4], "staff_count")?,
+            };
+            let h = hospitals.entry(id).or_insert_with(|| Hospital {
+                id,
+                name: cols[1].to_owned(),
+                departments: [None; 7],
+            });
+            h.departments[usize::from(dept.index())] = Some(capacity);
+        }
+        if hospitals.is_empty() {
+            return Err(NetworkError::Empty);
+        }
+        Ok(Network { hospitals })
+    }
+
+    /// The hospital with this id, if configured.
+    pub fn hospital(&self, id: i64) -> Option<&Hospital> {
+        u16::try_from(id).ok().and_then(|id| self.hospitals.get(&id))
+    }
+
+    /// Every hospital, by ascending id.
+    pub fn hospitals(&self) -> impl Iterator<Item = &Hospital> {
+        self.hospitals.values()
+    }
+
+    /// Capacity of one department, if configured.
+    pub fn capacity(&self, hospital: u16, dept: Department) -> Option<Capacity> {
+        self.hospitals.get(&hospital)?.departments[usize::from(dept.index())]
+    }
+
+    /// Every configured (hospital, department) with its capacity.
+    pub fn departments(&self) -> impl Iterator<Item = (u16, Department, Capacity)> + '_ {
+        self.hospitals.values().flat_map(|h| {
+            Department::ALL
+                .into_iter()
+                .filter_map(move |d| h.departments[usize::from(d.index())].map(|c| (h.id, d, c)))
+        })
+    }
+
+    /// Total beds of the network.
+    pub fn total_beds(&self) -> u64 {
+        self.departments().map(|(_, _, c)| u64::from(c.bed_capacity)).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_network_has_seven_hospitals_of_seven_departments() {
+        let n = Network::parse(DEFAULT_DEPARTMENTS_CSV).expect("shipped file parses");
+        assert_eq!(n.hospitals().count(), 7);
+        assert_eq!(n.departments().count(), 49);
+        assert_eq!(n.capacity(3, Department::Icu).map(|c| c.bed_capacity), Some(10));
+    }
+
+    #[test]
+    fn errors_name_the_line() {
+        let err = Network::parse("h\n1,A,Nowhere,3,4\n").expect_err("bad department");
+        assert_eq!(err.to_string(), "line 2: unknown department \"Nowhere\"");
+        let err = Network::parse("h\n1,A,ICU,x,4\n").expect_err("bad number");
+        assert!(err.to_string().contains("bed_capacity"));
+    }
+}

@@ -1,0 +1,1 @@
+//! Rules runtime (not built yet).
