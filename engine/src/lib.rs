@@ -9,3 +9,4 @@
 //! - `source`: where events come from (simulator, JSON-lines files).
 
 pub mod model;
+pub mod silver;

@@ -78,8 +78,9 @@ pub struct Vitals {
     pub bp_diastolic: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub temperature_c: Option<f64>,
-    #[serde(default, skip_serializing, rename = "temperature_f")]
-    fahrenheit: Option<f64>,
+    /// Fahrenheit as sent by some monitors; parsing moves it into `temperature_c`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature_f: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oxygen_saturation: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -94,7 +95,7 @@ pub struct Vitals {
 impl Vitals {
     /// Moves a Fahrenheit reading into `temperature_c` when no Celsius one was sent.
     fn normalise(&mut self) {
-        if let Some(f) = self.fahrenheit.take() {
+        if let Some(f) = self.temperature_f.take() {
             if self.temperature_c.is_none() {
                 self.temperature_c = Some((f - 32.0) * 5.0 / 9.0);
             }

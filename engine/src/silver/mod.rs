@@ -1,0 +1,211 @@
+//! Silver: data-quality rules that flag and repair, never silently drop.
+//!
+//! The rules of DESIGN.md apply in the order of its table, each to the record as the rules above
+//! it left it. Duplicates are the one thing dropped (and counted); quarantined records stay in
+//! Silver with their flags and are kept out of Gold. A payload that is not an event at all never
+//! reaches the rules: it becomes a [`DeadLetter`] with the reason.
+
+mod dedup;
+mod department;
+mod flags;
+
+use chrono::Duration;
+use serde::Serialize;
+
+use crate::model::{Department, Event, EventType, Network, Vitals};
+
+pub use dedup::DedupWindow;
+pub use department::{match_department, DepartmentMatch};
+pub use flags::{DqFlag, DqFlags};
+
+/// A cleaned event: the repaired event, its typed category fields, and its flags.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SilverRecord {
+    #[serde(flatten)]
+    pub event: Event,
+    #[serde(skip)]
+    pub kind: Option<EventType>,
+    #[serde(skip)]
+    pub department: Option<Department>,
+    pub dq_flags: DqFlags,
+}
+
+impl SilverRecord {
+    /// Quarantined records stay in Silver and never reach Gold.
+    pub fn quarantined(&self) -> bool {
+        self.dq_flags.quarantined()
+    }
+}
+
+/// Where a payload came from, for dead letters and (later) checkpoints.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourcePosition {
+    /// `file:PATH`, `simulator`, `kafka:TOPIC`.
+    pub source: String,
+    /// Partition (0 for files and the simulator).
+    pub partition: i32,
+    /// Line number (files, 1-based), sequence number (simulator) or offset (Kafka).
+    pub offset: i64,
+}
+
+/// A payload that could not become an event, kept with the reason.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeadLetter {
+    pub reason: String,
+    pub position: SourcePosition,
+    /// The payload as received (lossy UTF-8).
+    pub payload: String,
+}
+
+/// What Silver made of one payload.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// A Silver record (possibly quarantined).
+    Record(SilverRecord),
+    /// The event id was seen before: dropped and counted.
+    Duplicate,
+    /// Not an event.
+    DeadLetter(DeadLetter),
+}
+
+/// Physiological bounds of DESIGN.md; a reading outside them is nulled. Diastolic pressure is
+/// not in DESIGN.md's list but a diastolic of 900 would distort the census as much as any other
+/// vital, so it gets a bound too.
+const VITAL_BOUNDS: VitalBounds = VitalBounds {
+    heart_rate: (20.0, 300.0),
+    bp_systolic: (40.0, 300.0),
+    bp_diastolic: (20.0, 200.0),
+    oxygen_saturation: (50.0, 100.0),
+    respiratory_rate: (0.0, 80.0),
+    temperature_c: (25.0, 45.0),
+};
+
+struct VitalBounds {
+    heart_rate: (f64, f64),
+    bp_systolic: (f64, f64),
+    bp_diastolic: (f64, f64),
+    oxygen_saturation: (f64, f64),
+    respiratory_rate: (f64, f64),
+    temperature_c: (f64, f64),
+}
+
+/// How far an admission time may lie after the event before it counts as in the future.
+const FUTURE_TOLERANCE_SECS: i64 = 60;
+
+/// The Silver stage: stateful only through its duplicate window.
+#[derive(Debug)]
+pub struct Silver {
+    network: Network,
+    dedup: DedupWindow,
+}
+
+impl Silver {
+    pub fn new(network: Network) -> Self {
+        Silver { network, dedup: DedupWindow::default() }
+    }
+
+    /// The hospital network the rules check against.
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    /// Parses one payload and applies every rule.
+    pub fn ingest(&mut self, payload: &[u8], position: impl FnOnce() -> SourcePosition) -> Outcome {
+        match Event::from_json(payload) {
+            Ok(event) => self.clean(event),
+            Err(e) => Outcome::DeadLetter(DeadLetter {
+                reason: e.to_string(),
+                position: position(),
+                payload: String::from_utf8_lossy(payload).into_owned(),
+            }),
+        }
+    }
+
+    /// Applies the rules of DESIGN.md, in order, to a parsed event.
+    pub fn clean(&mut self, mut event: Event) -> Outcome {
+        if !self.dedup.first_sighting(&event.event_id) {
+            return Outcome::Duplicate;
+        }
+        let mut flags = DqFlags::default();
+        let kind = event.event_type.as_deref().and_then(EventType::parse);
+
+        // FUTURE_ADMISSION
+        if let Some(at) = event.admission_time {
+            if at > event.event_timestamp + Duration::seconds(FUTURE_TOLERANCE_SECS) {
+                flags.insert(DqFlag::FutureAdmission);
+                event.admission_time = Some(event.event_timestamp);
+            }
+        }
+        // MISSING_ADMISSION_TIME
+        if kind == Some(EventType::Admission) && event.admission_time.is_none() {
+            flags.insert(DqFlag::MissingAdmissionTime);
+            event.admission_time = Some(event.event_timestamp);
+        }
+        // INVALID_AGE
+        if event.age.is_some_and(|a| !(0..=120).contains(&a)) {
+            flags.insert(DqFlag::InvalidAge);
+            event.age = None;
+        }
+        // DISCHARGE_BEFORE_ADMIT
+        if let (Some(d), Some(a)) = (event.discharge_time, event.admission_time) {
+            if d < a {
+                flags.insert(DqFlag::DischargeBeforeAdmit);
+                event.discharge_time = Some(event.event_timestamp);
+            }
+        }
+        // DEPT_TYPO (and, below, MISSING_DEPARTMENT when nothing matches)
+        let department = match event.department.as_deref().map(match_department) {
+            Some(DepartmentMatch::Canonical(d)) => Some(d),
+            Some(DepartmentMatch::Repaired(d)) => {
+                flags.insert(DqFlag::DeptTypo);
+                event.department = Some(d.name().to_owned());
+                Some(d)
+            }
+            Some(DepartmentMatch::Unknown) | None => None,
+        };
+        // INVALID_HOSPITAL_ID
+        if event.hospital_id.and_then(|h| self.network.hospital(h)).is_none() {
+            flags.insert(DqFlag::InvalidHospitalId);
+        }
+        // MISSING_PATIENT_ID / MISSING_EVENT_TYPE / MISSING_DEPARTMENT
+        if event.patient_id.as_deref().is_none_or(|p| p.trim().is_empty()) {
+            flags.insert(DqFlag::MissingPatientId);
+        }
+        if kind.is_none() {
+            flags.insert(DqFlag::MissingEventType);
+        }
+        if department.is_none() {
+            flags.insert(DqFlag::MissingDepartment);
+        }
+        // VITALS_OUT_OF_RANGE
+        if let Some(v) = event.vitals.as_mut() {
+            if null_out_of_range(v) {
+                flags.insert(DqFlag::VitalsOutOfRange);
+            }
+        }
+        Outcome::Record(SilverRecord { event, kind, department, dq_flags: flags })
+    }
+}
+
+/// Nulls every vital outside its bounds; true if any was.
+fn null_out_of_range(v: &mut Vitals) -> bool {
+    let b = &VITAL_BOUNDS;
+    let mut any = false;
+    for (value, (lo, hi)) in [
+        (&mut v.heart_rate, b.heart_rate),
+        (&mut v.bp_systolic, b.bp_systolic),
+        (&mut v.bp_diastolic, b.bp_diastolic),
+        (&mut v.oxygen_saturation, b.oxygen_saturation),
+        (&mut v.respiratory_rate, b.respiratory_rate),
+        (&mut v.temperature_c, b.temperature_c),
+    ] {
+        if value.is_some_and(|x| !(lo..=hi).contains(&x)) {
+            *value = None;
+            any = true;
+        }
+    }
+    any
+}
+
+#[cfg(test)]
+mod tests;
