@@ -9,4 +9,10 @@
 //! - `source`: where events come from (simulator, JSON-lines files).
 
 pub mod model;
+pub mod source;
 pub mod silver;
+pub mod gold;
+pub mod sink;
+pub mod lake;
+pub mod metrics;
+pub mod pipeline;

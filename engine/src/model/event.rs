@@ -151,6 +151,17 @@ impl Event {
     }
 }
 
+impl ParseError {
+    /// A fixed label for metrics (`cds_dead_letters_total{reason=...}`).
+    pub fn class(&self) -> &'static str {
+        match self {
+            ParseError::Malformed(_) => "malformed_json",
+            ParseError::MissingEventId => "missing_event_id",
+            ParseError::MissingTimestamp => "missing_event_timestamp",
+        }
+    }
+}
+
 const MISSING_ID: &str = "missing event_id";
 const MISSING_TS: &str = "missing or invalid event_timestamp";
 

@@ -51,6 +51,9 @@ pub struct SourcePosition {
 /// A payload that could not become an event, kept with the reason.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct DeadLetter {
+    /// A fixed label for the kind of failure (metrics, dashboards).
+    pub reason_code: &'static str,
+    /// What exactly was wrong, for the person fixing the feed.
     pub reason: String,
     pub position: SourcePosition,
     /// The payload as received (lossy UTF-8).
@@ -114,6 +117,7 @@ impl Silver {
         match Event::from_json(payload) {
             Ok(event) => self.clean(event),
             Err(e) => Outcome::DeadLetter(DeadLetter {
+                reason_code: e.class(),
                 reason: e.to_string(),
                 position: position(),
                 payload: String::from_utf8_lossy(payload).into_owned(),

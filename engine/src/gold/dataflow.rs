@@ -1,0 +1,212 @@
+//! The Gold dataflow: facts in, KPI changes out.
+//!
+//! ```text
+//! adt ──reduce(latest by event time)──► location ──explode──► occupancy tallies ─┐
+//!                                          │                                     │
+//! vitals (latest per patient) ──join───────┘──explode──► vitals tallies ─────────┤
+//! stays ──explode──► length-of-stay tallies (department, patient) ───────────────┼─► KpiDelta
+//! admissions ──explode──► counts by priority and weekday ────────────────────────┤
+//!            └─count by diagnosis──reduce(top 10 per hospital) ──────────────────┘
+//! ```
+//!
+//! Timestamps are arrival epochs; every collection is consolidated per epoch before it leaves,
+//! so the sink sees one net change per key and epoch, and unchanged KPIs produce nothing.
+
+use std::sync::mpsc::SyncSender;
+
+use differential_dataflow::input::InputSession;
+use differential_dataflow::VecCollection;
+use serde::{Deserialize, Serialize};
+use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::Scope;
+
+use super::facts::{AdmissionFact, AdtFact, GoldBatch, Micros, StayFact, VitalsValues};
+use super::location::LatestLocation;
+use super::tally::Tally;
+use super::{OccupancyTally, StayTally, VitalsTally};
+
+/// How many diagnoses the `diagnoses` document lists per hospital.
+pub const TOP_DIAGNOSES: usize = 10;
+
+/// One net change of one KPI key in one epoch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KpiDelta {
+    Occupancy { hospital: u16, department: u8, change: OccupancyTally },
+    Vitals { hospital: u16, department: u8, change: VitalsTally },
+    Stay { hospital: u16, department: u8, change: StayTally },
+    PatientStay { hospital: u16, patient: u64, change: StayTally },
+    Admissions { hospital: u16, priority: u8, weekday: u8, change: i64 },
+    /// The top list of a hospital: `+1` when it becomes current, `-1` when it stops being so.
+    Diagnoses { hospital: u16, top: Vec<(String, i64)>, change: i64 },
+}
+
+/// What a worker sends to the sink: changes, and the news that an epoch is complete on it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GoldOutput {
+    Changes(Vec<KpiDelta>),
+    /// Every change of `epoch` (and before) from `worker` has been sent.
+    Complete { worker: usize, epoch: u64, watermark: Micros, read_at: std::time::Instant },
+}
+
+/// The input handles of the Gold dataflow on one worker.
+pub struct GoldInputs {
+    adt: InputSession<u64, (u64, AdtFact), isize>,
+    vitals: InputSession<u64, (u64, VitalsValues), isize>,
+    stays: InputSession<u64, StayFact, isize>,
+    admissions: InputSession<u64, AdmissionFact, isize>,
+}
+
+impl GoldInputs {
+    /// Feeds one batch at the current epoch.
+    pub fn insert(&mut self, batch: GoldBatch) {
+        for fact in batch.adt {
+            self.adt.insert(fact);
+        }
+        for (fact, diff) in batch.vitals {
+            self.vitals.update(fact, diff);
+        }
+        for fact in batch.stays {
+            self.stays.insert(fact);
+        }
+        for fact in batch.admissions {
+            self.admissions.insert(fact);
+        }
+    }
+
+    /// Closes the epoch: everything inserted so far is at an epoch before `epoch`.
+    pub fn advance_to(&mut self, epoch: u64) {
+        self.adt.advance_to(epoch);
+        self.vitals.advance_to(epoch);
+        self.stays.advance_to(epoch);
+        self.admissions.advance_to(epoch);
+        self.adt.flush();
+        self.vitals.flush();
+        self.stays.flush();
+        self.admissions.flush();
+    }
+
+    /// The epoch new facts are inserted at.
+    pub fn epoch(&self) -> u64 {
+        *self.adt.time()
+    }
+}
+
+/// Builds the Gold dataflow in `scope`; changes go to `out` as they are produced.
+///
+/// The sender is bounded: a slow sink slows the dataflow instead of growing memory.
+pub fn build(scope: Scope<u64>, out: SyncSender<GoldOutput>) -> (GoldInputs, ProbeHandle<u64>) {
+    let mut inputs = GoldInputs {
+        adt: InputSession::new(),
+        vitals: InputSession::new(),
+        stays: InputSession::new(),
+        admissions: InputSession::new(),
+    };
+    let probe = ProbeHandle::new();
+
+    let location = inputs.adt.to_collection(scope).latest_location();
+
+    let occupancy = location
+        .clone()
+        .explode(|(_, p)| {
+            let mut t = [0i64; 11];
+            t[0] = 1;
+            t[1 + usize::from(p.gender)] = 1;
+            t[5 + usize::from(p.age_band)] = 1;
+            Some(((p.hospital, p.department), Tally::new(t)))
+        })
+        .consolidate();
+    emit(occupancy, &out, &probe, |(hospital, department), change| KpiDelta::Occupancy {
+        hospital,
+        department,
+        change,
+    });
+
+    let census = location
+        .join(inputs.vitals.to_collection(scope))
+        .explode(|(_, (p, VitalsValues(values)))| {
+            let mut t = [0i64; 13];
+            t[0] = 1;
+            for (i, v) in values.iter().enumerate() {
+                if let Some(v) = v {
+                    t[1 + i] = 1;
+                    t[7 + i] = i64::from(*v);
+                }
+            }
+            Some(((p.hospital, p.department), Tally::new(t)))
+        })
+        .consolidate();
+    emit(census, &out, &probe, |(hospital, department), change| KpiDelta::Vitals {
+        hospital,
+        department,
+        change,
+    });
+
+    let stays = inputs.stays.to_collection(scope);
+    let by_department = stays
+        .clone()
+        .explode(|s| Some(((s.hospital, s.department), Tally::new([1, s.seconds]))))
+        .consolidate();
+    emit(by_department, &out, &probe, |(hospital, department), change| KpiDelta::Stay {
+        hospital,
+        department,
+        change,
+    });
+    let by_patient = stays
+        .explode(|s| Some(((s.hospital, s.patient), Tally::new([1, s.seconds]))))
+        .consolidate();
+    emit(by_patient, &out, &probe, |(hospital, patient), change| KpiDelta::PatientStay {
+        hospital,
+        patient,
+        change,
+    });
+
+    let admissions = inputs.admissions.to_collection(scope);
+    let by_priority = admissions
+        .clone()
+        .flat_map(|a| a.priority.map(|p| (a.hospital, p, a.weekday)))
+        .explode(|key| Some((key, Tally::new([1]))))
+        .consolidate();
+    emit(by_priority, &out, &probe, |(hospital, priority, weekday), change: Tally<1>| {
+        KpiDelta::Admissions { hospital, priority, weekday, change: change.get(0) }
+    });
+
+    let top = admissions
+        .flat_map(|a| a.diagnosis.map(|d| (a.hospital, d)))
+        .count()
+        .map(|((hospital, code), n)| (hospital, (n as i64, code)))
+        .reduce_named("TopDiagnoses", |_hospital, counts, output| {
+            // Sorted ascending by (count, code): take from the end, most frequent first, and
+            // break count ties by the smaller code.
+            let mut ranked: Vec<(i64, &String)> = counts.iter().map(|((n, c), _)| (*n, c)).collect();
+            ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
+            let top: Vec<(String, i64)> =
+                ranked.into_iter().take(TOP_DIAGNOSES).map(|(n, c)| (c.clone(), n)).collect();
+            output.push((top, 1));
+        });
+    emit(top, &out, &probe, |(hospital, top), change| KpiDelta::Diagnoses {
+        hospital,
+        top,
+        change: change as i64,
+    });
+
+    (inputs, probe)
+}
+
+/// Sends the consolidated changes of a tally collection, and probes it.
+fn emit<'s, K, R, F>(collection: VecCollection<'s, u64, K, R>, out: &SyncSender<GoldOutput>, probe: &ProbeHandle<u64>, to_delta: F)
+where
+    K: Clone + 'static,
+    R: Clone + 'static,
+    F: Fn(K, R) -> KpiDelta + 'static,
+{
+    let out = out.clone();
+    collection
+        .inspect_batch(move |_, updates| {
+            if !updates.is_empty() {
+                let batch = updates.iter().map(|(k, _, r)| to_delta(k.clone(), r.clone())).collect();
+                // A closed channel means the sink stopped; the run is ending, nothing to do.
+                let _ = out.send(GoldOutput::Changes(batch));
+            }
+        })
+        .probe_with(probe);
+}

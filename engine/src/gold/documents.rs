@@ -1,0 +1,240 @@
+//! KPI documents: the current value of every KPI, and the JSON the sinks write.
+//!
+//! The dataflow emits changes; this state adds them up and remembers which document ids they
+//! touched, so that a flush renders and writes only the documents that changed.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use super::dataflow::KpiDelta;
+use super::facts::VITAL_NAMES;
+use super::{OccupancyTally, StayTally, VitalsTally};
+use crate::model::{patient_ref, AgeBand, Department, Gender, Network, Priority, WEEKDAYS};
+
+/// One document for the `kpis` or `alerts` container: the same JSON for every sink.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Document {
+    pub id: String,
+    /// The partition key value (`/hospital_id`).
+    pub hospital_id: i64,
+    pub body: Value,
+}
+
+/// Which document a change touched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+enum DocKey {
+    Occupancy(u16, u8),
+    Vitals(u16, u8),
+    Stay(u16, u8),
+    PatientStay(u16, u64),
+    Admissions(u16, u8, u8),
+    Diagnoses(u16),
+}
+
+/// The current KPIs, as the sum of every change received.
+#[derive(Debug)]
+pub struct KpiState {
+    network: Network,
+    occupancy: BTreeMap<(u16, u8), OccupancyTally>,
+    vitals: BTreeMap<(u16, u8), VitalsTally>,
+    stays: BTreeMap<(u16, u8), StayTally>,
+    patient_stays: HashMap<(u16, u64), StayTally>,
+    admissions: BTreeMap<(u16, u8, u8), i64>,
+    /// Per hospital, the top lists with their counts; the current one has count 1.
+    diagnoses: BTreeMap<u16, BTreeMap<Vec<(String, i64)>, i64>>,
+    dirty: BTreeSet<DocKey>,
+    changes: u64,
+}
+
+/// Rounds for display; the sums behind it stay exact.
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+impl KpiState {
+    /// A state in which every configured department has an occupancy document (zero included),
+    /// so that the first flush writes them all.
+    pub fn new(network: Network) -> Self {
+        let mut state = KpiState {
+            occupancy: BTreeMap::new(),
+            vitals: BTreeMap::new(),
+            stays: BTreeMap::new(),
+            patient_stays: HashMap::new(),
+            admissions: BTreeMap::new(),
+            diagnoses: BTreeMap::new(),
+            dirty: BTreeSet::new(),
+            changes: 0,
+            network,
+        };
+        let configured: Vec<(u16, u8)> = state.network.departments().map(|(h, d, _)| (h, d.index())).collect();
+        for (h, d) in configured {
+            state.occupancy.insert((h, d), OccupancyTally::default());
+            state.dirty.insert(DocKey::Occupancy(h, d));
+        }
+        state
+    }
+
+    /// Adds one change.
+    pub fn apply(&mut self, delta: KpiDelta) {
+        use differential_dataflow::difference::Semigroup;
+        self.changes += 1;
+        let key = match delta {
+            KpiDelta::Occupancy { hospital, department, change } => {
+                self.occupancy.entry((hospital, department)).or_default().plus_equals(&change);
+                DocKey::Occupancy(hospital, department)
+            }
+            KpiDelta::Vitals { hospital, department, change } => {
+                self.vitals.entry((hospital, department)).or_default().plus_equals(&change);
+                DocKey::Vitals(hospital, department)
+            }
+            KpiDelta::Stay { hospital, department, change } => {
+                self.stays.entry((hospital, department)).or_default().plus_equals(&change);
+                DocKey::Stay(hospital, department)
+            }
+            KpiDelta::PatientStay { hospital, patient, change } => {
+                self.patient_stays.entry((hospital, patient)).or_default().plus_equals(&change);
+                DocKey::PatientStay(hospital, patient)
+            }
+            KpiDelta::Admissions { hospital, priority, weekday, change } => {
+                *self.admissions.entry((hospital, priority, weekday)).or_default() += change;
+                DocKey::Admissions(hospital, priority, weekday)
+            }
+            KpiDelta::Diagnoses { hospital, top, change } => {
+                let lists = self.diagnoses.entry(hospital).or_default();
+                let n = lists.entry(top.clone()).or_default();
+                *n += change;
+                if *n == 0 {
+                    lists.remove(&top);
+                }
+                DocKey::Diagnoses(hospital)
+            }
+        };
+        self.dirty.insert(key);
+    }
+
+    /// How many changes were applied since the start.
+    pub fn changes_applied(&self) -> u64 {
+        self.changes
+    }
+
+    /// Renders the documents changed since the last call. `as_of` is the event-time watermark,
+    /// `updated_at` the wall-clock time of the flush.
+    pub fn take_changed(&mut self, as_of: &str, updated_at: &str) -> Vec<Document> {
+        let dirty = std::mem::take(&mut self.dirty);
+        dirty.into_iter().filter_map(|k| self.render(k, as_of, updated_at)).collect()
+    }
+
+    /// Every current document (for exports and tests).
+    pub fn all_documents(&self, as_of: &str, updated_at: &str) -> Vec<Document> {
+        let keys = self
+            .occupancy
+            .keys()
+            .map(|&(h, d)| DocKey::Occupancy(h, d))
+            .chain(self.vitals.keys().map(|&(h, d)| DocKey::Vitals(h, d)))
+            .chain(self.stays.keys().map(|&(h, d)| DocKey::Stay(h, d)))
+            .chain(self.patient_stays.keys().map(|&(h, p)| DocKey::PatientStay(h, p)))
+            .chain(self.admissions.keys().map(|&(h, p, w)| DocKey::Admissions(h, p, w)))
+            .chain(self.diagnoses.keys().map(|&h| DocKey::Diagnoses(h)))
+            .collect::<BTreeSet<_>>();
+        keys.into_iter().filter_map(|k| self.render(k, as_of, updated_at)).collect()
+    }
+
+    /// Total patients located in the network (for the status line).
+    pub fn occupied(&self) -> i64 {
+        self.occupancy.values().map(|t| t.get(0)).sum()
+    }
+
+    /// Number of current patient length-of-stay documents.
+    pub fn network(&self) -> &Network {
+        &self.network
+    }
+
+    fn render(&self, key: DocKey, as_of: &str, updated_at: &str) -> Option<Document> {
+        let dept_name = |d: u8| Department::from_index(d).map(Department::name).unwrap_or("unknown");
+        let (id, hospital, kind, mut fields) = match key {
+            DocKey::Occupancy(h, d) => {
+                let t = self.occupancy.get(&(h, d)).copied().unwrap_or_default();
+                let capacity = Department::from_index(d)
+                    .and_then(|dept| self.network.capacity(h, dept))
+                    .map(|c| c.bed_capacity);
+                let occupied = t.get(0);
+                let pct = capacity.filter(|c| *c > 0).map(|c| round2(100.0 * occupied as f64 / f64::from(c)));
+                let by_gender: Map<String, Value> =
+                    Gender::ALL.iter().map(|g| (g.name().to_owned(), json!(t.get(1 + usize::from(g.index()))))).collect();
+                let by_age: Map<String, Value> = AgeBand::ALL
+                    .iter()
+                    .map(|b| (b.label().to_owned(), json!(t.get(5 + usize::from(b.index())))))
+                    .collect();
+                (
+                    format!("occupancy:{h}:{}", dept_name(d)),
+                    h,
+                    "occupancy",
+                    json!({
+                        "department": dept_name(d),
+                        "occupied": occupied,
+                        "bed_capacity": capacity,
+                        "occupancy_pct": pct,
+                        "by_gender": by_gender,
+                        "by_age_band": by_age,
+                    }),
+                )
+            }
+            DocKey::Vitals(h, d) => {
+                let t = self.vitals.get(&(h, d)).copied().unwrap_or_default();
+                let mut body = json!({ "department": dept_name(d), "patients": t.get(0) });
+                for (i, name) in VITAL_NAMES.iter().enumerate() {
+                    let (n, sum) = (t.get(1 + i), t.get(7 + i));
+                    let avg = (n > 0).then(|| round2(sum as f64 / n as f64 / 100.0));
+                    body[format!("avg_{name}")] = json!(avg);
+                }
+                (format!("vitals:{h}:{}", dept_name(d)), h, "vitals", body)
+            }
+            DocKey::Stay(h, d) => {
+                let t = self.stays.get(&(h, d)).copied().unwrap_or_default();
+                (format!("los:{h}:{}", dept_name(d)), h, "los", stay_fields(t, json!({ "department": dept_name(d) })))
+            }
+            DocKey::PatientStay(h, p) => {
+                let t = self.patient_stays.get(&(h, p)).copied().unwrap_or_default();
+                let who = patient_ref(p);
+                (format!("patient_los:{h}:{who}"), h, "patient_los", stay_fields(t, json!({ "patient": who })))
+            }
+            DocKey::Admissions(h, p, w) => {
+                let n = self.admissions.get(&(h, p, w)).copied().unwrap_or_default();
+                let priority = Priority::ALL.get(usize::from(p)).map(|p| p.name()).unwrap_or("unknown");
+                let weekday = WEEKDAYS.get(usize::from(w)).copied().unwrap_or("unknown");
+                (
+                    format!("admissions:{h}:{priority}:{weekday}"),
+                    h,
+                    "admissions",
+                    json!({ "admission_priority": priority, "weekday": weekday, "admissions": n }),
+                )
+            }
+            DocKey::Diagnoses(h) => {
+                let top = self
+                    .diagnoses
+                    .get(&h)
+                    .and_then(|lists| lists.iter().find(|(_, n)| **n > 0).map(|(top, _)| top.clone()))
+                    .unwrap_or_default();
+                let top: Vec<Value> =
+                    top.into_iter().map(|(code, n)| json!({ "diagnosis_code": code, "admissions": n })).collect();
+                (format!("diagnoses:{h}"), h, "diagnoses", json!({ "top": top }))
+            }
+        };
+        let obj = fields.as_object_mut()?;
+        obj.insert("id".into(), json!(id));
+        obj.insert("type".into(), json!(kind));
+        obj.insert("hospital_id".into(), json!(hospital));
+        obj.insert("as_of".into(), json!(as_of));
+        obj.insert("updated_at".into(), json!(updated_at));
+        Some(Document { id, hospital_id: i64::from(hospital), body: fields })
+    }
+}
+
+fn stay_fields(t: StayTally, mut body: Value) -> Value {
+    let (n, seconds) = (t.get(0), t.get(1));
+    body["discharges"] = json!(n);
+    body["avg_los_hours"] = json!((n > 0).then(|| round2(seconds as f64 / n as f64 / 3600.0)));
+    body
+}

@@ -1,0 +1,203 @@
+//! Gold facts: the compact, interned records that enter the dataflow.
+//!
+//! Strings stay at the edge: hospitals are `u16`, departments and categories `u8`, patients the
+//! `u64` pseudonym key. Times are microseconds since the Unix epoch (event time, never arrival).
+
+use std::collections::HashMap;
+
+use chrono::Datelike;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{AgeBand, EventType, Gender, Priority, Pseudonymiser, Timestamp};
+use crate::silver::SilverRecord;
+
+/// Event time in microseconds since the Unix epoch.
+pub type Micros = i64;
+
+/// The kind of an ADT event, ordered so that nothing depends on it but ties are total.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum AdtKind {
+    Admission,
+    Transfer,
+    Discharge,
+}
+
+/// One ADMISSION, TRANSFER or DISCHARGE, keyed by patient in the dataflow.
+///
+/// Field order matters: the derived `Ord` sorts by event time, then event id, which is exactly
+/// DESIGN.md's "latest event decides; ties: larger event_id".
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AdtFact {
+    pub at: Micros,
+    pub event_id: String,
+    pub kind: AdtKind,
+    pub hospital: u16,
+    pub department: u8,
+    pub gender: u8,
+    pub age_band: u8,
+}
+
+/// Where a patient is now, with the demographics of the event that put them there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Placement {
+    pub hospital: u16,
+    pub department: u8,
+    pub gender: u8,
+    pub age_band: u8,
+}
+
+/// The six numeric vitals in hundredths (exact sums), `None` where not measured or nulled by
+/// Silver. Order: heart rate, systolic, diastolic, temperature °C, SpO2, respiratory rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct VitalsValues(pub [Option<i32>; 6]);
+
+/// Names of [`VitalsValues`] slots as they appear in documents (`avg_<name>`).
+pub const VITAL_NAMES: [&str; 6] = [
+    "heart_rate",
+    "bp_systolic",
+    "bp_diastolic",
+    "temperature_c",
+    "oxygen_saturation",
+    "respiratory_rate",
+];
+
+/// A completed stay: one DISCHARGE with both times.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct StayFact {
+    pub hospital: u16,
+    pub department: u8,
+    pub patient: u64,
+    pub seconds: i64,
+}
+
+/// One ADMISSION, for the admissions and diagnoses KPIs.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AdmissionFact {
+    pub hospital: u16,
+    pub priority: Option<u8>,
+    /// 0 = Monday, in the offset the admission time was written with.
+    pub weekday: u8,
+    pub diagnosis: Option<String>,
+}
+
+/// The facts of one batch for one worker.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct GoldBatch {
+    pub adt: Vec<(u64, AdtFact)>,
+    /// Changes to the latest reading per patient: `+1` new, `-1` the one it replaces.
+    pub vitals: Vec<((u64, VitalsValues), isize)>,
+    pub stays: Vec<StayFact>,
+    pub admissions: Vec<AdmissionFact>,
+}
+
+impl GoldBatch {
+    pub fn is_empty(&self) -> bool {
+        self.adt.is_empty() && self.vitals.is_empty() && self.stays.is_empty() && self.admissions.is_empty()
+    }
+}
+
+/// Microseconds since the epoch.
+pub fn micros(t: &Timestamp) -> Micros {
+    t.timestamp_micros()
+}
+
+fn hundredths(x: Option<f64>) -> Option<i32> {
+    x.map(|v| (v * 100.0).round() as i32)
+}
+
+/// Turns Silver records into Gold facts, keeping the latest vitals reading per patient.
+///
+/// "Latest reading" is decided here rather than by a `reduce` in the dataflow: a reduce would
+/// keep every reading ever taken in its input arrangement, so memory would grow with history.
+/// This upsert keeps one reading per patient and emits the retraction of the one it replaces;
+/// a late (older) reading changes nothing, exactly as the reduce would have decided.
+#[derive(Debug)]
+pub struct FactBuilder {
+    pseudonyms: Pseudonymiser,
+    latest: HashMap<u64, (Micros, String, VitalsValues)>,
+    workers: usize,
+}
+
+impl FactBuilder {
+    pub fn new(pseudonyms: Pseudonymiser, workers: usize) -> Self {
+        FactBuilder { pseudonyms, latest: HashMap::new(), workers: workers.max(1) }
+    }
+
+    /// The patient key of a raw identifier.
+    pub fn patient_key(&self, patient_id: &str) -> u64 {
+        self.pseudonyms.key(patient_id)
+    }
+
+    /// Adds the facts of one record to the batch of the worker that owns its patient. Returns
+    /// the record's event time when it reached Gold (quarantined records do not).
+    pub fn add(&mut self, r: &SilverRecord, batches: &mut [GoldBatch]) -> Option<Micros> {
+        if r.quarantined() {
+            return None;
+        }
+        let e = &r.event;
+        let (kind, department, hospital, patient_id) =
+            (r.kind?, r.department?, u16::try_from(e.hospital_id?).ok()?, e.patient_id.as_deref()?);
+        let patient = self.patient_key(patient_id);
+        let batch = batches.get_mut((patient % self.workers as u64) as usize)?;
+        let at = micros(&e.event_timestamp);
+        let dept = department.index();
+        let adt = |kind| AdtFact {
+            at,
+            event_id: e.event_id.clone(),
+            kind,
+            hospital,
+            department: dept,
+            gender: Gender::parse(e.gender.as_deref()).index(),
+            age_band: AgeBand::of(e.age).index(),
+        };
+        match kind {
+            EventType::Admission => {
+                batch.adt.push((patient, adt(AdtKind::Admission)));
+                let admitted = e.admission_time.unwrap_or(e.event_timestamp);
+                batch.admissions.push(AdmissionFact {
+                    hospital,
+                    priority: e.admission_priority.as_deref().and_then(Priority::parse).map(|p| p as u8),
+                    weekday: admitted.weekday().num_days_from_monday() as u8,
+                    diagnosis: e.diagnosis_code.as_deref().map(str::trim).filter(|c| !c.is_empty()).map(str::to_owned),
+                });
+            }
+            EventType::Transfer => batch.adt.push((patient, adt(AdtKind::Transfer))),
+            EventType::Discharge => {
+                batch.adt.push((patient, adt(AdtKind::Discharge)));
+                if let (Some(a), Some(d)) = (e.admission_time, e.discharge_time) {
+                    batch.stays.push(StayFact {
+                        hospital,
+                        department: dept,
+                        patient,
+                        seconds: (d - a).num_seconds(),
+                    });
+                }
+            }
+            EventType::Vitals => {
+                let v = e.vitals.clone().unwrap_or_default();
+                let values = VitalsValues([
+                    hundredths(v.heart_rate),
+                    hundredths(v.bp_systolic),
+                    hundredths(v.bp_diastolic),
+                    hundredths(v.temperature_c),
+                    hundredths(v.oxygen_saturation),
+                    hundredths(v.respiratory_rate),
+                ]);
+                let newer = (at, e.event_id.as_str());
+                match self.latest.get_mut(&patient) {
+                    Some(slot) if (slot.0, slot.1.as_str()) >= newer => {}
+                    Some(slot) => {
+                        batch.vitals.push(((patient, slot.2), -1));
+                        batch.vitals.push(((patient, values), 1));
+                        *slot = (at, e.event_id.clone(), values);
+                    }
+                    None => {
+                        batch.vitals.push(((patient, values), 1));
+                        self.latest.insert(patient, (at, e.event_id.clone(), values));
+                    }
+                }
+            }
+        }
+        Some(at)
+    }
+}

@@ -1,0 +1,27 @@
+//! Gold: live KPIs maintained incrementally with differential dataflow.
+//!
+//! [`FactBuilder`] turns Silver records into small interned facts; [`dataflow::build`] keeps the
+//! KPIs of DESIGN.md up to date and emits one [`KpiDelta`] per changed key and epoch;
+//! [`KpiState`] adds those up and renders the changed documents for the sinks.
+
+mod dataflow;
+mod documents;
+mod facts;
+mod location;
+mod tally;
+
+pub use dataflow::{build, GoldInputs, GoldOutput, KpiDelta, TOP_DIAGNOSES};
+pub use documents::{Document, KpiState};
+pub use facts::{
+    micros, AdmissionFact, AdtFact, AdtKind, FactBuilder, GoldBatch, Micros, Placement, StayFact,
+    VitalsValues, VITAL_NAMES,
+};
+pub use location::LatestLocation;
+pub use tally::Tally;
+
+/// Occupancy of a department: `[occupied, by gender M F O U, by age band (6)]`.
+pub type OccupancyTally = Tally<11>;
+/// Vitals census: `[patients, readings per vital (6), sums in hundredths per vital (6)]`.
+pub type VitalsTally = Tally<13>;
+/// Length of stay: `[discharges, total seconds]`.
+pub type StayTally = Tally<2>;

@@ -1,0 +1,375 @@
+//! The job: source → Silver → Gold dataflow → sink, on bounded channels.
+//!
+//! ```text
+//! ingest thread                     timely workers (N)                sink thread
+//! source.poll ─► Silver ─► facts ─► [bounded, per worker] ─► dataflow ─► [bounded] ─► KpiState ─► Sink
+//!                  └─► dead letters, quarantine (lake)
+//! ```
+//!
+//! Each poll becomes one epoch. Every worker receives a batch for every epoch (possibly empty)
+//! so that all advance together; when every worker reports an epoch complete, the sink writes
+//! the documents it changed, stamped with that epoch's event-time watermark. Bounded channels
+//! carry backpressure from a slow sink back to the source.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tracing::{info, instrument, warn};
+
+use crate::gold::{self, FactBuilder, GoldBatch, GoldOutput, KpiState, Micros};
+use crate::lake::{Lake, LakeError};
+use crate::metrics::Metrics;
+use crate::model::{format_time, Network, Pseudonymiser};
+use crate::silver::{Outcome, Silver, SourcePosition};
+use crate::sink::{Container, Sink, SinkError};
+use crate::source::{Poll, RawBatch, Source, SourceError};
+
+/// When `run` stops by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// Only on shutdown (Ctrl-C): the service mode.
+    Shutdown,
+    /// When a finite source is exhausted.
+    End,
+    /// After this long without input.
+    Idle(Duration),
+}
+
+/// How the job runs.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub data_dir: PathBuf,
+    pub network: Network,
+    pub workers: usize,
+    /// Most payloads per epoch.
+    pub batch_size: usize,
+    /// Longest wait for input before an epoch is closed with what arrived.
+    pub poll_wait: Duration,
+    /// Shortest time between two sink writes (changes in between are coalesced).
+    pub flush_interval: Duration,
+    pub until: Until,
+}
+
+impl PipelineConfig {
+    pub fn new(data_dir: PathBuf, network: Network) -> Self {
+        PipelineConfig {
+            data_dir,
+            network,
+            workers: 1,
+            batch_size: 16_384,
+            poll_wait: Duration::from_millis(20),
+            flush_interval: Duration::from_millis(20),
+            until: Until::End,
+        }
+    }
+}
+
+/// Why the job stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error("the dataflow failed: {0}")]
+    Dataflow(String),
+}
+
+/// What a run did, for the final summary.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunSummary {
+    pub events: u64,
+    pub dead_letters: u64,
+    pub duplicates: u64,
+    pub quarantined: u64,
+    pub gold_records: u64,
+    pub documents_written: u64,
+    pub epochs: u64,
+    pub elapsed: Duration,
+    pub occupied: i64,
+}
+
+impl RunSummary {
+    /// Events per second over the whole run.
+    pub fn events_per_second(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// One epoch's facts for one worker.
+struct WorkerBatch {
+    epoch: u64,
+    batch: GoldBatch,
+    watermark: Micros,
+    read_at: Instant,
+}
+
+/// Runs the job until the source ends, input stays idle, or `shutdown` is set (per `until`).
+#[instrument(skip_all, fields(source = source.name(), workers = config.workers))]
+pub fn run(
+    config: PipelineConfig,
+    mut source: Box<dyn Source>,
+    sink: Box<dyn Sink>,
+    pseudonyms: Pseudonymiser,
+    metrics: Arc<Metrics>,
+    shutdown: Arc<AtomicBool>,
+) -> Result<RunSummary, PipelineError> {
+    let started = Instant::now();
+    let workers = config.workers.max(1);
+    let (out_tx, out_rx) = sync_channel::<GoldOutput>(1024);
+    let mut to_workers = Vec::with_capacity(workers);
+    let mut from_ingest = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        let (tx, rx) = sync_channel::<WorkerBatch>(4);
+        to_workers.push(tx);
+        from_ingest.push(Some(rx));
+    }
+    let from_ingest = Arc::new(Mutex::new(from_ingest));
+
+    let sink_thread = {
+        let (network, metrics, interval) = (config.network.clone(), metrics.clone(), config.flush_interval);
+        std::thread::Builder::new()
+            .name("cds-sink".into())
+            .spawn(move || sink_loop(out_rx, sink, KpiState::new(network), workers, interval, &metrics))
+            .map_err(|e| PipelineError::Dataflow(e.to_string()))?
+    };
+
+    let guards = timely::execute(timely::Config::process(workers), move |worker| {
+        let index = worker.index();
+        let rx = from_ingest.lock().ok().and_then(|mut v| v.get_mut(index).and_then(Option::take));
+        let out = out_tx.clone();
+        let (mut inputs, probe) = worker.dataflow::<u64, _, _>(|scope| gold::build(scope, out.clone()));
+        let Some(rx) = rx else { return };
+        while let Ok(WorkerBatch { epoch, batch, watermark, read_at }) = rx.recv() {
+            inputs.insert(batch);
+            inputs.advance_to(epoch + 1);
+            while probe.less_than(&(epoch + 1)) {
+                worker.step();
+            }
+            if out.send(GoldOutput::Complete { worker: index, epoch, watermark, read_at }).is_err() {
+                break;
+            }
+        }
+    })
+    .map_err(PipelineError::Dataflow)?;
+
+    let ingested = ingest(&config, source.as_mut(), pseudonyms, &to_workers, &metrics, &shutdown);
+    drop(to_workers);
+    // Workers finish their epochs and close their channels; the sink then drains and flushes.
+    let joined = guards.join();
+    let sunk = sink_thread.join().map_err(|_| PipelineError::Dataflow("the sink thread panicked".into()))?;
+    if joined.iter().any(Result::is_err) {
+        return Err(PipelineError::Dataflow("a dataflow worker panicked".into()));
+    }
+    let mut summary = ingested?;
+    let (documents_written, occupied) = sunk?;
+    summary.documents_written = documents_written;
+    summary.occupied = occupied;
+    summary.elapsed = started.elapsed();
+    info!(events = summary.events, elapsed_ms = summary.elapsed.as_millis() as u64, "run finished");
+    Ok(summary)
+}
+
+/// The ingest loop: poll, clean, route facts to workers, one epoch per poll.
+fn ingest(
+    config: &PipelineConfig,
+    source: &mut dyn Source,
+    pseudonyms: Pseudonymiser,
+    to_workers: &[SyncSender<WorkerBatch>],
+    metrics: &Metrics,
+    shutdown: &AtomicBool,
+) -> Result<RunSummary, PipelineError> {
+    let workers = to_workers.len();
+    let mut silver = Silver::new(config.network.clone());
+    let mut facts = FactBuilder::new(pseudonyms, workers);
+    let mut lake = Lake::open(&config.data_dir);
+    let mut raw = RawBatch::default();
+    let mut summary = RunSummary::default();
+    let mut watermark = Micros::MIN;
+    let mut last_input = Instant::now();
+    let mut last_lake_flush = Instant::now();
+    let mut ended = false;
+    let source_name = source.name().to_owned();
+    let events_in = metrics.events_in.with_label_values(&[&source_name]);
+    let mut flag_counts = [0u64; crate::silver::DqFlag::ALL.len()];
+
+    while !shutdown.load(Ordering::Relaxed) {
+        raw.clear();
+        if ended {
+            // Service mode after a finite source: keep serving until shutdown.
+            std::thread::sleep(Duration::from_millis(100));
+            continue;
+        }
+        match source.poll(&mut raw, config.batch_size, config.poll_wait)? {
+            Poll::End if raw.is_empty() => {
+                if config.until == Until::Shutdown {
+                    info!("source exhausted; serving until shutdown");
+                    ended = true;
+                    continue;
+                }
+                break;
+            }
+            Poll::Idle => {
+                if let Until::Idle(limit) = config.until {
+                    if last_input.elapsed() >= limit {
+                        info!("input idle; stopping");
+                        break;
+                    }
+                }
+                continue;
+            }
+            Poll::End | Poll::Ready => {}
+        }
+        let read_at = Instant::now();
+        last_input = read_at;
+        let mut batches = vec![GoldBatch::default(); workers];
+        let (mut dead, mut dups, mut quarantined, mut gold) = (0u64, 0u64, 0u64, 0u64);
+        for (payload, (partition, offset)) in raw.iter() {
+            let position = || SourcePosition { source: source_name.clone(), partition, offset };
+            match silver.ingest(payload, position) {
+                Outcome::Record(record) => {
+                    for f in record.dq_flags.iter() {
+                        flag_counts[f as usize] += 1;
+                    }
+                    if record.quarantined() {
+                        quarantined += 1;
+                        lake.quarantine.append(&record)?;
+                    } else if let Some(at) = facts.add(&record, &mut batches) {
+                        gold += 1;
+                        watermark = watermark.max(at);
+                    }
+                }
+                Outcome::Duplicate => dups += 1,
+                Outcome::DeadLetter(letter) => {
+                    dead += 1;
+                    metrics.dead_letters.with_label_values(&[letter.reason_code]).inc();
+                    warn!(reason = letter.reason_code, offset, "payload sent to the dead-letter store");
+                    lake.dead_letters.append(&letter)?;
+                }
+            }
+        }
+        let n = raw.len() as u64;
+        events_in.inc_by(n);
+        metrics.duplicates.inc_by(dups);
+        metrics.quarantined.inc_by(quarantined);
+        metrics.gold_records.inc_by(gold);
+        for (i, count) in flag_counts.iter_mut().enumerate() {
+            if *count > 0 {
+                metrics.dq_flags.with_label_values(&[crate::silver::DqFlag::ALL[i].name()]).inc_by(*count);
+                *count = 0;
+            }
+        }
+        summary.events += n;
+        summary.dead_letters += dead;
+        summary.duplicates += dups;
+        summary.quarantined += quarantined;
+        summary.gold_records += gold;
+
+        for (tx, batch) in to_workers.iter().zip(batches) {
+            let msg = WorkerBatch { epoch: summary.epochs, batch, watermark, read_at };
+            if tx.send(msg).is_err() {
+                return Err(PipelineError::Dataflow("a dataflow worker stopped".into()));
+            }
+        }
+        summary.epochs += 1;
+        if last_lake_flush.elapsed() >= Duration::from_secs(1) {
+            lake.flush()?;
+            last_lake_flush = Instant::now();
+        }
+    }
+    lake.flush()?;
+    Ok(summary)
+}
+
+/// The sink loop: add up changes; when every worker completed an epoch, write what changed.
+fn sink_loop(
+    rx: Receiver<GoldOutput>,
+    mut sink: Box<dyn Sink>,
+    mut state: KpiState,
+    workers: usize,
+    interval: Duration,
+    metrics: &Metrics,
+) -> Result<(u64, i64), PipelineError> {
+    let mut completed: Vec<Option<u64>> = vec![None; workers];
+    let mut pending: BTreeMap<u64, (Micros, Instant)> = BTreeMap::new();
+    let mut flushed: Option<u64> = None;
+    let mut ready: Option<(u64, Micros, Instant)> = None;
+    let mut last_flush = Instant::now() - interval;
+    let mut written = 0u64;
+    let mut latest_watermark = Micros::MIN;
+
+    let mut flush = |state: &mut KpiState, upto: (u64, Micros, Instant), written: &mut u64| -> Result<(), PipelineError> {
+        let (_, watermark, read_at) = upto;
+        let as_of = DateTime::<Utc>::from_timestamp_micros(watermark)
+            .map(|t| format_time(&t.fixed_offset()))
+            .unwrap_or_default();
+        let now = format_time(&Utc::now().fixed_offset());
+        let docs = state.take_changed(&as_of, &now);
+        if !docs.is_empty() {
+            if let Err(e) = sink.upsert(Container::Kpis, &docs) {
+                metrics.sink_errors.inc();
+                return Err(e.into());
+            }
+            for d in &docs {
+                let kind = d.body.get("type").and_then(|t| t.as_str()).unwrap_or("unknown");
+                metrics.documents_written.with_label_values(&[kind]).inc();
+            }
+            *written += docs.len() as u64;
+        }
+        metrics.occupied_beds.set(state.occupied());
+        if watermark > Micros::MIN {
+            metrics.watermark_seconds.set(watermark / 1_000_000);
+        }
+        metrics.processing_latency.observe(read_at.elapsed().as_secs_f64());
+        Ok(())
+    };
+
+    loop {
+        match rx.recv_timeout(interval) {
+            Ok(GoldOutput::Changes(changes)) => {
+                metrics.kpi_changes.inc_by(changes.len() as u64);
+                for c in changes {
+                    state.apply(c);
+                }
+            }
+            Ok(GoldOutput::Complete { worker, epoch, watermark, read_at }) => {
+                if let Some(slot) = completed.get_mut(worker) {
+                    *slot = Some(epoch);
+                }
+                pending.entry(epoch).or_insert((watermark, read_at));
+                latest_watermark = latest_watermark.max(watermark);
+                let all = completed.iter().copied().collect::<Option<Vec<u64>>>();
+                if let Some(min) = all.and_then(|v| v.into_iter().min()) {
+                    if flushed.is_none_or(|f| min > f) {
+                        if let Some(&(w, r)) = pending.get(&min) {
+                            ready = Some((min, w, r));
+                        }
+                        pending.retain(|e, _| *e > min);
+                        flushed = Some(min);
+                        metrics.epochs_completed.inc();
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        if let Some(upto) = ready {
+            if last_flush.elapsed() >= interval {
+                flush(&mut state, upto, &mut written)?;
+                ready = None;
+                last_flush = Instant::now();
+            }
+        }
+    }
+    // Everything is complete once every worker has hung up.
+    let read_at = ready.map_or_else(Instant::now, |(_, _, r)| r);
+    flush(&mut state, (flushed.unwrap_or(0), latest_watermark, read_at), &mut written)?;
+    Ok((written, state.occupied()))
+}

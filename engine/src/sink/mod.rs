@@ -1,0 +1,47 @@
+//! Sinks: where documents go. A sink upserts documents by id into a container; writing the
+//! same document twice leaves one document, so replays are harmless.
+//!
+//! One folder per sink behind the small [`Sink`] trait: [`sqlite`] is the embedded default.
+
+pub mod sqlite;
+
+use crate::gold::Document;
+
+/// The containers of DESIGN.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Container {
+    Kpis,
+    Alerts,
+}
+
+impl Container {
+    pub fn name(self) -> &'static str {
+        match self {
+            Container::Kpis => "kpis",
+            Container::Alerts => "alerts",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "kpis" => Some(Container::Kpis),
+            "alerts" => Some(Container::Alerts),
+            _ => None,
+        }
+    }
+}
+
+/// Why a sink write failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("cannot create {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+}
+
+/// A destination for documents.
+pub trait Sink: Send {
+    /// Upserts the documents by id, atomically where the store allows.
+    fn upsert(&mut self, container: Container, documents: &[Document]) -> Result<(), SinkError>;
+}

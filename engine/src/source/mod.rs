@@ -1,0 +1,103 @@
+//! Sources: where payloads come from. Each source is a folder behind the small [`Source`]
+//! trait; it hands raw payloads (one JSON object each) in batches to Silver, with positions.
+
+pub mod file;
+
+use std::time::Duration;
+
+/// Why a source failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("cannot open {path}: {source}")]
+    Open { path: String, source: std::io::Error },
+    #[error("read error on {path}: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("unknown source {0:?}: expected `simulator`, `file:PATH` or `kafka://HOST:PORT/TOPIC`")]
+    Unknown(String),
+    #[error("source {0:?} is not built yet")]
+    NotBuilt(String),
+}
+
+/// What a poll produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Poll {
+    /// Payloads were appended (at least one).
+    Ready,
+    /// Nothing arrived within the wait; more may come.
+    Idle,
+    /// The source is exhausted and will produce nothing more.
+    End,
+}
+
+/// Payloads of one poll, stored back to back in one buffer.
+#[derive(Debug, Default, Clone)]
+pub struct RawBatch {
+    bytes: Vec<u8>,
+    ends: Vec<usize>,
+    positions: Vec<(i32, i64)>,
+}
+
+impl RawBatch {
+    /// Appends one payload with its (partition, offset).
+    pub fn push(&mut self, payload: &[u8], partition: i32, offset: i64) {
+        self.bytes.extend_from_slice(payload);
+        self.ends.push(self.bytes.len());
+        self.positions.push((partition, offset));
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+        self.positions.clear();
+    }
+
+    /// The payloads with their (partition, offset).
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], (i32, i64))> + '_ {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts
+            .zip(self.ends.iter().copied())
+            .zip(self.positions.iter().copied())
+            .map(|((s, e), pos)| (&self.bytes[s..e], pos))
+    }
+}
+
+/// A stream of payloads.
+pub trait Source: Send {
+    /// A short name for metrics, logs and dead letters (`file:PATH`, `simulator`).
+    fn name(&self) -> &str;
+
+    /// Appends up to `max` payloads to `batch`, waiting at most `wait` for the first one.
+    fn poll(&mut self, batch: &mut RawBatch, max: usize, wait: Duration) -> Result<Poll, SourceError>;
+}
+
+/// Which source `--source` names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceSpec {
+    Simulator,
+    File(std::path::PathBuf),
+    Kafka(String),
+}
+
+impl std::str::FromStr for SourceSpec {
+    type Err = SourceError;
+
+    fn from_str(s: &str) -> Result<Self, SourceError> {
+        if s == "simulator" {
+            Ok(SourceSpec::Simulator)
+        } else if let Some(path) = s.strip_prefix("file:") {
+            Ok(SourceSpec::File(path.into()))
+        } else if s.starts_with("kafka://") || s == "kafka" {
+            Ok(SourceSpec::Kafka(s.to_owned()))
+        } else {
+            Err(SourceError::Unknown(s.to_owned()))
+        }
+    }
+}
