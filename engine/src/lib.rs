@@ -16,3 +16,4 @@ pub mod sink;
 pub mod lake;
 pub mod metrics;
 pub mod pipeline;
+pub mod http;

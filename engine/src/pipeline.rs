@@ -250,10 +250,13 @@ fn ingest(
                 Outcome::DeadLetter(letter) => {
                     dead += 1;
                     metrics.dead_letters.with_label_values(&[letter.reason_code]).inc();
-                    warn!(reason = letter.reason_code, offset, "payload sent to the dead-letter store");
+                    tracing::debug!(reason = letter.reason_code, offset, "payload sent to the dead-letter store");
                     lake.dead_letters.append(&letter)?;
                 }
             }
+        }
+        if dead > 0 {
+            warn!(count = dead, source = %source_name, "payloads sent to the dead-letter store");
         }
         let n = raw.len() as u64;
         events_in.inc_by(n);

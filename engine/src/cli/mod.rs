@@ -1,0 +1,79 @@
+//! The command line of DESIGN.md: `cds run`, `cds simulate`, `cds export`.
+
+mod export;
+mod run;
+mod simulate;
+mod status;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::model::Network;
+
+/// cds: real-time clinical decision support over hospital event streams.
+#[derive(Debug, Parser)]
+#[command(name = "cds", version, about, long_about = None)]
+pub struct Cli {
+    /// Departments file (hospital_id, hospital_name, department, bed_capacity, staff_count);
+    /// default: config/departments.csv if present, else the copy built into the binary.
+    #[arg(long, global = true, value_name = "CSV")]
+    departments: Option<PathBuf>,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the engine: source -> Silver -> Gold -> sink, with the HTTP endpoints.
+    Run(run::RunArgs),
+    /// Generate simulated hospital events (JSON lines on stdout by default).
+    Simulate(simulate::SimulateArgs),
+    /// Print the current documents of a container as JSON lines.
+    Export(export::ExportArgs),
+}
+
+/// Parses the command line, runs the command, and maps errors to a message and exit code 1.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let result = load_network(cli.departments.as_deref()).and_then(|network| match cli.command {
+        Command::Run(args) => run::run(args, network),
+        Command::Simulate(args) => simulate::simulate(args, &network),
+        Command::Export(args) => export::export(args),
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CDS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .try_init();
+}
+
+fn load_network(path: Option<&std::path::Path>) -> anyhow::Result<Network> {
+    match path {
+        Some(p) => Network::load(p).with_context(|| format!("loading departments from {}", p.display())),
+        None => {
+            let default = std::path::Path::new("config/departments.csv");
+            if default.exists() {
+                Network::load(default).context("loading config/departments.csv")
+            } else {
+                Ok(Network::default_network())
+            }
+        }
+    }
+}

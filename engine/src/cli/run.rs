@@ -1,0 +1,152 @@
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use tracing::info;
+
+use super::simulate::SimulatorArgs;
+use super::status;
+use crate::http::{self, HttpState};
+use crate::metrics::Metrics;
+use crate::model::{Network, Pseudonymiser};
+use crate::pipeline::{self, PipelineConfig, Until};
+use crate::sink::sqlite::{SqliteConfig, SqliteSink};
+use crate::sink::Sink;
+use crate::source::file::{FileConfig, FileSource};
+use crate::source::simulator::SimulatorSource;
+use crate::source::{Source, SourceSpec};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// `simulator`, `file:PATH` (JSON lines; `file:-` for stdin) or `kafka://HOST:PORT/TOPIC`.
+    #[arg(long, default_value = "simulator", value_name = "SRC")]
+    source: String,
+    /// `sqlite` (embedded, under the data directory) or `cosmos`.
+    #[arg(long, default_value = "sqlite", value_name = "SINK")]
+    sink: String,
+    /// Holds the SQLite store, the local lake and the pseudonym key.
+    #[arg(long, default_value = "./cds-data", value_name = "DIR")]
+    data_dir: PathBuf,
+    /// HTTP address for /healthz, /readyz, /metrics; port 0 picks a free port; `off` disables.
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
+    http: String,
+    /// Stop once a finite source is exhausted and every output is flushed.
+    #[arg(long, conflicts_with = "until_idle")]
+    until_end: bool,
+    /// Stop after this many seconds without input.
+    #[arg(long, value_name = "SECS")]
+    until_idle: Option<f64>,
+    /// Dataflow worker threads.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    workers: usize,
+    /// Most events per input batch (one dataflow epoch).
+    #[arg(long, default_value_t = 16_384, value_name = "N")]
+    batch_size: usize,
+    /// Simulator settings (with `--source simulator`); its rate defaults to 2,000 events/s.
+    #[command(flatten)]
+    sim: SimulatorArgs,
+}
+
+pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
+    if args.workers == 0 || args.batch_size == 0 {
+        anyhow::bail!("--workers and --batch-size must be at least 1");
+    }
+    let until = match (args.until_end, args.until_idle) {
+        (true, _) => Until::End,
+        (false, Some(secs)) if secs.is_finite() && secs >= 0.0 => Until::Idle(Duration::from_secs_f64(secs)),
+        (false, Some(secs)) => anyhow::bail!("--until-idle must be a number of seconds, got {secs}"),
+        (false, None) => Until::Shutdown,
+    };
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
+    let pseudonyms = Pseudonymiser::from_env_or_dir(&args.data_dir)?;
+    let source = open_source(&args, &network, until)?;
+    let sink: Box<dyn Sink> = match args.sink.as_str() {
+        "sqlite" => {
+            let config = SqliteConfig::in_data_dir(&args.data_dir);
+            Box::new(SqliteSink::open(&config).with_context(|| format!("opening {}", config.path.display()))?)
+        }
+        "cosmos" => anyhow::bail!("the Cosmos DB sink is not built yet; use --sink sqlite"),
+        other => anyhow::bail!("unknown sink {other:?}: expected `sqlite` or `cosmos`"),
+    };
+
+    let metrics = Arc::new(Metrics::new());
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let ready = Arc::new(AtomicBool::new(false));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("cds-http")
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let stop_http = Arc::new(tokio::sync::Notify::new());
+    if args.http != "off" {
+        let (listener, addr) = runtime
+            .block_on(http::bind(&args.http))
+            .with_context(|| format!("binding the HTTP address {}", args.http))?;
+        eprintln!("cds: HTTP on http://{addr} (/healthz, /readyz, /metrics)");
+        let state = HttpState { metrics: metrics.clone(), ready: ready.clone() };
+        let stop = stop_http.clone();
+        runtime.spawn(async move {
+            if let Err(e) = http::serve(listener, state, async move { stop.notified().await }).await {
+                tracing::error!(error = %e, "HTTP server stopped");
+            }
+        });
+    }
+    {
+        // First Ctrl-C: stop reading, flush, exit cleanly. Second: leave at once.
+        let shutdown = shutdown.clone();
+        runtime.spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                eprintln!("\ncds: stopping (Ctrl-C again to abort)");
+                shutdown.store(true, Ordering::Relaxed);
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            }
+        });
+    }
+
+    let total_beds = network.total_beds();
+    let mut config = PipelineConfig::new(args.data_dir.clone(), network);
+    config.workers = args.workers;
+    config.batch_size = args.batch_size;
+    config.until = until;
+    info!(source = source.name(), sink = %args.sink, workers = args.workers, "starting");
+    ready.store(true, Ordering::Relaxed);
+    let stop_status = Arc::new(AtomicBool::new(false));
+    let status_thread = status::spawn(metrics.clone(), total_beds, stop_status.clone());
+    let result = pipeline::run(config, source, sink, pseudonyms, metrics, shutdown);
+    stop_status.store(true, Ordering::Relaxed);
+    if let Some(t) = status_thread {
+        let _ = t.join();
+    }
+    stop_http.notify_waiters();
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    let summary = result?;
+    println!("{}", status::summary(&summary, total_beds));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn open_source(args: &RunArgs, network: &Network, until: Until) -> anyhow::Result<Box<dyn Source>> {
+    Ok(match args.source.parse::<SourceSpec>()? {
+        SourceSpec::Simulator => {
+            let mut config = args.sim.config()?;
+            // A live demo by default; `--rate` overrides, and `--until-end` with a bounded
+            // simulator runs as fast as possible.
+            if config.rate.is_none() && !(until == Until::End && config.max_events.is_some()) {
+                config.rate = Some(2_000.0);
+            }
+            Box::new(SimulatorSource::new(config, network))
+        }
+        SourceSpec::File(path) => {
+            let config = FileConfig { path, follow: until != Until::End };
+            Box::new(FileSource::open(&config)?)
+        }
+        SourceSpec::Kafka(spec) => anyhow::bail!("the Kafka source ({spec}) is not built yet"),
+    })
+}
