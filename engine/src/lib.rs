@@ -1,19 +1,31 @@
 //! `cds`: a real-time clinical decision support stream processor.
 //!
+//! Hospitals stream admission, discharge, transfer and vitals events; `cds` cleans them and
+//! keeps KPIs live with differential dataflow.
+//!
 //! # Layout
 //!
 //! One module per stage, in data-flow order, so that one event can be followed by opening them
 //! in turn:
 //!
 //! - [`model`]: the event model, the canonical vocabulary, the hospital network, pseudonyms.
-//! - `source`: where events come from (simulator, JSON-lines files).
+//! - [`source`]: where payloads come from: the simulator and JSON-lines files, behind one trait.
+//! - [`silver`]: data-quality rules that flag and repair; duplicates; dead letters.
+//! - [`gold`]: facts, the differential dataflow of the KPIs, and the KPI documents.
+//! - [`sink`]: where documents go: the embedded SQLite store, behind one trait.
+//! - [`lake`]: the local lake: dead-letter store and quarantined Silver records.
+//! - [`http`]: `/healthz`, `/readyz`, `/metrics`.
+//! - [`metrics`]: the Prometheus registry of a run.
+//! - [`pipeline`]: the job that wires the stages with bounded channels and threads.
+//! - [`cli`]: the `cds` command line; `main.rs` only calls [`cli::main`].
 
-pub mod model;
-pub mod source;
-pub mod silver;
+pub mod cli;
 pub mod gold;
-pub mod sink;
+pub mod http;
 pub mod lake;
 pub mod metrics;
+pub mod model;
 pub mod pipeline;
-pub mod http;
+pub mod silver;
+pub mod sink;
+pub mod source;

@@ -2,6 +2,7 @@
 //! trait; it hands raw payloads (one JSON object each) in batches to Silver, with positions.
 
 pub mod file;
+pub mod simulator;
 
 use std::time::Duration;
 

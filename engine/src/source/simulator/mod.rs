@@ -1,0 +1,560 @@
+//! The hospital network simulator: the default source of `cds run` and the generator behind
+//! `cds simulate`.
+//!
+//! It keeps the admitted patients of every hospital in memory and plays a schedule of
+//! simulated-time actions: arrivals (Poisson, 3x from December to February and on weekend
+//! evenings), vitals rounds for every admitted patient (with deterioration episodes, so that
+//! clinical rules fire now and then), transfers and discharges of the same patients, and
+//! readmissions. The network starts with a census of patients already admitted, so occupancy
+//! is realistic from the first minutes. Dirty-data scenarios are applied to emitted events at
+//! `dirty_rate`. Everything is driven by one seeded PRNG and ordered collections: the same
+//! configuration gives byte-identical output.
+
+mod config;
+mod dirty;
+mod rng;
+mod source;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::io::Write;
+use std::time::{Duration as StdDuration, Instant};
+
+use chrono::{Datelike, Duration, Timelike};
+
+pub use config::SimulatorConfig;
+pub use dirty::Scenario;
+pub use source::SimulatorSource;
+
+use crate::model::{Department, Event, Network, Timestamp, Vitals};
+use rng::Rng;
+
+/// Mean length of stay per department, in hours (index: [`Department::index`]).
+const MEAN_STAY_HOURS: [f64; 7] = [10.0, 110.0, 90.0, 70.0, 56.0, 150.0, 110.0];
+/// Share of beds occupied in steady state outside surges.
+const TARGET_OCCUPANCY: f64 = 0.72;
+
+const DIAGNOSES: [&[&str]; 7] = [
+    &["R07.4", "S72.0", "J18.9", "N39.0", "R10.4", "S06.0", "T78.4"],
+    &["K35.8", "K80.2", "S72.0", "K40.9", "M17.1"],
+    &["A41.9", "J96.0", "J18.9", "I46.9", "R57.0"],
+    &["J21.9", "J45.9", "A09", "J06.9", "B34.9"],
+    &["O80", "O82", "O42.0", "O13"],
+    &["C50.9", "C34.9", "C18.9", "C61", "C91.0"],
+    &["I21.4", "I50.9", "I48.9", "I20.0", "I10"],
+];
+const INSURANCE: [(&str, f64); 5] =
+    [("Public", 45.0), ("Private", 30.0), ("Medicare", 15.0), ("Self-pay", 7.0), ("Other", 3.0)];
+
+/// Where a transfer out of a department usually goes.
+fn transfer_targets(d: Department) -> &'static [Department] {
+    use Department::*;
+    match d {
+        Emergency => &[Surgery, Icu, Cardiology, Oncology, Surgery, Cardiology],
+        Icu => &[Surgery, Cardiology],
+        Surgery => &[Icu],
+        Cardiology => &[Icu],
+        _ => &[],
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Episode {
+    step: u32,
+    length: u32,
+    recovers: bool,
+    cold: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Patient {
+    id: String,
+    hospital: u16,
+    department: Department,
+    bed: u32,
+    gender: &'static str,
+    age: i64,
+    admitted_at: Timestamp,
+    priority: &'static str,
+    diagnosis: &'static str,
+    insurance: &'static str,
+    baseline: [f64; 6],
+    oxygen: bool,
+    episode: Option<Episode>,
+    /// Bumped on every move, so that stale scheduled actions are ignored.
+    generation: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Action {
+    Arrival,
+    Vitals(u64, u32),
+    Transfer(u64, u32),
+    Discharge(u64, u32),
+}
+
+/// A recently discharged patient who may come back.
+#[derive(Debug, Clone)]
+struct Former {
+    id: String,
+    gender: &'static str,
+    age: i64,
+    discharged_at: Timestamp,
+}
+
+/// The simulator. See the module documentation.
+pub struct Simulator {
+    config: SimulatorConfig,
+    rng: Rng,
+    now: Timestamp,
+    departments: Vec<(u16, Department, u32)>,
+    /// Arrival weight per entry of `departments`: capacity / mean stay.
+    weights: Vec<f64>,
+    /// Arrivals per hour at normal load.
+    base_rate: f64,
+    beds: BTreeMap<(u16, u8), Vec<bool>>,
+    patients: BTreeMap<u64, Patient>,
+    former: VecDeque<Former>,
+    schedule: BinaryHeap<Reverse<(i64, u64, Action)>>,
+    seq: u64,
+    next_patient: u64,
+    next_stay: u64,
+    next_event: u64,
+    ready: VecDeque<Vec<u8>>,
+    held: Vec<(u64, Vec<u8>)>,
+    produced: u64,
+}
+
+impl std::fmt::Debug for Simulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Simulator").field("produced", &self.produced).field("admitted", &self.patients.len()).finish()
+    }
+}
+
+impl Simulator {
+    pub fn new(config: SimulatorConfig, network: &Network) -> Self {
+        let departments: Vec<(u16, Department, u32)> =
+            network.departments().map(|(h, d, c)| (h, d, c.bed_capacity)).collect();
+        let weights: Vec<f64> = departments
+            .iter()
+            .map(|(_, d, cap)| f64::from(*cap) / MEAN_STAY_HOURS[usize::from(d.index())])
+            .collect();
+        let base_rate = TARGET_OCCUPANCY * weights.iter().sum::<f64>();
+        let beds = departments.iter().map(|(h, d, cap)| ((*h, d.index()), vec![false; *cap as usize])).collect();
+        let mut sim = Simulator {
+            rng: Rng::new(config.seed),
+            now: config.start,
+            departments,
+            weights,
+            base_rate,
+            beds,
+            patients: BTreeMap::new(),
+            former: VecDeque::new(),
+            schedule: BinaryHeap::new(),
+            seq: 0,
+            next_patient: 1_000_000,
+            next_stay: 0,
+            next_event: 0,
+            ready: VecDeque::new(),
+            held: Vec::new(),
+            produced: 0,
+            config,
+        };
+        sim.initial_census();
+        sim.push(sim.now, Action::Arrival);
+        sim
+    }
+
+    /// Lines emitted so far.
+    pub fn produced(&self) -> u64 {
+        self.produced
+    }
+
+    /// The next JSON line (no newline), or `None` once `max_events` lines were produced.
+    pub fn next_line(&mut self) -> Option<Vec<u8>> {
+        if self.config.max_events.is_some_and(|m| self.produced >= m) {
+            return None;
+        }
+        loop {
+            if let Some(i) = self.held.iter().position(|(at, _)| *at <= self.produced) {
+                let (_, line) = self.held.swap_remove(i);
+                self.ready.push_back(line);
+            }
+            if let Some(line) = self.ready.pop_front() {
+                self.produced += 1;
+                return Some(line);
+            }
+            self.step();
+        }
+    }
+
+    fn push(&mut self, at: Timestamp, action: Action) {
+        self.seq += 1;
+        self.schedule.push(Reverse((at.timestamp_micros(), self.seq, action)));
+    }
+
+    /// Patients already in hospital when the simulation starts, admitted at the start.
+    fn initial_census(&mut self) {
+        let mut k = 0;
+        for i in 0..self.departments.len() {
+            let (_, d, cap) = self.departments[i];
+            let n = (f64::from(cap) * TARGET_OCCUPANCY * self.rng.normal(1.0, 0.08)).round().max(0.0) as u32;
+            for _ in 0..n {
+                k += 1;
+                let offset = Duration::seconds(k);
+                let elapsed = Duration::minutes((self.rng.f64() * MEAN_STAY_HOURS[usize::from(d.index())] * 60.0) as i64);
+                self.admit(i, self.config.start + offset, Some(self.config.start - elapsed), None);
+            }
+        }
+    }
+
+    /// Arrivals per hour at this simulated time.
+    fn arrival_rate(&self) -> f64 {
+        let mut rate = self.base_rate;
+        if matches!(self.now.month(), 12 | 1 | 2) {
+            rate *= 3.0;
+        }
+        let weekend_evening = matches!(self.now.weekday(), chrono::Weekday::Fri | chrono::Weekday::Sat | chrono::Weekday::Sun)
+            && self.now.hour() >= 18;
+        if weekend_evening {
+            rate *= 3.0;
+        }
+        rate
+    }
+
+    /// Plays the next scheduled action (which may emit events).
+    fn step(&mut self) {
+        let Some(Reverse((at, _, action))) = self.schedule.pop() else {
+            // Never empty (arrivals reschedule themselves); restart arrivals to be safe.
+            self.push(self.now, Action::Arrival);
+            return;
+        };
+        if let Some(t) = chrono::DateTime::from_timestamp_micros(at) {
+            self.now = t.fixed_offset();
+        }
+        match action {
+            Action::Arrival => {
+                let minutes = self.rng.exponential(60.0 / self.arrival_rate());
+                let next = self.now + Duration::milliseconds((minutes * 60_000.0) as i64);
+                self.push(next, Action::Arrival);
+                let i = self.rng.weighted(&self.weights);
+                self.admit(i, self.now, None, None);
+            }
+            Action::Vitals(p, g) => self.vitals(p, g),
+            Action::Transfer(p, g) => self.transfer(p, g),
+            Action::Discharge(p, g) => self.discharge(p, g),
+        }
+    }
+
+    fn new_event(&mut self, kind: &str, p: &Patient) -> Event {
+        self.next_event += 1;
+        Event {
+            event_id: format!("EV-{}-{}", self.config.seed, self.next_event),
+            event_type: Some(kind.to_owned()),
+            event_timestamp: self.now,
+            patient_id: Some(p.id.clone()),
+            hospital_id: Some(i64::from(p.hospital)),
+            department: Some(p.department.name().to_owned()),
+            bed_id: Some(format!("H{}-{}-{}", p.hospital, p.department.code(), p.bed)),
+            gender: Some(p.gender.to_owned()),
+            age: Some(p.age),
+            ..Event::default()
+        }
+    }
+
+    fn take_bed(&mut self, hospital: u16, d: Department) -> u32 {
+        let beds = self.beds.entry((hospital, d.index())).or_default();
+        match beds.iter().position(|used| !used) {
+            Some(i) => {
+                beds[i] = true;
+                i as u32 + 1
+            }
+            None => {
+                // Overflow: corridor and escalation beds, numbered past capacity.
+                beds.push(true);
+                beds.len() as u32
+            }
+        }
+    }
+
+    fn free_bed(&mut self, hospital: u16, d: Department, bed: u32) {
+        if let Some(slot) = self.beds.get_mut(&(hospital, d.index())).and_then(|b| b.get_mut(bed as usize - 1)) {
+            *slot = false;
+        }
+    }
+
+    fn stay_length(&mut self, d: Department) -> Duration {
+        let mean = MEAN_STAY_HOURS[usize::from(d.index())];
+        // Log-normal around the mean (sigma 0.6): most stays short, some long.
+        let hours = mean * (self.rng.normal(0.0, 0.6) - 0.18).exp();
+        Duration::minutes((hours * 60.0).max(30.0) as i64)
+    }
+
+    /// Admits a new (or returning) patient into department entry `i`.
+    fn admit(&mut self, i: usize, at: Timestamp, admitted_at: Option<Timestamp>, returning: Option<Former>) {
+        let Some(&(hospital, d, _)) = self.departments.get(i) else { return };
+        let returning = returning.or_else(|| self.maybe_readmission(at));
+        let (id, gender, age) = match returning {
+            Some(f) => (f.id, f.gender, f.age),
+            None => {
+                self.next_patient += 1;
+                let gender = match d {
+                    Department::Maternity => "F",
+                    _ => ["M", "F", "O", "U"][self.rng.weighted(&[48.0, 49.0, 2.0, 1.0])],
+                };
+                let age = match d {
+                    Department::Pediatrics => self.rng.range(0, 17),
+                    Department::Maternity => self.rng.range(16, 45),
+                    _ => self.rng.normal(62.0, 18.0).round().clamp(18.0, 101.0) as i64,
+                };
+                (format!("P{:07}", self.next_patient), gender, age)
+            }
+        };
+        let dx = DIAGNOSES[usize::from(d.index())];
+        let dx_weights: Vec<f64> = (0..dx.len()).map(|k| (dx.len() - k) as f64).collect();
+        let priority = match d {
+            Department::Emergency => "Emergency",
+            Department::Maternity => ["Emergency", "Urgent", "Elective"][self.rng.weighted(&[20.0, 60.0, 20.0])],
+            _ => ["Emergency", "Urgent", "Elective"][self.rng.weighted(&[45.0, 30.0, 25.0])],
+        };
+        let bed = self.take_bed(hospital, d);
+        let sbp = self.rng.normal(125.0, 14.0);
+        let patient = Patient {
+            id,
+            hospital,
+            department: d,
+            bed,
+            gender,
+            age,
+            admitted_at: admitted_at.unwrap_or(at),
+            priority,
+            diagnosis: dx[self.rng.weighted(&dx_weights)],
+            insurance: INSURANCE[self.rng.weighted(&INSURANCE.map(|(_, w)| w))].0,
+            baseline: [
+                self.rng.normal(78.0, 9.0),
+                sbp,
+                sbp * 0.64,
+                self.rng.normal(36.8, 0.25),
+                self.rng.normal(97.5, 1.0).min(99.5),
+                self.rng.normal(16.0, 1.5),
+            ],
+            oxygen: self.rng.chance(0.05),
+            episode: None,
+            generation: 0,
+        };
+        let now = self.now;
+        self.now = at;
+        let mut e = self.new_event("ADMISSION", &patient);
+        self.now = now;
+        e.admission_time = Some(patient.admitted_at);
+        e.admission_priority = Some(priority.to_owned());
+        e.diagnosis_code = Some(patient.diagnosis.to_owned());
+        e.insurance_type = Some(patient.insurance.to_owned());
+        self.next_stay += 1;
+        let key = self.next_stay;
+        let stay_end = patient.admitted_at + self.stay_length(d);
+        let end = if stay_end > at { stay_end } else { at + Duration::minutes(self.rng.range(30, 240)) };
+        let moves_on = !transfer_targets(d).is_empty() && self.rng.chance(if d == Department::Emergency { 0.45 } else { 0.15 });
+        self.push(end, if moves_on { Action::Transfer(key, 0) } else { Action::Discharge(key, 0) });
+        let first_round = at + Duration::minutes(self.rng.range(5, 60));
+        self.push(first_round, Action::Vitals(key, 0));
+        self.patients.insert(key, patient);
+        self.emit(e);
+    }
+
+    fn maybe_readmission(&mut self, at: Timestamp) -> Option<Former> {
+        while self.former.front().is_some_and(|f| at - f.discharged_at > Duration::days(30)) {
+            self.former.pop_front();
+        }
+        if self.former.is_empty() || !self.rng.chance(0.04) {
+            return None;
+        }
+        let i = (self.rng.next_u64() % self.former.len() as u64) as usize;
+        self.former.remove(i)
+    }
+
+    fn vitals(&mut self, key: u64, generation: u32) {
+        let Some(mut p) = self.patients.get(&key).filter(|p| p.generation == generation).cloned() else { return };
+        if p.episode.is_none() && self.rng.chance(0.0006) {
+            p.episode = Some(Episode {
+                step: 0,
+                length: self.rng.range(4, 10) as u32,
+                recovers: self.rng.chance(0.7),
+                cold: self.rng.chance(0.2),
+            });
+        }
+        // Severity ramps up over the first half of an episode, then falls if it recovers.
+        let severity = match p.episode.as_mut() {
+            Some(ep) => {
+                ep.step += 1;
+                let half = (ep.length / 2).max(1);
+                let s = if ep.step <= half {
+                    f64::from(ep.step) / f64::from(half)
+                } else if ep.recovers {
+                    1.0 - f64::from(ep.step - half) / f64::from(ep.length - half).max(1.0)
+                } else {
+                    1.0
+                };
+                s.clamp(0.0, 1.0)
+            }
+            None => 0.0,
+        };
+        let cold = p.episode.as_ref().is_some_and(|ep| ep.cold);
+        if p.episode.as_ref().is_some_and(|ep| ep.recovers && ep.step >= ep.length) {
+            p.episode = None;
+        }
+        let b = p.baseline;
+        let mut noise = |sd: f64| self.rng.normal(0.0, sd);
+        let hr = b[0] + 50.0 * severity + noise(4.0);
+        let sbp = b[1] - 35.0 * severity + noise(5.0);
+        let dbp = b[2] - 15.0 * severity + noise(4.0);
+        let temp = b[3] + if cold { -1.4 } else { 2.3 } * severity + noise(0.15);
+        let spo2 = (b[4] - 9.0 * severity + noise(0.6)).min(100.0);
+        let rr = b[5] + 12.0 * severity + noise(1.0);
+        let confused = severity > 0.8 && self.rng.chance(0.35);
+        let oxygen = p.oxygen || spo2 < 92.0;
+        let round1 = |x: f64| (x * 10.0).round() / 10.0;
+        let mut e = self.new_event("VITALS", &p);
+        let mut v = Vitals {
+            heart_rate: Some(hr.round()),
+            bp_systolic: Some(sbp.round()),
+            bp_diastolic: Some(dbp.round()),
+            temperature_c: Some(round1(temp)),
+            oxygen_saturation: Some(spo2.round()),
+            respiratory_rate: Some(rr.round()),
+            consciousness: Some(if confused { "C" } else { "A" }.to_owned()),
+            supplemental_o2: Some(oxygen),
+            ..Vitals::default()
+        };
+        if self.rng.chance(0.05) {
+            // Some monitors report Fahrenheit.
+            v.temperature_f = v.temperature_c.take().map(|c| round1(c * 9.0 / 5.0 + 32.0));
+        }
+        e.vitals = Some(v);
+        let every = if p.department == Department::Icu { self.rng.range(20, 40) } else { self.rng.range(45, 120) };
+        self.push(self.now + Duration::minutes(every), Action::Vitals(key, generation));
+        self.patients.insert(key, p);
+        self.emit(e);
+    }
+
+    fn transfer(&mut self, key: u64, generation: u32) {
+        let Some(mut p) = self.patients.get(&key).filter(|p| p.generation == generation).cloned() else { return };
+        let Some(&to) = self.rng.pick(transfer_targets(p.department)) else {
+            return self.discharge(key, generation);
+        };
+        self.free_bed(p.hospital, p.department, p.bed);
+        p.department = to;
+        p.bed = self.take_bed(p.hospital, to);
+        p.generation += 1;
+        let mut e = self.new_event("TRANSFER", &p);
+        e.admission_time = Some(p.admitted_at);
+        e.admission_priority = Some(p.priority.to_owned());
+        e.diagnosis_code = Some(p.diagnosis.to_owned());
+        let end = self.now + self.stay_length(to);
+        self.push(end, Action::Discharge(key, p.generation));
+        let first_round = self.now + Duration::minutes(self.rng.range(5, 30));
+        self.push(first_round, Action::Vitals(key, p.generation));
+        self.patients.insert(key, p);
+        self.emit(e);
+    }
+
+    fn discharge(&mut self, key: u64, generation: u32) {
+        let Some(p) = self.patients.get(&key).filter(|p| p.generation == generation).cloned() else { return };
+        self.patients.remove(&key);
+        self.free_bed(p.hospital, p.department, p.bed);
+        let mut e = self.new_event("DISCHARGE", &p);
+        e.admission_time = Some(p.admitted_at);
+        e.discharge_time = Some(self.now);
+        e.admission_priority = Some(p.priority.to_owned());
+        e.diagnosis_code = Some(p.diagnosis.to_owned());
+        self.former.push_back(Former { id: p.id, gender: p.gender, age: p.age, discharged_at: self.now });
+        self.emit(e);
+    }
+
+    /// Serialises an event, possibly dirty, into the output queues.
+    fn emit(&mut self, mut e: Event) {
+        let scenario = if self.config.dirty_rate > 0.0 && self.rng.chance(self.config.dirty_rate) {
+            Scenario::choose(&mut self.rng, &e)
+        } else {
+            None
+        };
+        if let Some(s) = scenario {
+            dirty::apply(s, &mut e, &mut self.rng);
+        }
+        let mut line = e.to_json().into_bytes();
+        match scenario {
+            Some(Scenario::Duplicate) => {
+                let later = self.produced + self.ready.len() as u64 + self.rng.range(0, 20) as u64;
+                self.held.push((later, line.clone()));
+                self.ready.push_back(line);
+            }
+            Some(Scenario::OutOfOrder) => {
+                let later = self.produced + self.ready.len() as u64 + self.rng.range(10, 500) as u64;
+                self.held.push((later, line));
+            }
+            Some(Scenario::Malformed) => {
+                line.truncate(line.len() / 2);
+                self.ready.push_back(line);
+            }
+            _ => self.ready.push_back(line),
+        }
+    }
+
+    /// Patients admitted now (for tests and status).
+    pub fn admitted(&self) -> usize {
+        self.patients.len()
+    }
+}
+
+impl Iterator for Simulator {
+    type Item = Vec<u8>;
+    fn next(&mut self) -> Option<Vec<u8>> {
+        self.next_line()
+    }
+}
+
+/// Real-time pacing for `--rate`.
+#[derive(Debug)]
+pub struct Pacer {
+    rate: Option<f64>,
+    started: Instant,
+}
+
+impl Pacer {
+    pub fn new(rate: Option<f64>) -> Self {
+        Pacer { rate: rate.filter(|r| *r > 0.0 && r.is_finite()), started: Instant::now() }
+    }
+
+    /// Sleeps until `emitted` lines are due; sleeps only when at least a millisecond ahead, so
+    /// that high rates are kept without a sleep per line.
+    pub fn pace(&mut self, emitted: u64) {
+        let Some(rate) = self.rate else { return };
+        let due = StdDuration::from_secs_f64(emitted as f64 / rate);
+        let elapsed = self.started.elapsed();
+        if due > elapsed + StdDuration::from_millis(1) {
+            std::thread::sleep(due - elapsed);
+        }
+    }
+}
+
+/// `cds simulate`: writes the lines with newlines to `out`, paced; returns how many.
+pub fn write_jsonl(config: SimulatorConfig, network: &Network, out: impl Write) -> std::io::Result<u64> {
+    let mut pacer = Pacer::new(config.rate);
+    let paced = config.rate.is_some();
+    let mut out = std::io::BufWriter::with_capacity(1 << 16, out);
+    let mut sim = Simulator::new(config, network);
+    while let Some(line) = sim.next_line() {
+        out.write_all(&line)?;
+        out.write_all(b"\n")?;
+        if paced {
+            // A live consumer should see each line when it is due.
+            out.flush()?;
+            pacer.pace(sim.produced());
+        }
+    }
+    out.flush()?;
+    Ok(sim.produced())
+}
+
+#[cfg(test)]
+mod tests;

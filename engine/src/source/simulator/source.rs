@@ -1,0 +1,51 @@
+//! The simulator as a [`Source`] of `cds run`: the same lines `cds simulate` writes, paced in
+//! real time when a rate is set.
+
+use std::time::{Duration, Instant};
+
+use super::{Pacer, Simulator, SimulatorConfig};
+use crate::model::Network;
+use crate::source::{Poll, RawBatch, Source, SourceError};
+
+/// Feeds the engine from the built-in hospital network simulator.
+pub struct SimulatorSource {
+    simulator: Simulator,
+    pacer: Pacer,
+    rate: Option<f64>,
+}
+
+impl SimulatorSource {
+    pub fn new(config: SimulatorConfig, network: &Network) -> Self {
+        let rate = config.rate;
+        SimulatorSource { pacer: Pacer::new(rate), simulator: Simulator::new(config, network), rate }
+    }
+}
+
+impl Source for SimulatorSource {
+    fn name(&self) -> &str {
+        "simulator"
+    }
+
+    fn poll(&mut self, batch: &mut RawBatch, max: usize, wait: Duration) -> Result<Poll, SourceError> {
+        // When paced, a poll returns what the rate allows within `wait`, so batches stay small
+        // and latency low; unpaced, it fills the batch.
+        let budget = match self.rate {
+            Some(r) => ((r * wait.as_secs_f64()).ceil() as usize).clamp(1, max),
+            None => max,
+        };
+        let started = Instant::now();
+        let before = batch.len();
+        while batch.len() - before < budget {
+            let Some(line) = self.simulator.next_line() else {
+                return Ok(if batch.len() > before { Poll::Ready } else { Poll::End });
+            };
+            let n = self.simulator.produced();
+            batch.push(&line, 0, n as i64);
+            self.pacer.pace(n);
+            if self.rate.is_some() && started.elapsed() >= wait {
+                break;
+            }
+        }
+        Ok(Poll::Ready)
+    }
+}
