@@ -32,7 +32,7 @@ use rng::Rng;
 /// Mean length of stay per department, in hours (index: [`Department::index`]).
 const MEAN_STAY_HOURS: [f64; 7] = [10.0, 110.0, 90.0, 70.0, 56.0, 150.0, 110.0];
 /// Share of beds occupied in steady state outside surges.
-const TARGET_OCCUPANCY: f64 = 0.72;
+const TARGET_OCCUPANCY: f64 = 0.62;
 
 const DIAGNOSES: [&[&str]; 7] = [
     &["R07.4", "S72.0", "J18.9", "N39.0", "R10.4", "S06.0", "T78.4"],
@@ -55,6 +55,15 @@ fn transfer_targets(d: Department) -> &'static [Department] {
         Surgery => &[Icu],
         Cardiology => &[Icu],
         _ => &[],
+    }
+}
+
+/// Share of stays in a department that end in a transfer rather than a discharge.
+fn transfer_share(d: Department) -> f64 {
+    match d {
+        Department::Emergency => 0.35,
+        _ if transfer_targets(d).is_empty() => 0.0,
+        _ => 0.12,
     }
 }
 
@@ -135,11 +144,23 @@ impl Simulator {
     pub fn new(config: SimulatorConfig, network: &Network) -> Self {
         let departments: Vec<(u16, Department, u32)> =
             network.departments().map(|(h, d, c)| (h, d, c.bed_capacity)).collect();
-        let weights: Vec<f64> = departments
+        // Flow balance: each department should see TARGET * capacity / mean stay patients per
+        // hour; part of that arrives by transfer, so direct arrivals make up the rest.
+        let wanted: Vec<f64> = departments
             .iter()
-            .map(|(_, d, cap)| f64::from(*cap) / MEAN_STAY_HOURS[usize::from(d.index())])
+            .map(|(_, d, cap)| TARGET_OCCUPANCY * f64::from(*cap) / MEAN_STAY_HOURS[usize::from(d.index())])
             .collect();
-        let base_rate = TARGET_OCCUPANCY * weights.iter().sum::<f64>();
+        let mut inflow = vec![0.0; departments.len()];
+        for (i, (h, d, _)) in departments.iter().enumerate() {
+            let targets = transfer_targets(*d);
+            for t in targets {
+                if let Some(j) = departments.iter().position(|(h2, d2, _)| h2 == h && d2 == t) {
+                    inflow[j] += wanted[i] * transfer_share(*d) / targets.len() as f64;
+                }
+            }
+        }
+        let weights: Vec<f64> = wanted.iter().zip(&inflow).map(|(w, t)| (w - t).max(0.1 * w)).collect();
+        let base_rate = weights.iter().sum::<f64>();
         let beds = departments.iter().map(|(h, d, cap)| ((*h, d.index()), vec![false; *cap as usize])).collect();
         let mut sim = Simulator {
             rng: Rng::new(config.seed),
@@ -238,11 +259,40 @@ impl Simulator {
                 let next = self.now + Duration::milliseconds((minutes * 60_000.0) as i64);
                 self.push(next, Action::Arrival);
                 let i = self.rng.weighted(&self.weights);
-                self.admit(i, self.now, None, None);
+                if let Some(i) = self.divert_when_full(i) {
+                    self.admit(i, self.now, None, None);
+                }
             }
             Action::Vitals(p, g) => self.vitals(p, g),
             Action::Transfer(p, g) => self.transfer(p, g),
             Action::Discharge(p, g) => self.discharge(p, g),
+        }
+    }
+
+    /// Share of beds in use in department entry `i`.
+    fn load(&self, i: usize) -> f64 {
+        let Some(&(h, d, cap)) = self.departments.get(i) else { return 0.0 };
+        let used = self.beds.get(&(h, d.index())).map_or(0, |b| b.iter().filter(|u| **u).count());
+        used as f64 / f64::from(cap.max(1))
+    }
+
+    /// What a full department does with an arrival: usually the ambulance or the referral goes
+    /// to the least loaded hospital with that department; if every one is nearly full, half of
+    /// the arrivals (elective and transferable ones) do not come today, the rest overflow.
+    fn divert_when_full(&mut self, i: usize) -> Option<usize> {
+        if self.load(i) < 1.0 || !self.rng.chance(0.8) {
+            return Some(i);
+        }
+        let d = self.departments.get(i)?.1;
+        let best = (0..self.departments.len())
+            .filter(|&j| self.departments[j].1 == d)
+            .min_by(|&a, &b| self.load(a).total_cmp(&self.load(b)))?;
+        if self.load(best) < 0.95 {
+            Some(best)
+        } else if self.rng.chance(0.5) {
+            None
+        } else {
+            Some(i)
         }
     }
 
@@ -354,7 +404,7 @@ impl Simulator {
         let key = self.next_stay;
         let stay_end = patient.admitted_at + self.stay_length(d);
         let end = if stay_end > at { stay_end } else { at + Duration::minutes(self.rng.range(30, 240)) };
-        let moves_on = !transfer_targets(d).is_empty() && self.rng.chance(if d == Department::Emergency { 0.45 } else { 0.15 });
+        let moves_on = !transfer_targets(d).is_empty() && self.rng.chance(transfer_share(d));
         self.push(end, if moves_on { Action::Transfer(key, 0) } else { Action::Discharge(key, 0) });
         let first_round = at + Duration::minutes(self.rng.range(5, 60));
         self.push(first_round, Action::Vitals(key, 0));
@@ -442,6 +492,13 @@ impl Simulator {
         let Some(&to) = self.rng.pick(transfer_targets(p.department)) else {
             return self.discharge(key, generation);
         };
+        // A full ward takes no transfers: the patient boards where they are and tries later.
+        let target = self.departments.iter().position(|(h, d, _)| *h == p.hospital && *d == to);
+        if target.is_some_and(|j| self.load(j) >= 1.0) && self.rng.chance(0.85) {
+            let retry = self.now + Duration::minutes(self.rng.range(120, 480));
+            self.push(retry, Action::Transfer(key, generation));
+            return;
+        }
         self.free_bed(p.hospital, p.department, p.bed);
         p.department = to;
         p.bed = self.take_bed(p.hospital, to);
