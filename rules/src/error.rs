@@ -96,14 +96,33 @@ impl RuleError {
         file: &std::path::Path,
         event_id: &str,
         err: &EvalAltResult,
+        called: &str,
+        fn_line: impl Fn(&str) -> usize,
     ) -> Self {
         let mut inner = err;
-        while let EvalAltResult::ErrorInFunctionCall(_, _, e, _) | EvalAltResult::ErrorInModule(_, e, _) =
-            inner
-        {
-            inner = e;
+        let mut last_fn = called;
+        let mut last_pos = err.position();
+        loop {
+            match inner {
+                EvalAltResult::ErrorInFunctionCall(name, _, e, pos) => {
+                    last_fn = name.as_str();
+                    if !pos.is_none() {
+                        last_pos = *pos;
+                    }
+                    inner = e;
+                }
+                EvalAltResult::ErrorInModule(_, e, _) => inner = e,
+                _ => break,
+            }
         }
-        let pos = if inner.position().is_none() { err.position() } else { inner.position() };
+        // Some limit errors carry no position: point at the function that was running.
+        let location = if !inner.position().is_none() {
+            Location::new(file, inner.position())
+        } else if !last_fn.is_empty() && fn_line(last_fn) > 0 {
+            Location::line(file, fn_line(last_fn))
+        } else {
+            Location::new(file, last_pos)
+        };
         let kind = match inner {
             EvalAltResult::ErrorTerminated(..) => RuleErrorKind::Timeout,
             EvalAltResult::ErrorTooManyOperations(_)
@@ -119,7 +138,7 @@ impl RuleError {
         };
         Self {
             mlmname: mlmname.to_string(),
-            location: Location::new(file, pos),
+            location,
             event_id: event_id.to_string(),
             kind,
             message,

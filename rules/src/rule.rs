@@ -19,6 +19,8 @@ pub(crate) struct Rule {
     scope: Scope<'static>,
     /// Lines of `fn data`, `fn logic`, `fn action`, for contract errors.
     fn_lines: [usize; 3],
+    /// The source, to find the line of a function an error without position happened in.
+    src: String,
 }
 
 /// What `action(ctx, data)` must return, checked.
@@ -118,6 +120,7 @@ impl Rule {
             ast,
             scope: Scope::new(),
             fn_lines: [fn_line(src, "data"), fn_line(src, "logic"), fn_line(src, "action")],
+            src: src.to_string(),
         })
     }
 
@@ -154,18 +157,19 @@ impl Rule {
     }
 
     fn run_armed(&mut self, sandbox: &Sandbox, ctx: &Dynamic, event_id: &str) -> Result<Run, RuleError> {
-        let rhai_err = |rule: &Rule, e: Box<EvalAltResult>| {
-            RuleError::from_rhai(&rule.mlm.mlmname, &rule.file, event_id, &e)
+        let rhai_err = |rule: &Rule, called: &str, e: Box<EvalAltResult>| {
+            RuleError::from_rhai(&rule.mlm.mlmname, &rule.file, event_id, &e, called, |f| fn_line(&rule.src, f))
         };
-        let data = self.call(sandbox, "data", vec![ctx.clone()]).map_err(|e| rhai_err(self, e))?;
-        let fired_d = self.call(sandbox, "logic", vec![ctx.clone(), data.clone()]).map_err(|e| rhai_err(self, e))?;
+        let data = self.call(sandbox, "data", vec![ctx.clone()]).map_err(|e| rhai_err(self, "data", e))?;
+        let fired_d =
+            self.call(sandbox, "logic", vec![ctx.clone(), data.clone()]).map_err(|e| rhai_err(self, "logic", e))?;
         let fired = fired_d
             .as_bool()
             .map_err(|t| self.contract(1, event_id, format!("logic() must return a bool, returned {t}")))?;
         let data_json = rhai::serde::from_dynamic::<serde_json::Value>(&data)
             .map_err(|e| self.contract(0, event_id, format!("data() returned something that is not plain data: {e}")))?;
         let action = if fired {
-            let a = self.call(sandbox, "action", vec![ctx.clone(), data]).map_err(|e| rhai_err(self, e))?;
+            let a = self.call(sandbox, "action", vec![ctx.clone(), data]).map_err(|e| rhai_err(self, "action", e))?;
             Some(self.check_action(&a, event_id)?)
         } else {
             None
