@@ -96,7 +96,14 @@ pub(crate) fn as_uuid(id: &str) -> String {
     if id.len() < 32 || !id.is_ascii() {
         return id.to_string();
     }
-    format!("{}-{}-{}-{}-{}", &id[0..8], &id[8..12], &id[12..16], &id[16..20], &id[20..32])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &id[0..8],
+        &id[8..12],
+        &id[12..16],
+        &id[16..20],
+        &id[20..32]
+    )
 }
 
 /// Cuts to at most `max` characters (not bytes), ending with an ellipsis when cut.

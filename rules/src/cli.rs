@@ -39,9 +39,9 @@ fn values_match(expected: &Value, got: &Value) -> bool {
             (Some(x), Some(y)) => (x - y).abs() < 1e-9,
             _ => false,
         },
-        (Value::Object(e), Value::Object(g)) => {
-            e.iter().all(|(k, v)| g.get(k).is_some_and(|gv| values_match(v, gv)))
-        }
+        (Value::Object(e), Value::Object(g)) => e
+            .iter()
+            .all(|(k, v)| g.get(k).is_some_and(|gv| values_match(v, gv))),
         (Value::Array(e), Value::Array(g)) => {
             e.len() == g.len() && e.iter().zip(g).all(|(a, b)| values_match(a, b))
         }
@@ -50,7 +50,12 @@ fn values_match(expected: &Value, got: &Value) -> bool {
 }
 
 /// Differences between an expected subset and the actual map, as "path: expected X, got Y".
-fn diff_subset(prefix: &str, expected: &serde_json::Map<String, Value>, got: &Value, out: &mut Vec<String>) {
+fn diff_subset(
+    prefix: &str,
+    expected: &serde_json::Map<String, Value>,
+    got: &Value,
+    out: &mut Vec<String>,
+) {
     for (k, e) in expected {
         let g = got.get(k).unwrap_or(&Value::Null);
         if !values_match(e, g) {
@@ -93,8 +98,14 @@ pub fn test(dir: &Path, out: &mut dyn Write) -> i32 {
     };
     files.sort();
     for fixture_file in files {
-        let fname = fixture_file.file_name().map(|f| f.to_string_lossy().into_owned()).unwrap_or_default();
-        let stem = fixture_file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let fname = fixture_file
+            .file_name()
+            .map(|f| f.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let stem = fixture_file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let rule_file = dir.join(format!("{stem}.rhai"));
         let fixtures: Vec<Fixture> = match std::fs::read_to_string(&fixture_file)
             .map_err(|e| e.to_string())
@@ -108,7 +119,11 @@ pub fn test(dir: &Path, out: &mut dyn Write) -> i32 {
             }
         };
         let Some(mlm) = pack.mlm_of(&rule_file).cloned() else {
-            let _ = writeln!(out, "FAIL {fname}: rule {} is not loaded", rule_file.display());
+            let _ = writeln!(
+                out,
+                "FAIL {fname}: rule {} is not loaded",
+                rule_file.display()
+            );
             failed += fixtures.len().max(1);
             continue;
         };
@@ -131,14 +146,26 @@ pub fn test(dir: &Path, out: &mut dyn Write) -> i32 {
                 (false, Value::Null, None)
             };
             if fired != fx.expect.fired {
-                let why = if evoked { String::new() } else { format!(" (not evoked by {})", fx.ctx.event.event_type) };
-                diffs.push(format!("fired: expected {}, got {fired}{why}", fx.expect.fired));
+                let why = if evoked {
+                    String::new()
+                } else {
+                    format!(" (not evoked by {})", fx.ctx.event.event_type)
+                };
+                diffs.push(format!(
+                    "fired: expected {}, got {fired}{why}",
+                    fx.expect.fired
+                ));
             }
             if let Some(exp) = &fx.expect.data {
                 diff_subset("data", exp, &data, &mut diffs);
             }
             if let (Some(exp), true) = (&fx.expect.action, fired) {
-                diff_subset("action", exp, action.as_ref().unwrap_or(&Value::Null), &mut diffs);
+                diff_subset(
+                    "action",
+                    exp,
+                    action.as_ref().unwrap_or(&Value::Null),
+                    &mut diffs,
+                );
             }
             if diffs.is_empty() {
                 passed += 1;
@@ -174,7 +201,14 @@ pub fn check(file: &Path, out: &mut dyn Write) -> i32 {
         Ok(rule) => {
             let m = &rule.mlm;
             let evoke = serde_json::to_string(&m.evoke).unwrap_or_default();
-            let _ = writeln!(out, "ok {}: {} {} ({}), evoke {evoke}", file.display(), m.mlmname, m.version, m.title);
+            let _ = writeln!(
+                out,
+                "ok {}: {} {} ({}), evoke {evoke}",
+                file.display(),
+                m.mlmname,
+                m.version,
+                m.title
+            );
             i32::from(!lib_errors.is_empty())
         }
         Err(errors) => {

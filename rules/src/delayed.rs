@@ -40,7 +40,13 @@ impl DelayedEvokes {
 
     /// Schedules `mlmname` for the patient at `due_time` (epoch seconds). A new admission of
     /// the same patient replaces an earlier schedule of the same rule.
-    pub fn schedule(&mut self, mlmname: &str, patient_key: &str, admission_event_id: &str, due_time: i64) {
+    pub fn schedule(
+        &mut self,
+        mlmname: &str,
+        patient_key: &str,
+        admission_event_id: &str,
+        due_time: i64,
+    ) {
         self.cancel_rule(patient_key, mlmname);
         let k = queue_key(due_time, patient_key, mlmname);
         self.queue.insert(
@@ -52,7 +58,10 @@ impl DelayedEvokes {
                 due_time,
             },
         );
-        self.by_patient.entry(patient_key.to_string()).or_default().push(k);
+        self.by_patient
+            .entry(patient_key.to_string())
+            .or_default()
+            .push(k);
     }
 
     fn cancel_rule(&mut self, patient_key: &str, mlmname: &str) {

@@ -24,7 +24,11 @@ impl Location {
     }
 
     pub(crate) fn line(file: impl Into<PathBuf>, line: usize) -> Self {
-        Self { file: file.into(), line, column: 0 }
+        Self {
+            file: file.into(),
+            line,
+            column: 0,
+        }
     }
 }
 
@@ -60,7 +64,11 @@ pub struct LoadErrors {
 }
 
 fn summary(errors: &[LoadError]) -> String {
-    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// What kind of failure stopped a rule evaluation.

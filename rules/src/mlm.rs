@@ -80,7 +80,10 @@ fn key_line(src: &str, key: &str) -> usize {
     for (i, l) in src.lines().enumerate().skip(start - 1) {
         let t = l.trim_start();
         for prefix in [format!("{key}:"), format!("{key} :"), format!("\"{key}\":")] {
-            if t.starts_with(&prefix) || t.contains(&format!(" {prefix}")) || t.contains(&format!("{{{prefix}")) {
+            if t.starts_with(&prefix)
+                || t.contains(&format!(" {prefix}"))
+                || t.contains(&format!("{{{prefix}"))
+            {
                 return i + 1;
             }
         }
@@ -102,7 +105,11 @@ impl Checker<'_> {
         });
     }
 
-    fn section<'v>(&mut self, root: &'v Value, name: &str) -> Option<&'v serde_json::Map<String, Value>> {
+    fn section<'v>(
+        &mut self,
+        root: &'v Value,
+        name: &str,
+    ) -> Option<&'v serde_json::Map<String, Value>> {
         match root.get(name) {
             Some(Value::Object(m)) => Some(m),
             Some(_) => {
@@ -124,7 +131,10 @@ impl Checker<'_> {
                 String::new()
             }
             Some(v) => {
-                self.err(key, format!("MLM.{sec}.{key} must be a string, not {}", kind(v)));
+                self.err(
+                    key,
+                    format!("MLM.{sec}.{key} must be a string, not {}", kind(v)),
+                );
                 String::new()
             }
             None => {
@@ -134,17 +144,32 @@ impl Checker<'_> {
         }
     }
 
-    fn int(&mut self, sec: &str, m: &serde_json::Map<String, Value>, key: &str, range: (i64, i64)) -> i64 {
+    fn int(
+        &mut self,
+        sec: &str,
+        m: &serde_json::Map<String, Value>,
+        key: &str,
+        range: (i64, i64),
+    ) -> i64 {
         match m.get(key) {
             Some(Value::Number(n)) if n.is_i64() => {
                 let v = n.as_i64().unwrap_or(0);
                 if v < range.0 || v > range.1 {
-                    self.err(key, format!("MLM.{sec}.{key} must be in {}..={}, is {v}", range.0, range.1));
+                    self.err(
+                        key,
+                        format!(
+                            "MLM.{sec}.{key} must be in {}..={}, is {v}",
+                            range.0, range.1
+                        ),
+                    );
                 }
                 v
             }
             Some(v) => {
-                self.err(key, format!("MLM.{sec}.{key} must be an integer, not {}", kind(v)));
+                self.err(
+                    key,
+                    format!("MLM.{sec}.{key} must be an integer, not {}", kind(v)),
+                );
                 0
             }
             None => {
@@ -160,7 +185,10 @@ impl Checker<'_> {
             other => {
                 self.err(
                     "evoke",
-                    format!("{what}: unknown event type {other} (known: {})", EVENT_TYPES.join(", ")),
+                    format!(
+                        "{what}: unknown event type {other} (known: {})",
+                        EVENT_TYPES.join(", ")
+                    ),
                 );
                 String::new()
             }
@@ -169,9 +197,11 @@ impl Checker<'_> {
 
     fn evoke(&mut self, k: &serde_json::Map<String, Value>) -> Evoke {
         match k.get("evoke") {
-            Some(Value::Array(a)) if !a.is_empty() => {
-                Evoke::Events(a.iter().map(|v| self.event_type(v, "MLM.knowledge.evoke")).collect())
-            }
+            Some(Value::Array(a)) if !a.is_empty() => Evoke::Events(
+                a.iter()
+                    .map(|v| self.event_type(v, "MLM.knowledge.evoke"))
+                    .collect(),
+            ),
             Some(Value::Object(m)) => {
                 let after = match m.get("after") {
                     Some(v) => self.event_type(v, "MLM.knowledge.evoke.after"),
@@ -183,7 +213,10 @@ impl Checker<'_> {
                 let hours = match m.get("hours").and_then(Value::as_f64) {
                     Some(h) if h > 0.0 => h,
                     _ => {
-                        self.err("evoke", "MLM.knowledge.evoke.hours must be a positive number".into());
+                        self.err(
+                            "evoke",
+                            "MLM.knowledge.evoke.hours must be a positive number".into(),
+                        );
                         0.0
                     }
                 };
@@ -218,7 +251,11 @@ fn kind(v: &Value) -> &'static str {
 
 /// Checks the `MLM` map (as JSON) and returns it typed, or every problem found.
 pub(crate) fn validate(file: &Path, src: &str, root: &Value) -> Result<Mlm, Vec<LoadError>> {
-    let mut c = Checker { file, src, errors: Vec::new() };
+    let mut c = Checker {
+        file,
+        src,
+        errors: Vec::new(),
+    };
     if !root.is_object() {
         c.err("MLM", "MLM must be a map".into());
         return Err(c.errors);
@@ -231,9 +268,16 @@ pub(crate) fn validate(file: &Path, src: &str, root: &Value) -> Result<Mlm, Vec<
     let title = c.string("maintenance", m, "title");
     let mlmname = c.string("maintenance", m, "mlmname");
     if !mlmname.is_empty()
-        && !mlmname.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-' || ch == '.')
+        && !mlmname
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-' || ch == '.')
     {
-        c.err("mlmname", format!("MLM.maintenance.mlmname '{mlmname}' may use only letters, digits, '_', '-', '.'"));
+        c.err(
+            "mlmname",
+            format!(
+                "MLM.maintenance.mlmname '{mlmname}' may use only letters, digits, '_', '-', '.'"
+            ),
+        );
     }
     let version = c.string("maintenance", m, "version");
     let institution = c.string("maintenance", m, "institution");
@@ -241,17 +285,27 @@ pub(crate) fn validate(file: &Path, src: &str, root: &Value) -> Result<Mlm, Vec<
     let date = c.string("maintenance", m, "date");
     let validation = c.string("maintenance", m, "validation");
     if !validation.is_empty() && !VALIDATIONS.contains(&validation.as_str()) {
-        c.err("validation", format!("MLM.maintenance.validation must be one of {}", VALIDATIONS.join(", ")));
+        c.err(
+            "validation",
+            format!(
+                "MLM.maintenance.validation must be one of {}",
+                VALIDATIONS.join(", ")
+            ),
+        );
     }
 
     let purpose = c.string("library", l, "purpose");
     let explanation = c.string("library", l, "explanation");
     let keywords = match l.get("keywords") {
-        Some(Value::Array(a)) if a.iter().all(Value::is_string) => {
-            a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect()
-        }
+        Some(Value::Array(a)) if a.iter().all(Value::is_string) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_string))
+            .collect(),
         Some(_) => {
-            c.err("keywords", "MLM.library.keywords must be a list of strings".into());
+            c.err(
+                "keywords",
+                "MLM.library.keywords must be a list of strings".into(),
+            );
             Vec::new()
         }
         None => {
@@ -274,7 +328,10 @@ pub(crate) fn validate(file: &Path, src: &str, root: &Value) -> Result<Mlm, Vec<
                 }
             }
         }
-        _ => c.err("citations", "MLM.library.citations must be a non-empty list".into()),
+        _ => c.err(
+            "citations",
+            "MLM.library.citations must be a non-empty list".into(),
+        ),
     }
 
     let kind_ = c.string("knowledge", k, "type");
@@ -287,7 +344,10 @@ pub(crate) fn validate(file: &Path, src: &str, root: &Value) -> Result<Mlm, Vec<
         Some(Value::String(s)) if s == "patient" => AlertScope::Patient,
         Some(Value::String(s)) if s == "department" => AlertScope::Department,
         Some(_) => {
-            c.err("scope", "MLM.knowledge.scope must be \"patient\" or \"department\"".into());
+            c.err(
+                "scope",
+                "MLM.knowledge.scope must be \"patient\" or \"department\"".into(),
+            );
             AlertScope::Patient
         }
     };

@@ -55,11 +55,25 @@ pub struct DelayedRule {
 /// What `reload_changed` did.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ReloadEvent {
-    Added { file: PathBuf, mlmname: String, version: String },
-    Reloaded { file: PathBuf, mlmname: String, version: String },
-    Removed { file: PathBuf, mlmname: String },
+    Added {
+        file: PathBuf,
+        mlmname: String,
+        version: String,
+    },
+    Reloaded {
+        file: PathBuf,
+        mlmname: String,
+        version: String,
+    },
+    Removed {
+        file: PathBuf,
+        mlmname: String,
+    },
     /// The file did not load; the previous version (if any) keeps running.
-    Failed { file: PathBuf, errors: Vec<LoadError> },
+    Failed {
+        file: PathBuf,
+        errors: Vec<LoadError>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,14 +99,24 @@ impl std::fmt::Debug for RulePack {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RulePack")
             .field("dir", &self.dir)
-            .field("rules", &self.rules.values().map(|r| &r.mlm.mlmname).collect::<Vec<_>>())
+            .field(
+                "rules",
+                &self
+                    .rules
+                    .values()
+                    .map(|r| &r.mlm.mlmname)
+                    .collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
 
 fn stamp(path: &Path) -> Option<Stamp> {
     let md = std::fs::metadata(path).ok()?;
-    Some(Stamp { mtime: md.modified().ok(), len: md.len() })
+    Some(Stamp {
+        mtime: md.modified().ok(),
+        len: md.len(),
+    })
 }
 
 /// `.rhai` files directly in `dir`, with their stamps.
@@ -113,8 +137,17 @@ fn scope_key(mlm: &Mlm, ctx: &Context) -> String {
     match mlm.scope {
         AlertScope::Patient => ctx.patient.patient.clone(),
         AlertScope::Department => {
-            let h = ctx.department.hospital_id.or(ctx.event.hospital_id).unwrap_or(0);
-            let d = ctx.department.department.clone().or_else(|| ctx.event.department.clone()).unwrap_or_default();
+            let h = ctx
+                .department
+                .hospital_id
+                .or(ctx.event.hospital_id)
+                .unwrap_or(0);
+            let d = ctx
+                .department
+                .department
+                .clone()
+                .or_else(|| ctx.event.department.clone())
+                .unwrap_or_default();
             format!("{h}:{d}")
         }
     }
@@ -128,23 +161,36 @@ fn make_alert(mlm: &Mlm, ctx: &Context, run: &Run, event_id: &str) -> Option<Ale
     let (hospital_id, department, patient) = match mlm.scope {
         AlertScope::Patient => (
             ctx.event.hospital_id.or(ctx.patient.hospital_id),
-            ctx.event.department.clone().or_else(|| ctx.patient.department.clone()),
+            ctx.event
+                .department
+                .clone()
+                .or_else(|| ctx.patient.department.clone()),
             Some(ctx.patient.patient.clone()),
         ),
         AlertScope::Department => (
             ctx.department.hospital_id.or(ctx.event.hospital_id),
-            ctx.department.department.clone().or_else(|| ctx.event.department.clone()),
+            ctx.department
+                .department
+                .clone()
+                .or_else(|| ctx.event.department.clone()),
             None,
         ),
     };
-    let url = mlm.citations.first().map(|c| c.url.clone()).unwrap_or_default();
+    let url = mlm
+        .citations
+        .first()
+        .map(|c| c.url.clone())
+        .unwrap_or_default();
     Some(Alert {
         card: Card {
             uuid: as_uuid(&id),
             summary: truncate_chars(&action.summary, 139),
             detail: action.detail.clone(),
             indicator: action.severity,
-            source: CardSource { label: mlm.title.clone(), url },
+            source: CardSource {
+                label: mlm.title.clone(),
+                url,
+            },
         },
         id,
         doc_type: "alert".into(),
@@ -174,7 +220,10 @@ impl RulePack {
     pub fn load_with_limits(dir: impl AsRef<Path>, limits: Limits) -> Result<RulePack, LoadErrors> {
         let dir = dir.as_ref().to_path_buf();
         let files = scan(&dir).map_err(|e| LoadErrors {
-            errors: vec![LoadError { location: Location::line(&dir, 0), message: format!("cannot read directory: {e}") }],
+            errors: vec![LoadError {
+                location: Location::line(&dir, 0),
+                message: format!("cannot read directory: {e}"),
+            }],
             partial: None,
         })?;
         let (sandbox, mut errors) = Sandbox::new(&dir, limits);
@@ -196,7 +245,10 @@ impl RulePack {
         if errors.is_empty() {
             Ok(pack)
         } else {
-            Err(LoadErrors { errors, partial: Some(Box::new(pack)) })
+            Err(LoadErrors {
+                errors,
+                partial: Some(Box::new(pack)),
+            })
         }
     }
 
@@ -205,10 +257,20 @@ impl RulePack {
     fn install(&mut self, path: &Path) -> Result<(String, String, bool), Vec<LoadError>> {
         let rule = Rule::compile(&self.sandbox, path)?;
         let name = rule.mlm.mlmname.clone();
-        if let Some(other) = self.rules.values().find(|r| r.mlm.mlmname == name && r.file != path) {
+        if let Some(other) = self
+            .rules
+            .values()
+            .find(|r| r.mlm.mlmname == name && r.file != path)
+        {
             return Err(vec![LoadError {
-                location: Location::line(path, crate::mlm::mlm_line(&std::fs::read_to_string(path).unwrap_or_default())),
-                message: format!("mlmname '{name}' is already used by {}", other.file.display()),
+                location: Location::line(
+                    path,
+                    crate::mlm::mlm_line(&std::fs::read_to_string(path).unwrap_or_default()),
+                ),
+                message: format!(
+                    "mlmname '{name}' is already used by {}",
+                    other.file.display()
+                ),
             }]);
         }
         let version = rule.mlm.version.clone();
@@ -244,18 +306,30 @@ impl RulePack {
                 for e in lib_errors {
                     by_file.entry(e.location.file.clone()).or_default().push(e);
                 }
-                events.extend(by_file.into_iter().map(|(file, errors)| ReloadEvent::Failed { file, errors }));
+                events.extend(
+                    by_file
+                        .into_iter()
+                        .map(|(file, errors)| ReloadEvent::Failed { file, errors }),
+                );
                 return events;
             }
             self.sandbox = sandbox;
         }
 
-        let gone: Vec<PathBuf> = self.files.keys().filter(|p| !current.contains_key(*p)).cloned().collect();
+        let gone: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|p| !current.contains_key(*p))
+            .cloned()
+            .collect();
         for path in gone {
             self.files.remove(&path);
             if let Some(rule) = self.rules.remove(&path) {
                 self.stats.remove(&rule.mlm.mlmname);
-                events.push(ReloadEvent::Removed { file: path, mlmname: rule.mlm.mlmname });
+                events.push(ReloadEvent::Removed {
+                    file: path,
+                    mlmname: rule.mlm.mlmname,
+                });
             }
         }
         for (path, st) in current {
@@ -265,8 +339,16 @@ impl RulePack {
             }
             self.files.insert(path.clone(), st);
             match self.install(&path) {
-                Ok((mlmname, version, true)) => events.push(ReloadEvent::Reloaded { file: path, mlmname, version }),
-                Ok((mlmname, version, false)) => events.push(ReloadEvent::Added { file: path, mlmname, version }),
+                Ok((mlmname, version, true)) => events.push(ReloadEvent::Reloaded {
+                    file: path,
+                    mlmname,
+                    version,
+                }),
+                Ok((mlmname, version, false)) => events.push(ReloadEvent::Added {
+                    file: path,
+                    mlmname,
+                    version,
+                }),
                 Err(errors) => events.push(ReloadEvent::Failed { file: path, errors }),
             }
         }
@@ -278,7 +360,7 @@ impl RulePack {
         let names: Vec<PathBuf> = self
             .rules
             .iter()
-            .filter(|(_, r)| matches!(&r.mlm.evoke, Evoke::Events(t) if t.iter().any(|t| *t == ctx.event.event_type)))
+            .filter(|(_, r)| matches!(&r.mlm.evoke, Evoke::Events(t) if t.contains(&ctx.event.event_type)))
             .map(|(p, _)| p.clone())
             .collect();
         if names.is_empty() {
@@ -287,16 +369,27 @@ impl RulePack {
         let ctx_dyn = match to_dynamic(ctx) {
             Ok(d) => d,
             Err(message) => {
-                return names.iter().filter_map(|p| self.rules.get(p)).map(|r| ctx_error(r, ctx, &message)).collect();
+                return names
+                    .iter()
+                    .filter_map(|p| self.rules.get(p))
+                    .map(|r| ctx_error(r, ctx, &message))
+                    .collect();
             }
         };
-        names.iter().filter_map(|p| self.evaluate_one(p, ctx, &ctx_dyn)).collect()
+        names
+            .iter()
+            .filter_map(|p| self.evaluate_one(p, ctx, &ctx_dyn))
+            .collect()
     }
 
     /// Evaluates the delayed rule `mlmname` (the engine calls it when [`DelayedEvokes::due`]
     /// returns it). `None` if the pack has no such rule (e.g. removed since it was scheduled).
     pub fn evaluate_delayed(&mut self, ctx: &Context, mlmname: &str) -> Option<Outcome> {
-        let path = self.rules.iter().find(|(_, r)| r.mlm.mlmname == mlmname).map(|(p, _)| p.clone())?;
+        let path = self
+            .rules
+            .iter()
+            .find(|(_, r)| r.mlm.mlmname == mlmname)
+            .map(|(p, _)| p.clone())?;
         let ctx_dyn = match to_dynamic(ctx) {
             Ok(d) => d,
             Err(message) => return self.rules.get(&path).map(|r| ctx_error(r, ctx, &message)),
@@ -305,7 +398,13 @@ impl RulePack {
     }
 
     fn evaluate_one(&mut self, path: &Path, ctx: &Context, ctx_dyn: &Dynamic) -> Option<Outcome> {
-        let RulePack { sandbox, rules, stats, suppressor, .. } = self;
+        let RulePack {
+            sandbox,
+            rules,
+            stats,
+            suppressor,
+            ..
+        } = self;
         let rule = rules.get_mut(path)?;
         let started = Instant::now();
         let result = rule.run(sandbox, ctx_dyn, &ctx.event.event_id);
@@ -320,13 +419,23 @@ impl RulePack {
             }
         };
         if !run.fired {
-            return Some(Outcome::NotFired { mlmname: rule.mlm.mlmname.clone() });
+            return Some(Outcome::NotFired {
+                mlmname: rule.mlm.mlmname.clone(),
+            });
         }
         s.fires += 1;
         let alert = make_alert(&rule.mlm, ctx, &run, &ctx.event.event_id)?;
-        let now = epoch_seconds(&ctx.now).or_else(|| epoch_seconds(&ctx.event.event_timestamp)).unwrap_or(0);
+        let now = epoch_seconds(&ctx.now)
+            .or_else(|| epoch_seconds(&ctx.event.event_timestamp))
+            .unwrap_or(0);
         let key = scope_key(&rule.mlm, ctx);
-        if suppressor.check_and_record(&rule.mlm.mlmname, &key, alert.severity, now, rule.mlm.suppress_minutes) {
+        if suppressor.check_and_record(
+            &rule.mlm.mlmname,
+            &key,
+            alert.severity,
+            now,
+            rule.mlm.suppress_minutes,
+        ) {
             s.suppressed += 1;
             Some(Outcome::Suppressed(Box::new(alert)))
         } else {
@@ -367,9 +476,11 @@ impl RulePack {
         self.rules
             .values()
             .filter_map(|r| match &r.mlm.evoke {
-                Evoke::Delayed { after, hours } => {
-                    Some(DelayedRule { mlmname: r.mlm.mlmname.clone(), after: after.clone(), hours: *hours })
-                }
+                Evoke::Delayed { after, hours } => Some(DelayedRule {
+                    mlmname: r.mlm.mlmname.clone(),
+                    after: after.clone(),
+                    hours: *hours,
+                }),
                 Evoke::Events(_) => None,
             })
             .collect()
@@ -405,7 +516,11 @@ impl RulePack {
     }
 
     /// Runs one rule on a context without evoke filtering or suppression (for `cds rules`).
-    pub(crate) fn run_file(&mut self, path: &Path, ctx: &Context) -> Option<Result<(Run, &Mlm), RuleError>> {
+    pub(crate) fn run_file(
+        &mut self,
+        path: &Path,
+        ctx: &Context,
+    ) -> Option<Result<(Run, &Mlm), RuleError>> {
         let ctx_dyn = to_dynamic(ctx);
         let RulePack { sandbox, rules, .. } = self;
         let rule = rules.get_mut(path)?;
@@ -413,7 +528,10 @@ impl RulePack {
             Ok(d) => d,
             Err(m) => return Some(Err(ctx_error_raw(rule, ctx, &m))),
         };
-        Some(rule.run(sandbox, &ctx_dyn, &ctx.event.event_id).map(|run| (run, &rule.mlm)))
+        Some(
+            rule.run(sandbox, &ctx_dyn, &ctx.event.event_id)
+                .map(|run| (run, &rule.mlm)),
+        )
     }
 
     /// The rule loaded from `path`, if it loaded.

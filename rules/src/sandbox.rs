@@ -12,9 +12,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rhai::module_resolvers::FileModuleResolver;
 use crate::error::{LoadError, Location};
-use rhai::{Scope, Dynamic, Engine, EvalAltResult, ImmutableString, Module, ModuleResolver, Position, Shared, FLOAT, INT};
+use rhai::module_resolvers::FileModuleResolver;
+use rhai::{
+    Dynamic, Engine, EvalAltResult, ImmutableString, Module, ModuleResolver, Position, Scope,
+    Shared, FLOAT, INT,
+};
 
 /// Limits of the sandbox. The defaults are generous for scoring rules (a NEWS2 evaluation
 /// takes a few thousand operations) and tight enough to stop a bad rule within milliseconds.
@@ -61,12 +64,16 @@ pub(crate) struct Budget {
 
 impl Budget {
     fn new() -> Self {
-        Self { base: Instant::now(), deadline_ns: AtomicU64::new(u64::MAX) }
+        Self {
+            base: Instant::now(),
+            deadline_ns: AtomicU64::new(u64::MAX),
+        }
     }
 
     pub(crate) fn arm(&self, budget: Duration) {
         let ns = (self.base.elapsed() + budget).as_nanos();
-        self.deadline_ns.store(u64::try_from(ns).unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.deadline_ns
+            .store(u64::try_from(ns).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     pub(crate) fn disarm(&self) {
@@ -94,7 +101,9 @@ impl ModuleResolver for PackResolver {
         pos: Position,
     ) -> Result<Shared<Module>, Box<EvalAltResult>> {
         let plain = !path.is_empty()
-            && path.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            && path
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
         if !plain {
             return Err(Box::new(EvalAltResult::ErrorModuleNotFound(
                 format!("{path} (only plain names of modules in the pack's lib/ folder may be imported)"),
@@ -152,11 +161,23 @@ impl Sandbox {
         });
         register_helpers(&mut engine);
         let errors = register_lib_modules(&mut engine, pack_dir, &budget, limits.time_budget);
-        (Self { engine, budget, limits }, errors)
+        (
+            Self {
+                engine,
+                budget,
+                limits,
+            },
+            errors,
+        )
     }
 }
 
-fn register_lib_modules(engine: &mut Engine, pack_dir: &Path, budget: &Budget, time: Duration) -> Vec<LoadError> {
+fn register_lib_modules(
+    engine: &mut Engine,
+    pack_dir: &Path,
+    budget: &Budget,
+    time: Duration,
+) -> Vec<LoadError> {
     let mut errors = Vec::new();
     let Ok(rd) = std::fs::read_dir(lib_dir(pack_dir)) else {
         return errors; // no lib folder: nothing to register
@@ -167,7 +188,10 @@ fn register_lib_modules(engine: &mut Engine, pack_dir: &Path, budget: &Budget, t
         .collect();
     files.sort();
     for file in files {
-        let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
             errors.push(LoadError {
                 location: Location::line(&file, 0),
@@ -178,7 +202,10 @@ fn register_lib_modules(engine: &mut Engine, pack_dir: &Path, budget: &Budget, t
         let src = match std::fs::read_to_string(&file) {
             Ok(s) => s,
             Err(e) => {
-                errors.push(LoadError { location: Location::line(&file, 0), message: format!("cannot read: {e}") });
+                errors.push(LoadError {
+                    location: Location::line(&file, 0),
+                    message: format!("cannot read: {e}"),
+                });
                 continue;
             }
         };
@@ -214,7 +241,9 @@ pub(crate) fn lib_dir(pack_dir: &Path) -> PathBuf {
 
 /// Epoch seconds of an RFC 3339 time.
 pub(crate) fn epoch_seconds(s: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(s.trim()).ok().map(|t| t.timestamp())
+    chrono::DateTime::parse_from_rfc3339(s.trim())
+        .ok()
+        .map(|t| t.timestamp())
 }
 
 fn time_arg(v: &Dynamic) -> Result<i64, Box<EvalAltResult>> {
@@ -224,7 +253,11 @@ fn time_arg(v: &Dynamic) -> Result<i64, Box<EvalAltResult>> {
     if let Some(s) = v.clone().try_cast::<ImmutableString>() {
         return epoch_seconds(&s).ok_or_else(|| format!("not an RFC 3339 time: '{s}'").into());
     }
-    Err(format!("expected an RFC 3339 time or epoch seconds, got {}", v.type_name()).into())
+    Err(format!(
+        "expected an RFC 3339 time or epoch seconds, got {}",
+        v.type_name()
+    )
+    .into())
 }
 
 fn seconds_between(a: &Dynamic, b: &Dynamic) -> Result<Option<i64>, Box<EvalAltResult>> {
@@ -237,12 +270,15 @@ fn seconds_between(a: &Dynamic, b: &Dynamic) -> Result<Option<i64>, Box<EvalAltR
 /// Time helpers for rule authors. Each accepts RFC 3339 strings or epoch seconds and returns
 /// `()` when an argument is `()` (a missing time), so a rule can test for it instead of failing.
 fn register_helpers(engine: &mut Engine) {
-    engine.register_fn("parse_time", |s: Dynamic| -> Result<Dynamic, Box<EvalAltResult>> {
-        if s.is_unit() {
-            return Ok(Dynamic::UNIT);
-        }
-        time_arg(&s).map(Dynamic::from_int)
-    });
+    engine.register_fn(
+        "parse_time",
+        |s: Dynamic| -> Result<Dynamic, Box<EvalAltResult>> {
+            if s.is_unit() {
+                return Ok(Dynamic::UNIT);
+            }
+            time_arg(&s).map(Dynamic::from_int)
+        },
+    );
     engine.register_fn(
         "hours_between",
         |a: Dynamic, b: Dynamic| -> Result<Dynamic, Box<EvalAltResult>> {

@@ -30,9 +30,9 @@ impl Suppressor {
 
     /// Whether an alert at `now` would be suppressed (does not record anything).
     pub fn is_suppressed(&self, mlmname: &str, scope_key: &str, band: Severity, now: i64) -> bool {
-        self.windows.get(&key(mlmname, scope_key)).is_some_and(|bands| {
-            bands.iter().any(|(b, until)| *b >= band && now < *until)
-        })
+        self.windows
+            .get(&key(mlmname, scope_key))
+            .is_some_and(|bands| bands.iter().any(|(b, until)| *b >= band && now < *until))
     }
 
     /// Decides and records: returns `true` if the alert must be suppressed, otherwise opens a

@@ -1,4 +1,5 @@
 //! Loading, validation errors, hot reload, suppression, delayed evokes and alert documents.
+#![allow(clippy::unwrap_used)] // tests may panic
 
 mod common;
 
@@ -18,11 +19,23 @@ fn fired(outcomes: &[Outcome], name: &str) -> Option<Box<cds_rules::Alert>> {
 fn the_pack_loads_and_evaluates_vitals_rules() {
     let mut pack = RulePack::load(pack_dir()).expect("pack loads");
     let names: Vec<_> = pack.rules().iter().map(|m| m.mlmname.clone()).collect();
-    for n in ["capacity", "hypoxia", "long_stay", "news2", "qsofa", "readmission", "sirs"] {
+    for n in [
+        "capacity",
+        "hypoxia",
+        "long_stay",
+        "news2",
+        "qsofa",
+        "readmission",
+        "sirs",
+    ] {
         assert!(names.iter().any(|x| x == n), "{n} missing from {names:?}");
     }
     let out = pack.evaluate(&vitals_ctx("e-1", "2025-01-01T10:00:00Z", sick()));
-    assert_eq!(out.len(), 4, "news2, qsofa, sirs, hypoxia are VITALS rules: {out:?}");
+    assert_eq!(
+        out.len(),
+        4,
+        "news2, qsofa, sirs, hypoxia are VITALS rules: {out:?}"
+    );
     let a = fired(&out, "news2").expect("news2 fires");
     assert_eq!(a.severity, Severity::Critical);
     assert_eq!(a.doc_type, "alert");
@@ -40,7 +53,11 @@ fn the_pack_loads_and_evaluates_vitals_rules() {
 
     // Same id on replay (fresh pack, same event): deterministic.
     let mut again = RulePack::load(pack_dir()).expect("pack loads");
-    let b = fired(&again.evaluate(&vitals_ctx("e-1", "2025-01-01T10:00:00Z", sick())), "news2").unwrap();
+    let b = fired(
+        &again.evaluate(&vitals_ctx("e-1", "2025-01-01T10:00:00Z", sick())),
+        "news2",
+    )
+    .unwrap();
     assert_eq!(a.id, b.id);
     assert_eq!(pack.delayed_rules().len(), 1);
     assert_eq!(pack.delayed_rules()[0].mlmname, "long_stay");
@@ -50,19 +67,43 @@ fn the_pack_loads_and_evaluates_vitals_rules() {
 #[test]
 fn a_broken_file_is_reported_with_line_and_the_rest_loads() {
     let dir = temp_dir("broken");
-    std::fs::write(dir.join("good.rhai"), rule_src("good", r#"["VITALS"]"#, "1")).unwrap();
-    std::fs::write(dir.join("syntax.rhai"), "const MLM = #{};\nfn data(ctx) {\n  let x = ;\n}\n").unwrap();
-    std::fs::write(dir.join("badevoke.rhai"), rule_src("bad", r#"["VITALZ"]"#, "1")).unwrap();
+    std::fs::write(
+        dir.join("good.rhai"),
+        rule_src("good", r#"["VITALS"]"#, "1"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("syntax.rhai"),
+        "const MLM = #{};\nfn data(ctx) {\n  let x = ;\n}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("badevoke.rhai"),
+        rule_src("bad", r#"["VITALZ"]"#, "1"),
+    )
+    .unwrap();
     let missing = rule_src("missing", r#"["VITALS"]"#, "1").replace("priority: 50, ", "");
     std::fs::write(dir.join("missing.rhai"), missing).unwrap();
     let err = RulePack::load(&dir).expect_err("three broken files");
     let text = err.to_string();
-    let syntax = err.errors.iter().find(|e| e.location.file.ends_with("syntax.rhai")).expect("syntax error");
+    let syntax = err
+        .errors
+        .iter()
+        .find(|e| e.location.file.ends_with("syntax.rhai"))
+        .expect("syntax error");
     assert_eq!(syntax.location.line, 3, "{syntax}");
-    let evoke = err.errors.iter().find(|e| e.location.file.ends_with("badevoke.rhai")).expect("evoke error");
+    let evoke = err
+        .errors
+        .iter()
+        .find(|e| e.location.file.ends_with("badevoke.rhai"))
+        .expect("evoke error");
     assert!(evoke.message.contains("VITALZ"), "{evoke}");
     assert_eq!(evoke.location.line, 4, "{evoke}");
-    let prio = err.errors.iter().find(|e| e.location.file.ends_with("missing.rhai")).expect("priority error");
+    let prio = err
+        .errors
+        .iter()
+        .find(|e| e.location.file.ends_with("missing.rhai"))
+        .expect("priority error");
     assert!(prio.message.contains("priority is missing"), "{prio}");
     assert!(text.contains("syntax.rhai:3"), "{text}");
     let pack = err.partial.expect("the rest is loaded");
@@ -88,15 +129,28 @@ fn hot_reload_changes_adds_removes_and_keeps_the_old_version_on_error() {
     // changed
     std::fs::write(&f, rule_src("r", r#"["VITALS"]"#, "#{ v: 22 }")).unwrap();
     let events = pack.reload_changed();
-    assert!(matches!(&events[..], [ReloadEvent::Reloaded { mlmname, .. }] if mlmname == "r"), "{events:?}");
+    assert!(
+        matches!(&events[..], [ReloadEvent::Reloaded { mlmname, .. }] if mlmname == "r"),
+        "{events:?}"
+    );
     assert_eq!(fired(&ev(&mut pack, "2"), "r").unwrap().evidence["v"], 22);
 
     // broken: old version keeps running, error reported once
-    std::fs::write(&f, rule_src("r", r#"["VITALS"]"#, "#{ v: 3 ").replace("fn logic", "fn logic(")).unwrap();
+    std::fs::write(
+        &f,
+        rule_src("r", r#"["VITALS"]"#, "#{ v: 3 ").replace("fn logic", "fn logic("),
+    )
+    .unwrap();
     let events = pack.reload_changed();
-    assert!(matches!(&events[..], [ReloadEvent::Failed { errors, .. }] if errors[0].location.line > 0), "{events:?}");
+    assert!(
+        matches!(&events[..], [ReloadEvent::Failed { errors, .. }] if errors[0].location.line > 0),
+        "{events:?}"
+    );
     assert_eq!(fired(&ev(&mut pack, "3"), "r").unwrap().evidence["v"], 22);
-    assert!(pack.reload_changed().is_empty(), "a failure is reported once");
+    assert!(
+        pack.reload_changed().is_empty(),
+        "a failure is reported once"
+    );
 
     // fixed again
     std::fs::write(&f, rule_src("r", r#"["VITALS"]"#, "#{ v: 4444 }")).unwrap();
@@ -106,13 +160,19 @@ fn hot_reload_changes_adds_removes_and_keeps_the_old_version_on_error() {
     // added
     std::fs::write(dir.join("s.rhai"), rule_src("s", r#"["VITALS"]"#, "1")).unwrap();
     let events = pack.reload_changed();
-    assert!(matches!(&events[..], [ReloadEvent::Added { mlmname, .. }] if mlmname == "s"), "{events:?}");
+    assert!(
+        matches!(&events[..], [ReloadEvent::Added { mlmname, .. }] if mlmname == "s"),
+        "{events:?}"
+    );
     assert_eq!(ev(&mut pack, "5").len(), 2);
 
     // removed
     std::fs::remove_file(&f).unwrap();
     let events = pack.reload_changed();
-    assert!(matches!(&events[..], [ReloadEvent::Removed { mlmname, .. }] if mlmname == "r"), "{events:?}");
+    assert!(
+        matches!(&events[..], [ReloadEvent::Removed { mlmname, .. }] if mlmname == "r"),
+        "{events:?}"
+    );
     assert_eq!(ev(&mut pack, "6").len(), 1);
     assert_eq!(pack.stats().len(), 1);
 }
@@ -125,11 +185,25 @@ fn a_changed_lib_module_recompiles_the_rules() {
     let src = std::fs::read_to_string(&lib).unwrap();
     std::fs::write(&lib, format!("{src}\nfn extra() {{ 1 }}\n")).unwrap();
     let events = pack.reload_changed();
-    assert_eq!(events.iter().filter(|e| matches!(e, ReloadEvent::Reloaded { .. })).count(), 7, "{events:?}");
+    assert_eq!(
+        events
+            .iter()
+            .filter(|e| matches!(e, ReloadEvent::Reloaded { .. }))
+            .count(),
+        7,
+        "{events:?}"
+    );
     std::fs::write(&lib, "fn broken( {").unwrap();
     let events = pack.reload_changed();
-    assert!(matches!(&events[..], [ReloadEvent::Failed { .. }]), "{events:?}");
-    assert!(fired(&pack.evaluate(&vitals_ctx("x", "2025-01-01T10:00:00Z", sick())), "news2").is_some());
+    assert!(
+        matches!(&events[..], [ReloadEvent::Failed { .. }]),
+        "{events:?}"
+    );
+    assert!(fired(
+        &pack.evaluate(&vitals_ctx("x", "2025-01-01T10:00:00Z", sick())),
+        "news2"
+    )
+    .is_some());
 }
 
 #[test]
@@ -141,26 +215,46 @@ fn suppression_by_band_and_escalation() {
     medium.temperature_c = Some(38.5); // 1
     medium.oxygen_saturation = Some(95.0); // 1  -> 5 medium
     let news = |pack: &mut RulePack, id: &str, t: &str, v| {
-        pack.evaluate(&vitals_ctx(id, t, v)).into_iter().find(|o| match o {
-            Outcome::Fired(a) | Outcome::Suppressed(a) => a.mlmname == "news2",
-            _ => false,
-        })
+        pack.evaluate(&vitals_ctx(id, t, v))
+            .into_iter()
+            .find(|o| match o {
+                Outcome::Fired(a) | Outcome::Suppressed(a) => a.mlmname == "news2",
+                _ => false,
+            })
     };
-    assert!(matches!(news(&mut pack, "1", "2025-01-01T10:00:00Z", medium.clone()), Some(Outcome::Fired(_))));
-    assert!(matches!(news(&mut pack, "2", "2025-01-01T10:30:00Z", medium.clone()), Some(Outcome::Suppressed(_))));
+    assert!(matches!(
+        news(&mut pack, "1", "2025-01-01T10:00:00Z", medium.clone()),
+        Some(Outcome::Fired(_))
+    ));
+    assert!(matches!(
+        news(&mut pack, "2", "2025-01-01T10:30:00Z", medium.clone()),
+        Some(Outcome::Suppressed(_))
+    ));
     // escalation to high alerts at once
-    assert!(matches!(news(&mut pack, "3", "2025-01-01T10:31:00Z", sick()), Some(Outcome::Fired(_))));
+    assert!(matches!(
+        news(&mut pack, "3", "2025-01-01T10:31:00Z", sick()),
+        Some(Outcome::Fired(_))
+    ));
     // back to medium while the high window is open: suppressed (de-escalation is not news)
-    assert!(matches!(news(&mut pack, "4", "2025-01-01T10:40:00Z", medium.clone()), Some(Outcome::Suppressed(_))));
+    assert!(matches!(
+        news(&mut pack, "4", "2025-01-01T10:40:00Z", medium.clone()),
+        Some(Outcome::Suppressed(_))
+    ));
     // after 60 min of event time, medium alerts again
-    assert!(matches!(news(&mut pack, "5", "2025-01-01T11:45:00Z", medium.clone()), Some(Outcome::Fired(_))));
+    assert!(matches!(
+        news(&mut pack, "5", "2025-01-01T11:45:00Z", medium.clone()),
+        Some(Outcome::Fired(_))
+    ));
 
     // the state round-trips through serde (checkpoint)
     let json = serde_json::to_string(pack.suppressor()).unwrap();
     let restored: Suppressor = serde_json::from_str(&json).unwrap();
     let mut fresh = RulePack::load(pack_dir()).expect("load");
     fresh.set_suppressor(restored);
-    assert!(matches!(news(&mut fresh, "6", "2025-01-01T11:50:00Z", medium), Some(Outcome::Suppressed(_))));
+    assert!(matches!(
+        news(&mut fresh, "6", "2025-01-01T11:50:00Z", medium),
+        Some(Outcome::Suppressed(_))
+    ));
     fresh.suppressor_mut().prune(i64::MAX);
     assert!(fresh.suppressor().is_empty());
 }
@@ -179,11 +273,17 @@ fn capacity_alerts_are_per_department() {
     c.event.event_id = "a2".into();
     c.patient.patient = "pk-other".into();
     c.now = "2025-01-01T10:10:00Z".into();
-    assert!(pack.evaluate(&c).iter().any(|o| matches!(o, Outcome::Suppressed(a) if a.mlmname == "capacity")));
+    assert!(pack
+        .evaluate(&c)
+        .iter()
+        .any(|o| matches!(o, Outcome::Suppressed(a) if a.mlmname == "capacity")));
     // full: escalation
     c.event.event_id = "a3".into();
     c.department.occupied = 10;
-    assert_eq!(fired(&pack.evaluate(&c), "capacity").unwrap().severity, Severity::Critical);
+    assert_eq!(
+        fired(&pack.evaluate(&c), "capacity").unwrap().severity,
+        Severity::Critical
+    );
 }
 
 #[test]
@@ -210,7 +310,8 @@ fn delayed_evokes_follow_the_watermark_and_discharge_cancels() {
     dis.event.event_type = "DISCHARGE".into();
     pack.schedule_delayed(&mut evokes, &dis);
     // checkpoint round trip
-    let mut evokes: DelayedEvokes = serde_json::from_str(&serde_json::to_string(&evokes).unwrap()).unwrap();
+    let mut evokes: DelayedEvokes =
+        serde_json::from_str(&serde_json::to_string(&evokes).unwrap()).unwrap();
     let due = evokes.due(t("2025-01-04T00:00:00Z"));
     assert_eq!(due.len(), 1);
     assert_eq!(due[0].patient_key, "pk-42");
@@ -239,7 +340,10 @@ fn ten_thousand_vitals_events() {
         let mut c = vitals_ctx(&format!("ev-{i}"), "2025-01-01T10:00:00Z", v);
         c.patient.patient = format!("pk-{}", i % 500);
         c.patient.recent_vitals = (0..4)
-            .map(|k| cds_rules::CtxReading { time: format!("2025-01-01T0{}:30:00Z", 9 - k), vitals: normal() })
+            .map(|k| cds_rules::CtxReading {
+                time: format!("2025-01-01T0{}:30:00Z", 9 - k),
+                vitals: normal(),
+            })
             .collect();
         ctxs.push(c);
     }

@@ -1,4 +1,5 @@
 //! Runaway rules are stopped, reported with file/line/event, and do not stop the others.
+#![allow(clippy::unwrap_used)] // tests may panic
 
 mod common;
 
@@ -10,15 +11,39 @@ use common::*;
 #[test]
 fn endless_loop_and_huge_allocation_are_stopped_and_others_run() {
     let dir = temp_dir("sandbox");
-    std::fs::write(dir.join("a_loop.rhai"), rule_src("loop", r#"["VITALS"]"#, "let x = 0; loop { x += 1; }")).unwrap();
     std::fs::write(
-        dir.join("b_alloc.rhai"),
-        rule_src("alloc", r#"["VITALS"]"#, "let s = \"xxxxxxxx\"; loop { s += s; }"),
+        dir.join("a_loop.rhai"),
+        rule_src("loop", r#"["VITALS"]"#, "let x = 0; loop { x += 1; }"),
     )
     .unwrap();
-    std::fs::write(dir.join("c_array.rhai"), rule_src("array", r#"["VITALS"]"#, "let a = []; a.pad(100000000, 0); a")).unwrap();
-    std::fs::write(dir.join("d_recurse.rhai"), rule_src("recurse", r#"["VITALS"]"#, "f(1)") + "\nfn f(x) { f(x + 1) }\n").unwrap();
-    std::fs::write(dir.join("e_good.rhai"), rule_src("good", r#"["VITALS"]"#, "#{ ok: true }")).unwrap();
+    std::fs::write(
+        dir.join("b_alloc.rhai"),
+        rule_src(
+            "alloc",
+            r#"["VITALS"]"#,
+            "let s = \"xxxxxxxx\"; loop { s += s; }",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("c_array.rhai"),
+        rule_src(
+            "array",
+            r#"["VITALS"]"#,
+            "let a = []; a.pad(100000000, 0); a",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("d_recurse.rhai"),
+        rule_src("recurse", r#"["VITALS"]"#, "f(1)") + "\nfn f(x) { f(x + 1) }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("e_good.rhai"),
+        rule_src("good", r#"["VITALS"]"#, "#{ ok: true }"),
+    )
+    .unwrap();
     let mut pack = RulePack::load(&dir).expect("load");
 
     let ctx = vitals_ctx("ev-1", "2025-01-01T10:00:00Z", normal());
@@ -38,7 +63,10 @@ fn endless_loop_and_huge_allocation_are_stopped_and_others_run() {
                     assert!(e.location.line > 0, "{e}");
                     assert!(e.location.file.to_string_lossy().ends_with(".rhai"), "{e}");
                     match e.mlmname.as_str() {
-                        "loop" => assert!(matches!(e.kind, RuleErrorKind::Timeout | RuleErrorKind::Limit), "{e}"),
+                        "loop" => assert!(
+                            matches!(e.kind, RuleErrorKind::Timeout | RuleErrorKind::Limit),
+                            "{e}"
+                        ),
                         _ => assert_eq!(e.kind, RuleErrorKind::Limit, "{e}"),
                     }
                 }
@@ -56,17 +84,30 @@ fn endless_loop_and_huge_allocation_are_stopped_and_others_run() {
     assert_eq!(looping.errors, 3);
     // Each runaway rule individually within 50 ms.
     for s in &stats {
-        assert!(s.eval_time < Duration::from_millis(3 * 50), "{} took {:?}", s.mlmname, s.eval_time);
+        assert!(
+            s.eval_time < Duration::from_millis(3 * 50),
+            "{} took {:?}",
+            s.mlmname,
+            s.eval_time
+        );
     }
 }
 
 #[test]
 fn eval_file_io_and_path_imports_are_refused() {
     let dir = temp_dir("refuse");
-    std::fs::write(dir.join("eval.rhai"), rule_src("ev", r#"["VITALS"]"#, "eval(\"1\")")).unwrap();
+    std::fs::write(
+        dir.join("eval.rhai"),
+        rule_src("ev", r#"["VITALS"]"#, "eval(\"1\")"),
+    )
+    .unwrap();
     std::fs::write(
         dir.join("imp.rhai"),
-        rule_src("imp", r#"["VITALS"]"#, "import \"../../etc/passwd\" as p; 1"),
+        rule_src(
+            "imp",
+            r#"["VITALS"]"#,
+            "import \"../../etc/passwd\" as p; 1",
+        ),
     )
     .unwrap();
     let err = RulePack::load(&dir).expect_err("both must fail");
@@ -79,13 +120,28 @@ fn eval_file_io_and_path_imports_are_refused() {
 #[test]
 fn wall_clock_budget_stops_a_loop_without_operation_limit() {
     let dir = temp_dir("budget");
-    std::fs::write(dir.join("a_loop.rhai"), rule_src("loop", r#"["VITALS"]"#, "let x = 0; loop { x += 1; }")).unwrap();
-    std::fs::write(dir.join("b_good.rhai"), rule_src("good", r#"["VITALS"]"#, "1")).unwrap();
-    let limits = cds_rules::Limits { max_operations: 0, ..Default::default() };
+    std::fs::write(
+        dir.join("a_loop.rhai"),
+        rule_src("loop", r#"["VITALS"]"#, "let x = 0; loop { x += 1; }"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("b_good.rhai"),
+        rule_src("good", r#"["VITALS"]"#, "1"),
+    )
+    .unwrap();
+    let limits = cds_rules::Limits {
+        max_operations: 0,
+        ..Default::default()
+    };
     let mut pack = RulePack::load_with_limits(&dir, limits).expect("load");
     let t = Instant::now();
     let outcomes = pack.evaluate(&vitals_ctx("ev-9", "2025-01-01T10:00:00Z", normal()));
-    assert!(t.elapsed() < Duration::from_millis(50), "took {:?}", t.elapsed());
+    assert!(
+        t.elapsed() < Duration::from_millis(50),
+        "took {:?}",
+        t.elapsed()
+    );
     match &outcomes[0] {
         Outcome::Error(e) => {
             assert_eq!(e.kind, RuleErrorKind::Timeout, "{e}");

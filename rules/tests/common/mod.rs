@@ -1,4 +1,5 @@
 //! Helpers shared by the integration tests.
+#![allow(clippy::unwrap_used)] // tests may panic
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
