@@ -1,0 +1,124 @@
+//! The `ctx` a rule sees: one Rust type, filled by the engine and read from JSON by
+//! `cds rules eval --ctx`, so a fixture and production see exactly the same shape.
+//!
+//! Times are RFC 3339 strings (what the event model carries); rules turn them into numbers
+//! with the helpers `parse_time`, `hours_between` and `minutes_between` (see the sandbox).
+//! Missing values are `None` here and `()` in rhai.
+
+use serde::{Deserialize, Serialize};
+
+/// Everything a rule may look at for one evaluation.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Context {
+    /// The Silver event that evoked the rules (for a delayed evoke: the ADMISSION event).
+    pub event: CtxEvent,
+    /// The patient's current admission and recent vitals.
+    #[serde(default)]
+    pub patient: CtxPatient,
+    /// Occupancy of the event's (hospital, department).
+    #[serde(default)]
+    pub department: CtxDepartment,
+    /// Event time of this evaluation (RFC 3339): the event's timestamp, or the due time of a
+    /// delayed evoke. Suppression windows are measured in it, never in wall-clock time.
+    pub now: String,
+}
+
+/// The Silver event (after data-quality repair), without the raw patient id.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CtxEvent {
+    pub event_id: String,
+    /// `ADMISSION`, `DISCHARGE`, `TRANSFER` or `VITALS`.
+    pub event_type: String,
+    pub event_timestamp: String,
+    #[serde(default)]
+    pub hospital_id: Option<i64>,
+    #[serde(default)]
+    pub department: Option<String>,
+    #[serde(default)]
+    pub gender: Option<String>,
+    #[serde(default)]
+    pub age: Option<i64>,
+    #[serde(default)]
+    pub admission_time: Option<String>,
+    #[serde(default)]
+    pub discharge_time: Option<String>,
+    #[serde(default)]
+    pub admission_priority: Option<String>,
+    #[serde(default)]
+    pub diagnosis_code: Option<String>,
+    #[serde(default)]
+    pub vitals: Option<CtxVitals>,
+}
+
+/// Bedside observations (units of the event model: bpm, mmHg, Celsius, %, breaths/min).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CtxVitals {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heart_rate: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bp_systolic: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bp_diastolic: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperature_c: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oxygen_saturation: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub respiratory_rate: Option<f64>,
+    /// ACVPU: `A`, `C`, `V`, `P` or `U`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consciousness: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supplemental_o2: Option<bool>,
+}
+
+/// One earlier vitals reading of the patient: its event time plus the vitals fields, flat.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CtxReading {
+    pub time: String,
+    #[serde(flatten)]
+    pub vitals: CtxVitals,
+}
+
+/// The patient's current admission as the engine knows it at `ctx.now`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CtxPatient {
+    /// Pseudonymised patient key (keyed HMAC); never the raw id.
+    #[serde(default)]
+    pub patient: String,
+    /// Whether the patient is currently admitted (located in a department).
+    #[serde(default)]
+    pub admitted: bool,
+    #[serde(default)]
+    pub hospital_id: Option<i64>,
+    #[serde(default)]
+    pub department: Option<String>,
+    #[serde(default)]
+    pub admission_time: Option<String>,
+    #[serde(default)]
+    pub age: Option<i64>,
+    #[serde(default)]
+    pub gender: Option<String>,
+    /// Readings of the last 6 hours before this event, newest first (the triggering VITALS
+    /// event itself is not included: it is `ctx.event.vitals`).
+    #[serde(default)]
+    pub recent_vitals: Vec<CtxReading>,
+    /// Discharge time of the patient's previous admission, if any.
+    #[serde(default)]
+    pub last_discharge_time: Option<String>,
+}
+
+/// Occupancy of a department at `ctx.now`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CtxDepartment {
+    #[serde(default)]
+    pub hospital_id: Option<i64>,
+    #[serde(default)]
+    pub department: Option<String>,
+    #[serde(default)]
+    pub occupied: i64,
+    #[serde(default)]
+    pub bed_capacity: i64,
+    #[serde(default)]
+    pub occupancy_pct: f64,
+}

@@ -1,0 +1,561 @@
+//! The rule pack: every MLM of a directory, evaluated per event, hot-reloaded by polling.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use rhai::Dynamic;
+use serde::Serialize;
+
+use crate::alert::{alert_id, as_uuid, truncate_chars, Alert, Card, CardSource};
+use crate::context::Context;
+use crate::delayed::DelayedEvokes;
+use crate::error::{LoadError, LoadErrors, Location, RuleError, RuleErrorKind};
+use crate::mlm::{AlertScope, Evoke, Mlm};
+use crate::rule::{Rule, Run};
+use crate::sandbox::{epoch_seconds, lib_dir, Limits, Sandbox};
+use crate::suppress::Suppressor;
+
+/// The result of one rule on one event.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// The rule fired and the alert is to be written.
+    Fired(Box<Alert>),
+    /// `logic` returned false.
+    NotFired { mlmname: String },
+    /// The rule fired but an alert of the same or a higher band is inside its window.
+    Suppressed(Box<Alert>),
+    /// The rule failed or ran over a limit; the other rules still ran.
+    Error(RuleError),
+}
+
+/// Per-rule counters, a plain snapshot for the engine's metrics exporter.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct RuleStats {
+    pub mlmname: String,
+    pub version: String,
+    pub file: PathBuf,
+    pub evaluations: u64,
+    /// `logic` returned true (alerts written = fires - suppressed).
+    pub fires: u64,
+    pub suppressed: u64,
+    pub errors: u64,
+    /// Total time spent evaluating this rule.
+    pub eval_time: Duration,
+}
+
+/// A rule with a delayed evoke, for the engine's scheduler.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DelayedRule {
+    pub mlmname: String,
+    pub after: String,
+    pub hours: f64,
+}
+
+/// What `reload_changed` did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReloadEvent {
+    Added {
+        file: PathBuf,
+        mlmname: String,
+        version: String,
+    },
+    Reloaded {
+        file: PathBuf,
+        mlmname: String,
+        version: String,
+    },
+    Removed {
+        file: PathBuf,
+        mlmname: String,
+    },
+    /// The file did not load; the previous version (if any) keeps running.
+    Failed {
+        file: PathBuf,
+        errors: Vec<LoadError>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    mtime: Option<SystemTime>,
+    len: u64,
+}
+
+/// The loaded MLMs of one directory, their suppression state and counters.
+pub struct RulePack {
+    dir: PathBuf,
+    sandbox: Sandbox,
+    /// By file path (sorted: evaluation order is the file-name order).
+    rules: BTreeMap<PathBuf, Rule>,
+    /// Every `.rhai` file seen, loaded or not, with the stamp last looked at.
+    files: BTreeMap<PathBuf, Stamp>,
+    lib_files: BTreeMap<PathBuf, Stamp>,
+    stats: BTreeMap<String, RuleStats>,
+    suppressor: Suppressor,
+}
+
+impl std::fmt::Debug for RulePack {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RulePack")
+            .field("dir", &self.dir)
+            .field(
+                "rules",
+                &self
+                    .rules
+                    .values()
+                    .map(|r| &r.mlm.mlmname)
+                    .collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    let md = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        mtime: md.modified().ok(),
+        len: md.len(),
+    })
+}
+
+/// `.rhai` files directly in `dir`, with their stamps.
+fn scan(dir: &Path) -> std::io::Result<BTreeMap<PathBuf, Stamp>> {
+    let mut out = BTreeMap::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.is_file() && path.extension().is_some_and(|e| e == "rhai") {
+            if let Some(s) = stamp(&path) {
+                out.insert(path, s);
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn scope_key(mlm: &Mlm, ctx: &Context) -> String {
+    match mlm.scope {
+        AlertScope::Patient => ctx.patient.patient.clone(),
+        AlertScope::Department => {
+            let h = ctx
+                .department
+                .hospital_id
+                .or(ctx.event.hospital_id)
+                .unwrap_or(0);
+            let d = ctx
+                .department
+                .department
+                .clone()
+                .or_else(|| ctx.event.department.clone())
+                .unwrap_or_default();
+            format!("{h}:{d}")
+        }
+    }
+}
+
+/// Builds the alert document from a fired run.
+fn make_alert(mlm: &Mlm, ctx: &Context, run: &Run, event_id: &str) -> Option<Alert> {
+    let action = run.action.as_ref()?;
+    let key = scope_key(mlm, ctx);
+    let id = alert_id(&mlm.mlmname, &mlm.version, &key, event_id);
+    let (hospital_id, department, patient) = match mlm.scope {
+        AlertScope::Patient => (
+            ctx.event.hospital_id.or(ctx.patient.hospital_id),
+            ctx.event
+                .department
+                .clone()
+                .or_else(|| ctx.patient.department.clone()),
+            Some(ctx.patient.patient.clone()),
+        ),
+        AlertScope::Department => (
+            ctx.department.hospital_id.or(ctx.event.hospital_id),
+            ctx.department
+                .department
+                .clone()
+                .or_else(|| ctx.event.department.clone()),
+            None,
+        ),
+    };
+    let url = mlm
+        .citations
+        .first()
+        .map(|c| c.url.clone())
+        .unwrap_or_default();
+    Some(Alert {
+        card: Card {
+            uuid: as_uuid(&id),
+            summary: truncate_chars(&action.summary, 139),
+            detail: action.detail.clone(),
+            indicator: action.severity,
+            source: CardSource {
+                label: mlm.title.clone(),
+                url,
+            },
+        },
+        id,
+        doc_type: "alert".into(),
+        mlmname: mlm.mlmname.clone(),
+        version: mlm.version.clone(),
+        title: mlm.title.clone(),
+        priority: mlm.priority,
+        urgency: mlm.urgency,
+        severity: action.severity,
+        evidence: run.data.clone(),
+        hospital_id,
+        department,
+        patient,
+        event_id: event_id.to_string(),
+        event_time: ctx.now.clone(),
+    })
+}
+
+impl RulePack {
+    /// Loads every `*.rhai` in `dir` with the default [`Limits`]. Modules for `import` come
+    /// from `dir/lib/`. If some files fail, the error carries the pack of the others.
+    pub fn load(dir: impl AsRef<Path>) -> Result<RulePack, LoadErrors> {
+        Self::load_with_limits(dir, Limits::default())
+    }
+
+    /// [`RulePack::load`] with explicit sandbox limits.
+    pub fn load_with_limits(dir: impl AsRef<Path>, limits: Limits) -> Result<RulePack, LoadErrors> {
+        let dir = dir.as_ref().to_path_buf();
+        let files = scan(&dir).map_err(|e| LoadErrors {
+            errors: vec![LoadError {
+                location: Location::line(&dir, 0),
+                message: format!("cannot read directory: {e}"),
+            }],
+            partial: None,
+        })?;
+        let (sandbox, mut errors) = Sandbox::new(&dir, limits);
+        let mut pack = RulePack {
+            sandbox,
+            lib_files: scan(&lib_dir(&dir)).unwrap_or_default(),
+            dir,
+            rules: BTreeMap::new(),
+            files: BTreeMap::new(),
+            stats: BTreeMap::new(),
+            suppressor: Suppressor::new(),
+        };
+        for (path, st) in files {
+            pack.files.insert(path.clone(), st);
+            if let Err(mut e) = pack.install(&path).map(|_| ()) {
+                errors.append(&mut e);
+            }
+        }
+        if errors.is_empty() {
+            Ok(pack)
+        } else {
+            Err(LoadErrors {
+                errors,
+                partial: Some(Box::new(pack)),
+            })
+        }
+    }
+
+    /// Compiles `path` and, if it loads and its mlmname is not taken by another file, puts it
+    /// in place of the previous version. Returns (mlmname, version, replaced an old version).
+    fn install(&mut self, path: &Path) -> Result<(String, String, bool), Vec<LoadError>> {
+        let rule = Rule::compile(&self.sandbox, path)?;
+        let name = rule.mlm.mlmname.clone();
+        if let Some(other) = self
+            .rules
+            .values()
+            .find(|r| r.mlm.mlmname == name && r.file != path)
+        {
+            return Err(vec![LoadError {
+                location: Location::line(
+                    path,
+                    crate::mlm::mlm_line(&std::fs::read_to_string(path).unwrap_or_default()),
+                ),
+                message: format!(
+                    "mlmname '{name}' is already used by {}",
+                    other.file.display()
+                ),
+            }]);
+        }
+        let version = rule.mlm.version.clone();
+        let old = self.rules.insert(path.to_path_buf(), rule);
+        if let Some(old) = &old {
+            if old.mlm.mlmname != name {
+                self.stats.remove(&old.mlm.mlmname);
+            }
+        }
+        let s = self.stats.entry(name.clone()).or_default();
+        s.mlmname = name.clone();
+        s.version = version.clone();
+        s.file = path.to_path_buf();
+        Ok((name, version, old.is_some()))
+    }
+
+    /// Looks at the files' modification times and sizes and applies what changed: a changed
+    /// or new file is compiled and replaces the old version only if it loads; a removed file's
+    /// rule is dropped. A change in `lib/` recompiles every rule. Call it every ~250 ms.
+    pub fn reload_changed(&mut self) -> Vec<ReloadEvent> {
+        let mut events = Vec::new();
+        let Ok(current) = scan(&self.dir) else {
+            return events; // directory gone for a moment: keep running what we have
+        };
+        let lib_now = scan(&lib_dir(&self.dir)).unwrap_or_default();
+        let lib_changed = lib_now != self.lib_files;
+        self.lib_files = lib_now;
+        if lib_changed {
+            let (sandbox, lib_errors) = Sandbox::new(&self.dir, self.sandbox.limits);
+            if !lib_errors.is_empty() {
+                // Keep the engine with the previous lib modules, and the rules compiled for it.
+                let mut by_file: BTreeMap<PathBuf, Vec<LoadError>> = BTreeMap::new();
+                for e in lib_errors {
+                    by_file.entry(e.location.file.clone()).or_default().push(e);
+                }
+                events.extend(
+                    by_file
+                        .into_iter()
+                        .map(|(file, errors)| ReloadEvent::Failed { file, errors }),
+                );
+                return events;
+            }
+            self.sandbox = sandbox;
+        }
+
+        let gone: Vec<PathBuf> = self
+            .files
+            .keys()
+            .filter(|p| !current.contains_key(*p))
+            .cloned()
+            .collect();
+        for path in gone {
+            self.files.remove(&path);
+            if let Some(rule) = self.rules.remove(&path) {
+                self.stats.remove(&rule.mlm.mlmname);
+                events.push(ReloadEvent::Removed {
+                    file: path,
+                    mlmname: rule.mlm.mlmname,
+                });
+            }
+        }
+        for (path, st) in current {
+            let changed = self.files.get(&path) != Some(&st);
+            if !(changed || lib_changed) {
+                continue;
+            }
+            self.files.insert(path.clone(), st);
+            match self.install(&path) {
+                Ok((mlmname, version, true)) => events.push(ReloadEvent::Reloaded {
+                    file: path,
+                    mlmname,
+                    version,
+                }),
+                Ok((mlmname, version, false)) => events.push(ReloadEvent::Added {
+                    file: path,
+                    mlmname,
+                    version,
+                }),
+                Err(errors) => events.push(ReloadEvent::Failed { file: path, errors }),
+            }
+        }
+        events
+    }
+
+    /// Evaluates every rule whose evoke lists `ctx.event.event_type`, in file-name order.
+    pub fn evaluate(&mut self, ctx: &Context) -> Vec<Outcome> {
+        let names: Vec<PathBuf> = self
+            .rules
+            .iter()
+            .filter(|(_, r)| matches!(&r.mlm.evoke, Evoke::Events(t) if t.contains(&ctx.event.event_type)))
+            .map(|(p, _)| p.clone())
+            .collect();
+        if names.is_empty() {
+            return Vec::new();
+        }
+        let ctx_dyn = match to_dynamic(ctx) {
+            Ok(d) => d,
+            Err(message) => {
+                return names
+                    .iter()
+                    .filter_map(|p| self.rules.get(p))
+                    .map(|r| ctx_error(r, ctx, &message))
+                    .collect();
+            }
+        };
+        names
+            .iter()
+            .filter_map(|p| self.evaluate_one(p, ctx, &ctx_dyn))
+            .collect()
+    }
+
+    /// Evaluates the delayed rule `mlmname` (the engine calls it when [`DelayedEvokes::due`]
+    /// returns it). `None` if the pack has no such rule (e.g. removed since it was scheduled).
+    pub fn evaluate_delayed(&mut self, ctx: &Context, mlmname: &str) -> Option<Outcome> {
+        let path = self
+            .rules
+            .iter()
+            .find(|(_, r)| r.mlm.mlmname == mlmname)
+            .map(|(p, _)| p.clone())?;
+        let ctx_dyn = match to_dynamic(ctx) {
+            Ok(d) => d,
+            Err(message) => return self.rules.get(&path).map(|r| ctx_error(r, ctx, &message)),
+        };
+        self.evaluate_one(&path, ctx, &ctx_dyn)
+    }
+
+    fn evaluate_one(&mut self, path: &Path, ctx: &Context, ctx_dyn: &Dynamic) -> Option<Outcome> {
+        let RulePack {
+            sandbox,
+            rules,
+            stats,
+            suppressor,
+            ..
+        } = self;
+        let rule = rules.get_mut(path)?;
+        let started = Instant::now();
+        let result = rule.run(sandbox, ctx_dyn, &ctx.event.event_id);
+        let s = stats.entry(rule.mlm.mlmname.clone()).or_default();
+        s.eval_time += started.elapsed();
+        s.evaluations += 1;
+        let run = match result {
+            Ok(run) => run,
+            Err(e) => {
+                s.errors += 1;
+                return Some(Outcome::Error(e));
+            }
+        };
+        if !run.fired {
+            return Some(Outcome::NotFired {
+                mlmname: rule.mlm.mlmname.clone(),
+            });
+        }
+        s.fires += 1;
+        let alert = make_alert(&rule.mlm, ctx, &run, &ctx.event.event_id)?;
+        let now = epoch_seconds(&ctx.now)
+            .or_else(|| epoch_seconds(&ctx.event.event_timestamp))
+            .unwrap_or(0);
+        let key = scope_key(&rule.mlm, ctx);
+        if suppressor.check_and_record(
+            &rule.mlm.mlmname,
+            &key,
+            alert.severity,
+            now,
+            rule.mlm.suppress_minutes,
+        ) {
+            s.suppressed += 1;
+            Some(Outcome::Suppressed(Box::new(alert)))
+        } else {
+            Some(Outcome::Fired(Box::new(alert)))
+        }
+    }
+
+    /// Schedules or cancels delayed evokes for an event: an event of a delayed rule's `after`
+    /// type schedules it at `admission_time` (or the event time) + hours; a DISCHARGE cancels
+    /// everything of the patient. Call it for every ADT event, before [`DelayedEvokes::due`].
+    pub fn schedule_delayed(&self, evokes: &mut DelayedEvokes, ctx: &Context) {
+        let patient = &ctx.patient.patient;
+        if ctx.event.event_type == "DISCHARGE" {
+            evokes.cancel(patient);
+            return;
+        }
+        for r in self.rules.values() {
+            if let Evoke::Delayed { after, hours } = &r.mlm.evoke {
+                if *after != ctx.event.event_type {
+                    continue;
+                }
+                let start = ctx
+                    .event
+                    .admission_time
+                    .as_deref()
+                    .and_then(epoch_seconds)
+                    .or_else(|| epoch_seconds(&ctx.event.event_timestamp));
+                if let Some(start) = start {
+                    let due = start + (hours * 3600.0).round() as i64;
+                    evokes.schedule(&r.mlm.mlmname, patient, &ctx.event.event_id, due);
+                }
+            }
+        }
+    }
+
+    /// Rules with a delayed evoke: (mlmname, after, hours).
+    pub fn delayed_rules(&self) -> Vec<DelayedRule> {
+        self.rules
+            .values()
+            .filter_map(|r| match &r.mlm.evoke {
+                Evoke::Delayed { after, hours } => Some(DelayedRule {
+                    mlmname: r.mlm.mlmname.clone(),
+                    after: after.clone(),
+                    hours: *hours,
+                }),
+                Evoke::Events(_) => None,
+            })
+            .collect()
+    }
+
+    /// Metadata of every loaded rule, in evaluation order.
+    pub fn rules(&self) -> Vec<&Mlm> {
+        self.rules.values().map(|r| &r.mlm).collect()
+    }
+
+    /// Counter snapshot, one entry per loaded rule.
+    pub fn stats(&self) -> Vec<RuleStats> {
+        self.stats.values().cloned().collect()
+    }
+
+    /// Suppression state, to checkpoint.
+    pub fn suppressor(&self) -> &Suppressor {
+        &self.suppressor
+    }
+
+    /// Mutable suppression state (e.g. to `prune` it at the watermark).
+    pub fn suppressor_mut(&mut self) -> &mut Suppressor {
+        &mut self.suppressor
+    }
+
+    /// Restores suppression state from a checkpoint.
+    pub fn set_suppressor(&mut self, s: Suppressor) {
+        self.suppressor = s;
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Runs one rule on a context without evoke filtering or suppression (for `cds rules`).
+    pub(crate) fn run_file(
+        &mut self,
+        path: &Path,
+        ctx: &Context,
+    ) -> Option<Result<(Run, &Mlm), RuleError>> {
+        let ctx_dyn = to_dynamic(ctx);
+        let RulePack { sandbox, rules, .. } = self;
+        let rule = rules.get_mut(path)?;
+        let ctx_dyn = match ctx_dyn {
+            Ok(d) => d,
+            Err(m) => return Some(Err(ctx_error_raw(rule, ctx, &m))),
+        };
+        Some(
+            rule.run(sandbox, &ctx_dyn, &ctx.event.event_id)
+                .map(|run| (run, &rule.mlm)),
+        )
+    }
+
+    /// The rule loaded from `path`, if it loaded.
+    pub(crate) fn mlm_of(&self, path: &Path) -> Option<&Mlm> {
+        self.rules.get(path).map(|r| &r.mlm)
+    }
+}
+
+/// Converts the context once per event. Each call gets its own copy (not a shared value), so
+/// a rule that modifies `ctx` cannot change what the next rule sees.
+fn to_dynamic(ctx: &Context) -> Result<Dynamic, String> {
+    rhai::serde::to_dynamic(ctx).map_err(|e| format!("context conversion: {e}"))
+}
+
+fn ctx_error_raw(rule: &Rule, ctx: &Context, message: &str) -> RuleError {
+    RuleError {
+        mlmname: rule.mlm.mlmname.clone(),
+        location: Location::line(&rule.file, 0),
+        event_id: ctx.event.event_id.clone(),
+        kind: RuleErrorKind::Contract,
+        message: message.to_string(),
+    }
+}
+
+fn ctx_error(rule: &Rule, ctx: &Context, message: &str) -> Outcome {
+    Outcome::Error(ctx_error_raw(rule, ctx, message))
+}

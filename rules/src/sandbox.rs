@@ -1,0 +1,303 @@
+//! The rhai engine rules run in, and the only functions they get beyond rhai's core language.
+//!
+//! Why each limit: a rule is code written by clinicians and informaticians, hot-reloaded into a
+//! process that must not stop. Operation, depth and size limits stop runaway loops, recursion
+//! and allocations deterministically; the wall-clock budget (rhai has no timeout of its own,
+//! so it is checked in `on_progress`) catches whatever is slow without hitting a count. There is
+//! no file, network or process access in rhai's packages, `eval` is disabled, `print`/`debug`
+//! are swallowed, and `import` resolves only plain names in the pack's own `lib/` folder.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::error::{LoadError, Location};
+use rhai::module_resolvers::FileModuleResolver;
+use rhai::{
+    Dynamic, Engine, EvalAltResult, ImmutableString, Module, ModuleResolver, Position, Scope,
+    Shared, FLOAT, INT,
+};
+
+/// Limits of the sandbox. The defaults are generous for scoring rules (a NEWS2 evaluation
+/// takes a few thousand operations) and tight enough to stop a bad rule within milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    pub max_operations: u64,
+    pub max_call_levels: usize,
+    pub max_expr_depth: usize,
+    pub max_function_expr_depth: usize,
+    pub max_variables: usize,
+    pub max_string_size: usize,
+    pub max_array_size: usize,
+    pub max_map_size: usize,
+    pub max_modules: usize,
+    /// Wall-clock budget of one call into a rule (`data`, `logic` or `action`).
+    pub time_budget: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_operations: 200_000,
+            max_call_levels: 32,
+            max_expr_depth: 64,
+            max_function_expr_depth: 32,
+            max_variables: 256,
+            max_string_size: 16 * 1024,
+            max_array_size: 4096,
+            max_map_size: 1024,
+            max_modules: 16,
+            time_budget: Duration::from_millis(20),
+        }
+    }
+}
+
+/// The wall-clock budget shared between the pack (which arms it before each call) and the
+/// engine's `on_progress` callback (which checks it). Nanoseconds since `base`; `u64::MAX`
+/// means disarmed.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    base: Instant,
+    deadline_ns: AtomicU64,
+}
+
+impl Budget {
+    fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            deadline_ns: AtomicU64::new(u64::MAX),
+        }
+    }
+
+    pub(crate) fn arm(&self, budget: Duration) {
+        let ns = (self.base.elapsed() + budget).as_nanos();
+        self.deadline_ns
+            .store(u64::try_from(ns).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    pub(crate) fn disarm(&self) {
+        self.deadline_ns.store(u64::MAX, Ordering::Relaxed);
+    }
+
+    fn expired(&self) -> bool {
+        let deadline = self.deadline_ns.load(Ordering::Relaxed);
+        deadline != u64::MAX
+            && u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX) > deadline
+    }
+}
+
+/// Resolves `import "name"` to `<pack>/lib/name.rhai` and nothing else: no paths, no `..`.
+struct PackResolver {
+    inner: FileModuleResolver,
+}
+
+impl ModuleResolver for PackResolver {
+    fn resolve(
+        &self,
+        engine: &Engine,
+        _source: Option<&str>,
+        path: &str,
+        pos: Position,
+    ) -> Result<Shared<Module>, Box<EvalAltResult>> {
+        let plain = !path.is_empty()
+            && path
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+        if !plain {
+            return Err(Box::new(EvalAltResult::ErrorModuleNotFound(
+                format!("{path} (only plain names of modules in the pack's lib/ folder may be imported)"),
+                pos,
+            )));
+        }
+        // `None` as source: always relative to lib/, never to the importing file.
+        self.inner.resolve(engine, None, path, pos)
+    }
+}
+
+/// The engine plus the budget its `on_progress` callback checks.
+pub(crate) struct Sandbox {
+    pub(crate) engine: Engine,
+    pub(crate) budget: Arc<Budget>,
+    pub(crate) limits: Limits,
+}
+
+impl Sandbox {
+    /// `pack_dir` is the rule pack's folder. Every `pack_dir/lib/NAME.rhai` is compiled and
+    /// registered as the static module `NAME`, so rules call `NAME::fn(..)` from any function
+    /// without an `import` (rhai functions do not see a script's top-level imports when called
+    /// one by one, and importing per call would cost time on every event). Lib modules that do
+    /// not compile are reported and left out.
+    pub(crate) fn new(pack_dir: &Path, limits: Limits) -> (Self, Vec<LoadError>) {
+        let mut engine = Engine::new();
+        engine
+            .set_max_operations(limits.max_operations)
+            .set_max_call_levels(limits.max_call_levels)
+            .set_max_expr_depths(limits.max_expr_depth, limits.max_function_expr_depth)
+            .set_max_variables(limits.max_variables)
+            .set_max_string_size(limits.max_string_size)
+            .set_max_array_size(limits.max_array_size)
+            .set_max_map_size(limits.max_map_size)
+            .set_max_modules(limits.max_modules)
+            .set_strict_variables(true);
+        engine.disable_symbol("eval");
+        engine.on_print(|_| {});
+        engine.on_debug(|_, _, _| {});
+
+        let mut inner = FileModuleResolver::new_with_path(lib_dir(pack_dir));
+        // No cache: a changed lib module is picked up when the rules are recompiled.
+        inner.enable_cache(false);
+        engine.set_module_resolver(PackResolver { inner });
+
+        let budget = Arc::new(Budget::new());
+        let checker = Arc::clone(&budget);
+        engine.on_progress(move |ops| {
+            // Reading the clock on every operation would cost more than the rule itself.
+            if ops & 0x3f == 0 && checker.expired() {
+                Some(Dynamic::from("time budget exceeded"))
+            } else {
+                None
+            }
+        });
+        register_helpers(&mut engine);
+        let errors = register_lib_modules(&mut engine, pack_dir, &budget, limits.time_budget);
+        (
+            Self {
+                engine,
+                budget,
+                limits,
+            },
+            errors,
+        )
+    }
+}
+
+fn register_lib_modules(
+    engine: &mut Engine,
+    pack_dir: &Path,
+    budget: &Budget,
+    time: Duration,
+) -> Vec<LoadError> {
+    let mut errors = Vec::new();
+    let Ok(rd) = std::fs::read_dir(lib_dir(pack_dir)) else {
+        return errors; // no lib folder: nothing to register
+    };
+    let mut files: Vec<PathBuf> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "rhai"))
+        .collect();
+    files.sort();
+    for file in files {
+        let name = file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            errors.push(LoadError {
+                location: Location::line(&file, 0),
+                message: "lib module names may use only letters, digits and '_'".into(),
+            });
+            continue;
+        }
+        let src = match std::fs::read_to_string(&file) {
+            Ok(s) => s,
+            Err(e) => {
+                errors.push(LoadError {
+                    location: Location::line(&file, 0),
+                    message: format!("cannot read: {e}"),
+                });
+                continue;
+            }
+        };
+        let ast = match engine.compile_into_self_contained(&Scope::new(), &src) {
+            Ok(a) => a,
+            Err(e) => {
+                errors.push(LoadError {
+                    location: Location::new(&file, e.position()),
+                    message: crate::rule::strip_position(e.to_string()),
+                });
+                continue;
+            }
+        };
+        budget.arm(time);
+        let module = Module::eval_ast_as_new(Scope::new(), &ast, engine);
+        budget.disarm();
+        match module {
+            Ok(m) => {
+                engine.register_static_module(name, Shared::new(m));
+            }
+            Err(e) => errors.push(LoadError {
+                location: Location::new(&file, e.position()),
+                message: crate::rule::strip_position(e.to_string()),
+            }),
+        }
+    }
+    errors
+}
+
+pub(crate) fn lib_dir(pack_dir: &Path) -> PathBuf {
+    pack_dir.join("lib")
+}
+
+/// Epoch seconds of an RFC 3339 time.
+pub(crate) fn epoch_seconds(s: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(s.trim())
+        .ok()
+        .map(|t| t.timestamp())
+}
+
+fn time_arg(v: &Dynamic) -> Result<i64, Box<EvalAltResult>> {
+    if let Some(i) = v.clone().try_cast::<INT>() {
+        return Ok(i);
+    }
+    if let Some(s) = v.clone().try_cast::<ImmutableString>() {
+        return epoch_seconds(&s).ok_or_else(|| format!("not an RFC 3339 time: '{s}'").into());
+    }
+    Err(format!(
+        "expected an RFC 3339 time or epoch seconds, got {}",
+        v.type_name()
+    )
+    .into())
+}
+
+fn seconds_between(a: &Dynamic, b: &Dynamic) -> Result<Option<i64>, Box<EvalAltResult>> {
+    if a.is_unit() || b.is_unit() {
+        return Ok(None);
+    }
+    Ok(Some(time_arg(b)? - time_arg(a)?))
+}
+
+/// Time helpers for rule authors. Each accepts RFC 3339 strings or epoch seconds and returns
+/// `()` when an argument is `()` (a missing time), so a rule can test for it instead of failing.
+fn register_helpers(engine: &mut Engine) {
+    engine.register_fn(
+        "parse_time",
+        |s: Dynamic| -> Result<Dynamic, Box<EvalAltResult>> {
+            if s.is_unit() {
+                return Ok(Dynamic::UNIT);
+            }
+            time_arg(&s).map(Dynamic::from_int)
+        },
+    );
+    engine.register_fn(
+        "hours_between",
+        |a: Dynamic, b: Dynamic| -> Result<Dynamic, Box<EvalAltResult>> {
+            Ok(seconds_between(&a, &b)?
+                .map_or(Dynamic::UNIT, |s| Dynamic::from_float(s as FLOAT / 3600.0)))
+        },
+    );
+    engine.register_fn(
+        "minutes_between",
+        |a: Dynamic, b: Dynamic| -> Result<Dynamic, Box<EvalAltResult>> {
+            Ok(seconds_between(&a, &b)?
+                .map_or(Dynamic::UNIT, |s| Dynamic::from_float(s as FLOAT / 60.0)))
+        },
+    );
+    engine.register_fn(
+        "days_between",
+        |a: Dynamic, b: Dynamic| -> Result<Dynamic, Box<EvalAltResult>> {
+            Ok(seconds_between(&a, &b)?
+                .map_or(Dynamic::UNIT, |s| Dynamic::from_float(s as FLOAT / 86400.0)))
+        },
+    );
+}
