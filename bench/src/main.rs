@@ -32,7 +32,11 @@ struct Options {
 }
 
 fn options() -> anyhow::Result<Options> {
-    let mut o = Options { events: 1_000_000, workers: vec![1], quick: false };
+    let mut o = Options {
+        events: 1_000_000,
+        workers: vec![1],
+        quick: false,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -40,7 +44,13 @@ fn options() -> anyhow::Result<Options> {
                 o.quick = true;
                 o.events = 20_000;
             }
-            "--events" => o.events = args.next().context("--events N")?.parse().context("--events N")?,
+            "--events" => {
+                o.events = args
+                    .next()
+                    .context("--events N")?
+                    .parse()
+                    .context("--events N")?
+            }
             "--workers" => {
                 o.workers = args
                     .next()
@@ -80,7 +90,9 @@ fn main() -> anyhow::Result<()> {
     let bytes = std::fs::metadata(&file)?.len();
     println!(
         "machine: {} cores; input: {lines} simulated events, {:.1} MB, generated in {:.2} s",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
         bytes as f64 / 1e6,
         t.elapsed().as_secs_f64()
     );
@@ -94,7 +106,10 @@ fn main() -> anyhow::Result<()> {
         let mut config = PipelineConfig::new(data.clone(), network.clone());
         config.workers = workers;
         config.until = Until::End;
-        let source = FileSource::open(&FileConfig { path: file.clone(), follow: false })?;
+        let source = FileSource::open(&FileConfig {
+            path: file.clone(),
+            follow: false,
+        })?;
         let sink_config = SqliteConfig::in_data_dir(&data);
         let sink = SqliteSink::open(&sink_config)?;
         let summary = pipeline::run(
@@ -138,7 +153,8 @@ fn parse_only(file: &Path) -> anyhow::Result<f64> {
     let mut n = 0u64;
     let mut objects = 0u64;
     while reader.read_until(b'\n', &mut line)? > 0 {
-        if let Ok(serde_json::Value::Object(m)) = serde_json::from_slice::<serde_json::Value>(&line) {
+        if let Ok(serde_json::Value::Object(m)) = serde_json::from_slice::<serde_json::Value>(&line)
+        {
             objects += m.len() as u64 & 1;
         }
         n += 1;

@@ -3,7 +3,10 @@
 //! Stages hold an `Arc<Metrics>` and add per batch (not per event) where they can, so the
 //! counters cost nothing measurable on the hot path. `/metrics` renders the registry.
 
-use prometheus::{Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
 
 use crate::silver::DqFlag;
 
@@ -40,7 +43,8 @@ pub struct Metrics {
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    let c = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
     let _ = registry.register(Box::new(c.clone()));
     c
 }
@@ -66,33 +70,79 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let r = Registry::new();
-        let dq_flags = counter_vec(&r, "cds_dq_flags_total", "Silver records by data-quality flag", &["flag"]);
+        let dq_flags = counter_vec(
+            &r,
+            "cds_dq_flags_total",
+            "Silver records by data-quality flag",
+            &["flag"],
+        );
         for f in DqFlag::ALL {
             dq_flags.with_label_values(&[f.name()]);
         }
-        let dead_letters = counter_vec(&r, "cds_dead_letters_total", "Payloads sent to the dead-letter store", &["reason"]);
+        let dead_letters = counter_vec(
+            &r,
+            "cds_dead_letters_total",
+            "Payloads sent to the dead-letter store",
+            &["reason"],
+        );
         let latency = Histogram::with_opts(
             HistogramOpts::new(
                 "cds_processing_latency_seconds",
                 "From a batch being read to its KPI changes being written",
             )
-            .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            .buckets(vec![
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
         )
         .unwrap_or_else(|e| unreachable!("latency histogram: {e}"));
         let _ = r.register(Box::new(latency.clone()));
         Metrics {
-            events_in: counter_vec(&r, "cds_events_in_total", "Payloads read from sources", &["source"]),
+            events_in: counter_vec(
+                &r,
+                "cds_events_in_total",
+                "Payloads read from sources",
+                &["source"],
+            ),
             dq_flags,
             dead_letters,
-            duplicates: counter(&r, "cds_duplicate_events_total", "Events dropped as duplicates"),
-            quarantined: counter(&r, "cds_quarantined_total", "Silver records quarantined (kept out of Gold)"),
-            gold_records: counter(&r, "cds_gold_records_total", "Silver records that reached Gold"),
-            documents_written: counter_vec(&r, "cds_documents_written_total", "Documents written to the sink", &["type"]),
-            kpi_changes: counter(&r, "cds_kpi_changes_total", "KPI changes received from the dataflow"),
+            duplicates: counter(
+                &r,
+                "cds_duplicate_events_total",
+                "Events dropped as duplicates",
+            ),
+            quarantined: counter(
+                &r,
+                "cds_quarantined_total",
+                "Silver records quarantined (kept out of Gold)",
+            ),
+            gold_records: counter(
+                &r,
+                "cds_gold_records_total",
+                "Silver records that reached Gold",
+            ),
+            documents_written: counter_vec(
+                &r,
+                "cds_documents_written_total",
+                "Documents written to the sink",
+                &["type"],
+            ),
+            kpi_changes: counter(
+                &r,
+                "cds_kpi_changes_total",
+                "KPI changes received from the dataflow",
+            ),
             sink_errors: counter(&r, "cds_sink_errors_total", "Sink write failures"),
             occupied_beds: gauge(&r, "cds_occupied_beds", "Patients located in the network"),
-            watermark_seconds: gauge(&r, "cds_event_time_watermark_seconds", "Latest event time seen in Gold"),
-            epochs_completed: counter(&r, "cds_epochs_completed_total", "Input batches completed by every worker"),
+            watermark_seconds: gauge(
+                &r,
+                "cds_event_time_watermark_seconds",
+                "Latest event time seen in Gold",
+            ),
+            epochs_completed: counter(
+                &r,
+                "cds_epochs_completed_total",
+                "Input batches completed by every worker",
+            ),
             processing_latency: latency,
             registry: r,
         }
@@ -111,7 +161,12 @@ impl Metrics {
         use prometheus::core::Collector;
         vec.collect()
             .iter()
-            .flat_map(|mf| mf.get_metric().iter().map(|m| m.get_counter().get_value() as u64).collect::<Vec<_>>())
+            .flat_map(|mf| {
+                mf.get_metric()
+                    .iter()
+                    .map(|m| m.get_counter().get_value() as u64)
+                    .collect::<Vec<_>>()
+            })
             .sum()
     }
 }

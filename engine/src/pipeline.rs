@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use tracing::{info, instrument, warn};
+use tracing::{info, instrument};
 
 use crate::gold::{self, FactBuilder, GoldBatch, GoldOutput, KpiState, Micros};
 use crate::lake::{Lake, LakeError};
@@ -134,37 +134,77 @@ pub fn run(
     let from_ingest = Arc::new(Mutex::new(from_ingest));
 
     let sink_thread = {
-        let (network, metrics, interval) = (config.network.clone(), metrics.clone(), config.flush_interval);
+        let (network, metrics, interval) = (
+            config.network.clone(),
+            metrics.clone(),
+            config.flush_interval,
+        );
         std::thread::Builder::new()
             .name("cds-sink".into())
-            .spawn(move || sink_loop(out_rx, sink, KpiState::new(network), workers, interval, &metrics))
+            .spawn(move || {
+                sink_loop(
+                    out_rx,
+                    sink,
+                    KpiState::new(network),
+                    workers,
+                    interval,
+                    &metrics,
+                )
+            })
             .map_err(|e| PipelineError::Dataflow(e.to_string()))?
     };
 
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let index = worker.index();
-        let rx = from_ingest.lock().ok().and_then(|mut v| v.get_mut(index).and_then(Option::take));
+        let rx = from_ingest
+            .lock()
+            .ok()
+            .and_then(|mut v| v.get_mut(index).and_then(Option::take));
         let out = out_tx.clone();
-        let (mut inputs, probe) = worker.dataflow::<u64, _, _>(|scope| gold::build(scope, out.clone()));
+        let (mut inputs, probe) =
+            worker.dataflow::<u64, _, _>(|scope| gold::build(scope, out.clone()));
         let Some(rx) = rx else { return };
-        while let Ok(WorkerBatch { epoch, batch, watermark, read_at }) = rx.recv() {
+        while let Ok(WorkerBatch {
+            epoch,
+            batch,
+            watermark,
+            read_at,
+        }) = rx.recv()
+        {
             inputs.insert(batch);
             inputs.advance_to(epoch + 1);
             while probe.less_than(&(epoch + 1)) {
                 worker.step();
             }
-            if out.send(GoldOutput::Complete { worker: index, epoch, watermark, read_at }).is_err() {
+            if out
+                .send(GoldOutput::Complete {
+                    worker: index,
+                    epoch,
+                    watermark,
+                    read_at,
+                })
+                .is_err()
+            {
                 break;
             }
         }
     })
     .map_err(PipelineError::Dataflow)?;
 
-    let ingested = ingest(&config, source.as_mut(), pseudonyms, &to_workers, &metrics, &shutdown);
+    let ingested = ingest(
+        &config,
+        source.as_mut(),
+        pseudonyms,
+        &to_workers,
+        &metrics,
+        &shutdown,
+    );
     drop(to_workers);
     // Workers finish their epochs and close their channels; the sink then drains and flushes.
     let joined = guards.join();
-    let sunk = sink_thread.join().map_err(|_| PipelineError::Dataflow("the sink thread panicked".into()))?;
+    let sunk = sink_thread
+        .join()
+        .map_err(|_| PipelineError::Dataflow("the sink thread panicked".into()))?;
     if joined.iter().any(Result::is_err) {
         return Err(PipelineError::Dataflow("a dataflow worker panicked".into()));
     }
@@ -173,7 +213,11 @@ pub fn run(
     summary.documents_written = documents_written;
     summary.occupied = occupied;
     summary.elapsed = started.elapsed();
-    info!(events = summary.events, elapsed_ms = summary.elapsed.as_millis() as u64, "run finished");
+    info!(
+        events = summary.events,
+        elapsed_ms = summary.elapsed.as_millis() as u64,
+        "run finished"
+    );
     Ok(summary)
 }
 
@@ -232,7 +276,11 @@ fn ingest(
         let mut batches = vec![GoldBatch::default(); workers];
         let (mut dead, mut dups, mut quarantined, mut gold) = (0u64, 0u64, 0u64, 0u64);
         for (payload, (partition, offset)) in raw.iter() {
-            let position = || SourcePosition { source: source_name.clone(), partition, offset };
+            let position = || SourcePosition {
+                source: source_name.clone(),
+                partition,
+                offset,
+            };
             match silver.ingest(payload, position) {
                 Outcome::Record(record) => {
                     for f in record.dq_flags.iter() {
@@ -249,14 +297,17 @@ fn ingest(
                 Outcome::Duplicate => dups += 1,
                 Outcome::DeadLetter(letter) => {
                     dead += 1;
-                    metrics.dead_letters.with_label_values(&[letter.reason_code]).inc();
-                    tracing::debug!(reason = letter.reason_code, offset, "payload sent to the dead-letter store");
+                    metrics
+                        .dead_letters
+                        .with_label_values(&[letter.reason_code])
+                        .inc();
                     lake.dead_letters.append(&letter)?;
                 }
             }
         }
         if dead > 0 {
-            warn!(count = dead, source = %source_name, "payloads sent to the dead-letter store");
+            // Counted in /metrics and the status line; per-batch detail only when asked for.
+            tracing::debug!(count = dead, source = %source_name, "payloads sent to the dead-letter store");
         }
         let n = raw.len() as u64;
         events_in.inc_by(n);
@@ -265,7 +316,10 @@ fn ingest(
         metrics.gold_records.inc_by(gold);
         for (i, count) in flag_counts.iter_mut().enumerate() {
             if *count > 0 {
-                metrics.dq_flags.with_label_values(&[crate::silver::DqFlag::ALL[i].name()]).inc_by(*count);
+                metrics
+                    .dq_flags
+                    .with_label_values(&[crate::silver::DqFlag::ALL[i].name()])
+                    .inc_by(*count);
                 *count = 0;
             }
         }
@@ -276,7 +330,12 @@ fn ingest(
         summary.gold_records += gold;
 
         for (tx, batch) in to_workers.iter().zip(batches) {
-            let msg = WorkerBatch { epoch: summary.epochs, batch, watermark, read_at };
+            let msg = WorkerBatch {
+                epoch: summary.epochs,
+                batch,
+                watermark,
+                read_at,
+            };
             if tx.send(msg).is_err() {
                 return Err(PipelineError::Dataflow("a dataflow worker stopped".into()));
             }
@@ -308,7 +367,10 @@ fn sink_loop(
     let mut written = 0u64;
     let mut latest_watermark = Micros::MIN;
 
-    let mut flush = |state: &mut KpiState, upto: (u64, Micros, Instant), written: &mut u64| -> Result<(), PipelineError> {
+    let mut flush = |state: &mut KpiState,
+                     upto: (u64, Micros, Instant),
+                     written: &mut u64|
+     -> Result<(), PipelineError> {
         let (_, watermark, read_at) = upto;
         let as_of = DateTime::<Utc>::from_timestamp_micros(watermark)
             .map(|t| format_time(&t.fixed_offset()))
@@ -321,7 +383,11 @@ fn sink_loop(
                 return Err(e.into());
             }
             for d in &docs {
-                let kind = d.body.get("type").and_then(|t| t.as_str()).unwrap_or("unknown");
+                let kind = d
+                    .body
+                    .get("type")
+                    .and_then(|t| t.as_str())
+                    .unwrap_or("unknown");
                 metrics.documents_written.with_label_values(&[kind]).inc();
             }
             *written += docs.len() as u64;
@@ -330,7 +396,9 @@ fn sink_loop(
         if watermark > Micros::MIN {
             metrics.watermark_seconds.set(watermark / 1_000_000);
         }
-        metrics.processing_latency.observe(read_at.elapsed().as_secs_f64());
+        metrics
+            .processing_latency
+            .observe(read_at.elapsed().as_secs_f64());
         Ok(())
     };
 
@@ -342,7 +410,12 @@ fn sink_loop(
                     state.apply(c);
                 }
             }
-            Ok(GoldOutput::Complete { worker, epoch, watermark, read_at }) => {
+            Ok(GoldOutput::Complete {
+                worker,
+                epoch,
+                watermark,
+                read_at,
+            }) => {
                 if let Some(slot) = completed.get_mut(worker) {
                     *slot = Some(epoch);
                 }
@@ -373,6 +446,10 @@ fn sink_loop(
     }
     // Everything is complete once every worker has hung up.
     let read_at = ready.map_or_else(Instant::now, |(_, _, r)| r);
-    flush(&mut state, (flushed.unwrap_or(0), latest_watermark, read_at), &mut written)?;
+    flush(
+        &mut state,
+        (flushed.unwrap_or(0), latest_watermark, read_at),
+        &mut written,
+    )?;
     Ok((written, state.occupied()))
 }

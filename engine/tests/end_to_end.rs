@@ -14,7 +14,10 @@ use serde_json::Value;
 
 fn cds() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cds"));
-    c.env("CDS_PSEUDONYM_KEY", std::str::from_utf8(common::KEY).unwrap_or_default());
+    c.env(
+        "CDS_PSEUDONYM_KEY",
+        std::str::from_utf8(common::KEY).unwrap_or_default(),
+    );
     c.env("CDS_LOG", "warn");
     c
 }
@@ -52,13 +55,34 @@ fn simulate_run_export_equals_recomputation() {
     let data = dir.join("data");
 
     let out = ok(
-        cds().args(["simulate", "--seed", "1", "--max-events", "20000", "--dirty-rate", "0.05"]).output().expect("simulate"),
+        cds()
+            .args([
+                "simulate",
+                "--seed",
+                "1",
+                "--max-events",
+                "20000",
+                "--dirty-rate",
+                "0.05",
+            ])
+            .output()
+            .expect("simulate"),
         "cds simulate",
     );
     let mut file = out.stdout;
     // Three lines that are not events, in the middle of the stream.
-    let bad = ["this is not json", "{\"event_id\": \"x1\", \"event_type\": \"VITALS\"}", "{\"truncated\": "];
-    let cut = file.iter().enumerate().filter(|(_, b)| **b == b'\n').nth(9_999).map(|(i, _)| i + 1).unwrap_or(0);
+    let bad = [
+        "this is not json",
+        "{\"event_id\": \"x1\", \"event_type\": \"VITALS\"}",
+        "{\"truncated\": ",
+    ];
+    let cut = file
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .nth(9_999)
+        .map(|(i, _)| i + 1)
+        .unwrap_or(0);
     let mut tail = file.split_off(cut);
     for b in bad {
         file.extend_from_slice(b.as_bytes());
@@ -70,45 +94,99 @@ fn simulate_run_export_equals_recomputation() {
     let source = format!("file:{}", events.display());
     let data_dir = data.to_str().expect("utf-8 path");
     let run = ok(
-        cds().args(["run", "--source", &source, "--until-end", "--http", "off", "--data-dir", data_dir]).output().expect("run"),
+        cds()
+            .args([
+                "run",
+                "--source",
+                &source,
+                "--until-end",
+                "--http",
+                "off",
+                "--data-dir",
+                data_dir,
+            ])
+            .output()
+            .expect("run"),
         "cds run",
     );
     let summary = String::from_utf8_lossy(&run.stdout);
-    assert!(summary.contains("events/s"), "the run prints its throughput: {summary}");
+    assert!(
+        summary.contains("events/s"),
+        "the run prints its throughput: {summary}"
+    );
 
-    let export = ok(cds().args(["export", "kpis", "--data-dir", data_dir]).output().expect("export"), "cds export");
+    let export = ok(
+        cds()
+            .args(["export", "kpis", "--data-dir", data_dir])
+            .output()
+            .expect("export"),
+        "cds export",
+    );
     let docs: Vec<Value> = String::from_utf8_lossy(&export.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).expect("exported JSON"))
         .collect();
-    let got = comparable(docs.into_iter().map(|d| (d["id"].as_str().unwrap_or_default().to_owned(), d)));
+    let got = comparable(
+        docs.into_iter()
+            .map(|d| (d["id"].as_str().unwrap_or_default().to_owned(), d)),
+    );
 
     // The recomputation reads the same file through a fresh Silver stage.
     let network = Network::default_network();
     let mut silver = Silver::new(network.clone());
     let mut records = Vec::new();
     let mut dead = 0;
-    for (i, line) in file.split(|b| *b == b'\n').enumerate().filter(|(_, l)| !l.is_empty()) {
-        let pos = || SourcePosition { source: "test".into(), partition: 0, offset: i as i64 + 1 };
+    for (i, line) in file
+        .split(|b| *b == b'\n')
+        .enumerate()
+        .filter(|(_, l)| !l.is_empty())
+    {
+        let pos = || SourcePosition {
+            source: "test".into(),
+            partition: 0,
+            offset: i as i64 + 1,
+        };
         match silver.ingest(line, pos) {
-            Outcome::Record(r) => records.push(r),
+            Outcome::Record(r) => records.push(*r),
             Outcome::DeadLetter(_) => dead += 1,
             Outcome::Duplicate => {}
         }
     }
     let expected = recompute(&network, &records);
-    assert!(expected.keys().any(|k| k.starts_with("occupancy:")), "occupancy documents exist");
     assert!(
-        expected.iter().filter(|(k, _)| k.starts_with("occupancy:")).any(|(_, v)| v["occupied"].as_i64() > Some(0)),
+        expected.keys().any(|k| k.starts_with("occupancy:")),
+        "occupancy documents exist"
+    );
+    assert!(
+        expected
+            .iter()
+            .filter(|(k, _)| k.starts_with("occupancy:"))
+            .any(|(_, v)| v["occupied"].as_i64() > Some(0)),
         "the simulation fills beds"
     );
-    assert_eq!(expected, got, "exported KPIs differ from the recomputation:\n{}", differences(&expected, &got));
+    assert_eq!(
+        expected,
+        got,
+        "exported KPIs differ from the recomputation:\n{}",
+        differences(&expected, &got)
+    );
 
     let letters = read_jsonl(&data.join("lake/deadletter/deadletter.jsonl"));
-    assert!(letters.len() >= bad.len(), "dead letters: {}", letters.len());
-    assert_eq!(letters.len(), dead, "one dead letter per payload that is not an event");
+    assert!(
+        letters.len() >= bad.len(),
+        "dead letters: {}",
+        letters.len()
+    );
+    assert_eq!(
+        letters.len(),
+        dead,
+        "one dead letter per payload that is not an event"
+    );
     for b in bad {
-        let letter = letters.iter().find(|l| l["payload"] == b).unwrap_or_else(|| panic!("{b:?} is in the dead-letter store"));
+        let letter = letters
+            .iter()
+            .find(|l| l["payload"] == b)
+            .unwrap_or_else(|| panic!("{b:?} is in the dead-letter store"));
         assert!(letter["reason"].as_str().is_some_and(|r| !r.is_empty()));
         assert!(letter["position"]["offset"].as_i64() > Some(10_000));
     }
@@ -120,11 +198,23 @@ fn a_missing_file_is_a_clear_error() {
     let dir = scratch("missing");
     let data_dir = dir.to_str().expect("utf-8 path");
     let out = cds()
-        .args(["run", "--source", "file:/nonexistent/events.jsonl", "--until-end", "--http", "off", "--data-dir", data_dir])
+        .args([
+            "run",
+            "--source",
+            "file:/nonexistent/events.jsonl",
+            "--until-end",
+            "--http",
+            "off",
+            "--data-dir",
+            data_dir,
+        ])
         .output()
         .expect("run");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("cannot open /nonexistent/events.jsonl"), "{err}");
+    assert!(
+        err.contains("cannot open /nonexistent/events.jsonl"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -37,36 +37,67 @@ struct Spec {
 
 fn spec() -> impl Strategy<Value = Spec> {
     let dept = prop::sample::select(vec![
-        "Emergency", "Surgery", "ICU", "Pediatrics", "Maternity", "Oncology", "Cardiology", "Emergancy", "PEDS",
+        "Emergency",
+        "Surgery",
+        "ICU",
+        "Pediatrics",
+        "Maternity",
+        "Oncology",
+        "Cardiology",
+        "Emergancy",
+        "PEDS",
         "Pharmacy",
     ]);
     let vital = prop::option::weighted(0.8, 0..4000i32);
     (
-        (0u8..8, 0u8..4, prop::sample::select(vec![1i64, 2, 3, 3, 99]), dept, 0i64..3000),
+        (
+            0u8..8,
+            0u8..4,
+            prop::sample::select(vec![1i64, 2, 3, 3, 99]),
+            dept,
+            0i64..3000,
+        ),
         (
             prop::sample::select(vec!["M", "F", "O", "U", "X"]),
             prop::option::weighted(0.9, -5i64..130),
             prop::option::weighted(0.8, -10i64..300),
             prop::sample::select(vec!["Emergency", "Urgent", "Elective", "urgent", "Unknown"]),
-            prop::sample::select(vec!["I21.4", "J18.9", "A41.9", "O80", "C50.9", "S72.0", "K35.8", "N39.0", "I50.9", "E11.9", "F10.2", "R07.4", ""]),
+            prop::sample::select(vec![
+                "I21.4", "J18.9", "A41.9", "O80", "C50.9", "S72.0", "K35.8", "N39.0", "I50.9",
+                "E11.9", "F10.2", "R07.4", "",
+            ]),
         ),
-        [vital.clone(), vital.clone(), vital.clone(), vital.clone(), vital.clone(), vital],
+        [
+            vital.clone(),
+            vital.clone(),
+            vital.clone(),
+            vital.clone(),
+            vital.clone(),
+            vital,
+        ],
         prop::bool::weighted(0.05),
     )
-        .prop_map(|((patient, kind, hospital, department, minute), (gender, age, stay_hours, priority, diagnosis), vitals, duplicate)| Spec {
-            patient,
-            kind,
-            hospital,
-            department,
-            minute,
-            gender,
-            age,
-            stay_hours,
-            priority,
-            diagnosis,
-            vitals,
-            duplicate,
-        })
+        .prop_map(
+            |(
+                (patient, kind, hospital, department, minute),
+                (gender, age, stay_hours, priority, diagnosis),
+                vitals,
+                duplicate,
+            )| Spec {
+                patient,
+                kind,
+                hospital,
+                department,
+                minute,
+                gender,
+                age,
+                stay_hours,
+                priority,
+                diagnosis,
+                vitals,
+                duplicate,
+            },
+        )
 }
 
 fn to_event(i: usize, s: &Spec) -> Event {
@@ -84,8 +115,10 @@ fn to_event(i: usize, s: &Spec) -> Event {
         department: Some(s.department.into()),
         gender: Some(s.gender.into()),
         age: s.age,
-        admission_time: (kind != "VITALS").then(|| at - Duration::hours(s.stay_hours.unwrap_or(0).abs())),
-        discharge_time: (kind == "DISCHARGE").then(|| at - Duration::hours(s.stay_hours.unwrap_or(0))),
+        admission_time: (kind != "VITALS")
+            .then(|| at - Duration::hours(s.stay_hours.unwrap_or(0).abs())),
+        discharge_time: (kind == "DISCHARGE")
+            .then(|| at - Duration::hours(s.stay_hours.unwrap_or(0))),
         admission_priority: Some(s.priority.into()),
         diagnosis_code: Some(s.diagnosis.into()),
         vitals: (kind == "VITALS").then(|| Vitals {
@@ -106,7 +139,12 @@ fn to_event(i: usize, s: &Spec) -> Event {
 // ---------------------------------------------------------------------------------------------
 
 fn incremental_documents(state: &KpiState) -> BTreeMap<String, Value> {
-    comparable(state.all_documents("", "").into_iter().map(|d| (d.id, d.body)))
+    comparable(
+        state
+            .all_documents("", "")
+            .into_iter()
+            .map(|d| (d.id, d.body)),
+    )
 }
 
 fn drain(rx: &Receiver<GoldOutput>, state: &mut KpiState) {
@@ -140,7 +178,7 @@ fn check(arrival: Vec<Event>, batch_sizes: Vec<usize>) -> Result<(), TestCaseErr
             for e in now {
                 if let Outcome::Record(r) = silver.clean(e.clone()) {
                     facts.add(&r, &mut batch);
-                    received.push(r);
+                    received.push(*r);
                 }
             }
             let [batch] = batch;
@@ -154,7 +192,10 @@ fn check(arrival: Vec<Event>, batch_sizes: Vec<usize>) -> Result<(), TestCaseErr
             let expected = recompute(&network, &received);
             let got = incremental_documents(&state);
             if expected != got {
-                return Err(format!("after epoch {epoch}:\n{}", differences(&expected, &got)));
+                return Err(format!(
+                    "after epoch {epoch}:\n{}",
+                    differences(&expected, &got)
+                ));
             }
         }
         Ok(())
@@ -192,7 +233,9 @@ proptest! {
 /// and a late transfer moves the patient retroactively.
 #[test]
 fn late_events_correct_the_kpis() {
-    let t = |m: i64| format_time(&(parse_time("2026-03-02T08:00:00Z").expect("time") + Duration::minutes(m)));
+    let t = |m: i64| {
+        format_time(&(parse_time("2026-03-02T08:00:00Z").expect("time") + Duration::minutes(m)))
+    };
     let line = |id: &str, kind: &str, minute: i64, dept: &str| {
         Event::from_json(
             json!({"event_id": id, "event_type": kind, "event_timestamp": t(minute), "patient_id": "P1",

@@ -23,7 +23,10 @@ pub fn export(args: ExportArgs) -> anyhow::Result<ExitCode> {
     let container = Container::parse(&args.container).context("unknown container")?;
     let config = SqliteConfig::in_data_dir(&args.data_dir);
     if !config.path.exists() {
-        anyhow::bail!("no store at {} (has `cds run` written there yet?)", config.path.display());
+        anyhow::bail!(
+            "no store at {} (has `cds run` written there yet?)",
+            config.path.display()
+        );
     }
     let docs = SqliteSink::read_all(&config, container)
         .with_context(|| format!("reading {}", config.path.display()))?;

@@ -66,7 +66,9 @@ fn init_logging() {
 
 fn load_network(path: Option<&std::path::Path>) -> anyhow::Result<Network> {
     match path {
-        Some(p) => Network::load(p).with_context(|| format!("loading departments from {}", p.display())),
+        Some(p) => {
+            Network::load(p).with_context(|| format!("loading departments from {}", p.display()))
+        }
         None => {
             let default = std::path::Path::new("config/departments.csv");
             if default.exists() {

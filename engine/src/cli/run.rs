@@ -57,8 +57,12 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
     }
     let until = match (args.until_end, args.until_idle) {
         (true, _) => Until::End,
-        (false, Some(secs)) if secs.is_finite() && secs >= 0.0 => Until::Idle(Duration::from_secs_f64(secs)),
-        (false, Some(secs)) => anyhow::bail!("--until-idle must be a number of seconds, got {secs}"),
+        (false, Some(secs)) if secs.is_finite() && secs >= 0.0 => {
+            Until::Idle(Duration::from_secs_f64(secs))
+        }
+        (false, Some(secs)) => {
+            anyhow::bail!("--until-idle must be a number of seconds, got {secs}")
+        }
         (false, None) => Until::Shutdown,
     };
     std::fs::create_dir_all(&args.data_dir)
@@ -68,7 +72,10 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
     let sink: Box<dyn Sink> = match args.sink.as_str() {
         "sqlite" => {
             let config = SqliteConfig::in_data_dir(&args.data_dir);
-            Box::new(SqliteSink::open(&config).with_context(|| format!("opening {}", config.path.display()))?)
+            Box::new(
+                SqliteSink::open(&config)
+                    .with_context(|| format!("opening {}", config.path.display()))?,
+            )
         }
         "cosmos" => anyhow::bail!("the Cosmos DB sink is not built yet; use --sink sqlite"),
         other => anyhow::bail!("unknown sink {other:?}: expected `sqlite` or `cosmos`"),
@@ -89,10 +96,14 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
             .block_on(http::bind(&args.http))
             .with_context(|| format!("binding the HTTP address {}", args.http))?;
         eprintln!("cds: HTTP on http://{addr} (/healthz, /readyz, /metrics)");
-        let state = HttpState { metrics: metrics.clone(), ready: ready.clone() };
+        let state = HttpState {
+            metrics: metrics.clone(),
+            ready: ready.clone(),
+        };
         let stop = stop_http.clone();
         runtime.spawn(async move {
-            if let Err(e) = http::serve(listener, state, async move { stop.notified().await }).await {
+            if let Err(e) = http::serve(listener, state, async move { stop.notified().await }).await
+            {
                 tracing::error!(error = %e, "HTTP server stopped");
             }
         });
@@ -144,7 +155,10 @@ fn open_source(args: &RunArgs, network: &Network, until: Until) -> anyhow::Resul
             Box::new(SimulatorSource::new(config, network))
         }
         SourceSpec::File(path) => {
-            let config = FileConfig { path, follow: until != Until::End };
+            let config = FileConfig {
+                path,
+                follow: until != Until::End,
+            };
             Box::new(FileSource::open(&config)?)
         }
         SourceSpec::Kafka(spec) => anyhow::bail!("the Kafka source ({spec}) is not built yet"),

@@ -31,14 +31,18 @@ pub struct SimulatorArgs {
 impl SimulatorArgs {
     pub fn config(&self) -> anyhow::Result<SimulatorConfig> {
         if !(0.0..=1.0).contains(&self.dirty_rate) {
-            anyhow::bail!("--dirty-rate must be between 0 and 1, got {}", self.dirty_rate);
+            anyhow::bail!(
+                "--dirty-rate must be between 0 and 1, got {}",
+                self.dirty_rate
+            );
         }
         if let Some(r) = self.rate {
             if !(r > 0.0 && r.is_finite()) {
                 anyhow::bail!("--rate must be a positive number of events per second, got {r}");
             }
         }
-        let start = parse_time(&self.start).with_context(|| format!("--start {:?} is not RFC 3339", self.start))?;
+        let start = parse_time(&self.start)
+            .with_context(|| format!("--start {:?} is not RFC 3339", self.start))?;
         Ok(SimulatorConfig {
             seed: self.seed,
             max_events: self.max_events,
@@ -67,7 +71,8 @@ pub fn simulate(args: SimulateArgs, network: &Network) -> anyhow::Result<ExitCod
         }
         Some(to) => match to.parse::<SourceSpec>()? {
             SourceSpec::File(path) => {
-                let f = std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+                let f = std::fs::File::create(&path)
+                    .with_context(|| format!("creating {}", path.display()))?;
                 let mut out = std::io::BufWriter::new(f);
                 let n = write_jsonl(config, network, &mut out)?;
                 out.flush()?;

@@ -10,7 +10,11 @@ use crate::pipeline::RunSummary;
 
 /// Redraws one status line on stderr every second while `stop` is unset; nothing when stderr
 /// is not a terminal (logs and CI output stay clean).
-pub fn spawn(metrics: Arc<Metrics>, total_beds: u64, stop: Arc<AtomicBool>) -> Option<std::thread::JoinHandle<()>> {
+pub fn spawn(
+    metrics: Arc<Metrics>,
+    total_beds: u64,
+    stop: Arc<AtomicBool>,
+) -> Option<std::thread::JoinHandle<()>> {
     if !std::io::stderr().is_terminal() {
         return None;
     }

@@ -31,13 +31,38 @@ pub const TOP_DIAGNOSES: usize = 10;
 /// One net change of one KPI key in one epoch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KpiDelta {
-    Occupancy { hospital: u16, department: u8, change: OccupancyTally },
-    Vitals { hospital: u16, department: u8, change: VitalsTally },
-    Stay { hospital: u16, department: u8, change: StayTally },
-    PatientStay { hospital: u16, patient: u64, change: StayTally },
-    Admissions { hospital: u16, priority: u8, weekday: u8, change: i64 },
+    Occupancy {
+        hospital: u16,
+        department: u8,
+        change: OccupancyTally,
+    },
+    Vitals {
+        hospital: u16,
+        department: u8,
+        change: VitalsTally,
+    },
+    Stay {
+        hospital: u16,
+        department: u8,
+        change: StayTally,
+    },
+    PatientStay {
+        hospital: u16,
+        patient: u64,
+        change: StayTally,
+    },
+    Admissions {
+        hospital: u16,
+        priority: u8,
+        weekday: u8,
+        change: i64,
+    },
     /// The top list of a hospital: `+1` when it becomes current, `-1` when it stops being so.
-    Diagnoses { hospital: u16, top: Vec<(String, i64)>, change: i64 },
+    Diagnoses {
+        hospital: u16,
+        top: Vec<(String, i64)>,
+        change: i64,
+    },
 }
 
 /// What a worker sends to the sink: changes, and the news that an epoch is complete on it.
@@ -45,7 +70,12 @@ pub enum KpiDelta {
 pub enum GoldOutput {
     Changes(Vec<KpiDelta>),
     /// Every change of `epoch` (and before) from `worker` has been sent.
-    Complete { worker: usize, epoch: u64, watermark: Micros, read_at: std::time::Instant },
+    Complete {
+        worker: usize,
+        epoch: u64,
+        watermark: Micros,
+        read_at: std::time::Instant,
+    },
 }
 
 /// The input handles of the Gold dataflow on one worker.
@@ -115,10 +145,12 @@ pub fn build(scope: Scope<u64>, out: SyncSender<GoldOutput>) -> (GoldInputs, Pro
             Some(((p.hospital, p.department), Tally::new(t)))
         })
         .consolidate();
-    emit(occupancy, &out, &probe, |(hospital, department), change| KpiDelta::Occupancy {
-        hospital,
-        department,
-        change,
+    emit(occupancy, &out, &probe, |(hospital, department), change| {
+        KpiDelta::Occupancy {
+            hospital,
+            department,
+            change,
+        }
     });
 
     let census = location
@@ -135,10 +167,12 @@ pub fn build(scope: Scope<u64>, out: SyncSender<GoldOutput>) -> (GoldInputs, Pro
             Some(((p.hospital, p.department), Tally::new(t)))
         })
         .consolidate();
-    emit(census, &out, &probe, |(hospital, department), change| KpiDelta::Vitals {
-        hospital,
-        department,
-        change,
+    emit(census, &out, &probe, |(hospital, department), change| {
+        KpiDelta::Vitals {
+            hospital,
+            department,
+            change,
+        }
     });
 
     let stays = inputs.stays.to_collection(scope);
@@ -146,18 +180,25 @@ pub fn build(scope: Scope<u64>, out: SyncSender<GoldOutput>) -> (GoldInputs, Pro
         .clone()
         .explode(|s| Some(((s.hospital, s.department), Tally::new([1, s.seconds]))))
         .consolidate();
-    emit(by_department, &out, &probe, |(hospital, department), change| KpiDelta::Stay {
-        hospital,
-        department,
-        change,
-    });
+    emit(
+        by_department,
+        &out,
+        &probe,
+        |(hospital, department), change| KpiDelta::Stay {
+            hospital,
+            department,
+            change,
+        },
+    );
     let by_patient = stays
         .explode(|s| Some(((s.hospital, s.patient), Tally::new([1, s.seconds]))))
         .consolidate();
-    emit(by_patient, &out, &probe, |(hospital, patient), change| KpiDelta::PatientStay {
-        hospital,
-        patient,
-        change,
+    emit(by_patient, &out, &probe, |(hospital, patient), change| {
+        KpiDelta::PatientStay {
+            hospital,
+            patient,
+            change,
+        }
     });
 
     let admissions = inputs.admissions.to_collection(scope);
@@ -166,9 +207,17 @@ pub fn build(scope: Scope<u64>, out: SyncSender<GoldOutput>) -> (GoldInputs, Pro
         .flat_map(|a| a.priority.map(|p| (a.hospital, p, a.weekday)))
         .explode(|key| Some((key, Tally::new([1]))))
         .consolidate();
-    emit(by_priority, &out, &probe, |(hospital, priority, weekday), change: Tally<1>| {
-        KpiDelta::Admissions { hospital, priority, weekday, change: change.get(0) }
-    });
+    emit(
+        by_priority,
+        &out,
+        &probe,
+        |(hospital, priority, weekday), change: Tally<1>| KpiDelta::Admissions {
+            hospital,
+            priority,
+            weekday,
+            change: change.get(0),
+        },
+    );
 
     let top = admissions
         .flat_map(|a| a.diagnosis.map(|d| (a.hospital, d)))
@@ -177,24 +226,34 @@ pub fn build(scope: Scope<u64>, out: SyncSender<GoldOutput>) -> (GoldInputs, Pro
         .reduce_named("TopDiagnoses", |_hospital, counts, output| {
             // Sorted ascending by (count, code): take from the end, most frequent first, and
             // break count ties by the smaller code.
-            let mut ranked: Vec<(i64, &String)> = counts.iter().map(|((n, c), _)| (*n, c)).collect();
+            let mut ranked: Vec<(i64, &String)> =
+                counts.iter().map(|((n, c), _)| (*n, c)).collect();
             ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-            let top: Vec<(String, i64)> =
-                ranked.into_iter().take(TOP_DIAGNOSES).map(|(n, c)| (c.clone(), n)).collect();
+            let top: Vec<(String, i64)> = ranked
+                .into_iter()
+                .take(TOP_DIAGNOSES)
+                .map(|(n, c)| (c.clone(), n))
+                .collect();
             output.push((top, 1));
         });
-    emit(top, &out, &probe, |(hospital, top), change| KpiDelta::Diagnoses {
-        hospital,
-        top,
-        change: change as i64,
+    emit(top, &out, &probe, |(hospital, top), change| {
+        KpiDelta::Diagnoses {
+            hospital,
+            top,
+            change: change as i64,
+        }
     });
 
     (inputs, probe)
 }
 
 /// Sends the consolidated changes of a tally collection, and probes it.
-fn emit<'s, K, R, F>(collection: VecCollection<'s, u64, K, R>, out: &SyncSender<GoldOutput>, probe: &ProbeHandle<u64>, to_delta: F)
-where
+fn emit<'s, K, R, F>(
+    collection: VecCollection<'s, u64, K, R>,
+    out: &SyncSender<GoldOutput>,
+    probe: &ProbeHandle<u64>,
+    to_delta: F,
+) where
     K: Clone + 'static,
     R: Clone + 'static,
     F: Fn(K, R) -> KpiDelta + 'static,
@@ -203,7 +262,10 @@ where
     collection
         .inspect_batch(move |_, updates| {
             if !updates.is_empty() {
-                let batch = updates.iter().map(|(k, _, r)| to_delta(k.clone(), r.clone())).collect();
+                let batch = updates
+                    .iter()
+                    .map(|(k, _, r)| to_delta(k.clone(), r.clone()))
+                    .collect();
                 // A closed channel means the sink stopped; the run is ending, nothing to do.
                 let _ = out.send(GoldOutput::Changes(batch));
             }

@@ -68,7 +68,11 @@ impl KpiState {
             changes: 0,
             network,
         };
-        let configured: Vec<(u16, u8)> = state.network.departments().map(|(h, d, _)| (h, d.index())).collect();
+        let configured: Vec<(u16, u8)> = state
+            .network
+            .departments()
+            .map(|(h, d, _)| (h, d.index()))
+            .collect();
         for (h, d) in configured {
             state.occupancy.insert((h, d), OccupancyTally::default());
             state.dirty.insert(DocKey::Occupancy(h, d));
@@ -81,27 +85,67 @@ impl KpiState {
         use differential_dataflow::difference::Semigroup;
         self.changes += 1;
         let key = match delta {
-            KpiDelta::Occupancy { hospital, department, change } => {
-                self.occupancy.entry((hospital, department)).or_default().plus_equals(&change);
+            KpiDelta::Occupancy {
+                hospital,
+                department,
+                change,
+            } => {
+                self.occupancy
+                    .entry((hospital, department))
+                    .or_default()
+                    .plus_equals(&change);
                 DocKey::Occupancy(hospital, department)
             }
-            KpiDelta::Vitals { hospital, department, change } => {
-                self.vitals.entry((hospital, department)).or_default().plus_equals(&change);
+            KpiDelta::Vitals {
+                hospital,
+                department,
+                change,
+            } => {
+                self.vitals
+                    .entry((hospital, department))
+                    .or_default()
+                    .plus_equals(&change);
                 DocKey::Vitals(hospital, department)
             }
-            KpiDelta::Stay { hospital, department, change } => {
-                self.stays.entry((hospital, department)).or_default().plus_equals(&change);
+            KpiDelta::Stay {
+                hospital,
+                department,
+                change,
+            } => {
+                self.stays
+                    .entry((hospital, department))
+                    .or_default()
+                    .plus_equals(&change);
                 DocKey::Stay(hospital, department)
             }
-            KpiDelta::PatientStay { hospital, patient, change } => {
-                self.patient_stays.entry((hospital, patient)).or_default().plus_equals(&change);
+            KpiDelta::PatientStay {
+                hospital,
+                patient,
+                change,
+            } => {
+                self.patient_stays
+                    .entry((hospital, patient))
+                    .or_default()
+                    .plus_equals(&change);
                 DocKey::PatientStay(hospital, patient)
             }
-            KpiDelta::Admissions { hospital, priority, weekday, change } => {
-                *self.admissions.entry((hospital, priority, weekday)).or_default() += change;
+            KpiDelta::Admissions {
+                hospital,
+                priority,
+                weekday,
+                change,
+            } => {
+                *self
+                    .admissions
+                    .entry((hospital, priority, weekday))
+                    .or_default() += change;
                 DocKey::Admissions(hospital, priority, weekday)
             }
-            KpiDelta::Diagnoses { hospital, top, change } => {
+            KpiDelta::Diagnoses {
+                hospital,
+                top,
+                change,
+            } => {
                 let lists = self.diagnoses.entry(hospital).or_default();
                 let n = lists.entry(top.clone()).or_default();
                 *n += change;
@@ -123,7 +167,10 @@ impl KpiState {
     /// `updated_at` the wall-clock time of the flush.
     pub fn take_changed(&mut self, as_of: &str, updated_at: &str) -> Vec<Document> {
         let dirty = std::mem::take(&mut self.dirty);
-        dirty.into_iter().filter_map(|k| self.render(k, as_of, updated_at)).collect()
+        dirty
+            .into_iter()
+            .filter_map(|k| self.render(k, as_of, updated_at))
+            .collect()
     }
 
     /// Every current document (for exports and tests).
@@ -134,11 +181,21 @@ impl KpiState {
             .map(|&(h, d)| DocKey::Occupancy(h, d))
             .chain(self.vitals.keys().map(|&(h, d)| DocKey::Vitals(h, d)))
             .chain(self.stays.keys().map(|&(h, d)| DocKey::Stay(h, d)))
-            .chain(self.patient_stays.keys().map(|&(h, p)| DocKey::PatientStay(h, p)))
-            .chain(self.admissions.keys().map(|&(h, p, w)| DocKey::Admissions(h, p, w)))
+            .chain(
+                self.patient_stays
+                    .keys()
+                    .map(|&(h, p)| DocKey::PatientStay(h, p)),
+            )
+            .chain(
+                self.admissions
+                    .keys()
+                    .map(|&(h, p, w)| DocKey::Admissions(h, p, w)),
+            )
             .chain(self.diagnoses.keys().map(|&h| DocKey::Diagnoses(h)))
             .collect::<BTreeSet<_>>();
-        keys.into_iter().filter_map(|k| self.render(k, as_of, updated_at)).collect()
+        keys.into_iter()
+            .filter_map(|k| self.render(k, as_of, updated_at))
+            .collect()
     }
 
     /// Total patients located in the network (for the status line).
@@ -152,7 +209,11 @@ impl KpiState {
     }
 
     fn render(&self, key: DocKey, as_of: &str, updated_at: &str) -> Option<Document> {
-        let dept_name = |d: u8| Department::from_index(d).map(Department::name).unwrap_or("unknown");
+        let dept_name = |d: u8| {
+            Department::from_index(d)
+                .map(Department::name)
+                .unwrap_or("unknown")
+        };
         let (id, hospital, kind, mut fields) = match key {
             DocKey::Occupancy(h, d) => {
                 let t = self.occupancy.get(&(h, d)).copied().unwrap_or_default();
@@ -160,12 +221,26 @@ impl KpiState {
                     .and_then(|dept| self.network.capacity(h, dept))
                     .map(|c| c.bed_capacity);
                 let occupied = t.get(0);
-                let pct = capacity.filter(|c| *c > 0).map(|c| round2(100.0 * occupied as f64 / f64::from(c)));
-                let by_gender: Map<String, Value> =
-                    Gender::ALL.iter().map(|g| (g.name().to_owned(), json!(t.get(1 + usize::from(g.index()))))).collect();
+                let pct = capacity
+                    .filter(|c| *c > 0)
+                    .map(|c| round2(100.0 * occupied as f64 / f64::from(c)));
+                let by_gender: Map<String, Value> = Gender::ALL
+                    .iter()
+                    .map(|g| {
+                        (
+                            g.name().to_owned(),
+                            json!(t.get(1 + usize::from(g.index()))),
+                        )
+                    })
+                    .collect();
                 let by_age: Map<String, Value> = AgeBand::ALL
                     .iter()
-                    .map(|b| (b.label().to_owned(), json!(t.get(5 + usize::from(b.index())))))
+                    .map(|b| {
+                        (
+                            b.label().to_owned(),
+                            json!(t.get(5 + usize::from(b.index()))),
+                        )
+                    })
                     .collect();
                 (
                     format!("occupancy:{h}:{}", dept_name(d)),
@@ -193,16 +268,29 @@ impl KpiState {
             }
             DocKey::Stay(h, d) => {
                 let t = self.stays.get(&(h, d)).copied().unwrap_or_default();
-                (format!("los:{h}:{}", dept_name(d)), h, "los", stay_fields(t, json!({ "department": dept_name(d) })))
+                (
+                    format!("los:{h}:{}", dept_name(d)),
+                    h,
+                    "los",
+                    stay_fields(t, json!({ "department": dept_name(d) })),
+                )
             }
             DocKey::PatientStay(h, p) => {
                 let t = self.patient_stays.get(&(h, p)).copied().unwrap_or_default();
                 let who = patient_ref(p);
-                (format!("patient_los:{h}:{who}"), h, "patient_los", stay_fields(t, json!({ "patient": who })))
+                (
+                    format!("patient_los:{h}:{who}"),
+                    h,
+                    "patient_los",
+                    stay_fields(t, json!({ "patient": who })),
+                )
             }
             DocKey::Admissions(h, p, w) => {
                 let n = self.admissions.get(&(h, p, w)).copied().unwrap_or_default();
-                let priority = Priority::ALL.get(usize::from(p)).map(|p| p.name()).unwrap_or("unknown");
+                let priority = Priority::ALL
+                    .get(usize::from(p))
+                    .map(|p| p.name())
+                    .unwrap_or("unknown");
                 let weekday = WEEKDAYS.get(usize::from(w)).copied().unwrap_or("unknown");
                 (
                     format!("admissions:{h}:{priority}:{weekday}"),
@@ -215,11 +303,23 @@ impl KpiState {
                 let top = self
                     .diagnoses
                     .get(&h)
-                    .and_then(|lists| lists.iter().find(|(_, n)| **n > 0).map(|(top, _)| top.clone()))
+                    .and_then(|lists| {
+                        lists
+                            .iter()
+                            .find(|(_, n)| **n > 0)
+                            .map(|(top, _)| top.clone())
+                    })
                     .unwrap_or_default();
-                let top: Vec<Value> =
-                    top.into_iter().map(|(code, n)| json!({ "diagnosis_code": code, "admissions": n })).collect();
-                (format!("diagnoses:{h}"), h, "diagnoses", json!({ "top": top }))
+                let top: Vec<Value> = top
+                    .into_iter()
+                    .map(|(code, n)| json!({ "diagnosis_code": code, "admissions": n }))
+                    .collect();
+                (
+                    format!("diagnoses:{h}"),
+                    h,
+                    "diagnoses",
+                    json!({ "top": top }),
+                )
             }
         };
         let obj = fields.as_object_mut()?;
@@ -228,7 +328,11 @@ impl KpiState {
         obj.insert("hospital_id".into(), json!(hospital));
         obj.insert("as_of".into(), json!(as_of));
         obj.insert("updated_at".into(), json!(updated_at));
-        Some(Document { id, hospital_id: i64::from(hospital), body: fields })
+        Some(Document {
+            id,
+            hospital_id: i64::from(hospital),
+            body: fields,
+        })
     }
 }
 

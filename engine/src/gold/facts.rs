@@ -92,7 +92,10 @@ pub struct GoldBatch {
 
 impl GoldBatch {
     pub fn is_empty(&self) -> bool {
-        self.adt.is_empty() && self.vitals.is_empty() && self.stays.is_empty() && self.admissions.is_empty()
+        self.adt.is_empty()
+            && self.vitals.is_empty()
+            && self.stays.is_empty()
+            && self.admissions.is_empty()
     }
 }
 
@@ -120,7 +123,11 @@ pub struct FactBuilder {
 
 impl FactBuilder {
     pub fn new(pseudonyms: Pseudonymiser, workers: usize) -> Self {
-        FactBuilder { pseudonyms, latest: HashMap::new(), workers: workers.max(1) }
+        FactBuilder {
+            pseudonyms,
+            latest: HashMap::new(),
+            workers: workers.max(1),
+        }
     }
 
     /// The patient key of a raw identifier.
@@ -135,8 +142,12 @@ impl FactBuilder {
             return None;
         }
         let e = &r.event;
-        let (kind, department, hospital, patient_id) =
-            (r.kind?, r.department?, u16::try_from(e.hospital_id?).ok()?, e.patient_id.as_deref()?);
+        let (kind, department, hospital, patient_id) = (
+            r.kind?,
+            r.department?,
+            u16::try_from(e.hospital_id?).ok()?,
+            e.patient_id.as_deref()?,
+        );
         let patient = self.patient_key(patient_id);
         let batch = batches.get_mut((patient % self.workers as u64) as usize)?;
         let at = micros(&e.event_timestamp);
@@ -156,9 +167,18 @@ impl FactBuilder {
                 let admitted = e.admission_time.unwrap_or(e.event_timestamp);
                 batch.admissions.push(AdmissionFact {
                     hospital,
-                    priority: e.admission_priority.as_deref().and_then(Priority::parse).map(|p| p as u8),
+                    priority: e
+                        .admission_priority
+                        .as_deref()
+                        .and_then(Priority::parse)
+                        .map(|p| p as u8),
                     weekday: admitted.weekday().num_days_from_monday() as u8,
-                    diagnosis: e.diagnosis_code.as_deref().map(str::trim).filter(|c| !c.is_empty()).map(str::to_owned),
+                    diagnosis: e
+                        .diagnosis_code
+                        .as_deref()
+                        .map(str::trim)
+                        .filter(|c| !c.is_empty())
+                        .map(str::to_owned),
                 });
             }
             EventType::Transfer => batch.adt.push((patient, adt(AdtKind::Transfer))),
@@ -193,7 +213,8 @@ impl FactBuilder {
                     }
                     None => {
                         batch.vitals.push(((patient, values), 1));
-                        self.latest.insert(patient, (at, e.event_id.clone(), values));
+                        self.latest
+                            .insert(patient, (at, e.event_id.clone(), values));
                     }
                 }
             }

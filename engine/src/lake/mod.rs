@@ -29,11 +29,18 @@ pub struct JsonlTable {
 impl JsonlTable {
     /// A table at `root/relative`; the file is created on the first row.
     pub fn new(root: &Path, relative: &str) -> Self {
-        JsonlTable { path: root.join(relative), out: None, rows: 0 }
+        JsonlTable {
+            path: root.join(relative),
+            out: None,
+            rows: 0,
+        }
     }
 
     fn error(&self, source: std::io::Error) -> LakeError {
-        LakeError { path: self.path.display().to_string(), source }
+        LakeError {
+            path: self.path.display().to_string(),
+            source,
+        }
     }
 
     /// Appends one row.
@@ -42,15 +49,21 @@ impl JsonlTable {
             if let Some(dir) = self.path.parent() {
                 std::fs::create_dir_all(dir).map_err(|e| self.error(e))?;
             }
-            let f = OpenOptions::new().create(true).append(true).open(&self.path).map_err(|e| self.error(e))?;
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .map_err(|e| self.error(e))?;
             self.out = Some(BufWriter::new(f));
         }
         let line = serde_json::to_vec(row).map_err(|e| self.error(e.into()))?;
         if let Some(out) = self.out.as_mut() {
-            out.write_all(&line).and_then(|_| out.write_all(b"\n")).map_err(|e| LakeError {
-                path: self.path.display().to_string(),
-                source: e,
-            })?;
+            out.write_all(&line)
+                .and_then(|_| out.write_all(b"\n"))
+                .map_err(|e| LakeError {
+                    path: self.path.display().to_string(),
+                    source: e,
+                })?;
         }
         self.rows += 1;
         Ok(())

@@ -42,7 +42,12 @@ pub enum EventType {
 
 impl EventType {
     /// All event types, in the order of the event model.
-    pub const ALL: [EventType; 4] = [Self::Admission, Self::Discharge, Self::Transfer, Self::Vitals];
+    pub const ALL: [EventType; 4] = [
+        Self::Admission,
+        Self::Discharge,
+        Self::Transfer,
+        Self::Vitals,
+    ];
 
     /// The wire name (`ADMISSION`, ...).
     pub fn as_str(self) -> &'static str {
@@ -57,7 +62,9 @@ impl EventType {
     /// Parses a wire name, ignoring ASCII case and surrounding blanks.
     pub fn parse(s: &str) -> Option<Self> {
         let s = s.trim();
-        Self::ALL.into_iter().find(|t| t.as_str().eq_ignore_ascii_case(s))
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str().eq_ignore_ascii_case(s))
     }
 
     /// ADMISSION, TRANSFER and DISCHARGE move patients; VITALS does not.
@@ -233,7 +240,9 @@ impl<'de> Visitor<'de> for EventVisitor {
                 "event_id" => id = map.next_value::<Option<StringOrNumber>>()?.map(|s| s.0),
                 "event_type" => e.event_type = map.next_value()?,
                 "event_timestamp" => ts = map.next_value()?,
-                "patient_id" => e.patient_id = map.next_value::<Option<StringOrNumber>>()?.map(|s| s.0),
+                "patient_id" => {
+                    e.patient_id = map.next_value::<Option<StringOrNumber>>()?.map(|s| s.0)
+                }
                 "hospital_id" => e.hospital_id = int_field(&mut map, "hospital_id")?,
                 "department" => e.department = map.next_value()?,
                 "bed_id" => e.bed_id = map.next_value()?,
@@ -315,7 +324,10 @@ impl Serialize for Event {
             m.serialize_entry("admission_time", &at)?;
         }
         if self.discharge_time.is_some() || self.event_type.as_deref() == Some("DISCHARGE") {
-            m.serialize_entry("discharge_time", &self.discharge_time.as_ref().map(format_time))?;
+            m.serialize_entry(
+                "discharge_time",
+                &self.discharge_time.as_ref().map(format_time),
+            )?;
         }
         for (k, v) in [
             ("admission_priority", &self.admission_priority),
@@ -342,7 +354,8 @@ mod tests {
 
     #[test]
     fn parses_a_full_event_and_keeps_unknown_fields() {
-        let raw = br#"{"event_id":"e1","event_type":"VITALS","event_timestamp":"2026-03-02T10:00:00Z",
+        let raw =
+            br#"{"event_id":"e1","event_type":"VITALS","event_timestamp":"2026-03-02T10:00:00Z",
             "patient_id":"P1","hospital_id":3,"department":"ICU","gender":"F","age":71,
             "vitals":{"heart_rate":110,"temperature_f":101.3,"consciousness":"A"},
             "triage_score":4}"#;
@@ -358,8 +371,14 @@ mod tests {
 
     #[test]
     fn shape_errors_are_reported() {
-        assert!(matches!(Event::from_json(b"not json"), Err(ParseError::Malformed(_))));
-        assert!(matches!(Event::from_json(b"[1,2]"), Err(ParseError::Malformed(_))));
+        assert!(matches!(
+            Event::from_json(b"not json"),
+            Err(ParseError::Malformed(_))
+        ));
+        assert!(matches!(
+            Event::from_json(b"[1,2]"),
+            Err(ParseError::Malformed(_))
+        ));
         assert_eq!(
             Event::from_json(br#"{"event_timestamp":"2026-03-02T10:00:00Z"}"#),
             Err(ParseError::MissingEventId)
@@ -369,7 +388,9 @@ mod tests {
             Err(ParseError::MissingTimestamp)
         );
         assert!(matches!(
-            Event::from_json(br#"{"event_id":"x","event_timestamp":"2026-03-02T10:00:00Z","age":"old"}"#),
+            Event::from_json(
+                br#"{"event_id":"x","event_timestamp":"2026-03-02T10:00:00Z","age":"old"}"#
+            ),
             Err(ParseError::Malformed(_))
         ));
     }

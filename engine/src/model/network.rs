@@ -16,7 +16,10 @@ pub const DEFAULT_DEPARTMENTS_CSV: &str = include_str!("../../../config/departme
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
     #[error("cannot read {path}: {source}")]
-    Read { path: String, source: std::io::Error },
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("line {line}: {reason}")]
     Invalid { line: usize, reason: String },
     #[error("the departments file lists no department")]
@@ -49,7 +52,9 @@ impl Network {
     /// The network shipped with the binary.
     pub fn default_network() -> Self {
         // The embedded file is part of the build and covered by a test.
-        Self::parse(DEFAULT_DEPARTMENTS_CSV).unwrap_or_else(|_| Network { hospitals: BTreeMap::new() })
+        Self::parse(DEFAULT_DEPARTMENTS_CSV).unwrap_or_else(|_| Network {
+            hospitals: BTreeMap::new(),
+        })
     }
 
     /// Loads a departments file.
@@ -69,7 +74,10 @@ impl Network {
             if line.trim().is_empty() {
                 continue;
             }
-            let invalid = |reason: String| NetworkError::Invalid { line: line_no, reason };
+            let invalid = |reason: String| NetworkError::Invalid {
+                line: line_no,
+                reason,
+            };
             let cols: Vec<&str> = line.split(',').map(str::trim).collect();
             if cols.len() != 5 {
                 return Err(invalid(format!("expected 5 columns, found {}", cols.len())));
@@ -102,7 +110,9 @@ impl Network {
 
     /// The hospital with this id, if configured.
     pub fn hospital(&self, id: i64) -> Option<&Hospital> {
-        u16::try_from(id).ok().and_then(|id| self.hospitals.get(&id))
+        u16::try_from(id)
+            .ok()
+            .and_then(|id| self.hospitals.get(&id))
     }
 
     /// Every hospital, by ascending id.
@@ -126,7 +136,9 @@ impl Network {
 
     /// Total beds of the network.
     pub fn total_beds(&self) -> u64 {
-        self.departments().map(|(_, _, c)| u64::from(c.bed_capacity)).sum()
+        self.departments()
+            .map(|(_, _, c)| u64::from(c.bed_capacity))
+            .sum()
     }
 }
 
@@ -139,7 +151,10 @@ mod tests {
         let n = Network::parse(DEFAULT_DEPARTMENTS_CSV).expect("shipped file parses");
         assert_eq!(n.hospitals().count(), 7);
         assert_eq!(n.departments().count(), 49);
-        assert_eq!(n.capacity(3, Department::Icu).map(|c| c.bed_capacity), Some(10));
+        assert_eq!(
+            n.capacity(3, Department::Icu).map(|c| c.bed_capacity),
+            Some(10)
+        );
     }
 
     #[test]

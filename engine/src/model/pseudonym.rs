@@ -17,7 +17,10 @@ pub const PSEUDONYM_KEY_ENV: &str = "CDS_PSEUDONYM_KEY";
 #[derive(Debug, thiserror::Error)]
 pub enum PseudonymError {
     #[error("cannot read or create the pseudonym key file {path}: {source}")]
-    KeyFile { path: String, source: std::io::Error },
+    KeyFile {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("no randomness available for a new pseudonym key: {0}")]
     Random(String),
 }
@@ -52,7 +55,10 @@ impl Pseudonymiser {
             }
         }
         let path = dir.join("pseudonym.key");
-        let io = |source| PseudonymError::KeyFile { path: path.display().to_string(), source };
+        let io = |source| PseudonymError::KeyFile {
+            path: path.display().to_string(),
+            source,
+        };
         match std::fs::read(&path) {
             Ok(key) if !key.is_empty() => return Ok(Self::new(&key)),
             Ok(_) => {}
@@ -92,7 +98,11 @@ pub fn display(key: u64) -> String {
 fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(bytes)
 }
 

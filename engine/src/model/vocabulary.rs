@@ -61,7 +61,14 @@ impl Department {
             Self::Emergency => &["ED", "ER", "A&E", "AE", "EMERG", "EMR", "EMERGENCY ROOM"],
             Self::Surgery => &["SURG", "SUR", "OR", "THEATRE", "GENERAL SURGERY"],
             Self::Icu => &["ITU", "INTENSIVE CARE", "CRITICAL CARE", "MICU", "SICU"],
-            Self::Pediatrics => &["PEDS", "PAEDS", "PED", "PAEDIATRICS", "PAEDIATRIC", "PEDIATRIC"],
+            Self::Pediatrics => &[
+                "PEDS",
+                "PAEDS",
+                "PED",
+                "PAEDIATRICS",
+                "PAEDIATRIC",
+                "PEDIATRIC",
+            ],
             Self::Maternity => &["OB", "OBS", "OBSTETRICS", "L&D", "LABOUR WARD", "MAT"],
             Self::Oncology => &["ONC", "ONCO", "CANCER", "HAEMATOLOGY-ONCOLOGY"],
             Self::Cardiology => &["CARDIO", "CARD", "CAR", "CCU", "CORONARY CARE"],
@@ -142,7 +149,9 @@ impl Priority {
     /// Case-insensitive; `None` for anything else.
     pub fn parse(s: &str) -> Option<Self> {
         let s = s.trim();
-        Self::ALL.into_iter().find(|p| p.name().eq_ignore_ascii_case(s))
+        Self::ALL
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(s))
     }
 }
 

@@ -7,7 +7,7 @@
 //! default), at about 16 bytes per id.
 
 use std::collections::HashSet;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{BuildHasher, Hasher};
 
 use serde::{Deserialize, Serialize};
 
@@ -81,9 +81,7 @@ impl DedupWindow {
 
     /// True the first time an id is seen (within the window), false for a duplicate.
     pub fn first_sighting(&mut self, event_id: &str) -> bool {
-        let mut h = StableHash.build_hasher();
-        event_id.hash(&mut h);
-        let key = h.finish();
+        let key = StableHash.hash_one(event_id);
         if self.previous.contains(&key) || !self.current.insert(key) {
             return false;
         }
@@ -104,7 +102,9 @@ mod as_vec {
         v.serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<HashSet<u64, Identity>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<HashSet<u64, Identity>, D::Error> {
         let v = Vec::<u64>::deserialize(d)?;
         let mut set = HashSet::with_capacity_and_hasher(v.len(), Identity);
         set.extend(v);

@@ -65,8 +65,14 @@ mod tests {
     fn canonical_alias_typo_unknown() {
         use DepartmentMatch::*;
         assert_eq!(match_department("ICU"), Canonical(Department::Icu));
-        assert_eq!(match_department("Emergancy"), Repaired(Department::Emergency));
-        assert_eq!(match_department("Cardiolgy"), Repaired(Department::Cardiology));
+        assert_eq!(
+            match_department("Emergancy"),
+            Repaired(Department::Emergency)
+        );
+        assert_eq!(
+            match_department("Cardiolgy"),
+            Repaired(Department::Cardiology)
+        );
         assert_eq!(match_department("PEDS"), Repaired(Department::Pediatrics));
         assert_eq!(match_department("surgery"), Repaired(Department::Surgery));
         assert_eq!(match_department(" ICU "), Repaired(Department::Icu));

@@ -59,7 +59,10 @@ impl DqFlag {
     pub fn quarantines(self) -> bool {
         matches!(
             self,
-            Self::InvalidHospitalId | Self::MissingPatientId | Self::MissingEventType | Self::MissingDepartment
+            Self::InvalidHospitalId
+                | Self::MissingPatientId
+                | Self::MissingEventType
+                | Self::MissingDepartment
         )
     }
 

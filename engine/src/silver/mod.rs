@@ -63,8 +63,8 @@ pub struct DeadLetter {
 /// What Silver made of one payload.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
-    /// A Silver record (possibly quarantined).
-    Record(SilverRecord),
+    /// A Silver record (possibly quarantined). Boxed: it is large and the other outcomes small.
+    Record(Box<SilverRecord>),
     /// The event id was seen before: dropped and counted.
     Duplicate,
     /// Not an event.
@@ -104,7 +104,10 @@ pub struct Silver {
 
 impl Silver {
     pub fn new(network: Network) -> Self {
-        Silver { network, dedup: DedupWindow::default() }
+        Silver {
+            network,
+            dedup: DedupWindow::default(),
+        }
     }
 
     /// The hospital network the rules check against.
@@ -168,11 +171,19 @@ impl Silver {
             Some(DepartmentMatch::Unknown) | None => None,
         };
         // INVALID_HOSPITAL_ID
-        if event.hospital_id.and_then(|h| self.network.hospital(h)).is_none() {
+        if event
+            .hospital_id
+            .and_then(|h| self.network.hospital(h))
+            .is_none()
+        {
             flags.insert(DqFlag::InvalidHospitalId);
         }
         // MISSING_PATIENT_ID / MISSING_EVENT_TYPE / MISSING_DEPARTMENT
-        if event.patient_id.as_deref().is_none_or(|p| p.trim().is_empty()) {
+        if event
+            .patient_id
+            .as_deref()
+            .is_none_or(|p| p.trim().is_empty())
+        {
             flags.insert(DqFlag::MissingPatientId);
         }
         if kind.is_none() {
@@ -187,7 +198,12 @@ impl Silver {
                 flags.insert(DqFlag::VitalsOutOfRange);
             }
         }
-        Outcome::Record(SilverRecord { event, kind, department, dq_flags: flags })
+        Outcome::Record(Box::new(SilverRecord {
+            event,
+            kind,
+            department,
+            dq_flags: flags,
+        }))
     }
 }
 

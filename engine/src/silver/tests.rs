@@ -1,5 +1,7 @@
 //! One test per rule of DESIGN.md's Silver table, with the boundary values.
 
+#![allow(clippy::type_complexity)]
+
 use super::*;
 use crate::model::parse_time;
 
@@ -26,7 +28,7 @@ fn event(kind: &str) -> Event {
 
 fn clean(e: Event) -> SilverRecord {
     match silver().clean(e) {
-        Outcome::Record(r) => r,
+        Outcome::Record(r) => *r,
         other => panic!("expected a record, got {other:?}"),
     }
 }
@@ -56,7 +58,10 @@ fn future_admission_boundary_is_sixty_seconds() {
     let ts = parse_time(T0).expect("time");
     let mut e = event("ADMISSION");
     e.admission_time = Some(ts + Duration::seconds(60));
-    assert!(clean(e).dq_flags.is_empty(), "exactly 60 s ahead is tolerated");
+    assert!(
+        clean(e).dq_flags.is_empty(),
+        "exactly 60 s ahead is tolerated"
+    );
 
     let mut e = event("ADMISSION");
     e.admission_time = Some(ts + Duration::seconds(61));
@@ -125,7 +130,11 @@ fn rules_see_earlier_repairs() {
 
 #[test]
 fn department_typos_are_mapped_and_flagged() {
-    for (raw, canonical) in [("Emergancy", "Emergency"), ("Cardiolgy", "Cardiology"), ("PEDS", "Pediatrics")] {
+    for (raw, canonical) in [
+        ("Emergancy", "Emergency"),
+        ("Cardiolgy", "Cardiology"),
+        ("PEDS", "Pediatrics"),
+    ] {
         let mut e = event("VITALS");
         e.department = Some(raw.into());
         let r = clean(e);
@@ -142,8 +151,14 @@ fn quarantine_rules() {
         (|e| e.hospital_id = None, "INVALID_HOSPITAL_ID"),
         (|e| e.patient_id = Some("  ".into()), "MISSING_PATIENT_ID"),
         (|e| e.event_type = None, "MISSING_EVENT_TYPE"),
-        (|e| e.event_type = Some("ADMIT".into()), "MISSING_EVENT_TYPE"),
-        (|e| e.department = Some("Pharmacy".into()), "MISSING_DEPARTMENT"),
+        (
+            |e| e.event_type = Some("ADMIT".into()),
+            "MISSING_EVENT_TYPE",
+        ),
+        (
+            |e| e.department = Some("Pharmacy".into()),
+            "MISSING_DEPARTMENT",
+        ),
     ];
     for (mutate, flag) in cases {
         let mut e = event("TRANSFER");
@@ -167,7 +182,10 @@ fn vitals_out_of_range_are_nulled_at_the_bounds() {
     for (field, lo, hi) in bounds {
         for (x, ok) in [(lo, true), (hi, true), (lo - 0.1, false), (hi + 0.1, false)] {
             let mut e = event("VITALS");
-            let mut v = Vitals { heart_rate: Some(80.0), ..Vitals::default() };
+            let mut v = Vitals {
+                heart_rate: Some(80.0),
+                ..Vitals::default()
+            };
             *field(&mut v) = Some(x);
             e.vitals = Some(v);
             let mut r = clean(e);
@@ -186,7 +204,11 @@ fn vitals_out_of_range_are_nulled_at_the_bounds() {
 #[test]
 fn not_an_event_is_a_dead_letter_with_its_position() {
     let mut s = silver();
-    let pos = || SourcePosition { source: "file:x".into(), partition: 0, offset: 7 };
+    let pos = || SourcePosition {
+        source: "file:x".into(),
+        partition: 0,
+        offset: 7,
+    };
     match s.ingest(b"{\"event_id\": \"x\"", pos) {
         Outcome::DeadLetter(d) => {
             assert!(d.reason.starts_with("malformed JSON"), "{}", d.reason);

@@ -10,10 +10,18 @@ use std::time::Duration;
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("cannot open {path}: {source}")]
-    Open { path: String, source: std::io::Error },
+    Open {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("read error on {path}: {source}")]
-    Read { path: String, source: std::io::Error },
-    #[error("unknown source {0:?}: expected `simulator`, `file:PATH` or `kafka://HOST:PORT/TOPIC`")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error(
+        "unknown source {0:?}: expected `simulator`, `file:PATH` or `kafka://HOST:PORT/TOPIC`"
+    )]
     Unknown(String),
     #[error("source {0:?} is not built yet")]
     NotBuilt(String),
@@ -76,7 +84,12 @@ pub trait Source: Send {
     fn name(&self) -> &str;
 
     /// Appends up to `max` payloads to `batch`, waiting at most `wait` for the first one.
-    fn poll(&mut self, batch: &mut RawBatch, max: usize, wait: Duration) -> Result<Poll, SourceError>;
+    fn poll(
+        &mut self,
+        batch: &mut RawBatch,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Poll, SourceError>;
 }
 
 /// Which source `--source` names.

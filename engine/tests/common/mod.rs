@@ -31,7 +31,12 @@ pub fn recompute(network: &Network, records: &[SilverRecord]) -> BTreeMap<String
     let gold: Vec<&SilverRecord> = records
         .iter()
         .filter(|r| !r.quarantined())
-        .filter(|r| r.kind.is_some() && r.department.is_some() && r.event.hospital_id.is_some() && r.event.patient_id.is_some())
+        .filter(|r| {
+            r.kind.is_some()
+                && r.department.is_some()
+                && r.event.hospital_id.is_some()
+                && r.event.patient_id.is_some()
+        })
         .collect();
     let key = |r: &SilverRecord| (r.event.event_timestamp, r.event.event_id.clone());
     let mut docs = BTreeMap::new();
@@ -41,19 +46,36 @@ pub fn recompute(network: &Network, records: &[SilverRecord]) -> BTreeMap<String
     let mut latest_vitals: HashMap<&str, &SilverRecord> = HashMap::new();
     for r in &gold {
         let p = r.event.patient_id.as_deref().unwrap_or_default();
-        let slot = if r.kind == Some(EventType::Vitals) { &mut latest_vitals } else { &mut latest_adt };
+        let slot = if r.kind == Some(EventType::Vitals) {
+            &mut latest_vitals
+        } else {
+            &mut latest_adt
+        };
         if slot.get(p).is_none_or(|old| key(old) < key(r)) {
             slot.insert(p, r);
         }
     }
-    let located: Vec<(&str, &SilverRecord)> =
-        latest_adt.iter().filter(|(_, r)| r.kind != Some(EventType::Discharge)).map(|(p, r)| (*p, *r)).collect();
-    let place = |r: &SilverRecord| (r.event.hospital_id.unwrap_or_default(), r.department.map(Department::name).unwrap_or_default());
+    let located: Vec<(&str, &SilverRecord)> = latest_adt
+        .iter()
+        .filter(|(_, r)| r.kind != Some(EventType::Discharge))
+        .map(|(p, r)| (*p, *r))
+        .collect();
+    let place = |r: &SilverRecord| {
+        (
+            r.event.hospital_id.unwrap_or_default(),
+            r.department.map(Department::name).unwrap_or_default(),
+        )
+    };
 
     for (h, d, cap) in network.departments() {
-        let here: Vec<&SilverRecord> = located.iter().map(|(_, r)| *r).filter(|r| place(r) == (i64::from(h), d.name())).collect();
+        let here: Vec<&SilverRecord> = located
+            .iter()
+            .map(|(_, r)| *r)
+            .filter(|r| place(r) == (i64::from(h), d.name()))
+            .collect();
         let mut by_gender = json!({"M": 0, "F": 0, "O": 0, "U": 0});
-        let mut by_age = json!({"0-17": 0, "18-39": 0, "40-64": 0, "65-79": 0, "80+": 0, "unknown": 0});
+        let mut by_age =
+            json!({"0-17": 0, "18-39": 0, "40-64": 0, "65-79": 0, "80+": 0, "unknown": 0});
         for r in &here {
             let g = Gender::parse(r.event.gender.as_deref()).name();
             by_gender[g] = json!(by_gender[g].as_i64().unwrap_or(0) + 1);
@@ -84,12 +106,20 @@ pub fn recompute(network: &Network, records: &[SilverRecord]) -> BTreeMap<String
             ]);
         }
     }
-    let names = ["heart_rate", "bp_systolic", "bp_diastolic", "temperature_c", "oxygen_saturation", "respiratory_rate"];
+    let names = [
+        "heart_rate",
+        "bp_systolic",
+        "bp_diastolic",
+        "temperature_c",
+        "oxygen_saturation",
+        "respiratory_rate",
+    ];
     for ((h, d), readings) in census {
         let mut doc = json!({"type": "vitals", "hospital_id": h, "department": d, "patients": readings.len()});
         for (i, name) in names.iter().enumerate() {
             let vals: Vec<i64> = readings.iter().filter_map(|r| r[i]).collect();
-            let avg = (!vals.is_empty()).then(|| round2(vals.iter().sum::<i64>() as f64 / vals.len() as f64 / 100.0));
+            let avg = (!vals.is_empty())
+                .then(|| round2(vals.iter().sum::<i64>() as f64 / vals.len() as f64 / 100.0));
             doc[format!("avg_{name}")] = json!(avg);
         }
         docs.insert(format!("vitals:{h}:{d}"), doc);
@@ -125,13 +155,28 @@ pub fn recompute(network: &Network, records: &[SilverRecord]) -> BTreeMap<String
     let mut diagnoses: BTreeMap<i64, BTreeMap<String, i64>> = BTreeMap::new();
     for r in gold.iter().filter(|r| r.kind == Some(EventType::Admission)) {
         let h = place(r).0;
-        if let Some(p) = r.event.admission_priority.as_deref().and_then(Priority::parse) {
+        if let Some(p) = r
+            .event
+            .admission_priority
+            .as_deref()
+            .and_then(Priority::parse)
+        {
             let at = r.event.admission_time.unwrap_or(r.event.event_timestamp);
             let day = WEEKDAYS[at.weekday().num_days_from_monday() as usize];
             *admissions.entry((h, p.name(), day)).or_default() += 1;
         }
-        if let Some(code) = r.event.diagnosis_code.as_deref().map(str::trim).filter(|c| !c.is_empty()) {
-            *diagnoses.entry(h).or_default().entry(code.to_owned()).or_default() += 1;
+        if let Some(code) = r
+            .event
+            .diagnosis_code
+            .as_deref()
+            .map(str::trim)
+            .filter(|c| !c.is_empty())
+        {
+            *diagnoses
+                .entry(h)
+                .or_default()
+                .entry(code.to_owned())
+                .or_default() += 1;
         }
     }
     for ((h, p, day), n) in admissions {
@@ -143,13 +188,18 @@ pub fn recompute(network: &Network, records: &[SilverRecord]) -> BTreeMap<String
     for (h, codes) in diagnoses {
         let mut ranked: Vec<(String, i64)> = codes.into_iter().collect();
         ranked.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        let top: Vec<Value> =
-            ranked.into_iter().take(10).map(|(c, n)| json!({"diagnosis_code": c, "admissions": n})).collect();
-        docs.insert(format!("diagnoses:{h}"), json!({"type": "diagnoses", "hospital_id": h, "top": top}));
+        let top: Vec<Value> = ranked
+            .into_iter()
+            .take(10)
+            .map(|(c, n)| json!({"diagnosis_code": c, "admissions": n}))
+            .collect();
+        docs.insert(
+            format!("diagnoses:{h}"),
+            json!({"type": "diagnoses", "hospital_id": h, "top": top}),
+        );
     }
     docs
 }
-
 
 /// Drops what a recomputation cannot know (`id`, `as_of`, `updated_at`) and the vitals
 /// documents of groups whose every contribution was retracted (zero patients), which a
@@ -174,7 +224,11 @@ pub fn differences(expected: &BTreeMap<String, Value>, got: &BTreeMap<String, Va
         .iter()
         .filter(|(k, v)| got.get(*k) != Some(*v))
         .map(|(k, v)| format!("{k}: expected {v}, got {:?}", got.get(k)))
-        .chain(got.keys().filter(|k| !expected.contains_key(*k)).map(|k| format!("{k}: unexpected {}", got[k])))
+        .chain(
+            got.keys()
+                .filter(|k| !expected.contains_key(*k))
+                .map(|k| format!("{k}: unexpected {}", got[k])),
+        )
         .take(5)
         .collect::<Vec<_>>()
         .join("\n")

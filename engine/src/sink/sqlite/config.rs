@@ -13,6 +13,8 @@ pub struct SqliteConfig {
 impl SqliteConfig {
     /// The default store inside a data directory.
     pub fn in_data_dir(data_dir: &std::path::Path) -> Self {
-        SqliteConfig { path: data_dir.join("cds.sqlite") }
+        SqliteConfig {
+            path: data_dir.join("cds.sqlite"),
+        }
     }
 }

@@ -26,8 +26,10 @@ impl SqliteSink {
     /// Opens (creating if needed) the store.
     pub fn open(config: &SqliteConfig) -> Result<Self, SinkError> {
         if let Some(dir) = config.path.parent() {
-            std::fs::create_dir_all(dir)
-                .map_err(|source| SinkError::Io { path: dir.display().to_string(), source })?;
+            std::fs::create_dir_all(dir).map_err(|source| SinkError::Io {
+                path: dir.display().to_string(),
+                source,
+            })?;
         }
         let conn = Connection::open(&config.path)?;
         // WAL lets readers (`cds export`, the HTTP API) read while the engine writes.
@@ -82,9 +84,15 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("cds-sqlite-test-{}", std::process::id()));
         let config = SqliteConfig::in_data_dir(&dir);
         let mut sink = SqliteSink::open(&config).expect("open");
-        let doc = |v: i64| Document { id: "occupancy:1:ICU".into(), hospital_id: 1, body: json!({ "occupied": v }) };
-        sink.upsert(Container::Kpis, &[doc(1)]).expect("first write");
-        sink.upsert(Container::Kpis, &[doc(2)]).expect("second write");
+        let doc = |v: i64| Document {
+            id: "occupancy:1:ICU".into(),
+            hospital_id: 1,
+            body: json!({ "occupied": v }),
+        };
+        sink.upsert(Container::Kpis, &[doc(1)])
+            .expect("first write");
+        sink.upsert(Container::Kpis, &[doc(2)])
+            .expect("second write");
         let docs = SqliteSink::read_all(&config, Container::Kpis).expect("read");
         assert_eq!(docs, vec![json!({ "occupied": 2 })]);
         let _ = std::fs::remove_dir_all(dir);

@@ -27,7 +27,12 @@ impl FileSource {
         let input: Box<dyn Read + Send> = if path == "-" {
             Box::new(std::io::stdin())
         } else {
-            Box::new(File::open(&config.path).map_err(|source| SourceError::Open { path: path.clone(), source })?)
+            Box::new(
+                File::open(&config.path).map_err(|source| SourceError::Open {
+                    path: path.clone(),
+                    source,
+                })?,
+            )
         };
         Ok(FileSource {
             name: format!("file:{path}"),
@@ -45,7 +50,12 @@ impl Source for FileSource {
         &self.name
     }
 
-    fn poll(&mut self, batch: &mut RawBatch, max: usize, wait: Duration) -> Result<Poll, SourceError> {
+    fn poll(
+        &mut self,
+        batch: &mut RawBatch,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Poll, SourceError> {
         let deadline = Instant::now() + wait;
         let before = batch.len();
         while batch.len() - before < max {
@@ -53,7 +63,10 @@ impl Source for FileSource {
             let n = self
                 .reader
                 .read_until(b'\n', &mut self.line)
-                .map_err(|source| SourceError::Read { path: self.path.clone(), source })?;
+                .map_err(|source| SourceError::Read {
+                    path: self.path.clone(),
+                    source,
+                })?;
             let complete = self.line.last() == Some(&b'\n');
             if n == 0 || (!complete && self.follow) {
                 if batch.len() > before {
@@ -99,19 +112,39 @@ mod tests {
 
     #[test]
     fn reads_lines_with_numbers_and_skips_blanks() {
-        let path = std::env::temp_dir().join(format!("cds-file-source-{}.jsonl", std::process::id()));
+        let path =
+            std::env::temp_dir().join(format!("cds-file-source-{}.jsonl", std::process::id()));
         std::fs::write(&path, "{\"a\":1}\r\n\n{\"b\":2}\n{\"c\":3}").expect("write");
-        let mut src = FileSource::open(&FileConfig { path: path.clone(), follow: false }).expect("open");
+        let mut src = FileSource::open(&FileConfig {
+            path: path.clone(),
+            follow: false,
+        })
+        .expect("open");
         let mut batch = RawBatch::default();
-        assert_eq!(src.poll(&mut batch, 2, Duration::ZERO).expect("poll"), Poll::Ready);
+        assert_eq!(
+            src.poll(&mut batch, 2, Duration::ZERO).expect("poll"),
+            Poll::Ready
+        );
         assert_eq!(batch.len(), 2, "at most `max` payloads per poll");
-        assert_eq!(src.poll(&mut batch, 10, Duration::ZERO).expect("poll"), Poll::Ready);
-        assert_eq!(src.poll(&mut batch, 10, Duration::ZERO).expect("poll"), Poll::End);
-        let got: Vec<(String, i64)> =
-            batch.iter().map(|(p, (_, off))| (String::from_utf8_lossy(p).into_owned(), off)).collect();
+        assert_eq!(
+            src.poll(&mut batch, 10, Duration::ZERO).expect("poll"),
+            Poll::Ready
+        );
+        assert_eq!(
+            src.poll(&mut batch, 10, Duration::ZERO).expect("poll"),
+            Poll::End
+        );
+        let got: Vec<(String, i64)> = batch
+            .iter()
+            .map(|(p, (_, off))| (String::from_utf8_lossy(p).into_owned(), off))
+            .collect();
         assert_eq!(
             got,
-            vec![("{\"a\":1}".into(), 1), ("{\"b\":2}".into(), 3), ("{\"c\":3}".into(), 4)]
+            vec![
+                ("{\"a\":1}".into(), 1),
+                ("{\"b\":2}".into(), 3),
+                ("{\"c\":3}".into(), 4)
+            ]
         );
         let _ = std::fs::remove_file(path);
     }

@@ -100,9 +100,13 @@ pub fn apply(scenario: Scenario, e: &mut Event, rng: &mut Rng) {
         Scenario::InvalidHospitalId => e.hospital_id = Some(99),
         Scenario::UnknownAttribute => {
             if rng.chance(0.5) {
-                e.extra.insert("triage_score".into(), json!(rng.range(1, 5)));
+                e.extra
+                    .insert("triage_score".into(), json!(rng.range(1, 5)));
             } else {
-                e.extra.insert("ward_round".into(), json!({ "consultant": "on call", "round": rng.range(1, 3) }));
+                e.extra.insert(
+                    "ward_round".into(),
+                    json!({ "consultant": "on call", "round": rng.range(1, 3) }),
+                );
             }
         }
         Scenario::VitalsOutOfRange => {

@@ -35,7 +35,9 @@ const MEAN_STAY_HOURS: [f64; 7] = [10.0, 110.0, 90.0, 70.0, 56.0, 150.0, 110.0];
 const TARGET_OCCUPANCY: f64 = 0.62;
 
 const DIAGNOSES: [&[&str]; 7] = [
-    &["R07.4", "S72.0", "J18.9", "N39.0", "R10.4", "S06.0", "T78.4"],
+    &[
+        "R07.4", "S72.0", "J18.9", "N39.0", "R10.4", "S06.0", "T78.4",
+    ],
     &["K35.8", "K80.2", "S72.0", "K40.9", "M17.1"],
     &["A41.9", "J96.0", "J18.9", "I46.9", "R57.0"],
     &["J21.9", "J45.9", "A09", "J06.9", "B34.9"],
@@ -43,8 +45,13 @@ const DIAGNOSES: [&[&str]; 7] = [
     &["C50.9", "C34.9", "C18.9", "C61", "C91.0"],
     &["I21.4", "I50.9", "I48.9", "I20.0", "I10"],
 ];
-const INSURANCE: [(&str, f64); 5] =
-    [("Public", 45.0), ("Private", 30.0), ("Medicare", 15.0), ("Self-pay", 7.0), ("Other", 3.0)];
+const INSURANCE: [(&str, f64); 5] = [
+    ("Public", 45.0),
+    ("Private", 30.0),
+    ("Medicare", 15.0),
+    ("Self-pay", 7.0),
+    ("Other", 3.0),
+];
 
 /// Where a transfer out of a department usually goes.
 fn transfer_targets(d: Department) -> &'static [Department] {
@@ -136,32 +143,49 @@ pub struct Simulator {
 
 impl std::fmt::Debug for Simulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Simulator").field("produced", &self.produced).field("admitted", &self.patients.len()).finish()
+        f.debug_struct("Simulator")
+            .field("produced", &self.produced)
+            .field("admitted", &self.patients.len())
+            .finish()
     }
 }
 
 impl Simulator {
     pub fn new(config: SimulatorConfig, network: &Network) -> Self {
-        let departments: Vec<(u16, Department, u32)> =
-            network.departments().map(|(h, d, c)| (h, d, c.bed_capacity)).collect();
+        let departments: Vec<(u16, Department, u32)> = network
+            .departments()
+            .map(|(h, d, c)| (h, d, c.bed_capacity))
+            .collect();
         // Flow balance: each department should see TARGET * capacity / mean stay patients per
         // hour; part of that arrives by transfer, so direct arrivals make up the rest.
         let wanted: Vec<f64> = departments
             .iter()
-            .map(|(_, d, cap)| TARGET_OCCUPANCY * f64::from(*cap) / MEAN_STAY_HOURS[usize::from(d.index())])
+            .map(|(_, d, cap)| {
+                TARGET_OCCUPANCY * f64::from(*cap) / MEAN_STAY_HOURS[usize::from(d.index())]
+            })
             .collect();
         let mut inflow = vec![0.0; departments.len()];
         for (i, (h, d, _)) in departments.iter().enumerate() {
             let targets = transfer_targets(*d);
             for t in targets {
-                if let Some(j) = departments.iter().position(|(h2, d2, _)| h2 == h && d2 == t) {
+                if let Some(j) = departments
+                    .iter()
+                    .position(|(h2, d2, _)| h2 == h && d2 == t)
+                {
                     inflow[j] += wanted[i] * transfer_share(*d) / targets.len() as f64;
                 }
             }
         }
-        let weights: Vec<f64> = wanted.iter().zip(&inflow).map(|(w, t)| (w - t).max(0.1 * w)).collect();
+        let weights: Vec<f64> = wanted
+            .iter()
+            .zip(&inflow)
+            .map(|(w, t)| (w - t).max(0.1 * w))
+            .collect();
         let base_rate = weights.iter().sum::<f64>();
-        let beds = departments.iter().map(|(h, d, cap)| ((*h, d.index()), vec![false; *cap as usize])).collect();
+        let beds = departments
+            .iter()
+            .map(|(h, d, cap)| ((*h, d.index()), vec![false; *cap as usize]))
+            .collect();
         let mut sim = Simulator {
             rng: Rng::new(config.seed),
             now: config.start,
@@ -211,7 +235,8 @@ impl Simulator {
 
     fn push(&mut self, at: Timestamp, action: Action) {
         self.seq += 1;
-        self.schedule.push(Reverse((at.timestamp_micros(), self.seq, action)));
+        self.schedule
+            .push(Reverse((at.timestamp_micros(), self.seq, action)));
     }
 
     /// Patients already in hospital when the simulation starts, admitted at the start.
@@ -219,12 +244,21 @@ impl Simulator {
         let mut k = 0;
         for i in 0..self.departments.len() {
             let (_, d, cap) = self.departments[i];
-            let n = (f64::from(cap) * TARGET_OCCUPANCY * self.rng.normal(1.0, 0.08)).round().max(0.0) as u32;
+            let n = (f64::from(cap) * TARGET_OCCUPANCY * self.rng.normal(1.0, 0.08))
+                .round()
+                .max(0.0) as u32;
             for _ in 0..n {
                 k += 1;
                 let offset = Duration::seconds(k);
-                let elapsed = Duration::minutes((self.rng.f64() * MEAN_STAY_HOURS[usize::from(d.index())] * 60.0) as i64);
-                self.admit(i, self.config.start + offset, Some(self.config.start - elapsed), None);
+                let elapsed = Duration::minutes(
+                    (self.rng.f64() * MEAN_STAY_HOURS[usize::from(d.index())] * 60.0) as i64,
+                );
+                self.admit(
+                    i,
+                    self.config.start + offset,
+                    Some(self.config.start - elapsed),
+                    None,
+                );
             }
         }
     }
@@ -235,8 +269,10 @@ impl Simulator {
         if matches!(self.now.month(), 12 | 1 | 2) {
             rate *= 3.0;
         }
-        let weekend_evening = matches!(self.now.weekday(), chrono::Weekday::Fri | chrono::Weekday::Sat | chrono::Weekday::Sun)
-            && self.now.hour() >= 18;
+        let weekend_evening = matches!(
+            self.now.weekday(),
+            chrono::Weekday::Fri | chrono::Weekday::Sat | chrono::Weekday::Sun
+        ) && self.now.hour() >= 18;
         if weekend_evening {
             rate *= 3.0;
         }
@@ -271,8 +307,13 @@ impl Simulator {
 
     /// Share of beds in use in department entry `i`.
     fn load(&self, i: usize) -> f64 {
-        let Some(&(h, d, cap)) = self.departments.get(i) else { return 0.0 };
-        let used = self.beds.get(&(h, d.index())).map_or(0, |b| b.iter().filter(|u| **u).count());
+        let Some(&(h, d, cap)) = self.departments.get(i) else {
+            return 0.0;
+        };
+        let used = self
+            .beds
+            .get(&(h, d.index()))
+            .map_or(0, |b| b.iter().filter(|u| **u).count());
         used as f64 / f64::from(cap.max(1))
     }
 
@@ -328,7 +369,11 @@ impl Simulator {
     }
 
     fn free_bed(&mut self, hospital: u16, d: Department, bed: u32) {
-        if let Some(slot) = self.beds.get_mut(&(hospital, d.index())).and_then(|b| b.get_mut(bed as usize - 1)) {
+        if let Some(slot) = self
+            .beds
+            .get_mut(&(hospital, d.index()))
+            .and_then(|b| b.get_mut(bed as usize - 1))
+        {
             *slot = false;
         }
     }
@@ -341,8 +386,16 @@ impl Simulator {
     }
 
     /// Admits a new (or returning) patient into department entry `i`.
-    fn admit(&mut self, i: usize, at: Timestamp, admitted_at: Option<Timestamp>, returning: Option<Former>) {
-        let Some(&(hospital, d, _)) = self.departments.get(i) else { return };
+    fn admit(
+        &mut self,
+        i: usize,
+        at: Timestamp,
+        admitted_at: Option<Timestamp>,
+        returning: Option<Former>,
+    ) {
+        let Some(&(hospital, d, _)) = self.departments.get(i) else {
+            return;
+        };
         let returning = returning.or_else(|| self.maybe_readmission(at));
         let (id, gender, age) = match returning {
             Some(f) => (f.id, f.gender, f.age),
@@ -364,7 +417,9 @@ impl Simulator {
         let dx_weights: Vec<f64> = (0..dx.len()).map(|k| (dx.len() - k) as f64).collect();
         let priority = match d {
             Department::Emergency => "Emergency",
-            Department::Maternity => ["Emergency", "Urgent", "Elective"][self.rng.weighted(&[20.0, 60.0, 20.0])],
+            Department::Maternity => {
+                ["Emergency", "Urgent", "Elective"][self.rng.weighted(&[20.0, 60.0, 20.0])]
+            }
             _ => ["Emergency", "Urgent", "Elective"][self.rng.weighted(&[45.0, 30.0, 25.0])],
         };
         let bed = self.take_bed(hospital, d);
@@ -403,9 +458,20 @@ impl Simulator {
         self.next_stay += 1;
         let key = self.next_stay;
         let stay_end = patient.admitted_at + self.stay_length(d);
-        let end = if stay_end > at { stay_end } else { at + Duration::minutes(self.rng.range(30, 240)) };
+        let end = if stay_end > at {
+            stay_end
+        } else {
+            at + Duration::minutes(self.rng.range(30, 240))
+        };
         let moves_on = !transfer_targets(d).is_empty() && self.rng.chance(transfer_share(d));
-        self.push(end, if moves_on { Action::Transfer(key, 0) } else { Action::Discharge(key, 0) });
+        self.push(
+            end,
+            if moves_on {
+                Action::Transfer(key, 0)
+            } else {
+                Action::Discharge(key, 0)
+            },
+        );
         let first_round = at + Duration::minutes(self.rng.range(5, 60));
         self.push(first_round, Action::Vitals(key, 0));
         self.patients.insert(key, patient);
@@ -413,7 +479,11 @@ impl Simulator {
     }
 
     fn maybe_readmission(&mut self, at: Timestamp) -> Option<Former> {
-        while self.former.front().is_some_and(|f| at - f.discharged_at > Duration::days(30)) {
+        while self
+            .former
+            .front()
+            .is_some_and(|f| at - f.discharged_at > Duration::days(30))
+        {
             self.former.pop_front();
         }
         if self.former.is_empty() || !self.rng.chance(0.04) {
@@ -424,7 +494,14 @@ impl Simulator {
     }
 
     fn vitals(&mut self, key: u64, generation: u32) {
-        let Some(mut p) = self.patients.get(&key).filter(|p| p.generation == generation).cloned() else { return };
+        let Some(mut p) = self
+            .patients
+            .get(&key)
+            .filter(|p| p.generation == generation)
+            .cloned()
+        else {
+            return;
+        };
         if p.episode.is_none() && self.rng.chance(0.0006) {
             p.episode = Some(Episode {
                 step: 0,
@@ -450,7 +527,10 @@ impl Simulator {
             None => 0.0,
         };
         let cold = p.episode.as_ref().is_some_and(|ep| ep.cold);
-        if p.episode.as_ref().is_some_and(|ep| ep.recovers && ep.step >= ep.length) {
+        if p.episode
+            .as_ref()
+            .is_some_and(|ep| ep.recovers && ep.step >= ep.length)
+        {
             p.episode = None;
         }
         let b = p.baseline;
@@ -481,19 +561,36 @@ impl Simulator {
             v.temperature_f = v.temperature_c.take().map(|c| round1(c * 9.0 / 5.0 + 32.0));
         }
         e.vitals = Some(v);
-        let every = if p.department == Department::Icu { self.rng.range(20, 40) } else { self.rng.range(45, 120) };
-        self.push(self.now + Duration::minutes(every), Action::Vitals(key, generation));
+        let every = if p.department == Department::Icu {
+            self.rng.range(20, 40)
+        } else {
+            self.rng.range(45, 120)
+        };
+        self.push(
+            self.now + Duration::minutes(every),
+            Action::Vitals(key, generation),
+        );
         self.patients.insert(key, p);
         self.emit(e);
     }
 
     fn transfer(&mut self, key: u64, generation: u32) {
-        let Some(mut p) = self.patients.get(&key).filter(|p| p.generation == generation).cloned() else { return };
+        let Some(mut p) = self
+            .patients
+            .get(&key)
+            .filter(|p| p.generation == generation)
+            .cloned()
+        else {
+            return;
+        };
         let Some(&to) = self.rng.pick(transfer_targets(p.department)) else {
             return self.discharge(key, generation);
         };
         // A full ward takes no transfers: the patient boards where they are and tries later.
-        let target = self.departments.iter().position(|(h, d, _)| *h == p.hospital && *d == to);
+        let target = self
+            .departments
+            .iter()
+            .position(|(h, d, _)| *h == p.hospital && *d == to);
         if target.is_some_and(|j| self.load(j) >= 1.0) && self.rng.chance(0.85) {
             let retry = self.now + Duration::minutes(self.rng.range(120, 480));
             self.push(retry, Action::Transfer(key, generation));
@@ -516,7 +613,14 @@ impl Simulator {
     }
 
     fn discharge(&mut self, key: u64, generation: u32) {
-        let Some(p) = self.patients.get(&key).filter(|p| p.generation == generation).cloned() else { return };
+        let Some(p) = self
+            .patients
+            .get(&key)
+            .filter(|p| p.generation == generation)
+            .cloned()
+        else {
+            return;
+        };
         self.patients.remove(&key);
         self.free_bed(p.hospital, p.department, p.bed);
         let mut e = self.new_event("DISCHARGE", &p);
@@ -524,7 +628,12 @@ impl Simulator {
         e.discharge_time = Some(self.now);
         e.admission_priority = Some(p.priority.to_owned());
         e.diagnosis_code = Some(p.diagnosis.to_owned());
-        self.former.push_back(Former { id: p.id, gender: p.gender, age: p.age, discharged_at: self.now });
+        self.former.push_back(Former {
+            id: p.id,
+            gender: p.gender,
+            age: p.age,
+            discharged_at: self.now,
+        });
         self.emit(e);
     }
 
@@ -546,7 +655,8 @@ impl Simulator {
                 self.ready.push_back(line);
             }
             Some(Scenario::OutOfOrder) => {
-                let later = self.produced + self.ready.len() as u64 + self.rng.range(10, 500) as u64;
+                let later =
+                    self.produced + self.ready.len() as u64 + self.rng.range(10, 500) as u64;
                 self.held.push((later, line));
             }
             Some(Scenario::Malformed) => {
@@ -579,7 +689,10 @@ pub struct Pacer {
 
 impl Pacer {
     pub fn new(rate: Option<f64>) -> Self {
-        Pacer { rate: rate.filter(|r| *r > 0.0 && r.is_finite()), started: Instant::now() }
+        Pacer {
+            rate: rate.filter(|r| *r > 0.0 && r.is_finite()),
+            started: Instant::now(),
+        }
     }
 
     /// Sleeps until `emitted` lines are due; sleeps only when at least a millisecond ahead, so
@@ -595,7 +708,11 @@ impl Pacer {
 }
 
 /// `cds simulate`: writes the lines with newlines to `out`, paced; returns how many.
-pub fn write_jsonl(config: SimulatorConfig, network: &Network, out: impl Write) -> std::io::Result<u64> {
+pub fn write_jsonl(
+    config: SimulatorConfig,
+    network: &Network,
+    out: impl Write,
+) -> std::io::Result<u64> {
     let mut pacer = Pacer::new(config.rate);
     let paced = config.rate.is_some();
     let mut out = std::io::BufWriter::with_capacity(1 << 16, out);

@@ -17,7 +17,11 @@ pub struct SimulatorSource {
 impl SimulatorSource {
     pub fn new(config: SimulatorConfig, network: &Network) -> Self {
         let rate = config.rate;
-        SimulatorSource { pacer: Pacer::new(rate), simulator: Simulator::new(config, network), rate }
+        SimulatorSource {
+            pacer: Pacer::new(rate),
+            simulator: Simulator::new(config, network),
+            rate,
+        }
     }
 }
 
@@ -26,7 +30,12 @@ impl Source for SimulatorSource {
         "simulator"
     }
 
-    fn poll(&mut self, batch: &mut RawBatch, max: usize, wait: Duration) -> Result<Poll, SourceError> {
+    fn poll(
+        &mut self,
+        batch: &mut RawBatch,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Poll, SourceError> {
         // When paced, a poll returns what the rate allows within `wait`, so batches stay small
         // and latency low; unpaced, it fills the batch.
         let budget = match self.rate {
@@ -37,7 +46,11 @@ impl Source for SimulatorSource {
         let before = batch.len();
         while batch.len() - before < budget {
             let Some(line) = self.simulator.next_line() else {
-                return Ok(if batch.len() > before { Poll::Ready } else { Poll::End });
+                return Ok(if batch.len() > before {
+                    Poll::Ready
+                } else {
+                    Poll::End
+                });
             };
             let n = self.simulator.produced();
             batch.push(&line, 0, n as i64);

@@ -4,7 +4,12 @@ use super::*;
 use crate::model::Event;
 
 fn sim(seed: u64, max: u64, dirty: f64) -> Simulator {
-    let config = SimulatorConfig { seed, max_events: Some(max), dirty_rate: dirty, ..SimulatorConfig::default() };
+    let config = SimulatorConfig {
+        seed,
+        max_events: Some(max),
+        dirty_rate: dirty,
+        ..SimulatorConfig::default()
+    };
     Simulator::new(config, &Network::default_network())
 }
 
@@ -34,19 +39,37 @@ fn a_clean_stream_is_consistent() {
         let dept = e.department.clone().expect("department");
         match kind.as_str() {
             "ADMISSION" => {
-                assert!(admitted.insert(patient, dept).is_none(), "admitted twice at once");
+                assert!(
+                    admitted.insert(patient, dept).is_none(),
+                    "admitted twice at once"
+                );
             }
             "TRANSFER" => {
-                assert!(admitted.contains_key(&patient), "transfer of a patient not admitted");
+                assert!(
+                    admitted.contains_key(&patient),
+                    "transfer of a patient not admitted"
+                );
                 admitted.insert(patient, dept);
             }
-            "DISCHARGE" => assert!(admitted.remove(&patient).is_some(), "discharge of a patient not admitted"),
-            "VITALS" => assert_eq!(admitted.get(&patient), Some(&dept), "vitals only where the patient is"),
+            "DISCHARGE" => assert!(
+                admitted.remove(&patient).is_some(),
+                "discharge of a patient not admitted"
+            ),
+            "VITALS" => assert_eq!(
+                admitted.get(&patient),
+                Some(&dept),
+                "vitals only where the patient is"
+            ),
             other => panic!("unknown type {other}"),
         }
         let hospital = e.hospital_id.expect("hospital");
-        let here = admitted.values().filter(|d| **d == e.department.clone().unwrap_or_default()).count();
-        let slot = peak.entry((hospital, e.department.clone().unwrap_or_default())).or_default();
+        let here = admitted
+            .values()
+            .filter(|d| **d == e.department.clone().unwrap_or_default())
+            .count();
+        let slot = peak
+            .entry((hospital, e.department.clone().unwrap_or_default()))
+            .or_default();
         *slot = (*slot).max(here);
         if i > 20_000 && i % 1000 == 0 {
             occupancy_after_warmup.push(admitted.len() as f64 / beds);
@@ -56,7 +79,10 @@ fn a_clean_stream_is_consistent() {
         assert!(kinds.get(k).copied().unwrap_or(0) > 0, "{k} events appear");
     }
     for occ in occupancy_after_warmup {
-        assert!((0.4..=1.1).contains(&occ), "network occupancy {occ:.2} stays plausible");
+        assert!(
+            (0.4..=1.1).contains(&occ),
+            "network occupancy {occ:.2} stays plausible"
+        );
     }
 }
 
@@ -77,13 +103,18 @@ fn every_dirty_scenario_appears() {
         if e.age.is_some_and(|a| !(0..=120).contains(&a)) {
             seen.insert("invalid age");
         }
-        if e.admission_time.is_some_and(|a| a > e.event_timestamp + chrono::Duration::hours(1)) {
+        if e.admission_time
+            .is_some_and(|a| a > e.event_timestamp + chrono::Duration::hours(1))
+        {
             seen.insert("future admission");
         }
         if e.event_type.as_deref() == Some("ADMISSION") && e.admission_time.is_none() {
             seen.insert("missing admission time");
         }
-        if e.patient_id.as_deref().is_none_or(str::is_empty) || e.event_type.is_none() || e.department.is_none() {
+        if e.patient_id.as_deref().is_none_or(str::is_empty)
+            || e.event_type.is_none()
+            || e.department.is_none()
+        {
             seen.insert("missing critical field");
         }
         if let (Some(a), Some(d)) = (e.admission_time, e.discharge_time) {
@@ -91,7 +122,10 @@ fn every_dirty_scenario_appears() {
                 seen.insert("discharge before admission");
             }
         }
-        if e.department.as_deref().is_some_and(|d| Department::from_canonical(d).is_none()) {
+        if e.department
+            .as_deref()
+            .is_some_and(|d| Department::from_canonical(d).is_none())
+        {
             seen.insert("department typo");
         }
         if e.hospital_id == Some(99) {
@@ -101,15 +135,27 @@ fn every_dirty_scenario_appears() {
             seen.insert("unknown attribute");
         }
         if let Some(v) = &e.vitals {
-            if v.heart_rate == Some(400.0) || v.oxygen_saturation == Some(0.0) || v.temperature_c == Some(60.0) {
+            if v.heart_rate == Some(400.0)
+                || v.oxygen_saturation == Some(0.0)
+                || v.temperature_c == Some(60.0)
+            {
                 seen.insert("vitals out of range");
             }
         }
     }
     assert_eq!(lines, 100_000);
     let all = [
-        "malformed", "duplicate", "invalid age", "future admission", "missing admission time", "missing critical field",
-        "discharge before admission", "department typo", "invalid hospital", "unknown attribute", "vitals out of range",
+        "malformed",
+        "duplicate",
+        "invalid age",
+        "future admission",
+        "missing admission time",
+        "missing critical field",
+        "discharge before admission",
+        "department typo",
+        "invalid hospital",
+        "unknown attribute",
+        "vitals out of range",
     ];
     for s in all {
         assert!(seen.contains(s), "scenario {s:?} appears");
@@ -139,13 +185,18 @@ fn deterioration_episodes_happen_but_rarely() {
         let e = Event::from_json(&line).expect("parses");
         if let Some(v) = e.vitals {
             readings += 1;
-            if v.respiratory_rate.is_some_and(|r| r >= 22.0) && v.bp_systolic.is_some_and(|s| s <= 100.0) {
+            if v.respiratory_rate.is_some_and(|r| r >= 22.0)
+                && v.bp_systolic.is_some_and(|s| s <= 100.0)
+            {
                 abnormal += 1;
             }
         }
     }
     let share = abnormal as f64 / readings as f64;
-    assert!(abnormal > 0 && share < 0.05, "{abnormal} of {readings} readings deteriorated");
+    assert!(
+        abnormal > 0 && share < 0.05,
+        "{abnormal} of {readings} readings deteriorated"
+    );
 }
 
 #[test]
@@ -156,5 +207,8 @@ fn pacer_keeps_the_rate() {
         p.pace(i);
     }
     let s = t.elapsed().as_secs_f64();
-    assert!((0.4..2.0).contains(&s), "1,000 lines at 2,000/s took {s:.2} s");
+    assert!(
+        (0.4..2.0).contains(&s),
+        "1,000 lines at 2,000/s took {s:.2} s"
+    );
 }
