@@ -20,6 +20,7 @@ use anyhow::{bail, Context};
 use cds_engine::metrics::Metrics;
 use cds_engine::model::{parse_time, Network, Pseudonymiser};
 use cds_engine::pipeline::{self, PipelineConfig, Until};
+use cds_engine::rules::RulesStage;
 use cds_engine::sink::sqlite::{SqliteConfig, SqliteSink};
 use cds_engine::sink::Container;
 use cds_engine::source::file::{FileConfig, FileSource};
@@ -29,6 +30,7 @@ struct Options {
     events: u64,
     workers: Vec<usize>,
     quick: bool,
+    rules: String,
 }
 
 fn options() -> anyhow::Result<Options> {
@@ -36,6 +38,7 @@ fn options() -> anyhow::Result<Options> {
         events: 1_000_000,
         workers: vec![1],
         quick: false,
+        rules: "cds-rules".into(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -60,8 +63,9 @@ fn options() -> anyhow::Result<Options> {
                     .collect::<Result<_, _>>()
                     .context("--workers N[,N]")?
             }
+            "--rules" => o.rules = args.next().context("--rules DIR")?,
             "-h" | "--help" => {
-                println!("cds-bench [--quick] [--events N] [--workers N[,N...]]");
+                println!("cds-bench [--quick] [--events N] [--workers N[,N...]] [--rules DIR|off]");
                 std::process::exit(0);
             }
             other => bail!("unknown argument {other:?} (see --help)"),
@@ -100,8 +104,12 @@ fn main() -> anyhow::Result<()> {
     let baseline = parse_only(&file)?;
     println!("baseline parse-only (serde_json::Value, 1 thread): {baseline:.0} events/s");
 
-    for &workers in &o.workers {
-        let data = dir.join(format!("data-{workers}"));
+    let mut runs: Vec<(usize, bool)> = o.workers.iter().map(|w| (*w, false)).collect();
+    if Path::new(&o.rules).is_dir() {
+        runs.push((1, true));
+    }
+    for (workers, with_rules) in runs {
+        let data = dir.join(format!("data-{workers}-{with_rules}"));
         let _ = std::fs::remove_dir_all(&data);
         let mut config = PipelineConfig::new(data.clone(), network.clone());
         config.workers = workers;
@@ -112,18 +120,26 @@ fn main() -> anyhow::Result<()> {
         })?;
         let sink_config = SqliteConfig::in_data_dir(&data);
         let sink = SqliteSink::open(&sink_config)?;
+        let metrics = Arc::new(Metrics::new());
+        let rules = if with_rules {
+            Some(RulesStage::load(Path::new(&o.rules), network.clone(), metrics.clone())?)
+        } else {
+            None
+        };
         let summary = pipeline::run(
             config,
             Box::new(source),
             Box::new(sink),
+            rules,
             Pseudonymiser::new(b"bench"),
-            Arc::new(Metrics::new()),
+            metrics.clone(),
             Arc::new(AtomicBool::new(false)),
         )?;
         let rate = summary.events_per_second();
         println!(
-            "pipeline ({workers} worker{}): {rate:.0} events/s ({} events, {:.2} s, {} documents written) = {:.2}x the parse-only baseline",
+            "pipeline ({workers} worker{}{}): {rate:.0} events/s ({} events, {:.2} s, {} documents written) = {:.2}x the parse-only baseline",
             if workers == 1 { "" } else { "s" },
+            if with_rules { ", with the rule pack" } else { "" },
             summary.events,
             summary.elapsed.as_secs_f64(),
             summary.documents_written,
@@ -136,6 +152,14 @@ fn main() -> anyhow::Result<()> {
         let occupancy = docs.iter().filter(|d| d["type"] == "occupancy").count();
         if occupancy != network.departments().count() {
             bail!("{occupancy} occupancy documents, expected one per configured department");
+        }
+        if with_rules {
+            let alerts = SqliteSink::read_all(&sink_config, Container::Alerts)?.len() as u64;
+            let written = metrics.alerts_written.get();
+            println!("  alerts: {alerts} documents ({written} writes)");
+            if alerts == 0 || alerts > written {
+                bail!("{alerts} alert documents after {written} writes");
+            }
         }
     }
     if o.quick {

@@ -12,6 +12,7 @@
 //! - [`source`]: where payloads come from: the simulator and JSON-lines files, behind one trait.
 //! - [`silver`]: data-quality rules that flag and repair; duplicates; dead letters.
 //! - [`gold`]: facts, the differential dataflow of the KPIs, and the KPI documents.
+//! - [`rules`]: the stage that runs the clinical rule pack and turns fired rules into alerts.
 //! - [`sink`]: where documents go: the embedded SQLite store, behind one trait.
 //! - [`lake`]: the local lake: dead-letter store and quarantined Silver records.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`.
@@ -26,6 +27,7 @@ pub mod lake;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
+pub mod rules;
 pub mod silver;
 pub mod sink;
 pub mod source;

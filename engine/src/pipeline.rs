@@ -3,6 +3,7 @@
 //! ```text
 //! ingest thread                     timely workers (N)                sink thread
 //! source.poll ─► Silver ─► facts ─► [bounded, per worker] ─► dataflow ─► [bounded] ─► KpiState ─► Sink
+//!                  │         └────► [bounded] ─► rules thread: rule pack ─► alerts ──┘
 //!                  └─► dead letters, quarantine (lake)
 //! ```
 //!
@@ -24,8 +25,10 @@ use tracing::{info, instrument};
 use crate::gold::{self, FactBuilder, GoldBatch, GoldOutput, KpiState, Micros};
 use crate::lake::{Lake, LakeError};
 use crate::metrics::Metrics;
+use crate::gold::Document;
 use crate::model::{format_time, Network, Pseudonymiser};
-use crate::silver::{Outcome, Silver, SourcePosition};
+use crate::rules::{RulesStage, RELOAD_INTERVAL};
+use crate::silver::{Outcome, Silver, SilverRecord, SourcePosition};
 use crate::sink::{Container, Sink, SinkError};
 use crate::source::{Poll, RawBatch, Source, SourceError};
 
@@ -103,6 +106,24 @@ impl RunSummary {
     }
 }
 
+/// What the sink thread receives.
+enum SinkMessage {
+    Gold(GoldOutput),
+    Alerts { documents: Vec<Document>, read_at: Instant },
+}
+
+impl From<GoldOutput> for SinkMessage {
+    fn from(g: GoldOutput) -> Self {
+        SinkMessage::Gold(g)
+    }
+}
+
+/// One batch of Gold-eligible records, in arrival order, for the rules thread.
+struct RulesBatch {
+    records: Vec<(u64, Box<SilverRecord>)>,
+    read_at: Instant,
+}
+
 /// One epoch's facts for one worker.
 struct WorkerBatch {
     epoch: u64,
@@ -117,13 +138,14 @@ pub fn run(
     config: PipelineConfig,
     mut source: Box<dyn Source>,
     sink: Box<dyn Sink>,
+    rules: Option<RulesStage>,
     pseudonyms: Pseudonymiser,
     metrics: Arc<Metrics>,
     shutdown: Arc<AtomicBool>,
 ) -> Result<RunSummary, PipelineError> {
     let started = Instant::now();
     let workers = config.workers.max(1);
-    let (out_tx, out_rx) = sync_channel::<GoldOutput>(1024);
+    let (out_tx, out_rx) = sync_channel::<SinkMessage>(1024);
     let mut to_workers = Vec::with_capacity(workers);
     let mut from_ingest = Vec::with_capacity(workers);
     for _ in 0..workers {
@@ -154,6 +176,19 @@ pub fn run(
             .map_err(|e| PipelineError::Dataflow(e.to_string()))?
     };
 
+    let (rules_tx, rules_thread) = match rules {
+        Some(stage) => {
+            let (tx, rx) = sync_channel::<RulesBatch>(8);
+            let out = out_tx.clone();
+            let handle = std::thread::Builder::new()
+                .name("cds-rules".into())
+                .spawn(move || rules_loop(rx, stage, out))
+                .map_err(|e| PipelineError::Dataflow(e.to_string()))?;
+            (Some(tx), Some(handle))
+        }
+        None => (None, None),
+    };
+
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
         let index = worker.index();
         let rx = from_ingest
@@ -176,15 +211,13 @@ pub fn run(
             while probe.less_than(&(epoch + 1)) {
                 worker.step();
             }
-            if out
-                .send(GoldOutput::Complete {
-                    worker: index,
-                    epoch,
-                    watermark,
-                    read_at,
-                })
-                .is_err()
-            {
+            let complete = GoldOutput::Complete {
+                worker: index,
+                epoch,
+                watermark,
+                read_at,
+            };
+            if out.send(SinkMessage::Gold(complete)).is_err() {
                 break;
             }
         }
@@ -196,10 +229,17 @@ pub fn run(
         source.as_mut(),
         pseudonyms,
         &to_workers,
+        rules_tx.as_ref(),
         &metrics,
         &shutdown,
     );
     drop(to_workers);
+    drop(rules_tx);
+    if let Some(t) = rules_thread {
+        if t.join().is_err() {
+            return Err(PipelineError::Dataflow("the rules thread panicked".into()));
+        }
+    }
     // Workers finish their epochs and close their channels; the sink then drains and flushes.
     let joined = guards.join();
     let sunk = sink_thread
@@ -227,6 +267,7 @@ fn ingest(
     source: &mut dyn Source,
     pseudonyms: Pseudonymiser,
     to_workers: &[SyncSender<WorkerBatch>],
+    to_rules: Option<&SyncSender<RulesBatch>>,
     metrics: &Metrics,
     shutdown: &AtomicBool,
 ) -> Result<RunSummary, PipelineError> {
@@ -274,6 +315,7 @@ fn ingest(
         let read_at = Instant::now();
         last_input = read_at;
         let mut batches = vec![GoldBatch::default(); workers];
+        let mut for_rules = Vec::new();
         let (mut dead, mut dups, mut quarantined, mut gold) = (0u64, 0u64, 0u64, 0u64);
         for (payload, (partition, offset)) in raw.iter() {
             let position = || SourcePosition {
@@ -289,9 +331,12 @@ fn ingest(
                     if record.quarantined() {
                         quarantined += 1;
                         lake.quarantine.append(&record)?;
-                    } else if let Some(at) = facts.add(&record, &mut batches) {
+                    } else if let Some((patient, at)) = facts.add(&record, &mut batches) {
                         gold += 1;
                         watermark = watermark.max(at);
+                        if to_rules.is_some() {
+                            for_rules.push((patient, record));
+                        }
                     }
                 }
                 Outcome::Duplicate => dups += 1,
@@ -329,6 +374,11 @@ fn ingest(
         summary.quarantined += quarantined;
         summary.gold_records += gold;
 
+        if let Some(tx) = to_rules.filter(|_| !for_rules.is_empty()) {
+            if tx.send(RulesBatch { records: for_rules, read_at }).is_err() {
+                return Err(PipelineError::Dataflow("the rules thread stopped".into()));
+            }
+        }
         for (tx, batch) in to_workers.iter().zip(batches) {
             let msg = WorkerBatch {
                 epoch: summary.epochs,
@@ -350,9 +400,48 @@ fn ingest(
     Ok(summary)
 }
 
+/// Writes the KPI documents changed since the last write, stamped with the watermark.
+fn write_kpis(
+    sink: &mut dyn Sink,
+    state: &mut KpiState,
+    upto: (u64, Micros, Instant),
+    written: &mut u64,
+    metrics: &Metrics,
+) -> Result<(), PipelineError> {
+    let (_, watermark, read_at) = upto;
+    let as_of = DateTime::<Utc>::from_timestamp_micros(watermark)
+        .map(|t| format_time(&t.fixed_offset()))
+        .unwrap_or_default();
+    let now = format_time(&Utc::now().fixed_offset());
+    let docs = state.take_changed(&as_of, &now);
+    if !docs.is_empty() {
+        if let Err(e) = sink.upsert(Container::Kpis, &docs) {
+            metrics.sink_errors.inc();
+            return Err(e.into());
+        }
+        for d in &docs {
+            let kind = d
+                .body
+                .get("type")
+                .and_then(|t| t.as_str())
+                .unwrap_or("unknown");
+            metrics.documents_written.with_label_values(&[kind]).inc();
+        }
+        *written += docs.len() as u64;
+    }
+    metrics.occupied_beds.set(state.occupied());
+    if watermark > Micros::MIN {
+        metrics.watermark_seconds.set(watermark / 1_000_000);
+    }
+    metrics
+        .processing_latency
+        .observe(read_at.elapsed().as_secs_f64());
+    Ok(())
+}
+
 /// The sink loop: add up changes; when every worker completed an epoch, write what changed.
 fn sink_loop(
-    rx: Receiver<GoldOutput>,
+    rx: Receiver<SinkMessage>,
     mut sink: Box<dyn Sink>,
     mut state: KpiState,
     workers: usize,
@@ -367,55 +456,28 @@ fn sink_loop(
     let mut written = 0u64;
     let mut latest_watermark = Micros::MIN;
 
-    let mut flush = |state: &mut KpiState,
-                     upto: (u64, Micros, Instant),
-                     written: &mut u64|
-     -> Result<(), PipelineError> {
-        let (_, watermark, read_at) = upto;
-        let as_of = DateTime::<Utc>::from_timestamp_micros(watermark)
-            .map(|t| format_time(&t.fixed_offset()))
-            .unwrap_or_default();
-        let now = format_time(&Utc::now().fixed_offset());
-        let docs = state.take_changed(&as_of, &now);
-        if !docs.is_empty() {
-            if let Err(e) = sink.upsert(Container::Kpis, &docs) {
-                metrics.sink_errors.inc();
-                return Err(e.into());
-            }
-            for d in &docs {
-                let kind = d
-                    .body
-                    .get("type")
-                    .and_then(|t| t.as_str())
-                    .unwrap_or("unknown");
-                metrics.documents_written.with_label_values(&[kind]).inc();
-            }
-            *written += docs.len() as u64;
-        }
-        metrics.occupied_beds.set(state.occupied());
-        if watermark > Micros::MIN {
-            metrics.watermark_seconds.set(watermark / 1_000_000);
-        }
-        metrics
-            .processing_latency
-            .observe(read_at.elapsed().as_secs_f64());
-        Ok(())
-    };
-
     loop {
         match rx.recv_timeout(interval) {
-            Ok(GoldOutput::Changes(changes)) => {
+            Ok(SinkMessage::Alerts { documents, read_at }) => {
+                if let Err(e) = sink.upsert(Container::Alerts, &documents) {
+                    metrics.sink_errors.inc();
+                    return Err(e.into());
+                }
+                metrics.alerts_written.inc_by(documents.len() as u64);
+                metrics.alert_latency.observe(read_at.elapsed().as_secs_f64());
+            }
+            Ok(SinkMessage::Gold(GoldOutput::Changes(changes))) => {
                 metrics.kpi_changes.inc_by(changes.len() as u64);
                 for c in changes {
                     state.apply(c);
                 }
             }
-            Ok(GoldOutput::Complete {
+            Ok(SinkMessage::Gold(GoldOutput::Complete {
                 worker,
                 epoch,
                 watermark,
                 read_at,
-            }) => {
+            })) => {
                 if let Some(slot) = completed.get_mut(worker) {
                     *slot = Some(epoch);
                 }
@@ -438,7 +500,7 @@ fn sink_loop(
         }
         if let Some(upto) = ready {
             if last_flush.elapsed() >= interval {
-                flush(&mut state, upto, &mut written)?;
+                write_kpis(sink.as_mut(), &mut state, upto, &mut written, metrics)?;
                 ready = None;
                 last_flush = Instant::now();
             }
@@ -446,10 +508,29 @@ fn sink_loop(
     }
     // Everything is complete once every worker has hung up.
     let read_at = ready.map_or_else(Instant::now, |(_, _, r)| r);
-    flush(
+    write_kpis(
+        sink.as_mut(),
         &mut state,
         (flushed.unwrap_or(0), latest_watermark, read_at),
         &mut written,
+        metrics,
     )?;
     Ok((written, state.occupied()))
+}
+
+/// The rules loop: evaluate each batch, send its alerts, and reload changed rule files.
+fn rules_loop(rx: Receiver<RulesBatch>, mut stage: RulesStage, out: SyncSender<SinkMessage>) {
+    loop {
+        match rx.recv_timeout(RELOAD_INTERVAL) {
+            Ok(RulesBatch { records, read_at }) => {
+                let documents = stage.process(&records);
+                if !documents.is_empty() && out.send(SinkMessage::Alerts { documents, read_at }).is_err() {
+                    return;
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        stage.maybe_reload();
+    }
 }

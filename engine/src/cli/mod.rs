@@ -1,6 +1,7 @@
-//! The command line of DESIGN.md: `cds run`, `cds simulate`, `cds export`.
+//! The command line of DESIGN.md: `cds run`, `cds simulate`, `cds rules`, `cds export`.
 
 mod export;
+mod rules;
 mod run;
 mod simulate;
 mod status;
@@ -34,6 +35,9 @@ enum Command {
     Simulate(simulate::SimulateArgs),
     /// Print the current documents of a container as JSON lines.
     Export(export::ExportArgs),
+    /// Work on clinical rules: run fixtures, check a file, evaluate one context.
+    #[command(subcommand)]
+    Rules(rules::RulesCommand),
 }
 
 /// Parses the command line, runs the command, and maps errors to a message and exit code 1.
@@ -44,6 +48,7 @@ pub fn main() -> ExitCode {
         Command::Run(args) => run::run(args, network),
         Command::Simulate(args) => simulate::simulate(args, &network),
         Command::Export(args) => export::export(args),
+        Command::Rules(cmd) => rules::rules(cmd),
     });
     match result {
         Ok(code) => code,

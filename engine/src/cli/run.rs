@@ -1,4 +1,4 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,11 +14,15 @@ use crate::http::{self, HttpState};
 use crate::metrics::Metrics;
 use crate::model::{Network, Pseudonymiser};
 use crate::pipeline::{self, PipelineConfig, Until};
+use crate::rules::RulesStage;
 use crate::sink::sqlite::{SqliteConfig, SqliteSink};
 use crate::sink::Sink;
 use crate::source::file::{FileConfig, FileSource};
 use crate::source::simulator::SimulatorSource;
 use crate::source::{Source, SourceSpec};
+
+/// Where `cds run` looks for the rule pack when `--rules` is not given.
+pub const DEFAULT_RULES: &str = "cds-rules";
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -31,6 +35,9 @@ pub struct RunArgs {
     /// Holds the SQLite store, the local lake and the pseudonym key.
     #[arg(long, default_value = "./cds-data", value_name = "DIR")]
     data_dir: PathBuf,
+    /// Rule pack directory (`.rhai` MLMs); default `cds-rules` when present; `off` disables.
+    #[arg(long, value_name = "DIR")]
+    rules: Option<String>,
     /// HTTP address for /healthz, /readyz, /metrics; port 0 picks a free port; `off` disables.
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     http: String,
@@ -82,6 +89,17 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
     };
 
     let metrics = Arc::new(Metrics::new());
+    let rules = match args.rules.as_deref() {
+        Some("off") => None,
+        Some(dir) => Some(RulesStage::load(Path::new(dir), network.clone(), metrics.clone())?),
+        None if Path::new(DEFAULT_RULES).is_dir() => {
+            Some(RulesStage::load(Path::new(DEFAULT_RULES), network.clone(), metrics.clone())?)
+        }
+        None => {
+            info!("no rule pack in ./{DEFAULT_RULES}: running without clinical rules");
+            None
+        }
+    };
     let shutdown = Arc::new(AtomicBool::new(false));
     let ready = Arc::new(AtomicBool::new(false));
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -131,7 +149,7 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
     ready.store(true, Ordering::Relaxed);
     let stop_status = Arc::new(AtomicBool::new(false));
     let status_thread = status::spawn(metrics.clone(), total_beds, stop_status.clone());
-    let result = pipeline::run(config, source, sink, pseudonyms, metrics, shutdown);
+    let result = pipeline::run(config, source, sink, rules, pseudonyms, metrics, shutdown);
     stop_status.store(true, Ordering::Relaxed);
     if let Some(t) = status_thread {
         let _ = t.join();

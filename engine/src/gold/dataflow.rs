@@ -124,7 +124,10 @@ impl GoldInputs {
 /// Builds the Gold dataflow in `scope`; changes go to `out` as they are produced.
 ///
 /// The sender is bounded: a slow sink slows the dataflow instead of growing memory.
-pub fn build(scope: Scope<u64>, out: SyncSender<GoldOutput>) -> (GoldInputs, ProbeHandle<u64>) {
+pub fn build<M>(scope: Scope<u64>, out: SyncSender<M>) -> (GoldInputs, ProbeHandle<u64>)
+where
+    M: From<GoldOutput> + Send + 'static,
+{
     let mut inputs = GoldInputs {
         adt: InputSession::new(),
         vitals: InputSession::new(),
@@ -248,15 +251,16 @@ pub fn build(scope: Scope<u64>, out: SyncSender<GoldOutput>) -> (GoldInputs, Pro
 }
 
 /// Sends the consolidated changes of a tally collection, and probes it.
-fn emit<'s, K, R, F>(
+fn emit<'s, K, R, F, M>(
     collection: VecCollection<'s, u64, K, R>,
-    out: &SyncSender<GoldOutput>,
+    out: &SyncSender<M>,
     probe: &ProbeHandle<u64>,
     to_delta: F,
 ) where
     K: Clone + 'static,
     R: Clone + 'static,
     F: Fn(K, R) -> KpiDelta + 'static,
+    M: From<GoldOutput> + Send + 'static,
 {
     let out = out.clone();
     collection
@@ -267,7 +271,7 @@ fn emit<'s, K, R, F>(
                     .map(|(k, _, r)| to_delta(k.clone(), r.clone()))
                     .collect();
                 // A closed channel means the sink stopped; the run is ending, nothing to do.
-                let _ = out.send(GoldOutput::Changes(batch));
+                let _ = out.send(M::from(GoldOutput::Changes(batch)));
             }
         })
         .probe_with(probe);

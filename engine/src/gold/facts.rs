@@ -136,8 +136,9 @@ impl FactBuilder {
     }
 
     /// Adds the facts of one record to the batch of the worker that owns its patient. Returns
-    /// the record's event time when it reached Gold (quarantined records do not).
-    pub fn add(&mut self, r: &SilverRecord, batches: &mut [GoldBatch]) -> Option<Micros> {
+    /// the patient key and the record's event time when it reached Gold (quarantined records
+    /// do not).
+    pub fn add(&mut self, r: &SilverRecord, batches: &mut [GoldBatch]) -> Option<(u64, Micros)> {
         if r.quarantined() {
             return None;
         }
@@ -219,6 +220,6 @@ impl FactBuilder {
                 }
             }
         }
-        Some(at)
+        Some((patient, at))
     }
 }

@@ -1,0 +1,183 @@
+//! Rules: the stage that runs the clinical rule pack (the `cds-rules` crate) on every event.
+//!
+//! It receives the Gold-eligible Silver records of each batch in arrival order, keeps the
+//! per-patient context rules need ([`ContextState`]), evaluates every rule evoked by the
+//! event's type, schedules and fires delayed evokes from the event-time watermark, reloads
+//! changed rule files, and turns fired rules into alert documents for the sink. A rule that
+//! fails is logged with file, line and event id and counted; the other rules go on.
+
+mod context;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cds_rules::{DelayedEvokes, Outcome, ReloadEvent, RulePack, RuleStats};
+use chrono::DateTime;
+use tracing::{info, warn};
+
+pub use context::{ctx_event, ctx_vitals, ContextState};
+
+use crate::gold::{micros, Document};
+use crate::metrics::Metrics;
+use crate::model::{format_time, Network};
+use crate::silver::SilverRecord;
+
+/// How often rule files are checked for changes.
+pub const RELOAD_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How far the delayed-evoke clock stays behind the newest event time, so that a discharge
+/// arriving a little late still cancels a "still admitted after 72 h" alert.
+const DELAYED_LATENESS_SECS: i64 = 3600;
+
+/// Why the rule pack could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RulesError {
+    #[error("no rule loaded from {dir}: {errors}")]
+    Load { dir: String, errors: String },
+}
+
+/// The rules stage of a run.
+pub struct RulesStage {
+    pack: RulePack,
+    state: ContextState,
+    delayed: DelayedEvokes,
+    watermark: i64,
+    last_reload: Instant,
+    reported: HashMap<String, RuleStats>,
+    metrics: std::sync::Arc<Metrics>,
+}
+
+impl std::fmt::Debug for RulesStage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RulesStage").field("dir", &self.pack.dir()).finish()
+    }
+}
+
+impl RulesStage {
+    /// Loads the pack in `dir`. Files that do not load are reported and left out; the stage
+    /// fails only when no rule at all loads.
+    pub fn load(dir: &Path, network: Network, metrics: std::sync::Arc<Metrics>) -> Result<Self, RulesError> {
+        let pack = match RulePack::load(dir) {
+            Ok(pack) => pack,
+            Err(e) => {
+                for err in &e.errors {
+                    warn!(error = %err, "rule file not loaded");
+                }
+                match e.partial {
+                    Some(pack) if !pack.rules().is_empty() => *pack,
+                    _ => return Err(RulesError::Load { dir: dir.display().to_string(), errors: e.to_string() }),
+                }
+            }
+        };
+        let names: Vec<&str> = pack.rules().iter().map(|m| m.mlmname.as_str()).collect();
+        info!(rules = names.len(), names = %names.join(","), "rule pack loaded");
+        Ok(RulesStage {
+            pack,
+            state: ContextState::new(network),
+            delayed: DelayedEvokes::new(),
+            watermark: i64::MIN,
+            last_reload: Instant::now(),
+            reported: HashMap::new(),
+            metrics,
+        })
+    }
+
+    /// The rule directory.
+    pub fn dir(&self) -> PathBuf {
+        self.pack.dir().to_path_buf()
+    }
+
+    /// Evaluates a batch (patient key, record) in arrival order; returns the alert documents.
+    pub fn process(&mut self, batch: &[(u64, Box<SilverRecord>)]) -> Vec<Document> {
+        let mut alerts = Vec::new();
+        for (patient, record) in batch {
+            let ctx = self.state.observe(*patient, record);
+            if record.kind.is_some_and(|k| k.is_adt()) {
+                self.pack.schedule_delayed(&mut self.delayed, &ctx);
+            }
+            for outcome in self.pack.evaluate(&ctx) {
+                self.handle(outcome, &mut alerts);
+            }
+            self.watermark = self.watermark.max(micros(&record.event.event_timestamp) / 1_000_000);
+        }
+        self.fire_delayed(&mut alerts);
+        self.report_stats();
+        alerts
+    }
+
+    /// Fires the delayed evokes that came due, for patients still admitted.
+    fn fire_delayed(&mut self, alerts: &mut Vec<Document>) {
+        if self.watermark == i64::MIN {
+            return;
+        }
+        for due in self.delayed.due(self.watermark - DELAYED_LATENESS_SECS) {
+            let Ok(patient) = u64::from_str_radix(&due.patient_key, 16) else { continue };
+            if !self.state.admitted(patient) {
+                continue;
+            }
+            let now = DateTime::from_timestamp(due.due_time, 0).map(|t| format_time(&t.fixed_offset())).unwrap_or_default();
+            let ctx = self.state.delayed(patient, &due.admission_event_id, &now);
+            if let Some(outcome) = self.pack.evaluate_delayed(&ctx, &due.mlmname) {
+                self.handle(outcome, alerts);
+            }
+        }
+    }
+
+    fn handle(&mut self, outcome: Outcome, alerts: &mut Vec<Document>) {
+        match outcome {
+            Outcome::Fired(alert) => {
+                let hospital_id = alert.hospital_id.unwrap_or(0);
+                match serde_json::to_value(&*alert) {
+                    Ok(body) => alerts.push(Document { id: alert.id.clone(), hospital_id, body }),
+                    Err(e) => warn!(rule = %alert.mlmname, error = %e, "alert not serialisable"),
+                }
+            }
+            Outcome::Error(e) => {
+                warn!(rule = %e.mlmname, location = %e.location, event_id = %e.event_id, kind = ?e.kind, message = %e.message, "rule failed");
+            }
+            Outcome::NotFired { .. } | Outcome::Suppressed(_) => {}
+        }
+    }
+
+    /// Reloads changed rule files when the interval has passed.
+    pub fn maybe_reload(&mut self) {
+        if self.last_reload.elapsed() < RELOAD_INTERVAL {
+            return;
+        }
+        self.last_reload = Instant::now();
+        for event in self.pack.reload_changed() {
+            match event {
+                ReloadEvent::Added { file, mlmname, version } => {
+                    info!(file = %file.display(), rule = %mlmname, version = %version, "rule added")
+                }
+                ReloadEvent::Reloaded { file, mlmname, version } => {
+                    info!(file = %file.display(), rule = %mlmname, version = %version, "rule reloaded")
+                }
+                ReloadEvent::Removed { file, mlmname } => info!(file = %file.display(), rule = %mlmname, "rule removed"),
+                ReloadEvent::Failed { file, errors } => {
+                    for e in errors {
+                        warn!(file = %file.display(), error = %e, "rule file failed to reload; the previous version keeps running");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Adds what the counters of each rule grew by since the last report.
+    fn report_stats(&mut self) {
+        let m = &self.metrics;
+        for s in self.pack.stats() {
+            let before = self.reported.get(&s.mlmname);
+            let grow = |now: u64, then: Option<u64>| now.saturating_sub(then.unwrap_or(0));
+            let labels = [s.mlmname.as_str()];
+            m.rule_evaluations.with_label_values(&labels).inc_by(grow(s.evaluations, before.map(|b| b.evaluations)));
+            m.rule_fires.with_label_values(&labels).inc_by(grow(s.fires, before.map(|b| b.fires)));
+            m.rule_suppressed.with_label_values(&labels).inc_by(grow(s.suppressed, before.map(|b| b.suppressed)));
+            m.rule_errors.with_label_values(&labels).inc_by(grow(s.errors, before.map(|b| b.errors)));
+            let spent = s.eval_time.saturating_sub(before.map_or(Duration::ZERO, |b| b.eval_time));
+            m.rule_eval_seconds.with_label_values(&labels).inc_by(spent.as_secs_f64());
+            self.reported.insert(s.mlmname.clone(), s);
+        }
+    }
+}
