@@ -122,7 +122,11 @@ fn main() -> anyhow::Result<()> {
         let sink = SqliteSink::open(&sink_config)?;
         let metrics = Arc::new(Metrics::new());
         let rules = if with_rules {
-            Some(RulesStage::load(Path::new(&o.rules), network.clone(), metrics.clone())?)
+            Some(RulesStage::load(
+                Path::new(&o.rules),
+                network.clone(),
+                metrics.clone(),
+            )?)
         } else {
             None
         };

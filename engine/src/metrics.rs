@@ -112,13 +112,21 @@ impl Metrics {
         .unwrap_or_else(|e| unreachable!("latency histogram: {e}"));
         let _ = r.register(Box::new(latency.clone()));
         let alert_latency = Histogram::with_opts(
-            HistogramOpts::new("cds_alert_latency_seconds", "From a batch being read to its alerts being written")
-                .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]),
+            HistogramOpts::new(
+                "cds_alert_latency_seconds",
+                "From a batch being read to its alerts being written",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ]),
         )
         .unwrap_or_else(|e| unreachable!("alert latency histogram: {e}"));
         let _ = r.register(Box::new(alert_latency.clone()));
         let rule_eval_seconds = CounterVec::new(
-            Opts::new("cds_rule_eval_seconds_total", "Time spent evaluating each rule"),
+            Opts::new(
+                "cds_rule_eval_seconds_total",
+                "Time spent evaluating each rule",
+            ),
             &["rule"],
         )
         .unwrap_or_else(|e| unreachable!("rule eval seconds: {e}"));
@@ -171,12 +179,36 @@ impl Metrics {
                 "Input batches completed by every worker",
             ),
             processing_latency: latency,
-            rule_evaluations: counter_vec(&r, "cds_rule_evaluations_total", "Rule evaluations", &["rule"]),
-            rule_fires: counter_vec(&r, "cds_rule_fires_total", "Rules whose logic was true", &["rule"]),
-            rule_suppressed: counter_vec(&r, "cds_rule_suppressed_total", "Alerts suppressed", &["rule"]),
-            rule_errors: counter_vec(&r, "cds_rule_errors_total", "Rule evaluations that failed", &["rule"]),
+            rule_evaluations: counter_vec(
+                &r,
+                "cds_rule_evaluations_total",
+                "Rule evaluations",
+                &["rule"],
+            ),
+            rule_fires: counter_vec(
+                &r,
+                "cds_rule_fires_total",
+                "Rules whose logic was true",
+                &["rule"],
+            ),
+            rule_suppressed: counter_vec(
+                &r,
+                "cds_rule_suppressed_total",
+                "Alerts suppressed",
+                &["rule"],
+            ),
+            rule_errors: counter_vec(
+                &r,
+                "cds_rule_errors_total",
+                "Rule evaluations that failed",
+                &["rule"],
+            ),
             rule_eval_seconds,
-            alerts_written: counter(&r, "cds_alerts_written_total", "Alert documents written to the sink"),
+            alerts_written: counter(
+                &r,
+                "cds_alerts_written_total",
+                "Alert documents written to the sink",
+            ),
             alert_latency,
             registry: r,
         }

@@ -22,10 +22,10 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tracing::{info, instrument};
 
+use crate::gold::Document;
 use crate::gold::{self, FactBuilder, GoldBatch, GoldOutput, KpiState, Micros};
 use crate::lake::{Lake, LakeError};
 use crate::metrics::Metrics;
-use crate::gold::Document;
 use crate::model::{format_time, Network, Pseudonymiser};
 use crate::rules::{RulesStage, RELOAD_INTERVAL};
 use crate::silver::{Outcome, Silver, SilverRecord, SourcePosition};
@@ -109,7 +109,10 @@ impl RunSummary {
 /// What the sink thread receives.
 enum SinkMessage {
     Gold(GoldOutput),
-    Alerts { documents: Vec<Document>, read_at: Instant },
+    Alerts {
+        documents: Vec<Document>,
+        read_at: Instant,
+    },
 }
 
 impl From<GoldOutput> for SinkMessage {
@@ -375,7 +378,13 @@ fn ingest(
         summary.gold_records += gold;
 
         if let Some(tx) = to_rules.filter(|_| !for_rules.is_empty()) {
-            if tx.send(RulesBatch { records: for_rules, read_at }).is_err() {
+            if tx
+                .send(RulesBatch {
+                    records: for_rules,
+                    read_at,
+                })
+                .is_err()
+            {
                 return Err(PipelineError::Dataflow("the rules thread stopped".into()));
             }
         }
@@ -464,7 +473,9 @@ fn sink_loop(
                     return Err(e.into());
                 }
                 metrics.alerts_written.inc_by(documents.len() as u64);
-                metrics.alert_latency.observe(read_at.elapsed().as_secs_f64());
+                metrics
+                    .alert_latency
+                    .observe(read_at.elapsed().as_secs_f64());
             }
             Ok(SinkMessage::Gold(GoldOutput::Changes(changes))) => {
                 metrics.kpi_changes.inc_by(changes.len() as u64);
@@ -524,7 +535,11 @@ fn rules_loop(rx: Receiver<RulesBatch>, mut stage: RulesStage, out: SyncSender<S
         match rx.recv_timeout(RELOAD_INTERVAL) {
             Ok(RulesBatch { records, read_at }) => {
                 let documents = stage.process(&records);
-                if !documents.is_empty() && out.send(SinkMessage::Alerts { documents, read_at }).is_err() {
+                if !documents.is_empty()
+                    && out
+                        .send(SinkMessage::Alerts { documents, read_at })
+                        .is_err()
+                {
                     return;
                 }
             }

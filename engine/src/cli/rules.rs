@@ -27,7 +27,10 @@ pub fn rules(cmd: RulesCommand) -> anyhow::Result<ExitCode> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let code = match cmd {
-        RulesCommand::Test { dir } => cds_rules::cli::test(&dir.unwrap_or_else(|| PathBuf::from(DEFAULT_RULES)), &mut out),
+        RulesCommand::Test { dir } => cds_rules::cli::test(
+            &dir.unwrap_or_else(|| PathBuf::from(DEFAULT_RULES)),
+            &mut out,
+        ),
         RulesCommand::Check { file } => cds_rules::cli::check(&file, &mut out),
         RulesCommand::Eval { file, ctx } => cds_rules::cli::eval(&file, &ctx, &mut out),
     };

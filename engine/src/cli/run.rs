@@ -91,10 +91,16 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
     let metrics = Arc::new(Metrics::new());
     let rules = match args.rules.as_deref() {
         Some("off") => None,
-        Some(dir) => Some(RulesStage::load(Path::new(dir), network.clone(), metrics.clone())?),
-        None if Path::new(DEFAULT_RULES).is_dir() => {
-            Some(RulesStage::load(Path::new(DEFAULT_RULES), network.clone(), metrics.clone())?)
-        }
+        Some(dir) => Some(RulesStage::load(
+            Path::new(dir),
+            network.clone(),
+            metrics.clone(),
+        )?),
+        None if Path::new(DEFAULT_RULES).is_dir() => Some(RulesStage::load(
+            Path::new(DEFAULT_RULES),
+            network.clone(),
+            metrics.clone(),
+        )?),
         None => {
             info!("no rule pack in ./{DEFAULT_RULES}: running without clinical rules");
             None

@@ -80,7 +80,11 @@ pub fn ctx_event(r: &SilverRecord) -> CtxEvent {
 
 impl ContextState {
     pub fn new(network: Network) -> Self {
-        ContextState { network, patients: HashMap::new(), occupied: HashMap::new() }
+        ContextState {
+            network,
+            patients: HashMap::new(),
+            occupied: HashMap::new(),
+        }
     }
 
     /// Applies a Gold-eligible record and returns the context to evaluate it in: the patient's
@@ -101,18 +105,32 @@ impl ContextState {
         match r.kind {
             Some(EventType::Vitals) => {
                 if let Some(v) = &e.vitals {
-                    let reading = CtxReading { time: format_time(&e.event_timestamp), vitals: ctx_vitals(v) };
-                    let pos = state.readings.iter().position(|(t, _)| *t < at).unwrap_or(state.readings.len());
+                    let reading = CtxReading {
+                        time: format_time(&e.event_timestamp),
+                        vitals: ctx_vitals(v),
+                    };
+                    let pos = state
+                        .readings
+                        .iter()
+                        .position(|(t, _)| *t < at)
+                        .unwrap_or(state.readings.len());
                     state.readings.insert(pos, (at, reading));
                     // Keep what a later event could still need (six hours behind the newest).
                     let newest = state.readings.front().map_or(at, |(t, _)| *t);
-                    while state.readings.back().is_some_and(|(t, _)| newest - *t > RECENT_MICROS) {
+                    while state
+                        .readings
+                        .back()
+                        .is_some_and(|(t, _)| newest - *t > RECENT_MICROS)
+                    {
                         state.readings.pop_back();
                     }
                 }
             }
             Some(kind) => {
-                let newer = state.placement.as_ref().is_none_or(|p| (p.at, p.event_id.as_str()) < (at, e.event_id.as_str()));
+                let newer = state
+                    .placement
+                    .as_ref()
+                    .is_none_or(|p| (p.at, p.event_id.as_str()) < (at, e.event_id.as_str()));
                 if kind == EventType::Discharge {
                     let t = e.discharge_time.unwrap_or(e.event_timestamp);
                     if state.last_discharge.is_none_or(|d| d < t) {
@@ -135,20 +153,32 @@ impl ContextState {
                         *self.occupied.entry((o.hospital, o.department)).or_default() -= 1;
                     }
                     if !place.discharged {
-                        *self.occupied.entry((place.hospital, place.department.clone())).or_default() += 1;
+                        *self
+                            .occupied
+                            .entry((place.hospital, place.department.clone()))
+                            .or_default() += 1;
                     }
                     state.placement = Some(place);
                 }
             }
             None => {}
         }
-        self.context(patient, ctx_event(r), recent_vitals, last_discharge_time, format_time(&e.event_timestamp))
+        self.context(
+            patient,
+            ctx_event(r),
+            recent_vitals,
+            last_discharge_time,
+            format_time(&e.event_timestamp),
+        )
     }
 
     /// Whether the patient is still in the stay that began with `admission_event_id`'s
     /// admission time (for delayed evokes).
     pub fn admitted(&self, patient: u64) -> bool {
-        self.patients.get(&patient).and_then(|s| s.placement.as_ref()).is_some_and(|p| !p.discharged)
+        self.patients
+            .get(&patient)
+            .and_then(|s| s.placement.as_ref())
+            .is_some_and(|p| !p.discharged)
     }
 
     /// The context of a delayed evoke: the patient as they are now, at event time `now`.
@@ -158,14 +188,23 @@ impl ContextState {
         let event = CtxEvent {
             event_id: admission_event_id.to_owned(),
             event_type: EventType::Admission.as_str().to_owned(),
-            event_timestamp: place.and_then(|p| p.admission_time.as_ref()).map(format_time).unwrap_or_default(),
+            event_timestamp: place
+                .and_then(|p| p.admission_time.as_ref())
+                .map(format_time)
+                .unwrap_or_default(),
             hospital_id: place.map(|p| p.hospital),
             department: place.map(|p| p.department.clone()),
-            admission_time: place.and_then(|p| p.admission_time.as_ref()).map(format_time),
+            admission_time: place
+                .and_then(|p| p.admission_time.as_ref())
+                .map(format_time),
             ..CtxEvent::default()
         };
-        let recent = state.map(|s| s.readings.iter().map(|(_, r)| r.clone()).collect()).unwrap_or_default();
-        let last = state.and_then(|s| s.last_discharge.as_ref()).map(format_time);
+        let recent = state
+            .map(|s| s.readings.iter().map(|(_, r)| r.clone()).collect())
+            .unwrap_or_default();
+        let last = state
+            .and_then(|s| s.last_discharge.as_ref())
+            .map(format_time);
         self.context(patient, event, recent, last, now.to_owned())
     }
 
@@ -177,18 +216,34 @@ impl ContextState {
         last_discharge_time: Option<String>,
         now: String,
     ) -> Context {
-        let place = self.patients.get(&patient).and_then(|s| s.placement.as_ref()).filter(|p| !p.discharged);
+        let place = self
+            .patients
+            .get(&patient)
+            .and_then(|s| s.placement.as_ref())
+            .filter(|p| !p.discharged);
         let department = place.map(|p| {
-            let occupied = self.occupied.get(&(p.hospital, p.department.clone())).copied().unwrap_or(0);
+            let occupied = self
+                .occupied
+                .get(&(p.hospital, p.department.clone()))
+                .copied()
+                .unwrap_or(0);
             let capacity = crate::model::Department::from_canonical(&p.department)
-                .and_then(|d| u16::try_from(p.hospital).ok().and_then(|h| self.network.capacity(h, d)))
+                .and_then(|d| {
+                    u16::try_from(p.hospital)
+                        .ok()
+                        .and_then(|h| self.network.capacity(h, d))
+                })
                 .map_or(0, |c| i64::from(c.bed_capacity));
             CtxDepartment {
                 hospital_id: Some(p.hospital),
                 department: Some(p.department.clone()),
                 occupied,
                 bed_capacity: capacity,
-                occupancy_pct: if capacity > 0 { 100.0 * occupied as f64 / capacity as f64 } else { 0.0 },
+                occupancy_pct: if capacity > 0 {
+                    100.0 * occupied as f64 / capacity as f64
+                } else {
+                    0.0
+                },
             }
         });
         Context {
@@ -198,7 +253,9 @@ impl ContextState {
                 admitted: place.is_some(),
                 hospital_id: place.map(|p| p.hospital),
                 department: place.map(|p| p.department.clone()),
-                admission_time: place.and_then(|p| p.admission_time.as_ref()).map(format_time),
+                admission_time: place
+                    .and_then(|p| p.admission_time.as_ref())
+                    .map(format_time),
                 age: place.and_then(|p| p.age),
                 gender: place.and_then(|p| p.gender.clone()),
                 recent_vitals,

@@ -50,14 +50,20 @@ pub struct RulesStage {
 
 impl std::fmt::Debug for RulesStage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RulesStage").field("dir", &self.pack.dir()).finish()
+        f.debug_struct("RulesStage")
+            .field("dir", &self.pack.dir())
+            .finish()
     }
 }
 
 impl RulesStage {
     /// Loads the pack in `dir`. Files that do not load are reported and left out; the stage
     /// fails only when no rule at all loads.
-    pub fn load(dir: &Path, network: Network, metrics: std::sync::Arc<Metrics>) -> Result<Self, RulesError> {
+    pub fn load(
+        dir: &Path,
+        network: Network,
+        metrics: std::sync::Arc<Metrics>,
+    ) -> Result<Self, RulesError> {
         let pack = match RulePack::load(dir) {
             Ok(pack) => pack,
             Err(e) => {
@@ -66,7 +72,12 @@ impl RulesStage {
                 }
                 match e.partial {
                     Some(pack) if !pack.rules().is_empty() => *pack,
-                    _ => return Err(RulesError::Load { dir: dir.display().to_string(), errors: e.to_string() }),
+                    _ => {
+                        return Err(RulesError::Load {
+                            dir: dir.display().to_string(),
+                            errors: e.to_string(),
+                        })
+                    }
                 }
             }
         };
@@ -99,7 +110,9 @@ impl RulesStage {
             for outcome in self.pack.evaluate(&ctx) {
                 self.handle(outcome, &mut alerts);
             }
-            self.watermark = self.watermark.max(micros(&record.event.event_timestamp) / 1_000_000);
+            self.watermark = self
+                .watermark
+                .max(micros(&record.event.event_timestamp) / 1_000_000);
         }
         self.fire_delayed(&mut alerts);
         self.report_stats();
@@ -112,11 +125,15 @@ impl RulesStage {
             return;
         }
         for due in self.delayed.due(self.watermark - DELAYED_LATENESS_SECS) {
-            let Ok(patient) = u64::from_str_radix(&due.patient_key, 16) else { continue };
+            let Ok(patient) = u64::from_str_radix(&due.patient_key, 16) else {
+                continue;
+            };
             if !self.state.admitted(patient) {
                 continue;
             }
-            let now = DateTime::from_timestamp(due.due_time, 0).map(|t| format_time(&t.fixed_offset())).unwrap_or_default();
+            let now = DateTime::from_timestamp(due.due_time, 0)
+                .map(|t| format_time(&t.fixed_offset()))
+                .unwrap_or_default();
             let ctx = self.state.delayed(patient, &due.admission_event_id, &now);
             if let Some(outcome) = self.pack.evaluate_delayed(&ctx, &due.mlmname) {
                 self.handle(outcome, alerts);
@@ -129,7 +146,11 @@ impl RulesStage {
             Outcome::Fired(alert) => {
                 let hospital_id = alert.hospital_id.unwrap_or(0);
                 match serde_json::to_value(&*alert) {
-                    Ok(body) => alerts.push(Document { id: alert.id.clone(), hospital_id, body }),
+                    Ok(body) => alerts.push(Document {
+                        id: alert.id.clone(),
+                        hospital_id,
+                        body,
+                    }),
                     Err(e) => warn!(rule = %alert.mlmname, error = %e, "alert not serialisable"),
                 }
             }
@@ -148,13 +169,23 @@ impl RulesStage {
         self.last_reload = Instant::now();
         for event in self.pack.reload_changed() {
             match event {
-                ReloadEvent::Added { file, mlmname, version } => {
+                ReloadEvent::Added {
+                    file,
+                    mlmname,
+                    version,
+                } => {
                     info!(file = %file.display(), rule = %mlmname, version = %version, "rule added")
                 }
-                ReloadEvent::Reloaded { file, mlmname, version } => {
+                ReloadEvent::Reloaded {
+                    file,
+                    mlmname,
+                    version,
+                } => {
                     info!(file = %file.display(), rule = %mlmname, version = %version, "rule reloaded")
                 }
-                ReloadEvent::Removed { file, mlmname } => info!(file = %file.display(), rule = %mlmname, "rule removed"),
+                ReloadEvent::Removed { file, mlmname } => {
+                    info!(file = %file.display(), rule = %mlmname, "rule removed")
+                }
                 ReloadEvent::Failed { file, errors } => {
                     for e in errors {
                         warn!(file = %file.display(), error = %e, "rule file failed to reload; the previous version keeps running");
@@ -171,12 +202,24 @@ impl RulesStage {
             let before = self.reported.get(&s.mlmname);
             let grow = |now: u64, then: Option<u64>| now.saturating_sub(then.unwrap_or(0));
             let labels = [s.mlmname.as_str()];
-            m.rule_evaluations.with_label_values(&labels).inc_by(grow(s.evaluations, before.map(|b| b.evaluations)));
-            m.rule_fires.with_label_values(&labels).inc_by(grow(s.fires, before.map(|b| b.fires)));
-            m.rule_suppressed.with_label_values(&labels).inc_by(grow(s.suppressed, before.map(|b| b.suppressed)));
-            m.rule_errors.with_label_values(&labels).inc_by(grow(s.errors, before.map(|b| b.errors)));
-            let spent = s.eval_time.saturating_sub(before.map_or(Duration::ZERO, |b| b.eval_time));
-            m.rule_eval_seconds.with_label_values(&labels).inc_by(spent.as_secs_f64());
+            m.rule_evaluations
+                .with_label_values(&labels)
+                .inc_by(grow(s.evaluations, before.map(|b| b.evaluations)));
+            m.rule_fires
+                .with_label_values(&labels)
+                .inc_by(grow(s.fires, before.map(|b| b.fires)));
+            m.rule_suppressed
+                .with_label_values(&labels)
+                .inc_by(grow(s.suppressed, before.map(|b| b.suppressed)));
+            m.rule_errors
+                .with_label_values(&labels)
+                .inc_by(grow(s.errors, before.map(|b| b.errors)));
+            let spent = s
+                .eval_time
+                .saturating_sub(before.map_or(Duration::ZERO, |b| b.eval_time));
+            m.rule_eval_seconds
+                .with_label_values(&labels)
+                .inc_by(spent.as_secs_f64());
             self.reported.insert(s.mlmname.clone(), s);
         }
     }
