@@ -29,7 +29,7 @@ use crate::metrics::Metrics;
 use crate::model::{format_time, Network, Pseudonymiser};
 use crate::rules::{RulesStage, RELOAD_INTERVAL};
 use crate::silver::{Outcome, Silver, SilverRecord, SourcePosition};
-use crate::sink::{Container, Sink, SinkError};
+use crate::sink::{announce, Container, Feed, Sink, SinkError};
 use crate::source::{Poll, RawBatch, Source, SourceError};
 
 /// When `run` stops by itself.
@@ -56,6 +56,8 @@ pub struct PipelineConfig {
     /// Shortest time between two sink writes (changes in between are coalesced).
     pub flush_interval: Duration,
     pub until: Until,
+    /// Where written documents are announced (the HTTP live feed); `None` when nobody reads.
+    pub feed: Option<Feed>,
 }
 
 impl PipelineConfig {
@@ -68,6 +70,7 @@ impl PipelineConfig {
             poll_wait: Duration::from_millis(20),
             flush_interval: Duration::from_millis(20),
             until: Until::End,
+            feed: None,
         }
     }
 }
@@ -159,23 +162,15 @@ pub fn run(
     let from_ingest = Arc::new(Mutex::new(from_ingest));
 
     let sink_thread = {
-        let (network, metrics, interval) = (
-            config.network.clone(),
-            metrics.clone(),
-            config.flush_interval,
-        );
+        let (network, interval) = (config.network.clone(), config.flush_interval);
+        let writer = Writer {
+            sink,
+            feed: config.feed.clone(),
+            metrics: metrics.clone(),
+        };
         std::thread::Builder::new()
             .name("cds-sink".into())
-            .spawn(move || {
-                sink_loop(
-                    out_rx,
-                    sink,
-                    KpiState::new(network),
-                    workers,
-                    interval,
-                    &metrics,
-                )
-            })
+            .spawn(move || sink_loop(out_rx, writer, KpiState::new(network), workers, interval))
             .map_err(|e| PipelineError::Dataflow(e.to_string()))?
     };
 
@@ -410,13 +405,31 @@ fn ingest(
 }
 
 /// Writes the KPI documents changed since the last write, stamped with the watermark.
+/// The sink with what is announced and counted around each write.
+struct Writer {
+    sink: Box<dyn Sink>,
+    feed: Option<Feed>,
+    metrics: Arc<Metrics>,
+}
+
+impl Writer {
+    fn write(&mut self, container: Container, docs: &[Document]) -> Result<(), PipelineError> {
+        if let Err(e) = self.sink.upsert(container, docs) {
+            self.metrics.sink_errors.inc();
+            return Err(e.into());
+        }
+        announce(self.feed.as_ref(), container, docs);
+        Ok(())
+    }
+}
+
 fn write_kpis(
-    sink: &mut dyn Sink,
+    writer: &mut Writer,
     state: &mut KpiState,
     upto: (u64, Micros, Instant),
     written: &mut u64,
-    metrics: &Metrics,
 ) -> Result<(), PipelineError> {
+    let metrics = writer.metrics.clone();
     let (_, watermark, read_at) = upto;
     let as_of = DateTime::<Utc>::from_timestamp_micros(watermark)
         .map(|t| format_time(&t.fixed_offset()))
@@ -424,10 +437,7 @@ fn write_kpis(
     let now = format_time(&Utc::now().fixed_offset());
     let docs = state.take_changed(&as_of, &now);
     if !docs.is_empty() {
-        if let Err(e) = sink.upsert(Container::Kpis, &docs) {
-            metrics.sink_errors.inc();
-            return Err(e.into());
-        }
+        writer.write(Container::Kpis, &docs)?;
         for d in &docs {
             let kind = d
                 .body
@@ -451,12 +461,12 @@ fn write_kpis(
 /// The sink loop: add up changes; when every worker completed an epoch, write what changed.
 fn sink_loop(
     rx: Receiver<SinkMessage>,
-    mut sink: Box<dyn Sink>,
+    mut writer: Writer,
     mut state: KpiState,
     workers: usize,
     interval: Duration,
-    metrics: &Metrics,
 ) -> Result<(u64, i64), PipelineError> {
+    let metrics = writer.metrics.clone();
     let mut completed: Vec<Option<u64>> = vec![None; workers];
     let mut pending: BTreeMap<u64, (Micros, Instant)> = BTreeMap::new();
     let mut flushed: Option<u64> = None;
@@ -468,10 +478,7 @@ fn sink_loop(
     loop {
         match rx.recv_timeout(interval) {
             Ok(SinkMessage::Alerts { documents, read_at }) => {
-                if let Err(e) = sink.upsert(Container::Alerts, &documents) {
-                    metrics.sink_errors.inc();
-                    return Err(e.into());
-                }
+                writer.write(Container::Alerts, &documents)?;
                 metrics.alerts_written.inc_by(documents.len() as u64);
                 metrics
                     .alert_latency
@@ -511,7 +518,7 @@ fn sink_loop(
         }
         if let Some(upto) = ready {
             if last_flush.elapsed() >= interval {
-                write_kpis(sink.as_mut(), &mut state, upto, &mut written, metrics)?;
+                write_kpis(&mut writer, &mut state, upto, &mut written)?;
                 ready = None;
                 last_flush = Instant::now();
             }
@@ -520,11 +527,10 @@ fn sink_loop(
     // Everything is complete once every worker has hung up.
     let read_at = ready.map_or_else(Instant::now, |(_, _, r)| r);
     write_kpis(
-        sink.as_mut(),
+        &mut writer,
         &mut state,
         (flushed.unwrap_or(0), latest_watermark, read_at),
         &mut written,
-        metrics,
     )?;
     Ok((written, state.occupied()))
 }

@@ -48,3 +48,26 @@ pub trait Sink: Send {
     /// Upserts the documents by id, atomically where the store allows.
     fn upsert(&mut self, container: Container, documents: &[Document]) -> Result<(), SinkError>;
 }
+
+/// A document that a sink has durably written, as announced to live readers (the HTTP feed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written {
+    pub container: Container,
+    pub document: Document,
+}
+
+/// Where written documents are announced; receivers that lag lose the oldest announcements
+/// (they can re-read the store), the pipeline never waits for them.
+pub type Feed = tokio::sync::broadcast::Sender<std::sync::Arc<Written>>;
+
+/// Announces documents on the feed, if there is one and anyone listens.
+pub fn announce(feed: Option<&Feed>, container: Container, documents: &[Document]) {
+    if let Some(feed) = feed.filter(|f| f.receiver_count() > 0) {
+        for d in documents {
+            let _ = feed.send(std::sync::Arc::new(Written {
+                container,
+                document: d.clone(),
+            }));
+        }
+    }
+}
