@@ -14,7 +14,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,7 +30,7 @@ use crate::model::{format_time, Network, Pseudonymiser};
 use crate::rules::{RulesStage, RELOAD_INTERVAL};
 use crate::silver::{Outcome, Silver, SilverRecord, SourcePosition};
 use crate::sink::{announce, Container, Feed, Sink, SinkError};
-use crate::source::{Poll, RawBatch, Source, SourceError};
+use crate::source::{Poll, Position, RawBatch, Source, SourceError};
 
 /// When `run` stops by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +112,9 @@ impl RunSummary {
 /// What the sink thread receives.
 enum SinkMessage {
     Gold(GoldOutput),
+    /// The alerts of one epoch (possibly none: the rules thread reports every epoch).
     Alerts {
+        epoch: u64,
         documents: Vec<Document>,
         read_at: Instant,
     },
@@ -126,6 +128,7 @@ impl From<GoldOutput> for SinkMessage {
 
 /// One batch of Gold-eligible records, in arrival order, for the rules thread.
 struct RulesBatch {
+    epoch: u64,
     records: Vec<(u64, Box<SilverRecord>)>,
     read_at: Instant,
 }
@@ -151,6 +154,7 @@ pub fn run(
 ) -> Result<RunSummary, PipelineError> {
     let started = Instant::now();
     let workers = config.workers.max(1);
+    let durable = Arc::new(AtomicU64::new(0));
     let (out_tx, out_rx) = sync_channel::<SinkMessage>(1024);
     let mut to_workers = Vec::with_capacity(workers);
     let mut from_ingest = Vec::with_capacity(workers);
@@ -167,6 +171,9 @@ pub fn run(
             sink,
             feed: config.feed.clone(),
             metrics: metrics.clone(),
+            kpi_epochs: 0,
+            alert_epochs: rules.as_ref().map(|_| 0),
+            durable: durable.clone(),
         };
         std::thread::Builder::new()
             .name("cds-sink".into())
@@ -228,6 +235,7 @@ pub fn run(
         pseudonyms,
         &to_workers,
         rules_tx.as_ref(),
+        &durable,
         &metrics,
         &shutdown,
     );
@@ -246,7 +254,9 @@ pub fn run(
     if joined.iter().any(Result::is_err) {
         return Err(PipelineError::Dataflow("a dataflow worker panicked".into()));
     }
-    let mut summary = ingested?;
+    let (mut summary, mut commits) = ingested?;
+    // Every output is written now: commit what is left.
+    commits.commit_through(source.as_mut(), u64::MAX)?;
     let (documents_written, occupied) = sunk?;
     summary.documents_written = documents_written;
     summary.occupied = occupied;
@@ -266,9 +276,10 @@ fn ingest(
     pseudonyms: Pseudonymiser,
     to_workers: &[SyncSender<WorkerBatch>],
     to_rules: Option<&SyncSender<RulesBatch>>,
+    durable: &AtomicU64,
     metrics: &Metrics,
     shutdown: &AtomicBool,
-) -> Result<RunSummary, PipelineError> {
+) -> Result<(RunSummary, Commits), PipelineError> {
     let workers = to_workers.len();
     let mut silver = Silver::new(config.network.clone());
     let mut facts = FactBuilder::new(pseudonyms, workers);
@@ -282,8 +293,10 @@ fn ingest(
     let source_name = source.name().to_owned();
     let events_in = metrics.events_in.with_label_values(&[&source_name]);
     let mut flag_counts = [0u64; crate::silver::DqFlag::ALL.len()];
+    let mut commits = Commits::default();
 
     while !shutdown.load(Ordering::Relaxed) {
+        commits.commit_durable(source, durable.load(Ordering::Acquire))?;
         raw.clear();
         if ended {
             // Service mode after a finite source: keep serving until shutdown.
@@ -315,11 +328,11 @@ fn ingest(
         let mut batches = vec![GoldBatch::default(); workers];
         let mut for_rules = Vec::new();
         let (mut dead, mut dups, mut quarantined, mut gold) = (0u64, 0u64, 0u64, 0u64);
-        for (payload, (partition, offset)) in raw.iter() {
+        for (payload, pos) in raw.iter() {
             let position = || SourcePosition {
-                source: source_name.clone(),
-                partition,
-                offset,
+                source: source.stream_name(pos.stream),
+                partition: pos.partition,
+                offset: pos.offset,
             };
             match silver.ingest(payload, position) {
                 Outcome::Record(record) => {
@@ -345,6 +358,7 @@ fn ingest(
                         .with_label_values(&[letter.reason_code])
                         .inc();
                     lake.dead_letters.append(&letter)?;
+                    source.dead_letter(&letter)?;
                 }
             }
         }
@@ -372,14 +386,14 @@ fn ingest(
         summary.quarantined += quarantined;
         summary.gold_records += gold;
 
-        if let Some(tx) = to_rules.filter(|_| !for_rules.is_empty()) {
-            if tx
-                .send(RulesBatch {
-                    records: for_rules,
-                    read_at,
-                })
-                .is_err()
-            {
+        commits.record(summary.epochs, raw.iter().map(|(_, pos)| pos));
+        if let Some(tx) = to_rules {
+            let batch = RulesBatch {
+                epoch: summary.epochs,
+                records: for_rules,
+                read_at,
+            };
+            if tx.send(batch).is_err() {
                 return Err(PipelineError::Dataflow("the rules thread stopped".into()));
             }
         }
@@ -401,7 +415,49 @@ fn ingest(
         }
     }
     lake.flush()?;
-    Ok(summary)
+    Ok((summary, commits))
+}
+
+/// Source positions waiting for their outputs to be durable before they are committed.
+#[derive(Debug, Default)]
+struct Commits {
+    pending: std::collections::VecDeque<(u64, Vec<Position>)>,
+    last_commit: Option<Instant>,
+}
+
+impl Commits {
+    fn record(&mut self, epoch: u64, positions: impl Iterator<Item = Position>) {
+        let last = crate::source::kafka::last_positions(positions);
+        if !last.is_empty() {
+            self.pending.push_back((epoch, last));
+        }
+    }
+
+    /// Commits, at most every 200 ms, the positions of every epoch below `durable`.
+    fn commit_durable(&mut self, source: &mut dyn Source, durable: u64) -> Result<(), SourceError> {
+        if self
+            .last_commit
+            .is_some_and(|t| t.elapsed() < Duration::from_millis(200))
+        {
+            return Ok(());
+        }
+        self.commit_through(source, durable)
+    }
+
+    /// Commits the positions of every epoch below `durable`.
+    fn commit_through(&mut self, source: &mut dyn Source, durable: u64) -> Result<(), SourceError> {
+        let mut upto = Vec::new();
+        while self.pending.front().is_some_and(|(e, _)| *e < durable) {
+            if let Some((_, positions)) = self.pending.pop_front() {
+                upto.extend(positions);
+            }
+        }
+        if upto.is_empty() {
+            return Ok(());
+        }
+        self.last_commit = Some(Instant::now());
+        source.commit(&crate::source::kafka::last_positions(upto.into_iter()))
+    }
 }
 
 /// Writes the KPI documents changed since the last write, stamped with the watermark.
@@ -410,6 +466,12 @@ struct Writer {
     sink: Box<dyn Sink>,
     feed: Option<Feed>,
     metrics: Arc<Metrics>,
+    /// Epochs whose KPI documents are written (all epochs below this number).
+    kpi_epochs: u64,
+    /// Epochs whose alerts are written; `None` when no rules run.
+    alert_epochs: Option<u64>,
+    /// min(kpi_epochs, alert_epochs): what the ingest may commit to the source.
+    durable: Arc<AtomicU64>,
 }
 
 impl Writer {
@@ -421,6 +483,17 @@ impl Writer {
         announce(self.feed.as_ref(), container, docs);
         Ok(())
     }
+
+    fn written_through(&mut self, kpi_epoch: Option<u64>, alert_epoch: Option<u64>) {
+        if let Some(e) = kpi_epoch {
+            self.kpi_epochs = self.kpi_epochs.max(e + 1);
+        }
+        if let (Some(e), Some(done)) = (alert_epoch, self.alert_epochs.as_mut()) {
+            *done = (*done).max(e + 1);
+        }
+        let durable = self.kpi_epochs.min(self.alert_epochs.unwrap_or(u64::MAX));
+        self.durable.store(durable, Ordering::Release);
+    }
 }
 
 fn write_kpis(
@@ -430,7 +503,7 @@ fn write_kpis(
     written: &mut u64,
 ) -> Result<(), PipelineError> {
     let metrics = writer.metrics.clone();
-    let (_, watermark, read_at) = upto;
+    let (epoch, watermark, read_at) = upto;
     let as_of = DateTime::<Utc>::from_timestamp_micros(watermark)
         .map(|t| format_time(&t.fixed_offset()))
         .unwrap_or_default();
@@ -448,6 +521,7 @@ fn write_kpis(
         }
         *written += docs.len() as u64;
     }
+    writer.written_through(Some(epoch), None);
     metrics.occupied_beds.set(state.occupied());
     if watermark > Micros::MIN {
         metrics.watermark_seconds.set(watermark / 1_000_000);
@@ -477,12 +551,19 @@ fn sink_loop(
 
     loop {
         match rx.recv_timeout(interval) {
-            Ok(SinkMessage::Alerts { documents, read_at }) => {
-                writer.write(Container::Alerts, &documents)?;
-                metrics.alerts_written.inc_by(documents.len() as u64);
-                metrics
-                    .alert_latency
-                    .observe(read_at.elapsed().as_secs_f64());
+            Ok(SinkMessage::Alerts {
+                epoch,
+                documents,
+                read_at,
+            }) => {
+                if !documents.is_empty() {
+                    writer.write(Container::Alerts, &documents)?;
+                    metrics.alerts_written.inc_by(documents.len() as u64);
+                    metrics
+                        .alert_latency
+                        .observe(read_at.elapsed().as_secs_f64());
+                }
+                writer.written_through(None, Some(epoch));
             }
             Ok(SinkMessage::Gold(GoldOutput::Changes(changes))) => {
                 metrics.kpi_changes.inc_by(changes.len() as u64);
@@ -539,12 +620,19 @@ fn sink_loop(
 fn rules_loop(rx: Receiver<RulesBatch>, mut stage: RulesStage, out: SyncSender<SinkMessage>) {
     loop {
         match rx.recv_timeout(RELOAD_INTERVAL) {
-            Ok(RulesBatch { records, read_at }) => {
+            Ok(RulesBatch {
+                epoch,
+                records,
+                read_at,
+            }) => {
                 let documents = stage.process(&records);
-                if !documents.is_empty()
-                    && out
-                        .send(SinkMessage::Alerts { documents, read_at })
-                        .is_err()
+                if out
+                    .send(SinkMessage::Alerts {
+                        epoch,
+                        documents,
+                        read_at,
+                    })
+                    .is_err()
                 {
                     return;
                 }

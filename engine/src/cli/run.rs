@@ -18,6 +18,7 @@ use crate::rules::RulesStage;
 use crate::sink::sqlite::{SqliteConfig, SqliteSink};
 use crate::sink::Sink;
 use crate::source::file::{FileConfig, FileSource};
+use crate::source::kafka::{parse_setting, KafkaConfig, KafkaSource};
 use crate::source::simulator::SimulatorSource;
 use crate::source::{Source, SourceSpec};
 
@@ -53,6 +54,19 @@ pub struct RunArgs {
     /// Most events per input batch (one dataflow epoch).
     #[arg(long, default_value_t = 16_384, value_name = "N")]
     batch_size: usize,
+    /// Kafka consumer group.
+    #[arg(long, default_value = "cds", value_name = "GROUP")]
+    group: String,
+    /// Extra librdkafka setting for the Kafka source (repeatable), e.g. `fetch.min.bytes=1`.
+    #[arg(long = "kafka-config", value_name = "KEY=VALUE", value_parser = parse_setting)]
+    kafka_config: Vec<(String, String)>,
+    /// Dead-letter topic for malformed messages (default `<topic>.deadletter`).
+    #[arg(long, value_name = "TOPIC")]
+    deadletter_topic: Option<String>,
+    /// Environment variable with an Azure Event Hubs connection string (default
+    /// EVENTHUB_CONNECTION_STRING); when set, the Kafka source connects to Event Hubs.
+    #[arg(long, value_name = "NAME")]
+    eventhub_connection_string_env: Option<String>,
     /// Simulator settings (with `--source simulator`); its rate defaults to 2,000 events/s.
     #[command(flatten)]
     sim: SimulatorArgs,
@@ -185,6 +199,13 @@ fn open_source(args: &RunArgs, network: &Network, until: Until) -> anyhow::Resul
             };
             Box::new(FileSource::open(&config)?)
         }
-        SourceSpec::Kafka(spec) => anyhow::bail!("the Kafka source ({spec}) is not built yet"),
+        SourceSpec::Kafka(url) => {
+            let mut config = KafkaConfig::from_url(&url)?;
+            config.group = args.group.clone();
+            config.settings = args.kafka_config.clone();
+            config.deadletter_topic = args.deadletter_topic.clone();
+            config.eventhub_connection_string_env = args.eventhub_connection_string_env.clone();
+            Box::new(KafkaSource::open(config)?)
+        }
     })
 }

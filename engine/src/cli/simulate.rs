@@ -5,7 +5,8 @@ use anyhow::Context;
 use clap::Args;
 
 use crate::model::{parse_time, Network};
-use crate::source::simulator::{write_jsonl, SimulatorConfig};
+use crate::source::kafka::{produce_lines, KafkaConfig};
+use crate::source::simulator::{write_jsonl, Pacer, Simulator, SimulatorConfig};
 use crate::source::SourceSpec;
 
 /// Flags shared by `cds simulate` and `cds run --source simulator`.
@@ -57,7 +58,8 @@ impl SimulatorArgs {
 pub struct SimulateArgs {
     #[command(flatten)]
     sim: SimulatorArgs,
-    /// Where to: `file:PATH` (JSON lines); default stdout.
+    /// Where to: `file:PATH` (JSON lines) or `kafka://HOST:PORT/TOPIC` (keyed by patient);
+    /// default stdout.
     #[arg(long, value_name = "SRC")]
     to: Option<String>,
 }
@@ -78,7 +80,34 @@ pub fn simulate(args: SimulateArgs, network: &Network) -> anyhow::Result<ExitCod
                 out.flush()?;
                 Ok(n)
             }
-            other => anyhow::bail!("`--to {other:?}` is not built yet; use file:PATH or stdout"),
+            SourceSpec::Kafka(url) => {
+                let kafka = KafkaConfig::from_url(&url)?;
+                let paced = config.rate.is_some();
+                let mut pacer = Pacer::new(config.rate);
+                let sim = Simulator::new(config, network);
+                let started = std::time::Instant::now();
+                let mut last = started;
+                let n = produce_lines(&kafka, sim, |sent| {
+                    if paced {
+                        pacer.pace(sent);
+                    }
+                    if last.elapsed() >= std::time::Duration::from_secs(2) {
+                        last = std::time::Instant::now();
+                        eprintln!(
+                            "cds simulate: {sent} events sent ({:.0}/s)",
+                            sent as f64 / started.elapsed().as_secs_f64()
+                        );
+                    }
+                })?;
+                eprintln!(
+                    "cds simulate: {n} events sent to {url} in {:.1} s",
+                    started.elapsed().as_secs_f64()
+                );
+                Ok(n)
+            }
+            SourceSpec::Simulator => anyhow::bail!(
+                "`--to simulator` is not a destination; use file:PATH, kafka://… or stdout"
+            ),
         },
     };
     match written {

@@ -2,9 +2,12 @@
 //! trait; it hands raw payloads (one JSON object each) in batches to Silver, with positions.
 
 pub mod file;
+pub mod kafka;
 pub mod simulator;
 
 use std::time::Duration;
+
+use crate::silver::DeadLetter;
 
 /// Why a source failed.
 #[derive(Debug, thiserror::Error)]
@@ -25,6 +28,10 @@ pub enum SourceError {
     Unknown(String),
     #[error("source {0:?} is not built yet")]
     NotBuilt(String),
+    #[error("kafka: {0}")]
+    Kafka(String),
+    #[error("invalid source configuration: {0}")]
+    Config(String),
 }
 
 /// What a poll produced.
@@ -43,7 +50,16 @@ pub enum Poll {
 pub struct RawBatch {
     bytes: Vec<u8>,
     ends: Vec<usize>,
-    positions: Vec<(i32, i64)>,
+    positions: Vec<Position>,
+}
+
+/// Where a payload sits in its source: the stream (topic index for Kafka, 0 otherwise), the
+/// partition and the offset (line number for files, sequence number for the simulator).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Position {
+    pub stream: u16,
+    pub partition: i32,
+    pub offset: i64,
 }
 
 impl RawBatch {
@@ -51,7 +67,18 @@ impl RawBatch {
     pub fn push(&mut self, payload: &[u8], partition: i32, offset: i64) {
         self.bytes.extend_from_slice(payload);
         self.ends.push(self.bytes.len());
-        self.positions.push((partition, offset));
+        self.positions.push(Position {
+            stream: 0,
+            partition,
+            offset,
+        });
+    }
+
+    /// Appends one payload at a position of a multi-stream source.
+    pub fn push_at(&mut self, payload: &[u8], position: Position) {
+        self.bytes.extend_from_slice(payload);
+        self.ends.push(self.bytes.len());
+        self.positions.push(position);
     }
 
     pub fn len(&self) -> usize {
@@ -69,7 +96,7 @@ impl RawBatch {
     }
 
     /// The payloads with their (partition, offset).
-    pub fn iter(&self) -> impl Iterator<Item = (&[u8], (i32, i64))> + '_ {
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], Position)> + '_ {
         let starts = std::iter::once(0).chain(self.ends.iter().copied());
         starts
             .zip(self.ends.iter().copied())
@@ -90,6 +117,23 @@ pub trait Source: Send {
         max: usize,
         wait: Duration,
     ) -> Result<Poll, SourceError>;
+
+    /// The name of one stream for dead letters (`kafka:TOPIC`); by default the source's name.
+    fn stream_name(&self, _stream: u16) -> String {
+        self.name().to_owned()
+    }
+
+    /// Hands a payload that is not an event to the source's own dead-letter channel (a Kafka
+    /// dead-letter topic); the local dead-letter store has it already.
+    fn dead_letter(&mut self, _letter: &DeadLetter) -> Result<(), SourceError> {
+        Ok(())
+    }
+
+    /// Everything up to and including these positions (the last one per stream and
+    /// partition) has been processed and durably written: the source may forget it.
+    fn commit(&mut self, _upto: &[Position]) -> Result<(), SourceError> {
+        Ok(())
+    }
 }
 
 /// Which source `--source` names.

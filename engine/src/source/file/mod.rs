@@ -136,7 +136,7 @@ mod tests {
         );
         let got: Vec<(String, i64)> = batch
             .iter()
-            .map(|(p, (_, off))| (String::from_utf8_lossy(p).into_owned(), off))
+            .map(|(p, pos)| (String::from_utf8_lossy(p).into_owned(), pos.offset))
             .collect();
         assert_eq!(
             got,

@@ -1,0 +1,329 @@
+//! Kafka and Azure Event Hubs (through its Kafka endpoint): the production source, and the
+//! producer behind `cds simulate --to kafka://…`.
+//!
+//! The consumer joins a consumer group and never commits on its own: the pipeline calls
+//! [`Source::commit`] with the positions whose outputs are durably written, so a restart
+//! resumes where the outputs stopped. Messages that are not events go to a dead-letter topic
+//! with their reason and source position in headers (and to the local dead-letter store). A
+//! broker that goes away is retried by librdkafka with backoff; the outage is logged once and
+//! counted, and the source catches up when the broker is back.
+
+mod config;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tracing::{info, warn};
+
+pub use config::{parse_setting, KafkaConfig, EVENTHUB_CONNECTION_STRING_ENV};
+
+use super::{Poll, Position, RawBatch, Source, SourceError};
+use crate::silver::DeadLetter;
+
+fn kafka(e: KafkaError) -> SourceError {
+    SourceError::Kafka(e.to_string())
+}
+
+fn client(config: &KafkaConfig) -> Result<ClientConfig, SourceError> {
+    let mut c = ClientConfig::new();
+    for (k, v) in config.client_settings(|k| std::env::var(k).ok())? {
+        c.set(k, v);
+    }
+    Ok(c)
+}
+
+/// A producer for the simulator and the dead-letter topic: idempotent (no duplicates on
+/// retry), keyed by patient so that one patient's events stay ordered in one partition.
+pub fn producer(
+    config: &KafkaConfig,
+) -> Result<ThreadedProducer<DefaultProducerContext>, SourceError> {
+    let mut c = client(config)?;
+    c.set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4");
+    c.create().map_err(kafka)
+}
+
+/// Consumes JSON events from Kafka topics.
+pub struct KafkaSource {
+    name: String,
+    config: KafkaConfig,
+    consumer: BaseConsumer,
+    deadletters: Option<ThreadedProducer<DefaultProducerContext>>,
+    outage: Option<Instant>,
+}
+
+impl KafkaSource {
+    pub fn open(config: KafkaConfig) -> Result<Self, SourceError> {
+        let mut c = client(&config)?;
+        c.set("group.id", &config.group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false");
+        let consumer: BaseConsumer = c.create().map_err(kafka)?;
+        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics).map_err(kafka)?;
+        info!(brokers = %config.brokers, topics = %config.topics.join(","), group = %config.group, "kafka source subscribed");
+        Ok(KafkaSource {
+            name: format!("kafka://{}/{}", config.brokers, config.topics.join(",")),
+            deadletters: None,
+            outage: None,
+            consumer,
+            config,
+        })
+    }
+
+    fn stream_of(&self, topic: &str) -> u16 {
+        self.config
+            .topics
+            .iter()
+            .position(|t| t == topic)
+            .unwrap_or(0) as u16
+    }
+
+    /// Notes an error from the broker: logged once per outage, then quiet until it recovers.
+    fn trouble(&mut self, e: &KafkaError) {
+        if self.outage.is_none() {
+            warn!(error = %e, "kafka unavailable; retrying with backoff");
+            self.outage = Some(Instant::now());
+        }
+    }
+
+    fn recovered(&mut self) {
+        if let Some(since) = self.outage.take() {
+            info!(
+                after_ms = since.elapsed().as_millis() as u64,
+                "kafka available again"
+            );
+        }
+    }
+}
+
+impl Source for KafkaSource {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn stream_name(&self, stream: u16) -> String {
+        let topic = self
+            .config
+            .topics
+            .get(usize::from(stream))
+            .map_or("?", String::as_str);
+        format!("kafka:{topic}")
+    }
+
+    fn poll(
+        &mut self,
+        batch: &mut RawBatch,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Poll, SourceError> {
+        let deadline = Instant::now() + wait;
+        let before = batch.len();
+        while batch.len() - before < max {
+            // Block only for the first message; then take what is already there.
+            let timeout = if batch.len() > before {
+                Duration::ZERO
+            } else {
+                deadline.saturating_duration_since(Instant::now())
+            };
+            match self.consumer.poll(timeout) {
+                Some(Ok(m)) => {
+                    let position = Position {
+                        stream: self.stream_of(m.topic()),
+                        partition: m.partition(),
+                        offset: m.offset(),
+                    };
+                    batch.push_at(m.payload().unwrap_or_default(), position);
+                }
+                Some(Err(e)) => {
+                    self.trouble(&e);
+                    break;
+                }
+                None => break,
+            }
+        }
+        if batch.len() > before {
+            self.recovered();
+            Ok(Poll::Ready)
+        } else {
+            Ok(Poll::Idle)
+        }
+    }
+
+    fn dead_letter(&mut self, letter: &DeadLetter) -> Result<(), SourceError> {
+        if self.deadletters.is_none() {
+            self.deadletters = Some(producer(&self.config)?);
+        }
+        let Some(p) = self.deadletters.as_ref() else {
+            return Ok(());
+        };
+        let topic = self
+            .config
+            .topics
+            .iter()
+            .find(|t| letter.position.source.ends_with(t.as_str()))
+            .or(self.config.topics.first())
+            .map(|t| self.config.deadletter_topic_for(t))
+            .unwrap_or_default();
+        let partition = letter.position.partition.to_string();
+        let offset = letter.position.offset.to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "cds.reason",
+                value: Some(letter.reason.as_str()),
+            })
+            .insert(Header {
+                key: "cds.reason_code",
+                value: Some(letter.reason_code),
+            })
+            .insert(Header {
+                key: "cds.source",
+                value: Some(letter.position.source.as_str()),
+            })
+            .insert(Header {
+                key: "cds.partition",
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: "cds.offset",
+                value: Some(offset.as_str()),
+            });
+        let record: BaseRecord<'_, str, [u8]> = BaseRecord::to(&topic)
+            .payload(letter.payload.as_bytes())
+            .key(offset.as_str())
+            .headers(headers);
+        p.send(record).map_err(|(e, _)| kafka(e))
+    }
+
+    fn commit(&mut self, upto: &[Position]) -> Result<(), SourceError> {
+        let mut list = TopicPartitionList::new();
+        for pos in upto {
+            if let Some(topic) = self.config.topics.get(usize::from(pos.stream)) {
+                // Kafka commits the next offset to read.
+                list.add_partition_offset(topic, pos.partition, Offset::Offset(pos.offset + 1))
+                    .map_err(kafka)?;
+            }
+        }
+        if list.count() == 0 {
+            return Ok(());
+        }
+        match self.consumer.commit(&list, CommitMode::Sync) {
+            Ok(()) => Ok(()),
+            // A rebalance or an outage can refuse a commit; the next one covers it, and a
+            // restart re-reads at most what was not committed (outputs are idempotent).
+            Err(e) => {
+                self.trouble(&e);
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Drop for KafkaSource {
+    fn drop(&mut self) {
+        if let Some(p) = self.deadletters.as_ref() {
+            let _ = p.flush(Duration::from_secs(5));
+        }
+    }
+}
+
+/// Produces JSON lines to a topic, keyed by `patient_id` when the line has one; returns how
+/// many were acknowledged. `each` is called after every line (pacing, progress).
+pub fn produce_lines(
+    config: &KafkaConfig,
+    lines: impl Iterator<Item = Vec<u8>>,
+    mut each: impl FnMut(u64),
+) -> Result<u64, SourceError> {
+    let producer = producer(config)?;
+    let topic = config
+        .topics
+        .first()
+        .ok_or_else(|| SourceError::Config("no topic".into()))?;
+    let mut sent = 0u64;
+    for line in lines {
+        let key = patient_key(&line);
+        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(topic).payload(&line);
+        if let Some(k) = key.as_deref() {
+            record = record.key(k);
+        }
+        let mut record = Some(record);
+        while let Some(r) = record.take() {
+            match producer.send(r) {
+                Ok(()) => {}
+                Err((
+                    KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    r,
+                )) => {
+                    // Backpressure from the local queue: wait for deliveries, then retry.
+                    std::thread::sleep(Duration::from_millis(5));
+                    record = Some(r);
+                }
+                Err((e, _)) => return Err(kafka(e)),
+            }
+        }
+        sent += 1;
+        each(sent);
+    }
+    producer.flush(Duration::from_secs(30)).map_err(kafka)?;
+    Ok(sent)
+}
+
+/// The `patient_id` of a JSON line, found without a full parse (a bad line has no key).
+fn patient_key(line: &[u8]) -> Option<Vec<u8>> {
+    let pat = b"\"patient_id\":\"";
+    let start = line.windows(pat.len()).position(|w| w == pat)? + pat.len();
+    let len = line[start..].iter().position(|b| *b == b'"')?;
+    Some(line[start..start + len].to_vec())
+}
+
+/// Highest processed position per (stream, partition), for commits.
+pub fn last_positions(positions: impl Iterator<Item = Position>) -> Vec<Position> {
+    let mut last: BTreeMap<(u16, i32), i64> = BTreeMap::new();
+    for p in positions {
+        let slot = last.entry((p.stream, p.partition)).or_insert(p.offset);
+        *slot = (*slot).max(p.offset);
+    }
+    last.into_iter()
+        .map(|((stream, partition), offset)| Position {
+            stream,
+            partition,
+            offset,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_by_patient() {
+        assert_eq!(
+            patient_key(br#"{"event_id":"e","patient_id":"P1234567","age":3}"#),
+            Some(b"P1234567".to_vec())
+        );
+        assert_eq!(patient_key(b"{\"truncated\": "), None);
+    }
+
+    #[test]
+    fn last_positions_per_partition() {
+        let p = |stream, partition, offset| Position {
+            stream,
+            partition,
+            offset,
+        };
+        let got = last_positions(
+            [p(0, 1, 5), p(0, 1, 9), p(0, 2, 3), p(1, 1, 7), p(0, 1, 8)].into_iter(),
+        );
+        assert_eq!(got, vec![p(0, 1, 9), p(0, 2, 3), p(1, 1, 7)]);
+    }
+}
