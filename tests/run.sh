@@ -11,8 +11,34 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
-# Services: none are needed yet. The Kafka broker, the Cosmos DB emulator and the Azure
-# Storage emulator are installed and started here by the features that use them.
+# --- Services on loopback -------------------------------------------------------------------
+# Tools are cached outside the checkout, so a second run (and CI on the same machine) reuses them.
+TOOLS="${CDS_TOOLS_DIR:-$HOME/.cache/cds/tools}"
+PIDS=()
+cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+# Kafka-protocol broker: tansu (Apache-2.0, from crates.io), in-memory storage.
+TANSU="$TOOLS/tansu-0.6.0/bin/tansu"
+if [ ! -x "$TANSU" ]; then
+  log "installing the tansu Kafka broker (once; about 7 minutes on 2 cores)"
+  cargo install tansu --version 0.6.0 --features dynostore --locked --root "$TOOLS/tansu-0.6.0" \
+    || cargo install tansu --version 0.6.0 --features dynostore --root "$TOOLS/tansu-0.6.0"
+fi
+KAFKA_PORT="${CDS_TEST_KAFKA_PORT:-19092}"
+log "starting tansu on 127.0.0.1:$KAFKA_PORT"
+"$TANSU" broker --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+  --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+  --storage-engine memory://tansu/ > "${TMPDIR:-/tmp}/cds-tansu.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 60); do
+  if "$TANSU" topic list --broker "tcp://127.0.0.1:$KAFKA_PORT" >/dev/null 2>&1; then break; fi
+  sleep 0.5
+done
+"$TANSU" topic list --broker "tcp://127.0.0.1:$KAFKA_PORT" >/dev/null \
+  || { echo "the Kafka broker did not start:"; cat "${TMPDIR:-/tmp}/cds-tansu.log"; exit 1; }
+export CDS_TEST_KAFKA="127.0.0.1:$KAFKA_PORT"
+export CDS_TEST_TANSU="$TANSU"
 
 log "format"
 cargo fmt --all -- --check

@@ -1,0 +1,457 @@
+//! The Kafka source against a real Kafka-protocol broker on 127.0.0.1 (`tests/run.sh` starts
+//! tansu and exports `CDS_TEST_KAFKA=HOST:PORT` and `CDS_TEST_TANSU=PATH`). Without them these
+//! tests fail with a clear message: a missing broker is never a skipped test.
+//!
+//! The broker keeps its state in memory, so every test uses its own topics and groups.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::differences;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use rdkafka::Message;
+use serde_json::Value;
+
+fn broker() -> String {
+    std::env::var("CDS_TEST_KAFKA")
+        .expect("CDS_TEST_KAFKA is not set: run the suite with `bash tests/run.sh`, which starts a Kafka broker")
+}
+
+fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{name}-{}-{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique(&format!("cds-kafka-{name}")));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client");
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let results = rt
+        .block_on(admin.create_topics(&new, &AdminOptions::new()))
+        .expect("create topics");
+    for r in results {
+        r.expect("topic created");
+    }
+}
+
+fn cds() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cds"));
+    c.env("CDS_PSEUDONYM_KEY", "kafka-test")
+        .env("CDS_LOG", "warn");
+    c
+}
+
+fn simulate(args: &[&str]) -> Vec<u8> {
+    let out = cds().arg("simulate").args(args).output().expect("simulate");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn produce(brokers: &str, topic: &str, args: &[&str]) {
+    let out = cds()
+        .arg("simulate")
+        .args(args)
+        .args(["--to", &format!("kafka://{brokers}/{topic}")])
+        .output()
+        .expect("simulate --to kafka");
+    assert!(
+        out.status.success(),
+        "producing failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn run(data: &Path, source: &str, extra: &[&str]) -> String {
+    let out = cds()
+        .args([
+            "run",
+            "--http",
+            "off",
+            "--rules",
+            "off",
+            "--source",
+            source,
+            "--data-dir",
+        ])
+        .arg(data)
+        .args(extra)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "cds run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn events_processed(summary: &str) -> u64 {
+    summary
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no event count in {summary:?}"))
+}
+
+fn kpis(data: &Path) -> BTreeMap<String, Value> {
+    let out = cds()
+        .args(["export", "kpis", "--data-dir"])
+        .arg(data)
+        .output()
+        .expect("export");
+    assert!(out.status.success());
+    common::comparable(String::from_utf8_lossy(&out.stdout).lines().map(|l| {
+        let v: Value = serde_json::from_str(l).expect("JSON");
+        (v["id"].as_str().unwrap_or_default().to_owned(), v)
+    }))
+}
+
+#[test]
+fn four_partitions_give_the_same_kpis_as_a_file() {
+    let brokers = broker();
+    let topic = unique("adt");
+    create_topics(
+        &brokers,
+        &[(&topic, 4), (&format!("{topic}.deadletter"), 1)],
+    );
+    let args = [
+        "--seed",
+        "7",
+        "--max-events",
+        "100000",
+        "--dirty-rate",
+        "0.02",
+    ];
+    let dir = scratch("equal");
+    let file = dir.join("events.jsonl");
+    std::fs::write(&file, simulate(&args)).expect("write file");
+    produce(&brokers, &topic, &args);
+
+    let from_file = dir.join("file");
+    run(
+        &from_file,
+        &format!("file:{}", file.display()),
+        &["--until-end"],
+    );
+    let from_kafka = dir.join("kafka");
+    let started = Instant::now();
+    let summary = run(
+        &from_kafka,
+        &format!("kafka://{brokers}/{topic}"),
+        &["--group", &unique("g"), "--until-idle", "5"],
+    );
+    assert_eq!(events_processed(&summary), 100_000, "{summary}");
+    eprintln!(
+        "consumed 100,000 events from 4 partitions in {:.1} s (5 s idle included)",
+        started.elapsed().as_secs_f64()
+    );
+    let (a, b) = (kpis(&from_file), kpis(&from_kafka));
+    assert!(a.len() > 100);
+    assert_eq!(
+        a,
+        b,
+        "KPIs from Kafka differ from the file:\n{}",
+        differences(&a, &b)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn malformed_messages_land_on_the_deadletter_topic_and_the_run_goes_on() {
+    let brokers = broker();
+    let topic = unique("bad");
+    let dlq = format!("{topic}.deadletter");
+    create_topics(&brokers, &[(&topic, 1), (&dlq, 1)]);
+    let dir = scratch("dlq");
+    // Clean events, then three that are not events, then more clean events.
+    let good = simulate(&["--seed", "3", "--max-events", "200", "--dirty-rate", "0"]);
+    let mut lines: Vec<&[u8]> = good
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let bad: [&[u8]; 3] = [
+        b"not json at all",
+        b"{\"event_id\": \"x\"}",
+        b"{\"truncated\": ",
+    ];
+    let tail = lines.split_off(100);
+    lines.extend(bad);
+    lines.extend(tail);
+    let file = dir.join("mixed.jsonl");
+    std::fs::write(&file, lines.join(&b'\n')).expect("write");
+    // Produce the lines as they are (the producer keys by patient when it can).
+    let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .expect("producer");
+    for l in &lines {
+        producer
+            .send(rdkafka::producer::BaseRecord::<(), [u8]>::to(&topic).payload(*l))
+            .expect("send");
+        producer.poll(Duration::ZERO);
+    }
+    rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10)).expect("flush");
+
+    let data = dir.join("data");
+    let summary = run(
+        &data,
+        &format!("kafka://{brokers}/{topic}"),
+        &["--group", &unique("g"), "--until-idle", "4"],
+    );
+    assert_eq!(events_processed(&summary), 203, "{summary}");
+    assert!(summary.contains("3 dead letters"), "{summary}");
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", unique("dlq-reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[&dlq]).expect("subscribe");
+    let mut got = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while got.len() < 3 && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(500)) {
+            let headers: BTreeMap<String, String> = m
+                .headers()
+                .map(|h| {
+                    h.iter()
+                        .map(|h| {
+                            (
+                                h.key.to_owned(),
+                                String::from_utf8_lossy(h.value.unwrap_or_default()).into_owned(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            got.push((m.payload().unwrap_or_default().to_vec(), headers));
+        }
+    }
+    assert_eq!(got.len(), 3, "three dead letters on {dlq}");
+    for (payload, headers) in &got {
+        assert!(
+            bad.contains(&payload.as_slice()),
+            "{:?}",
+            String::from_utf8_lossy(payload)
+        );
+        assert!(
+            headers.get("cds.reason").is_some_and(|r| !r.is_empty()),
+            "{headers:?}"
+        );
+        assert_eq!(
+            headers.get("cds.source").map(String::as_str),
+            Some(format!("kafka:{topic}").as_str())
+        );
+        assert!(headers.contains_key("cds.offset") && headers.contains_key("cds.partition"));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_restarted_consumer_resumes_where_the_outputs_stopped() {
+    // What is asserted: nothing is skipped and nothing is read twice across a restart with the
+    // same group (the engine commits only offsets whose outputs are written). That the KPIs
+    // after a restart equal an uninterrupted run needs the state checkpoints of the lake,
+    // which are not built yet; see the README.
+    let brokers = broker();
+    let topic = unique("restart");
+    create_topics(
+        &brokers,
+        &[(&topic, 4), (&format!("{topic}.deadletter"), 1)],
+    );
+    let group = unique("g");
+    let source = format!("kafka://{brokers}/{topic}");
+    let dir = scratch("restart");
+    produce(&brokers, &topic, &["--seed", "11", "--max-events", "30000"]);
+    let first = run(
+        &dir.join("a"),
+        &source,
+        &["--group", &group, "--until-idle", "4"],
+    );
+    produce(&brokers, &topic, &["--seed", "12", "--max-events", "20000"]);
+    let second = run(
+        &dir.join("b"),
+        &source,
+        &["--group", &group, "--until-idle", "4"],
+    );
+    assert_eq!(events_processed(&first), 30_000, "{first}");
+    assert_eq!(
+        events_processed(&second),
+        20_000,
+        "the second run reads only what came after: {second}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A private broker this test can stop and start.
+struct Tansu {
+    child: Child,
+}
+
+impl Tansu {
+    fn start(port: u16) -> Self {
+        let tansu = std::env::var("CDS_TEST_TANSU")
+            .expect("CDS_TEST_TANSU is not set: run `bash tests/run.sh`");
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(&tansu)
+            .args([
+                "broker",
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &url,
+                "--storage-engine",
+                "memory://tansu/",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not start on {port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Tansu { child }
+    }
+
+    fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Known problem, not yet solved: against tansu's in-memory broker, librdkafka 2.12 crashes
+/// the process (SIGSEGV) in most runs when the broker comes back with a new cluster and the
+/// same topic name, and otherwise stalls. Run it with `--ignored` while working on it.
+#[test]
+#[ignore = "librdkafka crashes (SIGSEGV) on reconnect to a restarted in-memory tansu broker; open work of the Kafka issue"]
+fn the_engine_survives_a_broker_restart() {
+    // The broker keeps its log in memory: a restart loses every message and the group's
+    // offsets. The producer therefore re-sends the whole stream after the restart; the engine
+    // must survive the outage, reconnect, and end with the KPIs of the stream read once (the
+    // re-sent events are recognised as duplicates by Silver).
+    let port = free_port();
+    let brokers = format!("127.0.0.1:{port}");
+    let topic = unique("outage");
+    let dir = scratch("outage");
+    let first = ["--seed", "21", "--max-events", "20000"];
+    let all = ["--seed", "21", "--max-events", "30000"];
+    let file = dir.join("all.jsonl");
+    std::fs::write(&file, simulate(&all)).expect("file");
+    run(
+        &dir.join("file"),
+        &format!("file:{}", file.display()),
+        &["--until-end"],
+    );
+
+    let broker = Tansu::start(port);
+    create_topics(
+        &brokers,
+        &[(&topic, 4), (&format!("{topic}.deadletter"), 1)],
+    );
+    produce(&brokers, &topic, &first);
+    let data = dir.join("kafka");
+    let mut engine: Child = cds()
+        .args([
+            "run",
+            "--http",
+            "off",
+            "--rules",
+            "off",
+            "--until-idle",
+            "25",
+            "--group",
+            "outage",
+        ])
+        .args([
+            "--source",
+            &format!("kafka://{brokers}/{topic}"),
+            "--kafka-config",
+            "reconnect.backoff.max.ms=1000",
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .env("CDS_LOG", "info,librdkafka=warn")
+        .stdout(Stdio::piped())
+        .stderr(
+            std::fs::File::create(dir.join("engine.log"))
+                .map(Stdio::from)
+                .unwrap_or(Stdio::null()),
+        )
+        .spawn()
+        .expect("engine");
+    std::thread::sleep(Duration::from_secs(4));
+    broker.stop();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        engine.try_wait().expect("engine state").is_none(),
+        "the engine keeps running while the broker is down"
+    );
+    let broker = Tansu::start(port);
+    create_topics(
+        &brokers,
+        &[(&topic, 4), (&format!("{topic}.deadletter"), 1)],
+    );
+    produce(&brokers, &topic, &all);
+    let out = engine.wait_with_output().expect("engine output");
+    let log = std::fs::read_to_string(dir.join("engine.log")).unwrap_or_default();
+    assert!(
+        out.status.success(),
+        "the engine failed ({}):\n{log}",
+        out.status
+    );
+    broker.stop();
+    let (a, b) = (kpis(&dir.join("file")), kpis(&data));
+    assert_eq!(
+        a,
+        b,
+        "KPIs after the outage differ:\n{}\nengine log:\n{log}",
+        differences(&a, &b)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
