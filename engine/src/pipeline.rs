@@ -233,9 +233,11 @@ pub fn run(
         &config,
         source.as_mut(),
         pseudonyms,
-        &to_workers,
-        rules_tx.as_ref(),
-        &durable,
+        Downstream {
+            to_workers: &to_workers,
+            to_rules: rules_tx.as_ref(),
+            durable: &durable,
+        },
         &metrics,
         &shutdown,
     );
@@ -274,12 +276,15 @@ fn ingest(
     config: &PipelineConfig,
     source: &mut dyn Source,
     pseudonyms: Pseudonymiser,
-    to_workers: &[SyncSender<WorkerBatch>],
-    to_rules: Option<&SyncSender<RulesBatch>>,
-    durable: &AtomicU64,
+    downstream: Downstream<'_>,
     metrics: &Metrics,
     shutdown: &AtomicBool,
 ) -> Result<(RunSummary, Commits), PipelineError> {
+    let Downstream {
+        to_workers,
+        to_rules,
+        durable,
+    } = downstream;
     let workers = to_workers.len();
     let mut silver = Silver::new(config.network.clone());
     let mut facts = FactBuilder::new(pseudonyms, workers);
@@ -416,6 +421,14 @@ fn ingest(
     }
     lake.flush()?;
     Ok((summary, commits))
+}
+
+/// Where the ingest thread sends its work, and how it learns what is durable.
+struct Downstream<'a> {
+    to_workers: &'a [SyncSender<WorkerBatch>],
+    to_rules: Option<&'a SyncSender<RulesBatch>>,
+    /// Epochs below this number are durably written (KPIs and alerts).
+    durable: &'a AtomicU64,
 }
 
 /// Source positions waiting for their outputs to be durable before they are committed.

@@ -30,7 +30,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the engine: source -> Silver -> Gold -> sink, with the HTTP endpoints.
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
     /// Generate simulated hospital events (JSON lines on stdout by default).
     Simulate(simulate::SimulateArgs),
     /// Print the current documents of a container as JSON lines.
@@ -45,7 +45,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
     let result = load_network(cli.departments.as_deref()).and_then(|network| match cli.command {
-        Command::Run(args) => run::run(args, network),
+        Command::Run(args) => run::run(*args, network),
         Command::Simulate(args) => simulate::simulate(args, &network),
         Command::Export(args) => export::export(args),
         Command::Rules(cmd) => rules::rules(cmd),

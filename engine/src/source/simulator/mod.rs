@@ -493,13 +493,16 @@ impl Simulator {
         self.former.remove(i)
     }
 
-    fn vitals(&mut self, key: u64, generation: u32) {
-        let Some(mut p) = self
-            .patients
+    /// The patient of a scheduled action, unless they moved or left since it was scheduled.
+    fn current(&self, key: u64, generation: u32) -> Option<Patient> {
+        self.patients
             .get(&key)
             .filter(|p| p.generation == generation)
             .cloned()
-        else {
+    }
+
+    fn vitals(&mut self, key: u64, generation: u32) {
+        let Some(mut p) = self.current(key, generation) else {
             return;
         };
         if p.episode.is_none() && self.rng.chance(0.0006) {
@@ -575,12 +578,7 @@ impl Simulator {
     }
 
     fn transfer(&mut self, key: u64, generation: u32) {
-        let Some(mut p) = self
-            .patients
-            .get(&key)
-            .filter(|p| p.generation == generation)
-            .cloned()
-        else {
+        let Some(mut p) = self.current(key, generation) else {
             return;
         };
         let Some(&to) = self.rng.pick(transfer_targets(p.department)) else {
@@ -613,12 +611,7 @@ impl Simulator {
     }
 
     fn discharge(&mut self, key: u64, generation: u32) {
-        let Some(p) = self
-            .patients
-            .get(&key)
-            .filter(|p| p.generation == generation)
-            .cloned()
-        else {
+        let Some(p) = self.current(key, generation) else {
             return;
         };
         self.patients.remove(&key);
