@@ -540,10 +540,13 @@ impl RulePack {
     }
 }
 
-/// Converts the context once per event. Each call gets its own copy (not a shared value), so
-/// a rule that modifies `ctx` cannot change what the next rule sees.
+/// Converts the context for rhai.
 fn to_dynamic(ctx: &Context) -> Result<Dynamic, String> {
-    rhai::serde::to_dynamic(ctx).map_err(|e| format!("context conversion: {e}"))
+    // Converted once per event and shared by every rule it evokes; read-only, so that no rule
+    // can change what the next one sees (a rule that tries gets an error, not a silent edit).
+    rhai::serde::to_dynamic(ctx)
+        .map(|d| d.into_read_only().into_shared())
+        .map_err(|e| format!("context conversion: {e}"))
 }
 
 fn ctx_error_raw(rule: &Rule, ctx: &Context, message: &str) -> RuleError {

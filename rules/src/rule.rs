@@ -193,9 +193,13 @@ impl Rule {
         ctx: &Dynamic,
         event_id: &str,
     ) -> Result<Run, RuleError> {
-        // One copy per rule (a rule that modifies ctx changes only its own copy), shared so that
-        // passing ctx on to helper functions (`vitals::latest(ctx, ..)`) does not copy it again.
-        let ctx = ctx.clone().into_shared();
+        // The engine shares one read-only ctx among the rules of an event; cloning the handle
+        // is cheap. (A ctx built elsewhere is shared here, once.)
+        let ctx = if ctx.is_shared() {
+            ctx.clone()
+        } else {
+            ctx.clone().into_shared()
+        };
         sandbox.budget.arm(sandbox.limits.time_budget);
         let result = self.run_armed(sandbox, &ctx, event_id);
         sandbox.budget.disarm();

@@ -270,6 +270,13 @@ fn seconds_between(a: &Dynamic, b: &Dynamic) -> Result<Option<i64>, Box<EvalAltR
 /// Time helpers for rule authors. Each accepts RFC 3339 strings or epoch seconds and returns
 /// `()` when an argument is `()` (a missing time), so a rule can test for it instead of failing.
 fn register_helpers(engine: &mut Engine) {
+    // `latest_vital(ctx, name)`: the vital on the event, else the newest recent reading that
+    // has it. Native because it runs several times per rule and event: reading `ctx` by
+    // reference here avoids copying the event's and the recent readings' maps in the script.
+    engine.register_fn(
+        "latest_vital",
+        |ctx: &mut Dynamic, name: ImmutableString| -> Dynamic { latest_vital(ctx, &name) },
+    );
     engine.register_fn(
         "parse_time",
         |s: Dynamic| -> Result<Dynamic, Box<EvalAltResult>> {
@@ -300,4 +307,35 @@ fn register_helpers(engine: &mut Engine) {
                 .map_or(Dynamic::UNIT, |s| Dynamic::from_float(s as FLOAT / 86400.0)))
         },
     );
+}
+
+/// See `latest_vital` in [`register_helpers`].
+fn latest_vital(ctx: &Dynamic, name: &str) -> Dynamic {
+    /// `map[key]` when `value` is a map, without copying it.
+    fn field(
+        value: &Dynamic,
+        key: &str,
+        f: &mut dyn FnMut(&Dynamic) -> Option<Dynamic>,
+    ) -> Option<Dynamic> {
+        let map = value.read_lock::<rhai::Map>()?;
+        f(map.get(key)?)
+    }
+    let present = |x: &Dynamic| (!x.is_unit()).then(|| x.clone());
+    let on_event = field(ctx, "event", &mut |event| {
+        field(event, "vitals", &mut |v| {
+            field(v, name, &mut |x| present(x))
+        })
+    });
+    if let Some(x) = on_event {
+        return x;
+    }
+    field(ctx, "patient", &mut |patient| {
+        field(patient, "recent_vitals", &mut |readings| {
+            let readings = readings.read_lock::<rhai::Array>()?;
+            readings
+                .iter()
+                .find_map(|r| field(r, name, &mut |x| present(x)))
+        })
+    })
+    .unwrap_or(Dynamic::UNIT)
 }
