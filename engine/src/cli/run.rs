@@ -10,6 +10,9 @@ use tracing::info;
 
 use super::simulate::SimulatorArgs;
 use super::status;
+use crate::http::audit::Audit;
+use crate::http::auth::{Tokens, TOKENS_FILE_ENV};
+use crate::http::feed::LiveFeed;
 use crate::http::{self, HttpState};
 use crate::metrics::Metrics;
 use crate::model::{Network, Pseudonymiser};
@@ -39,6 +42,10 @@ pub struct RunArgs {
     /// Rule pack directory (`.rhai` MLMs); default `cds-rules` when present; `off` disables.
     #[arg(long, value_name = "DIR")]
     rules: Option<String>,
+    /// Tokens file (TOML `[[token]]`: name, sha256, role, hospitals, departments); default
+    /// CDS_TOKENS_FILE, else `DATA_DIR/tokens.toml`, created with one admin token on first start.
+    #[arg(long, value_name = "FILE")]
+    tokens: Option<PathBuf>,
     /// HTTP address for /healthz, /readyz, /metrics; port 0 picks a free port; `off` disables.
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     http: String,
@@ -129,14 +136,41 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let stop_http = Arc::new(tokio::sync::Notify::new());
+    let mut feed = None;
     if args.http != "off" {
         let (listener, addr) = runtime
             .block_on(http::bind(&args.http))
             .with_context(|| format!("binding the HTTP address {}", args.http))?;
-        eprintln!("cds: HTTP on http://{addr} (/healthz, /readyz, /metrics)");
+        let tokens_file = args
+            .tokens
+            .clone()
+            .or_else(|| std::env::var_os(TOKENS_FILE_ENV).map(PathBuf::from));
+        let (tokens, new_token) = match tokens_file {
+            Some(path) => (Tokens::load(&path)?, None),
+            None => Tokens::bootstrap(&args.data_dir)?,
+        };
+        eprintln!("cds: HTTP on http://{addr} (/healthz, /readyz, /metrics need no token)");
+        match new_token {
+            Some(t) => eprintln!(
+                "cds: created an admin token (shown once; only its hash is stored in {}):\n  dashboard: http://{addr}/?token={t}",
+                args.data_dir.join("tokens.toml").display()
+            ),
+            None => eprintln!("cds: dashboard: http://{addr}/?token=<your token>"),
+        }
+        let (feed_tx, _) = tokio::sync::broadcast::channel(16_384);
+        let live = {
+            let _entered = runtime.enter();
+            LiveFeed::spawn(&feed_tx)
+        };
+        feed = Some(feed_tx);
         let state = HttpState {
             metrics: metrics.clone(),
             ready: ready.clone(),
+            tokens: Arc::new(tokens),
+            store: (args.sink == "sqlite").then(|| SqliteConfig::in_data_dir(&args.data_dir)),
+            feed: Some(live),
+            audit: Audit::open(Some(&args.data_dir.join("audit.jsonl")))
+                .with_context(|| "opening the access audit log".to_owned())?,
         };
         let stop = stop_http.clone();
         runtime.spawn(async move {
@@ -165,6 +199,7 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
     config.workers = args.workers;
     config.batch_size = args.batch_size;
     config.until = until;
+    config.feed = feed;
     info!(source = source.name(), sink = %args.sink, workers = args.workers, "starting");
     ready.store(true, Ordering::Relaxed);
     let stop_status = Arc::new(AtomicBool::new(false));

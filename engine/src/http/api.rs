@@ -1,0 +1,240 @@
+//! `/api/kpis`, `/api/alerts`, `/api/alerts/stream` and the dashboard page, each filtered by the
+//! caller's role and scope.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::{Extension, Json};
+use futures_util::stream::{self, Stream};
+use serde_json::{json, Value};
+
+use super::auth::Token;
+use super::feed::FeedEvent;
+use super::HttpState;
+use crate::model::parse_time;
+use crate::sink::sqlite::SqliteSink;
+use crate::sink::Container;
+
+/// The dashboard page (HTML, CSS and JavaScript in one file: no CDN, works offline).
+const DASHBOARD: &str = include_str!("dashboard.html");
+
+pub async fn dashboard() -> Html<&'static str> {
+    Html(DASHBOARD)
+}
+
+fn bad_request(message: String) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({ "error": message }))).into_response()
+}
+
+/// Whether a document may be shown to `token`.
+fn visible(token: &Token, doc: &Value) -> bool {
+    let hospital = doc["hospital_id"].as_i64().unwrap_or(0);
+    let department = doc["department"].as_str();
+    let patient_level = doc["type"] == "alert" || doc["type"] == "patient_los";
+    token.sees(hospital, department) && (!patient_level || token.sees_patients())
+}
+
+/// Filters shared by the KPI and alert routes.
+struct Filter {
+    hospital: Option<i64>,
+    department: Option<String>,
+}
+
+impl Filter {
+    fn parse(q: &HashMap<String, String>) -> Result<Self, String> {
+        let hospital = match q.get("hospital") {
+            Some(h) => Some(
+                h.parse()
+                    .map_err(|_| format!("hospital {h:?} is not a number"))?,
+            ),
+            None => None,
+        };
+        Ok(Filter {
+            hospital,
+            department: q.get("department").cloned(),
+        })
+    }
+
+    fn keeps(&self, doc: &Value) -> bool {
+        self.hospital
+            .is_none_or(|h| doc["hospital_id"].as_i64() == Some(h))
+            && self
+                .department
+                .as_deref()
+                .is_none_or(|d| doc["department"].as_str() == Some(d))
+    }
+}
+
+async fn read(state: &HttpState, container: Container) -> Result<Vec<Value>, Response> {
+    let Some(store) = state.store.clone() else {
+        return Ok(Vec::new());
+    };
+    if !store.path.exists() {
+        return Ok(Vec::new());
+    }
+    tokio::task::spawn_blocking(move || SqliteSink::read_all(&store, container))
+        .await
+        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())?
+        .map_err(|e| {
+            tracing::error!(error = %e, "reading the store failed");
+            StatusCode::SERVICE_UNAVAILABLE.into_response()
+        })
+}
+
+/// `GET /api/kpis?hospital=&department=&type=`
+pub async fn kpis(
+    State(state): State<HttpState>,
+    Extension(token): Extension<Token>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let filter = match Filter::parse(&q) {
+        Ok(f) => f,
+        Err(e) => return bad_request(e),
+    };
+    let docs = match read(&state, Container::Kpis).await {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let kind = q.get("type");
+    let out: Vec<Value> = docs
+        .into_iter()
+        .filter(|d| visible(&token, d) && filter.keeps(d))
+        .filter(|d| kind.is_none_or(|k| d["type"].as_str() == Some(k)))
+        .collect();
+    Json(out).into_response()
+}
+
+fn severity_rank(s: &str) -> u8 {
+    match s {
+        "critical" | "high" => 2,
+        "warning" | "medium" => 1,
+        _ => 0,
+    }
+}
+
+/// `GET /api/alerts?hospital=&department=&since=&mlmname=&min_severity=`
+pub async fn alerts(
+    State(state): State<HttpState>,
+    Extension(token): Extension<Token>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if !token.sees_patients() {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({ "error": "this role sees no patient-level alerts" })),
+        )
+            .into_response();
+    }
+    let filter = match Filter::parse(&q) {
+        Ok(f) => f,
+        Err(e) => return bad_request(e),
+    };
+    let since = match q.get("since") {
+        Some(s) => match parse_time(s) {
+            Some(t) => Some(t),
+            None => return bad_request(format!("since {s:?} is not an RFC 3339 time")),
+        },
+        None => None,
+    };
+    let min = q.get("min_severity").map(|s| severity_rank(s)).unwrap_or(0);
+    let docs = match read(&state, Container::Alerts).await {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let out: Vec<Value> = docs
+        .into_iter()
+        .filter(|d| visible(&token, d) && filter.keeps(d))
+        .filter(|d| {
+            q.get("mlmname")
+                .is_none_or(|m| d["mlmname"].as_str() == Some(m))
+        })
+        .filter(|d| severity_rank(d["severity"].as_str().unwrap_or_default()) >= min)
+        .filter(|d| {
+            since.is_none_or(|s| {
+                d["event_time"]
+                    .as_str()
+                    .and_then(parse_time)
+                    .is_some_and(|t| t >= s)
+            })
+        })
+        .collect();
+    Json(out).into_response()
+}
+
+fn sse_event(e: &FeedEvent) -> Event {
+    let kind = match e.written.container {
+        Container::Kpis => "kpi",
+        Container::Alerts => "alert",
+    };
+    Event::default()
+        .id(e.id.to_string())
+        .event(kind)
+        .data(e.written.document.body.to_string())
+}
+
+/// `GET /api/alerts/stream`: new alerts and KPI changes as server-sent events. A client that
+/// reconnects with `Last-Event-ID` (header, or `last_event_id` in the query) first receives
+/// every retained event after that id, then the live ones; each exactly once.
+pub async fn stream(
+    State(state): State<HttpState>,
+    Extension(token): Extension<Token>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let Some(feed) = state.feed.clone() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no live feed in this process\n",
+        )
+            .into_response();
+    };
+    let after: u64 = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .or(q.get("last_event_id").map(String::as_str))
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0);
+    let (backlog, rx) = feed.resume(after);
+    let last_sent = backlog.last().map_or(after, |e| e.id);
+    let shown = move |e: &FeedEvent| visible(&token, &e.written.document.body);
+    let shown_live = shown.clone();
+    let backlog: Vec<Result<Event, Infallible>> = backlog
+        .iter()
+        .filter(|e| shown(e))
+        .map(|e| Ok(sse_event(e)))
+        .collect();
+    let live = stream::unfold((rx, last_sent), move |(mut rx, mut last)| {
+        let shown = shown_live.clone();
+        async move {
+            loop {
+                match rx.recv().await {
+                    Ok(e) if e.id <= last => continue,
+                    Ok(e) => {
+                        last = e.id;
+                        if shown(&e) {
+                            return Some((Ok::<Event, Infallible>(sse_event(&e)), (rx, last)));
+                        }
+                    }
+                    // A client too slow for the live rate reconnects with its last id.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return None,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+                }
+            }
+        }
+    });
+    Sse::new(stream_of(backlog, live))
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+fn stream_of(
+    backlog: Vec<Result<Event, Infallible>>,
+    live: impl Stream<Item = Result<Event, Infallible>> + Send + 'static,
+) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
+    use futures_util::StreamExt;
+    stream::iter(backlog).chain(live)
+}
