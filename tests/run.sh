@@ -11,6 +11,13 @@ if ! command -v cargo >/dev/null 2>&1; then
   exit 1
 fi
 
+# --- Browser for the dashboard test ----------------------------------------------------------
+if ! command -v chromium >/dev/null 2>&1; then
+  log "installing Debian's chromium (dashboard test)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
+fi
+
 # --- Services on loopback -------------------------------------------------------------------
 # Tools are cached outside the checkout, so a second run (and CI on the same machine) reuses them.
 TOOLS="${CDS_TOOLS_DIR:-$HOME/.cache/cds/tools}"

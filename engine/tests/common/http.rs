@@ -1,0 +1,206 @@
+//! Starting the real binary with a tokens file and talking HTTP to it (a few lines of
+//! HTTP/1.1 over a TCP stream: no client library needed).
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cds_engine::http::auth::hash_token;
+use serde_json::Value;
+
+pub struct Engine {
+    child: Child,
+    pub addr: String,
+    pub dir: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+const TOKENS: &str = r#"
+[[token]]
+name = "dr-icu-3"
+sha256 = "CLIN"
+role = "clinician"
+hospitals = [3]
+departments = ["ICU"]
+
+[[token]]
+name = "beds-3"
+sha256 = "BED"
+role = "bed_manager"
+hospitals = [3]
+
+[[token]]
+name = "ops"
+sha256 = "ADMIN"
+role = "admin"
+"#;
+
+pub fn start() -> (Engine, Vec<String>) {
+    let dir = std::env::temp_dir().join(format!("cds-http-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let cds = env!("CARGO_BIN_EXE_cds");
+    let events = Command::new(cds)
+        .args([
+            "simulate",
+            "--seed",
+            "5",
+            "--max-events",
+            "6000",
+            "--dirty-rate",
+            "0",
+        ])
+        .output()
+        .expect("simulate")
+        .stdout;
+    let patients: BTreeSet<String> = String::from_utf8_lossy(&events)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["patient_id"].as_str().map(str::to_owned))
+        .collect();
+    std::fs::write(dir.join("events.jsonl"), &events).expect("events");
+    let tokens = TOKENS
+        .replace("CLIN", &hash_token("tok-clin"))
+        .replace("BED", &hash_token("tok-bed"))
+        .replace("ADMIN", &hash_token("tok-admin"));
+    std::fs::write(dir.join("tokens.toml"), tokens).expect("tokens");
+    let stderr = dir.join("engine.log");
+    let child = Command::new(cds)
+        .args(["run", "--http", "127.0.0.1:0", "--rules"])
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../cds-rules"))
+        .arg("--source")
+        .arg(format!("file:{}", dir.join("events.jsonl").display()))
+        .arg("--tokens")
+        .arg(dir.join("tokens.toml"))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env("CDS_PSEUDONYM_KEY", "http-test")
+        .env("CDS_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).expect("log file"))
+        .spawn()
+        .expect("engine");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        let log = std::fs::read_to_string(&stderr).unwrap_or_default();
+        if let Some(a) = log
+            .split("HTTP on http://")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+        {
+            break a.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no HTTP address in the log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let engine = Engine {
+        child,
+        addr,
+        dir,
+        stderr,
+    };
+    // Wait until the file is processed and alerts exist.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = get(&engine, "/api/alerts", Some("tok-admin"));
+        if status == 200 && body.len() > 50 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no alerts served");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    (engine, patients.into_iter().collect())
+}
+
+pub fn request(addr: &str, path: &str, headers: &[(&str, &str)]) -> TcpStream {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).expect("send");
+    s
+}
+
+/// Status and body (chunked transfer decoded) of a GET.
+pub fn get(engine: &Engine, path: &str, token: Option<&str>) -> (u16, String) {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| vec![("Authorization", a)])
+        .unwrap_or_default();
+    let mut s = request(&engine.addr, path, &headers);
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).expect("read");
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    (status, body)
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+pub fn json(body: &str) -> Vec<Value> {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not a JSON list ({e}): {body:.200}"))
+}
+
+/// Reads `n` SSE event ids from the stream (after `last`, if given).
+pub fn stream_ids(engine: &Engine, token: &str, last: Option<u64>, n: usize) -> Vec<u64> {
+    let auth = format!("Bearer {token}");
+    let last_s = last.map(|l| l.to_string());
+    let mut headers = vec![("Authorization", auth.as_str())];
+    if let Some(l) = last_s.as_deref() {
+        headers.push(("Last-Event-ID", l));
+    }
+    let s = request(&engine.addr, "/api/alerts/stream", &headers);
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    let mut ids = Vec::new();
+    for line in BufReader::new(s).lines() {
+        let Ok(line) = line else { break };
+        if let Some(id) = line.strip_prefix("id:") {
+            ids.push(id.trim().parse().expect("numeric id"));
+            if ids.len() == n {
+                break;
+            }
+        }
+    }
+    ids
+}
