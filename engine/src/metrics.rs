@@ -3,10 +3,9 @@
 //! Stages hold an `Arc<Metrics>` and add per batch (not per event) where they can, so the
 //! counters cost nothing measurable on the hot path. `/metrics` renders the registry.
 
-use prometheus::CounterVec;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::silver::DqFlag;
@@ -37,6 +36,8 @@ pub struct Metrics {
     pub occupied_beds: IntGauge,
     /// The event-time watermark (seconds since the Unix epoch).
     pub watermark_seconds: IntGauge,
+    /// Messages waiting in the source behind what was read (Kafka consumer lag).
+    pub source_lag: IntGauge,
     /// Epochs (input batches) completed by every worker.
     pub epochs_completed: IntCounter,
     /// Seconds from a batch being read to its KPI changes being written.
@@ -55,6 +56,12 @@ pub struct Metrics {
     pub alerts_written: IntCounter,
     /// Seconds from a batch being read to its alerts being written.
     pub alert_latency: Histogram,
+    /// Clinicians' acknowledgements, by rule and action (accepted, overridden, snoozed).
+    pub alert_acks: IntCounterVec,
+    /// Per rule: accepted / (accepted + overridden), over every acknowledged alert.
+    pub rule_accept_rate: GaugeVec,
+    /// Per rule: overridden / (accepted + overridden): a high value marks a noisy rule.
+    pub rule_override_rate: GaugeVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -131,6 +138,20 @@ impl Metrics {
         )
         .unwrap_or_else(|e| unreachable!("rule eval seconds: {e}"));
         let _ = r.register(Box::new(rule_eval_seconds.clone()));
+        let rate = |name: &str, help: &str| {
+            let g = GaugeVec::new(Opts::new(name, help), &["rule"])
+                .unwrap_or_else(|e| unreachable!("{name}: {e}"));
+            let _ = r.register(Box::new(g.clone()));
+            g
+        };
+        let rule_accept_rate = rate(
+            "cds_rule_accept_rate",
+            "Share of a rule's acted-on alerts that clinicians accepted",
+        );
+        let rule_override_rate = rate(
+            "cds_rule_override_rate",
+            "Share of a rule's acted-on alerts that clinicians overrode",
+        );
         Metrics {
             events_in: counter_vec(
                 &r,
@@ -210,6 +231,19 @@ impl Metrics {
                 "Alert documents written to the sink",
             ),
             alert_latency,
+            alert_acks: counter_vec(
+                &r,
+                "cds_alert_acks_total",
+                "Clinicians' acknowledgements of alerts",
+                &["rule", "action"],
+            ),
+            rule_accept_rate,
+            rule_override_rate,
+            source_lag: gauge(
+                &r,
+                "cds_source_lag_messages",
+                "Messages waiting in the source behind what was read (Kafka consumer lag)",
+            ),
             registry: r,
         }
     }

@@ -299,9 +299,18 @@ fn ingest(
     let events_in = metrics.events_in.with_label_values(&[&source_name]);
     let mut flag_counts = [0u64; crate::silver::DqFlag::ALL.len()];
     let mut commits = Commits::default();
+    let mut lag_read = Instant::now();
 
     while !shutdown.load(Ordering::Relaxed) {
         commits.commit_durable(source, durable.load(Ordering::Acquire))?;
+        if lag_read.elapsed() >= Duration::from_secs(5) {
+            lag_read = Instant::now();
+            if let Some(lag) = source.lag() {
+                metrics
+                    .source_lag
+                    .set(i64::try_from(lag).unwrap_or(i64::MAX));
+            }
+        }
         raw.clear();
         if ended {
             // Service mode after a finite source: keep serving until shutdown.

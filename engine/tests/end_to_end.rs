@@ -218,3 +218,47 @@ fn a_missing_file_is_a_clear_error() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = scratch("jsonlog");
+    let events = ok(
+        cds()
+            .args(["simulate", "--seed", "2", "--max-events", "500"])
+            .output()
+            .expect("simulate"),
+        "simulate",
+    );
+    std::fs::write(dir.join("events.jsonl"), &events.stdout).expect("events");
+    let out = ok(
+        cds()
+            .args([
+                "--log-format",
+                "json",
+                "run",
+                "--until-end",
+                "--http",
+                "off",
+                "--source",
+            ])
+            .arg(format!("file:{}", dir.join("events.jsonl").display()))
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .env("CDS_LOG", "debug")
+            .output()
+            .expect("run"),
+        "run with JSON logs",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    let logs: Vec<Value> = err
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(!logs.is_empty(), "{err}");
+    for l in &logs {
+        assert!(l["timestamp"].is_string() && l["level"].is_string(), "{l}");
+        assert!(l["fields"]["message"].is_string(), "{l}");
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -23,8 +23,19 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "CSV")]
     departments: Option<PathBuf>,
 
+    /// Log format on stderr: `human` (default) or `json` (one object per line, for log
+    /// collectors). The level comes from `CDS_LOG` (default `info`).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    log_format: LogFormat,
+
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -43,7 +54,7 @@ enum Command {
 /// Parses the command line, runs the command, and maps errors to a message and exit code 1.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     let result = load_network(cli.departments.as_deref()).and_then(|network| match cli.command {
         Command::Run(args) => run::run(*args, network),
         Command::Simulate(args) => simulate::simulate(args, &network),
@@ -59,14 +70,18 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CDS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Json => builder.json().with_current_span(false).try_init(),
+        LogFormat::Human => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .try_init(),
+    };
 }
 
 fn load_network(path: Option<&std::path::Path>) -> anyhow::Result<Network> {

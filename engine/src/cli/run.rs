@@ -10,6 +10,7 @@ use tracing::info;
 
 use super::simulate::SimulatorArgs;
 use super::status;
+use crate::http::acks::AckStore;
 use crate::http::audit::Audit;
 use crate::http::auth::{Tokens, TOKENS_FILE_ENV};
 use crate::http::feed::LiveFeed;
@@ -157,6 +158,8 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
             ),
             None => eprintln!("cds: dashboard: http://{addr}/?token=<your token>"),
         }
+        let acks = AckStore::open(&args.data_dir).context("opening the acknowledgement store")?;
+        http::publish_rates(&metrics, &acks);
         let (feed_tx, _) = tokio::sync::broadcast::channel(16_384);
         let live = {
             let _entered = runtime.enter();
@@ -171,6 +174,8 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
             feed: Some(live),
             audit: Audit::open(Some(&args.data_dir.join("audit.jsonl")))
                 .with_context(|| "opening the access audit log".to_owned())?,
+            acks: Some(acks),
+            pseudonyms: Some(pseudonyms.clone()),
         };
         let stop = stop_http.clone();
         runtime.spawn(async move {

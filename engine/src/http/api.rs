@@ -26,12 +26,12 @@ pub async fn dashboard() -> Html<&'static str> {
     Html(DASHBOARD)
 }
 
-fn bad_request(message: String) -> Response {
+pub(super) fn bad_request(message: String) -> Response {
     (StatusCode::BAD_REQUEST, Json(json!({ "error": message }))).into_response()
 }
 
 /// Whether a document may be shown to `token`.
-fn visible(token: &Token, doc: &Value) -> bool {
+pub(super) fn visible(token: &Token, doc: &Value) -> bool {
     let hospital = doc["hospital_id"].as_i64().unwrap_or(0);
     let department = doc["department"].as_str();
     let patient_level = doc["type"] == "alert" || doc["type"] == "patient_los";
@@ -69,7 +69,7 @@ impl Filter {
     }
 }
 
-async fn read(state: &HttpState, container: Container) -> Result<Vec<Value>, Response> {
+pub(super) async fn read(state: &HttpState, container: Container) -> Result<Vec<Value>, Response> {
     let Some(store) = state.store.clone() else {
         return Ok(Vec::new());
     };
@@ -145,8 +145,19 @@ pub async fn alerts(
         Ok(d) => d,
         Err(r) => return r,
     };
+    let acks = match super::actions::latest_acks(&state).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
     let out: Vec<Value> = docs
         .into_iter()
+        .map(|mut d| {
+            // What a clinician did with the alert travels with it (who, when, why).
+            if let Some(ack) = d["id"].as_str().and_then(|id| acks.get(id)) {
+                d["ack"] = json!(ack);
+            }
+            d
+        })
         .filter(|d| visible(&token, d) && filter.keeps(d))
         .filter(|d| {
             q.get("mlmname")

@@ -5,10 +5,15 @@
 //! every authenticated access is written to the audit log ([`audit`]). Documents carry only
 //! pseudonymised patient keys, so nothing served here identifies a patient.
 
+pub mod acks;
+mod actions;
 mod api;
 pub mod audit;
 pub mod auth;
 pub mod feed;
+mod hooks;
+
+pub use actions::publish_rates;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -18,12 +23,14 @@ use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::metrics::Metrics;
+use crate::model::Pseudonymiser;
 use crate::sink::sqlite::SqliteConfig;
+use acks::AckStore;
 use audit::Audit;
 use auth::Tokens;
 use feed::LiveFeed;
@@ -40,6 +47,10 @@ pub struct HttpState {
     /// The numbered live feed for `/api/alerts/stream`.
     pub feed: Option<LiveFeed>,
     pub audit: Audit,
+    /// Where clinicians' acknowledgements are kept.
+    pub acks: Option<AckStore>,
+    /// Matches an EHR's patient identifier (CDS Hooks) to the engine's pseudonyms.
+    pub pseudonyms: Option<Pseudonymiser>,
 }
 
 /// The router of every route.
@@ -49,6 +60,13 @@ pub fn router(state: HttpState) -> Router {
         .route("/api/kpis", get(api::kpis))
         .route("/api/alerts", get(api::alerts))
         .route("/api/alerts/stream", get(api::stream))
+        .route("/api/alerts/{id}/ack", post(actions::ack))
+        .route("/api/rules/stats", get(actions::stats))
+        .route("/cds-services", get(hooks::discovery))
+        .route(
+            &format!("/cds-services/{}", hooks::SERVICE_ID),
+            post(hooks::patient_view),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

@@ -134,6 +134,12 @@ pub trait Source: Send {
     fn commit(&mut self, _upto: &[Position]) -> Result<(), SourceError> {
         Ok(())
     }
+
+    /// Messages waiting in the source behind what has been read (consumer lag), if the source
+    /// can tell without a round trip; `None` for sources without a backlog (file, simulator).
+    fn lag(&mut self) -> Option<u64> {
+        None
+    }
 }
 
 /// Which source `--source` names.

@@ -34,6 +34,12 @@ hospitals = [3]
 departments = ["ICU"]
 
 [[token]]
+name = "dr-h1"
+sha256 = "WARD"
+role = "clinician"
+hospitals = [1]
+
+[[token]]
 name = "beds-3"
 sha256 = "BED"
 role = "bed_manager"
@@ -72,6 +78,7 @@ pub fn start() -> (Engine, Vec<String>) {
     let tokens = TOKENS
         .replace("CLIN", &hash_token("tok-clin"))
         .replace("BED", &hash_token("tok-bed"))
+        .replace("WARD", &hash_token("tok-ward"))
         .replace("ADMIN", &hash_token("tok-admin"));
     std::fs::write(dir.join("tokens.toml"), tokens).expect("tokens");
     let stderr = dir.join("engine.log");
@@ -112,38 +119,74 @@ pub fn start() -> (Engine, Vec<String>) {
         dir,
         stderr,
     };
-    // Wait until the file is processed and alerts exist.
+    // Wait until the whole file is read and the store has stopped changing.
+    let lines = events.iter().filter(|&&b| b == b'\n').count();
     let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
     loop {
+        let metrics = get(&engine, "/metrics", None).1;
+        let read_all = metrics
+            .lines()
+            .filter(|l| l.starts_with("cds_events_in_total"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<usize>().ok())
+            .sum::<usize>()
+            == lines;
         let (status, body) = get(&engine, "/api/alerts", Some("tok-admin"));
-        if status == 200 && body.len() > 50 {
+        if read_all && status == 200 && body.len() > 50 && body == last {
             break;
         }
-        assert!(Instant::now() < deadline, "no alerts served");
-        std::thread::sleep(Duration::from_millis(200));
+        last = body;
+        assert!(Instant::now() < deadline, "the engine did not settle");
+        std::thread::sleep(Duration::from_millis(300));
     }
     (engine, patients.into_iter().collect())
 }
 
 pub fn request(addr: &str, path: &str, headers: &[(&str, &str)]) -> TcpStream {
+    send(addr, "GET", path, headers, "")
+}
+
+fn send(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> TcpStream {
     let mut s = TcpStream::connect(addr).expect("connect");
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
+    if method != "GET" {
+        req.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
     req.push_str("\r\n");
+    req.push_str(body);
     s.write_all(req.as_bytes()).expect("send");
     s
 }
 
 /// Status and body (chunked transfer decoded) of a GET.
 pub fn get(engine: &Engine, path: &str, token: Option<&str>) -> (u16, String) {
+    call(engine, "GET", path, token, "")
+}
+
+/// Status and body of a POST with a JSON body.
+pub fn post(engine: &Engine, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+    call(engine, "POST", path, token, body)
+}
+
+fn call(
+    engine: &Engine,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
     let auth = token.map(|t| format!("Bearer {t}"));
     let headers: Vec<(&str, &str)> = auth
         .as_deref()
         .map(|a| vec![("Authorization", a)])
         .unwrap_or_default();
-    let mut s = request(&engine.addr, path, &headers);
+    let mut s = send(&engine.addr, method, path, &headers, body);
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read");
     let text = String::from_utf8_lossy(&raw).into_owned();

@@ -53,6 +53,24 @@ impl SqliteSink {
         }
         Ok(out)
     }
+
+    /// One document by id, if the container holds it.
+    pub fn read_one(
+        config: &SqliteConfig,
+        container: Container,
+        id: &str,
+    ) -> Result<Option<Value>, SinkError> {
+        let conn = Connection::open_with_flags(&config.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        let sql = format!("SELECT doc FROM {} WHERE id = ?1", container.name());
+        let doc: Option<String> = conn
+            .query_row(&sql, [id], |row| row.get(0))
+            .map(Some)
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })?;
+        Ok(doc.map(|d| serde_json::from_str(&d).unwrap_or(Value::String(d))))
+    }
 }
 
 impl Sink for SqliteSink {

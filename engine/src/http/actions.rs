@@ -1,0 +1,211 @@
+//! Acting on alerts: `POST /api/alerts/{id}/ack` and the per-rule numbers a CDS committee
+//! reads before it retires a noisy rule, `GET /api/rules/stats` (and the same rates in
+//! `/metrics`).
+
+use std::collections::BTreeMap;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde_json::{json, Value};
+
+use super::acks::{Ack, AckRequest, AckStore, Action, RuleAcks};
+use super::api::{bad_request, read, visible};
+use super::auth::{Role, Token};
+use super::HttpState;
+use crate::metrics::Metrics;
+use crate::sink::sqlite::SqliteSink;
+use crate::sink::Container;
+
+fn error(status: StatusCode, message: &str) -> Response {
+    (status, Json(json!({ "error": message }))).into_response()
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "acknowledgement store failed");
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the acknowledgement store is unavailable",
+    )
+}
+
+/// The newest acknowledgement of every alert (empty when the process keeps none).
+pub(super) async fn latest_acks(state: &HttpState) -> Result<BTreeMap<String, Ack>, Response> {
+    let Some(acks) = state.acks.clone() else {
+        return Ok(BTreeMap::new());
+    };
+    tokio::task::spawn_blocking(move || acks.latest())
+        .await
+        .map_err(unavailable)?
+        .map_err(unavailable)
+}
+
+/// Sets the accept and override rate gauges from the store (all alerts, every scope).
+pub fn publish_rates(metrics: &Metrics, acks: &AckStore) {
+    match acks.by_rule(|_| true) {
+        Ok(rules) => {
+            for (rule, n) in rules {
+                let acted = (n.accepted + n.overridden) as f64;
+                if acted > 0.0 {
+                    let labels = [rule.as_str()];
+                    metrics
+                        .rule_accept_rate
+                        .with_label_values(&labels)
+                        .set(n.accepted as f64 / acted);
+                    metrics
+                        .rule_override_rate
+                        .with_label_values(&labels)
+                        .set(n.overridden as f64 / acted);
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "reading acknowledgements for metrics failed"),
+    }
+}
+
+/// `POST /api/alerts/{id}/ack` with `{"action": "accepted"|"overridden"|"snoozed", "reason":
+/// CODE, "minutes": N}`: a clinician in the alert's scope records what they did with it.
+pub async fn ack(
+    State(state): State<HttpState>,
+    Extension(token): Extension<Token>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
+    if token.role != Role::Clinician {
+        return error(StatusCode::FORBIDDEN, "only a clinician acts on alerts");
+    }
+    let request: AckRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(format!("the body is not an acknowledgement: {e}")),
+    };
+    if let Err(e) = request.validate() {
+        return bad_request(e);
+    }
+    let (Some(store), Some(acks)) = (state.store.clone(), state.acks.clone()) else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "acknowledgements need the SQLite store in this process",
+        );
+    };
+    let lookup = id.clone();
+    let alert = match tokio::task::spawn_blocking(move || {
+        SqliteSink::read_one(&store, Container::Alerts, &lookup)
+    })
+    .await
+    {
+        Ok(Ok(alert)) => alert,
+        Ok(Err(e)) => return unavailable(e),
+        Err(e) => return unavailable(e),
+    };
+    let Some(alert) = alert else {
+        return error(StatusCode::NOT_FOUND, "no such alert");
+    };
+    if !visible(&token, &alert) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "this alert is outside your departments",
+        );
+    }
+    let mlmname = alert["mlmname"].as_str().unwrap_or("unknown").to_owned();
+    let by = token.name.clone();
+    let (rule, store) = (mlmname.clone(), acks.clone());
+    let recorded = tokio::task::spawn_blocking(move || {
+        store.record(&id, &rule, &request, &by, chrono::Utc::now())
+    })
+    .await;
+    let ack = match recorded {
+        Ok(Ok(ack)) => ack,
+        Ok(Err(e)) => return unavailable(e),
+        Err(e) => return unavailable(e),
+    };
+    state
+        .metrics
+        .alert_acks
+        .with_label_values(&[mlmname.as_str(), ack.action.as_str()])
+        .inc();
+    if ack.action != Action::Snoozed {
+        publish_rates(&state.metrics, &acks);
+    }
+    let mut out = alert;
+    out["ack"] = json!(ack);
+    Json(out).into_response()
+}
+
+/// One rule's line in `/api/rules/stats`.
+#[derive(Debug, serde::Serialize)]
+struct RuleStats {
+    /// Alerts of the rule in the caller's scope.
+    alerts: u64,
+    #[serde(flatten)]
+    acks: RuleAcks,
+    /// Alerts nobody has acted on yet.
+    unacknowledged: u64,
+    /// accepted / (accepted + overridden); `null` until one was acted on.
+    accept_rate: Option<f64>,
+    /// overridden / (accepted + overridden).
+    override_rate: Option<f64>,
+    /// Engine-wide counters of the rule since this process started.
+    evaluations: u64,
+    fires: u64,
+    suppressed: u64,
+    errors: u64,
+}
+
+/// `GET /api/rules/stats`: per rule, alerts in the caller's scope, how clinicians acted on
+/// them, and the engine's evaluation counters.
+pub async fn stats(State(state): State<HttpState>, Extension(token): Extension<Token>) -> Response {
+    if !token.sees_patients() {
+        return error(
+            StatusCode::FORBIDDEN,
+            "rule statistics are for clinicians and admins",
+        );
+    }
+    let alerts: Vec<Value> = match read(&state, Container::Alerts).await {
+        Ok(d) => d.into_iter().filter(|d| visible(&token, d)).collect(),
+        Err(r) => return r,
+    };
+    let acks = match latest_acks(&state).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let mut rules: BTreeMap<String, RuleStats> = BTreeMap::new();
+    let m = &state.metrics;
+    let counter = |vec: &prometheus::IntCounterVec, rule: &str| {
+        vec.get_metric_with_label_values(&[rule])
+            .map(|c| c.get())
+            .unwrap_or(0)
+    };
+    for alert in &alerts {
+        let rule = alert["mlmname"].as_str().unwrap_or("unknown");
+        let entry = rules.entry(rule.to_owned()).or_insert_with(|| RuleStats {
+            alerts: 0,
+            acks: RuleAcks::default(),
+            unacknowledged: 0,
+            accept_rate: None,
+            override_rate: None,
+            evaluations: counter(&m.rule_evaluations, rule),
+            fires: counter(&m.rule_fires, rule),
+            suppressed: counter(&m.rule_suppressed, rule),
+            errors: counter(&m.rule_errors, rule),
+        });
+        entry.alerts += 1;
+        match alert["id"].as_str().and_then(|id| acks.get(id)) {
+            Some(ack) => match ack.action {
+                Action::Accepted => entry.acks.accepted += 1,
+                Action::Overridden => entry.acks.overridden += 1,
+                Action::Snoozed => entry.acks.snoozed += 1,
+            },
+            None => entry.unacknowledged += 1,
+        }
+    }
+    for s in rules.values_mut() {
+        let acted = s.acks.accepted + s.acks.overridden;
+        if acted > 0 {
+            s.accept_rate = Some(s.acks.accepted as f64 / acted as f64);
+            s.override_rate = Some(s.acks.overridden as f64 / acted as f64);
+        }
+    }
+    Json(json!({ "rules": rules })).into_response()
+}

@@ -1,0 +1,130 @@
+//! HL7 CDS Hooks 2.0: an EHR asks, when a clinician opens a patient's chart (`patient-view`),
+//! which of our alerts are active for that patient, and shows them as cards inside the chart.
+//!
+//! The EHR names the patient by its own identifier (`context.patientId`); the engine only knows
+//! pseudonyms, so the identifier is pseudonymised with the engine's key and matched against
+//! the alerts' `patient`. The identifier is neither logged nor echoed back. Active means not
+//! accepted or overridden and not under a running snooze.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::actions::latest_acks;
+use super::api::{bad_request, read, visible};
+use super::auth::Token;
+use super::HttpState;
+use crate::sink::Container;
+
+/// The id of our one service, the last segment of its URL.
+pub const SERVICE_ID: &str = "cds-patient-alerts";
+
+/// `GET /cds-services`: discovery.
+pub async fn discovery() -> Json<Value> {
+    Json(json!({
+        "services": [{
+            "hook": "patient-view",
+            "id": SERVICE_ID,
+            "title": "cds active alerts",
+            "description": "Active clinical alerts (NEWS2, qSOFA, SIRS, hypoxia, long stay, readmission, ...) raised by the cds stream processor for the patient in view.",
+            "prefetch": {},
+            "usageRequirements": "A bearer token of a clinician whose departments include the patient's."
+        }]
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HookRequest {
+    hook: String,
+    #[allow(dead_code)]
+    hook_instance: String,
+    context: PatientViewContext,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PatientViewContext {
+    patient_id: String,
+    #[allow(dead_code)]
+    #[serde(default)]
+    user_id: Option<String>,
+}
+
+fn severity_rank(card: &Value) -> u8 {
+    match card["indicator"].as_str() {
+        Some("critical") => 2,
+        Some("warning") => 1,
+        _ => 0,
+    }
+}
+
+/// `POST /cds-services/cds-patient-alerts`: the patient's active alerts as CDS Hooks cards,
+/// most severe first, newest first within a severity.
+pub async fn patient_view(
+    State(state): State<HttpState>,
+    Extension(token): Extension<Token>,
+    body: Bytes,
+) -> Response {
+    if !token.sees_patients() {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({ "error": "this role sees no patient-level alerts" })),
+        )
+            .into_response();
+    }
+    let request: HookRequest = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => return bad_request(format!("not a CDS Hooks request: {e}")),
+    };
+    if request.hook != "patient-view" {
+        return bad_request(format!(
+            "this service answers the patient-view hook, not {:?}",
+            request.hook
+        ));
+    }
+    let Some(pseudonyms) = state.pseudonyms.as_ref() else {
+        return bad_request("this process cannot match patients".to_owned());
+    };
+    let patient = pseudonyms.pseudonym(request.context.patient_id.trim());
+    let alerts = match read(&state, Container::Alerts).await {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let acks = match latest_acks(&state).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let now = chrono::Utc::now();
+    let mut found: Vec<(String, Value)> = alerts
+        .into_iter()
+        .filter(|a| a["patient"].as_str() == Some(patient.as_str()) && visible(&token, a))
+        .filter(|a| {
+            a["id"]
+                .as_str()
+                .and_then(|id| acks.get(id))
+                .is_none_or(|ack| !ack.is_resolved_at(now))
+        })
+        .map(|a| {
+            let time = a["event_time"].as_str().unwrap_or_default().to_owned();
+            let mut card = a["card"].clone();
+            card["overrideReasons"] = json!([
+                { "code": "not-clinically-relevant", "display": "Not clinically relevant" },
+                { "code": "already-treated", "display": "Already being treated" },
+                { "code": "data-error", "display": "Measurement or data error" }
+            ]);
+            (time, card)
+        })
+        .collect();
+    found.sort_by(|(ta, a), (tb, b)| {
+        severity_rank(b)
+            .cmp(&severity_rank(a))
+            .then_with(|| tb.cmp(ta))
+    });
+    let cards: Vec<Value> = found.into_iter().map(|(_, c)| c).collect();
+    Json(json!({ "cards": cards })).into_response()
+}

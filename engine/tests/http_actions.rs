@@ -1,0 +1,258 @@
+//! Acting on alerts through the real binary: a clinician accepts, overrides and snoozes alerts
+//! of their department (others may not), the acknowledgement travels with the alert, the
+//! per-rule accept and override rates appear in `/api/rules/stats` and `/metrics`, and the CDS
+//! Hooks `patient-view` service returns a patient's active alerts as cards.
+
+mod common;
+
+use cds_engine::model::Pseudonymiser;
+use serde_json::Value;
+
+use common::http::{get, json, post, start};
+
+fn object(body: &str) -> Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("not JSON ({e}): {body:.200}"))
+}
+
+fn ack_path(alert: &Value) -> String {
+    format!(
+        "/api/alerts/{}/ack",
+        alert["id"].as_str().expect("alert id")
+    )
+}
+
+#[test]
+fn clinicians_act_on_alerts_and_the_ehr_sees_active_ones() {
+    let (engine, patients) = start();
+
+    // tok-ward: a clinician of every department of hospital 1. Wait for the whole file.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mine = loop {
+        let (s, body) = get(&engine, "/api/alerts", Some("tok-ward"));
+        assert_eq!(s, 200);
+        let mine = json(&body);
+        if mine.len() >= 10 {
+            break mine;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "hospital 1 has alerts to act on: {}",
+            mine.len()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    let (first, second) = (&mine[0], &mine[1]);
+    let accept = r#"{"action": "accepted", "reason": "treated"}"#;
+
+    // Who may act: a clinician in scope, no one else.
+    assert_eq!(post(&engine, &ack_path(first), None, accept).0, 401);
+    assert_eq!(
+        post(&engine, &ack_path(first), Some("tok-bed"), accept).0,
+        403
+    );
+    assert_eq!(
+        post(&engine, &ack_path(first), Some("tok-admin"), accept).0,
+        403,
+        "acting on an alert is a clinical act"
+    );
+    let (_, all) = get(&engine, "/api/alerts", Some("tok-admin"));
+    let elsewhere = json(&all)
+        .into_iter()
+        .find(|a| a["hospital_id"] != 1)
+        .expect("an alert in another hospital");
+    assert_eq!(
+        post(&engine, &ack_path(&elsewhere), Some("tok-ward"), accept).0,
+        403,
+        "out of scope"
+    );
+    assert_eq!(
+        post(&engine, "/api/alerts/nope/ack", Some("tok-ward"), accept).0,
+        404
+    );
+
+    // Bad requests say what is wrong.
+    for bad in [
+        "not json",
+        r#"{"action": "ignored", "reason": "x"}"#,
+        r#"{"action": "accepted", "reason": "free text with spaces"}"#,
+        r#"{"action": "snoozed", "reason": "busy"}"#,
+        r#"{"action": "accepted", "reason": "x", "extra": 1}"#,
+    ] {
+        let (s, body) = post(&engine, &ack_path(first), Some("tok-ward"), bad);
+        assert_eq!(s, 400, "{bad}: {body}");
+        assert!(object(&body)["error"].is_string(), "{body}");
+    }
+
+    // Accept one, override another: stored with who, when and why, shown with the alert.
+    let (s, body) = post(&engine, &ack_path(first), Some("tok-ward"), accept);
+    assert_eq!(s, 200, "{body}");
+    let acked = object(&body);
+    assert_eq!(acked["ack"]["action"], "accepted");
+    assert_eq!(acked["ack"]["by"], "dr-h1");
+    assert_eq!(acked["ack"]["reason"], "treated");
+    assert!(acked["ack"]["at"]
+        .as_str()
+        .is_some_and(|t| t.ends_with('Z')));
+    let (s, _) = post(
+        &engine,
+        &ack_path(second),
+        Some("tok-ward"),
+        r#"{"action": "overridden", "reason": "not-clinically-relevant"}"#,
+    );
+    assert_eq!(s, 200);
+    let (_, body) = get(&engine, "/api/alerts", Some("tok-ward"));
+    let listed = json(&body);
+    let shown = |a: &Value| {
+        listed
+            .iter()
+            .find(|x| x["id"] == a["id"])
+            .map(|x| x["ack"]["action"].clone())
+    };
+    assert_eq!(shown(first), Some(Value::from("accepted")));
+    assert_eq!(shown(second), Some(Value::from("overridden")));
+
+    // The committee's numbers.
+    let (s, body) = get(&engine, "/api/rules/stats", Some("tok-ward"));
+    assert_eq!(s, 200);
+    let stats = object(&body);
+    let rules = stats["rules"].as_object().expect("rules");
+    let accepted: u64 = rules
+        .values()
+        .map(|r| r["accepted"].as_u64().unwrap_or(0))
+        .sum();
+    let overridden: u64 = rules
+        .values()
+        .map(|r| r["overridden"].as_u64().unwrap_or(0))
+        .sum();
+    let alerts: u64 = rules
+        .values()
+        .map(|r| r["alerts"].as_u64().unwrap_or(0))
+        .sum();
+    assert_eq!((accepted, overridden), (1, 1));
+    assert_eq!(
+        alerts as usize,
+        mine.len(),
+        "counts only the caller's scope"
+    );
+    let rule = first["mlmname"].as_str().expect("mlmname");
+    assert!(rules[rule]["evaluations"].as_u64().unwrap_or(0) > 0);
+    assert_eq!(get(&engine, "/api/rules/stats", Some("tok-bed")).0, 403);
+    let metrics = get(&engine, "/metrics", None).1;
+    assert!(
+        metrics.contains(&format!(
+            "cds_alert_acks_total{{action=\"accepted\",rule=\"{rule}\"}} 1"
+        )),
+        "acks counted per rule"
+    );
+    assert!(metrics.contains("cds_rule_override_rate{rule="));
+    assert!(metrics.contains("cds_rule_accept_rate{rule="));
+
+    // CDS Hooks: discovery, then the active alerts of one patient as cards.
+    let (s, body) = get(&engine, "/cds-services", Some("tok-admin"));
+    assert_eq!(s, 200);
+    let services = object(&body);
+    assert_eq!(services["services"][0]["hook"], "patient-view");
+    let service = format!(
+        "/cds-services/{}",
+        services["services"][0]["id"].as_str().expect("service id")
+    );
+    assert_eq!(get(&engine, "/cds-services", None).0, 401);
+    let pseudonyms = Pseudonymiser::new(b"http-test");
+    let (_, body) = get(&engine, "/api/alerts", Some("tok-admin"));
+    let every = json(&body);
+    let (patient, alert) = patients
+        .iter()
+        .find_map(|p| {
+            let key = pseudonyms.pseudonym(p);
+            every
+                .iter()
+                .find(|a| {
+                    a["patient"] == key.as_str() && a["ack"].is_null() && a["hospital_id"] == 1
+                })
+                .map(|a| (p.clone(), a.clone()))
+        })
+        .expect("a patient with an unacknowledged alert in hospital 1");
+    let hook = |patient: &str, hook: &str| {
+        format!(
+            r#"{{"hook": "{hook}", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+                "context": {{"userId": "Practitioner/1", "patientId": "{patient}"}}}}"#
+        )
+    };
+    let (s, body) = post(
+        &engine,
+        &service,
+        Some("tok-admin"),
+        &hook(&patient, "patient-view"),
+    );
+    assert_eq!(s, 200, "{body}");
+    assert!(
+        !body.contains(patient.as_str()),
+        "the identifier is not echoed"
+    );
+    let cards = object(&body)["cards"].as_array().cloned().expect("cards");
+    let uuid = alert["card"]["uuid"].clone();
+    assert!(
+        cards.iter().any(|c| c["uuid"] == uuid),
+        "the alert is a card"
+    );
+    for c in &cards {
+        assert!(c["summary"]
+            .as_str()
+            .is_some_and(|s| s.chars().count() <= 140));
+        assert!(["info", "warning", "critical"].contains(&c["indicator"].as_str().unwrap_or("")));
+    }
+    let (s, body) = post(
+        &engine,
+        &service,
+        Some("tok-admin"),
+        &hook("someone-else", "patient-view"),
+    );
+    assert_eq!(
+        (s, object(&body)["cards"].as_array().map(Vec::len)),
+        (200, Some(0))
+    );
+    assert_eq!(
+        post(
+            &engine,
+            &service,
+            Some("tok-admin"),
+            &hook(&patient, "order-sign")
+        )
+        .0,
+        400
+    );
+    assert_eq!(
+        post(
+            &engine,
+            &service,
+            Some("tok-bed"),
+            &hook(&patient, "patient-view")
+        )
+        .0,
+        403
+    );
+
+    // Snoozed, the alert leaves the chart for its minutes; accepted, for good.
+    for action in [
+        r#"{"action": "snoozed", "reason": "busy", "minutes": 30}"#,
+        accept,
+    ] {
+        let (s, body) = post(&engine, &ack_path(&alert), Some("tok-ward"), action);
+        assert_eq!(s, 200, "{body}");
+        let (_, body) = post(
+            &engine,
+            &service,
+            Some("tok-admin"),
+            &hook(&patient, "patient-view"),
+        );
+        assert!(
+            !body.contains(uuid.as_str().unwrap_or("-")),
+            "{action}: no longer active"
+        );
+    }
+
+    let log = std::fs::read_to_string(&engine.stderr).unwrap_or_default();
+    for p in &patients {
+        assert!(!log.contains(p.as_str()), "patient id in the log");
+    }
+}
