@@ -38,6 +38,11 @@ pub struct Metrics {
     pub watermark_seconds: IntGauge,
     /// Messages waiting in the source behind what was read (Kafka consumer lag).
     pub source_lag: IntGauge,
+    /// Seconds since the last checkpoint was written (or since the start).
+    pub checkpoint_age_seconds: IntGauge,
+    pub checkpoints_written: IntCounter,
+    /// Size of the last checkpoint.
+    pub checkpoint_bytes: IntGauge,
     /// Epochs (input batches) completed by every worker.
     pub epochs_completed: IntCounter,
     /// Seconds from a batch being read to its KPI changes being written.
@@ -244,6 +249,17 @@ impl Metrics {
                 "cds_source_lag_messages",
                 "Messages waiting in the source behind what was read (Kafka consumer lag)",
             ),
+            checkpoint_age_seconds: gauge(
+                &r,
+                "cds_checkpoint_age_seconds",
+                "Seconds since the last checkpoint was written",
+            ),
+            checkpoints_written: counter(
+                &r,
+                "cds_checkpoints_written_total",
+                "Checkpoints written",
+            ),
+            checkpoint_bytes: gauge(&r, "cds_checkpoint_bytes", "Size of the last checkpoint"),
             registry: r,
         }
     }

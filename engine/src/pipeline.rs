@@ -12,7 +12,8 @@
 //! the documents it changed, stamped with that epoch's event-time watermark. Bounded channels
 //! carry backpressure from a slow sink back to the source.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
@@ -23,12 +24,13 @@ use chrono::{DateTime, Utc};
 use tracing::{info, instrument};
 
 use crate::gold::Document;
-use crate::gold::{self, FactBuilder, GoldBatch, GoldOutput, KpiState, Micros};
+use crate::gold::{self, FactBuilder, GoldBatch, GoldOutput, GoldState, KpiState, Micros};
+use crate::lake::checkpoint::{Checkpoint, CheckpointStore};
 use crate::lake::{Lake, LakeError};
 use crate::metrics::Metrics;
 use crate::model::{format_time, Network, Pseudonymiser};
 use crate::rules::{RulesStage, RELOAD_INTERVAL};
-use crate::silver::{Outcome, Silver, SilverRecord, SourcePosition};
+use crate::silver::{DedupWindow, Outcome, Silver, SilverRecord, SourcePosition};
 use crate::sink::{announce, Container, Feed, Sink, SinkError};
 use crate::source::{Poll, Position, RawBatch, Source, SourceError};
 
@@ -58,6 +60,9 @@ pub struct PipelineConfig {
     pub until: Until,
     /// Where written documents are announced (the HTTP live feed); `None` when nobody reads.
     pub feed: Option<Feed>,
+    /// How often a checkpoint is taken (also once at the end); `None`: never, and a run
+    /// starts from empty state.
+    pub checkpoint_interval: Option<Duration>,
 }
 
 impl PipelineConfig {
@@ -71,6 +76,7 @@ impl PipelineConfig {
             flush_interval: Duration::from_millis(20),
             until: Until::End,
             feed: None,
+            checkpoint_interval: None,
         }
     }
 }
@@ -86,6 +92,14 @@ pub enum PipelineError {
     Lake(#[from] LakeError),
     #[error("the dataflow failed: {0}")]
     Dataflow(String),
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
+}
+
+impl From<crate::lake::checkpoint::CheckpointError> for PipelineError {
+    fn from(e: crate::lake::checkpoint::CheckpointError) -> Self {
+        PipelineError::Checkpoint(e.to_string())
+    }
 }
 
 /// What a run did, for the final summary.
@@ -131,6 +145,40 @@ struct RulesBatch {
     epoch: u64,
     records: Vec<(u64, Box<SilverRecord>)>,
     read_at: Instant,
+    /// Send the stage's state after this batch: a checkpoint is being taken at this epoch.
+    snapshot: bool,
+}
+
+/// The rules stage's state at an epoch, for a checkpoint.
+type RulesSnapshot = (u64, Result<Vec<u8>, String>);
+
+/// What a checkpoint keeps of the ingest side (borrowed when written, owned when read).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct IngestState<'a> {
+    dedup: Cow<'a, DedupWindow>,
+    gold: GoldState<'a>,
+    /// The last processed position per stream and partition.
+    positions: Vec<Position>,
+    watermark: Micros,
+    /// Lake table lengths: dead letters, quarantine.
+    lake: (u64, u64),
+}
+
+/// A checkpoint taken at `epoch`, waiting for the rules state and for its outputs to be
+/// durable before it is written.
+struct PendingCheckpoint {
+    epoch: u64,
+    ingest: Vec<u8>,
+    rules: Option<Vec<u8>>,
+}
+
+/// How the ingest thread checkpoints.
+struct Checkpointing {
+    store: CheckpointStore,
+    interval: Duration,
+    identity: String,
+    /// Where the rules thread answers snapshot requests; `None` when no rules run.
+    rules: Option<Receiver<RulesSnapshot>>,
 }
 
 /// One epoch's facts for one worker.
@@ -155,6 +203,33 @@ pub fn run(
     let started = Instant::now();
     let workers = config.workers.max(1);
     let durable = Arc::new(AtomicU64::new(0));
+    let mut rules = rules;
+    let store = config
+        .checkpoint_interval
+        .map(|_| CheckpointStore::in_data_dir(&config.data_dir));
+    let identity = source.identity();
+    let restored = store.as_ref().and_then(|s| s.load_newest(&identity));
+    let restore = match &restored {
+        Some(c) => {
+            if let Some(stage) = rules.as_mut() {
+                match &c.rules {
+                    Some(bytes) => stage.restore(bytes).map_err(|e| {
+                        PipelineError::Checkpoint(format!("the rules state does not load: {e}"))
+                    })?,
+                    None => tracing::warn!(
+                        "the checkpoint was taken without rules; rules start from empty state"
+                    ),
+                }
+            }
+            let state: IngestState<'static> = bincode::deserialize(&c.ingest).map_err(|e| {
+                PipelineError::Checkpoint(format!("the ingest state does not load: {e}"))
+            })?;
+            info!(taken = %c.written_at, "continuing from a checkpoint");
+            Some(state)
+        }
+        None => None,
+    };
+    drop(restored);
     let (out_tx, out_rx) = sync_channel::<SinkMessage>(1024);
     let mut to_workers = Vec::with_capacity(workers);
     let mut from_ingest = Vec::with_capacity(workers);
@@ -181,17 +256,27 @@ pub fn run(
             .map_err(|e| PipelineError::Dataflow(e.to_string()))?
     };
 
+    let (snapshot_tx, snapshot_rx) = sync_channel::<RulesSnapshot>(2);
     let (rules_tx, rules_thread) = match rules {
         Some(stage) => {
             let (tx, rx) = sync_channel::<RulesBatch>(8);
             let out = out_tx.clone();
             let handle = std::thread::Builder::new()
                 .name("cds-rules".into())
-                .spawn(move || rules_loop(rx, stage, out))
+                .spawn(move || rules_loop(rx, stage, out, snapshot_tx))
                 .map_err(|e| PipelineError::Dataflow(e.to_string()))?;
             (Some(tx), Some(handle))
         }
         None => (None, None),
+    };
+    let checkpointing = match (store.clone(), config.checkpoint_interval) {
+        (Some(store), Some(interval)) => Some(Checkpointing {
+            store,
+            interval,
+            identity: identity.clone(),
+            rules: rules_tx.as_ref().map(|_| snapshot_rx),
+        }),
+        _ => None,
     };
 
     let guards = timely::execute(timely::Config::process(workers), move |worker| {
@@ -238,14 +323,18 @@ pub fn run(
             to_rules: rules_tx.as_ref(),
             durable: &durable,
         },
+        restore,
+        checkpointing,
         &metrics,
         &shutdown,
     );
     drop(to_workers);
     drop(rules_tx);
+    let mut final_rules = None;
     if let Some(t) = rules_thread {
-        if t.join().is_err() {
-            return Err(PipelineError::Dataflow("the rules thread panicked".into()));
+        match t.join() {
+            Ok(stage) => final_rules = Some(stage),
+            Err(_) => return Err(PipelineError::Dataflow("the rules thread panicked".into())),
         }
     }
     // Workers finish their epochs and close their channels; the sink then drains and flushes.
@@ -256,10 +345,30 @@ pub fn run(
     if joined.iter().any(Result::is_err) {
         return Err(PipelineError::Dataflow("a dataflow worker panicked".into()));
     }
-    let (mut summary, mut commits) = ingested?;
-    // Every output is written now: commit what is left.
-    commits.commit_through(source.as_mut(), u64::MAX)?;
+    let Ingested {
+        mut summary,
+        mut commits,
+        final_state,
+    } = ingested?;
     let (documents_written, occupied) = sunk?;
+    // Every output is written now: a last checkpoint, then commit what is left.
+    if let (Some(store), Some(ingest)) = (store, final_state) {
+        let rules = match final_rules.as_ref().map(|stage| stage.snapshot()) {
+            Some(Ok(bytes)) => Some(bytes),
+            Some(Err(e)) => return Err(PipelineError::Checkpoint(e)),
+            None => None,
+        };
+        let bytes = store.write(&Checkpoint {
+            source: identity,
+            written_at: format_time(&Utc::now().fixed_offset()),
+            ingest,
+            rules,
+        })?;
+        metrics.checkpoints_written.inc();
+        metrics.checkpoint_bytes.set(bytes as i64);
+        metrics.checkpoint_age_seconds.set(0);
+    }
+    commits.commit_through(source.as_mut(), u64::MAX)?;
     summary.documents_written = documents_written;
     summary.occupied = occupied;
     summary.elapsed = started.elapsed();
@@ -277,9 +386,11 @@ fn ingest(
     source: &mut dyn Source,
     pseudonyms: Pseudonymiser,
     downstream: Downstream<'_>,
+    restore: Option<IngestState<'static>>,
+    mut checkpointing: Option<Checkpointing>,
     metrics: &Metrics,
     shutdown: &AtomicBool,
-) -> Result<(RunSummary, Commits), PipelineError> {
+) -> Result<Ingested, PipelineError> {
     let Downstream {
         to_workers,
         to_rules,
@@ -300,9 +411,54 @@ fn ingest(
     let mut flag_counts = [0u64; crate::silver::DqFlag::ALL.len()];
     let mut commits = Commits::default();
     let mut lag_read = Instant::now();
+    // The last processed position per (stream, partition); what a checkpoint covers is skipped.
+    let mut processed: BTreeMap<(u16, i32), i64> = BTreeMap::new();
+    let mut covered: HashMap<(u16, i32), i64> = HashMap::new();
+    let mut pending: Option<PendingCheckpoint> = None;
+    let mut last_checkpoint = Instant::now();
+    // Epochs below this are in a written checkpoint: only their positions may be committed.
+    let mut checkpointed = 0u64;
+
+    if let Some(state) = restore {
+        silver.restore_dedup(state.dedup.into_owned());
+        lake.truncate_to(state.lake)?;
+        watermark = state.watermark;
+        for p in &state.positions {
+            processed.insert((p.stream, p.partition), p.offset);
+            covered.insert((p.stream, p.partition), p.offset);
+        }
+        source.skip_to(&state.positions)?;
+        // Epoch 0 hands the new dataflow the checkpoint's facts; its outputs rewrite the same
+        // documents the previous run wrote.
+        let mut batches = vec![GoldBatch::default(); workers];
+        facts.restore(state.gold, &mut batches);
+        send_epoch(
+            to_workers,
+            to_rules,
+            0,
+            (batches, Vec::new()),
+            (watermark, Instant::now(), false),
+        )?;
+        summary.epochs = 1;
+    }
 
     while !shutdown.load(Ordering::Relaxed) {
-        commits.commit_durable(source, durable.load(Ordering::Acquire))?;
+        if let Some(c) = checkpointing.as_mut() {
+            if let Some(written) =
+                c.try_write(&mut pending, durable.load(Ordering::Acquire), metrics)?
+            {
+                checkpointed = written;
+                last_checkpoint = Instant::now();
+            }
+            metrics
+                .checkpoint_age_seconds
+                .set(last_checkpoint.elapsed().as_secs() as i64);
+        }
+        let committable = match checkpointing {
+            Some(_) => checkpointed,
+            None => durable.load(Ordering::Acquire),
+        };
+        commits.commit_durable(source, committable)?;
         if lag_read.elapsed() >= Duration::from_secs(5) {
             lag_read = Instant::now();
             if let Some(lag) = source.lag() {
@@ -342,7 +498,15 @@ fn ingest(
         let mut batches = vec![GoldBatch::default(); workers];
         let mut for_rules = Vec::new();
         let (mut dead, mut dups, mut quarantined, mut gold) = (0u64, 0u64, 0u64, 0u64);
+        let mut skipped = 0u64;
         for (payload, pos) in raw.iter() {
+            let key = (pos.stream, pos.partition);
+            if covered.get(&key).is_some_and(|last| pos.offset <= *last) {
+                skipped += 1;
+                continue;
+            }
+            let seen = processed.entry(key).or_insert(pos.offset);
+            *seen = (*seen).max(pos.offset);
             let position = || SourcePosition {
                 source: source.stream_name(pos.stream),
                 partition: pos.partition,
@@ -380,7 +544,7 @@ fn ingest(
             // Counted in /metrics and the status line; per-batch detail only when asked for.
             tracing::debug!(count = dead, source = %source_name, "payloads sent to the dead-letter store");
         }
-        let n = raw.len() as u64;
+        let n = raw.len() as u64 - skipped;
         events_in.inc_by(n);
         metrics.duplicates.inc_by(dups);
         metrics.quarantined.inc_by(quarantined);
@@ -401,26 +565,23 @@ fn ingest(
         summary.gold_records += gold;
 
         commits.record(summary.epochs, raw.iter().map(|(_, pos)| pos));
-        if let Some(tx) = to_rules {
-            let batch = RulesBatch {
+        let take_checkpoint = checkpointing
+            .as_ref()
+            .is_some_and(|c| pending.is_none() && last_checkpoint.elapsed() >= c.interval);
+        send_epoch(
+            to_workers,
+            to_rules,
+            summary.epochs,
+            (batches, for_rules),
+            (watermark, read_at, take_checkpoint),
+        )?;
+        if take_checkpoint {
+            // The state after this epoch; written once its outputs are durable.
+            pending = Some(PendingCheckpoint {
                 epoch: summary.epochs,
-                records: for_rules,
-                read_at,
-            };
-            if tx.send(batch).is_err() {
-                return Err(PipelineError::Dataflow("the rules thread stopped".into()));
-            }
-        }
-        for (tx, batch) in to_workers.iter().zip(batches) {
-            let msg = WorkerBatch {
-                epoch: summary.epochs,
-                batch,
-                watermark,
-                read_at,
-            };
-            if tx.send(msg).is_err() {
-                return Err(PipelineError::Dataflow("a dataflow worker stopped".into()));
-            }
+                ingest: encode_ingest(&silver, &facts, &processed, watermark, &mut lake)?,
+                rules: None,
+            });
         }
         summary.epochs += 1;
         if last_lake_flush.elapsed() >= Duration::from_secs(1) {
@@ -429,7 +590,126 @@ fn ingest(
         }
     }
     lake.flush()?;
-    Ok((summary, commits))
+    let final_state = match checkpointing {
+        Some(_) => Some(encode_ingest(
+            &silver, &facts, &processed, watermark, &mut lake,
+        )?),
+        None => None,
+    };
+    Ok(Ingested {
+        summary,
+        commits,
+        final_state,
+    })
+}
+
+/// What the ingest thread hands back when it stops.
+struct Ingested {
+    summary: RunSummary,
+    commits: Commits,
+    /// The ingest side of the final checkpoint, when checkpointing.
+    final_state: Option<Vec<u8>>,
+}
+
+/// Sends one epoch: the rules thread's records (it reports every epoch, even an empty one)
+/// and every worker's facts (every worker gets every epoch, so that all advance together).
+fn send_epoch(
+    to_workers: &[SyncSender<WorkerBatch>],
+    to_rules: Option<&SyncSender<RulesBatch>>,
+    epoch: u64,
+    (batches, records): (Vec<GoldBatch>, Vec<(u64, Box<SilverRecord>)>),
+    (watermark, read_at, snapshot): (Micros, Instant, bool),
+) -> Result<(), PipelineError> {
+    if let Some(tx) = to_rules {
+        let batch = RulesBatch {
+            epoch,
+            records,
+            read_at,
+            snapshot,
+        };
+        if tx.send(batch).is_err() {
+            return Err(PipelineError::Dataflow("the rules thread stopped".into()));
+        }
+    }
+    for (tx, batch) in to_workers.iter().zip(batches) {
+        let msg = WorkerBatch {
+            epoch,
+            batch,
+            watermark,
+            read_at,
+        };
+        if tx.send(msg).is_err() {
+            return Err(PipelineError::Dataflow("a dataflow worker stopped".into()));
+        }
+    }
+    Ok(())
+}
+
+/// The ingest side of a checkpoint, encoded now (the lake is synced first, so the lengths
+/// recorded are on disk).
+fn encode_ingest(
+    silver: &Silver,
+    facts: &FactBuilder,
+    processed: &BTreeMap<(u16, i32), i64>,
+    watermark: Micros,
+    lake: &mut Lake,
+) -> Result<Vec<u8>, PipelineError> {
+    let state = IngestState {
+        dedup: Cow::Borrowed(silver.dedup()),
+        gold: facts.snapshot(),
+        positions: processed
+            .iter()
+            .map(|(&(stream, partition), &offset)| Position {
+                stream,
+                partition,
+                offset,
+            })
+            .collect(),
+        watermark,
+        lake: lake.lengths()?,
+    };
+    bincode::serialize(&state).map_err(|e| PipelineError::Checkpoint(e.to_string()))
+}
+
+impl Checkpointing {
+    /// Writes the pending checkpoint once the rules state has arrived and every output of its
+    /// epoch is durable; returns the number of epochs it covers when it wrote one.
+    fn try_write(
+        &mut self,
+        pending: &mut Option<PendingCheckpoint>,
+        durable: u64,
+        metrics: &Metrics,
+    ) -> Result<Option<u64>, PipelineError> {
+        let Some(p) = pending.as_mut() else {
+            return Ok(None);
+        };
+        if let Some(rx) = &self.rules {
+            while let Ok((epoch, state)) = rx.try_recv() {
+                if epoch == p.epoch {
+                    p.rules = Some(state.map_err(PipelineError::Checkpoint)?);
+                }
+            }
+            if p.rules.is_none() {
+                return Ok(None);
+            }
+        }
+        if durable <= p.epoch {
+            return Ok(None);
+        }
+        let Some(p) = pending.take() else {
+            return Ok(None);
+        };
+        let bytes = self.store.write(&Checkpoint {
+            source: self.identity.clone(),
+            written_at: format_time(&Utc::now().fixed_offset()),
+            ingest: p.ingest,
+            rules: p.rules,
+        })?;
+        metrics.checkpoints_written.inc();
+        metrics.checkpoint_bytes.set(bytes as i64);
+        tracing::debug!(epoch = p.epoch, bytes, "checkpoint written");
+        Ok(Some(p.epoch + 1))
+    }
 }
 
 /// Where the ingest thread sends its work, and how it learns what is durable.
@@ -638,16 +918,27 @@ fn sink_loop(
     Ok((written, state.occupied()))
 }
 
-/// The rules loop: evaluate each batch, send its alerts, and reload changed rule files.
-fn rules_loop(rx: Receiver<RulesBatch>, mut stage: RulesStage, out: SyncSender<SinkMessage>) {
+/// The rules loop: evaluate each batch, send its alerts, answer snapshot requests, and reload
+/// changed rule files. Returns the stage when the input closes (for the final checkpoint).
+fn rules_loop(
+    rx: Receiver<RulesBatch>,
+    mut stage: RulesStage,
+    out: SyncSender<SinkMessage>,
+    snapshots: SyncSender<RulesSnapshot>,
+) -> RulesStage {
     loop {
         match rx.recv_timeout(RELOAD_INTERVAL) {
             Ok(RulesBatch {
                 epoch,
                 records,
                 read_at,
+                snapshot,
             }) => {
                 let documents = stage.process(&records);
+                if snapshot {
+                    // The state after this epoch's records, matching the ingest's snapshot.
+                    let _ = snapshots.send((epoch, stage.snapshot()));
+                }
                 if out
                     .send(SinkMessage::Alerts {
                         epoch,
@@ -656,11 +947,11 @@ fn rules_loop(rx: Receiver<RulesBatch>, mut stage: RulesStage, out: SyncSender<S
                     })
                     .is_err()
                 {
-                    return;
+                    return stage;
                 }
             }
             Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
+            Err(RecvTimeoutError::Disconnected) => return stage,
         }
         stage.maybe_reload();
     }

@@ -62,6 +62,10 @@ pub struct RunArgs {
     /// Most events per input batch (one dataflow epoch).
     #[arg(long, default_value_t = 16_384, value_name = "N")]
     batch_size: usize,
+    /// Seconds between checkpoints (one is also written at a clean stop); 0 turns checkpoints
+    /// off, and every run then starts from empty state.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    checkpoint_interval: f64,
     /// Kafka consumer group.
     #[arg(long, default_value = "cds", value_name = "GROUP")]
     group: String,
@@ -81,6 +85,11 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
+    if !(args.checkpoint_interval.is_finite() && args.checkpoint_interval >= 0.0) {
+        anyhow::bail!(
+            "--checkpoint-interval must be a number of seconds (0 turns checkpoints off)"
+        );
+    }
     if args.workers == 0 || args.batch_size == 0 {
         anyhow::bail!("--workers and --batch-size must be at least 1");
     }
@@ -205,6 +214,8 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
     config.batch_size = args.batch_size;
     config.until = until;
     config.feed = feed;
+    config.checkpoint_interval =
+        (args.checkpoint_interval > 0.0).then(|| Duration::from_secs_f64(args.checkpoint_interval));
     info!(source = source.name(), sink = %args.sink, workers = args.workers, "starting");
     ready.store(true, Ordering::Relaxed);
     let stop_status = Arc::new(AtomicBool::new(false));

@@ -3,6 +3,7 @@
 //! Strings stay at the edge: hospitals are `u16`, departments and categories `u8`, patients the
 //! `u64` pseudonym key. Times are microseconds since the Unix epoch (event time, never arrival).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use chrono::Datelike;
@@ -119,6 +120,22 @@ pub struct FactBuilder {
     pseudonyms: Pseudonymiser,
     latest: HashMap<u64, (Micros, String, VitalsValues)>,
     workers: usize,
+    /// What the dataflow's inputs add up to, compacted, so that a checkpoint can hand a new
+    /// dataflow the same state: the latest ADT fact per patient (the location reduce decides
+    /// on it alone, as every input is an insertion), and every stay and admission with its
+    /// multiplicity.
+    latest_adt: HashMap<u64, AdtFact>,
+    stays: HashMap<StayFact, u32>,
+    admissions: HashMap<AdmissionFact, u64>,
+}
+
+/// The Gold inputs as a checkpoint keeps them (borrowed when written, owned when read).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct GoldState<'a> {
+    latest_vitals: Cow<'a, HashMap<u64, (Micros, String, VitalsValues)>>,
+    latest_adt: Cow<'a, HashMap<u64, AdtFact>>,
+    stays: Cow<'a, HashMap<StayFact, u32>>,
+    admissions: Cow<'a, HashMap<AdmissionFact, u64>>,
 }
 
 impl FactBuilder {
@@ -127,6 +144,52 @@ impl FactBuilder {
             pseudonyms,
             latest: HashMap::new(),
             workers: workers.max(1),
+            latest_adt: HashMap::new(),
+            stays: HashMap::new(),
+            admissions: HashMap::new(),
+        }
+    }
+
+    /// The compacted inputs, for a checkpoint.
+    pub fn snapshot(&self) -> GoldState<'_> {
+        GoldState {
+            latest_vitals: Cow::Borrowed(&self.latest),
+            latest_adt: Cow::Borrowed(&self.latest_adt),
+            stays: Cow::Borrowed(&self.stays),
+            admissions: Cow::Borrowed(&self.admissions),
+        }
+    }
+
+    /// Continues from a checkpoint: takes its state and adds to `batches` the facts that bring
+    /// a new, empty dataflow to the same KPIs.
+    pub fn restore(&mut self, state: GoldState<'static>, batches: &mut [GoldBatch]) {
+        self.latest = state.latest_vitals.into_owned();
+        self.latest_adt = state.latest_adt.into_owned();
+        self.stays = state.stays.into_owned();
+        self.admissions = state.admissions.into_owned();
+        let workers = self.workers.min(batches.len()).max(1);
+        let owner = |patient: u64| (patient % workers as u64) as usize;
+        for (patient, fact) in &self.latest_adt {
+            if let Some(b) = batches.get_mut(owner(*patient)) {
+                b.adt.push((*patient, fact.clone()));
+            }
+        }
+        for (patient, (_, _, values)) in &self.latest {
+            if let Some(b) = batches.get_mut(owner(*patient)) {
+                b.vitals.push(((*patient, *values), 1));
+            }
+        }
+        for (stay, n) in &self.stays {
+            if let Some(b) = batches.get_mut(owner(stay.patient)) {
+                b.stays
+                    .extend(std::iter::repeat_n(stay.clone(), *n as usize));
+            }
+        }
+        if let Some(b) = batches.first_mut() {
+            for (admission, n) in &self.admissions {
+                b.admissions
+                    .extend(std::iter::repeat_n(admission.clone(), *n as usize));
+            }
         }
     }
 
@@ -162,11 +225,27 @@ impl FactBuilder {
             gender: Gender::parse(e.gender.as_deref()).index(),
             age_band: AgeBand::of(e.age).index(),
         };
+        let adt_kind = match kind {
+            EventType::Admission => Some(AdtKind::Admission),
+            EventType::Transfer => Some(AdtKind::Transfer),
+            EventType::Discharge => Some(AdtKind::Discharge),
+            EventType::Vitals => None,
+        };
+        if let Some(k) = adt_kind {
+            let fact = adt(k);
+            match self.latest_adt.get_mut(&patient) {
+                Some(known) if *known >= fact => {}
+                Some(known) => *known = fact,
+                None => {
+                    self.latest_adt.insert(patient, fact);
+                }
+            }
+        }
         match kind {
             EventType::Admission => {
                 batch.adt.push((patient, adt(AdtKind::Admission)));
                 let admitted = e.admission_time.unwrap_or(e.event_timestamp);
-                batch.admissions.push(AdmissionFact {
+                let admission = AdmissionFact {
                     hospital,
                     priority: e
                         .admission_priority
@@ -180,18 +259,22 @@ impl FactBuilder {
                         .map(str::trim)
                         .filter(|c| !c.is_empty())
                         .map(str::to_owned),
-                });
+                };
+                *self.admissions.entry(admission.clone()).or_insert(0) += 1;
+                batch.admissions.push(admission);
             }
             EventType::Transfer => batch.adt.push((patient, adt(AdtKind::Transfer))),
             EventType::Discharge => {
                 batch.adt.push((patient, adt(AdtKind::Discharge)));
                 if let (Some(a), Some(d)) = (e.admission_time, e.discharge_time) {
-                    batch.stays.push(StayFact {
+                    let stay = StayFact {
                         hospital,
                         department: dept,
                         patient,
                         seconds: (d - a).num_seconds(),
-                    });
+                    };
+                    *self.stays.entry(stay.clone()).or_insert(0) += 1;
+                    batch.stays.push(stay);
                 }
             }
             EventType::Vitals => {

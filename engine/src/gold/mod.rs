@@ -13,8 +13,8 @@ mod tally;
 pub use dataflow::{build, GoldInputs, GoldOutput, KpiDelta, TOP_DIAGNOSES};
 pub use documents::{Document, KpiState};
 pub use facts::{
-    micros, AdmissionFact, AdtFact, AdtKind, FactBuilder, GoldBatch, Micros, Placement, StayFact,
-    VitalsValues, VITAL_NAMES,
+    micros, AdmissionFact, AdtFact, AdtKind, FactBuilder, GoldBatch, GoldState, Micros, Placement,
+    StayFact, VitalsValues, VITAL_NAMES,
 };
 pub use location::LatestLocation;
 pub use tally::Tally;

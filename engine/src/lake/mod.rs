@@ -1,8 +1,11 @@
-//! The lake, as far as it is built: append-only JSON-lines tables in the local data directory.
+//! The lake, as far as it is built: append-only JSON-lines tables in the local data directory,
+//! and the engine's [`checkpoint`]s.
 //!
 //! Today it holds what must never be lost even before the full lake exists: the dead-letter
 //! store (`deadletter/`) and the quarantined Silver records (`silver/quarantine/`). Bronze,
-//! Silver and Gold tables in an open format, object storage and checkpoints are not built yet.
+//! Silver and Gold tables in an open format and object storage are not built yet.
+
+pub mod checkpoint;
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -77,6 +80,38 @@ impl JsonlTable {
         }
     }
 
+    /// The file's length with every appended row written through (0 before the first row).
+    pub fn durable_len(&mut self) -> Result<u64, LakeError> {
+        self.flush()?;
+        if let Some(out) = self.out.as_mut() {
+            out.get_ref().sync_data().map_err(|e| LakeError {
+                path: self.path.display().to_string(),
+                source: e,
+            })?;
+        }
+        match std::fs::metadata(&self.path) {
+            Ok(m) => Ok(m.len()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(0),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    /// Cuts the file back to `len` bytes: rows appended after a checkpoint by a run that then
+    /// crashed are appended again by the run that continues from it, so they must go.
+    pub fn truncate_to(&mut self, len: u64) -> Result<(), LakeError> {
+        self.out = None;
+        match OpenOptions::new().write(true).open(&self.path) {
+            Ok(f) => {
+                if f.metadata().map_err(|e| self.error(e))?.len() > len {
+                    f.set_len(len).map_err(|e| self.error(e))?;
+                }
+                Ok(())
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
     /// Rows appended by this process.
     pub fn rows(&self) -> u64 {
         self.rows
@@ -110,5 +145,19 @@ impl Lake {
     pub fn flush(&mut self) -> Result<(), LakeError> {
         self.dead_letters.flush()?;
         self.quarantine.flush()
+    }
+
+    /// Durable lengths of the tables, for a checkpoint: (dead letters, quarantine).
+    pub fn lengths(&mut self) -> Result<(u64, u64), LakeError> {
+        Ok((
+            self.dead_letters.durable_len()?,
+            self.quarantine.durable_len()?,
+        ))
+    }
+
+    /// Cuts the tables back to a checkpoint's lengths.
+    pub fn truncate_to(&mut self, lengths: (u64, u64)) -> Result<(), LakeError> {
+        self.dead_letters.truncate_to(lengths.0)?;
+        self.quarantine.truncate_to(lengths.1)
     }
 }

@@ -8,6 +8,8 @@
 
 use std::collections::{HashMap, VecDeque};
 
+use serde::{Deserialize, Serialize};
+
 use cds_rules::{Context, CtxDepartment, CtxEvent, CtxPatient, CtxReading, CtxVitals};
 
 use crate::gold::micros;
@@ -17,7 +19,7 @@ use crate::silver::SilverRecord;
 /// How far back `ctx.patient.recent_vitals` reaches.
 const RECENT_MICROS: i64 = 6 * 3600 * 1_000_000;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Placement {
     at: i64,
     event_id: String,
@@ -29,12 +31,80 @@ struct Placement {
     gender: Option<String>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct PatientState {
     placement: Option<Placement>,
     /// Newest first, by event time.
+    #[serde(with = "stored_readings")]
     readings: VecDeque<(i64, CtxReading)>,
     last_discharge: Option<Timestamp>,
+}
+
+/// Readings in a checkpoint: plain positional fields (the rule-facing shape flattens and skips
+/// fields, which only self-describing formats can read back).
+mod stored_readings {
+    use std::collections::VecDeque;
+
+    use cds_rules::{CtxReading, CtxVitals};
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    type Stored = (i64, String, [Option<f64>; 6], Option<String>, Option<bool>);
+
+    pub fn serialize<S: Serializer>(
+        readings: &VecDeque<(i64, CtxReading)>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let stored: Vec<Stored> = readings
+            .iter()
+            .map(|(at, r)| {
+                let v = &r.vitals;
+                (
+                    *at,
+                    r.time.clone(),
+                    [
+                        v.heart_rate,
+                        v.bp_systolic,
+                        v.bp_diastolic,
+                        v.temperature_c,
+                        v.oxygen_saturation,
+                        v.respiratory_rate,
+                    ],
+                    v.consciousness.clone(),
+                    v.supplemental_o2,
+                )
+            })
+            .collect();
+        stored.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<VecDeque<(i64, CtxReading)>, D::Error> {
+        let stored = Vec::<Stored>::deserialize(d)?;
+        Ok(stored
+            .into_iter()
+            .map(|(at, time, n, consciousness, supplemental_o2)| {
+                let vitals = CtxVitals {
+                    heart_rate: n[0],
+                    bp_systolic: n[1],
+                    bp_diastolic: n[2],
+                    temperature_c: n[3],
+                    oxygen_saturation: n[4],
+                    respiratory_rate: n[5],
+                    consciousness,
+                    supplemental_o2,
+                };
+                (at, CtxReading { time, vitals })
+            })
+            .collect())
+    }
+}
+
+/// [`ContextState`] as it is checkpointed (borrowed when written, owned when read).
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ContextSnapshot<'a> {
+    patients: std::borrow::Cow<'a, HashMap<u64, PatientState>>,
+    occupied: std::borrow::Cow<'a, HashMap<(i64, String), i64>>,
 }
 
 /// Per-patient and per-department state for building rule contexts.
@@ -85,6 +155,20 @@ impl ContextState {
             patients: HashMap::new(),
             occupied: HashMap::new(),
         }
+    }
+
+    /// The per-patient and per-department state, for a checkpoint.
+    pub fn snapshot(&self) -> ContextSnapshot<'_> {
+        ContextSnapshot {
+            patients: std::borrow::Cow::Borrowed(&self.patients),
+            occupied: std::borrow::Cow::Borrowed(&self.occupied),
+        }
+    }
+
+    /// Replaces the state with a checkpoint's.
+    pub fn restore(&mut self, snapshot: ContextSnapshot<'static>) {
+        self.patients = snapshot.patients.into_owned();
+        self.occupied = snapshot.occupied.into_owned();
     }
 
     /// Applies a Gold-eligible record and returns the context to evaluate it in: the patient's

@@ -16,7 +16,7 @@ use cds_rules::{DelayedEvokes, Outcome, ReloadEvent, RulePack, RuleStats};
 use chrono::DateTime;
 use tracing::{info, warn};
 
-pub use context::{ctx_event, ctx_vitals, ContextState};
+pub use context::{ctx_event, ctx_vitals, ContextSnapshot, ContextState};
 
 use crate::gold::{micros, Document};
 use crate::metrics::Metrics;
@@ -35,6 +35,15 @@ const DELAYED_LATENESS_SECS: i64 = 3600;
 pub enum RulesError {
     #[error("no rule loaded from {dir}: {errors}")]
     Load { dir: String, errors: String },
+}
+
+/// What a checkpoint keeps of the rules stage.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RulesSnapshot<'a> {
+    context: ContextSnapshot<'a>,
+    suppressor: std::borrow::Cow<'a, cds_rules::Suppressor>,
+    delayed: std::borrow::Cow<'a, DelayedEvokes>,
+    watermark: i64,
 }
 
 /// The rules stage of a run.
@@ -94,6 +103,28 @@ impl RulesStage {
         })
     }
 
+    /// Everything the stage needs to continue after a restart (patient contexts, suppression
+    /// windows, pending delayed evokes, the event-time watermark), encoded for a checkpoint.
+    pub fn snapshot(&self) -> Result<Vec<u8>, String> {
+        bincode::serialize(&RulesSnapshot {
+            context: self.state.snapshot(),
+            suppressor: std::borrow::Cow::Borrowed(self.pack.suppressor()),
+            delayed: std::borrow::Cow::Borrowed(&self.delayed),
+            watermark: self.watermark,
+        })
+        .map_err(|e| e.to_string())
+    }
+
+    /// Continues from a [`RulesStage::snapshot`].
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let s: RulesSnapshot<'static> = bincode::deserialize(bytes).map_err(|e| e.to_string())?;
+        self.state.restore(s.context);
+        self.pack.set_suppressor(s.suppressor.into_owned());
+        self.delayed = s.delayed.into_owned();
+        self.watermark = s.watermark;
+        Ok(())
+    }
+
     /// The rule directory.
     pub fn dir(&self) -> PathBuf {
         self.pack.dir().to_path_buf()
@@ -110,11 +141,15 @@ impl RulesStage {
             for outcome in self.pack.evaluate(&ctx) {
                 self.handle(outcome, &mut alerts);
             }
-            self.watermark = self
-                .watermark
-                .max(micros(&record.event.event_timestamp) / 1_000_000);
+            // Delayed evokes fire as soon as the record that moves the watermark past them is
+            // processed: their context then depends only on the order of records, not on how
+            // the source happened to batch them (a restart batches differently).
+            let watermark = micros(&record.event.event_timestamp) / 1_000_000;
+            if watermark > self.watermark {
+                self.watermark = watermark;
+                self.fire_delayed(&mut alerts);
+            }
         }
-        self.fire_delayed(&mut alerts);
         self.report_stats();
         alerts
     }

@@ -110,6 +110,16 @@ impl Silver {
         }
     }
 
+    /// The duplicate window, for a checkpoint.
+    pub fn dedup(&self) -> &DedupWindow {
+        &self.dedup
+    }
+
+    /// Continues with a checkpoint's duplicate window.
+    pub fn restore_dedup(&mut self, dedup: DedupWindow) {
+        self.dedup = dedup;
+    }
+
     /// The hospital network the rules check against.
     pub fn network(&self) -> &Network {
         &self.network

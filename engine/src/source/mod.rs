@@ -55,7 +55,9 @@ pub struct RawBatch {
 
 /// Where a payload sits in its source: the stream (topic index for Kafka, 0 otherwise), the
 /// partition and the offset (line number for files, sequence number for the simulator).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct Position {
     pub stream: u16,
     pub partition: i32,
@@ -139,6 +141,21 @@ pub trait Source: Send {
     /// can tell without a round trip; `None` for sources without a backlog (file, simulator).
     fn lag(&mut self) -> Option<u64> {
         None
+    }
+
+    /// What must be the same for a checkpoint of an earlier run to continue this one: the
+    /// source's name, plus whatever else decides its content (the simulator's seed and start).
+    fn identity(&self) -> String {
+        self.name().to_owned()
+    }
+
+    /// Moves past everything up to and including `upto` (the last processed position per
+    /// stream and partition), if the source can do so itself: the simulator and files
+    /// regenerate or re-read from the start otherwise. Whatever the source returns at or
+    /// before these positions is skipped by the pipeline anyway; Kafka resumes from the offsets
+    /// committed, which never run ahead of a checkpoint.
+    fn skip_to(&mut self, _upto: &[Position]) -> Result<(), SourceError> {
+        Ok(())
     }
 }
 

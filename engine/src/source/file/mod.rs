@@ -50,6 +50,29 @@ impl Source for FileSource {
         &self.name
     }
 
+    fn skip_to(&mut self, upto: &[super::Position]) -> Result<(), SourceError> {
+        // Offsets are line numbers: re-read (without parsing) the lines already processed.
+        let Some(last) = upto.iter().map(|p| p.offset).max() else {
+            return Ok(());
+        };
+        while self.line_no < last {
+            self.line.clear();
+            let n = self
+                .reader
+                .read_until(b'\n', &mut self.line)
+                .map_err(|source| SourceError::Read {
+                    path: self.path.clone(),
+                    source,
+                })?;
+            if n == 0 {
+                break;
+            }
+            self.line_no += 1;
+        }
+        self.line.clear();
+        Ok(())
+    }
+
     fn poll(
         &mut self,
         batch: &mut RawBatch,

@@ -12,12 +12,23 @@ pub struct SimulatorSource {
     simulator: Simulator,
     pacer: Pacer,
     rate: Option<f64>,
+    identity: String,
+    /// Lines regenerated to continue from a checkpoint (not paced).
+    skipped: u64,
 }
 
 impl SimulatorSource {
     pub fn new(config: SimulatorConfig, network: &Network) -> Self {
         let rate = config.rate;
+        let identity = format!(
+            "simulator seed={} start={} dirty_rate={}",
+            config.seed,
+            crate::model::format_time(&config.start),
+            config.dirty_rate
+        );
         SimulatorSource {
+            identity,
+            skipped: 0,
             pacer: Pacer::new(rate),
             simulator: Simulator::new(config, network),
             rate,
@@ -28,6 +39,24 @@ impl SimulatorSource {
 impl Source for SimulatorSource {
     fn name(&self) -> &str {
         "simulator"
+    }
+
+    fn identity(&self) -> String {
+        self.identity.clone()
+    }
+
+    fn skip_to(&mut self, upto: &[crate::source::Position]) -> Result<(), SourceError> {
+        // The same seed gives the same events: regenerate the processed ones, unpaced.
+        let last = upto.iter().map(|p| p.offset).max().unwrap_or(0);
+        while (self.simulator.produced() as i64) < last {
+            if self.simulator.next_line().is_none() {
+                break;
+            }
+        }
+        // Pace what comes next from here, not from the start of the regenerated stream.
+        self.pacer = Pacer::new(self.rate);
+        self.skipped = self.simulator.produced();
+        Ok(())
     }
 
     fn poll(
@@ -54,7 +83,7 @@ impl Source for SimulatorSource {
             };
             let n = self.simulator.produced();
             batch.push(&line, 0, n as i64);
-            self.pacer.pace(n);
+            self.pacer.pace(n - self.skipped);
             if self.rate.is_some() && started.elapsed() >= wait {
                 break;
             }

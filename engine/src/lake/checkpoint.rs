@@ -1,0 +1,202 @@
+//! Checkpoints: the state the engine needs to continue, written atomically beside the lake.
+//!
+//! A checkpoint holds the compacted Gold inputs (latest ADT fact and latest vitals per
+//! patient, stays and admissions with their multiplicities), the duplicate window, the rules
+//! stage (patient contexts, suppression windows, pending delayed evokes), the last processed
+//! position per source partition, and the length of each lake file. It is taken at an epoch
+//! boundary and written only once every output of that epoch is durable, so a restart from it
+//! neither loses nor repeats anything: the new dataflow starts from the same facts, the source
+//! skips what the checkpoint covers, and the lake files are cut back to their recorded length.
+//!
+//! File format (`DATA_DIR/lake/checkpoints/checkpoint-<seq>.bin`): the magic `CDSCKPT1`, the
+//! body length (u64, little endian), the SHA-256 of the body, the body (bincode). It is
+//! written to a temporary name, synced and renamed, so a checkpoint exists whole or not at
+//! all; a torn or corrupt file fails its length or hash check and the previous one is used.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tracing::warn;
+
+const MAGIC: &[u8; 8] = b"CDSCKPT1";
+const HEADER: usize = 8 + 8 + 32;
+
+/// One checkpoint as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// The source identity it continues ([`crate::source::Source::identity`]).
+    pub source: String,
+    /// Wall-clock time it was taken (RFC 3339).
+    pub written_at: String,
+    /// The ingest side: duplicate window, Gold inputs, positions, lake lengths (bincode).
+    pub ingest: Vec<u8>,
+    /// The rules stage, when rules ran ([`crate::rules::RulesStage::snapshot`]).
+    pub rules: Option<Vec<u8>>,
+}
+
+/// Why checkpoints could not be written or read.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("checkpoint {path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("checkpoint encoding: {0}")]
+    Encode(String),
+}
+
+/// The checkpoint directory; keeps the newest `keep` checkpoints.
+#[derive(Debug, Clone)]
+pub struct CheckpointStore {
+    dir: PathBuf,
+    keep: usize,
+}
+
+impl CheckpointStore {
+    /// The store under `DATA_DIR/lake/checkpoints`.
+    pub fn in_data_dir(data_dir: &Path) -> Self {
+        CheckpointStore {
+            dir: data_dir.join("lake").join("checkpoints"),
+            keep: 3,
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn io(&self, path: &Path, source: std::io::Error) -> CheckpointError {
+        CheckpointError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    /// Checkpoint files, newest first, with their sequence numbers.
+    pub fn list(&self) -> Vec<(u64, PathBuf)> {
+        let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                let seq = name
+                    .strip_prefix("checkpoint-")?
+                    .strip_suffix(".bin")?
+                    .parse()
+                    .ok()?;
+                Some((seq, e.path()))
+            })
+            .collect();
+        found.sort_by(|a, b| b.0.cmp(&a.0));
+        found
+    }
+
+    /// Writes a checkpoint atomically and drops the oldest beyond `keep`; returns its size.
+    pub fn write(&self, checkpoint: &Checkpoint) -> Result<u64, CheckpointError> {
+        std::fs::create_dir_all(&self.dir).map_err(|e| self.io(&self.dir, e))?;
+        let body =
+            bincode::serialize(checkpoint).map_err(|e| CheckpointError::Encode(e.to_string()))?;
+        let seq = self.list().first().map_or(1, |(s, _)| s + 1);
+        let path = self.dir.join(format!("checkpoint-{seq:012}.bin"));
+        let tmp = self.dir.join(format!(".checkpoint-{seq:012}.tmp"));
+        {
+            let mut f = std::fs::File::create(&tmp).map_err(|e| self.io(&tmp, e))?;
+            f.write_all(MAGIC)
+                .and_then(|_| f.write_all(&(body.len() as u64).to_le_bytes()))
+                .and_then(|_| f.write_all(&Sha256::digest(&body)))
+                .and_then(|_| f.write_all(&body))
+                .and_then(|_| f.sync_all())
+                .map_err(|e| self.io(&tmp, e))?;
+        }
+        std::fs::rename(&tmp, &path).map_err(|e| self.io(&path, e))?;
+        // The rename is durable once the directory is synced.
+        if let Ok(d) = std::fs::File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        for (_, old) in self.list().into_iter().skip(self.keep) {
+            let _ = std::fs::remove_file(old);
+        }
+        Ok((HEADER + body.len()) as u64)
+    }
+
+    /// Reads and checks one checkpoint file.
+    pub fn read(path: &Path) -> Result<Checkpoint, String> {
+        let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+        if bytes.len() < HEADER || &bytes[..8] != MAGIC {
+            return Err("not a checkpoint (no header)".into());
+        }
+        let mut len = [0u8; 8];
+        len.copy_from_slice(&bytes[8..16]);
+        let len = u64::from_le_bytes(len) as usize;
+        let body = &bytes[HEADER..];
+        if body.len() != len {
+            return Err(format!("torn: {} of {len} bytes", body.len()));
+        }
+        if Sha256::digest(body).as_slice() != &bytes[16..48] {
+            return Err("corrupt: checksum mismatch".into());
+        }
+        bincode::deserialize(body).map_err(|e| format!("undecodable: {e}"))
+    }
+
+    /// The newest valid checkpoint of `source`; torn or corrupt files are skipped with a
+    /// warning, checkpoints of another source are not used.
+    pub fn load_newest(&self, source: &str) -> Option<Checkpoint> {
+        for (seq, path) in self.list() {
+            match Self::read(&path) {
+                Ok(c) if c.source == source => return Some(c),
+                Ok(_) => {
+                    warn!(
+                        seq,
+                        "the newest checkpoint is of another source; starting from empty state"
+                    );
+                    return None;
+                }
+                Err(reason) => warn!(seq, %reason, "skipping an unusable checkpoint"),
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkpoint(n: u8) -> Checkpoint {
+        Checkpoint {
+            source: "file:x".into(),
+            written_at: "2026-01-01T00:00:00Z".into(),
+            ingest: vec![n; 100],
+            rules: None,
+        }
+    }
+
+    #[test]
+    fn newest_valid_wins_and_only_the_last_three_stay() {
+        let dir = std::env::temp_dir().join(format!("cds-ckpt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = CheckpointStore::in_data_dir(&dir);
+        for n in 1..=5 {
+            store.write(&checkpoint(n)).expect("write");
+        }
+        assert_eq!(store.list().len(), 3);
+        assert_eq!(store.load_newest("file:x").map(|c| c.ingest[0]), Some(5));
+        assert!(store.load_newest("file:y").is_none(), "another source");
+
+        // Corrupt the newest: the one before is used. Tear the next: the oldest.
+        let files = store.list();
+        let mut bytes = std::fs::read(&files[0].1).expect("read");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        std::fs::write(&files[0].1, &bytes).expect("corrupt");
+        assert_eq!(store.load_newest("file:x").map(|c| c.ingest[0]), Some(4));
+        let torn = std::fs::read(&files[1].1).expect("read");
+        std::fs::write(&files[1].1, &torn[..torn.len() / 2]).expect("tear");
+        assert_eq!(store.load_newest("file:x").map(|c| c.ingest[0]), Some(3));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
