@@ -224,7 +224,7 @@ pub fn run(
             let state: IngestState<'static> = bincode::deserialize(&c.ingest).map_err(|e| {
                 PipelineError::Checkpoint(format!("the ingest state does not load: {e}"))
             })?;
-            info!(taken = %c.written_at, "continuing from a checkpoint");
+            info!(taken = %c.written_at, positions = ?state.positions, "continuing from a checkpoint");
             Some(state)
         }
         None => None,
@@ -259,7 +259,7 @@ pub fn run(
     let (snapshot_tx, snapshot_rx) = sync_channel::<RulesSnapshot>(2);
     let (rules_tx, rules_thread) = match rules {
         Some(stage) => {
-            let (tx, rx) = sync_channel::<RulesBatch>(8);
+            let (tx, rx) = sync_channel::<RulesBatch>(2);
             let out = out_tx.clone();
             let handle = std::thread::Builder::new()
                 .name("cds-rules".into())
@@ -418,6 +418,8 @@ fn ingest(
     let mut last_checkpoint = Instant::now();
     // Epochs below this are in a written checkpoint: only their positions may be committed.
     let mut checkpointed = 0u64;
+    // Whether events arrived since the last checkpoint was taken.
+    let mut uncheckpointed = false;
 
     if let Some(state) = restore {
         silver.restore_dedup(state.dedup.into_owned());
@@ -489,16 +491,30 @@ fn ingest(
                         break;
                     }
                 }
-                continue;
+                // While the input is quiet, an empty epoch carries a checkpoint of what came
+                // before, so that a crash in a lull replays nothing.
+                let checkpoint_due = checkpointing.as_ref().is_some_and(|c| {
+                    pending.is_none() && uncheckpointed && last_checkpoint.elapsed() >= c.interval
+                });
+                if !checkpoint_due {
+                    continue;
+                }
             }
             Poll::End | Poll::Ready => {}
         }
         let read_at = Instant::now();
-        last_input = read_at;
+        if !raw.is_empty() {
+            last_input = read_at;
+        }
         let mut batches = vec![GoldBatch::default(); workers];
         let mut for_rules = Vec::new();
         let (mut dead, mut dups, mut quarantined, mut gold) = (0u64, 0u64, 0u64, 0u64);
         let mut skipped = 0u64;
+        if summary.events == 0 {
+            if let Some((_, first)) = raw.iter().next() {
+                tracing::debug!(?first, "first position read");
+            }
+        }
         for (payload, pos) in raw.iter() {
             let key = (pos.stream, pos.partition);
             if covered.get(&key).is_some_and(|last| pos.offset <= *last) {
@@ -575,7 +591,9 @@ fn ingest(
             (batches, for_rules),
             (watermark, read_at, take_checkpoint),
         )?;
+        uncheckpointed |= n > 0;
         if take_checkpoint {
+            uncheckpointed = false;
             // The state after this epoch; written once its outputs are durable.
             pending = Some(PendingCheckpoint {
                 epoch: summary.epochs,
@@ -758,7 +776,9 @@ impl Commits {
             return Ok(());
         }
         self.last_commit = Some(Instant::now());
-        source.commit(&crate::source::kafka::last_positions(upto.into_iter()))
+        let upto = crate::source::kafka::last_positions(upto.into_iter());
+        tracing::debug!(through = durable, ?upto, "committing source positions");
+        source.commit(&upto)
     }
 }
 

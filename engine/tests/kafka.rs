@@ -7,58 +7,17 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::differences;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use common::kafka::{broker, create_topics, produce, scratch, unique};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::Message;
 use serde_json::Value;
-
-fn broker() -> String {
-    std::env::var("CDS_TEST_KAFKA")
-        .expect("CDS_TEST_KAFKA is not set: run the suite with `bash tests/run.sh`, which starts a Kafka broker")
-}
-
-fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{name}-{}-{}", std::process::id(), nanos % 1_000_000_000)
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(unique(&format!("cds-kafka-{name}")));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
-
-fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin client");
-    let new: Vec<NewTopic<'_>> = topics
-        .iter()
-        .map(|(t, p)| NewTopic::new(t, *p, TopicReplication::Fixed(1)))
-        .collect();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let results = rt
-        .block_on(admin.create_topics(&new, &AdminOptions::new()))
-        .expect("create topics");
-    for r in results {
-        r.expect("topic created");
-    }
-}
 
 fn cds() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cds"));
@@ -75,20 +34,6 @@ fn simulate(args: &[&str]) -> Vec<u8> {
         String::from_utf8_lossy(&out.stderr)
     );
     out.stdout
-}
-
-fn produce(brokers: &str, topic: &str, args: &[&str]) {
-    let out = cds()
-        .arg("simulate")
-        .args(args)
-        .args(["--to", &format!("kafka://{brokers}/{topic}")])
-        .output()
-        .expect("simulate --to kafka");
-    assert!(
-        out.status.success(),
-        "producing failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn run(data: &Path, source: &str, extra: &[&str]) -> String {

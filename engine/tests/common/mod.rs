@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod kafka;
 
 use std::collections::{BTreeMap, HashMap};
 
