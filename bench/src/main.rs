@@ -104,7 +104,7 @@ fn options() -> anyhow::Result<Options> {
         flush_ms: vec![20, 1],
         patients: vec![100_000, 1_000_000],
         readings: 3,
-        baseline: vec![(1, 2_000), (100, 20_000), (10_000, 200_000)],
+        baseline: vec![(1, 5_000), (100, 100_000), (10_000, 1_000_000)],
         plots: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("plots")),
         memory_child: None,
     };
@@ -228,7 +228,8 @@ fn run(o: &Options, network: &Network, dir: &Path) -> anyhow::Result<()> {
     }
     if on("rules") {
         if Path::new(&o.rules).is_dir() {
-            let records = compare::silver_prefix(&file, network, 200_000)?;
+            let records =
+                compare::silver_prefix(&file, network, if o.quick { 3_000 } else { 200_000 })?;
             rules_rate::measure(&mut report, Path::new(&o.rules), network, &records)?;
         } else {
             report.line(

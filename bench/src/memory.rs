@@ -33,6 +33,8 @@ struct Admit {
     log: WriteLog,
     rss_after: Arc<Mutex<Option<u64>>>,
     finished: Option<Instant>,
+    /// When the last event was handed over.
+    emitted: Option<Instant>,
 }
 
 impl Admit {
@@ -64,6 +66,12 @@ impl Source for Admit {
                     }
                     return Ok(Poll::End);
                 }
+            }
+            let waiting = *self.emitted.get_or_insert_with(Instant::now);
+            if waiting.elapsed() > Duration::from_secs(120) {
+                return Err(SourceError::Config(
+                    "the last events were not written within 120 s".into(),
+                ));
             }
             std::thread::sleep(wait.min(Duration::from_millis(20)));
             return Ok(Poll::Idle);
@@ -117,6 +125,7 @@ pub fn measure(
         log: log.clone(),
         rss_after: rss_after.clone(),
         finished: None,
+        emitted: None,
     };
     let mut config = PipelineConfig::new(data.clone(), network.clone());
     config.until = Until::End;

@@ -34,20 +34,23 @@ pub fn admission(out: &mut String, seq: u64, at: Timestamp, patient: u64, place:
     );
 }
 
-/// A vitals reading of patient `patient` in `place`; values vary with `seq`.
+/// A vitals reading of patient `patient` in `place`; values are a hash of `seq`, so that
+/// successive readings differ whatever the stream's period (a reading equal to the one it
+/// replaces changes no KPI, and no document is written for it).
 pub fn vitals(out: &mut String, seq: u64, at: Timestamp, patient: u64, place: (u16, &str)) {
     let t = format_time(&at);
+    let h = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 20;
     let _ = write!(
         out,
         r#"{{"event_id":"B-{seq}","event_type":"VITALS","event_timestamp":"{t}","patient_id":"BP{patient}","hospital_id":{},"department":"{}","vitals":{{"heart_rate":{}.0,"bp_systolic":{}.0,"bp_diastolic":{}.0,"temperature_c":36.{},"oxygen_saturation":{}.0,"respiratory_rate":{}.0,"consciousness":"A","supplemental_o2":false}}}}"#,
         place.0,
         place.1,
-        60 + seq % 50,
-        100 + seq % 40,
-        60 + seq % 25,
-        seq % 10,
-        92 + seq % 8,
-        12 + seq % 10,
+        60 + h % 50,
+        100 + (h >> 6) % 40,
+        60 + (h >> 12) % 25,
+        (h >> 18) % 10,
+        92 + (h >> 22) % 8,
+        12 + (h >> 26) % 10,
     );
 }
 
