@@ -49,6 +49,25 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// Only the incremental side, for a profiler (`--profile-incremental B:PREFIX`): no baseline,
+/// no equality check, no figures.
+pub fn profile_incremental(
+    file: &Path,
+    network: &Network,
+    prefix: usize,
+    batch: usize,
+) -> anyhow::Result<()> {
+    let records = Arc::new(silver_prefix(file, network, prefix)?);
+    let t = Instant::now();
+    let ours = incremental::run(network, b"bench", records, batch);
+    println!(
+        "incremental only, B = {batch}, {prefix} events: {:.3} s ({} updates)",
+        t.elapsed().as_secs_f64(),
+        ours.latencies.len()
+    );
+    Ok(())
+}
+
 /// Runs both on the first `prefix` events of `file`, `batch` Silver records per update.
 pub fn compare(
     report: &mut Report,
@@ -85,8 +104,11 @@ pub fn compare(
     let base_rate = n as f64 / total.as_secs_f64();
     let our_rate = n as f64 / ours.total.as_secs_f64();
     let (base_mean, our_mean) = (mean(&latencies), mean(&ours.latencies));
-    let base_last = latencies.last().copied().unwrap_or_default();
-    let our_last = ours.latencies.last().copied().unwrap_or_default();
+    // The baseline's cost grows with the data: its latency at the end of the prefix, over the
+    // last tenth of the updates (one update alone is too noisy), is what a job would see there.
+    let tail = (updates / 10).max(1);
+    let base_last = mean(&latencies[latencies.len().saturating_sub(tail)..]);
+    let our_last = mean(&ours.latencies[ours.latencies.len().saturating_sub(tail)..]);
     let what =
         format!("B = {batch}, first {prefix} events ({n} Silver records, {updates} updates)");
     report.line(

@@ -61,11 +61,13 @@ struct Options {
     latency_secs: f64,
     flush_ms: Vec<u64>,
     patients: Vec<u64>,
-    readings: u64,
+    readings: Vec<u64>,
     /// (B, prefix in events) per baseline comparison.
     baseline: Vec<(usize, usize)>,
     plots: Option<PathBuf>,
     memory_child: Option<(u64, u64)>,
+    /// Only the incremental side of one baseline comparison, for a profiler.
+    profile_incremental: bool,
 }
 
 fn list<T: std::str::FromStr>(s: Option<String>, what: &str) -> anyhow::Result<Vec<T>> {
@@ -85,9 +87,9 @@ fn one<T: std::str::FromStr>(s: Option<String>, what: &str) -> anyhow::Result<T>
 
 const HELP: &str = "cds-bench [--quick] [--sections throughput,rules,baseline,memory,latency]
   [--events N] [--workers N[,N]] [--rules DIR|off]
-  [--baseline B:PREFIX[,B:PREFIX]] [--patients N[,N]] [--readings R]
+  [--baseline B:PREFIX[,B:PREFIX]] [--patients N[,N]] [--readings R[,R]]
   [--kafka HOST:PORT] [--rates R[,R]] [--latency-secs S] [--flush-ms MS[,MS]]
-  [--plots DIR]";
+  [--plots DIR] [--profile-incremental (with --sections baseline: only the incremental side)]";
 
 fn options() -> anyhow::Result<Options> {
     let mut o = Options {
@@ -103,10 +105,11 @@ fn options() -> anyhow::Result<Options> {
         latency_secs: 10.0,
         flush_ms: vec![20, 1],
         patients: vec![100_000, 1_000_000],
-        readings: 3,
+        readings: vec![0, 3],
         baseline: vec![(1, 5_000), (100, 100_000), (10_000, 1_000_000)],
         plots: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("plots")),
         memory_child: None,
+        profile_incremental: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -136,7 +139,7 @@ fn options() -> anyhow::Result<Options> {
             "--latency-secs" => o.latency_secs = one(args.next(), "--latency-secs")?,
             "--flush-ms" => o.flush_ms = list(args.next(), "--flush-ms")?,
             "--patients" => o.patients = list(args.next(), "--patients")?,
-            "--readings" => o.readings = one(args.next(), "--readings")?,
+            "--readings" => o.readings = list(args.next(), "--readings")?,
             "--baseline" => {
                 let pairs: Vec<String> = list(args.next(), "--baseline")?;
                 o.baseline = pairs
@@ -148,6 +151,7 @@ fn options() -> anyhow::Result<Options> {
                     .collect::<Option<_>>()
                     .context("--baseline B:PREFIX[,B:PREFIX]")?;
             }
+            "--profile-incremental" => o.profile_incremental = true,
             "--plots" => o.plots = Some(args.next().context("--plots DIR")?.into()),
             "--memory-child" => {
                 o.memory_child = Some((
@@ -239,6 +243,12 @@ fn run(o: &Options, network: &Network, dir: &Path) -> anyhow::Result<()> {
             );
         }
     }
+    if on("baseline") && o.profile_incremental {
+        for &(batch, prefix) in &o.baseline {
+            compare::profile_incremental(&file, network, prefix.min(lines as usize), batch)?;
+        }
+        return Ok(());
+    }
     if on("baseline") {
         for &(batch, prefix) in &o.baseline {
             let prefix = prefix.min(lines as usize);
@@ -247,7 +257,9 @@ fn run(o: &Options, network: &Network, dir: &Path) -> anyhow::Result<()> {
     }
     if on("memory") {
         for &patients in &o.patients {
-            memory::report(&mut report, patients, o.readings)?;
+            for &readings in &o.readings {
+                memory::report(&mut report, patients, readings)?;
+            }
         }
     }
     if on("latency") {
