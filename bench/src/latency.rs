@@ -121,7 +121,7 @@ pub fn one_load(
     brokers: &str,
     rate: u64,
     seconds: f64,
-    flush: Duration,
+    tuning: Tuning,
 ) -> anyhow::Result<LoadResult> {
     let topic = unique("bench-latency");
     create_topic(brokers, &topic)?;
@@ -142,6 +142,11 @@ pub fn one_load(
 
     let mut kafka = KafkaConfig::from_url(&format!("kafka://{brokers}/{topic}"))?;
     kafka.group = topic.clone();
+    if let Some(ms) = tuning.fetch_wait_ms {
+        kafka
+            .settings
+            .push(("fetch.wait.max.ms".into(), ms.to_string()));
+    }
     let source = KafkaSource::open(kafka)?;
     let log: WriteLog = Arc::default();
     let sink = ObservedSink {
@@ -150,7 +155,7 @@ pub fn one_load(
     };
     let mut config = PipelineConfig::new(data.clone(), network.clone());
     config.until = Until::Shutdown;
-    config.flush_interval = flush;
+    config.flush_interval = Duration::from_millis(tuning.flush_ms);
     let shutdown = Arc::new(AtomicBool::new(false));
     let job = {
         let shutdown = shutdown.clone();
@@ -226,6 +231,47 @@ pub fn one_load(
     })
 }
 
+/// The two knobs between a produced event and its written KPIs: the pipeline's sink flush
+/// interval (`PipelineConfig::flush_interval`, 20 ms by default) and the consumer's
+/// `fetch.wait.max.ms` (librdkafka's default is 500 ms: how long the broker may hold a fetch
+/// that has less than `fetch.min.bytes`; a broker that answers only at that deadline adds it
+/// to every event).
+#[derive(Debug, Clone, Copy)]
+pub struct Tuning {
+    pub flush_ms: u64,
+    pub fetch_wait_ms: Option<u64>,
+}
+
+impl std::fmt::Display for Tuning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "sink flush interval {} ms, fetch.wait.max.ms ",
+            self.flush_ms
+        )?;
+        match self.fetch_wait_ms {
+            Some(ms) => write!(f, "{ms}"),
+            None => write!(f, "default (500)"),
+        }
+    }
+}
+
+impl std::str::FromStr for Tuning {
+    type Err = String;
+
+    /// `FLUSH_MS/FETCH_WAIT_MS`, the second `default` for librdkafka's.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (flush, fetch) = s.split_once('/').ok_or("expected FLUSH_MS/FETCH_WAIT_MS")?;
+        Ok(Tuning {
+            flush_ms: flush.parse().map_err(|_| "bad FLUSH_MS")?,
+            fetch_wait_ms: match fetch {
+                "default" => None,
+                ms => Some(ms.parse().map_err(|_| "bad FETCH_WAIT_MS")?),
+            },
+        })
+    }
+}
+
 /// Runs every offered load and reports its percentiles.
 pub fn measure(
     report: &mut Report,
@@ -234,16 +280,12 @@ pub fn measure(
     brokers: &str,
     rates: &[u64],
     seconds: f64,
-    flush: Duration,
+    tuning: Tuning,
 ) -> anyhow::Result<Vec<LoadResult>> {
     let mut results = Vec::new();
     for &rate in rates {
-        let r = one_load(scratch, network, brokers, rate, seconds, flush)?;
-        let what = format!(
-            "{rate} events/s offered, {} events, sink flush interval {} ms",
-            r.events,
-            flush.as_millis()
-        );
+        let r = one_load(scratch, network, brokers, rate, seconds, tuning)?;
+        let what = format!("{rate} events/s offered, {} events, {tuning}", r.events);
         for (name, v) in [
             ("p50", r.p50),
             ("p99", r.p99),

@@ -59,7 +59,7 @@ struct Options {
     kafka: Option<String>,
     rates: Vec<u64>,
     latency_secs: f64,
-    flush_ms: Vec<u64>,
+    latency_configs: Vec<latency::Tuning>,
     patients: Vec<u64>,
     readings: Vec<u64>,
     /// (B, prefix in events) per baseline comparison.
@@ -88,7 +88,7 @@ fn one<T: std::str::FromStr>(s: Option<String>, what: &str) -> anyhow::Result<T>
 const HELP: &str = "cds-bench [--quick] [--sections throughput,rules,baseline,memory,latency]
   [--events N] [--workers N[,N]] [--rules DIR|off]
   [--baseline B:PREFIX[,B:PREFIX]] [--patients N[,N]] [--readings R[,R]]
-  [--kafka HOST:PORT] [--rates R[,R]] [--latency-secs S] [--flush-ms MS[,MS]]
+  [--kafka HOST:PORT] [--rates R[,R]] [--latency-secs S] [--latency-configs FLUSH_MS/FETCH_WAIT_MS|default[,...]]
   [--plots DIR] [--profile-incremental (with --sections baseline: only the incremental side)]";
 
 fn options() -> anyhow::Result<Options> {
@@ -103,7 +103,16 @@ fn options() -> anyhow::Result<Options> {
             .filter(|s| !s.is_empty()),
         rates: vec![1_000, 10_000, 50_000],
         latency_secs: 10.0,
-        flush_ms: vec![20, 1],
+        latency_configs: vec![
+            latency::Tuning {
+                flush_ms: 20,
+                fetch_wait_ms: None,
+            },
+            latency::Tuning {
+                flush_ms: 1,
+                fetch_wait_ms: Some(1),
+            },
+        ],
         patients: vec![100_000, 1_000_000],
         readings: vec![0, 3],
         baseline: vec![(1, 5_000), (100, 100_000), (10_000, 1_000_000)],
@@ -120,7 +129,6 @@ fn options() -> anyhow::Result<Options> {
                 o.workers = vec![1, 2];
                 o.rates = vec![1_000];
                 o.latency_secs = 1.0;
-                o.flush_ms = vec![20];
                 o.patients = vec![2_000];
                 o.baseline = vec![(1, 300), (100, 3_000), (10_000, 20_000)];
                 o.plots = None;
@@ -137,7 +145,7 @@ fn options() -> anyhow::Result<Options> {
             "--kafka" => o.kafka = Some(args.next().context("--kafka HOST:PORT")?),
             "--rates" => o.rates = list(args.next(), "--rates")?,
             "--latency-secs" => o.latency_secs = one(args.next(), "--latency-secs")?,
-            "--flush-ms" => o.flush_ms = list(args.next(), "--flush-ms")?,
+            "--latency-configs" => o.latency_configs = list(args.next(), "--latency-configs")?,
             "--patients" => o.patients = list(args.next(), "--patients")?,
             "--readings" => o.readings = list(args.next(), "--readings")?,
             "--baseline" => {
@@ -233,7 +241,7 @@ fn run(o: &Options, network: &Network, dir: &Path) -> anyhow::Result<()> {
     if on("rules") {
         if Path::new(&o.rules).is_dir() {
             let records =
-                compare::silver_prefix(&file, network, if o.quick { 3_000 } else { 200_000 })?;
+                compare::silver_prefix(&file, network, if o.quick { 3_000 } else { 50_000 })?;
             rules_rate::measure(&mut report, Path::new(&o.rules), network, &records)?;
         } else {
             report.line(
@@ -271,7 +279,7 @@ fn run(o: &Options, network: &Network, dir: &Path) -> anyhow::Result<()> {
             ),
             None => bail!("the latency benchmark needs a broker: --kafka HOST:PORT (or leave it out of --sections)"),
             Some(brokers) => {
-                for &flush in &o.flush_ms {
+                for &tuning in &o.latency_configs {
                     let results = latency::measure(
                         &mut report,
                         dir,
@@ -279,14 +287,18 @@ fn run(o: &Options, network: &Network, dir: &Path) -> anyhow::Result<()> {
                         brokers,
                         &o.rates,
                         o.latency_secs,
-                        Duration::from_millis(flush),
+                        tuning,
                     )?;
                     if let Some(plots) = &o.plots {
                         std::fs::create_dir_all(plots)?;
-                        let path = plots.join(format!("latency-flush-{flush}ms.svg"));
-                        let title = format!(
-                            "produce → KPI written via Kafka (tansu, loopback), sink flush interval {flush} ms"
-                        );
+                        let path = plots.join(format!(
+                            "latency-flush-{}ms-fetch-{}.svg",
+                            tuning.flush_ms,
+                            tuning
+                                .fetch_wait_ms
+                                .map_or("default".to_owned(), |ms| format!("{ms}ms"))
+                        ));
+                        let title = format!("produce → KPI written via Kafka (loopback): {tuning}");
                         std::fs::write(&path, plot::latency_svg(&results, &title))?;
                         report.line("latency", "plot written", &path.display().to_string());
                     }

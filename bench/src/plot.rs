@@ -15,6 +15,9 @@ fn log_scale(v: f64, lo: f64, hi: f64, a: f64, b: f64) -> f64 {
     a + t * (b - a)
 }
 
+/// One line of the plot: its name, colour and the percentile it draws.
+type Series = (&'static str, &'static str, fn(&LoadResult) -> u64);
+
 /// The SVG of the latency percentiles (microseconds) against offered load.
 pub fn latency_svg(results: &[LoadResult], title: &str) -> String {
     let xs: Vec<f64> = results.iter().map(|r| r.rate as f64).collect();
@@ -79,7 +82,7 @@ pub fn latency_svg(results: &[LoadResult], title: &str) -> String {
             v
         ));
     }
-    let series: [(&str, &str, fn(&LoadResult) -> u64); 4] = [
+    let series: [Series; 4] = [
         ("p50", "#1f77b4", |r| r.p50),
         ("p99", "#ff7f0e", |r| r.p99),
         ("p99.9", "#2ca02c", |r| r.p999),
