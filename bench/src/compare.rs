@@ -155,7 +155,7 @@ pub fn compare(
     report.figure(
         "baseline",
         &format!(
-            "B = {batch}: last update latency, recompute / incremental ({:.3} ms / {:.3} ms)",
+            "B = {batch}: mean update latency over the last {tail} updates, recompute / incremental ({:.3} ms / {:.3} ms)",
             ms(base_last),
             ms(our_last)
         ),
