@@ -1,0 +1,60 @@
+//! Evaluation rate of the whole rule pack on one rules thread: the `RulesStage` the pipeline's
+//! rules thread runs, fed the Silver records of the simulated input in pipeline-sized batches.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use cds_engine::gold::FactBuilder;
+use cds_engine::metrics::Metrics;
+use cds_engine::model::{EventType, Network, Pseudonymiser};
+use cds_engine::rules::RulesStage;
+use cds_engine::silver::SilverRecord;
+
+use crate::report::Report;
+
+/// Evaluates the pack over `records` (Gold-eligible ones, as the pipeline sends them).
+pub fn measure(
+    report: &mut Report,
+    dir: &Path,
+    network: &Network,
+    records: &[SilverRecord],
+) -> anyhow::Result<()> {
+    let mut stage = RulesStage::load(dir, network.clone(), Arc::new(Metrics::new()))?;
+    let facts = FactBuilder::new(Pseudonymiser::new(b"bench"), 1);
+    let eligible: Vec<(u64, Box<SilverRecord>)> = records
+        .iter()
+        .filter(|r| !r.quarantined() && r.kind.is_some() && r.department.is_some())
+        .filter_map(|r| {
+            let p = r.event.patient_id.as_deref()?;
+            Some((facts.patient_key(p), Box::new(r.clone())))
+        })
+        .collect();
+    let vitals = eligible
+        .iter()
+        .filter(|(_, r)| r.kind == Some(EventType::Vitals))
+        .count();
+    let t = Instant::now();
+    let mut alerts = 0usize;
+    for chunk in eligible.chunks(16_384) {
+        alerts += stage.process(chunk).len();
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let what = format!(
+        "whole rule pack, one rules thread, {} events ({vitals} VITALS), {alerts} alerts",
+        eligible.len()
+    );
+    report.figure(
+        "rules",
+        &format!("{what}: events/s"),
+        eligible.len() as f64 / secs,
+        "events/s",
+    );
+    report.figure(
+        "rules",
+        &format!("{what}: VITALS events/s"),
+        vitals as f64 / secs,
+        "events/s",
+    );
+    Ok(())
+}
