@@ -3,7 +3,7 @@
 //! Stages hold an `Arc<Metrics>` and add per batch (not per event) where they can, so the
 //! counters cost nothing measurable on the hot path. `/metrics` renders the registry.
 
-use prometheus::CounterVec;
+use prometheus::{Counter, CounterVec};
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
@@ -55,6 +55,17 @@ pub struct Metrics {
     pub alerts_written: IntCounter,
     /// Seconds from a batch being read to its alerts being written.
     pub alert_latency: Histogram,
+    /// Documents the Cosmos DB sink wrote, by container.
+    pub cosmos_documents: IntCounterVec,
+    /// Request units charged by Cosmos DB for the sink's requests.
+    pub cosmos_request_units: Counter,
+    /// Cosmos DB requests retried, by the status that caused the retry (`429`, `503`, `408`,
+    /// `449`, `404` when a container had to be re-created, `timeout`, `connection`).
+    pub cosmos_retries: IntCounterVec,
+    /// Seconds per Cosmos DB upsert request (one attempt).
+    pub cosmos_request_seconds: Histogram,
+    /// Documents sent to the dead-letter store after the last retry, by container.
+    pub cosmos_dead_lettered: IntCounterVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -131,6 +142,23 @@ impl Metrics {
         )
         .unwrap_or_else(|e| unreachable!("rule eval seconds: {e}"));
         let _ = r.register(Box::new(rule_eval_seconds.clone()));
+        let cosmos_request_units = Counter::new(
+            "cds_cosmos_request_units_total",
+            "Request units charged by Cosmos DB for the sink's requests",
+        )
+        .unwrap_or_else(|e| unreachable!("cosmos request units: {e}"));
+        let _ = r.register(Box::new(cosmos_request_units.clone()));
+        let cosmos_request_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "cds_cosmos_request_seconds",
+                "Seconds per Cosmos DB upsert request (one attempt)",
+            )
+            .buckets(vec![
+                0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )
+        .unwrap_or_else(|e| unreachable!("cosmos request histogram: {e}"));
+        let _ = r.register(Box::new(cosmos_request_seconds.clone()));
         Metrics {
             events_in: counter_vec(
                 &r,
@@ -210,6 +238,26 @@ impl Metrics {
                 "Alert documents written to the sink",
             ),
             alert_latency,
+            cosmos_documents: counter_vec(
+                &r,
+                "cds_cosmos_documents_written_total",
+                "Documents written to Cosmos DB",
+                &["container"],
+            ),
+            cosmos_request_units,
+            cosmos_retries: counter_vec(
+                &r,
+                "cds_cosmos_retries_total",
+                "Cosmos DB requests retried, by the status that caused the retry",
+                &["status"],
+            ),
+            cosmos_request_seconds,
+            cosmos_dead_lettered: counter_vec(
+                &r,
+                "cds_cosmos_dead_lettered_total",
+                "Documents sent to the dead-letter store after the last Cosmos DB retry",
+                &["container"],
+            ),
             registry: r,
         }
     }
