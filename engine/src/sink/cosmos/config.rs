@@ -124,11 +124,10 @@ impl CosmosConfig {
     pub fn load(file: Option<&std::path::Path>) -> Result<Self, CosmosConfigError> {
         let mut config = match file {
             Some(path) => {
-                let text =
-                    std::fs::read_to_string(path).map_err(|e| CosmosConfigError::File {
-                        path: path.display().to_string(),
-                        reason: e.to_string(),
-                    })?;
+                let text = std::fs::read_to_string(path).map_err(|e| CosmosConfigError::File {
+                    path: path.display().to_string(),
+                    reason: e.to_string(),
+                })?;
                 toml::from_str::<CosmosConfig>(&text).map_err(|e| CosmosConfigError::File {
                     path: path.display().to_string(),
                     reason: e.to_string(),

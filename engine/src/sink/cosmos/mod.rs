@@ -90,6 +90,7 @@ pub struct CosmosSink {
     alerts: ContainerClient,
     metrics: Arc<Metrics>,
     dead_letters: JsonlTable,
+    faults: ClientFaults,
 }
 
 impl std::fmt::Debug for CosmosSink {
@@ -166,7 +167,7 @@ impl CosmosSink {
             .enable_all()
             .build()
             .map_err(CosmosSinkError::Runtime)?;
-        let client = runtime.block_on(connect(&config, faults))?;
+        let client = runtime.block_on(connect(&config, faults.clone()))?;
         let (kpis, alerts) = runtime.block_on(ensure_containers(&client, &config))?;
         info!(database = %config.database, "Cosmos DB sink ready");
         Ok(CosmosSink {
@@ -177,6 +178,7 @@ impl CosmosSink {
             metrics,
             dead_letters: JsonlTable::new(&data_dir.join("lake"), "deadletter/cosmos.jsonl"),
             config,
+            faults,
         })
     }
 
@@ -277,7 +279,10 @@ impl CosmosSink {
                             attempts: attempt + 1,
                         });
                     }
-                    self.metrics.cosmos_retries.with_label_values(&[label]).inc();
+                    self.metrics
+                        .cosmos_retries
+                        .with_label_values(&[label])
+                        .inc();
                     tokio::time::sleep(self.backoff(attempt, wait)).await;
                     attempt += 1;
                 }
@@ -313,11 +318,17 @@ impl CosmosSink {
         (missing, failed)
     }
 
-    /// Creates the database and containers again (after a 404) and takes fresh clients.
+    /// Creates the database and containers again (after a 404) and takes fresh clients. The
+    /// client is built anew too: the SDK caches container metadata per client runtime, and the
+    /// cached container would still be the one that is gone.
     fn recreate_containers(&mut self) -> Result<(), CosmosSinkError> {
+        let client = self
+            .runtime
+            .block_on(connect(&self.config, self.faults.clone()))?;
         let (kpis, alerts) = self
             .runtime
-            .block_on(ensure_containers(&self.client, &self.config))?;
+            .block_on(ensure_containers(&client, &self.config))?;
+        self.client = client;
         self.kpis = kpis;
         self.alerts = alerts;
         Ok(())
@@ -387,7 +398,12 @@ impl Sink for CosmosSink {
             }
             if rounds >= self.config.max_retries {
                 dead.extend(pending.drain(..).map(|(d, v)| {
-                    (d, v, "container missing after re-creating it".to_owned(), rounds + 1)
+                    (
+                        d,
+                        v,
+                        "container missing after re-creating it".to_owned(),
+                        rounds + 1,
+                    )
                 }));
                 break;
             }
@@ -418,14 +434,17 @@ impl Sink for CosmosSink {
 }
 
 /// Fault-injection rules for the client (empty without the feature).
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct ClientFaults {
     #[cfg(feature = "cosmos-fault-injection")]
     rules: Vec<Arc<fault_injection::FaultInjectionRule>>,
 }
 
 /// Builds the client: key auth when a key is given, Microsoft Entra ID otherwise.
-async fn connect(config: &CosmosConfig, faults: ClientFaults) -> Result<CosmosClient, CosmosSinkError> {
+async fn connect(
+    config: &CosmosConfig,
+    faults: ClientFaults,
+) -> Result<CosmosClient, CosmosSinkError> {
     let endpoint: AccountEndpoint =
         config
             .endpoint
@@ -434,7 +453,9 @@ async fn connect(config: &CosmosConfig, faults: ClientFaults) -> Result<CosmosCl
                 endpoint: config.endpoint.clone(),
             })?;
     let account = match &config.key {
-        Some(key) => AccountReference::with_authentication_key(endpoint, Secret::new(key.0.clone())),
+        Some(key) => {
+            AccountReference::with_authentication_key(endpoint, Secret::new(key.0.clone()))
+        }
         None => AccountReference::with_credential(endpoint, entra_credential()?),
     };
     let mut pool = ConnectionPoolOptions::builder();
@@ -448,7 +469,11 @@ async fn connect(config: &CosmosConfig, faults: ClientFaults) -> Result<CosmosCl
     // The sink does its own retrying (counted, with jitter and the dead-letter store after the
     // last one), so the SDK hands throttling back at once instead of retrying it unseen.
     let operation = OperationOptionsBuilder::new()
-        .with_throttling_retry_options(ThrottlingRetryOptionsBuilder::new().with_max_retry_count(0).build())
+        .with_throttling_retry_options(
+            ThrottlingRetryOptionsBuilder::new()
+                .with_max_retry_count(0)
+                .build(),
+        )
         .build();
     let runtime = CosmosRuntime::builder()
         .with_connection_pool(pool)
@@ -461,7 +486,8 @@ async fn connect(config: &CosmosConfig, faults: ClientFaults) -> Result<CosmosCl
         })?;
     let mut builder = CosmosClientBuilder::new().with_runtime(runtime);
     if let Some(enabled) = config.binary_encoding {
-        builder = builder.with_binary_encoding_options(BinaryEncodingOptions::new().with_enabled(enabled));
+        builder = builder
+            .with_binary_encoding_options(BinaryEncodingOptions::new().with_enabled(enabled));
     }
     #[cfg(feature = "cosmos-fault-injection")]
     if !faults.rules.is_empty() {
@@ -488,8 +514,8 @@ async fn connect(config: &CosmosConfig, faults: ClientFaults) -> Result<CosmosCl
 }
 
 /// Microsoft Entra ID (managed identity in Azure, developer credentials elsewhere).
-fn entra_credential(
-) -> Result<Arc<dyn azure_core::credentials::TokenCredential>, CosmosSinkError> {
+fn entra_credential() -> Result<Arc<dyn azure_core::credentials::TokenCredential>, CosmosSinkError>
+{
     Err(CosmosSinkError::Credential(
         "COSMOS_KEY is not set and this build has no Microsoft Entra ID support".into(),
     ))
