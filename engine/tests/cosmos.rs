@@ -268,6 +268,8 @@ fn sqlite_and_cosmos_hold_the_same_documents() {
     ok(
         cds()
             .args(["run", "--source", &source, "--until-end", "--http", "off"])
+            .arg("--rules")
+            .arg(rules_dir())
             .arg("--data-dir")
             .arg(&sqlite_dir)
             .output()
@@ -288,6 +290,8 @@ fn sqlite_and_cosmos_hold_the_same_documents() {
                 "--until-end",
             ])
             .args(["--http", "off"])
+            .arg("--rules")
+            .arg(rules_dir())
             .arg("--cosmos-config")
             .arg(&settings)
             .arg("--data-dir")
