@@ -292,10 +292,10 @@ impl CosmosSink {
 
     /// Writes a batch with bounded concurrency; returns the documents that need the
     /// containers re-created and those that failed for good.
-    fn write_round<'d>(
+    fn write_round(
         &self,
         container: Container,
-        docs: &[(&'d Document, Value)],
+        docs: &[(&Document, Value)],
     ) -> (Vec<usize>, Vec<(usize, String, u32)>) {
         let client = self.container(container);
         let outcomes: Vec<(usize, Result<(), Failure>)> = self.runtime.block_on(
