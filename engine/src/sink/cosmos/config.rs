@@ -207,6 +207,25 @@ mod tests {
     }
 
     #[test]
+    fn every_throughput_form_parses() {
+        let parse = |t: &str| {
+            toml::from_str::<CosmosConfig>(&format!("throughput = {t}"))
+                .map(|c| c.throughput)
+                .ok()
+        };
+        assert_eq!(
+            parse("{ autoscale = { max = 4000 } }"),
+            Some(Throughput::Autoscale { max: 4000 })
+        );
+        assert_eq!(
+            parse("{ manual = { ru = 400 } }"),
+            Some(Throughput::Manual { ru: 400 })
+        );
+        assert_eq!(parse("\"account\""), Some(Throughput::Account));
+        assert_eq!(parse("\"fast\""), None);
+    }
+
+    #[test]
     fn the_key_never_shows_in_debug_output() {
         let c = CosmosConfig {
             key: Some(AccountKey::new("very-secret")),
