@@ -16,6 +16,9 @@ pub struct CosmosConfig {
     /// The account key; `None` authenticates with Microsoft Entra ID instead.
     #[serde(skip)]
     pub key: Option<AccountKey>,
+    /// Which Microsoft Entra ID credential to use when no key is given (`COSMOS_CREDENTIAL`
+    /// overrides it).
+    pub credential: EntraCredential,
     /// The database holding the `kpis` and `alerts` containers.
     pub database: String,
     /// Shortest time between two KPI writes: within it only the newest version of each KPI
@@ -46,6 +49,27 @@ pub struct CosmosConfig {
     /// Whether the SDK sends documents in Cosmos binary JSON (unset: the SDK default, or
     /// `AZURE_COSMOS_BINARY_ENCODING_ENABLED`). Emulators that only read text JSON need `false`.
     pub binary_encoding: Option<bool>,
+}
+
+/// A Microsoft Entra ID credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntraCredential {
+    /// The managed identity of the Azure resource the engine runs on (system-assigned, or the
+    /// user-assigned one whose client id is in `AZURE_CLIENT_ID`): production.
+    ManagedIdentity,
+    /// The signed-in Azure CLI (`az login`) or Azure Developer CLI: a developer's machine.
+    Developer,
+}
+
+impl EntraCredential {
+    fn parse(s: &str) -> Option<Self> {
+        match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+            "managed_identity" => Some(EntraCredential::ManagedIdentity),
+            "developer" => Some(EntraCredential::Developer),
+            _ => None,
+        }
+    }
 }
 
 /// Provisioned throughput of a container created by the sink, in request units per second.
@@ -91,6 +115,7 @@ impl Default for CosmosConfig {
         CosmosConfig {
             endpoint: String::new(),
             key: None,
+            credential: EntraCredential::ManagedIdentity,
             database: DEFAULT_DATABASE.to_owned(),
             flush_interval_ms: 250,
             max_in_flight: 32,
@@ -143,6 +168,13 @@ impl CosmosConfig {
             .ok()
             .filter(|s| !s.trim().is_empty())
             .map(AccountKey);
+        if let Ok(c) = std::env::var("COSMOS_CREDENTIAL") {
+            config.credential = EntraCredential::parse(&c).ok_or_else(|| {
+                CosmosConfigError::Invalid(format!(
+                    "COSMOS_CREDENTIAL must be managed-identity or developer, got {c:?}"
+                ))
+            })?;
+        }
         if let Some(db) = std::env::var("COSMOS_DATABASE")
             .ok()
             .filter(|s| !s.trim().is_empty())

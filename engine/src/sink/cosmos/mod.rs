@@ -42,7 +42,8 @@ use serde_json::Value;
 use tracing::{error, info, warn};
 
 pub use config::{
-    AccountKey, CosmosConfig, CosmosConfigError, Throughput, DEFAULT_DATABASE, EMULATOR_KEY,
+    AccountKey, CosmosConfig, CosmosConfigError, EntraCredential, Throughput, DEFAULT_DATABASE,
+    EMULATOR_KEY,
 };
 
 /// Fault injection of the SDK's transport (tests and chaos drills): build rules with these
@@ -456,7 +457,7 @@ async fn connect(
         Some(key) => {
             AccountReference::with_authentication_key(endpoint, Secret::new(key.0.clone()))
         }
-        None => AccountReference::with_credential(endpoint, entra_credential()?),
+        None => AccountReference::with_credential(endpoint, entra_credential(config.credential)?),
     };
     let mut pool = ConnectionPoolOptions::builder();
     if let Some(http2) = config.http2 {
@@ -513,12 +514,29 @@ async fn connect(
         })
 }
 
-/// Microsoft Entra ID (managed identity in Azure, developer credentials elsewhere).
-fn entra_credential() -> Result<Arc<dyn azure_core::credentials::TokenCredential>, CosmosSinkError>
-{
-    Err(CosmosSinkError::Credential(
-        "COSMOS_KEY is not set and this build has no Microsoft Entra ID support".into(),
-    ))
+/// Microsoft Entra ID: the managed identity in Azure, developer credentials elsewhere. The
+/// identity needs a Cosmos DB data-plane role (Built-in Data Contributor) on the account.
+fn entra_credential(
+    which: EntraCredential,
+) -> Result<Arc<dyn azure_core::credentials::TokenCredential>, CosmosSinkError> {
+    let credential: Arc<dyn azure_core::credentials::TokenCredential> = match which {
+        EntraCredential::ManagedIdentity => {
+            let user_assigned_id = std::env::var("AZURE_CLIENT_ID")
+                .ok()
+                .filter(|s| !s.trim().is_empty())
+                .map(azure_identity::UserAssignedId::ClientId);
+            azure_identity::ManagedIdentityCredential::new(Some(
+                azure_identity::ManagedIdentityCredentialOptions {
+                    user_assigned_id,
+                    ..Default::default()
+                },
+            ))
+            .map_err(|e| CosmosSinkError::Credential(e.to_string()))?
+        }
+        EntraCredential::Developer => azure_identity::DeveloperToolsCredential::new(None)
+            .map_err(|e| CosmosSinkError::Credential(e.to_string()))?,
+    };
+    Ok(credential)
 }
 
 /// Gets clients for both containers, creating the database and the containers when missing.
