@@ -390,10 +390,14 @@ impl Sink for CosmosSink {
                     dead.push((d, v, reason, attempts));
                 }
             }
-            pending = missing
-                .into_iter()
-                .filter_map(|i| slots.get_mut(i).and_then(Option::take))
-                .collect();
+            // A missing container means that what this batch wrote before may have gone with
+            // it (a deleted container, a restarted emulator): the whole batch is written again
+            // into the new one, not only the documents that saw the 404.
+            pending = if missing.is_empty() {
+                Vec::new()
+            } else {
+                slots.into_iter().flatten().collect()
+            };
             if pending.is_empty() {
                 break;
             }
