@@ -15,7 +15,7 @@
 //! Throttling (429, waiting at least the service's `x-ms-retry-after-ms`), 449, 503, 408,
 //! timeouts and failed connections are retried with exponential backoff and full jitter. A
 //! container that has disappeared (404: deleted, or an emulator restarted) is created again and
-//! the write retried. A document that still fails goes to `lake/deadletter/cosmos.jsonl` with
+//! the whole batch written again, since what it wrote before may have gone with the container. A document that still fails goes to `lake/deadletter/cosmos.jsonl` with
 //! the reason; the failure is counted and logged with a fixed message and no patient data, and
 //! the pipeline goes on.
 
