@@ -47,6 +47,31 @@ done
 export CDS_TEST_KAFKA="127.0.0.1:$KAFKA_PORT"
 export CDS_TEST_TANSU="$TANSU"
 
+# Cosmos DB API server: @vercel/cosmosdb-server (MIT, from npm), in memory, plain HTTP, pinned
+# by tests/cosmos/package-lock.json and started through the small launcher next to it.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "Node.js 20 (node and npm) is required for the Cosmos DB test server" >&2
+  exit 1
+fi
+if [ ! -d tests/cosmos/node_modules/@vercel/cosmosdb-server ] \
+  || ! cmp -s tests/cosmos/package-lock.json tests/cosmos/node_modules/.package-lock.json.installed; then
+  log "installing the Cosmos DB test server (npm ci, once)"
+  (cd tests/cosmos && npm ci --no-audit --no-fund --loglevel=error \
+    && cp package-lock.json node_modules/.package-lock.json.installed)
+fi
+COSMOS_PORT="${CDS_TEST_COSMOS_PORT:-18081}"
+log "starting the Cosmos DB test server on 127.0.0.1:$COSMOS_PORT"
+node tests/cosmos/server.js "$COSMOS_PORT" > "${TMPDIR:-/tmp}/cds-cosmos.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 40); do
+  if grep -q '^listening' "${TMPDIR:-/tmp}/cds-cosmos.log" 2>/dev/null; then break; fi
+  sleep 0.25
+done
+grep -q '^listening' "${TMPDIR:-/tmp}/cds-cosmos.log" \
+  || { echo "the Cosmos DB test server did not start:"; cat "${TMPDIR:-/tmp}/cds-cosmos.log"; exit 1; }
+export CDS_TEST_COSMOS_ENDPOINT="http://127.0.0.1:$COSMOS_PORT/"
+export CDS_TEST_COSMOS_SERVER="$PWD/tests/cosmos/server.js"
+
 log "format"
 cargo fmt --all -- --check
 

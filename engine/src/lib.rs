@@ -13,7 +13,7 @@
 //! - [`silver`]: data-quality rules that flag and repair; duplicates; dead letters.
 //! - [`gold`]: facts, the differential dataflow of the KPIs, and the KPI documents.
 //! - [`rules`]: the stage that runs the clinical rule pack and turns fired rules into alerts.
-//! - [`sink`]: where documents go: the embedded SQLite store, behind one trait.
+//! - [`sink`]: where documents go: the embedded SQLite store or Azure Cosmos DB, behind one trait.
 //! - [`lake`]: the local lake: dead-letter store and quarantined Silver records.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`metrics`]: the Prometheus registry of a run.

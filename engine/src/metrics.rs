@@ -4,8 +4,8 @@
 //! counters cost nothing measurable on the hot path. `/metrics` renders the registry.
 
 use prometheus::{
-    CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    Opts, Registry, TextEncoder,
+    Counter, CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec,
+    IntGauge, Opts, Registry, TextEncoder,
 };
 
 use crate::silver::DqFlag;
@@ -67,6 +67,17 @@ pub struct Metrics {
     pub rule_accept_rate: GaugeVec,
     /// Per rule: overridden / (accepted + overridden): a high value marks a noisy rule.
     pub rule_override_rate: GaugeVec,
+    /// Documents the Cosmos DB sink wrote, by container.
+    pub cosmos_documents: IntCounterVec,
+    /// Request units charged by Cosmos DB for the sink's requests.
+    pub cosmos_request_units: Counter,
+    /// Cosmos DB requests retried, by the status that caused the retry (`429`, `503`, `408`,
+    /// `449`, `404` when a container had to be re-created, `timeout`, `connection`).
+    pub cosmos_retries: IntCounterVec,
+    /// Seconds per Cosmos DB upsert request (one attempt).
+    pub cosmos_request_seconds: Histogram,
+    /// Documents sent to the dead-letter store after the last retry, by container.
+    pub cosmos_dead_lettered: IntCounterVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -157,6 +168,23 @@ impl Metrics {
             "cds_rule_override_rate",
             "Share of a rule's acted-on alerts that clinicians overrode",
         );
+        let cosmos_request_units = Counter::new(
+            "cds_cosmos_request_units_total",
+            "Request units charged by Cosmos DB for the sink's requests",
+        )
+        .unwrap_or_else(|e| unreachable!("cosmos request units: {e}"));
+        let _ = r.register(Box::new(cosmos_request_units.clone()));
+        let cosmos_request_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "cds_cosmos_request_seconds",
+                "Seconds per Cosmos DB upsert request (one attempt)",
+            )
+            .buckets(vec![
+                0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )
+        .unwrap_or_else(|e| unreachable!("cosmos request histogram: {e}"));
+        let _ = r.register(Box::new(cosmos_request_seconds.clone()));
         Metrics {
             events_in: counter_vec(
                 &r,
@@ -260,6 +288,26 @@ impl Metrics {
                 "Checkpoints written",
             ),
             checkpoint_bytes: gauge(&r, "cds_checkpoint_bytes", "Size of the last checkpoint"),
+            cosmos_documents: counter_vec(
+                &r,
+                "cds_cosmos_documents_written_total",
+                "Documents written to Cosmos DB",
+                &["container"],
+            ),
+            cosmos_request_units,
+            cosmos_retries: counter_vec(
+                &r,
+                "cds_cosmos_retries_total",
+                "Cosmos DB requests retried, by the status that caused the retry",
+                &["status"],
+            ),
+            cosmos_request_seconds,
+            cosmos_dead_lettered: counter_vec(
+                &r,
+                "cds_cosmos_dead_lettered_total",
+                "Documents sent to the dead-letter store after the last Cosmos DB retry",
+                &["container"],
+            ),
             registry: r,
         }
     }

@@ -19,6 +19,7 @@ use crate::metrics::Metrics;
 use crate::model::{Network, Pseudonymiser};
 use crate::pipeline::{self, PipelineConfig, Until};
 use crate::rules::RulesStage;
+use crate::sink::cosmos::{CosmosConfig, CosmosSink};
 use crate::sink::sqlite::{SqliteConfig, SqliteSink};
 use crate::sink::Sink;
 use crate::source::file::{FileConfig, FileSource};
@@ -37,6 +38,11 @@ pub struct RunArgs {
     /// `sqlite` (embedded, under the data directory) or `cosmos`.
     #[arg(long, default_value = "sqlite", value_name = "SINK")]
     sink: String,
+    /// Cosmos DB sink tuning (TOML: flush_interval_ms, max_in_flight, max_retries,
+    /// throughput, …); endpoint, key and database come from COSMOS_ENDPOINT, COSMOS_KEY and
+    /// COSMOS_DATABASE.
+    #[arg(long, value_name = "FILE")]
+    cosmos_config: Option<PathBuf>,
     /// Holds the SQLite store, the local lake and the pseudonym key.
     #[arg(long, default_value = "./cds-data", value_name = "DIR")]
     data_dir: PathBuf,
@@ -107,6 +113,8 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
     let pseudonyms = Pseudonymiser::from_env_or_dir(&args.data_dir)?;
     let source = open_source(&args, &network, until)?;
+    let metrics = Arc::new(Metrics::new());
+    let mut flush_interval = None;
     let sink: Box<dyn Sink> = match args.sink.as_str() {
         "sqlite" => {
             let config = SqliteConfig::in_data_dir(&args.data_dir);
@@ -115,11 +123,18 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("opening {}", config.path.display()))?,
             )
         }
-        "cosmos" => anyhow::bail!("the Cosmos DB sink is not built yet; use --sink sqlite"),
+        "cosmos" => {
+            let config = CosmosConfig::load(args.cosmos_config.as_deref())?;
+            flush_interval = Some(config.flush_interval());
+            info!(database = %config.database, "connecting to Cosmos DB");
+            Box::new(
+                CosmosSink::open(config, metrics.clone(), &args.data_dir)
+                    .context("opening the Cosmos DB sink")?,
+            )
+        }
         other => anyhow::bail!("unknown sink {other:?}: expected `sqlite` or `cosmos`"),
     };
 
-    let metrics = Arc::new(Metrics::new());
     let rules = match args.rules.as_deref() {
         Some("off") => None,
         Some(dir) => Some(RulesStage::load(
@@ -216,6 +231,9 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
     config.feed = feed;
     config.checkpoint_interval =
         (args.checkpoint_interval > 0.0).then(|| Duration::from_secs_f64(args.checkpoint_interval));
+    if let Some(interval) = flush_interval {
+        config.flush_interval = interval;
+    }
     info!(source = source.name(), sink = %args.sink, workers = args.workers, "starting");
     ready.store(true, Ordering::Relaxed);
     let stop_status = Arc::new(AtomicBool::new(false));

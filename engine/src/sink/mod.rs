@@ -1,8 +1,10 @@
 //! Sinks: where documents go. A sink upserts documents by id into a container; writing the
 //! same document twice leaves one document, so replays are harmless.
 //!
-//! One folder per sink behind the small [`Sink`] trait: [`sqlite`] is the embedded default.
+//! One folder per sink behind the small [`Sink`] trait: [`sqlite`] is the embedded default,
+//! [`cosmos`] writes to Azure Cosmos DB.
 
+pub mod cosmos;
 pub mod sqlite;
 
 use crate::gold::Document;
@@ -36,6 +38,10 @@ impl Container {
 pub enum SinkError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("Cosmos DB: {0}")]
+    Cosmos(#[from] azure_data_cosmos::CosmosError),
+    #[error("dead-letter store: {0}")]
+    DeadLetter(String),
     #[error("cannot create {path}: {source}")]
     Io {
         path: String,
