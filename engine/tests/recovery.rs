@@ -273,7 +273,7 @@ fn killed_five_times_through_kafka_ends_equal_to_an_uninterrupted_run() {
 
     let mut moments = Moments::new();
     for _ in 0..5 {
-        let after = Duration::from_millis(moments.next(4000, 14000));
+        let after = Duration::from_millis(moments.next(3000, 9000));
         run_and_kill(
             &source,
             &crashed,

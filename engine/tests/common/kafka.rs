@@ -83,7 +83,7 @@ pub fn produce_unbatched(brokers: &str, topic: &str, args: &[&str]) -> usize {
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "0")
         .set("batch.num.messages", "1")
-        .set("enable.idempotence", "true")
+        .set("max.in.flight.requests.per.connection", "1")
         .create()
         .expect("producer");
     let mut n = 0;
@@ -101,7 +101,7 @@ pub fn produce_unbatched(brokers: &str, topic: &str, args: &[&str]) -> usize {
         n += 1;
     }
     producer
-        .flush(std::time::Duration::from_secs(60))
+        .flush(std::time::Duration::from_secs(300))
         .expect("all produced");
     n
 }
