@@ -421,6 +421,7 @@ fn ingest(
     // Whether events arrived since the last checkpoint was taken.
     let mut uncheckpointed = false;
 
+    let fresh = restore.is_none();
     if let Some(state) = restore {
         silver.restore_dedup(state.dedup.into_owned());
         lake.truncate_to(state.lake)?;
@@ -442,6 +443,34 @@ fn ingest(
             (watermark, Instant::now(), false),
         )?;
         summary.epochs = 1;
+    }
+    if let (true, Some(c)) = (fresh, checkpointing.as_mut()) {
+        // A first, empty checkpoint before any input: it records where the lake files stood,
+        // so that a crash before the next checkpoint cuts back what this run appended instead
+        // of leaving it to be appended again.
+        send_epoch(
+            to_workers,
+            to_rules,
+            0,
+            (vec![GoldBatch::default(); workers], Vec::new()),
+            (watermark, Instant::now(), true),
+        )?;
+        pending = Some(PendingCheckpoint {
+            epoch: 0,
+            ingest: encode_ingest(&silver, &facts, &processed, watermark, &mut lake)?,
+            rules: None,
+        });
+        summary.epochs = 1;
+        while !shutdown.load(Ordering::Relaxed) {
+            if let Some(written) =
+                c.try_write(&mut pending, durable.load(Ordering::Acquire), metrics)?
+            {
+                checkpointed = written;
+                last_checkpoint = Instant::now();
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
     }
 
     while !shutdown.load(Ordering::Relaxed) {

@@ -400,28 +400,3 @@ fn the_engine_survives_a_broker_restart() {
     );
     let _ = std::fs::remove_dir_all(dir);
 }
-
-#[test]
-fn consumer_lag_is_what_is_left_to_read() {
-    use cds_engine::source::kafka::{KafkaConfig, KafkaSource};
-    use cds_engine::source::{RawBatch, Source};
-
-    let brokers = broker();
-    let topic = unique("lag");
-    create_topics(&brokers, &[(&topic, 1)]);
-    produce(&brokers, &topic, &["--seed", "9", "--max-events", "1000"]);
-    let mut config = KafkaConfig::from_url(&format!("kafka://{brokers}/{topic}")).expect("url");
-    config.group = unique("lag-group");
-    let mut source = KafkaSource::open(config).expect("source");
-    let mut batch = RawBatch::default();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while batch.len() < 300 {
-        assert!(Instant::now() < deadline, "read {} of 1000", batch.len());
-        let want = 300 - batch.len();
-        source
-            .poll(&mut batch, want, Duration::from_millis(500))
-            .expect("poll");
-    }
-    assert_eq!(batch.len(), 300);
-    assert_eq!(source.lag(), Some(700), "1000 produced, 300 read");
-}

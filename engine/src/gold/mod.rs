@@ -8,6 +8,7 @@ mod dataflow;
 mod documents;
 mod facts;
 mod location;
+pub mod reference;
 mod tally;
 
 pub use dataflow::{build, GoldInputs, GoldOutput, KpiDelta, TOP_DIAGNOSES};
