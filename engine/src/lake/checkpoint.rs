@@ -91,7 +91,7 @@ impl CheckpointStore {
                 Some((seq, e.path()))
             })
             .collect();
-        found.sort_by(|a, b| b.0.cmp(&a.0));
+        found.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
         found
     }
 
