@@ -72,6 +72,28 @@ grep -q '^listening' "${TMPDIR:-/tmp}/cds-cosmos.log" \
 export CDS_TEST_COSMOS_ENDPOINT="http://127.0.0.1:$COSMOS_PORT/"
 export CDS_TEST_COSMOS_SERVER="$PWD/tests/cosmos/server.js"
 
+# Azure Storage emulator: azurite (MIT, from npm), Blob service only, pinned by
+# tests/azurite/package-lock.json; the lake tests write Delta tables to it over az://.
+if [ ! -x tests/azurite/node_modules/.bin/azurite-blob ] \
+  || ! cmp -s tests/azurite/package-lock.json tests/azurite/node_modules/.package-lock.json.installed; then
+  log "installing the Azure Storage emulator (npm ci, once)"
+  (cd tests/azurite && npm ci --no-audit --no-fund --loglevel=error \
+    && cp package-lock.json node_modules/.package-lock.json.installed)
+fi
+AZURITE_PORT="${CDS_TEST_AZURITE_PORT:-10000}"
+AZURITE_DIR="$(mktemp -d "${TMPDIR:-/tmp}/cds-azurite.XXXXXX")"
+log "starting azurite-blob on 127.0.0.1:$AZURITE_PORT"
+tests/azurite/node_modules/.bin/azurite-blob --blobHost 127.0.0.1 --blobPort "$AZURITE_PORT" \
+  --location "$AZURITE_DIR" --disableTelemetry > "${TMPDIR:-/tmp}/cds-azurite.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 240); do
+  if grep -q 'successfully listens' "${TMPDIR:-/tmp}/cds-azurite.log" 2>/dev/null; then break; fi
+  sleep 0.25
+done
+grep -q 'successfully listens' "${TMPDIR:-/tmp}/cds-azurite.log" \
+  || { echo "azurite did not start:"; cat "${TMPDIR:-/tmp}/cds-azurite.log"; exit 1; }
+export CDS_TEST_AZURITE="http://127.0.0.1:$AZURITE_PORT"
+
 log "format"
 cargo fmt --all -- --check
 

@@ -43,6 +43,10 @@ pub struct Metrics {
     pub checkpoints_written: IntCounter,
     /// Size of the last checkpoint.
     pub checkpoint_bytes: IntGauge,
+    /// Rows committed to the lake's Delta tables, by table.
+    pub lake_rows: IntCounterVec,
+    /// Lake commits that failed (retried with backoff; nothing is dropped).
+    pub lake_errors: IntCounter,
     /// Epochs (input batches) completed by every worker.
     pub epochs_completed: IntCounter,
     /// Seconds from a batch being read to its KPI changes being written.
@@ -288,6 +292,13 @@ impl Metrics {
                 "Checkpoints written",
             ),
             checkpoint_bytes: gauge(&r, "cds_checkpoint_bytes", "Size of the last checkpoint"),
+            lake_rows: counter_vec(
+                &r,
+                "cds_lake_rows_total",
+                "Rows committed to the lake's Delta tables",
+                &["table"],
+            ),
+            lake_errors: counter(&r, "cds_lake_errors_total", "Lake commits that failed"),
             cosmos_documents: counter_vec(
                 &r,
                 "cds_cosmos_documents_written_total",

@@ -26,6 +26,9 @@ use tracing::{info, instrument};
 use crate::gold::Document;
 use crate::gold::{self, FactBuilder, GoldBatch, GoldOutput, GoldState, KpiState, Micros};
 use crate::lake::checkpoint::{Checkpoint, CheckpointStore};
+use crate::lake::dims::department_versions;
+use crate::lake::tables::{BronzeRow, KpiRow, RowPosition, SilverRow};
+use crate::lake::writer::{LakeConfig, LakeHandle, LakeMessage, LakeWriteError};
 use crate::lake::{Lake, LakeError};
 use crate::metrics::Metrics;
 use crate::model::{format_time, Network, Pseudonymiser};
@@ -63,6 +66,9 @@ pub struct PipelineConfig {
     /// How often a checkpoint is taken (also once at the end); `None`: never, and a run
     /// starts from empty state.
     pub checkpoint_interval: Option<Duration>,
+    /// Where the Bronze/Silver/Gold Delta tables go; `None`: not written (`cds run` writes
+    /// them to `DATA_DIR/lake` unless told otherwise).
+    pub lake: Option<LakeConfig>,
 }
 
 impl PipelineConfig {
@@ -77,6 +83,7 @@ impl PipelineConfig {
             until: Until::End,
             feed: None,
             checkpoint_interval: None,
+            lake: None,
         }
     }
 }
@@ -90,6 +97,8 @@ pub enum PipelineError {
     Sink(#[from] SinkError),
     #[error(transparent)]
     Lake(#[from] LakeError),
+    #[error(transparent)]
+    LakeWrite(#[from] LakeWriteError),
     #[error("the dataflow failed: {0}")]
     Dataflow(String),
     #[error("checkpoint: {0}")]
@@ -240,6 +249,18 @@ pub fn run(
     }
     let from_ingest = Arc::new(Mutex::new(from_ingest));
 
+    let lake_writer = match config.lake.clone() {
+        Some(lake) => {
+            let handle = LakeHandle::start(lake, metrics.clone())?;
+            let now = Utc::now().timestamp_micros();
+            handle.send(LakeMessage::Departments(department_versions(
+                &config.network,
+                now,
+            )))?;
+            Some(handle)
+        }
+        None => None,
+    };
     let sink_thread = {
         let (network, interval) = (config.network.clone(), config.flush_interval);
         let writer = Writer {
@@ -249,6 +270,7 @@ pub fn run(
             kpi_epochs: 0,
             alert_epochs: rules.as_ref().map(|_| 0),
             durable: durable.clone(),
+            lake: lake_writer.as_ref().and_then(LakeHandle::sender),
         };
         std::thread::Builder::new()
             .name("cds-sink".into())
@@ -322,6 +344,7 @@ pub fn run(
             to_workers: &to_workers,
             to_rules: rules_tx.as_ref(),
             durable: &durable,
+            lake: lake_writer.as_ref(),
         },
         restore,
         checkpointing,
@@ -351,6 +374,10 @@ pub fn run(
         final_state,
     } = ingested?;
     let (documents_written, occupied) = sunk?;
+    // The lake commits what it holds before the final checkpoint records it as done.
+    if let Some(lake) = lake_writer {
+        lake.finish()?;
+    }
     // Every output is written now: a last checkpoint, then commit what is left.
     if let (Some(store), Some(ingest)) = (store, final_state) {
         let rules = match final_rules.as_ref().map(|stage| stage.snapshot()) {
@@ -398,7 +425,14 @@ fn ingest(
         to_workers,
         to_rules,
         durable,
+        lake: lake_writer,
     } = downstream;
+    // What is durable for a checkpoint: the sink's outputs and the lake's tables.
+    let durable_now = || {
+        let sunk = durable.load(Ordering::Acquire);
+        lake_writer.map_or(sunk, |l| sunk.min(l.durable()))
+    };
+    let mut stream_names: HashMap<u16, Arc<str>> = HashMap::new();
     let workers = to_workers.len();
     let mut silver = Silver::new(config.network.clone());
     let mut facts = FactBuilder::new(pseudonyms, workers);
@@ -463,11 +497,12 @@ fn ingest(
             ingest: encode_ingest(&silver, &facts, &processed, watermark, &mut lake)?,
             rules: None,
         });
+        if let Some(l) = lake_writer {
+            l.send(LakeMessage::Flush { epoch: 0 })?;
+        }
         summary.epochs = 1;
         while !shutdown.load(Ordering::Relaxed) {
-            if let Some(written) =
-                c.try_write(&mut pending, durable.load(Ordering::Acquire), metrics)?
-            {
+            if let Some(written) = c.try_write(&mut pending, durable_now(), metrics)? {
                 checkpointed = written;
                 last_checkpoint = Instant::now();
                 break;
@@ -478,9 +513,7 @@ fn ingest(
 
     while !shutdown.load(Ordering::Relaxed) {
         if let Some(c) = checkpointing.as_mut() {
-            if let Some(written) =
-                c.try_write(&mut pending, durable.load(Ordering::Acquire), metrics)?
-            {
+            if let Some(written) = c.try_write(&mut pending, durable_now(), metrics)? {
                 checkpointed = written;
                 last_checkpoint = Instant::now();
             }
@@ -542,6 +575,9 @@ fn ingest(
         let mut for_rules = Vec::new();
         let (mut dead, mut dups, mut quarantined, mut gold) = (0u64, 0u64, 0u64, 0u64);
         let mut skipped = 0u64;
+        let mut bronze_rows = Vec::new();
+        let mut silver_rows = Vec::new();
+        let ingested_at = Utc::now().timestamp_micros();
         if summary.events == 0 {
             if let Some((_, first)) = raw.iter().next() {
                 tracing::debug!(?first, "first position read");
@@ -560,8 +596,30 @@ fn ingest(
                 partition: pos.partition,
                 offset: pos.offset,
             };
-            match silver.ingest(payload, position) {
+            let row_position = lake_writer.map(|_| RowPosition {
+                source: stream_names
+                    .entry(pos.stream)
+                    .or_insert_with(|| source.stream_name(pos.stream).into())
+                    .clone(),
+                partition: pos.partition,
+                offset: pos.offset,
+            });
+            let outcome = silver.ingest(payload, position);
+            if let Some(p) = &row_position {
+                bronze_rows.push(BronzeRow {
+                    position: p.clone(),
+                    payload: payload.to_vec(),
+                    ingested_at,
+                    event_time: match &outcome {
+                        Outcome::Record(r) => Some(r.event.event_timestamp.timestamp_micros()),
+                        _ => None,
+                    },
+                });
+            }
+            match outcome {
                 Outcome::Record(record) => {
+                    let for_lake = row_position.map(|p| (p, record.clone()));
+                    let mut patient_key = None;
                     for f in record.dq_flags.iter() {
                         flag_counts[f as usize] += 1;
                     }
@@ -569,11 +627,19 @@ fn ingest(
                         quarantined += 1;
                         lake.quarantine.append(&record)?;
                     } else if let Some((patient, at)) = facts.add(&record, &mut batches) {
+                        patient_key = Some(patient);
                         gold += 1;
                         watermark = watermark.max(at);
                         if to_rules.is_some() {
                             for_rules.push((patient, record));
                         }
+                    }
+                    if let Some((position, record)) = for_lake {
+                        silver_rows.push(SilverRow {
+                            position,
+                            record,
+                            patient: patient_key,
+                        });
                     }
                 }
                 Outcome::Duplicate => dups += 1,
@@ -613,6 +679,13 @@ fn ingest(
         summary.gold_records += gold;
 
         commits.record(summary.epochs, raw.iter().map(|(_, pos)| pos));
+        if let (Some(l), false) = (lake_writer, bronze_rows.is_empty()) {
+            l.send(LakeMessage::Events {
+                epoch: summary.epochs,
+                bronze: bronze_rows,
+                silver: silver_rows,
+            })?;
+        }
         let take_checkpoint = checkpointing
             .as_ref()
             .is_some_and(|c| pending.is_none() && last_checkpoint.elapsed() >= c.interval);
@@ -632,6 +705,11 @@ fn ingest(
                 ingest: encode_ingest(&silver, &facts, &processed, watermark, &mut lake)?,
                 rules: None,
             });
+            if let Some(l) = lake_writer {
+                l.send(LakeMessage::Flush {
+                    epoch: summary.epochs,
+                })?;
+            }
         }
         summary.epochs += 1;
         if last_lake_flush.elapsed() >= Duration::from_secs(1) {
@@ -768,6 +846,8 @@ struct Downstream<'a> {
     to_rules: Option<&'a SyncSender<RulesBatch>>,
     /// Epochs below this number are durably written (KPIs and alerts).
     durable: &'a AtomicU64,
+    /// The lake writer, when the Delta tables are written.
+    lake: Option<&'a LakeHandle>,
 }
 
 /// Source positions waiting for their outputs to be durable before they are committed.
@@ -826,6 +906,8 @@ struct Writer {
     alert_epochs: Option<u64>,
     /// min(kpi_epochs, alert_epochs): what the ingest may commit to the source.
     durable: Arc<AtomicU64>,
+    /// Where written KPI documents go as snapshots (`gold/kpi_snapshots`).
+    lake: Option<SyncSender<LakeMessage>>,
 }
 
 impl Writer {
@@ -865,6 +947,18 @@ fn write_kpis(
     let docs = state.take_changed(&as_of, &now);
     if !docs.is_empty() {
         writer.write(Container::Kpis, &docs)?;
+        if let Some(lake) = &writer.lake {
+            let written_at = Utc::now().timestamp_micros();
+            let rows = docs
+                .iter()
+                .map(|d| KpiRow {
+                    document: d.clone(),
+                    written_at,
+                })
+                .collect();
+            lake.send(LakeMessage::Kpis(rows))
+                .map_err(|_| PipelineError::LakeWrite(LakeWriteError::Stopped))?;
+        }
         for d in &docs {
             let kind = d
                 .body

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::differences;
 use common::kafka::{broker, create_topics, produce_unbatched, unique};
+use common::{delta, differences};
 
 fn cds() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cds"));
@@ -183,6 +183,31 @@ fn assert_same_outputs(reference: &Path, crashed: &Path) {
     );
 }
 
+/// Every Delta table of the crashed run holds each source position exactly once, and the same
+/// positions as the uninterrupted run; Bronze holds every input message.
+fn assert_lake_exactly_once(reference: &Path, crashed: &Path, messages: usize) {
+    for table in ["bronze/events", "silver/events", "gold/fact_patient_flow"] {
+        let expected = delta::read_local(&reference.join("lake"), table);
+        let got = delta::read_local(&crashed.join("lake"), table);
+        let (expected, got) = (expected.positions(), got.positions());
+        let distinct = delta::distinct(&got);
+        assert_eq!(
+            distinct.len(),
+            got.len(),
+            "{table}: a position written twice"
+        );
+        assert_eq!(
+            distinct,
+            delta::distinct(&expected),
+            "{table}: positions differ"
+        );
+        if table == "bronze/events" {
+            assert_eq!(got.len(), messages, "bronze holds every input message once");
+        }
+        eprintln!("{table}: {} rows, each once", got.len());
+    }
+}
+
 fn corrupt_newest_checkpoint(data: &Path) {
     let dir = data.join("lake/checkpoints");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -228,6 +253,7 @@ fn killed_five_times_through_a_file_ends_equal_to_an_uninterrupted_run() {
     corrupt_newest_checkpoint(&crashed);
     run_to_end(&source, &crashed, &["--until-end"]);
     assert_same_outputs(&reference, &crashed);
+    assert_lake_exactly_once(&reference, &crashed, 60_000);
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -287,5 +313,6 @@ fn killed_five_times_through_kafka_ends_equal_to_an_uninterrupted_run() {
         &[&idle[..], &["--group", &crash_group]].concat(),
     );
     assert_same_outputs(&reference, &crashed);
+    assert_lake_exactly_once(&reference, &crashed, produced);
     let _ = std::fs::remove_dir_all(dir);
 }

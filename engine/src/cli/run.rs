@@ -15,6 +15,7 @@ use crate::http::audit::Audit;
 use crate::http::auth::{Tokens, TOKENS_FILE_ENV};
 use crate::http::feed::LiveFeed;
 use crate::http::{self, HttpState};
+use crate::lake::writer::LakeConfig;
 use crate::metrics::Metrics;
 use crate::model::{Network, Pseudonymiser};
 use crate::pipeline::{self, PipelineConfig, Until};
@@ -72,6 +73,11 @@ pub struct RunArgs {
     /// off, and every run then starts from empty state.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     checkpoint_interval: f64,
+    /// Where the Bronze/Silver/Gold Delta tables go: a directory, `az://CONTAINER/PATH` or
+    /// `abfss://CONTAINER@ACCOUNT.dfs.core.windows.net/PATH` (credentials from the AZURE_STORAGE_*
+    /// environment); default `DATA_DIR/lake`; `off` writes none.
+    #[arg(long, value_name = "LOCATION")]
+    lake: Option<String>,
     /// Kafka consumer group.
     #[arg(long, default_value = "cds", value_name = "GROUP")]
     group: String,
@@ -231,6 +237,13 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
     config.feed = feed;
     config.checkpoint_interval =
         (args.checkpoint_interval > 0.0).then(|| Duration::from_secs_f64(args.checkpoint_interval));
+    config.lake = match args.lake.as_deref() {
+        Some("off") => None,
+        Some(location) => Some(LakeConfig::new(location)),
+        None => Some(LakeConfig::new(
+            args.data_dir.join("lake").display().to_string(),
+        )),
+    };
     if let Some(interval) = flush_interval {
         config.flush_interval = interval;
     }

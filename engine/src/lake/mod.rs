@@ -1,11 +1,13 @@
-//! The lake, as far as it is built: append-only JSON-lines tables in the local data directory,
-//! and the engine's [`checkpoint`]s.
-//!
-//! Today it holds what must never be lost even before the full lake exists: the dead-letter
-//! store (`deadletter/`) and the quarantined Silver records (`silver/quarantine/`). Bronze,
-//! Silver and Gold tables in an open format and object storage are not built yet.
+//! The lake: Bronze, Silver and Gold Delta tables ([`tables`], SCD2 [`dims`], written by
+//! [`writer`] to a local directory or Azure Blob Storage / ADLS Gen2); the engine's
+//! [`checkpoint`]s; and two append-only JSON-lines files in the local data directory that must
+//! never be lost: the dead-letter store (`deadletter/`) and the quarantined Silver records
+//! (`silver/quarantine/`), cut back to a checkpoint's length on restart.
 
 pub mod checkpoint;
+pub mod dims;
+pub mod tables;
+pub mod writer;
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};

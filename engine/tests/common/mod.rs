@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+pub mod delta;
 pub mod http;
 pub mod kafka;
 

@@ -1,0 +1,695 @@
+//! The lake writer: Bronze, Silver and Gold rows into Delta tables, on a thread of its own.
+//!
+//! The pipeline hands rows over a bounded channel and goes on; this thread buffers them and
+//! commits one Delta version per table when enough rows are waiting, when the flush interval
+//! has passed, or when a checkpoint asks for it. So files are few and large, and the dataflow
+//! never waits for object storage (unless storage falls so far behind that the channel fills:
+//! then the source slows down, and nothing is dropped).
+//!
+//! Exactly once across crashes: every commit carries one Delta application transaction
+//! (`txn`) per source stream and partition, `cds:<source>:<partition>`, whose version is the
+//! highest source offset in the table after that commit. A checkpoint is written only after
+//! the lake has committed everything up to it ([`LakeHandle::durable`]); a restart replays the
+//! source from the checkpoint, and rows at or below an offset the table has already recorded
+//! are not written again. Rows of a partition arrive in offset order, so each table holds
+//! every position exactly once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use deltalake::arrow::array::RecordBatch;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
+use deltalake::kernel::{Action, StructType, Transaction};
+use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use deltalake::protocol::{DeltaOperation, SaveMode};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter};
+use deltalake::DeltaTable;
+use object_store::ObjectStoreExt;
+use tracing::{info, warn};
+
+use super::dims::{self, Dimension, Scd2};
+use super::tables::{self, BronzeRow, KpiRow, SilverRow, Table};
+use crate::metrics::Metrics;
+
+/// Why the lake could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum LakeWriteError {
+    #[error("lake location {0:?}: expected a directory, az://CONTAINER/PATH or abfss://CONTAINER@ACCOUNT.dfs.core.windows.net/PATH")]
+    Location(String),
+    #[error("lake table {table}: {message}")]
+    Table {
+        table: &'static str,
+        message: String,
+    },
+    #[error("the lake writer stopped")]
+    Stopped,
+    #[error("the lake writer could not start: {0}")]
+    Start(String),
+}
+
+/// Where the lake's tables live and how writes are batched.
+#[derive(Debug, Clone)]
+pub struct LakeConfig {
+    /// A local directory, `az://container/path` or
+    /// `abfss://container@account.dfs.core.windows.net/path`.
+    pub location: String,
+    /// Commit once this many rows wait (all tables together).
+    pub flush_rows: usize,
+    /// Commit at least this often while rows wait.
+    pub flush_interval: Duration,
+}
+
+impl LakeConfig {
+    pub fn new(location: impl Into<String>) -> Self {
+        LakeConfig {
+            location: location.into(),
+            flush_rows: 100_000,
+            flush_interval: Duration::from_secs(5),
+        }
+    }
+
+    /// The URL of one table; a local directory is created.
+    pub fn table_url(&self, table: Table) -> Result<url::Url, LakeWriteError> {
+        table_url(&self.location, table.path())
+    }
+}
+
+/// The URL of the table at `path` under the lake root `location`.
+pub fn table_url(location: &str, path: &str) -> Result<url::Url, LakeWriteError> {
+    let bad = || LakeWriteError::Location(location.to_owned());
+    let remote = [
+        "az://", "abfss://", "abfs://", "azure://", "adl://", "file://",
+    ]
+    .iter()
+    .any(|p| location.starts_with(p));
+    let joined = format!("{}/{path}", location.trim_end_matches('/'));
+    if !remote {
+        std::fs::create_dir_all(&joined).map_err(|_| bad())?;
+    }
+    deltalake::ensure_table_uri(&joined).map_err(|_| bad())
+}
+
+/// What the pipeline sends to the lake.
+#[derive(Debug)]
+pub enum LakeMessage {
+    /// The rows of one epoch.
+    Events {
+        epoch: u64,
+        bronze: Vec<BronzeRow>,
+        silver: Vec<SilverRow>,
+    },
+    /// KPI documents as the sink wrote them.
+    Kpis(Vec<KpiRow>),
+    /// Commit everything up to and including this epoch now (a checkpoint waits for it).
+    Flush { epoch: u64 },
+    /// Department versions for `gold/dim_department` (SCD type 2).
+    Departments(Vec<dims::Version>),
+}
+
+/// The pipeline's end of the lake writer.
+#[derive(Debug)]
+pub struct LakeHandle {
+    tx: Option<SyncSender<LakeMessage>>,
+    durable: Arc<AtomicU64>,
+    thread: Option<JoinHandle<Result<LakeStats, LakeWriteError>>>,
+}
+
+/// What the writer did.
+#[derive(Debug, Clone, Default)]
+pub struct LakeStats {
+    pub rows: BTreeMap<&'static str, u64>,
+    pub commits: u64,
+}
+
+impl LakeHandle {
+    /// Starts the writer thread.
+    pub fn start(config: LakeConfig, metrics: Arc<Metrics>) -> Result<Self, LakeWriteError> {
+        for t in Table::ALL {
+            config.table_url(t)?;
+        }
+        let (tx, rx) = sync_channel(64);
+        let durable = Arc::new(AtomicU64::new(0));
+        let d = durable.clone();
+        let thread = std::thread::Builder::new()
+            .name("cds-lake".into())
+            .spawn(move || LakeWriter::new(config, metrics, d)?.run(rx))
+            .map_err(|e| LakeWriteError::Start(e.to_string()))?;
+        Ok(LakeHandle {
+            tx: Some(tx),
+            durable,
+            thread: Some(thread),
+        })
+    }
+
+    /// A sender for another thread (the sink's KPI snapshots).
+    pub fn sender(&self) -> Option<SyncSender<LakeMessage>> {
+        self.tx.clone()
+    }
+
+    /// Hands rows to the writer; waits only when its channel is full.
+    pub fn send(&self, message: LakeMessage) -> Result<(), LakeWriteError> {
+        match &self.tx {
+            Some(tx) => tx.send(message).map_err(|_| LakeWriteError::Stopped),
+            None => Err(LakeWriteError::Stopped),
+        }
+    }
+
+    /// Epochs below this number are committed to every table.
+    pub fn durable(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    /// Commits what is left and stops the writer (every other sender must be dropped).
+    pub fn finish(mut self) -> Result<LakeStats, LakeWriteError> {
+        self.tx = None;
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(LakeWriteError::Stopped),
+            None => Ok(LakeStats::default()),
+        }
+    }
+}
+
+/// The writer thread's state.
+struct LakeWriter {
+    config: LakeConfig,
+    metrics: Arc<Metrics>,
+    durable: Arc<AtomicU64>,
+    runtime: tokio::runtime::Runtime,
+    tables: HashMap<Table, DeltaTable>,
+    /// The highest offset each table holds per (source, partition), as its `txn` records.
+    committed: HashMap<(Table, Arc<str>, i32), i64>,
+    bronze: Vec<BronzeRow>,
+    /// Silver rows, with whether Silver and the patient-flow facts still need them.
+    silver: Vec<(SilverRow, bool, bool)>,
+    kpis: Vec<KpiRow>,
+    /// The dimensions, loaded from their tables on first use.
+    dims: HashMap<Dimension, Scd2>,
+    /// Positions whose patient versions are applied but not committed.
+    dim_positions: Vec<tables::RowPosition>,
+    /// The newest epoch received (its rows are buffered or committed).
+    received: Option<u64>,
+    stats: LakeStats,
+}
+
+/// The application id of a source partition in the Delta log.
+pub fn app_id(source: &str, partition: i32) -> String {
+    format!("cds:{source}:{partition}")
+}
+
+impl LakeWriter {
+    fn new(
+        config: LakeConfig,
+        metrics: Arc<Metrics>,
+        durable: Arc<AtomicU64>,
+    ) -> Result<Self, LakeWriteError> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| LakeWriteError::Start(e.to_string()))?;
+        Ok(LakeWriter {
+            config,
+            metrics,
+            durable,
+            runtime,
+            tables: HashMap::new(),
+            committed: HashMap::new(),
+            bronze: Vec::new(),
+            silver: Vec::new(),
+            kpis: Vec::new(),
+            dims: HashMap::new(),
+            dim_positions: Vec::new(),
+            received: None,
+            stats: LakeStats::default(),
+        })
+    }
+
+    fn waiting(&self) -> usize {
+        let dims = self.dims.values().filter(|d| d.changed()).count();
+        self.bronze.len() + self.silver.len() + self.kpis.len() + dims
+    }
+
+    fn run(mut self, rx: Receiver<LakeMessage>) -> Result<LakeStats, LakeWriteError> {
+        let mut last_commit = Instant::now();
+        let mut backoff = Duration::ZERO;
+        let mut flush_asked = false;
+        loop {
+            let due = if self.waiting() == 0 {
+                Duration::from_millis(500)
+            } else {
+                (self.config.flush_interval.max(backoff))
+                    .saturating_sub(last_commit.elapsed())
+                    .max(Duration::from_millis(1))
+            };
+            let mut closed = false;
+            match rx.recv_timeout(due) {
+                Ok(message) => flush_asked |= self.receive(message),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => closed = true,
+            }
+            let time_due = self.waiting() > 0
+                && last_commit.elapsed() >= self.config.flush_interval.max(backoff);
+            if closed || flush_asked || time_due || self.waiting() >= self.config.flush_rows {
+                if !backoff.is_zero() && last_commit.elapsed() < backoff && !closed {
+                    continue;
+                }
+                last_commit = Instant::now();
+                match self.commit() {
+                    Ok(()) => {
+                        backoff = Duration::ZERO;
+                        flush_asked = false;
+                    }
+                    Err(e) => {
+                        self.metrics.lake_errors.inc();
+                        warn!(error = %e, "lake commit failed; retrying");
+                        backoff = (backoff * 2)
+                            .clamp(Duration::from_millis(200), Duration::from_secs(10));
+                        if closed {
+                            return self.finish_after_failure(e);
+                        }
+                    }
+                }
+            }
+            if closed {
+                info!(commits = self.stats.commits, "lake writer finished");
+                return Ok(self.stats);
+            }
+        }
+    }
+
+    /// At the end, a few more tries before giving up.
+    fn finish_after_failure(mut self, first: LakeWriteError) -> Result<LakeStats, LakeWriteError> {
+        let mut last = first;
+        for attempt in 0..5u32 {
+            std::thread::sleep(Duration::from_millis(200) * 2u32.pow(attempt));
+            match self.commit() {
+                Ok(()) => return Ok(self.stats),
+                Err(e) => {
+                    self.metrics.lake_errors.inc();
+                    last = e;
+                }
+            }
+        }
+        Err(last)
+    }
+
+    /// Takes one message; true when it asks for a commit now.
+    fn receive(&mut self, message: LakeMessage) -> bool {
+        match message {
+            LakeMessage::Events {
+                epoch,
+                bronze,
+                silver,
+            } => {
+                self.received = Some(epoch);
+                for row in bronze {
+                    if self.is_new(Table::Bronze, &row.position) {
+                        self.bronze.push(row);
+                    }
+                }
+                for row in silver {
+                    // Each table keeps its own record: after a crash between the two commits
+                    // the facts may hold rows that Silver does not.
+                    let to_silver = self.is_new(Table::Silver, &row.position);
+                    let to_facts = tables::is_flow_fact(&row)
+                        && self.is_new(Table::FactPatientFlow, &row.position);
+                    if row.patient.is_some() && self.is_new(Table::DimPatient, &row.position) {
+                        self.patient_version(&row);
+                    }
+                    if to_silver || to_facts {
+                        self.silver.push((row, to_silver, to_facts));
+                    }
+                }
+                false
+            }
+            LakeMessage::Departments(versions) => {
+                match self.dim(Dimension::Department) {
+                    Ok(d) => {
+                        for v in versions {
+                            d.apply(v);
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "cannot read gold/dim_department"),
+                }
+                false
+            }
+            LakeMessage::Kpis(rows) => {
+                self.kpis.extend(rows);
+                false
+            }
+            LakeMessage::Flush { epoch } => {
+                self.received = Some(self.received.map_or(epoch, |r| r.max(epoch)));
+                true
+            }
+        }
+    }
+
+    /// Applies a Gold record's patient attributes to `gold/dim_patient`.
+    fn patient_version(&mut self, row: &SilverRow) {
+        let e = &row.record.event;
+        let key = crate::model::patient_ref(row.patient.unwrap_or_default());
+        let version = dims::patient_version(
+            &key,
+            e.gender.as_deref(),
+            e.age,
+            e.insurance_type.as_deref(),
+            e.event_timestamp.timestamp_micros(),
+        );
+        match self.dim(Dimension::Patient) {
+            Ok(d) => {
+                d.apply(version);
+                self.dim_positions.push(row.position.clone());
+            }
+            Err(e) => warn!(error = %e, "cannot read gold/dim_patient"),
+        }
+    }
+
+    /// A dimension, loaded from its table on first use.
+    fn dim(&mut self, d: Dimension) -> Result<&mut Scd2, LakeWriteError> {
+        if !self.dims.contains_key(&d) {
+            let table = match d {
+                Dimension::Patient => Table::DimPatient,
+                Dimension::Department => Table::DimDepartment,
+            };
+            let mut scd = Scd2::new(d);
+            let t = self.table(table)?;
+            let store = t.object_store();
+            let paths: Vec<String> = t
+                .snapshot()
+                .map_err(|e| err(table, e))?
+                .log_data()
+                .iter()
+                .map(|f| f.path().into_owned())
+                .collect();
+            for path in paths {
+                let bytes = self
+                    .runtime
+                    .block_on(async {
+                        store
+                            .get(&deltalake::Path::from(path.as_str()))
+                            .await?
+                            .bytes()
+                            .await
+                    })
+                    .map_err(|e| err(table, e))?;
+                let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
+                    .and_then(|b| b.build())
+                    .map_err(|e| err(table, e))?;
+                for batch in reader {
+                    scd.load(&batch.map_err(|e| err(table, e))?)
+                        .map_err(|e| err(table, e))?;
+                }
+            }
+            self.dims.insert(d, scd);
+        }
+        self.dims.get_mut(&d).ok_or(LakeWriteError::Stopped)
+    }
+
+    /// Rewrites a changed dimension in one commit (its old files removed, one new file).
+    fn write_dimension(&mut self, d: Dimension) -> Result<(), LakeWriteError> {
+        let table = match d {
+            Dimension::Patient => Table::DimPatient,
+            Dimension::Department => Table::DimDepartment,
+        };
+        let Some(scd) = self.dims.get(&d) else {
+            return Ok(());
+        };
+        if !scd.changed() {
+            return Ok(());
+        }
+        let batch = scd.batch().map_err(|e| err(table, e))?;
+        let rows = batch.num_rows() as u64;
+        let txns = match d {
+            Dimension::Patient => transactions(self.dim_positions.iter()),
+            Dimension::Department => Vec::new(),
+        };
+        let properties = CommitProperties::default().with_application_transactions(
+            txns.iter()
+                .map(|(s, p, v)| Transaction::new(app_id(s, *p), *v))
+                .collect(),
+        );
+        self.table(table)?;
+        let runtime = &self.runtime;
+        let t = self.tables.get_mut(&table).ok_or(LakeWriteError::Stopped)?;
+        runtime.block_on(async {
+            let snapshot = t.snapshot().map_err(|e| err(table, e))?;
+            let mut actions: Vec<Action> = snapshot
+                .log_data()
+                .iter()
+                .map(|f| Action::Remove(f.remove_action(true)))
+                .collect();
+            let mut writer = RecordBatchWriter::for_table(t).map_err(|e| err(table, e))?;
+            writer.write(batch).await.map_err(|e| err(table, e))?;
+            let adds = writer.flush().await.map_err(|e| err(table, e))?;
+            actions.extend(adds.into_iter().map(Action::Add));
+            let operation = DeltaOperation::Write {
+                mode: SaveMode::Overwrite,
+                partition_by: None,
+                predicate: None,
+            };
+            CommitBuilder::from(properties)
+                .with_actions(actions)
+                .build(Some(snapshot), t.log_store(), operation)
+                .await
+                .map_err(|e| err(table, e))?;
+            t.update_state().await.map_err(|e| err(table, e))
+        })?;
+        for (s, p, v) in txns {
+            let entry = self.committed.entry((table, s, p)).or_insert(i64::MIN);
+            *entry = (*entry).max(v);
+        }
+        if d == Dimension::Patient {
+            self.dim_positions.clear();
+        }
+        if let Some(scd) = self.dims.get_mut(&d) {
+            scd.written();
+        }
+        self.metrics
+            .lake_rows
+            .with_label_values(&[table.path()])
+            .inc_by(rows);
+        self.stats.commits += 1;
+        Ok(())
+    }
+
+    /// Whether the table does not hold this position yet.
+    fn is_new(&mut self, table: Table, p: &tables::RowPosition) -> bool {
+        let key = (table, p.source.clone(), p.partition);
+        let recorded = match self.committed.get(&key) {
+            Some(v) => *v,
+            None => {
+                let v = match self.recorded_version(table, &p.source, p.partition) {
+                    Ok(v) => v.unwrap_or(i64::MIN),
+                    Err(e) => {
+                        // Without the table's record every row is written; a duplicate then
+                        // is possible only if the lake was unreadable here but not before.
+                        warn!(error = %e, "cannot read the lake's transaction record");
+                        i64::MIN
+                    }
+                };
+                self.committed.insert(key, v);
+                v
+            }
+        };
+        p.offset > recorded
+    }
+
+    fn recorded_version(
+        &mut self,
+        table: Table,
+        source: &str,
+        partition: i32,
+    ) -> Result<Option<i64>, LakeWriteError> {
+        let app = app_id(source, partition);
+        self.table(table)?;
+        let t = self.tables.get(&table).ok_or(LakeWriteError::Stopped)?;
+        let log_store = t.log_store();
+        let snapshot = t.snapshot().map_err(|e| err(table, e))?;
+        self.runtime
+            .block_on(snapshot.transaction_version(log_store.as_ref(), app))
+            .map_err(|e| err(table, e))
+    }
+
+    /// The open table, created on first use.
+    fn table(&mut self, table: Table) -> Result<&mut DeltaTable, LakeWriteError> {
+        if !self.tables.contains_key(&table) {
+            let url = self.config.table_url(table)?;
+            let opened = self.runtime.block_on(async {
+                let t = DeltaTable::try_from_url(url)
+                    .await
+                    .map_err(|e| err(table, e))?;
+                if t.version().is_some() {
+                    return Ok(t);
+                }
+                let schema: StructType = table
+                    .schema()
+                    .as_ref()
+                    .try_into_kernel()
+                    .map_err(|e| err(table, e))?;
+                t.create()
+                    .with_table_name(table.path().replace('/', "_"))
+                    .with_columns(schema.fields().cloned())
+                    .with_partition_columns(table.partition_columns())
+                    .await
+                    .map_err(|e| err(table, e))
+            })?;
+            self.tables.insert(table, opened);
+        }
+        self.tables.get_mut(&table).ok_or(LakeWriteError::Stopped)
+    }
+
+    /// Commits every buffered row, one Delta version per table; on failure the rows stay
+    /// buffered for the next try.
+    fn commit(&mut self) -> Result<(), LakeWriteError> {
+        if !self.bronze.is_empty() {
+            for r in &mut self.bronze {
+                if r.event_time.is_none() {
+                    r.event_time = event_time_of(&r.payload);
+                }
+            }
+            let batch = tables::bronze_batch(&self.bronze).map_err(|e| err(Table::Bronze, e))?;
+            let positions = self.bronze.iter().map(|r| &r.position);
+            let txns = transactions(positions);
+            self.write(Table::Bronze, batch, &txns)?;
+            self.bronze.clear();
+        }
+        if !self.silver.is_empty() {
+            // The facts first: a crash between the two commits leaves Silver behind, and the
+            // replay writes Silver while the facts' own record skips what they hold.
+            let facts: Vec<&SilverRow> = self
+                .silver
+                .iter()
+                .filter(|(_, _, to_facts)| *to_facts)
+                .map(|(r, _, _)| r)
+                .collect();
+            let flow = if facts.is_empty() {
+                None
+            } else {
+                let batch =
+                    tables::flow_batch(&facts).map_err(|e| err(Table::FactPatientFlow, e))?;
+                Some((batch, transactions(facts.iter().map(|r| &r.position))))
+            };
+            let rows: Vec<&SilverRow> = self
+                .silver
+                .iter()
+                .filter(|(_, to_silver, _)| *to_silver)
+                .map(|(r, _, _)| r)
+                .collect();
+            let clean = if rows.is_empty() {
+                None
+            } else {
+                let batch = tables::silver_batch(&rows).map_err(|e| err(Table::Silver, e))?;
+                Some((batch, transactions(rows.iter().map(|r| &r.position))))
+            };
+            if let Some((batch, txns)) = flow {
+                self.write(Table::FactPatientFlow, batch, &txns)?;
+                for (_, _, to_facts) in &mut self.silver {
+                    *to_facts = false;
+                }
+            }
+            if let Some((batch, txns)) = clean {
+                self.write(Table::Silver, batch, &txns)?;
+            }
+            self.silver.clear();
+        }
+        if !self.kpis.is_empty() {
+            let batch = tables::kpi_batch(&self.kpis).map_err(|e| err(Table::KpiSnapshots, e))?;
+            self.write(Table::KpiSnapshots, batch, &[])?;
+            self.kpis.clear();
+        }
+        self.write_dimension(Dimension::Patient)?;
+        self.write_dimension(Dimension::Department)?;
+        if let Some(epoch) = self.received {
+            self.durable.store(epoch + 1, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// One Delta version of `table` with these rows and application transactions.
+    fn write(
+        &mut self,
+        table: Table,
+        batch: RecordBatch,
+        txns: &[(Arc<str>, i32, i64)],
+    ) -> Result<(), LakeWriteError> {
+        if table.positioned() {
+            // Make sure the table's record of each partition is known before it moves on.
+            for (source, partition, _) in txns {
+                let key = (table, source.clone(), *partition);
+                if !self.committed.contains_key(&key) {
+                    let v = self
+                        .recorded_version(table, source, *partition)?
+                        .unwrap_or(i64::MIN);
+                    self.committed.insert(key, v);
+                }
+            }
+        }
+        let rows = batch.num_rows() as u64;
+        let properties = CommitProperties::default().with_application_transactions(
+            txns.iter()
+                .map(|(s, p, v)| Transaction::new(app_id(s, *p), *v))
+                .collect(),
+        );
+        self.table(table)?;
+        let runtime = &self.runtime;
+        let t = self.tables.get_mut(&table).ok_or(LakeWriteError::Stopped)?;
+        runtime.block_on(async {
+            let mut writer = RecordBatchWriter::for_table(t)
+                .map_err(|e| err(table, e))?
+                .with_commit_properties(properties);
+            writer.write(batch).await.map_err(|e| err(table, e))?;
+            writer.flush_and_commit(t).await.map_err(|e| err(table, e))
+        })?;
+        for (s, p, v) in txns {
+            let entry = self
+                .committed
+                .entry((table, s.clone(), *p))
+                .or_insert(i64::MIN);
+            *entry = (*entry).max(*v);
+        }
+        self.metrics
+            .lake_rows
+            .with_label_values(&[table.path()])
+            .inc_by(rows);
+        *self.stats.rows.entry(table.path()).or_default() += rows;
+        self.stats.commits += 1;
+        Ok(())
+    }
+}
+
+fn err(table: Table, e: impl std::fmt::Display) -> LakeWriteError {
+    LakeWriteError::Table {
+        table: table.path(),
+        message: e.to_string(),
+    }
+}
+
+/// The highest offset per (source, partition) among these positions.
+fn transactions<'a>(
+    positions: impl Iterator<Item = &'a tables::RowPosition>,
+) -> Vec<(Arc<str>, i32, i64)> {
+    let mut high: BTreeMap<(Arc<str>, i32), i64> = BTreeMap::new();
+    for p in positions {
+        let e = high
+            .entry((p.source.clone(), p.partition))
+            .or_insert(p.offset);
+        *e = (*e).max(p.offset);
+    }
+    high.into_iter().map(|((s, p), v)| (s, p, v)).collect()
+}
+
+/// The event time of a payload that Silver did not turn into a record (a duplicate or a
+/// dead letter), when it has one, for its partition.
+fn event_time_of(payload: &[u8]) -> Option<i64> {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        event_timestamp: Option<String>,
+    }
+    let probe: Probe = serde_json::from_slice(payload).ok()?;
+    crate::model::parse_time(probe.event_timestamp.as_deref()?).map(|t| t.timestamp_micros())
+}
