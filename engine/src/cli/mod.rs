@@ -73,6 +73,15 @@ pub fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CDS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // The Delta libraries log an error when a lake table is created (it has no log yet) and a
+    // warning per file for Bronze's binary payload column (no statistics): both expected.
+    let filter = [
+        "buoyant_kernel::snapshot::builder=off",
+        "deltalake_core::writer::stats=error",
+    ]
+    .into_iter()
+    .filter_map(|d| d.parse::<tracing_subscriber::filter::Directive>().ok())
+    .fold(filter, |f, d| f.add_directive(d));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
