@@ -40,6 +40,9 @@ enum Kind {
     Int,
 }
 
+/// Column names and kinds.
+type Columns = &'static [(&'static str, Kind)];
+
 /// The two dimensions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Dimension {
@@ -56,12 +59,7 @@ impl Dimension {
     }
 
     /// Natural-key columns, then tracked attributes.
-    fn columns(
-        self,
-    ) -> (
-        &'static [(&'static str, Kind)],
-        &'static [(&'static str, Kind)],
-    ) {
+    fn columns(self) -> (Columns, Columns) {
         match self {
             Dimension::Patient => (
                 &[("patient_key", Kind::Text)],
