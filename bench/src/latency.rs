@@ -364,13 +364,12 @@ pub fn one_load(
 }
 
 /// librdkafka's `fetch.wait.max.ms` unless the engine sets its own.
-const DEFAULT_FETCH_WAIT: &str = "librdkafka: 500 ms";
+const DEFAULT_FETCH_WAIT: &str = cds_engine::source::kafka::DEFAULT_FETCH_WAIT_MS;
 
-/// The two knobs between a produced event and its written KPIs: the pipeline's sink flush
-/// interval (`PipelineConfig::flush_interval`, 20 ms by default) and the consumer's
-/// `fetch.wait.max.ms` (librdkafka's default is 500 ms: how long the broker may hold a fetch
-/// that has less than `fetch.min.bytes`; a broker that answers only at that deadline adds it
-/// to every event).
+/// The knobs between a produced event and its written KPIs: the pipeline's sink flush
+/// interval (`PipelineConfig::flush_interval`), the consumer's `fetch.wait.max.ms` (how long
+/// the broker may hold a fetch that has less than `fetch.min.bytes`; a broker that answers
+/// only at that deadline adds it to every event), and how often a checkpoint is taken.
 #[derive(Debug, Clone, Copy)]
 pub struct Tuning {
     pub flush_ms: u64,
@@ -389,7 +388,7 @@ impl std::fmt::Display for Tuning {
         )?;
         match self.fetch_wait_ms {
             Some(ms) => write!(f, "{ms}"),
-            None => write!(f, "engine default ({DEFAULT_FETCH_WAIT})"),
+            None => write!(f, "engine default ({DEFAULT_FETCH_WAIT} ms)"),
         }?;
         match self.checkpoint_secs {
             Some(s) => write!(f, ", checkpoint every {s} s"),

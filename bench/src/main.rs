@@ -123,8 +123,8 @@ fn options() -> anyhow::Result<Options> {
                 checkpoint_secs: Some(10),
             },
             latency::Tuning {
-                flush_ms: 1,
-                fetch_wait_ms: Some(1),
+                flush_ms: 5,
+                fetch_wait_ms: None,
                 checkpoint_secs: Some(10),
             },
         ],
