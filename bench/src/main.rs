@@ -165,9 +165,7 @@ fn options() -> anyhow::Result<Options> {
             "--latency-configs" => o.latency_configs = list(args.next(), "--latency-configs")?,
             "--patients" => o.patients = list(args.next(), "--patients")?,
             "--readings" => o.readings = list(args.next(), "--readings")?,
-            "--recovery-readings" => {
-                o.recovery_readings = one(args.next(), "--recovery-readings")?
-            }
+            "--recovery-readings" => o.recovery_readings = one(args.next(), "--recovery-readings")?,
             "--recovery-child" => {
                 o.recovery_child = Some((
                     args.next().context("--recovery-child DATA_DIR N R")?.into(),

@@ -291,7 +291,9 @@ pub fn report(
     let _ = std::fs::remove_dir_all(&data);
     report.figure(
         "recovery",
-        &format!("{what}: restart, process spawned -> ready to take input (first poll of the source)"),
+        &format!(
+            "{what}: restart, process spawned -> ready to take input (first poll of the source)"
+        ),
         ready.0.as_secs_f64() * 1000.0,
         "ms",
     );

@@ -114,7 +114,11 @@ impl LagReader {
 impl KafkaSource {
     pub fn open(config: KafkaConfig) -> Result<Self, SourceError> {
         let mut c = client(&config)?;
-        if !config.settings.iter().any(|(k, _)| k == "fetch.wait.max.ms") {
+        if !config
+            .settings
+            .iter()
+            .any(|(k, _)| k == "fetch.wait.max.ms")
+        {
             c.set("fetch.wait.max.ms", DEFAULT_FETCH_WAIT_MS);
         }
         c.set("group.id", &config.group)
