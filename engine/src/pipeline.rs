@@ -382,6 +382,34 @@ pub fn run(
     Ok(summary)
 }
 
+/// Turns the source's availability into the outage metrics: one count per outage, and its
+/// length while it lasts.
+#[derive(Default)]
+struct OutageWatch {
+    down: bool,
+}
+
+impl OutageWatch {
+    fn observe(&mut self, unavailable_since: Option<Instant>, metrics: &Metrics) {
+        match unavailable_since {
+            Some(since) => {
+                if !self.down {
+                    self.down = true;
+                    metrics.source_outages.inc();
+                }
+                metrics
+                    .source_unavailable_seconds
+                    .set(i64::try_from(since.elapsed().as_secs()).unwrap_or(i64::MAX));
+            }
+            None if self.down => {
+                self.down = false;
+                metrics.source_unavailable_seconds.set(0);
+            }
+            None => {}
+        }
+    }
+}
+
 /// The ingest loop: poll, clean, route facts to workers, one epoch per poll.
 // Each argument is a different owner's handle (config, source, downstream channels, restored
 // state, checkpointing, metrics, shutdown); bundling them would only rename the list.
@@ -416,6 +444,7 @@ fn ingest(
     let mut flag_counts = [0u64; crate::silver::DqFlag::ALL.len()];
     let mut commits = Commits::default();
     let mut lag_read = Instant::now();
+    let mut outages = OutageWatch::default();
     // The last processed position per (stream, partition); what a checkpoint covers is skipped.
     let mut processed: BTreeMap<(u16, i32), i64> = BTreeMap::new();
     let mut covered: HashMap<(u16, i32), i64> = HashMap::new();
@@ -509,7 +538,9 @@ fn ingest(
             std::thread::sleep(Duration::from_millis(100));
             continue;
         }
-        match source.poll(&mut raw, config.batch_size, config.poll_wait)? {
+        let polled = source.poll(&mut raw, config.batch_size, config.poll_wait)?;
+        outages.observe(source.unavailable_since(), metrics);
+        match polled {
             Poll::End if raw.is_empty() => {
                 if config.until == Until::Shutdown {
                     info!("source exhausted; serving until shutdown");

@@ -143,6 +143,13 @@ pub trait Source: Send {
         None
     }
 
+    /// Since when the source has been unreachable (a broker outage), if it is now: the
+    /// pipeline counts outages and exports their length, so operators see one before the
+    /// clinicians notice stale KPIs.
+    fn unavailable_since(&self) -> Option<std::time::Instant> {
+        None
+    }
+
     /// What must be the same for a checkpoint of an earlier run to continue this one: the
     /// source's name, plus whatever else decides its content (the simulator's seed and start).
     fn identity(&self) -> String {

@@ -221,10 +221,20 @@ impl Source for KafkaSource {
     }
 
     fn lag(&mut self) -> Option<u64> {
-        // The positions are local; the watermarks are read on the lag thread (skipped while
-        // the broker is away), and the reading returned is the previous one's result.
+        // The positions are local; the watermarks are read on the lag thread, and the reading
+        // returned is the previous one's result.
         if self.outage.is_some() {
-            return None;
+            // A message would end the outage too, but a quiet topic sends none: one metadata
+            // round trip tells whether the broker answers again (only while it is away).
+            let topic = self.config.topics.first().map(String::as_str);
+            if self
+                .consumer
+                .fetch_metadata(topic, Duration::from_millis(250))
+                .is_err()
+            {
+                return None;
+            }
+            self.recovered();
         }
         if self.lag.is_none() {
             self.lag = LagReader::start(&self.config);
@@ -245,6 +255,10 @@ impl Source for KafkaSource {
         }
         let lag = self.lag.as_ref()?.lag.load(Ordering::Relaxed);
         (lag != u64::MAX).then_some(lag)
+    }
+
+    fn unavailable_since(&self) -> Option<Instant> {
+        self.outage
     }
 
     fn dead_letter(&mut self, letter: &DeadLetter) -> Result<(), SourceError> {
