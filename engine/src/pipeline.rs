@@ -591,34 +591,34 @@ fn ingest(
                 offset: pos.offset,
             };
             for outcome in decoder.ingest(&mut silver, payload, position) {
-            match outcome {
-                Outcome::Record(record) => {
-                    for f in record.dq_flags.iter() {
-                        flag_counts[f as usize] += 1;
-                    }
-                    if record.quarantined() {
-                        quarantined += 1;
-                        lake.quarantine.append(&record)?;
-                    } else if let Some((patient, at)) = facts.add(&record, &mut batches) {
-                        gold += 1;
-                        watermark = watermark.max(at);
-                        // A cancel retracts Gold facts; the rules saw the event it cancels.
-                        if to_rules.is_some() && !record.kind.is_some_and(|k| k.is_cancel()) {
-                            for_rules.push((patient, record));
+                match outcome {
+                    Outcome::Record(record) => {
+                        for f in record.dq_flags.iter() {
+                            flag_counts[f as usize] += 1;
+                        }
+                        if record.quarantined() {
+                            quarantined += 1;
+                            lake.quarantine.append(&record)?;
+                        } else if let Some((patient, at)) = facts.add(&record, &mut batches) {
+                            gold += 1;
+                            watermark = watermark.max(at);
+                            // A cancel retracts Gold facts; the rules saw the event it cancels.
+                            if to_rules.is_some() && !record.kind.is_some_and(|k| k.is_cancel()) {
+                                for_rules.push((patient, record));
+                            }
                         }
                     }
+                    Outcome::Duplicate => dups += 1,
+                    Outcome::DeadLetter(letter) => {
+                        dead += 1;
+                        metrics
+                            .dead_letters
+                            .with_label_values(&[letter.reason_code])
+                            .inc();
+                        lake.dead_letters.append(&letter)?;
+                        source.dead_letter(&letter)?;
+                    }
                 }
-                Outcome::Duplicate => dups += 1,
-                Outcome::DeadLetter(letter) => {
-                    dead += 1;
-                    metrics
-                        .dead_letters
-                        .with_label_values(&[letter.reason_code])
-                        .inc();
-                    lake.dead_letters.append(&letter)?;
-                    source.dead_letter(&letter)?;
-                }
-            }
             }
         }
         if dead > 0 {

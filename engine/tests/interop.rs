@@ -72,7 +72,12 @@ fn simulated(n: usize) -> Vec<Value> {
 fn exported(data_dir: &Path) -> std::collections::BTreeMap<String, Value> {
     let out = ok(
         cds()
-            .args(["export", "kpis", "--data-dir", data_dir.to_str().expect("utf-8")])
+            .args([
+                "export",
+                "kpis",
+                "--data-dir",
+                data_dir.to_str().expect("utf-8"),
+            ])
             .output()
             .expect("export"),
         "cds export",
@@ -139,9 +144,8 @@ fn assert_same(
     );
     assert!(expected.keys().any(|k| k.starts_with("vitals:")));
     assert!(expected.keys().any(|k| k.starts_with("los:")));
-    assert_eq!(
-        expected,
-        got,
+    assert!(
+        expected == got,
         "{what}: KPIs differ from the JSON events':\n{}",
         differences(expected, got)
     );
@@ -207,6 +211,8 @@ fn fhir_bundle(e: &Value, encounter: &str) -> Value {
         }
         if let Some(t) = v["temperature_c"].as_f64() {
             entries.push(obs("temp", "8310-5", json!(t), "Cel"));
+        } else if let Some(t) = v["temperature_f"].as_f64() {
+            entries.push(obs("temp", "8310-5", json!(t), "[degF]"));
         }
         if !v["bp_systolic"].is_null() || !v["bp_diastolic"].is_null() {
             let mut panel = obs("bp", "85354-9", Value::Null, "");
@@ -217,8 +223,10 @@ fn fhir_bundle(e: &Value, encounter: &str) -> Value {
             let mut components = Vec::new();
             for (code, field) in [("8480-6", "bp_systolic"), ("8462-4", "bp_diastolic")] {
                 if !v[field].is_null() {
-                    components.push(json!({"code": {"coding": [{"system": "http://loinc.org", "code": code}]},
-                        "valueQuantity": {"value": v[field], "code": "mm[Hg]"}}));
+                    components.push(
+                        json!({"code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+                        "valueQuantity": {"value": v[field], "code": "mm[Hg]"}}),
+                    );
                 }
             }
             r["component"] = json!(components);
@@ -249,16 +257,16 @@ fn fhir_bundle(e: &Value, encounter: &str) -> Value {
         period["end"] = e["discharge_time"].clone();
     }
     let mut enc = json!({"resourceType": "Encounter", "id": encounter, "status": status,
-        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
-        "subject": {"reference": format!("Patient/{patient}")},
-        "period": period,
-        "serviceProvider": {"reference": format!("Organization/{}", e["hospital_id"])},
-        "location": [
-            {"location": {"display": e["department"]}, "status": "active",
-             "physicalType": {"coding": [{"code": "wa"}]}, "period": {"start": at}},
-            {"location": {"display": e["bed_id"]}, "status": "active",
-             "physicalType": {"coding": [{"code": "bd"}]}}
-        ]});
+    "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+    "subject": {"reference": format!("Patient/{patient}")},
+    "period": period,
+    "serviceProvider": {"reference": format!("Organization/{}", e["hospital_id"])},
+    "location": [
+        {"location": {"display": e["department"]}, "status": "active",
+         "physicalType": {"coding": [{"code": "wa"}]}, "period": {"start": at}},
+        {"location": {"display": e["bed_id"]}, "status": "active",
+         "physicalType": {"coding": [{"code": "bd"}]}}
+    ]});
     if let Some(p) = e["admission_priority"].as_str() {
         let code = match p {
             "Emergency" => "EM",
@@ -290,7 +298,11 @@ fn fhir_bundles_give_the_same_kpis_as_json() {
     }
     // A resource we do not use and a broken line go to the dead-letter store.
     writeln!(f, r#"{{"resourceType":"Practitioner","id":"D1"}}"#).expect("write");
-    writeln!(f, r#"{{"resourceType":"Bundle","type":"transaction","entry":[{{"resource":"#).expect("write");
+    writeln!(
+        f,
+        r#"{{"resourceType":"Bundle","type":"transaction","entry":[{{"resource":"#
+    )
+    .expect("write");
     drop((j, f));
 
     let json_data = dir.join("json");
@@ -324,7 +336,7 @@ fn fhir_bundles_give_the_same_kpis_as_json() {
 
 fn dtm(v: &Value, field: &str) -> String {
     time(v, field)
-        .map(|t| t.format("%Y%m%d%H%M%S%z").to_string())
+        .map(|t| t.format("%Y%m%d%H%M%S%.3f%z").to_string())
         .unwrap_or_default()
 }
 
@@ -386,6 +398,7 @@ fn hl7_message(e: &Value, control: &str) -> String {
             ("8480-6", "bp_systolic", "mm[Hg]"),
             ("8462-4", "bp_diastolic", "mm[Hg]"),
             ("8310-5", "temperature_c", "Cel"),
+            ("8310-5", "temperature_f", "[degF]"),
             ("59408-5", "oxygen_saturation", "%"),
             ("9279-1", "respiratory_rate", "/min"),
         ] {
@@ -503,7 +516,9 @@ fn hl7v2_over_mllp_with_cancels_and_a_restart_gives_the_same_kpis() {
     lasts.sort_unstable();
     let admitted = *lasts
         .iter()
-        .find(|&&i| events[i]["event_type"] == "ADMISSION" && events[i]["diagnosis_code"].is_string())
+        .find(|&&i| {
+            events[i]["event_type"] == "ADMISSION" && events[i]["diagnosis_code"].is_string()
+        })
         .expect("an admission to cancel");
     let discharged = *lasts
         .iter()
@@ -519,7 +534,11 @@ fn hl7v2_over_mllp_with_cancels_and_a_restart_gives_the_same_kpis() {
     let child = start_listener(port, &data);
     let mut stream = connect(port);
     let acks = send_all(&mut stream, &messages[..half]);
-    assert!(acks.iter().all(|a| a.contains("\rMSA|AA|")), "{:?}", acks.first());
+    assert!(
+        acks.iter().all(|a| a.contains("\rMSA|AA|")),
+        "{:?}",
+        acks.first()
+    );
     drop(stream);
     finish(child);
 
@@ -528,7 +547,9 @@ fn hl7v2_over_mllp_with_cancels_and_a_restart_gives_the_same_kpis() {
     let mut stream = connect(port);
     let acks = send_all(&mut stream, &messages[half..]);
     assert!(acks.iter().all(|a| a.contains("\rMSA|AA|")));
-    let a08 = messages[admitted].replacen("ADT^A01", "ADT^A08", 1).replacen("|M", "|U", 1);
+    let a08 = messages[admitted]
+        .replacen("ADT^A01", "ADT^A08", 1)
+        .replacen("|M", "|U", 1);
     let bad = "MSH|^~\\&|SIM|H1|CDS|H1|20260302||ADT^A01|B1|P|2.5.1\rEVN|A01|yesterday\rPID|1||X^^^SIM^MR\r".to_owned();
     let other = "MSH|^~\\&|SIM|H1|CDS|H1|20260302||SIU^S12|B2|P|2.5.1\r".to_owned();
     let acks = send_all(&mut stream, &[a08, bad, other]);
@@ -554,8 +575,8 @@ fn hl7v2_over_mllp_with_cancels_and_a_restart_gives_the_same_kpis() {
     assert_same("HL7 v2 over MLLP", &want, &exported(&data));
 
     // Every message was logged once; the two that could not be taken are dead letters.
-    let letters = std::fs::read_to_string(data.join("lake/deadletter/deadletter.jsonl"))
-        .unwrap_or_default();
+    let letters =
+        std::fs::read_to_string(data.join("lake/deadletter/deadletter.jsonl")).unwrap_or_default();
     let codes: Vec<String> = letters
         .lines()
         .map(|l| serde_json::from_str::<Value>(l).expect("dead letter")["reason_code"].to_string())
@@ -605,6 +626,7 @@ fn a_csv_extract_gives_the_same_kpis_as_json() {
         ("bp_systolic", "bp_systolic"),
         ("bp_diastolic", "bp_diastolic"),
         ("temperature_c", "temperature_c"),
+        ("temperature_f", "temperature_f"),
         ("spo2", "oxygen_saturation"),
         ("respiratory_rate", "respiratory_rate"),
     ];
@@ -731,9 +753,16 @@ fn a_capacity_change_updates_occupancy_live_and_keeps_history() {
     let conn = rusqlite_rows(&data.join("cds.sqlite"));
     let emergency: Vec<&(i64, i64, i64, bool, bool)> =
         conn.iter().filter(|r| r.0 == 1 && r.1 == 0).collect();
-    assert_eq!(emergency.len(), 2, "two versions of Emergency at hospital 1");
+    assert_eq!(
+        emergency.len(),
+        2,
+        "two versions of Emergency at hospital 1"
+    );
     assert!(!emergency[0].3 && emergency[0].4, "the first is closed");
-    assert!(emergency[1].3 && !emergency[1].4, "the second is current and open");
+    assert!(
+        emergency[1].3 && !emergency[1].4,
+        "the second is current and open"
+    );
     assert_eq!(emergency[1].2, i64::from(beds * 2));
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -783,7 +812,10 @@ fn public_hl7v2_samples_parse_and_map() {
     assert_eq!(e.bed_id.as_deref(), Some("MBN1-06"));
     assert_eq!(e.diagnosis_code.as_deref(), Some("440.21"));
     assert_eq!(e.insurance_type.as_deref(), Some("A10A"));
-    assert_eq!(e.admission_priority, None, "PV1-4 is 4, not an admission type we map");
+    assert_eq!(
+        e.admission_priority, None,
+        "PV1-4 is 4, not an admission type we map"
+    );
     assert_eq!(
         e.event_timestamp.to_rfc3339(),
         "2013-10-17T14:00:41+00:00",

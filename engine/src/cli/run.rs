@@ -24,8 +24,8 @@ use crate::sink::sqlite::{SqliteConfig, SqliteSink};
 use crate::sink::Sink;
 use crate::source::file::{FileConfig, FileSource, Framing};
 use crate::source::format::Format;
-use crate::source::mllp::{MllpConfig, MllpSource};
 use crate::source::kafka::{parse_setting, KafkaConfig, KafkaSource};
+use crate::source::mllp::{MllpConfig, MllpSource};
 use crate::source::simulator::SimulatorSource;
 use crate::source::{Source, SourceSpec};
 
@@ -314,14 +314,21 @@ fn framing(path: &Path, format: Format) -> Framing {
         use std::io::BufRead;
         let file = std::fs::File::open(path).ok()?;
         let mut line = Vec::new();
-        std::io::BufReader::new(file).read_until(b'\n', &mut line).ok()?;
+        std::io::BufReader::new(file)
+            .read_until(b'\n', &mut line)
+            .ok()?;
         Some(line)
     };
     let whole_json = |line: &[u8]| serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok();
     match format {
         Format::Hl7v2 => Framing::Hl7,
         Format::Fhir | Format::Auto => match first_line() {
-            Some(l) if l.iter().skip_while(|b| b.is_ascii_whitespace()).take(3).eq(b"MSH".iter()) => {
+            Some(l)
+                if l.iter()
+                    .skip_while(|b| b.is_ascii_whitespace())
+                    .take(3)
+                    .eq(b"MSH".iter()) =>
+            {
                 Framing::Hl7
             }
             Some(l) if !l.iter().all(u8::is_ascii_whitespace) && !whole_json(&l) => {

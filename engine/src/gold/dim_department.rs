@@ -106,16 +106,16 @@ mod tests {
         assert_eq!(initial.open.len(), 2);
         assert!(initial.close.is_empty());
         let rows = initial.open;
-        assert!(changes(&rows, &first, "later", 3).is_empty(), "no change, no rows");
+        assert!(
+            changes(&rows, &first, "later", 3).is_empty(),
+            "no change, no rows"
+        );
         let second = Network::parse(&CSV.replace("1,North,ICU,10,20", "1,North,ICU,12,20"))
             .expect("network");
         let c = changes(&rows, &second, "2026-03-03T00:00:00Z", 3);
         let icu = rows.iter().find(|r| r.department == "ICU").expect("icu");
         assert_eq!(c.close, vec![icu.department_key]);
         assert_eq!(c.open.len(), 1);
-        assert_eq!(
-            (c.open[0].department_key, c.open[0].bed_capacity),
-            (3, 12)
-        );
+        assert_eq!((c.open[0].department_key, c.open[0].bed_capacity), (3, 12));
     }
 }

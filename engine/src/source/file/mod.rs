@@ -154,7 +154,12 @@ impl FileSource {
             // A line may hold several CR-separated segments.
             let segments: Vec<Vec<u8>> = line
                 .split(|b| *b == b'\r')
-                .map(|s| s.iter().copied().filter(|b| *b != 0x0b && *b != 0x1c).collect())
+                .map(|s| {
+                    s.iter()
+                        .copied()
+                        .filter(|b| *b != 0x0b && *b != 0x1c)
+                        .collect()
+                })
                 .collect();
             for segment in segments {
                 // Blank lines end a message; batch and file headers and trailers

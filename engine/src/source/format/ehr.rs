@@ -118,10 +118,7 @@ pub fn decode_line(
 }
 
 fn field_of(column: &str) -> Option<&'static str> {
-    COLUMNS
-        .iter()
-        .find(|(c, _)| *c == column)
-        .map(|(_, f)| *f)
+    COLUMNS.iter().find(|(c, _)| *c == column).map(|(_, f)| *f)
 }
 
 /// A time as RFC 3339, or `YYYY-MM-DD HH:MM[:SS]` / `YYYY-MM-DDTHH:MM[:SS]` taken as UTC.
@@ -129,7 +126,12 @@ fn normalise_time(s: &str) -> Result<String, FormatError> {
     if let Some(t) = parse_time(s) {
         return Ok(format_time(&t));
     }
-    for pattern in ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"] {
+    for pattern in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+    ] {
         if let Ok(t) = NaiveDateTime::parse_from_str(s, pattern) {
             return Ok(format_time(&Utc.from_utc_datetime(&t).fixed_offset()));
         }
@@ -158,9 +160,9 @@ fn row_to_event(names: &[String], fields: &[String]) -> Result<Event, FormatErro
                     vitals.insert("supplemental_o2".into(), Value::from(yes));
                 }
                 Some(v) => {
-                    let n: f64 = value
-                        .parse()
-                        .map_err(|_| FormatError::Csv(format!("{name}: {value:?} is not a number")))?;
+                    let n: f64 = value.parse().map_err(|_| {
+                        FormatError::Csv(format!("{name}: {value:?} is not a number"))
+                    })?;
                     vitals.insert(v.into(), Value::from(n));
                 }
                 None => {

@@ -73,8 +73,14 @@ pub fn to_events(payload: &[u8], state: &mut State, census: &mut Census) -> Vec<
             let kind = root.get("type").and_then(Value::as_str).unwrap_or_default();
             if !matches!(
                 kind,
-                "transaction" | "batch" | "collection" | "message" | "searchset" | "history"
-                    | "transaction-response" | "batch-response"
+                "transaction"
+                    | "batch"
+                    | "collection"
+                    | "message"
+                    | "searchset"
+                    | "history"
+                    | "transaction-response"
+                    | "batch-response"
             ) {
                 return vec![reject(
                     FormatError::Fhir(format!("Bundle.type {kind:?} is not a known bundle type")),
@@ -168,9 +174,9 @@ fn text<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
 fn time(v: &Value, path: &[&str]) -> Result<Option<Timestamp>, FormatError> {
     match text(v, path) {
         None => Ok(None),
-        Some(s) => parse_time(s)
-            .map(Some)
-            .ok_or_else(|| FormatError::Fhir(format!("{} is not a dateTime: {s:?}", path.join(".")))),
+        Some(s) => parse_time(s).map(Some).ok_or_else(|| {
+            FormatError::Fhir(format!("{} is not a dateTime: {s:?}", path.join(".")))
+        }),
     }
 }
 
@@ -197,12 +203,13 @@ fn patient(r: &Value, state: &mut State) -> Result<(), FormatError> {
         }
         .to_owned()
     });
-    let born = match text(r, &["birthDate"]) {
-        None => None,
-        Some(s) => Some(birth_date(s).ok_or_else(|| {
-            FormatError::Fhir(format!("Patient.birthDate is not a date: {s:?}"))
-        })?),
-    };
+    let born =
+        match text(r, &["birthDate"]) {
+            None => None,
+            Some(s) => Some(birth_date(s).ok_or_else(|| {
+                FormatError::Fhir(format!("Patient.birthDate is not a date: {s:?}"))
+            })?),
+        };
     let key = state.key(id);
     state.patients.insert(key, (gender, born));
     Ok(())
@@ -231,13 +238,11 @@ fn demographics(e: &mut Event, state: &State) {
 /// The ward is the one with physicalType `wa` (or else the first current one), the bed the
 /// one with `bd`.
 fn place_of(r: &Value) -> Option<(Place, Option<Timestamp>)> {
-    let hospital = r
-        .get("serviceProvider")
-        .and_then(|s| {
-            text(s, &["identifier", "value"])
-                .and_then(hospital_number)
-                .or_else(|| text(s, &["reference"]).and_then(hospital_number))
-        });
+    let hospital = r.get("serviceProvider").and_then(|s| {
+        text(s, &["identifier", "value"])
+            .and_then(hospital_number)
+            .or_else(|| text(s, &["reference"]).and_then(hospital_number))
+    });
     let locations = r.get("location").and_then(Value::as_array)?;
     let current: Vec<&Value> = locations
         .iter()
@@ -313,8 +318,8 @@ fn first_code(v: Option<&Value>) -> Option<String> {
 
 fn encounter(r: &Value, state: &mut State, census: &mut Census) -> Result<Vec<Event>, FormatError> {
     let id = text(r, &["id"]).ok_or_else(|| FormatError::Fhir("Encounter without id".into()))?;
-    let status = text(r, &["status"])
-        .ok_or_else(|| FormatError::Fhir("Encounter without status".into()))?;
+    let status =
+        text(r, &["status"]).ok_or_else(|| FormatError::Fhir("Encounter without status".into()))?;
     let patient = reference_id(r.get("subject"))
         .ok_or_else(|| FormatError::Fhir("Encounter without subject".into()))?;
     let start = time(r, &["period", "start"])?;
@@ -336,7 +341,10 @@ fn encounter(r: &Value, state: &mut State, census: &mut Census) -> Result<Vec<Ev
                 Some((_, before))
                     if before.hospital_id != place.hospital_id
                         || before.department != place.department
-                        || place.bed_id.as_ref().is_some_and(|b| before.bed_id.as_ref() != Some(b)) =>
+                        || place
+                            .bed_id
+                            .as_ref()
+                            .is_some_and(|b| before.bed_id.as_ref() != Some(b)) =>
                 {
                     "TRANSFER"
                 }
@@ -359,9 +367,9 @@ fn encounter(r: &Value, state: &mut State, census: &mut Census) -> Result<Vec<Ev
                 .map(|(p, _)| p)
                 .or_else(|| open.as_ref().map(|(_, p)| p.clone()))
                 .unwrap_or_default();
-            let at = end.or(updated).ok_or_else(|| {
-                FormatError::Fhir("Encounter finished without period.end".into())
-            })?;
+            let at = end
+                .or(updated)
+                .ok_or_else(|| FormatError::Fhir("Encounter finished without period.end".into()))?;
             state.encounters.remove(id);
             ("DISCHARGE", at, place)
         }
@@ -463,16 +471,24 @@ fn observation(r: &Value, state: &State, _census: &Census) -> Result<Reading, Fo
         let (Some(slot), Some(q)) = (slot, coded.get("valueQuantity")) else {
             return Ok(());
         };
-        let value = q.get("value").and_then(Value::as_f64).ok_or_else(|| {
-            FormatError::Fhir("valueQuantity without a numeric value".into())
-        })?;
-        let unit = text(q, &["code"]).or(text(q, &["unit"])).unwrap_or_default();
+        let value = q
+            .get("value")
+            .and_then(Value::as_f64)
+            .ok_or_else(|| FormatError::Fhir("valueQuantity without a numeric value".into()))?;
+        let unit = text(q, &["code"])
+            .or(text(q, &["unit"]))
+            .unwrap_or_default();
         set_vital(&mut vitals, slot, value, unit);
         any = true;
         Ok(())
     };
     take(r)?;
-    for component in r.get("component").and_then(Value::as_array).into_iter().flatten() {
+    for component in r
+        .get("component")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         take(component)?;
     }
     if !any {
@@ -488,10 +504,7 @@ fn observation(r: &Value, state: &State, _census: &Census) -> Result<Reading, Fo
 
 /// Adds a reading to the one of the same patient and time, or starts a new one.
 fn merge_reading(readings: &mut Vec<Reading>, (patient, at, id, v, place): Reading) {
-    if let Some(r) = readings
-        .iter_mut()
-        .find(|r| r.0 == patient && r.1 == at)
-    {
+    if let Some(r) = readings.iter_mut().find(|r| r.0 == patient && r.1 == at) {
         let m = &mut r.3;
         m.heart_rate = v.heart_rate.or(m.heart_rate);
         m.bp_systolic = v.bp_systolic.or(m.bp_systolic);
@@ -577,11 +590,22 @@ mod tests {
                 "location":[{{"location":{{"display":"{ward}"}},"period":{{"start":"2026-03-03T08:00:00Z"}}}}]}}"#
             )
         };
-        let (ev, _) = events(to_events(at("in-progress", "ICU", "").as_bytes(), &mut state, &mut census));
+        let (ev, _) = events(to_events(
+            at("in-progress", "ICU", "").as_bytes(),
+            &mut state,
+            &mut census,
+        ));
         assert!(ev.is_empty());
-        let (ev, _) = events(to_events(at("in-progress", "Cardiology", "").as_bytes(), &mut state, &mut census));
+        let (ev, _) = events(to_events(
+            at("in-progress", "Cardiology", "").as_bytes(),
+            &mut state,
+            &mut census,
+        ));
         assert_eq!(ev[0].event_type.as_deref(), Some("TRANSFER"));
-        assert_eq!(ev[0].event_timestamp.to_rfc3339(), "2026-03-03T08:00:00+00:00");
+        assert_eq!(
+            ev[0].event_timestamp.to_rfc3339(),
+            "2026-03-03T08:00:00+00:00"
+        );
         let (ev, _) = events(to_events(
             at("finished", "Cardiology", r#","end":"2026-03-05T10:00:00Z""#).as_bytes(),
             &mut state,

@@ -105,7 +105,9 @@ pub fn parse(bytes: &[u8]) -> Result<Message, FormatError> {
     let text = text.trim_matches(|c: char| c == '\u{b}' || c == '\u{1c}' || c.is_whitespace());
     let raw = text.as_bytes();
     if raw.len() < 8 || !raw.starts_with(b"MSH") {
-        return Err(FormatError::Hl7("the message does not start with MSH".into()));
+        return Err(FormatError::Hl7(
+            "the message does not start with MSH".into(),
+        ));
     }
     let field = raw[3];
     let declared: Vec<u8> = raw[4..]
@@ -175,7 +177,13 @@ fn parse_field(raw: &str, enc: &Encoding) -> Vec<Vec<Vec<String>>> {
                 .map(|comp| {
                     comp.split(char::from(enc.subcomponent))
                         // `""` is HL7's explicit null: no value here.
-                        .map(|s| if s == "\"\"" { String::new() } else { unescape(s, enc) })
+                        .map(|s| {
+                            if s == "\"\"" {
+                                String::new()
+                            } else {
+                                unescape(s, enc)
+                            }
+                        })
                         .collect()
                 })
                 .collect()
@@ -263,11 +271,8 @@ pub fn parse_dtm(s: &str) -> Option<Timestamp> {
             None => Some(default),
         }
     };
-    let date = NaiveDate::from_ymd_opt(
-        main.get(0..4)?.parse().ok()?,
-        num(4, 6, 1)?,
-        num(6, 8, 1)?,
-    )?;
+    let date =
+        NaiveDate::from_ymd_opt(main.get(0..4)?.parse().ok()?, num(4, 6, 1)?, num(6, 8, 1)?)?;
     let mut micros = 0u32;
     if let Some(f) = fraction {
         if f.is_empty() || f.len() > 6 || !f.bytes().all(|b| b.is_ascii_digit()) {
@@ -325,7 +330,9 @@ pub fn map(message: &Message, census: &mut Census) -> Result<Vec<Event>, FormatE
     let msh = message.msh();
     let control = message.control_id();
     if control.is_empty() {
-        return Err(FormatError::Hl7("MSH-10 (message control id) is empty".into()));
+        return Err(FormatError::Hl7(
+            "MSH-10 (message control id) is empty".into(),
+        ));
     }
     let pid = message
         .segment("PID")
@@ -354,8 +361,14 @@ pub fn map(message: &Message, census: &mut Census) -> Result<Vec<Event>, FormatE
     };
     let event_at = if kind == "ORU" {
         // The time the vitals were taken: OBX-14, else OBR-7.
-        let obx_time = message.all("OBX").map(|s| s.get(14, 1)).find(|t| !t.is_empty());
-        let obr_time = message.segment("OBR").map(|s| s.get(7, 1)).filter(|t| !t.is_empty());
+        let obx_time = message
+            .all("OBX")
+            .map(|s| s.get(14, 1))
+            .find(|t| !t.is_empty());
+        let obr_time = message
+            .segment("OBR")
+            .map(|s| s.get(7, 1))
+            .filter(|t| !t.is_empty());
         match obx_time.or(obr_time) {
             Some(t) => time_of(t, "OBX-14/OBR-7")?.unwrap_or(at),
             None => at,
@@ -519,9 +532,9 @@ fn vitals(message: &Message) -> Result<Vitals, FormatError> {
         let Some(slot) = super::loinc_vital(code) else {
             continue;
         };
-        let value: f64 = raw.parse().map_err(|_| {
-            FormatError::Hl7(format!("OBX-5 of {code} is not a number: {raw:?}"))
-        })?;
+        let value: f64 = raw
+            .parse()
+            .map_err(|_| FormatError::Hl7(format!("OBX-5 of {code} is not a number: {raw:?}")))?;
         super::set_vital(&mut v, slot, value, unit);
         any = true;
     }
@@ -535,7 +548,12 @@ fn vitals(message: &Message) -> Result<Vitals, FormatError> {
 
 /// The ACK of a message: MSA-1 `AA`, `AE` or `AR`, with an ERR segment saying why when not
 /// `AA`. `received` is the message as far as it could be parsed.
-pub fn ack(received: Option<&Message>, code: &str, error: Option<(&str, &str)>, now: &str) -> Vec<u8> {
+pub fn ack(
+    received: Option<&Message>,
+    code: &str,
+    error: Option<(&str, &str)>,
+    now: &str,
+) -> Vec<u8> {
     let enc = received.map(|m| m.encoding).unwrap_or_default();
     let fs = char::from(enc.field);
     let cs = char::from(enc.component);
@@ -648,7 +666,10 @@ DG1|1||I21.4^NSTEMI^I10\r";
         assert_eq!(pid.sub(3, 0, 5, 1), "MR");
         assert_eq!(pid.get(5, 1), "NAME#WITH!SEPS");
         assert_eq!(pid.get(5, 2), "XA");
-        assert_eq!(unescape("a\\T\\b\\R\\c\\E\\d\\.br\\e\\H\\", &Encoding::default()), "a&b~c\\d\ne");
+        assert_eq!(
+            unescape("a\\T\\b\\R\\c\\E\\d\\.br\\e\\H\\", &Encoding::default()),
+            "a&b~c\\d\ne"
+        );
         assert_eq!(escape("a|b^c", &Encoding::default()), "a\\F\\b\\S\\c");
     }
 
@@ -689,10 +710,7 @@ OBX|3|NM|59408-5^SpO2^LN||97|%^%^UCUM\r";
         assert_eq!(v.heart_rate, Some(88.0));
         assert!((v.temperature_c.unwrap_or_default() - 38.0).abs() < 1e-9);
         assert_eq!(v.oxygen_saturation, Some(97.0));
-        assert_eq!(
-            e.event_timestamp.to_rfc3339(),
-            "2026-03-02T10:59:00+00:00"
-        );
+        assert_eq!(e.event_timestamp.to_rfc3339(), "2026-03-02T10:59:00+00:00");
     }
 
     #[test]
@@ -702,6 +720,8 @@ OBX|3|NM|59408-5^SpO2^LN||97|%^%^UCUM\r";
             .expect("utf-8");
         assert!(ack.contains("MSA|AE|MSG00001\r"), "{ack}");
         assert!(ack.contains("ERR|||207^bad\\F\\thing^HL70357|E"), "{ack}");
-        assert!(ack.starts_with("MSH|^~\\&|CDS|CDS|ADT1|GOOD HEALTH HOSPITAL|20260302||ACK^A01^ACK|"));
+        assert!(
+            ack.starts_with("MSH|^~\\&|CDS|CDS|ADT1|GOOD HEALTH HOSPITAL|20260302||ACK^A01^ACK|")
+        );
     }
 }

@@ -204,13 +204,14 @@ impl Decoder {
         };
         match format {
             Format::Fhir => Ok(fhir::to_events(payload, &mut self.fhir, &mut self.census)),
-            Format::Hl7v2 => hl7v2::to_events(payload, &mut self.census)
-                .map(|events| events.into_iter().map(|e| Decoded::Event(Box::new(e))).collect()),
-            Format::EhrCsv => {
-                ehr::decode_line(payload, &mut self.csv_header).map(|e| {
-                    e.map(|e| Decoded::Event(Box::new(e))).into_iter().collect()
-                })
-            }
+            Format::Hl7v2 => hl7v2::to_events(payload, &mut self.census).map(|events| {
+                events
+                    .into_iter()
+                    .map(|e| Decoded::Event(Box::new(e)))
+                    .collect()
+            }),
+            Format::EhrCsv => ehr::decode_line(payload, &mut self.csv_header)
+                .map(|e| e.map(|e| Decoded::Event(Box::new(e))).into_iter().collect()),
             Format::Json | Format::Auto => Err(FormatError::Unknown),
         }
     }

@@ -54,7 +54,9 @@ pub struct MllpSource {
 
 impl std::fmt::Debug for MllpSource {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MllpSource").field("name", &self.name).finish()
+        f.debug_struct("MllpSource")
+            .field("name", &self.name)
+            .finish()
     }
 }
 
@@ -77,9 +79,8 @@ impl MllpSource {
             .map_err(open_err)?;
         let len = file.metadata().map_err(open_err)?.len();
         let reader = BufReader::with_capacity(1 << 16, File::open(&path).map_err(open_err)?);
-        let listener = TcpListener::bind(&config.listen).map_err(|e| {
-            SourceError::Config(format!("cannot listen on {}: {e}", config.listen))
-        })?;
+        let listener = TcpListener::bind(&config.listen)
+            .map_err(|e| SourceError::Config(format!("cannot listen on {}: {e}", config.listen)))?;
         let local_addr = listener
             .local_addr()
             .map_err(|e| SourceError::Config(e.to_string()))?;
@@ -297,12 +298,7 @@ impl Listening {
                     frame.push(b);
                     if frame.len() > self.max_message_bytes {
                         in_frame = false;
-                        let ack = hl7v2::ack(
-                            None,
-                            "AR",
-                            Some(("100", "message too long")),
-                            &now(),
-                        );
+                        let ack = hl7v2::ack(None, "AR", Some(("100", "message too long")), &now());
                         out.write_all(&framed(&ack))?;
                         frame.clear();
                     }
@@ -320,7 +316,10 @@ impl Listening {
                 let (k, t) = m.kind();
                 (
                     "AR",
-                    Some(("200".to_owned(), format!("unsupported message type {k}^{t}"))),
+                    Some((
+                        "200".to_owned(),
+                        format!("unsupported message type {k}^{t}"),
+                    )),
                 )
             }
             // The content is checked with a scratch census: the engine maps it for real.
