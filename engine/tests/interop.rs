@@ -864,3 +864,46 @@ fn public_hl7v2_samples_parse_and_map() {
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+#[test]
+fn an_excel_extract_equals_its_csv() {
+    let dir = scratch("xlsx");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ehr");
+    let mut kpis = Vec::new();
+    for name in ["extract.csv", "extract.xlsx"] {
+        let data = dir.join(name.replace('.', "-"));
+        ok(
+            cds()
+                .args([
+                    "ingest",
+                    "--kind",
+                    "ehr",
+                    fixtures.join(name).to_str().expect("utf-8"),
+                    "--rules",
+                    "off",
+                    "--data-dir",
+                    data.to_str().expect("utf-8"),
+                ])
+                .output()
+                .expect("ingest"),
+            &format!("cds ingest {name}"),
+        );
+        assert!(
+            !data.join("lake/deadletter/deadletter.jsonl").exists()
+                || std::fs::read_to_string(data.join("lake/deadletter/deadletter.jsonl"))
+                    .unwrap_or_default()
+                    .is_empty(),
+            "{name}: every row is an event"
+        );
+        kpis.push(exported(&data));
+    }
+    assert!(kpis[0]
+        .iter()
+        .any(|(k, v)| k.starts_with("occupancy:") && v["occupied"].as_i64() > Some(0)));
+    assert!(
+        kpis[0] == kpis[1],
+        "the workbook's KPIs differ from the CSV's:\n{}",
+        differences(&kpis[0], &kpis[1])
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -387,7 +387,7 @@ pub fn map(message: &Message, census: &mut Census) -> Result<Vec<Event>, FormatE
     if let Some(born) = parse_dtm(pid.get(7, 1)) {
         e.age = Some(age_at(born.date_naive(), &event_at));
     }
-    let mut place = pv1.and_then(|pv1| place_of(pv1));
+    let mut place = pv1.and_then(place_of);
     if let Some(pv1) = pv1 {
         e.admission_time = time_of(pv1.get(44, 1), "PV1-44")?;
         e.discharge_time = time_of(pv1.get(45, 1), "PV1-45")?;
