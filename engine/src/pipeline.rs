@@ -32,6 +32,7 @@ use crate::model::{format_time, Network, Pseudonymiser};
 use crate::rules::{RulesStage, RELOAD_INTERVAL};
 use crate::silver::{DedupWindow, Outcome, Silver, SilverRecord, SourcePosition};
 use crate::sink::{announce, Container, Feed, Sink, SinkError};
+use crate::source::format::{Decoder, DecoderState, Format};
 use crate::source::{Poll, Position, RawBatch, Source, SourceError};
 
 /// When `run` stops by itself.
@@ -63,6 +64,10 @@ pub struct PipelineConfig {
     /// How often a checkpoint is taken (also once at the end); `None`: never, and a run
     /// starts from empty state.
     pub checkpoint_interval: Option<Duration>,
+    /// How payloads are decoded (`--format`).
+    pub format: Format,
+    /// The departments file to watch for capacity and staff changes, if any.
+    pub departments_file: Option<PathBuf>,
 }
 
 impl PipelineConfig {
@@ -79,6 +84,8 @@ impl PipelineConfig {
             until: Until::End,
             feed: None,
             checkpoint_interval: None,
+            format: Format::Json,
+            departments_file: None,
         }
     }
 }
@@ -128,6 +135,8 @@ impl RunSummary {
 /// What the sink thread receives.
 enum SinkMessage {
     Gold(GoldOutput),
+    /// A changed departments file: capacities for the occupancy documents.
+    Departments(Network),
     /// The alerts of one epoch (possibly none: the rules thread reports every epoch).
     Alerts {
         epoch: u64,
@@ -164,6 +173,8 @@ struct IngestState<'a> {
     watermark: Micros,
     /// Lake table lengths: dead letters, quarantine.
     lake: (u64, u64),
+    /// What the payload decoder remembers (FHIR encounters, where patients lie).
+    decoder: DecoderState<'a>,
 }
 
 /// A checkpoint taken at `epoch`, waiting for the rules state and for its outputs to be
@@ -258,6 +269,21 @@ pub fn run(
             .map_err(|e| PipelineError::Dataflow(e.to_string()))?
     };
 
+    let stop_watch = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let tx = out_tx.clone();
+        crate::source::departments::spawn(
+            config.departments_file.clone(),
+            config.network.clone(),
+            crate::sink::sqlite::SqliteConfig::in_data_dir(&config.data_dir).path,
+            move |network| {
+                let _ = tx.send(SinkMessage::Departments(network));
+            },
+            stop_watch.clone(),
+        )
+        .map_err(|e| PipelineError::Dataflow(e.to_string()))?
+    };
+
     let (snapshot_tx, snapshot_rx) = sync_channel::<RulesSnapshot>(2);
     let (rules_tx, rules_thread) = match rules {
         Some(stage) => {
@@ -332,6 +358,8 @@ pub fn run(
     );
     drop(to_workers);
     drop(rules_tx);
+    stop_watch.store(true, Ordering::Relaxed);
+    let _ = watcher.join();
     let mut final_rules = None;
     if let Some(t) = rules_thread {
         match t.join() {
@@ -431,6 +459,7 @@ fn ingest(
     } = downstream;
     let workers = to_workers.len();
     let mut silver = Silver::new(config.network.clone());
+    let mut decoder = Decoder::new(config.format, pseudonyms.clone());
     let mut facts = FactBuilder::new(pseudonyms, workers);
     let mut lake = Lake::open(&config.data_dir);
     let mut raw = RawBatch::default();
@@ -458,6 +487,7 @@ fn ingest(
     let fresh = restore.is_none();
     if let Some(state) = restore {
         silver.restore_dedup(state.dedup.into_owned());
+        decoder.restore(state.decoder);
         lake.truncate_to(state.lake)?;
         watermark = state.watermark;
         for p in &state.positions {
@@ -491,7 +521,7 @@ fn ingest(
         )?;
         pending = Some(PendingCheckpoint {
             epoch: 0,
-            ingest: encode_ingest(&silver, &facts, &processed, watermark, &mut lake)?,
+            ingest: encode_ingest(&silver, &facts, &decoder, &processed, watermark, &mut lake)?,
             rules: None,
         });
         summary.epochs = 1;
@@ -593,31 +623,34 @@ fn ingest(
                 partition: pos.partition,
                 offset: pos.offset,
             };
-            match silver.ingest(payload, position) {
-                Outcome::Record(record) => {
-                    for f in record.dq_flags.iter() {
-                        flag_counts[f as usize] += 1;
-                    }
-                    if record.quarantined() {
-                        quarantined += 1;
-                        lake.quarantine.append(&record)?;
-                    } else if let Some((patient, at)) = facts.add(&record, &mut batches) {
-                        gold += 1;
-                        watermark = watermark.max(at);
-                        if to_rules.is_some() {
-                            for_rules.push((patient, record));
+            for outcome in decoder.ingest(&mut silver, payload, position) {
+                match outcome {
+                    Outcome::Record(record) => {
+                        for f in record.dq_flags.iter() {
+                            flag_counts[f as usize] += 1;
+                        }
+                        if record.quarantined() {
+                            quarantined += 1;
+                            lake.quarantine.append(&record)?;
+                        } else if let Some((patient, at)) = facts.add(&record, &mut batches) {
+                            gold += 1;
+                            watermark = watermark.max(at);
+                            // A cancel retracts Gold facts; the rules saw the event it cancels.
+                            if to_rules.is_some() && !record.kind.is_some_and(|k| k.is_cancel()) {
+                                for_rules.push((patient, record));
+                            }
                         }
                     }
-                }
-                Outcome::Duplicate => dups += 1,
-                Outcome::DeadLetter(letter) => {
-                    dead += 1;
-                    metrics
-                        .dead_letters
-                        .with_label_values(&[letter.reason_code])
-                        .inc();
-                    lake.dead_letters.append(&letter)?;
-                    source.dead_letter(&letter)?;
+                    Outcome::Duplicate => dups += 1,
+                    Outcome::DeadLetter(letter) => {
+                        dead += 1;
+                        metrics
+                            .dead_letters
+                            .with_label_values(&[letter.reason_code])
+                            .inc();
+                        lake.dead_letters.append(&letter)?;
+                        source.dead_letter(&letter)?;
+                    }
                 }
             }
         }
@@ -662,7 +695,7 @@ fn ingest(
             // The state after this epoch; written once its outputs are durable.
             pending = Some(PendingCheckpoint {
                 epoch: summary.epochs,
-                ingest: encode_ingest(&silver, &facts, &processed, watermark, &mut lake)?,
+                ingest: encode_ingest(&silver, &facts, &decoder, &processed, watermark, &mut lake)?,
                 rules: None,
             });
         }
@@ -675,7 +708,7 @@ fn ingest(
     lake.flush()?;
     let final_state = match checkpointing {
         Some(_) => Some(encode_ingest(
-            &silver, &facts, &processed, watermark, &mut lake,
+            &silver, &facts, &decoder, &processed, watermark, &mut lake,
         )?),
         None => None,
     };
@@ -733,6 +766,7 @@ fn send_epoch(
 fn encode_ingest(
     silver: &Silver,
     facts: &FactBuilder,
+    decoder: &Decoder,
     processed: &BTreeMap<(u16, i32), i64>,
     watermark: Micros,
     lake: &mut Lake,
@@ -750,6 +784,7 @@ fn encode_ingest(
             .collect(),
         watermark,
         lake: lake.lengths()?,
+        decoder: decoder.snapshot(),
     };
     bincode::serialize(&state).map_err(|e| PipelineError::Checkpoint(e.to_string()))
 }
@@ -951,6 +986,12 @@ fn sink_loop(
                         .observe(read_at.elapsed().as_secs_f64());
                 }
                 writer.written_through(None, Some(epoch));
+            }
+            Ok(SinkMessage::Departments(network)) => {
+                state.set_network(network);
+                if let Some(epoch) = flushed {
+                    ready = ready.or(Some((epoch, latest_watermark, Instant::now())));
+                }
             }
             Ok(SinkMessage::Gold(GoldOutput::Changes(changes))) => {
                 metrics.kpi_changes.inc_by(changes.len() as u64);

@@ -1,6 +1,8 @@
-//! The command line of DESIGN.md: `cds run`, `cds simulate`, `cds rules`, `cds export`.
+//! The command line of DESIGN.md: `cds run`, `cds simulate`, `cds rules`, `cds export`, and
+//! `cds ingest` for daily extracts.
 
 mod export;
+mod ingest;
 mod rules;
 mod run;
 mod simulate;
@@ -44,6 +46,8 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Generate simulated hospital events (JSON lines on stdout by default).
     Simulate(simulate::SimulateArgs),
+    /// Run the engine once over a daily EHR extract (`--kind ehr`, CSV).
+    Ingest(ingest::IngestArgs),
     /// Print the current documents of a container as JSON lines.
     Export(export::ExportArgs),
     /// Work on clinical rules: run fixtures, check a file, evaluate one context.
@@ -56,9 +60,13 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let result = load_network(cli.departments.as_deref()).and_then(|network| match cli.command {
-        Command::Run(args) => run::run(*args, network),
+        Command::Run(mut args) => {
+            args.departments = departments_file(cli.departments);
+            run::run(*args, network)
+        }
         Command::Simulate(args) => simulate::simulate(args, &network),
         Command::Export(args) => export::export(args),
+        Command::Ingest(args) => ingest::ingest(args, network, departments_file(cli.departments)),
         Command::Rules(cmd) => rules::rules(cmd),
     });
     match result {
@@ -82,6 +90,14 @@ fn init_logging(format: LogFormat) {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .try_init(),
     };
+}
+
+/// The departments file in force, if it is a file (not the copy built into the binary).
+fn departments_file(given: Option<PathBuf>) -> Option<PathBuf> {
+    given.or_else(|| {
+        let default = PathBuf::from("config/departments.csv");
+        default.exists().then_some(default)
+    })
 }
 
 fn load_network(path: Option<&std::path::Path>) -> anyhow::Result<Network> {

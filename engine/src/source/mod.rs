@@ -1,8 +1,11 @@
 //! Sources: where payloads come from. Each source is a folder behind the small [`Source`]
 //! trait; it hands raw payloads (one JSON object each) in batches to Silver, with positions.
 
+pub mod departments;
 pub mod file;
+pub mod format;
 pub mod kafka;
+pub mod mllp;
 pub mod simulator;
 
 use std::time::Duration;
@@ -23,7 +26,7 @@ pub enum SourceError {
         source: std::io::Error,
     },
     #[error(
-        "unknown source {0:?}: expected `simulator`, `file:PATH` or `kafka://HOST:PORT/TOPIC`"
+        "unknown source {0:?}: expected `simulator`, `file:PATH`, `kafka://HOST:PORT/TOPIC` or `mllp://HOST:PORT`"
     )]
     Unknown(String),
     #[error("source {0:?} is not built yet")]
@@ -172,6 +175,8 @@ pub enum SourceSpec {
     Simulator,
     File(std::path::PathBuf),
     Kafka(String),
+    /// An HL7 v2 MLLP listener: `mllp://HOST:PORT`.
+    Mllp(String),
 }
 
 impl std::str::FromStr for SourceSpec {
@@ -184,6 +189,8 @@ impl std::str::FromStr for SourceSpec {
             Ok(SourceSpec::File(path.into()))
         } else if s.starts_with("kafka://") || s == "kafka" {
             Ok(SourceSpec::Kafka(s.to_owned()))
+        } else if s.starts_with("mllp://") {
+            Ok(SourceSpec::Mllp(s.to_owned()))
         } else {
             Err(SourceError::Unknown(s.to_owned()))
         }
