@@ -11,9 +11,6 @@
 mod config;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -53,13 +50,6 @@ pub fn producer(
     c.create().map_err(kafka)
 }
 
-/// How long the broker may hold a fetch that has less data than `fetch.min.bytes`, unless
-/// `--kafka-config fetch.wait.max.ms=...` says otherwise. librdkafka's default (500 ms) is
-/// fine for brokers that answer as soon as data arrives, but a broker that holds every fetch
-/// to its deadline (tansu 0.6.0 does) adds it to every event's latency; 10 ms bounds that,
-/// at the price of up to 100 small fetch requests a second per broker while the topic is idle.
-pub const DEFAULT_FETCH_WAIT_MS: &str = "10";
-
 /// Consumes JSON events from Kafka topics.
 pub struct KafkaSource {
     name: String,
@@ -67,60 +57,11 @@ pub struct KafkaSource {
     consumer: BaseConsumer,
     deadletters: Option<ThreadedProducer<DefaultProducerContext>>,
     outage: Option<Instant>,
-    /// The last positions committed (asynchronously), committed once more synchronously when
-    /// the source is dropped so that a clean stop leaves them on the broker.
-    last_commit: Option<TopicPartitionList>,
-    lag: Option<LagReader>,
-}
-
-/// Reads high watermarks on its own thread and client: a round trip to the broker per
-/// partition on the ingest thread stalled the pipeline (up to 170 ms through the test broker,
-/// every lag reading). The ingest thread hands over its positions and reads the last result.
-struct LagReader {
-    positions: SyncSender<Vec<(String, i32, i64)>>,
-    /// The last lag computed; `u64::MAX` while unknown.
-    lag: Arc<AtomicU64>,
-}
-
-impl LagReader {
-    fn start(config: &KafkaConfig) -> Option<Self> {
-        let client: BaseConsumer = client(config).ok()?.create().ok()?;
-        let (tx, rx) = sync_channel::<Vec<(String, i32, i64)>>(1);
-        let lag = Arc::new(AtomicU64::new(u64::MAX));
-        let out = lag.clone();
-        std::thread::Builder::new()
-            .name("cds-kafka-lag".into())
-            .spawn(move || {
-                while let Ok(positions) = rx.recv() {
-                    let mut total = 0u64;
-                    for (topic, partition, read) in positions {
-                        let Ok((_, high)) =
-                            client.fetch_watermarks(&topic, partition, Duration::from_secs(1))
-                        else {
-                            continue;
-                        };
-                        if high >= 0 {
-                            total += high.saturating_sub(read).max(0) as u64;
-                        }
-                    }
-                    out.store(total, Ordering::Relaxed);
-                }
-            })
-            .ok()?;
-        Some(LagReader { positions: tx, lag })
-    }
 }
 
 impl KafkaSource {
     pub fn open(config: KafkaConfig) -> Result<Self, SourceError> {
         let mut c = client(&config)?;
-        if !config
-            .settings
-            .iter()
-            .any(|(k, _)| k == "fetch.wait.max.ms")
-        {
-            c.set("fetch.wait.max.ms", DEFAULT_FETCH_WAIT_MS);
-        }
         c.set("group.id", &config.group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -134,8 +75,6 @@ impl KafkaSource {
             name: format!("kafka://{}/{}", config.brokers, config.topics.join(",")),
             deadletters: None,
             outage: None,
-            last_commit: None,
-            lag: None,
             consumer,
             config,
         })
@@ -221,30 +160,32 @@ impl Source for KafkaSource {
     }
 
     fn lag(&mut self) -> Option<u64> {
-        // The positions are local; the watermarks are read on the lag thread (skipped while
-        // the broker is away), and the reading returned is the previous one's result.
+        // One small request per assigned partition; skipped while the broker is away, so a
+        // lag reading never adds to an outage's waiting.
         if self.outage.is_some() {
             return None;
         }
-        if self.lag.is_none() {
-            self.lag = LagReader::start(&self.config);
-        }
-        let reader = self.lag.as_ref()?;
+        let assignment = self.consumer.assignment().ok()?;
         let positions = self.consumer.position().ok()?;
-        let read: Vec<(String, i32, i64)> = positions
-            .elements()
-            .iter()
-            .map(|p| {
-                let offset = p.offset().to_raw().filter(|o| *o >= 0).unwrap_or(0);
-                (p.topic().to_owned(), p.partition(), offset)
-            })
-            .collect();
-        match reader.positions.try_send(read) {
-            Ok(()) | Err(TrySendError::Full(_)) => {}
-            Err(TrySendError::Disconnected(_)) => self.lag = None,
+        let mut lag = 0u64;
+        for e in assignment.elements() {
+            let Ok((_, high)) = self.consumer.fetch_watermarks(
+                e.topic(),
+                e.partition(),
+                Duration::from_millis(250),
+            ) else {
+                continue;
+            };
+            let read = positions
+                .find_partition(e.topic(), e.partition())
+                .and_then(|p| p.offset().to_raw())
+                .filter(|o| *o >= 0)
+                .unwrap_or(0);
+            if high >= 0 {
+                lag += high.saturating_sub(read).max(0) as u64;
+            }
         }
-        let lag = self.lag.as_ref()?.lag.load(Ordering::Relaxed);
-        (lag != u64::MAX).then_some(lag)
+        Some(lag)
     }
 
     fn dead_letter(&mut self, letter: &DeadLetter) -> Result<(), SourceError> {
@@ -304,12 +245,7 @@ impl Source for KafkaSource {
         if list.count() == 0 {
             return Ok(());
         }
-        // Asynchronous: a synchronous commit held the ingest thread for a round trip to the
-        // broker (up to 24 ms measured) every 200 ms. Its result only matters for a restart,
-        // and the drop commits the last positions synchronously.
-        let committed = self.consumer.commit(&list, CommitMode::Async);
-        self.last_commit = Some(list);
-        match committed {
+        match self.consumer.commit(&list, CommitMode::Sync) {
             Ok(()) => Ok(()),
             // A rebalance or an outage can refuse a commit; the next one covers it, and a
             // restart re-reads at most what was not committed (outputs are idempotent).
@@ -323,9 +259,6 @@ impl Source for KafkaSource {
 
 impl Drop for KafkaSource {
     fn drop(&mut self) {
-        if let Some(list) = self.last_commit.take() {
-            let _ = self.consumer.commit(&list, CommitMode::Sync);
-        }
         if let Some(p) = self.deadletters.as_ref() {
             let _ = p.flush(Duration::from_secs(5));
         }
