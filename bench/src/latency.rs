@@ -363,8 +363,8 @@ pub fn one_load(
     })
 }
 
-/// librdkafka's `fetch.wait.max.ms` unless the engine sets its own.
-const DEFAULT_FETCH_WAIT: &str = cds_engine::source::kafka::DEFAULT_FETCH_WAIT_MS;
+/// `fetch.wait.max.ms` when the source is given none (the engine leaves librdkafka's).
+const DEFAULT_FETCH_WAIT: &str = "librdkafka's 500";
 
 /// The knobs between a produced event and its written KPIs: the pipeline's sink flush
 /// interval (`PipelineConfig::flush_interval`), the consumer's `fetch.wait.max.ms` (how long

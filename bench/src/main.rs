@@ -124,7 +124,7 @@ fn options() -> anyhow::Result<Options> {
             },
             latency::Tuning {
                 flush_ms: 5,
-                fetch_wait_ms: None,
+                fetch_wait_ms: Some(10),
                 checkpoint_secs: Some(10),
             },
         ],

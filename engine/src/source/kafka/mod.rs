@@ -53,13 +53,6 @@ pub fn producer(
     c.create().map_err(kafka)
 }
 
-/// How long the broker may hold a fetch that has less data than `fetch.min.bytes`, unless
-/// `--kafka-config fetch.wait.max.ms=...` says otherwise. librdkafka's default (500 ms) is
-/// fine for brokers that answer as soon as data arrives, but a broker that holds every fetch
-/// to its deadline (tansu 0.6.0 does) adds it to every event's latency; 10 ms bounds that,
-/// at the price of up to 100 small fetch requests a second per broker while the topic is idle.
-pub const DEFAULT_FETCH_WAIT_MS: &str = "10";
-
 /// Consumes JSON events from Kafka topics.
 pub struct KafkaSource {
     name: String,
@@ -67,9 +60,6 @@ pub struct KafkaSource {
     consumer: BaseConsumer,
     deadletters: Option<ThreadedProducer<DefaultProducerContext>>,
     outage: Option<Instant>,
-    /// The last positions committed (asynchronously), committed once more synchronously when
-    /// the source is dropped so that a clean stop leaves them on the broker.
-    last_commit: Option<TopicPartitionList>,
     lag: Option<LagReader>,
 }
 
@@ -114,13 +104,6 @@ impl LagReader {
 impl KafkaSource {
     pub fn open(config: KafkaConfig) -> Result<Self, SourceError> {
         let mut c = client(&config)?;
-        if !config
-            .settings
-            .iter()
-            .any(|(k, _)| k == "fetch.wait.max.ms")
-        {
-            c.set("fetch.wait.max.ms", DEFAULT_FETCH_WAIT_MS);
-        }
         c.set("group.id", &config.group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -134,7 +117,6 @@ impl KafkaSource {
             name: format!("kafka://{}/{}", config.brokers, config.topics.join(",")),
             deadletters: None,
             outage: None,
-            last_commit: None,
             lag: None,
             consumer,
             config,
@@ -318,12 +300,7 @@ impl Source for KafkaSource {
         if list.count() == 0 {
             return Ok(());
         }
-        // Asynchronous: a synchronous commit held the ingest thread for a round trip to the
-        // broker (up to 24 ms measured) every 200 ms. Its result only matters for a restart,
-        // and the drop commits the last positions synchronously.
-        let committed = self.consumer.commit(&list, CommitMode::Async);
-        self.last_commit = Some(list);
-        match committed {
+        match self.consumer.commit(&list, CommitMode::Sync) {
             Ok(()) => Ok(()),
             // A rebalance or an outage can refuse a commit; the next one covers it, and a
             // restart re-reads at most what was not committed (outputs are idempotent).
@@ -337,9 +314,6 @@ impl Source for KafkaSource {
 
 impl Drop for KafkaSource {
     fn drop(&mut self) {
-        if let Some(list) = self.last_commit.take() {
-            let _ = self.consumer.commit(&list, CommitMode::Sync);
-        }
         if let Some(p) = self.deadletters.as_ref() {
             let _ = p.flush(Duration::from_secs(5));
         }
