@@ -256,10 +256,11 @@ fn killed_five_times_through_kafka_ends_equal_to_an_uninterrupted_run() {
     let dir = scratch("kafka");
     let (reference, crashed) = (dir.join("reference"), dir.join("crashed"));
     // A killed consumer stays in its group until its session times out; the restarted one gets
-    // its partition only then. A short session and an idle limit above it keep that brief.
+    // its partition only then. A short session and an idle limit well above it keep that
+    // brief, with room for a loaded machine's rebalances.
     let idle = [
         "--until-idle",
-        "10",
+        "20",
         "--kafka-config",
         "session.timeout.ms=6000",
     ];
