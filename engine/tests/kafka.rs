@@ -324,11 +324,13 @@ fn free_port() -> u16 {
 
 /// The value of a metric on `/metrics` (its first series when it has labels).
 fn metric(http: &str, name: &str) -> Option<f64> {
-    use std::io::Read;
+    use std::io::{Read, Write};
+    // None while the engine's HTTP server is not up yet.
+    let mut stream = std::net::TcpStream::connect(http).ok()?;
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).ok()?;
     let mut body = String::new();
-    common::http::request(http, "/metrics", &[])
-        .read_to_string(&mut body)
-        .ok()?;
+    stream.read_to_string(&mut body).ok()?;
     body.lines().find_map(|l| {
         let rest = l.strip_prefix(name)?;
         let rest = match rest.strip_prefix('{') {
