@@ -119,6 +119,16 @@ impl MllpSource {
         self.local_addr
     }
 
+    /// Appends the log up to and including the next CR to `record`; returns the bytes read.
+    fn read_segment(&mut self, record: &mut Vec<u8>) -> Result<usize, SourceError> {
+        let n = self
+            .reader
+            .read_until(CR, record)
+            .map_err(|e| self.read_err(e))?;
+        self.read_at += n as u64;
+        Ok(n)
+    }
+
     fn read_err(&self, source: std::io::Error) -> SourceError {
         SourceError::Read {
             path: self.path.display().to_string(),
@@ -151,25 +161,15 @@ impl Source for MllpSource {
             let durable = self.durable.load(Ordering::Acquire);
             while self.read_at < durable && batch.len() - before < max {
                 record.clear();
-                let n = self
-                    .reader
-                    .read_until(CR, &mut record)
-                    .map_err(|e| self.read_err(e))?;
-                if n == 0 {
+                if self.read_segment(&mut record)? == 0 {
                     break;
                 }
-                self.read_at += n as u64;
                 // A record is START message END CR; a CR inside the message (the segment
                 // separator) ends a read early, so keep reading until END CR.
                 while !record.ends_with(&[END, CR]) && self.read_at < durable {
-                    let n = self
-                        .reader
-                        .read_until(CR, &mut record)
-                        .map_err(|e| self.read_err(e))?;
-                    if n == 0 {
+                    if self.read_segment(&mut record)? == 0 {
                         break;
                     }
-                    self.read_at += n as u64;
                 }
                 let body = record
                     .strip_prefix(&[START])
