@@ -25,12 +25,14 @@ PIDS=()
 cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; }
 trap cleanup EXIT
 
-# Kafka-protocol broker: tansu (Apache-2.0, from crates.io), in-memory storage.
-TANSU="$TOOLS/tansu-0.6.0/bin/tansu"
+# Kafka-protocol broker: tansu (Apache-2.0, from crates.io). The shared broker keeps its log in
+# memory; the broker-restart test starts its own with a SQLite log (the `libsql` feature), so
+# that a restart keeps topics and messages as a real broker does.
+TANSU="$TOOLS/tansu-0.6.0-sqlite/bin/tansu"
 if [ ! -x "$TANSU" ]; then
-  log "installing the tansu Kafka broker (once; about 7 minutes on 2 cores)"
-  cargo install tansu --version 0.6.0 --features dynostore --locked --root "$TOOLS/tansu-0.6.0" \
-    || cargo install tansu --version 0.6.0 --features dynostore --root "$TOOLS/tansu-0.6.0"
+  log "installing the tansu Kafka broker (once; about 10 minutes on 2 cores)"
+  cargo install tansu --version 0.6.0 --features dynostore,libsql --locked --root "$TOOLS/tansu-0.6.0-sqlite" \
+    || cargo install tansu --version 0.6.0 --features dynostore,libsql --root "$TOOLS/tansu-0.6.0-sqlite"
 fi
 KAFKA_PORT="${CDS_TEST_KAFKA_PORT:-19092}"
 log "starting tansu on 127.0.0.1:$KAFKA_PORT"

@@ -11,7 +11,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -19,8 +19,10 @@ use cds_engine::gold::micros;
 use cds_engine::metrics::Metrics;
 use cds_engine::model::{parse_time, Network, Pseudonymiser};
 use cds_engine::pipeline::{self, PipelineConfig, Until};
+use cds_engine::silver::DeadLetter;
 use cds_engine::sink::sqlite::{SqliteConfig, SqliteSink};
 use cds_engine::source::kafka::{KafkaConfig, KafkaSource};
+use cds_engine::source::{Poll, Position, RawBatch, Source, SourceError};
 use hdrhistogram::Histogram;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -40,6 +42,103 @@ pub struct LoadResult {
     pub p99: u64,
     pub p999: u64,
     pub max: u64,
+    /// Where the time went: due -> read by the pipeline's source (producer, broker, consumer),
+    /// and read -> KPI written (the engine), as (p50, p99, max).
+    pub to_read: (u64, u64, u64),
+    pub read_to_written: (u64, u64, u64),
+    /// The longest single call of the source's `poll`, `commit` and `lag`, and the longest
+    /// gap between two polls (time the ingest thread spent elsewhere).
+    pub longest_poll: Duration,
+    pub longest_commit: Duration,
+    pub longest_lag: Duration,
+    pub longest_gap: Duration,
+    pub checkpoints: u64,
+}
+
+/// What the source wrapper saw.
+#[derive(Debug, Default)]
+struct SourceLog {
+    /// When a poll returned messages, and the highest offset it returned.
+    arrivals: Vec<(Instant, i64)>,
+    longest_poll: Duration,
+    longest_commit: Duration,
+    longest_lag: Duration,
+    longest_gap: Duration,
+    last_return: Option<Instant>,
+}
+
+/// The Kafka source, with every call timed: separates the broker's and the consumer's share
+/// of the latency from the engine's.
+struct TimedSource {
+    inner: KafkaSource,
+    log: Arc<Mutex<SourceLog>>,
+}
+
+impl Source for TimedSource {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn poll(
+        &mut self,
+        batch: &mut RawBatch,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Poll, SourceError> {
+        let before = batch.len();
+        let t = Instant::now();
+        let r = self.inner.poll(batch, max, wait);
+        let now = Instant::now();
+        if let Ok(mut log) = self.log.lock() {
+            log.longest_poll = log.longest_poll.max(now - t);
+            if let Some(last) = log.last_return {
+                log.longest_gap = log.longest_gap.max(t.saturating_duration_since(last));
+            }
+            log.last_return = Some(now);
+            if let Some(high) = batch.iter().skip(before).map(|(_, p)| p.offset).max() {
+                log.arrivals.push((now, high));
+            }
+        }
+        r
+    }
+
+    fn stream_name(&self, stream: u16) -> String {
+        self.inner.stream_name(stream)
+    }
+
+    fn dead_letter(&mut self, letter: &DeadLetter) -> Result<(), SourceError> {
+        self.inner.dead_letter(letter)
+    }
+
+    fn commit(&mut self, upto: &[Position]) -> Result<(), SourceError> {
+        let t = Instant::now();
+        let r = self.inner.commit(upto);
+        if let Ok(mut log) = self.log.lock() {
+            log.longest_commit = log.longest_commit.max(t.elapsed());
+        }
+        r
+    }
+
+    fn lag(&mut self) -> Option<u64> {
+        let t = Instant::now();
+        let r = self.inner.lag();
+        if let Ok(mut log) = self.log.lock() {
+            log.longest_lag = log.longest_lag.max(t.elapsed());
+        }
+        r
+    }
+
+    fn identity(&self) -> String {
+        self.inner.identity()
+    }
+
+    fn skip_to(&mut self, upto: &[Position]) -> Result<(), SourceError> {
+        self.inner.skip_to(upto)
+    }
+}
+
+fn percentiles(h: &Histogram<u64>) -> (u64, u64, u64) {
+    (h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max())
 }
 
 fn unique(name: &str) -> String {
@@ -147,7 +246,11 @@ pub fn one_load(
             .settings
             .push(("fetch.wait.max.ms".into(), ms.to_string()));
     }
-    let source = KafkaSource::open(kafka)?;
+    let source_log: Arc<Mutex<SourceLog>> = Arc::default();
+    let source = TimedSource {
+        inner: KafkaSource::open(kafka)?,
+        log: source_log.clone(),
+    };
     let log: WriteLog = Arc::default();
     let sink = ObservedSink {
         inner: Box::new(SqliteSink::open(&SqliteConfig::in_data_dir(&data))?),
@@ -156,9 +259,11 @@ pub fn one_load(
     let mut config = PipelineConfig::new(data.clone(), network.clone());
     config.until = Until::Shutdown;
     config.flush_interval = Duration::from_millis(tuning.flush_ms);
+    config.checkpoint_interval = tuning.checkpoint_secs.map(Duration::from_secs);
+    let metrics = Arc::new(Metrics::new());
     let shutdown = Arc::new(AtomicBool::new(false));
     let job = {
-        let shutdown = shutdown.clone();
+        let (shutdown, metrics) = (shutdown.clone(), metrics.clone());
         std::thread::spawn(move || {
             pipeline::run(
                 config,
@@ -166,7 +271,7 @@ pub fn one_load(
                 Box::new(sink),
                 None,
                 Pseudonymiser::new(b"bench"),
-                Arc::new(Metrics::new()),
+                metrics,
                 shutdown,
             )
         })
@@ -201,8 +306,14 @@ pub fn one_load(
         .lock()
         .map_err(|_| anyhow::anyhow!("write log poisoned"))?
         .clone();
-    let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
-    let mut w = 0usize;
+    let source_log = std::mem::take(
+        &mut *source_log
+            .lock()
+            .map_err(|_| anyhow::anyhow!("source log poisoned"))?,
+    );
+    let new_hist = || Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3);
+    let (mut hist, mut to_read, mut read_to_written) = (new_hist()?, new_hist()?, new_hist()?);
+    let (mut w, mut a) = (0usize, 0usize);
     for (i, due) in due.iter().enumerate() {
         let at = times[warmup + i];
         while writes.get(w).is_some_and(|(_, as_of)| *as_of < at) {
@@ -213,6 +324,20 @@ pub fn one_load(
         };
         let us = written.saturating_duration_since(*due).as_micros() as u64;
         hist.record(us.max(1))?;
+        // The topic is new and has one producer: event number n is at offset n.
+        let offset = (warmup + i) as i64;
+        while source_log
+            .arrivals
+            .get(a)
+            .is_some_and(|(_, high)| *high < offset)
+        {
+            a += 1;
+        }
+        if let Some((read, _)) = source_log.arrivals.get(a) {
+            to_read.record((read.saturating_duration_since(*due).as_micros() as u64).max(1))?;
+            read_to_written
+                .record((written.saturating_duration_since(*read).as_micros() as u64).max(1))?;
+        }
     }
     if summary.events < (warmup + measured) as u64 {
         bail!(
@@ -228,18 +353,30 @@ pub fn one_load(
         p99: hist.value_at_quantile(0.99),
         p999: hist.value_at_quantile(0.999),
         max: hist.max(),
+        to_read: percentiles(&to_read),
+        read_to_written: percentiles(&read_to_written),
+        longest_poll: source_log.longest_poll,
+        longest_commit: source_log.longest_commit,
+        longest_lag: source_log.longest_lag,
+        longest_gap: source_log.longest_gap,
+        checkpoints: metrics.checkpoints_written.get(),
     })
 }
 
-/// The two knobs between a produced event and its written KPIs: the pipeline's sink flush
-/// interval (`PipelineConfig::flush_interval`, 20 ms by default) and the consumer's
-/// `fetch.wait.max.ms` (librdkafka's default is 500 ms: how long the broker may hold a fetch
-/// that has less than `fetch.min.bytes`; a broker that answers only at that deadline adds it
-/// to every event).
+/// `fetch.wait.max.ms` when the source is given none (the engine leaves librdkafka's).
+const DEFAULT_FETCH_WAIT: &str = "librdkafka's 500";
+
+/// The knobs between a produced event and its written KPIs: the pipeline's sink flush
+/// interval (`PipelineConfig::flush_interval`), the consumer's `fetch.wait.max.ms` (how long
+/// the broker may hold a fetch that has less than `fetch.min.bytes`; a broker that answers
+/// only at that deadline adds it to every event), and how often a checkpoint is taken.
 #[derive(Debug, Clone, Copy)]
 pub struct Tuning {
     pub flush_ms: u64,
+    /// `None`: the engine's default.
     pub fetch_wait_ms: Option<u64>,
+    /// Seconds between checkpoints (`cds run` takes one every 10 s by default); `None`: off.
+    pub checkpoint_secs: Option<u64>,
 }
 
 impl std::fmt::Display for Tuning {
@@ -251,7 +388,11 @@ impl std::fmt::Display for Tuning {
         )?;
         match self.fetch_wait_ms {
             Some(ms) => write!(f, "{ms}"),
-            None => write!(f, "default (500)"),
+            None => write!(f, "engine default ({DEFAULT_FETCH_WAIT} ms)"),
+        }?;
+        match self.checkpoint_secs {
+            Some(s) => write!(f, ", checkpoint every {s} s"),
+            None => write!(f, ", no checkpoints"),
         }
     }
 }
@@ -259,14 +400,22 @@ impl std::fmt::Display for Tuning {
 impl std::str::FromStr for Tuning {
     type Err = String;
 
-    /// `FLUSH_MS/FETCH_WAIT_MS`, the second `default` for librdkafka's.
+    /// `FLUSH_MS/FETCH_WAIT_MS/CHECKPOINT_S`: `default` for the engine's fetch wait, `off`
+    /// (or nothing) for no checkpoints.
     fn from_str(s: &str) -> Result<Self, String> {
-        let (flush, fetch) = s.split_once('/').ok_or("expected FLUSH_MS/FETCH_WAIT_MS")?;
+        let mut parts = s.split('/');
+        let (Some(flush), Some(fetch)) = (parts.next(), parts.next()) else {
+            return Err("expected FLUSH_MS/FETCH_WAIT_MS[/CHECKPOINT_S]".into());
+        };
         Ok(Tuning {
             flush_ms: flush.parse().map_err(|_| "bad FLUSH_MS")?,
             fetch_wait_ms: match fetch {
                 "default" => None,
                 ms => Some(ms.parse().map_err(|_| "bad FETCH_WAIT_MS")?),
+            },
+            checkpoint_secs: match parts.next() {
+                None | Some("off") => None,
+                Some(secs) => Some(secs.parse().map_err(|_| "bad CHECKPOINT_S")?),
             },
         })
     }
@@ -299,6 +448,21 @@ pub fn measure(
                 "ms",
             );
         }
+        let ms = |us: u64| us as f64 / 1000.0;
+        let (a, b) = (r.to_read, r.read_to_written);
+        report.line(
+            "latency",
+            &format!("{what}: where the time went"),
+            &format!(
+                "due -> read by the source p50/p99/max {:.1}/{:.1}/{:.1} ms; read -> KPI written {:.1}/{:.1}/{:.1} ms; longest poll {:.0} ms, commit {:.0} ms, lag {:.0} ms, gap between polls {:.0} ms; {} checkpoints",
+                ms(a.0), ms(a.1), ms(a.2), ms(b.0), ms(b.1), ms(b.2),
+                r.longest_poll.as_secs_f64() * 1000.0,
+                r.longest_commit.as_secs_f64() * 1000.0,
+                r.longest_lag.as_secs_f64() * 1000.0,
+                r.longest_gap.as_secs_f64() * 1000.0,
+                r.checkpoints,
+            ),
+        );
         results.push(r);
     }
     Ok(results)

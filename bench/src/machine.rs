@@ -42,3 +42,16 @@ pub fn describe() -> String {
         chrono::Utc::now().format("%Y-%m-%d %H:%M")
     )
 }
+
+/// CPU time this process has used so far (user + system, all threads; /proc/self/stat, in
+/// clock ticks of 10 ms); `None` where /proc is not available. On a shared machine it is the
+/// steadier figure: it does not count the time other processes held the cores.
+pub fn cpu_time() -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some(std::time::Duration::from_millis((utime + stime) * 10))
+}

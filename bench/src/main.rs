@@ -14,6 +14,8 @@
 //! - **memory**: RSS per admitted patient, each size in a fresh child process.
 //! - **latency**: produce → KPI written through a Kafka-protocol broker (`--kafka HOST:PORT`,
 //!   or `CDS_TEST_KAFKA`), HDR histogram measured from the intended send times.
+//! - **recovery**: checkpoint size and restart time (a fresh process restoring from the newest
+//!   checkpoint) with N patients admitted.
 //!
 //! `--quick` is the smoke test of the test suite: small sizes; it checks that everything runs
 //! and that the outputs agree (including the baseline equality), and asserts no timing.
@@ -26,6 +28,7 @@ mod machine;
 mod memory;
 mod observe;
 mod plot;
+mod recovery;
 mod report;
 mod rules_rate;
 mod synth;
@@ -48,7 +51,14 @@ use cds_engine::source::simulator::{write_jsonl, SimulatorConfig};
 
 use report::Report;
 
-const SECTIONS: [&str; 5] = ["throughput", "rules", "baseline", "memory", "latency"];
+const SECTIONS: [&str; 6] = [
+    "throughput",
+    "rules",
+    "baseline",
+    "memory",
+    "latency",
+    "recovery",
+];
 
 struct Options {
     events: u64,
@@ -66,6 +76,9 @@ struct Options {
     baseline: Vec<(usize, usize)>,
     plots: Option<PathBuf>,
     memory_child: Option<(u64, u64)>,
+    /// Vitals readings per patient before the recovery checkpoint.
+    recovery_readings: u64,
+    recovery_child: Option<(PathBuf, u64, u64)>,
     /// Only the incremental side of one baseline comparison, for a profiler.
     profile_incremental: bool,
 }
@@ -85,9 +98,9 @@ fn one<T: std::str::FromStr>(s: Option<String>, what: &str) -> anyhow::Result<T>
         .with_context(|| format!("{what}: not a valid value"))
 }
 
-const HELP: &str = "cds-bench [--quick] [--sections throughput,rules,baseline,memory,latency]
+const HELP: &str = "cds-bench [--quick] [--sections throughput,rules,baseline,memory,latency,recovery]
   [--events N] [--workers N[,N]] [--rules DIR|off]
-  [--baseline B:PREFIX[,B:PREFIX]] [--patients N[,N]] [--readings R[,R]]
+  [--baseline B:PREFIX[,B:PREFIX]] [--patients N[,N]] [--readings R[,R]] [--recovery-readings R]
   [--kafka HOST:PORT] [--rates R[,R]] [--latency-secs S] [--latency-configs FLUSH_MS/FETCH_WAIT_MS|default[,...]]
   [--plots DIR] [--profile-incremental (with --sections baseline: only the incremental side)]";
 
@@ -106,11 +119,13 @@ fn options() -> anyhow::Result<Options> {
         latency_configs: vec![
             latency::Tuning {
                 flush_ms: 20,
-                fetch_wait_ms: None,
+                fetch_wait_ms: Some(500),
+                checkpoint_secs: Some(10),
             },
             latency::Tuning {
-                flush_ms: 1,
-                fetch_wait_ms: Some(1),
+                flush_ms: 5,
+                fetch_wait_ms: Some(10),
+                checkpoint_secs: Some(10),
             },
         ],
         patients: vec![100_000, 1_000_000],
@@ -118,6 +133,8 @@ fn options() -> anyhow::Result<Options> {
         baseline: vec![(1, 5_000), (100, 100_000), (10_000, 1_000_000)],
         plots: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("plots")),
         memory_child: None,
+        recovery_readings: 3,
+        recovery_child: None,
         profile_incremental: false,
     };
     let mut args = std::env::args().skip(1);
@@ -148,6 +165,14 @@ fn options() -> anyhow::Result<Options> {
             "--latency-configs" => o.latency_configs = list(args.next(), "--latency-configs")?,
             "--patients" => o.patients = list(args.next(), "--patients")?,
             "--readings" => o.readings = list(args.next(), "--readings")?,
+            "--recovery-readings" => o.recovery_readings = one(args.next(), "--recovery-readings")?,
+            "--recovery-child" => {
+                o.recovery_child = Some((
+                    args.next().context("--recovery-child DATA_DIR N R")?.into(),
+                    one(args.next(), "--recovery-child")?,
+                    one(args.next(), "--recovery-child")?,
+                ))
+            }
             "--baseline" => {
                 let pairs: Vec<String> = list(args.next(), "--baseline")?;
                 o.baseline = pairs
@@ -192,6 +217,11 @@ fn main() -> anyhow::Result<()> {
         let m = m?;
         println!("memory-child {} {} {}", m.events, m.before, m.after);
         return Ok(());
+    }
+
+    if let Some((data, patients, readings)) = &o.recovery_child {
+        let _ = std::fs::remove_dir_all(&dir);
+        return recovery::child(data, &network, *patients, *readings);
     }
 
     let result = run(&o, &network, &dir);
@@ -304,6 +334,12 @@ fn run(o: &Options, network: &Network, dir: &Path) -> anyhow::Result<()> {
                     }
                 }
             }
+        }
+    }
+
+    if on("recovery") {
+        for &patients in &o.patients {
+            recovery::report(&mut report, dir, network, patients, o.recovery_readings)?;
         }
     }
 

@@ -9,7 +9,9 @@
 //! in turn:
 //!
 //! - [`model`]: the event model, the canonical vocabulary, the hospital network, pseudonyms.
-//! - [`source`]: where payloads come from: the simulator and JSON-lines files, behind one trait.
+//! - [`source`]: where payloads come from (the simulator, files, Kafka, the HL7 v2 MLLP
+//!   listener) behind one trait; the payload formats (event JSON, FHIR R4, HL7 v2, EHR CSV);
+//!   the departments file, watched for capacity changes.
 //! - [`silver`]: data-quality rules that flag and repair; duplicates; dead letters.
 //! - [`gold`]: facts, the differential dataflow of the KPIs, and the KPI documents.
 //! - [`rules`]: the stage that runs the clinical rule pack and turns fired rules into alerts.

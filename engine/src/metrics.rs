@@ -38,6 +38,10 @@ pub struct Metrics {
     pub watermark_seconds: IntGauge,
     /// Messages waiting in the source behind what was read (Kafka consumer lag).
     pub source_lag: IntGauge,
+    /// Times the source became unreachable (broker outages).
+    pub source_outages: IntCounter,
+    /// Seconds the source has been unreachable, 0 while it is reachable.
+    pub source_unavailable_seconds: IntGauge,
     /// Seconds since the last checkpoint was written (or since the start).
     pub checkpoint_age_seconds: IntGauge,
     pub checkpoints_written: IntCounter,
@@ -280,6 +284,16 @@ impl Metrics {
                 &r,
                 "cds_source_lag_messages",
                 "Messages waiting in the source behind what was read (Kafka consumer lag)",
+            ),
+            source_outages: counter(
+                &r,
+                "cds_source_outages_total",
+                "Times the source became unreachable (broker outages)",
+            ),
+            source_unavailable_seconds: gauge(
+                &r,
+                "cds_source_unavailable_seconds",
+                "Seconds the source has been unreachable; 0 while it is reachable",
             ),
             checkpoint_age_seconds: gauge(
                 &r,

@@ -35,6 +35,7 @@ use crate::model::{format_time, Network, Pseudonymiser};
 use crate::rules::{RulesStage, RELOAD_INTERVAL};
 use crate::silver::{DedupWindow, Outcome, Silver, SilverRecord, SourcePosition};
 use crate::sink::{announce, Container, Feed, Sink, SinkError};
+use crate::source::format::{Decoder, DecoderState, Format};
 use crate::source::{Poll, Position, RawBatch, Source, SourceError};
 
 /// When `run` stops by itself.
@@ -69,6 +70,10 @@ pub struct PipelineConfig {
     /// Where the Bronze/Silver/Gold Delta tables go; `None`: not written (`cds run` writes
     /// them to `DATA_DIR/lake` unless told otherwise).
     pub lake: Option<LakeConfig>,
+    /// How payloads are decoded (`--format`).
+    pub format: Format,
+    /// The departments file to watch for capacity and staff changes, if any.
+    pub departments_file: Option<PathBuf>,
 }
 
 impl PipelineConfig {
@@ -79,11 +84,15 @@ impl PipelineConfig {
             workers: 1,
             batch_size: 16_384,
             poll_wait: Duration::from_millis(20),
-            flush_interval: Duration::from_millis(20),
+            // The embedded store commits cheaply (WAL): a short interval keeps event-to-KPI
+            // latency low; sinks that pay per write set their own (Cosmos DB: 250 ms).
+            flush_interval: Duration::from_millis(5),
             until: Until::End,
             feed: None,
             checkpoint_interval: None,
             lake: None,
+            format: Format::Json,
+            departments_file: None,
         }
     }
 }
@@ -135,6 +144,8 @@ impl RunSummary {
 /// What the sink thread receives.
 enum SinkMessage {
     Gold(GoldOutput),
+    /// A changed departments file: capacities for the occupancy documents.
+    Departments(Network),
     /// The alerts of one epoch (possibly none: the rules thread reports every epoch).
     Alerts {
         epoch: u64,
@@ -171,6 +182,8 @@ struct IngestState<'a> {
     watermark: Micros,
     /// Lake table lengths: dead letters, quarantine.
     lake: (u64, u64),
+    /// What the payload decoder remembers (FHIR encounters, where patients lie).
+    decoder: DecoderState<'a>,
 }
 
 /// A checkpoint taken at `epoch`, waiting for the rules state and for its outputs to be
@@ -278,6 +291,27 @@ pub fn run(
             .map_err(|e| PipelineError::Dataflow(e.to_string()))?
     };
 
+    let stop_watch = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let tx = out_tx.clone();
+        let to_lake = lake_writer.as_ref().and_then(LakeHandle::sender);
+        crate::source::departments::spawn(
+            config.departments_file.clone(),
+            config.network.clone(),
+            crate::sink::sqlite::SqliteConfig::in_data_dir(&config.data_dir).path,
+            move |network| {
+                // A changed capacity or staff count is a new version of `gold/dim_department`.
+                if let Some(lake) = &to_lake {
+                    let now = Utc::now().timestamp_micros();
+                    let _ = lake.send(LakeMessage::Departments(department_versions(&network, now)));
+                }
+                let _ = tx.send(SinkMessage::Departments(network));
+            },
+            stop_watch.clone(),
+        )
+        .map_err(|e| PipelineError::Dataflow(e.to_string()))?
+    };
+
     let (snapshot_tx, snapshot_rx) = sync_channel::<RulesSnapshot>(2);
     let (rules_tx, rules_thread) = match rules {
         Some(stage) => {
@@ -353,6 +387,8 @@ pub fn run(
     );
     drop(to_workers);
     drop(rules_tx);
+    stop_watch.store(true, Ordering::Relaxed);
+    let _ = watcher.join();
     let mut final_rules = None;
     if let Some(t) = rules_thread {
         match t.join() {
@@ -407,6 +443,34 @@ pub fn run(
     Ok(summary)
 }
 
+/// Turns the source's availability into the outage metrics: one count per outage, and its
+/// length while it lasts.
+#[derive(Default)]
+struct OutageWatch {
+    down: bool,
+}
+
+impl OutageWatch {
+    fn observe(&mut self, unavailable_since: Option<Instant>, metrics: &Metrics) {
+        match unavailable_since {
+            Some(since) => {
+                if !self.down {
+                    self.down = true;
+                    metrics.source_outages.inc();
+                }
+                metrics
+                    .source_unavailable_seconds
+                    .set(i64::try_from(since.elapsed().as_secs()).unwrap_or(i64::MAX));
+            }
+            None if self.down => {
+                self.down = false;
+                metrics.source_unavailable_seconds.set(0);
+            }
+            None => {}
+        }
+    }
+}
+
 /// The ingest loop: poll, clean, route facts to workers, one epoch per poll.
 // Each argument is a different owner's handle (config, source, downstream channels, restored
 // state, checkpointing, metrics, shutdown); bundling them would only rename the list.
@@ -435,6 +499,7 @@ fn ingest(
     let mut stream_names: HashMap<u16, Arc<str>> = HashMap::new();
     let workers = to_workers.len();
     let mut silver = Silver::new(config.network.clone());
+    let mut decoder = Decoder::new(config.format, pseudonyms.clone());
     let mut facts = FactBuilder::new(pseudonyms, workers);
     let mut lake = Lake::open(&config.data_dir);
     let mut raw = RawBatch::default();
@@ -448,6 +513,7 @@ fn ingest(
     let mut flag_counts = [0u64; crate::silver::DqFlag::ALL.len()];
     let mut commits = Commits::default();
     let mut lag_read = Instant::now();
+    let mut outages = OutageWatch::default();
     // The last processed position per (stream, partition); what a checkpoint covers is skipped.
     let mut processed: BTreeMap<(u16, i32), i64> = BTreeMap::new();
     let mut covered: HashMap<(u16, i32), i64> = HashMap::new();
@@ -461,6 +527,7 @@ fn ingest(
     let fresh = restore.is_none();
     if let Some(state) = restore {
         silver.restore_dedup(state.dedup.into_owned());
+        decoder.restore(state.decoder);
         lake.truncate_to(state.lake)?;
         watermark = state.watermark;
         for p in &state.positions {
@@ -494,7 +561,7 @@ fn ingest(
         )?;
         pending = Some(PendingCheckpoint {
             epoch: 0,
-            ingest: encode_ingest(&silver, &facts, &processed, watermark, &mut lake)?,
+            ingest: encode_ingest(&silver, &facts, &decoder, &processed, watermark, &mut lake)?,
             rules: None,
         });
         if let Some(l) = lake_writer {
@@ -540,7 +607,9 @@ fn ingest(
             std::thread::sleep(Duration::from_millis(100));
             continue;
         }
-        match source.poll(&mut raw, config.batch_size, config.poll_wait)? {
+        let polled = source.poll(&mut raw, config.batch_size, config.poll_wait)?;
+        outages.observe(source.unavailable_since(), metrics);
+        match polled {
             Poll::End if raw.is_empty() => {
                 if config.until == Until::Shutdown {
                     info!("source exhausted; serving until shutdown");
@@ -604,53 +673,57 @@ fn ingest(
                 partition: pos.partition,
                 offset: pos.offset,
             });
-            let outcome = silver.ingest(payload, position);
+            let outcomes = decoder.ingest(&mut silver, payload, position);
             if let Some(p) = &row_position {
+                // Bronze keeps the payload once, however many records it decodes into.
                 bronze_rows.push(BronzeRow {
                     position: p.clone(),
                     payload: payload.to_vec(),
                     ingested_at,
-                    event_time: match &outcome {
+                    event_time: outcomes.iter().find_map(|o| match o {
                         Outcome::Record(r) => Some(r.event.event_timestamp.timestamp_micros()),
                         _ => None,
-                    },
+                    }),
                 });
             }
-            match outcome {
-                Outcome::Record(record) => {
-                    let for_lake = row_position.map(|p| (p, record.clone()));
-                    let mut patient_key = None;
-                    for f in record.dq_flags.iter() {
-                        flag_counts[f as usize] += 1;
-                    }
-                    if record.quarantined() {
-                        quarantined += 1;
-                        lake.quarantine.append(&record)?;
-                    } else if let Some((patient, at)) = facts.add(&record, &mut batches) {
-                        patient_key = Some(patient);
-                        gold += 1;
-                        watermark = watermark.max(at);
-                        if to_rules.is_some() {
-                            for_rules.push((patient, record));
+            for outcome in outcomes {
+                match outcome {
+                    Outcome::Record(record) => {
+                        let for_lake = row_position.clone().map(|p| (p, record.clone()));
+                        let mut patient_key = None;
+                        for f in record.dq_flags.iter() {
+                            flag_counts[f as usize] += 1;
+                        }
+                        if record.quarantined() {
+                            quarantined += 1;
+                            lake.quarantine.append(&record)?;
+                        } else if let Some((patient, at)) = facts.add(&record, &mut batches) {
+                            patient_key = Some(patient);
+                            gold += 1;
+                            watermark = watermark.max(at);
+                            // A cancel retracts Gold facts; the rules saw the event it cancels.
+                            if to_rules.is_some() && !record.kind.is_some_and(|k| k.is_cancel()) {
+                                for_rules.push((patient, record));
+                            }
+                        }
+                        if let Some((position, record)) = for_lake {
+                            silver_rows.push(SilverRow {
+                                position,
+                                record,
+                                patient: patient_key,
+                            });
                         }
                     }
-                    if let Some((position, record)) = for_lake {
-                        silver_rows.push(SilverRow {
-                            position,
-                            record,
-                            patient: patient_key,
-                        });
+                    Outcome::Duplicate => dups += 1,
+                    Outcome::DeadLetter(letter) => {
+                        dead += 1;
+                        metrics
+                            .dead_letters
+                            .with_label_values(&[letter.reason_code])
+                            .inc();
+                        lake.dead_letters.append(&letter)?;
+                        source.dead_letter(&letter)?;
                     }
-                }
-                Outcome::Duplicate => dups += 1,
-                Outcome::DeadLetter(letter) => {
-                    dead += 1;
-                    metrics
-                        .dead_letters
-                        .with_label_values(&[letter.reason_code])
-                        .inc();
-                    lake.dead_letters.append(&letter)?;
-                    source.dead_letter(&letter)?;
                 }
             }
         }
@@ -702,7 +775,7 @@ fn ingest(
             // The state after this epoch; written once its outputs are durable.
             pending = Some(PendingCheckpoint {
                 epoch: summary.epochs,
-                ingest: encode_ingest(&silver, &facts, &processed, watermark, &mut lake)?,
+                ingest: encode_ingest(&silver, &facts, &decoder, &processed, watermark, &mut lake)?,
                 rules: None,
             });
             if let Some(l) = lake_writer {
@@ -720,7 +793,7 @@ fn ingest(
     lake.flush()?;
     let final_state = match checkpointing {
         Some(_) => Some(encode_ingest(
-            &silver, &facts, &processed, watermark, &mut lake,
+            &silver, &facts, &decoder, &processed, watermark, &mut lake,
         )?),
         None => None,
     };
@@ -778,6 +851,7 @@ fn send_epoch(
 fn encode_ingest(
     silver: &Silver,
     facts: &FactBuilder,
+    decoder: &Decoder,
     processed: &BTreeMap<(u16, i32), i64>,
     watermark: Micros,
     lake: &mut Lake,
@@ -795,6 +869,7 @@ fn encode_ingest(
             .collect(),
         watermark,
         lake: lake.lengths()?,
+        decoder: decoder.snapshot(),
     };
     bincode::serialize(&state).map_err(|e| PipelineError::Checkpoint(e.to_string()))
 }
@@ -1012,6 +1087,12 @@ fn sink_loop(
                         .observe(read_at.elapsed().as_secs_f64());
                 }
                 writer.written_through(None, Some(epoch));
+            }
+            Ok(SinkMessage::Departments(network)) => {
+                state.set_network(network);
+                if let Some(epoch) = flushed {
+                    ready = ready.or(Some((epoch, latest_watermark, Instant::now())));
+                }
             }
             Ok(SinkMessage::Gold(GoldOutput::Changes(changes))) => {
                 metrics.kpi_changes.inc_by(changes.len() as u64);

@@ -12,10 +12,12 @@
 
 mod common;
 
+use common::{cds, ok};
+
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -115,26 +117,6 @@ fn cosmos_config(endpoint: &str, database: &str) -> CosmosConfig {
         binary_encoding: Some(false),
         ..CosmosConfig::default()
     }
-}
-
-fn cds() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_cds"));
-    c.env(
-        "CDS_PSEUDONYM_KEY",
-        std::str::from_utf8(common::KEY).unwrap_or_default(),
-    );
-    c.env("CDS_LOG", "warn");
-    c
-}
-
-fn ok(out: Output, what: &str) -> Output {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 /// Simulated events (with dirty data) as a JSON-lines file.

@@ -5,32 +5,11 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use cds_engine::model::Network;
 use cds_engine::silver::{Outcome, Silver, SourcePosition};
-use common::{comparable, differences, recompute};
+use common::{cds, comparable, differences, ok, recompute};
 use serde_json::Value;
-
-fn cds() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_cds"));
-    c.env(
-        "CDS_PSEUDONYM_KEY",
-        std::str::from_utf8(common::KEY).unwrap_or_default(),
-    );
-    c.env("CDS_LOG", "warn");
-    c
-}
-
-fn ok(out: Output, what: &str) -> Output {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("cds-e2e-{name}-{}", std::process::id()));

@@ -1,6 +1,9 @@
-//! The command line of DESIGN.md: `cds run`, `cds simulate`, `cds rules`, `cds export`.
+//! The command line of DESIGN.md: `cds run`, `cds simulate`, `cds rules`, `cds export`,
+//! `cds ingest` for daily extracts, `cds replay --from-bronze` and `cds lake compact`.
 
 mod export;
+mod ingest;
+mod lake;
 mod rules;
 mod run;
 mod simulate;
@@ -44,11 +47,29 @@ enum Command {
     Run(Box<run::RunArgs>),
     /// Generate simulated hospital events (JSON lines on stdout by default).
     Simulate(simulate::SimulateArgs),
+    /// Run the engine once over a daily EHR extract (`--kind ehr`, CSV).
+    Ingest(ingest::IngestArgs),
     /// Print the current documents of a container as JSON lines.
     Export(export::ExportArgs),
     /// Work on clinical rules: run fixtures, check a file, evaluate one context.
     #[command(subcommand)]
     Rules(rules::RulesCommand),
+    /// Rebuild every piece of state and every output from the lake's Bronze table: the
+    /// options of `cds run`, with the source set to Bronze (of `--lake`, default
+    /// `DATA_DIR/lake`), no checkpoint, and a stop at its end.
+    Replay(ReplayArgs),
+    /// Maintain the lake's Delta tables.
+    #[command(subcommand)]
+    Lake(lake::LakeCommand),
+}
+
+#[derive(Debug, clap::Args)]
+struct ReplayArgs {
+    /// Read the payloads from the lake's Bronze table (the one input replay has).
+    #[arg(long, required = true)]
+    from_bronze: bool,
+    #[command(flatten)]
+    run: Box<run::RunArgs>,
 }
 
 /// Parses the command line, runs the command, and maps errors to a message and exit code 1.
@@ -56,10 +77,21 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     let result = load_network(cli.departments.as_deref()).and_then(|network| match cli.command {
-        Command::Run(args) => run::run(*args, network),
+        Command::Run(mut args) => {
+            args.departments = departments_file(cli.departments);
+            run::run(*args, network)
+        }
         Command::Simulate(args) => simulate::simulate(args, &network),
         Command::Export(args) => export::export(args),
+        Command::Ingest(args) => ingest::ingest(args, network, departments_file(cli.departments)),
         Command::Rules(cmd) => rules::rules(cmd),
+        Command::Replay(args) => {
+            anyhow::ensure!(args.from_bronze, "cds replay needs --from-bronze");
+            let mut run = args.run.into_replay()?;
+            run.departments = departments_file(cli.departments);
+            run::run(run, network)
+        }
+        Command::Lake(cmd) => lake::lake(cmd),
     });
     match result {
         Ok(code) => code,
@@ -78,6 +110,10 @@ fn init_logging(format: LogFormat) {
     let filter = [
         "buoyant_kernel::snapshot::builder=off",
         "deltalake_core::writer::stats=error",
+        // Their progress lines (snapshots, scans, log listings) are for their own debugging.
+        "buoyant_kernel=warn",
+        "buoyant_kernel_engine=warn",
+        "deltalake_core=warn",
     ]
     .into_iter()
     .filter_map(|d| d.parse::<tracing_subscriber::filter::Directive>().ok())
@@ -91,6 +127,14 @@ fn init_logging(format: LogFormat) {
             .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
             .try_init(),
     };
+}
+
+/// The departments file in force, if it is a file (not the copy built into the binary).
+fn departments_file(given: Option<PathBuf>) -> Option<PathBuf> {
+    given.or_else(|| {
+        let default = PathBuf::from("config/departments.csv");
+        default.exists().then_some(default)
+    })
 }
 
 fn load_network(path: Option<&std::path::Path>) -> anyhow::Result<Network> {

@@ -23,8 +23,11 @@ use crate::rules::RulesStage;
 use crate::sink::cosmos::{CosmosConfig, CosmosSink};
 use crate::sink::sqlite::{SqliteConfig, SqliteSink};
 use crate::sink::Sink;
-use crate::source::file::{FileConfig, FileSource};
+use crate::source::bronze::{BronzeConfig, BronzeSource};
+use crate::source::file::{FileConfig, FileSource, Framing};
+use crate::source::format::Format;
 use crate::source::kafka::{parse_setting, KafkaConfig, KafkaSource};
+use crate::source::mllp::{MllpConfig, MllpSource};
 use crate::source::simulator::SimulatorSource;
 use crate::source::{Source, SourceSpec};
 
@@ -33,9 +36,19 @@ pub const DEFAULT_RULES: &str = "cds-rules";
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
-    /// `simulator`, `file:PATH` (JSON lines; `file:-` for stdin) or `kafka://HOST:PORT/TOPIC`.
+    /// `simulator`, `file:PATH` (JSON lines; `file:-` for stdin), `kafka://HOST:PORT/TOPIC`,
+    /// `mllp://HOST:PORT` (an HL7 v2 listener) or `bronze:LAKE` (a lake's Bronze table, as
+    /// `cds replay --from-bronze` reads it).
     #[arg(long, default_value = "simulator", value_name = "SRC")]
     source: String,
+    /// Payload format of the source: `json` (the event model), `fhir` (R4 resources or
+    /// Bundles), `hl7v2`, `ehr-csv` (a daily extract with a header line) or `auto` (FHIR, HL7 v2
+    /// or JSON, told apart per payload). An `mllp://` source is always `hl7v2`.
+    #[arg(long, default_value = "json", value_name = "FORMAT")]
+    pub(super) format: String,
+    /// The departments file to watch for changes (from the global `--departments`).
+    #[arg(skip)]
+    pub(super) departments: Option<PathBuf>,
     /// `sqlite` (embedded, under the data directory) or `cosmos`.
     #[arg(long, default_value = "sqlite", value_name = "SINK")]
     sink: String,
@@ -94,6 +107,31 @@ pub struct RunArgs {
     /// Simulator settings (with `--source simulator`); its rate defaults to 2,000 events/s.
     #[command(flatten)]
     sim: SimulatorArgs,
+}
+
+impl RunArgs {
+    /// Turns a run into a replay of the lake's Bronze table (`cds replay --from-bronze`): the
+    /// source is Bronze, the run ends with it, starts from empty state (no checkpoint is read
+    /// or written), and the local dead-letter and quarantine stores start empty, because the
+    /// replay writes all of them again. The lake it reads is the lake it writes: its
+    /// exactly-once records keep every row that is there already from being added twice.
+    pub(super) fn into_replay(mut self: Box<Self>) -> anyhow::Result<Self> {
+        let lake = match self.lake.as_deref() {
+            Some("off") => {
+                anyhow::bail!("a replay reads the lake's Bronze table: `--lake off` has none")
+            }
+            Some(location) => location.to_owned(),
+            None => self.data_dir.join("lake").display().to_string(),
+        };
+        self.source = format!("bronze:{lake}");
+        self.until_end = true;
+        self.until_idle = None;
+        self.checkpoint_interval = 0.0;
+        crate::lake::Lake::open(&self.data_dir)
+            .truncate_to((0, 0))
+            .context("emptying the local dead-letter and quarantine stores")?;
+        Ok(*self)
+    }
 }
 
 pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
@@ -244,6 +282,8 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
             args.data_dir.join("lake").display().to_string(),
         )),
     };
+    config.format = source_format(&args)?;
+    config.departments_file = args.departments.clone();
     if let Some(interval) = flush_interval {
         config.flush_interval = interval;
     }
@@ -275,11 +315,21 @@ fn open_source(args: &RunArgs, network: &Network, until: Until) -> anyhow::Resul
             Box::new(SimulatorSource::new(config, network))
         }
         SourceSpec::File(path) => {
+            let framing = framing(&path, source_format(args)?);
             let config = FileConfig {
                 path,
                 follow: until != Until::End,
             };
-            Box::new(FileSource::open(&config)?)
+            Box::new(FileSource::open(&config)?.with_framing(framing))
+        }
+        SourceSpec::Bronze(lake) => {
+            let source = BronzeSource::open(&BronzeConfig { lake })?;
+            info!(payloads = source.remaining(), "replaying the Bronze table");
+            Box::new(source)
+        }
+        SourceSpec::Mllp(url) => {
+            let config = MllpConfig::from_url(&url, args.data_dir.join("mllp"))?;
+            Box::new(MllpSource::open(&config)?)
         }
         SourceSpec::Kafka(url) => {
             let mut config = KafkaConfig::from_url(&url)?;
@@ -290,4 +340,47 @@ fn open_source(args: &RunArgs, network: &Network, until: Until) -> anyhow::Resul
             Box::new(KafkaSource::open(config)?)
         }
     })
+}
+
+/// The decoding format of the run's source: `--format`, and always HL7 v2 over MLLP.
+fn source_format(args: &RunArgs) -> anyhow::Result<Format> {
+    let format: Format = args.format.parse().map_err(anyhow::Error::msg)?;
+    Ok(if args.source.starts_with("mllp://") {
+        Format::Hl7v2
+    } else {
+        format
+    })
+}
+
+/// How a file of this format is cut into payloads: HL7 v2 by message, FHIR by line unless the
+/// file is one pretty-printed resource (its first line is not a whole JSON value).
+fn framing(path: &Path, format: Format) -> Framing {
+    let first_line = || -> Option<Vec<u8>> {
+        use std::io::BufRead;
+        let file = std::fs::File::open(path).ok()?;
+        let mut line = Vec::new();
+        std::io::BufReader::new(file)
+            .read_until(b'\n', &mut line)
+            .ok()?;
+        Some(line)
+    };
+    let whole_json = |line: &[u8]| serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok();
+    match format {
+        Format::Hl7v2 => Framing::Hl7,
+        Format::Fhir | Format::Auto => match first_line() {
+            Some(l)
+                if l.iter()
+                    .skip_while(|b| b.is_ascii_whitespace())
+                    .take(3)
+                    .eq(b"MSH".iter()) =>
+            {
+                Framing::Hl7
+            }
+            Some(l) if !l.iter().all(u8::is_ascii_whitespace) && !whole_json(&l) => {
+                Framing::Document
+            }
+            _ => Framing::Lines,
+        },
+        Format::Json | Format::EhrCsv => Framing::Lines,
+    }
 }

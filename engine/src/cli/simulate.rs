@@ -105,9 +105,9 @@ pub fn simulate(args: SimulateArgs, network: &Network) -> anyhow::Result<ExitCod
                 );
                 Ok(n)
             }
-            SourceSpec::Simulator => anyhow::bail!(
-                "`--to simulator` is not a destination; use file:PATH, kafka://… or stdout"
-            ),
+            SourceSpec::Simulator | SourceSpec::Mllp(_) | SourceSpec::Bronze(_) => {
+                anyhow::bail!("`--to` takes file:PATH, kafka://… or stdout")
+            }
         },
     };
     match written {

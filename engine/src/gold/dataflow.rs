@@ -101,6 +101,15 @@ impl GoldInputs {
         for fact in batch.admissions {
             self.admissions.insert(fact);
         }
+        for fact in batch.retracted.adt {
+            self.adt.update(fact, -1);
+        }
+        for fact in batch.retracted.stays {
+            self.stays.update(fact, -1);
+        }
+        for fact in batch.retracted.admissions {
+            self.admissions.update(fact, -1);
+        }
     }
 
     /// Closes the epoch: everything inserted so far is at an epoch before `epoch`.

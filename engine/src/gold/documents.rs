@@ -158,6 +158,21 @@ impl KpiState {
         self.dirty.insert(key);
     }
 
+    /// Takes a new departments file: the occupancy documents whose capacity changed (or that
+    /// are new) are written again at the next flush.
+    pub fn set_network(&mut self, network: Network) {
+        let changed: Vec<(u16, u8)> = network
+            .departments()
+            .filter(|&(h, d, cap)| self.network.capacity(h, d) != Some(cap))
+            .map(|(h, d, _)| (h, d.index()))
+            .collect();
+        for key in changed {
+            self.occupancy.entry(key).or_default();
+            self.dirty.insert(DocKey::Occupancy(key.0, key.1));
+        }
+        self.network = network;
+    }
+
     /// How many changes were applied since the start.
     pub fn changes_applied(&self) -> u64 {
         self.changes

@@ -89,6 +89,17 @@ pub struct GoldBatch {
     pub vitals: Vec<((u64, VitalsValues), isize)>,
     pub stays: Vec<StayFact>,
     pub admissions: Vec<AdmissionFact>,
+    /// Facts taken back by a cancel (CANCEL_ADMISSION, CANCEL_DISCHARGE): each enters the
+    /// dataflow with difference `-1`, so every KPI is as if the cancelled event never came.
+    pub retracted: Retracted,
+}
+
+/// Facts that a cancel takes back.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Retracted {
+    pub adt: Vec<(u64, AdtFact)>,
+    pub stays: Vec<StayFact>,
+    pub admissions: Vec<AdmissionFact>,
 }
 
 impl GoldBatch {
@@ -97,7 +108,21 @@ impl GoldBatch {
             && self.vitals.is_empty()
             && self.stays.is_empty()
             && self.admissions.is_empty()
+            && self.retracted.adt.is_empty()
+            && self.retracted.stays.is_empty()
+            && self.retracted.admissions.is_empty()
     }
+}
+
+/// How many ADT facts per patient the compacted state keeps: the latest decides the location,
+/// the ones before it take over when a cancel retracts the latest.
+const ADT_HISTORY: usize = 4;
+
+/// What a cancel of a patient's latest admission or discharge has to take back.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cancellable {
+    admission: Option<(AdtFact, AdmissionFact)>,
+    discharge: Option<(AdtFact, Option<StayFact>)>,
 }
 
 /// Microseconds since the epoch.
@@ -124,18 +149,23 @@ pub struct FactBuilder {
     /// dataflow the same state: the latest ADT fact per patient (the location reduce decides
     /// on it alone, as every input is an insertion), and every stay and admission with its
     /// multiplicity.
-    latest_adt: HashMap<u64, AdtFact>,
+    /// The latest ADT facts per patient, oldest first, at most [`ADT_HISTORY`].
+    latest_adt: HashMap<u64, Vec<AdtFact>>,
     stays: HashMap<StayFact, u32>,
     admissions: HashMap<AdmissionFact, u64>,
+    /// Per patient, the facts of the latest admission and discharge, for a cancel to take
+    /// back: two small records per patient, whatever the length of the history.
+    cancellable: HashMap<u64, Cancellable>,
 }
 
 /// The Gold inputs as a checkpoint keeps them (borrowed when written, owned when read).
 #[derive(Debug, Serialize, Deserialize)]
 pub struct GoldState<'a> {
     latest_vitals: Cow<'a, HashMap<u64, (Micros, String, VitalsValues)>>,
-    latest_adt: Cow<'a, HashMap<u64, AdtFact>>,
+    latest_adt: Cow<'a, HashMap<u64, Vec<AdtFact>>>,
     stays: Cow<'a, HashMap<StayFact, u32>>,
     admissions: Cow<'a, HashMap<AdmissionFact, u64>>,
+    cancellable: Cow<'a, HashMap<u64, Cancellable>>,
 }
 
 impl FactBuilder {
@@ -147,6 +177,7 @@ impl FactBuilder {
             latest_adt: HashMap::new(),
             stays: HashMap::new(),
             admissions: HashMap::new(),
+            cancellable: HashMap::new(),
         }
     }
 
@@ -157,6 +188,7 @@ impl FactBuilder {
             latest_adt: Cow::Borrowed(&self.latest_adt),
             stays: Cow::Borrowed(&self.stays),
             admissions: Cow::Borrowed(&self.admissions),
+            cancellable: Cow::Borrowed(&self.cancellable),
         }
     }
 
@@ -167,11 +199,13 @@ impl FactBuilder {
         self.latest_adt = state.latest_adt.into_owned();
         self.stays = state.stays.into_owned();
         self.admissions = state.admissions.into_owned();
+        self.cancellable = state.cancellable.into_owned();
         let workers = self.workers.min(batches.len()).max(1);
         let owner = |patient: u64| (patient % workers as u64) as usize;
-        for (patient, fact) in &self.latest_adt {
+        for (patient, facts) in &self.latest_adt {
             if let Some(b) = batches.get_mut(owner(*patient)) {
-                b.adt.push((*patient, fact.clone()));
+                b.adt
+                    .extend(facts.iter().map(|fact| (*patient, fact.clone())));
             }
         }
         for (patient, (_, _, values)) in &self.latest {
@@ -229,19 +263,55 @@ impl FactBuilder {
             EventType::Admission => Some(AdtKind::Admission),
             EventType::Transfer => Some(AdtKind::Transfer),
             EventType::Discharge => Some(AdtKind::Discharge),
-            EventType::Vitals => None,
+            EventType::Vitals | EventType::CancelAdmission | EventType::CancelDischarge => None,
         };
         if let Some(k) = adt_kind {
             let fact = adt(k);
-            match self.latest_adt.get_mut(&patient) {
-                Some(known) if *known >= fact => {}
-                Some(known) => *known = fact,
-                None => {
-                    self.latest_adt.insert(patient, fact);
+            let history = self.latest_adt.entry(patient).or_default();
+            if let Err(i) = history.binary_search(&fact) {
+                history.insert(i, fact);
+                if history.len() > ADT_HISTORY {
+                    history.remove(0);
                 }
             }
         }
         match kind {
+            EventType::CancelAdmission | EventType::CancelDischarge => {
+                let cancellable = self.cancellable.entry(patient).or_default();
+                let (fact, stay, admission) = if kind == EventType::CancelAdmission {
+                    match cancellable.admission.take() {
+                        Some((fact, admission)) => (fact, None, Some(admission)),
+                        None => return None,
+                    }
+                } else {
+                    match cancellable.discharge.take() {
+                        Some((fact, stay)) => (fact, stay, None),
+                        None => return None,
+                    }
+                };
+                if let Some(history) = self.latest_adt.get_mut(&patient) {
+                    history.retain(|f| *f != fact);
+                }
+                if let Some(stay) = stay {
+                    if let Some(n) = self.stays.get_mut(&stay) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.stays.remove(&stay);
+                        }
+                    }
+                    batch.retracted.stays.push(stay);
+                }
+                if let Some(admission) = admission {
+                    if let Some(n) = self.admissions.get_mut(&admission) {
+                        *n -= 1;
+                        if *n == 0 {
+                            self.admissions.remove(&admission);
+                        }
+                    }
+                    batch.retracted.admissions.push(admission);
+                }
+                batch.retracted.adt.push((patient, fact));
+            }
             EventType::Admission => {
                 batch.adt.push((patient, adt(AdtKind::Admission)));
                 let admitted = e.admission_time.unwrap_or(e.event_timestamp);
@@ -261,20 +331,30 @@ impl FactBuilder {
                         .map(str::to_owned),
                 };
                 *self.admissions.entry(admission.clone()).or_insert(0) += 1;
+                self.remember_admission(patient, adt(AdtKind::Admission), &admission);
                 batch.admissions.push(admission);
             }
             EventType::Transfer => batch.adt.push((patient, adt(AdtKind::Transfer))),
             EventType::Discharge => {
                 batch.adt.push((patient, adt(AdtKind::Discharge)));
-                if let (Some(a), Some(d)) = (e.admission_time, e.discharge_time) {
-                    let stay = StayFact {
-                        hospital,
-                        department: dept,
-                        patient,
-                        seconds: (d - a).num_seconds(),
-                    };
-                    *self.stays.entry(stay.clone()).or_insert(0) += 1;
-                    batch.stays.push(stay);
+                let stay = match (e.admission_time, e.discharge_time) {
+                    (Some(a), Some(d)) => {
+                        let stay = StayFact {
+                            hospital,
+                            department: dept,
+                            patient,
+                            seconds: (d - a).num_seconds(),
+                        };
+                        *self.stays.entry(stay.clone()).or_insert(0) += 1;
+                        batch.stays.push(stay.clone());
+                        Some(stay)
+                    }
+                    _ => None,
+                };
+                let fact = adt(AdtKind::Discharge);
+                let slot = &mut self.cancellable.entry(patient).or_default().discharge;
+                if slot.as_ref().is_none_or(|(known, _)| *known < fact) {
+                    *slot = Some((fact, stay));
                 }
             }
             EventType::Vitals => {
@@ -304,5 +384,13 @@ impl FactBuilder {
             }
         }
         Some((patient, at))
+    }
+
+    /// Remembers a patient's admission for a later cancel, if it is their latest.
+    fn remember_admission(&mut self, patient: u64, fact: AdtFact, admission: &AdmissionFact) {
+        let slot = &mut self.cancellable.entry(patient).or_default().admission;
+        if slot.as_ref().is_none_or(|(known, _)| *known < fact) {
+            *slot = Some((fact, admission.clone()));
+        }
     }
 }

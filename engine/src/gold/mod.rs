@@ -5,6 +5,7 @@
 //! [`KpiState`] adds those up and renders the changed documents for the sinks.
 
 mod dataflow;
+pub mod dim_department;
 mod documents;
 mod facts;
 mod location;
@@ -14,8 +15,8 @@ mod tally;
 pub use dataflow::{build, GoldInputs, GoldOutput, KpiDelta, TOP_DIAGNOSES};
 pub use documents::{Document, KpiState};
 pub use facts::{
-    micros, AdmissionFact, AdtFact, AdtKind, FactBuilder, GoldBatch, GoldState, Micros, Placement,
-    StayFact, VitalsValues, VITAL_NAMES,
+    micros, AdmissionFact, AdtFact, AdtKind, Cancellable, FactBuilder, GoldBatch, GoldState,
+    Micros, Placement, Retracted, StayFact, VitalsValues, VITAL_NAMES,
 };
 pub use location::LatestLocation;
 pub use tally::Tally;

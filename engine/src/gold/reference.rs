@@ -205,9 +205,10 @@ pub fn recompute(
     docs
 }
 
-/// Drops what a recomputation cannot know (`id`, `as_of`, `updated_at`) and the vitals
-/// documents of groups whose every contribution was retracted (zero patients), which a
-/// recomputation has no group for.
+/// Drops what a recomputation cannot know (`id`, `as_of`, `updated_at`) and the documents
+/// of groups whose every contribution was retracted (a vitals census of zero patients, a
+/// length of stay of zero discharges after a cancelled discharge, zero admissions after a
+/// cancelled admission), which a recomputation has no group for.
 pub fn comparable(docs: impl IntoIterator<Item = (String, Value)>) -> BTreeMap<String, Value> {
     docs.into_iter()
         .map(|(id, mut body)| {
@@ -218,7 +219,13 @@ pub fn comparable(docs: impl IntoIterator<Item = (String, Value)>) -> BTreeMap<S
             }
             (id, body)
         })
-        .filter(|(id, body)| !(id.starts_with("vitals:") && body["patients"] == json!(0)))
+        .filter(|(id, body)| {
+            let emptied = |field: &str| body[field] == json!(0);
+            !((id.starts_with("vitals:") && emptied("patients"))
+                || ((id.starts_with("los:") || id.starts_with("patient_los:"))
+                    && emptied("discharges"))
+                || (id.starts_with("admissions:") && emptied("admissions")))
+        })
         .collect()
 }
 

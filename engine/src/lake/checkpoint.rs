@@ -31,9 +31,85 @@ pub struct Checkpoint {
     /// Wall-clock time it was taken (RFC 3339).
     pub written_at: String,
     /// The ingest side: duplicate window, Gold inputs, positions, lake lengths (bincode).
+    #[serde(with = "block")]
     pub ingest: Vec<u8>,
     /// The rules stage, when rules ran ([`crate::rules::RulesStage::snapshot`]).
+    #[serde(with = "block_opt")]
     pub rules: Option<Vec<u8>>,
+}
+
+/// Byte strings as one block. serde reads a `Vec<u8>` one element at a time, which took about
+/// a second per 100 MB of checkpoint on restart; bincode encodes both the same way (length,
+/// then the bytes), so checkpoints written either way load.
+mod block {
+    use serde::{de, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(bytes)
+    }
+
+    struct Block;
+
+    impl<'de> de::Visitor<'de> for Block {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a byte string")
+        }
+
+        fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
+
+        fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+            while let Some(b) = seq.next_element()? {
+                out.push(b);
+            }
+            Ok(out)
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        d.deserialize_byte_buf(Block)
+    }
+
+    /// One block as a value, for `Option` (borrowed when written, owned when read).
+    pub struct BytesRef<'a>(pub &'a [u8]);
+    pub struct Bytes(pub Vec<u8>);
+
+    impl serde::Serialize for BytesRef<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            serialize(self.0, s)
+        }
+    }
+
+    impl<'de> serde::Deserialize<'de> for Bytes {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            deserialize(d).map(Bytes)
+        }
+    }
+}
+
+mod block_opt {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::block::{Bytes, BytesRef};
+
+    pub fn serialize<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(b) => s.serialize_some(&BytesRef(b)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        Ok(Option::<Bytes>::deserialize(d)?.map(|b| b.0))
+    }
 }
 
 /// Why checkpoints could not be written or read.
@@ -173,6 +249,33 @@ mod tests {
             ingest: vec![n; 100],
             rules: None,
         }
+    }
+
+    #[test]
+    fn byte_blocks_keep_the_earlier_encoding() {
+        // Checkpoints written before the fields were encoded as blocks still load.
+        #[derive(Serialize)]
+        struct Earlier {
+            source: String,
+            written_at: String,
+            ingest: Vec<u8>,
+            rules: Option<Vec<u8>>,
+        }
+        let earlier = Earlier {
+            source: "file:x".into(),
+            written_at: "2026-01-01T00:00:00Z".into(),
+            ingest: (0..=255).collect(),
+            rules: Some(vec![7; 3]),
+        };
+        let bytes = bincode::serialize(&earlier).expect("encode");
+        let now: Checkpoint = bincode::deserialize(&bytes).expect("decode");
+        assert_eq!(now.ingest, earlier.ingest);
+        assert_eq!(now.rules, earlier.rules);
+        assert_eq!(bincode::serialize(&now).expect("encode"), bytes);
+        let none = Checkpoint { rules: None, ..now };
+        let back: Checkpoint =
+            bincode::deserialize(&bincode::serialize(&none).expect("encode")).expect("decode");
+        assert_eq!(back.rules, None);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! (`silver/quarantine/`), cut back to a checkpoint's length on restart.
 
 pub mod checkpoint;
+pub mod compact;
 pub mod dims;
 pub mod tables;
 pub mod writer;

@@ -30,7 +30,11 @@ pub enum ParseError {
     MissingTimestamp,
 }
 
-/// The four kinds of event of the event model.
+/// The kinds of event of the event model: the four of DESIGN.md, and the two cancels that
+/// registration systems send when an admission or a discharge was entered by mistake (HL7 v2
+/// A11 and A13, a FHIR Encounter `cancelled` or `entered-in-error`). A cancel retracts the
+/// patient's latest admission or discharge, so that every KPI comes out as if it had never
+/// happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum EventType {
@@ -38,15 +42,19 @@ pub enum EventType {
     Discharge,
     Transfer,
     Vitals,
+    CancelAdmission,
+    CancelDischarge,
 }
 
 impl EventType {
     /// All event types, in the order of the event model.
-    pub const ALL: [EventType; 4] = [
+    pub const ALL: [EventType; 6] = [
         Self::Admission,
         Self::Discharge,
         Self::Transfer,
         Self::Vitals,
+        Self::CancelAdmission,
+        Self::CancelDischarge,
     ];
 
     /// The wire name (`ADMISSION`, ...).
@@ -56,6 +64,8 @@ impl EventType {
             Self::Discharge => "DISCHARGE",
             Self::Transfer => "TRANSFER",
             Self::Vitals => "VITALS",
+            Self::CancelAdmission => "CANCEL_ADMISSION",
+            Self::CancelDischarge => "CANCEL_DISCHARGE",
         }
     }
 
@@ -67,9 +77,14 @@ impl EventType {
             .find(|t| t.as_str().eq_ignore_ascii_case(s))
     }
 
-    /// ADMISSION, TRANSFER and DISCHARGE move patients; VITALS does not.
+    /// ADMISSION, TRANSFER and DISCHARGE move patients; VITALS and the cancels do not.
     pub fn is_adt(self) -> bool {
-        !matches!(self, Self::Vitals)
+        matches!(self, Self::Admission | Self::Transfer | Self::Discharge)
+    }
+
+    /// CANCEL_ADMISSION and CANCEL_DISCHARGE retract an earlier event.
+    pub fn is_cancel(self) -> bool {
+        matches!(self, Self::CancelAdmission | Self::CancelDischarge)
     }
 }
 

@@ -1,8 +1,12 @@
 //! Sources: where payloads come from. Each source is a folder behind the small [`Source`]
 //! trait; it hands raw payloads (one JSON object each) in batches to Silver, with positions.
 
+pub mod bronze;
+pub mod departments;
 pub mod file;
+pub mod format;
 pub mod kafka;
+pub mod mllp;
 pub mod simulator;
 
 use std::time::Duration;
@@ -23,7 +27,7 @@ pub enum SourceError {
         source: std::io::Error,
     },
     #[error(
-        "unknown source {0:?}: expected `simulator`, `file:PATH` or `kafka://HOST:PORT/TOPIC`"
+        "unknown source {0:?}: expected `simulator`, `file:PATH`, `kafka://HOST:PORT/TOPIC`, `mllp://HOST:PORT` or `bronze:LAKE`"
     )]
     Unknown(String),
     #[error("source {0:?} is not built yet")]
@@ -143,6 +147,13 @@ pub trait Source: Send {
         None
     }
 
+    /// Since when the source has been unreachable (a broker outage), if it is now: the
+    /// pipeline counts outages and exports their length, so operators see one before the
+    /// clinicians notice stale KPIs.
+    fn unavailable_since(&self) -> Option<std::time::Instant> {
+        None
+    }
+
     /// What must be the same for a checkpoint of an earlier run to continue this one: the
     /// source's name, plus whatever else decides its content (the simulator's seed and start).
     fn identity(&self) -> String {
@@ -165,6 +176,10 @@ pub enum SourceSpec {
     Simulator,
     File(std::path::PathBuf),
     Kafka(String),
+    /// An HL7 v2 MLLP listener: `mllp://HOST:PORT`.
+    Mllp(String),
+    /// A lake's Bronze table, replayed: `bronze:LAKE`.
+    Bronze(String),
 }
 
 impl std::str::FromStr for SourceSpec {
@@ -177,6 +192,10 @@ impl std::str::FromStr for SourceSpec {
             Ok(SourceSpec::File(path.into()))
         } else if s.starts_with("kafka://") || s == "kafka" {
             Ok(SourceSpec::Kafka(s.to_owned()))
+        } else if let Some(lake) = s.strip_prefix("bronze:") {
+            Ok(SourceSpec::Bronze(lake.to_owned()))
+        } else if s.starts_with("mllp://") {
+            Ok(SourceSpec::Mllp(s.to_owned()))
         } else {
             Err(SourceError::Unknown(s.to_owned()))
         }

@@ -71,7 +71,6 @@ pub fn produce(brokers: &str, topic: &str, args: &[&str]) {
 /// test must not mistake for the engine losing events (Apache Kafka and Event Hubs return the
 /// batch that contains the offset).
 pub fn produce_unbatched(brokers: &str, topic: &str, args: &[&str]) -> usize {
-    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
     let out = Command::new(env!("CARGO_BIN_EXE_cds"))
         .env("CDS_LOG", "warn")
         .arg("simulate")
@@ -79,6 +78,17 @@ pub fn produce_unbatched(brokers: &str, topic: &str, args: &[&str]) -> usize {
         .output()
         .expect("simulate");
     assert!(out.status.success());
+    let lines: Vec<&[u8]> = out
+        .stdout
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    produce_lines_unbatched(brokers, topic, &lines)
+}
+
+/// Produces the given payloads one message per record batch (see [`produce_unbatched`]).
+pub fn produce_lines_unbatched(brokers: &str, topic: &str, lines: &[&[u8]]) -> usize {
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("linger.ms", "0")
@@ -87,7 +97,7 @@ pub fn produce_unbatched(brokers: &str, topic: &str, args: &[&str]) -> usize {
         .create()
         .expect("producer");
     let mut n = 0;
-    for line in out.stdout.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+    for line in lines.iter().copied() {
         let mut record = BaseRecord::<(), [u8]>::to(topic).payload(line);
         loop {
             match producer.send(record) {

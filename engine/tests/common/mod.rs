@@ -24,3 +24,25 @@ pub const KEY: &[u8] = b"test-key";
 pub fn recompute(network: &Network, records: &[SilverRecord]) -> BTreeMap<String, Value> {
     cds_engine::gold::reference::recompute(network, &Pseudonymiser::new(KEY), records)
 }
+
+/// The `cds` binary with the tests' pseudonym key and quiet logs.
+pub fn cds() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_cds"));
+    c.env(
+        "CDS_PSEUDONYM_KEY",
+        std::str::from_utf8(KEY).unwrap_or_default(),
+    );
+    c.env("CDS_LOG", "warn");
+    c
+}
+
+/// The output of a command that must have succeeded, with its stderr when it did not.
+pub fn ok(out: std::process::Output, what: &str) -> std::process::Output {
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}

@@ -2,11 +2,13 @@
 //! doc)` with the document JSON exactly as Cosmos DB would hold it.
 
 mod config;
+mod dim_department;
 
 use rusqlite::{params, Connection, OpenFlags};
 use serde_json::Value;
 
 pub use config::SqliteConfig;
+pub use dim_department::DimDepartmentStore;
 
 use super::{Container, Sink, SinkError};
 use crate::gold::Document;

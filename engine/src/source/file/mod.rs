@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
 use std::time::{Duration, Instant};
 
-pub use config::FileConfig;
+pub use config::{FileConfig, Framing};
 
 use super::{Poll, RawBatch, Source, SourceError};
 
@@ -19,6 +19,12 @@ pub struct FileSource {
     follow: bool,
     line_no: i64,
     line: Vec<u8>,
+    framing: Framing,
+    /// HL7 v2: the message being collected and the line number of its MSH.
+    message: Vec<u8>,
+    message_line: i64,
+    /// Document framing: the file was read.
+    done: bool,
 }
 
 impl FileSource {
@@ -41,7 +47,19 @@ impl FileSource {
             follow: config.follow,
             line_no: 0,
             line: Vec::with_capacity(1024),
+            framing: Framing::Lines,
+            message: Vec::new(),
+            message_line: 0,
+            done: false,
         })
+    }
+}
+
+impl FileSource {
+    /// Cuts the file into payloads this way instead of by line.
+    pub fn with_framing(mut self, framing: Framing) -> Self {
+        self.framing = framing;
+        self
     }
 }
 
@@ -79,6 +97,9 @@ impl Source for FileSource {
         max: usize,
         wait: Duration,
     ) -> Result<Poll, SourceError> {
+        if self.framing == Framing::Document {
+            return self.poll_document(batch);
+        }
         let deadline = Instant::now() + wait;
         let before = batch.len();
         while batch.len() - before < max {
@@ -92,6 +113,13 @@ impl Source for FileSource {
                 })?;
             let complete = self.line.last() == Some(&b'\n');
             if n == 0 || (!complete && self.follow) {
+                if (n == 0 || !self.follow) && self.framing == Framing::Hl7 {
+                    // The last message of what is there is complete.
+                    if !self.line.is_empty() && !self.follow {
+                        self.emit(batch);
+                    }
+                    self.flush_message(batch);
+                }
                 if batch.len() > before {
                     return Ok(Poll::Ready);
                 }
@@ -122,10 +150,66 @@ impl FileSource {
         while let [rest @ .., b'\n' | b'\r'] = line {
             line = rest;
         }
-        if !line.iter().all(u8::is_ascii_whitespace) {
+        if self.framing == Framing::Hl7 {
+            // A line may hold several CR-separated segments.
+            let segments: Vec<Vec<u8>> = line
+                .split(|b| *b == b'\r')
+                .map(|s| {
+                    s.iter()
+                        .copied()
+                        .filter(|b| *b != 0x0b && *b != 0x1c)
+                        .collect()
+                })
+                .collect();
+            for segment in segments {
+                // Blank lines end a message; batch and file headers and trailers
+                // (FHS, BHS, BTS, FTS) only wrap messages.
+                let wrapper = [b"FHS", b"BHS", b"BTS", b"FTS"]
+                    .iter()
+                    .any(|w| segment.starts_with(*w));
+                if wrapper || segment.iter().all(u8::is_ascii_whitespace) {
+                    self.flush_message(batch);
+                    continue;
+                }
+                if segment.starts_with(b"MSH") {
+                    self.flush_message(batch);
+                    self.message_line = self.line_no;
+                }
+                self.message.extend_from_slice(&segment);
+                self.message.push(b'\r');
+            }
+        } else if !line.iter().all(u8::is_ascii_whitespace) {
             batch.push(line, 0, self.line_no);
         }
         self.line.clear();
+    }
+
+    /// Hands the HL7 v2 message collected so far to the batch.
+    fn flush_message(&mut self, batch: &mut RawBatch) {
+        if !self.message.is_empty() {
+            batch.push(&self.message, 0, self.message_line.max(1));
+            self.message.clear();
+        }
+    }
+
+    /// Document framing: the whole file at once.
+    fn poll_document(&mut self, batch: &mut RawBatch) -> Result<Poll, SourceError> {
+        if self.done {
+            return Ok(Poll::End);
+        }
+        let mut all = Vec::new();
+        self.reader
+            .read_to_end(&mut all)
+            .map_err(|source| SourceError::Read {
+                path: self.path.clone(),
+                source,
+            })?;
+        self.done = true;
+        if all.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Poll::End);
+        }
+        batch.push(&all, 0, 1);
+        Ok(Poll::Ready)
     }
 }
 

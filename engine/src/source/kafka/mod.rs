@@ -11,6 +11,9 @@
 mod config;
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -57,6 +60,45 @@ pub struct KafkaSource {
     consumer: BaseConsumer,
     deadletters: Option<ThreadedProducer<DefaultProducerContext>>,
     outage: Option<Instant>,
+    lag: Option<LagReader>,
+}
+
+/// Reads high watermarks on its own thread and client: a round trip to the broker per
+/// partition on the ingest thread stalled the pipeline (up to 170 ms through the test broker,
+/// every lag reading). The ingest thread hands over its positions and reads the last result.
+struct LagReader {
+    positions: SyncSender<Vec<(String, i32, i64)>>,
+    /// The last lag computed; `u64::MAX` while unknown.
+    lag: Arc<AtomicU64>,
+}
+
+impl LagReader {
+    fn start(config: &KafkaConfig) -> Option<Self> {
+        let client: BaseConsumer = client(config).ok()?.create().ok()?;
+        let (tx, rx) = sync_channel::<Vec<(String, i32, i64)>>(1);
+        let lag = Arc::new(AtomicU64::new(u64::MAX));
+        let out = lag.clone();
+        std::thread::Builder::new()
+            .name("cds-kafka-lag".into())
+            .spawn(move || {
+                while let Ok(positions) = rx.recv() {
+                    let mut total = 0u64;
+                    for (topic, partition, read) in positions {
+                        let Ok((_, high)) =
+                            client.fetch_watermarks(&topic, partition, Duration::from_secs(1))
+                        else {
+                            continue;
+                        };
+                        if high >= 0 {
+                            total += high.saturating_sub(read).max(0) as u64;
+                        }
+                    }
+                    out.store(total, Ordering::Relaxed);
+                }
+            })
+            .ok()?;
+        Some(LagReader { positions: tx, lag })
+    }
 }
 
 impl KafkaSource {
@@ -75,6 +117,7 @@ impl KafkaSource {
             name: format!("kafka://{}/{}", config.brokers, config.topics.join(",")),
             deadletters: None,
             outage: None,
+            lag: None,
             consumer,
             config,
         })
@@ -160,32 +203,44 @@ impl Source for KafkaSource {
     }
 
     fn lag(&mut self) -> Option<u64> {
-        // One small request per assigned partition; skipped while the broker is away, so a
-        // lag reading never adds to an outage's waiting.
+        // The positions are local; the watermarks are read on the lag thread, and the reading
+        // returned is the previous one's result.
         if self.outage.is_some() {
-            return None;
-        }
-        let assignment = self.consumer.assignment().ok()?;
-        let positions = self.consumer.position().ok()?;
-        let mut lag = 0u64;
-        for e in assignment.elements() {
-            let Ok((_, high)) = self.consumer.fetch_watermarks(
-                e.topic(),
-                e.partition(),
-                Duration::from_millis(250),
-            ) else {
-                continue;
-            };
-            let read = positions
-                .find_partition(e.topic(), e.partition())
-                .and_then(|p| p.offset().to_raw())
-                .filter(|o| *o >= 0)
-                .unwrap_or(0);
-            if high >= 0 {
-                lag += high.saturating_sub(read).max(0) as u64;
+            // A message would end the outage too, but a quiet topic sends none: one metadata
+            // round trip tells whether the broker answers again (only while it is away).
+            let topic = self.config.topics.first().map(String::as_str);
+            if self
+                .consumer
+                .fetch_metadata(topic, Duration::from_millis(250))
+                .is_err()
+            {
+                return None;
             }
+            self.recovered();
         }
-        Some(lag)
+        if self.lag.is_none() {
+            self.lag = LagReader::start(&self.config);
+        }
+        let reader = self.lag.as_ref()?;
+        let positions = self.consumer.position().ok()?;
+        let read: Vec<(String, i32, i64)> = positions
+            .elements()
+            .iter()
+            .map(|p| {
+                let offset = p.offset().to_raw().filter(|o| *o >= 0).unwrap_or(0);
+                (p.topic().to_owned(), p.partition(), offset)
+            })
+            .collect();
+        match reader.positions.try_send(read) {
+            Ok(()) | Err(TrySendError::Full(_)) => {}
+            Err(TrySendError::Disconnected(_)) => self.lag = None,
+        }
+        let lag = self.lag.as_ref()?.lag.load(Ordering::Relaxed);
+        (lag != u64::MAX).then_some(lag)
+    }
+
+    fn unavailable_since(&self) -> Option<Instant> {
+        self.outage
     }
 
     fn dead_letter(&mut self, letter: &DeadLetter) -> Result<(), SourceError> {

@@ -1,0 +1,71 @@
+//! Department metadata: the departments file (bed capacity, staff), watched while the engine
+//! runs. A change reaches the KPI documents at once (occupancy percentages are rendered with
+//! the new capacity) and lands as SCD type 2 history in the store's `dim_department` table.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use chrono::Utc;
+
+use crate::model::{format_time, Network};
+use crate::sink::sqlite::DimDepartmentStore;
+
+/// How often the file is read for changes.
+pub const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Records `initial` in `dim_department` (in the SQLite store at `store`), then, while `stop`
+/// is not set, reads `file` every [`WATCH_INTERVAL`] and calls `on_change` with each new
+/// network that parses. A file that does not parse leaves the previous network in force.
+pub fn spawn(
+    file: Option<PathBuf>,
+    initial: Network,
+    store: PathBuf,
+    mut on_change: impl FnMut(Network) + Send + 'static,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("cds-departments".into())
+        .spawn(move || {
+            let now = || format_time(&Utc::now().fixed_offset());
+            let mut dim = match DimDepartmentStore::open(&store) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    tracing::warn!(error = %e, "dim_department is not kept: the store does not open");
+                    None
+                }
+            };
+            let record = |dim: &mut Option<DimDepartmentStore>, network: &Network| {
+                if let Some(d) = dim.as_mut() {
+                    if let Err(e) = d.apply(network, &now()) {
+                        tracing::warn!(error = %e, "dim_department not updated");
+                    }
+                }
+            };
+            record(&mut dim, &initial);
+            let Some(file) = file else { return };
+            let mut last = std::fs::read_to_string(&file).ok();
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(WATCH_INTERVAL);
+                let Ok(text) = std::fs::read_to_string(&file) else {
+                    continue;
+                };
+                if last.as_deref() == Some(text.as_str()) {
+                    continue;
+                }
+                last = Some(text.clone());
+                match Network::parse(&text) {
+                    Ok(network) => {
+                        tracing::info!("departments file changed: capacities updated");
+                        record(&mut dim, &network);
+                        on_change(network);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "departments file changed but does not parse; keeping the previous one")
+                    }
+                }
+            }
+        })
+}

@@ -1,0 +1,343 @@
+//! Payload formats: how the bytes a source hands over become events of the model.
+//!
+//! `--format json` (the default) is the event model's own JSON; `fhir` takes FHIR R4 resources
+//! and Bundles, `hl7v2` HL7 v2 messages, `ehr-csv` the lines of a daily EHR extract, and `auto`
+//! tells FHIR, HL7 v2 and event JSON apart per payload. Each mapper is a pure function from
+//! bytes to zero or more events plus the little state a stream needs (the [`Census`] of where
+//! each patient lies, FHIR's open encounters and patients' demographics, a CSV header); what a
+//! mapper cannot take becomes a dead letter with the reason, and the rest of the payload goes on.
+//!
+//! The state is part of a checkpoint ([`DecoderState`]) and is keyed by pseudonym keys, never by
+//! raw patient identifiers.
+
+pub mod ehr;
+pub mod fhir;
+pub mod hl7v2;
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Event, Pseudonymiser, Vitals};
+use crate::silver::{DeadLetter, Outcome, Silver, SourcePosition};
+
+/// Why a payload (or one resource of a Bundle) could not become events.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    #[error("malformed FHIR: {0}")]
+    Fhir(String),
+    #[error("malformed HL7 v2: {0}")]
+    Hl7(String),
+    #[error("malformed CSV: {0}")]
+    Csv(String),
+    /// Well-formed, but nothing the event model uses (a resource type, a message type).
+    #[error("not used: {0}")]
+    Unsupported(String),
+    /// `auto` could not tell what the payload is.
+    #[error("unknown payload format: neither FHIR, HL7 v2 nor event JSON")]
+    Unknown,
+}
+
+impl FormatError {
+    /// A fixed label for metrics and dead letters.
+    pub fn class(&self) -> &'static str {
+        match self {
+            FormatError::Fhir(_) => "malformed_fhir",
+            FormatError::Hl7(_) => "malformed_hl7v2",
+            FormatError::Csv(_) => "malformed_csv",
+            FormatError::Unsupported(_) => "unsupported_payload",
+            FormatError::Unknown => "unknown_format",
+        }
+    }
+}
+
+/// The `--format` of a source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    #[default]
+    Json,
+    Fhir,
+    Hl7v2,
+    EhrCsv,
+    Auto,
+}
+
+impl std::str::FromStr for Format {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "json" => Ok(Format::Json),
+            "fhir" => Ok(Format::Fhir),
+            "hl7v2" => Ok(Format::Hl7v2),
+            "ehr-csv" | "csv" => Ok(Format::EhrCsv),
+            "auto" => Ok(Format::Auto),
+            other => Err(format!(
+                "unknown format {other:?}: expected json, fhir, hl7v2, ehr-csv or auto"
+            )),
+        }
+    }
+}
+
+/// What one payload decoded into: events, and parts that could not be taken (with the text
+/// of the part, for the dead-letter store).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    Event(Box<Event>),
+    Rejected { error: FormatError, part: String },
+}
+
+/// Where a patient lies, as the last ADT message or resource said.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Place {
+    pub hospital_id: Option<i64>,
+    pub department: Option<String>,
+    pub bed_id: Option<String>,
+}
+
+/// Where each patient currently lies, by pseudonym key: one small entry per patient in a bed,
+/// dropped at discharge. HL7 ORU^R01 and FHIR Observations often do not say where the patient
+/// is; the event model's VITALS do, so the mappers take it from here.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Census {
+    #[serde(skip)]
+    pseudonyms: Option<Pseudonymiser>,
+    places: HashMap<u64, Place>,
+}
+
+impl Census {
+    fn key(&self, patient: &str) -> u64 {
+        match &self.pseudonyms {
+            Some(p) => p.key(patient),
+            // Only in unit tests: a stable hash stands in for the pseudonym key.
+            None => {
+                use std::hash::{BuildHasher, BuildHasherDefault};
+                BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+                    .hash_one(patient)
+            }
+        }
+    }
+
+    /// Where the patient lies, if known.
+    pub fn place_of(&self, patient: &str) -> Option<&Place> {
+        self.places.get(&self.key(patient))
+    }
+
+    /// Follows an event: admissions, transfers and cancelled discharges place the patient;
+    /// discharges and cancelled admissions take them out.
+    pub fn observe(&mut self, patient: &str, event_type: &str, place: Option<&Place>) {
+        let key = self.key(patient);
+        match event_type {
+            "ADMISSION" | "TRANSFER" | "CANCEL_DISCHARGE" => {
+                if let Some(p) = place {
+                    self.places.insert(key, p.clone());
+                }
+            }
+            "DISCHARGE" | "CANCEL_ADMISSION" => {
+                self.places.remove(&key);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The state of a decoder, for a checkpoint (borrowed when written, owned when read).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct DecoderState<'a> {
+    census: Cow<'a, Census>,
+    fhir: Cow<'a, fhir::State>,
+    csv_header: Cow<'a, Option<Vec<String>>>,
+}
+
+/// Turns payloads into Silver outcomes, in the source's format.
+#[derive(Debug)]
+pub struct Decoder {
+    format: Format,
+    census: Census,
+    fhir: fhir::State,
+    csv_header: Option<Vec<String>>,
+}
+
+impl Decoder {
+    pub fn new(format: Format, pseudonyms: Pseudonymiser) -> Self {
+        Decoder {
+            format,
+            census: Census {
+                pseudonyms: Some(pseudonyms.clone()),
+                places: HashMap::new(),
+            },
+            fhir: fhir::State::new(Some(pseudonyms)),
+            csv_header: None,
+        }
+    }
+
+    pub fn format(&self) -> Format {
+        self.format
+    }
+
+    /// The state, for a checkpoint.
+    pub fn snapshot(&self) -> DecoderState<'_> {
+        DecoderState {
+            census: Cow::Borrowed(&self.census),
+            fhir: Cow::Borrowed(&self.fhir),
+            csv_header: Cow::Borrowed(&self.csv_header),
+        }
+    }
+
+    /// Continues with a checkpoint's state.
+    pub fn restore(&mut self, state: DecoderState<'static>) {
+        let pseudonyms = self.census.pseudonyms.take();
+        self.census = state.census.into_owned();
+        self.census.pseudonyms = pseudonyms.clone();
+        self.fhir = state.fhir.into_owned();
+        self.fhir.set_pseudonyms(pseudonyms);
+        self.csv_header = state.csv_header.into_owned();
+    }
+
+    /// Decodes one payload into events (or rejected parts). Event JSON is parsed by Silver.
+    pub fn decode(&mut self, payload: &[u8]) -> Result<Vec<Decoded>, FormatError> {
+        let format = match self.format {
+            Format::Auto => detect(payload)?,
+            f => f,
+        };
+        match format {
+            Format::Fhir => Ok(fhir::to_events(payload, &mut self.fhir, &mut self.census)),
+            Format::Hl7v2 => hl7v2::to_events(payload, &mut self.census).map(|events| {
+                events
+                    .into_iter()
+                    .map(|e| Decoded::Event(Box::new(e)))
+                    .collect()
+            }),
+            Format::EhrCsv => ehr::decode_line(payload, &mut self.csv_header)
+                .map(|e| e.map(|e| Decoded::Event(Box::new(e))).into_iter().collect()),
+            Format::Json | Format::Auto => Err(FormatError::Unknown),
+        }
+    }
+
+    /// Decodes one payload and runs Silver on every event it holds.
+    pub fn ingest(
+        &mut self,
+        silver: &mut Silver,
+        payload: &[u8],
+        position: impl Fn() -> SourcePosition,
+    ) -> Vec<Outcome> {
+        let format = match self.format {
+            Format::Auto => detect(payload).unwrap_or(Format::Json),
+            f => f,
+        };
+        if format == Format::Json {
+            return vec![silver.ingest(payload, position)];
+        }
+        let letter = |error: FormatError, part: String| {
+            Outcome::DeadLetter(DeadLetter {
+                reason_code: error.class(),
+                reason: error.to_string(),
+                position: position(),
+                payload: part,
+            })
+        };
+        match self.decode(payload) {
+            Ok(decoded) => decoded
+                .into_iter()
+                .map(|d| match d {
+                    Decoded::Event(e) => silver.clean(*e),
+                    Decoded::Rejected { error, part } => letter(error, part),
+                })
+                .collect(),
+            Err(error) => vec![letter(error, String::from_utf8_lossy(payload).into_owned())],
+        }
+    }
+}
+
+/// Tells FHIR (a JSON object with `resourceType`), HL7 v2 (`MSH`) and event JSON apart.
+pub fn detect(payload: &[u8]) -> Result<Format, FormatError> {
+    let start = payload
+        .iter()
+        .position(|b| !b.is_ascii_whitespace() && *b != 0x0b)
+        .unwrap_or(payload.len());
+    let body = &payload[start..];
+    if body.starts_with(b"MSH") {
+        Ok(Format::Hl7v2)
+    } else if body.starts_with(b"{") {
+        let fhir = body.windows(14).any(|w| w == b"\"resourceType\"");
+        Ok(if fhir { Format::Fhir } else { Format::Json })
+    } else {
+        Err(FormatError::Unknown)
+    }
+}
+
+/// The hospital number in a facility or organisation identifier: `3`, `H3`, `hospital-3`,
+/// `Organization/3`.
+pub fn hospital_number(s: &str) -> Option<i64> {
+    let digits: String = s
+        .chars()
+        .rev()
+        .take_while(char::is_ascii_digit)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    digits.parse().ok()
+}
+
+/// The vitals slot of a LOINC code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VitalSlot {
+    HeartRate,
+    Systolic,
+    Diastolic,
+    Temperature,
+    OxygenSaturation,
+    RespiratoryRate,
+}
+
+/// LOINC codes of the vital signs the model knows.
+pub fn loinc_vital(code: &str) -> Option<VitalSlot> {
+    Some(match code.trim() {
+        "8867-4" => VitalSlot::HeartRate,
+        "8480-6" => VitalSlot::Systolic,
+        "8462-4" => VitalSlot::Diastolic,
+        "8310-5" | "8331-1" | "8332-9" | "8333-7" => VitalSlot::Temperature,
+        "59408-5" | "2708-6" | "20564-1" => VitalSlot::OxygenSaturation,
+        "9279-1" => VitalSlot::RespiratoryRate,
+        _ => return None,
+    })
+}
+
+/// Sets one vital, converting a temperature in degrees Fahrenheit (UCUM `[degF]`).
+pub fn set_vital(v: &mut Vitals, slot: VitalSlot, value: f64, unit: &str) {
+    let unit = unit.trim();
+    match slot {
+        VitalSlot::HeartRate => v.heart_rate = Some(value),
+        VitalSlot::Systolic => v.bp_systolic = Some(value),
+        VitalSlot::Diastolic => v.bp_diastolic = Some(value),
+        VitalSlot::Temperature => {
+            let fahrenheit = matches!(unit, "[degF]" | "degF" | "F" | "°F");
+            v.temperature_c = Some(if fahrenheit {
+                (value - 32.0) * 5.0 / 9.0
+            } else {
+                value
+            });
+        }
+        VitalSlot::OxygenSaturation => v.oxygen_saturation = Some(value),
+        VitalSlot::RespiratoryRate => v.respiratory_rate = Some(value),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_formats() {
+        assert_eq!(detect(b"\x0bMSH|^~\\&|"), Ok(Format::Hl7v2));
+        assert_eq!(detect(br#" {"resourceType":"Bundle"}"#), Ok(Format::Fhir));
+        assert_eq!(detect(br#"{"event_id":"1"}"#), Ok(Format::Json));
+        assert_eq!(detect(b"hello"), Err(FormatError::Unknown));
+        assert_eq!(hospital_number("Organization/hospital-12"), Some(12));
+        assert_eq!(hospital_number("H3"), Some(3));
+        assert_eq!(hospital_number("GOOD"), None);
+    }
+}

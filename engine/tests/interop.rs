@@ -1,0 +1,889 @@
+//! Hospital interoperability end to end through the `cds` binary: the same simulated events,
+//! sent as FHIR R4 Bundles (a file), as HL7 v2 messages over MLLP (with cancels, across a
+//! restart) and as a daily CSV extract (`cds ingest`), must give the same Gold KPIs as the
+//! events in the model's own JSON, and as the from-scratch recomputation.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use cds_engine::model::Network;
+use cds_engine::silver::{Outcome, Silver, SourcePosition};
+use cds_engine::source::mllp;
+use chrono::{DateTime, Datelike, Duration as Days, FixedOffset, NaiveDate};
+use common::{cds, comparable, differences, ok, recompute};
+use serde_json::{json, Value};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("cds-interop-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// Clean simulated events (JSON values, in file order).
+fn simulated(n: usize) -> Vec<Value> {
+    let out = ok(
+        cds()
+            .args([
+                "simulate",
+                "--seed",
+                "11",
+                "--max-events",
+                &n.to_string(),
+                "--dirty-rate",
+                "0",
+            ])
+            .output()
+            .expect("simulate"),
+        "cds simulate",
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("JSON event"))
+        .collect()
+}
+
+/// The KPI documents a run left in its data directory.
+fn exported(data_dir: &Path) -> std::collections::BTreeMap<String, Value> {
+    let out = ok(
+        cds()
+            .args([
+                "export",
+                "kpis",
+                "--data-dir",
+                data_dir.to_str().expect("utf-8"),
+            ])
+            .output()
+            .expect("export"),
+        "cds export",
+    );
+    comparable(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("exported JSON"))
+            .map(|d| (d["id"].as_str().unwrap_or_default().to_owned(), d)),
+    )
+}
+
+/// The recomputation over events in the model's JSON.
+fn expected(events: &[Value]) -> std::collections::BTreeMap<String, Value> {
+    let network = Network::default_network();
+    let mut silver = Silver::new(network.clone());
+    let mut records = Vec::new();
+    for (i, e) in events.iter().enumerate() {
+        let pos = || SourcePosition {
+            source: "test".into(),
+            partition: 0,
+            offset: i as i64,
+        };
+        if let Outcome::Record(r) = silver.ingest(e.to_string().as_bytes(), pos) {
+            records.push(*r);
+        }
+    }
+    recompute(&network, &records)
+}
+
+fn run_on(source: &str, format: &str, data_dir: &Path) {
+    ok(
+        cds()
+            .args([
+                "run",
+                "--source",
+                source,
+                "--format",
+                format,
+                "--until-end",
+                "--http",
+                "off",
+                "--rules",
+                "off",
+                "--data-dir",
+                data_dir.to_str().expect("utf-8"),
+            ])
+            .output()
+            .expect("run"),
+        &format!("cds run --format {format}"),
+    );
+}
+
+fn assert_same(
+    what: &str,
+    expected: &std::collections::BTreeMap<String, Value>,
+    got: &std::collections::BTreeMap<String, Value>,
+) {
+    assert!(
+        expected
+            .iter()
+            .any(|(k, v)| k.starts_with("occupancy:") && v["occupied"].as_i64() > Some(0)),
+        "the events fill beds"
+    );
+    assert!(expected.keys().any(|k| k.starts_with("vitals:")));
+    assert!(expected.keys().any(|k| k.starts_with("los:")));
+    assert!(
+        expected == got,
+        "{what}: KPIs differ from the JSON events':\n{}",
+        differences(expected, got)
+    );
+}
+
+fn time(v: &Value, field: &str) -> Option<DateTime<FixedOffset>> {
+    v[field]
+        .as_str()
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok())
+}
+
+/// A birth date that gives `age` full years at `at` (its birthday is a hundred days behind).
+fn birth_date(age: i64, at: DateTime<FixedOffset>) -> NaiveDate {
+    let d = at.date_naive();
+    let year = d.year() - age as i32;
+    let same_day = NaiveDate::from_ymd_opt(year, d.month(), d.day().min(28)).expect("date");
+    same_day - Days::days(100)
+}
+
+/// Which encounter each event belongs to: a patient's stay from one ADMISSION to the next.
+fn encounter_ids(events: &[Value]) -> Vec<String> {
+    let mut stays: std::collections::HashMap<String, u32> = std::collections::HashMap::new();
+    events
+        .iter()
+        .map(|e| {
+            let p = e["patient_id"].as_str().unwrap_or_default().to_owned();
+            let n = stays.entry(p.clone()).or_insert(0);
+            if e["event_type"] == "ADMISSION" {
+                *n += 1;
+            }
+            format!("enc-{p}-{n}")
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// FHIR R4
+
+fn fhir_bundle(e: &Value, encounter: &str) -> Value {
+    let patient = e["patient_id"].as_str().unwrap_or_default();
+    let at = e["event_timestamp"].clone();
+    let mut entries = Vec::new();
+    if e["event_type"] == "VITALS" {
+        let v = &e["vitals"];
+        let obs = |id: &str, code: &str, value: Value, unit: &str| {
+            json!({"resource": {"resourceType": "Observation", "id": format!("{}-{id}", e["event_id"].as_str().unwrap_or_default()),
+                "status": "final",
+                "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
+                "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+                "subject": {"reference": format!("Patient/{patient}")},
+                "encounter": {"reference": format!("Encounter/{encounter}")},
+                "effectiveDateTime": at,
+                "valueQuantity": {"value": value, "system": "http://unitsofmeasure.org", "code": unit}}})
+        };
+        if !v["heart_rate"].is_null() {
+            entries.push(obs("hr", "8867-4", v["heart_rate"].clone(), "/min"));
+        }
+        if !v["respiratory_rate"].is_null() {
+            entries.push(obs("rr", "9279-1", v["respiratory_rate"].clone(), "/min"));
+        }
+        if !v["oxygen_saturation"].is_null() {
+            entries.push(obs("spo2", "59408-5", v["oxygen_saturation"].clone(), "%"));
+        }
+        if let Some(t) = v["temperature_c"].as_f64() {
+            entries.push(obs("temp", "8310-5", json!(t), "Cel"));
+        } else if let Some(t) = v["temperature_f"].as_f64() {
+            entries.push(obs("temp", "8310-5", json!(t), "[degF]"));
+        }
+        if !v["bp_systolic"].is_null() || !v["bp_diastolic"].is_null() {
+            let mut panel = obs("bp", "85354-9", Value::Null, "");
+            let r = &mut panel["resource"];
+            if let Some(o) = r.as_object_mut() {
+                o.remove("valueQuantity");
+            }
+            let mut components = Vec::new();
+            for (code, field) in [("8480-6", "bp_systolic"), ("8462-4", "bp_diastolic")] {
+                if !v[field].is_null() {
+                    components.push(
+                        json!({"code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+                        "valueQuantity": {"value": v[field], "code": "mm[Hg]"}}),
+                    );
+                }
+            }
+            r["component"] = json!(components);
+            entries.push(panel);
+        }
+        return json!({"resourceType": "Bundle", "type": "collection", "entry": entries});
+    }
+    let mut p = json!({"resourceType": "Patient", "id": patient});
+    if let Some(g) = e["gender"].as_str() {
+        p["gender"] = json!(match g {
+            "M" => "male",
+            "F" => "female",
+            "O" => "other",
+            _ => "unknown",
+        });
+    }
+    if let (Some(age), Some(t)) = (e["age"].as_i64(), time(e, "event_timestamp")) {
+        p["birthDate"] = json!(birth_date(age, t).to_string());
+    }
+    entries.push(json!({"resource": p}));
+    let status = if e["event_type"] == "DISCHARGE" {
+        "finished"
+    } else {
+        "in-progress"
+    };
+    let mut period = json!({"start": e["admission_time"]});
+    if status == "finished" {
+        period["end"] = e["discharge_time"].clone();
+    }
+    let mut enc = json!({"resourceType": "Encounter", "id": encounter, "status": status,
+    "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+    "subject": {"reference": format!("Patient/{patient}")},
+    "period": period,
+    "serviceProvider": {"reference": format!("Organization/{}", e["hospital_id"])},
+    "location": [
+        {"location": {"display": e["department"]}, "status": "active",
+         "physicalType": {"coding": [{"code": "wa"}]}, "period": {"start": at}},
+        {"location": {"display": e["bed_id"]}, "status": "active",
+         "physicalType": {"coding": [{"code": "bd"}]}}
+    ]});
+    if let Some(p) = e["admission_priority"].as_str() {
+        let code = match p {
+            "Emergency" => "EM",
+            "Urgent" => "UR",
+            _ => "EL",
+        };
+        enc["priority"] = json!({"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActPriority", "code": code}]});
+    }
+    if let Some(d) = e["diagnosis_code"].as_str() {
+        enc["reasonCode"] =
+            json!([{"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": d}]}]);
+    }
+    entries.push(json!({"resource": enc}));
+    json!({"resourceType": "Bundle", "type": "transaction", "entry": entries})
+}
+
+#[test]
+fn fhir_bundles_give_the_same_kpis_as_json() {
+    let dir = scratch("fhir");
+    let events = simulated(4_000);
+    let encounters = encounter_ids(&events);
+    let json_file = dir.join("events.jsonl");
+    let fhir_file = dir.join("bundles.ndjson");
+    let mut j = std::fs::File::create(&json_file).expect("create");
+    let mut f = std::fs::File::create(&fhir_file).expect("create");
+    for (e, enc) in events.iter().zip(&encounters) {
+        writeln!(j, "{e}").expect("write");
+        writeln!(f, "{}", fhir_bundle(e, enc)).expect("write");
+    }
+    // A resource we do not use and a broken line go to the dead-letter store.
+    writeln!(f, r#"{{"resourceType":"Practitioner","id":"D1"}}"#).expect("write");
+    writeln!(
+        f,
+        r#"{{"resourceType":"Bundle","type":"transaction","entry":[{{"resource":"#
+    )
+    .expect("write");
+    drop((j, f));
+
+    let json_data = dir.join("json");
+    run_on(&format!("file:{}", json_file.display()), "json", &json_data);
+    let fhir_data = dir.join("fhir");
+    run_on(&format!("file:{}", fhir_file.display()), "fhir", &fhir_data);
+
+    let want = expected(&events);
+    assert_same("JSON", &want, &exported(&json_data));
+    assert_same("FHIR", &want, &exported(&fhir_data));
+
+    let letters = std::fs::read_to_string(fhir_data.join("lake/deadletter/deadletter.jsonl"))
+        .unwrap_or_default();
+    let letters: Vec<Value> = letters
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("dead letter"))
+        .collect();
+    assert_eq!(letters.len(), 2, "{letters:?}");
+    assert_eq!(letters[0]["reason_code"], "unsupported_payload");
+    assert_eq!(letters[1]["reason_code"], "malformed_fhir");
+
+    // `auto` tells the same lines apart.
+    let auto_data = dir.join("auto");
+    run_on(&format!("file:{}", fhir_file.display()), "auto", &auto_data);
+    assert_same("FHIR (auto)", &want, &exported(&auto_data));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+// ---------------------------------------------------------------------------------------
+// HL7 v2 over MLLP
+
+fn dtm(v: &Value, field: &str) -> String {
+    time(v, field)
+        .map(|t| t.format("%Y%m%d%H%M%S%.3f%z").to_string())
+        .unwrap_or_default()
+}
+
+fn hl7_message(e: &Value, control: &str) -> String {
+    let (kind, trigger) = match e["event_type"].as_str().unwrap_or_default() {
+        "ADMISSION" => ("ADT", "A01"),
+        "TRANSFER" => ("ADT", "A02"),
+        "DISCHARGE" => ("ADT", "A03"),
+        _ => ("ORU", "R01"),
+    };
+    let at = dtm(e, "event_timestamp");
+    let mut m = format!(
+        "MSH|^~\\&|SIM|H{h}|CDS|H{h}|{at}||{kind}^{trigger}|{control}|P|2.5.1\r",
+        h = e["hospital_id"]
+    );
+    if kind == "ADT" {
+        m.push_str(&format!("EVN|{trigger}|{at}|||||{at}\r"));
+    }
+    let sex = e["gender"].as_str().unwrap_or("U");
+    let born = match (e["age"].as_i64(), time(e, "event_timestamp")) {
+        (Some(age), Some(t)) => birth_date(age, t).format("%Y%m%d").to_string(),
+        _ => String::new(),
+    };
+    m.push_str(&format!(
+        "PID|1||{}^^^SIM^MR||DOE^J||{born}|{sex}\r",
+        e["patient_id"].as_str().unwrap_or_default()
+    ));
+    let priority = match e["admission_priority"].as_str() {
+        Some("Emergency") => "E",
+        Some("Urgent") => "U",
+        Some(_) => "R",
+        None => "",
+    };
+    let bed = e["bed_id"].as_str().unwrap_or_default();
+    let mut pv1: Vec<String> = vec![String::new(); 46];
+    pv1[0] = "PV1".into();
+    pv1[1] = "1".into();
+    pv1[2] = "I".into();
+    pv1[3] = format!(
+        "{}^^{}^H{}",
+        e["department"].as_str().unwrap_or_default(),
+        bed,
+        e["hospital_id"]
+    );
+    pv1[4] = priority.into();
+    pv1[44] = dtm(e, "admission_time");
+    pv1[45] = dtm(e, "discharge_time");
+    m.push_str(&pv1.join("|"));
+    m.push('\r');
+    if let Some(d) = e["diagnosis_code"].as_str() {
+        m.push_str(&format!("DG1|1||{d}^^I10\r"));
+    }
+    if kind == "ORU" {
+        m.push_str(&format!("OBR|1|||85353-1^Vital signs^LN|||{at}\r"));
+        let v = &e["vitals"];
+        let mut n = 0;
+        for (code, field, unit) in [
+            ("8867-4", "heart_rate", "/min"),
+            ("8480-6", "bp_systolic", "mm[Hg]"),
+            ("8462-4", "bp_diastolic", "mm[Hg]"),
+            ("8310-5", "temperature_c", "Cel"),
+            ("8310-5", "temperature_f", "[degF]"),
+            ("59408-5", "oxygen_saturation", "%"),
+            ("9279-1", "respiratory_rate", "/min"),
+        ] {
+            if let Some(x) = v[field].as_f64() {
+                n += 1;
+                m.push_str(&format!(
+                    "OBX|{n}|NM|{code}^{field}^LN||{x}|{unit}^^UCUM|||||F|||{at}\r"
+                ));
+            }
+        }
+    }
+    m
+}
+
+fn cancel_message(e: &Value, trigger: &str, control: &str) -> String {
+    // A cancel carries the patient and the visit as the message it cancels did.
+    let at = dtm(e, "event_timestamp");
+    hl7_message(e, control)
+        .replacen("ADT^A01", &format!("ADT^{trigger}"), 1)
+        .replacen("ADT^A03", &format!("ADT^{trigger}"), 1)
+        .replacen(&format!("EVN|A01|{at}"), &format!("EVN|{trigger}|{at}"), 1)
+        .replacen(&format!("EVN|A03|{at}"), &format!("EVN|{trigger}|{at}"), 1)
+}
+
+fn free_port() -> u16 {
+    let base: u16 = std::env::var("CDS_TEST_MLLP_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    if base != 0 {
+        return base;
+    }
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn start_listener(port: u16, data_dir: &Path) -> Child {
+    cds()
+        .args([
+            "run",
+            "--source",
+            &format!("mllp://127.0.0.1:{port}"),
+            "--until-idle",
+            "2",
+            "--http",
+            "off",
+            "--rules",
+            "off",
+            "--checkpoint-interval",
+            "1",
+            "--data-dir",
+            data_dir.to_str().expect("utf-8"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cds run")
+}
+
+fn connect(port: u16) -> TcpStream {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => return s,
+            Err(e) if Instant::now() < deadline => {
+                let _ = e;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("the MLLP listener does not accept: {e}"),
+        }
+    }
+}
+
+fn finish(child: Child) {
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "cds run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn send_all(stream: &mut TcpStream, messages: &[String]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| {
+            String::from_utf8(mllp::send(stream, m.as_bytes()).expect("ACK")).expect("utf-8 ACK")
+        })
+        .collect()
+}
+
+#[test]
+fn hl7v2_over_mllp_with_cancels_and_a_restart_gives_the_same_kpis() {
+    let dir = scratch("mllp");
+    let data = dir.join("data");
+    let mut events = simulated(3_000);
+    let port = free_port();
+    let messages: Vec<String> = events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| hl7_message(e, &format!("M{i}")))
+        .collect();
+
+    // A patient whose last ADT event is an admission gets it cancelled (A11); one whose last
+    // is a discharge gets the discharge cancelled (A13).
+    let mut last_adt: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, e) in events.iter().enumerate() {
+        if e["event_type"] != "VITALS" {
+            last_adt.insert(e["patient_id"].as_str().unwrap_or_default(), i);
+        }
+    }
+    let mut lasts: Vec<usize> = last_adt.values().copied().collect();
+    lasts.sort_unstable();
+    let admitted = *lasts
+        .iter()
+        .find(|&&i| {
+            events[i]["event_type"] == "ADMISSION" && events[i]["diagnosis_code"].is_string()
+        })
+        .expect("an admission to cancel");
+    let discharged = *lasts
+        .iter()
+        .find(|&&i| events[i]["event_type"] == "DISCHARGE")
+        .expect("a discharge to cancel");
+    let cancels = vec![
+        cancel_message(&events[admitted], "A11", "C1"),
+        cancel_message(&events[discharged], "A13", "C2"),
+    ];
+    let half = messages.len() / 2;
+
+    // First run: half the stream, then a clean stop after two idle seconds.
+    let child = start_listener(port, &data);
+    let mut stream = connect(port);
+    let acks = send_all(&mut stream, &messages[..half]);
+    assert!(
+        acks.iter().all(|a| a.contains("\rMSA|AA|")),
+        "{:?}",
+        acks.first()
+    );
+    drop(stream);
+    finish(child);
+
+    // Second run continues from the checkpoint: the rest, an A08, a broken message, cancels.
+    let child = start_listener(port, &data);
+    let mut stream = connect(port);
+    let acks = send_all(&mut stream, &messages[half..]);
+    assert!(acks.iter().all(|a| a.contains("\rMSA|AA|")));
+    let a08 = messages[admitted]
+        .replacen("ADT^A01", "ADT^A08", 1)
+        .replacen("|M", "|U", 1);
+    let bad = "MSH|^~\\&|SIM|H1|CDS|H1|20260302||ADT^A01|B1|P|2.5.1\rEVN|A01|yesterday\rPID|1||X^^^SIM^MR\r".to_owned();
+    let other = "MSH|^~\\&|SIM|H1|CDS|H1|20260302||SIU^S12|B2|P|2.5.1\r".to_owned();
+    let acks = send_all(&mut stream, &[a08, bad, other]);
+    assert!(acks[0].contains("\rMSA|AA|"), "A08 is taken: {}", acks[0]);
+    assert!(
+        acks[1].contains("\rMSA|AE|B1") && acks[1].contains("\rERR|"),
+        "{}",
+        acks[1]
+    );
+    assert!(acks[2].contains("\rMSA|AR|B2"), "{}", acks[2]);
+    let acks = send_all(&mut stream, &cancels);
+    assert!(acks.iter().all(|a| a.contains("\rMSA|AA|")), "{acks:?}");
+    drop(stream);
+    finish(child);
+
+    // The equivalent JSON events: without the cancelled admission and discharge.
+    let mut cancelled = [admitted, discharged];
+    cancelled.sort_unstable();
+    for i in cancelled.iter().rev() {
+        events.remove(*i);
+    }
+    let want = expected(&events);
+    assert_same("HL7 v2 over MLLP", &want, &exported(&data));
+
+    // Every message was logged once; the two that could not be taken are dead letters.
+    let letters =
+        std::fs::read_to_string(data.join("lake/deadletter/deadletter.jsonl")).unwrap_or_default();
+    let codes: Vec<String> = letters
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("dead letter")["reason_code"].to_string())
+        .collect();
+    assert_eq!(
+        codes,
+        vec!["\"malformed_hl7v2\"", "\"unsupported_payload\""],
+        "{letters}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+// ---------------------------------------------------------------------------------------
+// The daily EHR extract
+
+fn csv_field(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) if s.contains([',', '"']) => format!("\"{}\"", s.replace('"', "\"\"")),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+#[test]
+fn a_csv_extract_gives_the_same_kpis_as_json() {
+    let dir = scratch("ehr");
+    let events = simulated(3_000);
+    let columns = [
+        ("record_id", "event_id"),
+        ("movement", "event_type"),
+        ("event_time", "event_timestamp"),
+        ("mrn", "patient_id"),
+        ("facility", "hospital_id"),
+        ("ward", "department"),
+        ("bed", "bed_id"),
+        ("sex", "gender"),
+        ("age", "age"),
+        ("admit_time", "admission_time"),
+        ("discharge_time", "discharge_time"),
+        ("admission_type", "admission_priority"),
+        ("primary_dx", "diagnosis_code"),
+        ("payer", "insurance_type"),
+    ];
+    let vitals = [
+        ("heart_rate", "heart_rate"),
+        ("bp_systolic", "bp_systolic"),
+        ("bp_diastolic", "bp_diastolic"),
+        ("temperature_c", "temperature_c"),
+        ("temperature_f", "temperature_f"),
+        ("spo2", "oxygen_saturation"),
+        ("respiratory_rate", "respiratory_rate"),
+    ];
+    let mut csv = String::new();
+    let header: Vec<&str> = columns
+        .iter()
+        .map(|c| c.0)
+        .chain(vitals.iter().map(|c| c.0))
+        .collect();
+    csv.push_str(&header.join(","));
+    csv.push_str("\r\n");
+    for e in &events {
+        let row: Vec<String> = columns
+            .iter()
+            .map(|(_, f)| {
+                // Times in the extract's plain form where they are UTC.
+                match e[*f].as_str() {
+                    Some(t) if f.ends_with("time") || *f == "event_timestamp" => {
+                        t.replace('T', " ").trim_end_matches('Z').to_owned()
+                    }
+                    _ => csv_field(&e[*f]),
+                }
+            })
+            .chain(vitals.iter().map(|(_, f)| csv_field(&e["vitals"][*f])))
+            .collect();
+        csv.push_str(&row.join(","));
+        csv.push_str("\r\n");
+    }
+    let path = dir.join("extract.csv");
+    std::fs::write(&path, csv).expect("write");
+    let data = dir.join("data");
+    ok(
+        cds()
+            .args([
+                "ingest",
+                "--kind",
+                "ehr",
+                path.to_str().expect("utf-8"),
+                "--rules",
+                "off",
+                "--data-dir",
+                data.to_str().expect("utf-8"),
+            ])
+            .output()
+            .expect("ingest"),
+        "cds ingest",
+    );
+    assert_same("CSV extract", &expected(&events), &exported(&data));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+// ---------------------------------------------------------------------------------------
+// Department metadata
+
+#[test]
+fn a_capacity_change_updates_occupancy_live_and_keeps_history() {
+    let dir = scratch("departments");
+    let events = simulated(2_000);
+    let file = dir.join("events.jsonl");
+    std::fs::write(
+        &file,
+        events.iter().map(|e| format!("{e}\n")).collect::<String>(),
+    )
+    .expect("write");
+    let departments = dir.join("departments.csv");
+    std::fs::write(&departments, cds_engine::model::DEFAULT_DEPARTMENTS_CSV).expect("write");
+    let data = dir.join("data");
+    let child = cds()
+        .args([
+            "--departments",
+            departments.to_str().expect("utf-8"),
+            "run",
+            "--source",
+            &format!("file:{}", file.display()),
+            "--until-idle",
+            "4",
+            "--http",
+            "off",
+            "--rules",
+            "off",
+            "--data-dir",
+            data.to_str().expect("utf-8"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run");
+    // Once the events are in, Emergency of hospital 1 gets twice the beds.
+    std::thread::sleep(Duration::from_millis(1500));
+    let original = cds_engine::model::DEFAULT_DEPARTMENTS_CSV;
+    let line = original
+        .lines()
+        .find(|l| l.starts_with("1,") && l.contains(",Emergency,"))
+        .expect("hospital 1 has an Emergency department");
+    let cells: Vec<&str> = line.split(',').collect();
+    let beds: u32 = cells[3].trim().parse().expect("beds");
+    let mut changed_cells: Vec<String> = cells.iter().map(|c| (*c).to_owned()).collect();
+    changed_cells[3] = (beds * 2).to_string();
+    let changed = original.replace(line, &changed_cells.join(","));
+    std::fs::write(&departments, &changed).expect("write");
+    finish(child);
+
+    let network = Network::parse(&changed).expect("changed network");
+    let mut silver = Silver::new(network.clone());
+    let records: Vec<_> = events
+        .iter()
+        .filter_map(|e| {
+            match silver.ingest(e.to_string().as_bytes(), || SourcePosition {
+                source: "t".into(),
+                partition: 0,
+                offset: 0,
+            }) {
+                Outcome::Record(r) => Some(*r),
+                _ => None,
+            }
+        })
+        .collect();
+    let want = recompute(&network, &records);
+    let got = exported(&data);
+    let id = "occupancy:1:Emergency";
+    assert_eq!(want[id], got[id], "occupancy with the new capacity");
+    assert_eq!(got[id]["bed_capacity"], json!(beds * 2));
+
+    let conn = rusqlite_rows(&data.join("cds.sqlite"));
+    let emergency: Vec<&(i64, i64, i64, bool, bool)> =
+        conn.iter().filter(|r| r.0 == 1 && r.1 == 0).collect();
+    assert_eq!(
+        emergency.len(),
+        2,
+        "two versions of Emergency at hospital 1"
+    );
+    assert!(!emergency[0].3 && emergency[0].4, "the first is closed");
+    assert!(
+        emergency[1].3 && !emergency[1].4,
+        "the second is current and open"
+    );
+    assert_eq!(emergency[1].2, i64::from(beds * 2));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// (hospital_id, 0 for Emergency else 1, bed_capacity, is_current, has effective_to)
+fn rusqlite_rows(path: &Path) -> Vec<(i64, i64, i64, bool, bool)> {
+    let store = cds_engine::sink::sqlite::DimDepartmentStore::open(path).expect("store");
+    store
+        .rows()
+        .expect("rows")
+        .into_iter()
+        .map(|r| {
+            (
+                r.hospital_id,
+                i64::from(r.department != "Emergency"),
+                r.bed_capacity,
+                r.is_current,
+                r.effective_to.is_some(),
+            )
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Public HL7 v2 samples (the `hl7` package's test fixtures, see tests/fixtures/hl7v2)
+
+fn fixture(name: &str) -> Vec<u8> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/hl7v2")
+        .join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn public_hl7v2_samples_parse_and_map() {
+    use cds_engine::source::format::{hl7v2, Census, FormatError};
+
+    // An ADT^A01 from a hospital feed: PID-3 repetitions (the MR one is taken), PV1, DG1, IN1.
+    let msh = fixture("sample_msh.hl7");
+    let events = hl7v2::to_events(&msh, &mut Census::default()).expect("sample_msh maps");
+    let e = &events[0];
+    assert_eq!(e.event_type.as_deref(), Some("ADMISSION"));
+    assert_eq!(e.event_id, "hl7:HNAM_PM:Q150084616T145947960");
+    assert_eq!(e.patient_id.as_deref(), Some("2148790"));
+    assert_eq!(e.gender.as_deref(), Some("F"));
+    assert_eq!(e.department.as_deref(), Some("MBN1"));
+    assert_eq!(e.bed_id.as_deref(), Some("MBN1-06"));
+    assert_eq!(e.diagnosis_code.as_deref(), Some("440.21"));
+    assert_eq!(e.insurance_type.as_deref(), Some("A10A"));
+    assert_eq!(
+        e.admission_priority, None,
+        "PV1-4 is 4, not an admission type we map"
+    );
+    assert_eq!(
+        e.event_timestamp.to_rfc3339(),
+        "2013-10-17T14:00:41+00:00",
+        "no EVN: MSH-7"
+    );
+    assert_eq!(e.age, Some(60), "born 1952-11-29, event 2013-10-17");
+
+    // Components, subcomponents and repetitions.
+    let rep = hl7v2::parse(&fixture("rep_sample_hl7.hl7")).expect("rep sample parses");
+    let pid = rep.segment("PID").expect("PID");
+    assert_eq!(pid.get(1, 1), "Field1");
+    assert_eq!((pid.get(2, 1), pid.get(2, 2)), ("Component1", "Component2"));
+    assert_eq!(pid.sub(3, 0, 2, 2), "Sub-Component2");
+    assert_eq!(pid.repetitions(4), 2);
+    assert_eq!(pid.sub(4, 1, 1, 1), "Repeat2");
+
+    // A laboratory ORU^R01 carries no vital sign: a clear error, which MLLP answers with AE.
+    match hl7v2::to_events(&fixture("sample_hl7.hl7"), &mut Census::default()) {
+        Err(FormatError::Hl7(reason)) => assert!(reason.contains("vital"), "{reason}"),
+        other => panic!("expected an error, got {other:?}"),
+    }
+
+    // Batch and file wrappers around ADT^A04 registrations (an outpatient with no location).
+    for (name, n) in [("sample_batch1.hl7", 2), ("sample_file.hl7", 1)] {
+        let dir = scratch(&format!("fixture-{n}"));
+        let data = dir.join("data");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/hl7v2")
+            .join(name);
+        run_on(&format!("file:{}", path.display()), "hl7v2", &data);
+        let quarantined =
+            std::fs::read_to_string(data.join("lake/silver/quarantine/quarantine.jsonl"))
+                .unwrap_or_default();
+        let records: Vec<Value> = quarantined
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("quarantined record"))
+            .collect();
+        assert_eq!(records.len(), n, "{name}: every A04 reaches Silver");
+        for r in &records {
+            assert_eq!(r["event_type"], "ADMISSION");
+            assert_eq!(r["patient_id"], "0000112234");
+            assert!(r["dq_flags"]
+                .as_array()
+                .is_some_and(|f| f.iter().any(|f| f == "MISSING_DEPARTMENT")));
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+#[test]
+fn an_excel_extract_equals_its_csv() {
+    let dir = scratch("xlsx");
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ehr");
+    let mut kpis = Vec::new();
+    for name in ["extract.csv", "extract.xlsx"] {
+        let data = dir.join(name.replace('.', "-"));
+        ok(
+            cds()
+                .args([
+                    "ingest",
+                    "--kind",
+                    "ehr",
+                    fixtures.join(name).to_str().expect("utf-8"),
+                    "--rules",
+                    "off",
+                    "--data-dir",
+                    data.to_str().expect("utf-8"),
+                ])
+                .output()
+                .expect("ingest"),
+            &format!("cds ingest {name}"),
+        );
+        assert!(
+            !data.join("lake/deadletter/deadletter.jsonl").exists()
+                || std::fs::read_to_string(data.join("lake/deadletter/deadletter.jsonl"))
+                    .unwrap_or_default()
+                    .is_empty(),
+            "{name}: every row is an event"
+        );
+        kpis.push(exported(&data));
+    }
+    assert!(kpis[0]
+        .iter()
+        .any(|(k, v)| k.starts_with("occupancy:") && v["occupied"].as_i64() > Some(0)));
+    assert!(
+        kpis[0] == kpis[1],
+        "the workbook's KPIs differ from the CSV's:\n{}",
+        differences(&kpis[0], &kpis[1])
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
