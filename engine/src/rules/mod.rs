@@ -190,7 +190,9 @@ impl RulesStage {
                 }
             }
             Outcome::Error(e) => {
-                warn!(rule = %e.mlmname, location = %e.location, event_id = %e.event_id, kind = ?e.kind, message = %e.message, "rule failed");
+                // The rule's own message is left out: a rule may build it from the event (a
+                // patient's values). `cds rules test` shows it to the rule's author.
+                warn!(rule = %e.mlmname, location = %e.location, event_id = %e.event_id, kind = ?e.kind, "rule failed");
             }
             Outcome::NotFired { .. } | Outcome::Suppressed(_) => {}
         }
