@@ -198,6 +198,8 @@ struct Checkpointing {
     rules: Option<Receiver<RulesSnapshot>>,
     /// Epochs covered by the newest written checkpoint.
     through: u64,
+    /// Whether the last write failed: a quiet input still gets another checkpoint.
+    failed: bool,
     ops: OpsAlerts,
 }
 
@@ -319,6 +321,7 @@ pub fn run(
             identity: identity.clone(),
             rules: rules_tx.as_ref().map(|_| snapshot_rx),
             through: 0,
+            failed: false,
             ops: config.ops.clone(),
         }),
         _ => None,
@@ -614,7 +617,8 @@ fn ingest(
                 // While the input is quiet, an empty epoch carries a checkpoint of what came
                 // before, so that a crash in a lull replays nothing.
                 let checkpoint_due = checkpointing.as_ref().is_some_and(|c| {
-                    pending.is_none() && uncheckpointed && last_checkpoint.elapsed() >= c.interval
+                    let due = uncheckpointed || c.failed;
+                    pending.is_none() && due && last_checkpoint.elapsed() >= c.interval
                 });
                 if !checkpoint_due {
                     continue;
@@ -857,10 +861,12 @@ impl Checkpointing {
                 tracing::warn!(error = %e, "checkpoint not written; trying again at the next interval");
                 self.ops
                     .raise(Condition::CheckpointFailed, CHECKPOINT_FAILED);
+                self.failed = true;
                 return Ok(Some(self.through));
             }
         };
         self.ops.clear(Condition::CheckpointFailed);
+        self.failed = false;
         self.through = p.epoch + 1;
         metrics.checkpoints_written.inc();
         metrics.checkpoint_bytes.set(bytes as i64);
