@@ -858,7 +858,9 @@ impl Checkpointing {
         let bytes = match written {
             Ok(bytes) => bytes,
             Err(e) => {
-                tracing::warn!(error = %e, "checkpoint not written; trying again at the next interval");
+                if !self.failed {
+                    tracing::warn!(error = %e, "checkpoint not written; trying again at the next interval");
+                }
                 self.ops
                     .raise(Condition::CheckpointFailed, CHECKPOINT_FAILED);
                 self.failed = true;
@@ -946,7 +948,7 @@ impl Writer {
     fn write(&mut self, container: Container, docs: &[Document]) -> Result<(), PipelineError> {
         if let Err(e) = self.sink.upsert(container, docs) {
             self.metrics.sink_errors.inc();
-            let detail = "a sink write failed after its retries; the run stops";
+            let detail = "a sink write failed for good; the run stops";
             self.ops.raise(Condition::SinkRetriesExhausted, detail);
             return Err(e.into());
         }

@@ -25,7 +25,6 @@ use tracing::{info, warn};
 pub use config::{OpsArgs, OpsConfig};
 
 use crate::metrics::Metrics;
-use crate::model::format_time;
 use webhook::{Delivery, Notice, Notifier};
 
 /// Why operational alerts could not start.
@@ -205,7 +204,7 @@ impl OpsAlerts {
     /// Raises a condition; does nothing while it is active. `detail` is a fixed text (never
     /// data from the input): it goes to logs and to the webhook.
     pub fn raise(&self, condition: Condition, detail: &'static str) {
-        let since = format_time(&Utc::now().fixed_offset());
+        let since = now();
         {
             let Ok(mut active) = self.inner.active.lock() else {
                 return;
@@ -260,7 +259,7 @@ impl OpsAlerts {
             state: State::Recovered,
             detail: was.detail,
             since: was.since,
-            at: format_time(&Utc::now().fixed_offset()),
+            at: now(),
             duration_secs: Some(lasted),
             instance: self.inner.instance.clone(),
             host: self.inner.host.clone(),
@@ -374,6 +373,11 @@ impl RuleErrorWatch {
             self.ops.clear(Condition::RuleErrors);
         }
     }
+}
+
+/// The wall-clock time in whole seconds (RFC 3339), as people read it in a notification.
+fn now() -> String {
+    Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 /// The host name, for notifications (`HOSTNAME`, else the kernel's, else `unknown`).
