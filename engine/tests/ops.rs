@@ -344,6 +344,38 @@ fn rules_that_keep_failing_raise_one_notice() {
 }
 
 #[test]
+fn an_unreachable_webhook_is_never_fatal() {
+    // Nothing listens on the webhook's port: the alert is still raised, logged and counted,
+    // and the run ends normally (the queue gets a bounded time to drain at the end).
+    let dir = scratch("nowebhook");
+    let rules = dir.join("rules");
+    std::fs::create_dir_all(&rules).expect("rules dir");
+    std::fs::write(rules.join("always_fails.rhai"), FAILING_RULE).expect("rule");
+    let file = events(&dir, 2000);
+    let out = cds()
+        .args(["run", "--http", "off", "--until-end", "--rules"])
+        .arg(&rules)
+        .arg("--source")
+        .arg(format!("file:{}", file.display()))
+        .args([
+            "--ops-webhook",
+            &format!("http://127.0.0.1:{}/hook", port(4, 0)),
+        ])
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .output()
+        .expect("run");
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{log}");
+    assert!(log.contains("operational alert raised"), "{log}");
+    assert!(
+        !log.contains(&format!("{}", port(4, 0))),
+        "the URL is never logged:\n{log}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
 fn a_checkpoint_that_cannot_be_written_is_raised_and_the_run_goes_on() {
     let dir = scratch("checkpoint");
     let receiver = Receiver::start(port(2, 0));
