@@ -29,6 +29,7 @@ use crate::lake::checkpoint::{Checkpoint, CheckpointStore};
 use crate::lake::{Lake, LakeError};
 use crate::metrics::Metrics;
 use crate::model::{format_time, Network, Pseudonymiser};
+use crate::ops::{Condition, OpsAlerts};
 use crate::rules::{RulesStage, RELOAD_INTERVAL};
 use crate::silver::{DedupWindow, Outcome, Silver, SilverRecord, SourcePosition};
 use crate::sink::{announce, Container, Feed, Sink, SinkError};
@@ -68,6 +69,8 @@ pub struct PipelineConfig {
     pub format: Format,
     /// The departments file to watch for capacity and staff changes, if any.
     pub departments_file: Option<PathBuf>,
+    /// Where the stages raise operational alerts.
+    pub(crate) ops: OpsAlerts,
 }
 
 impl PipelineConfig {
@@ -86,6 +89,7 @@ impl PipelineConfig {
             checkpoint_interval: None,
             format: Format::Json,
             departments_file: None,
+            ops: OpsAlerts::detached(),
         }
     }
 }
@@ -192,7 +196,16 @@ struct Checkpointing {
     identity: String,
     /// Where the rules thread answers snapshot requests; `None` when no rules run.
     rules: Option<Receiver<RulesSnapshot>>,
+    /// Epochs covered by the newest written checkpoint.
+    through: u64,
+    /// Whether the last write failed: a quiet input still gets another checkpoint.
+    failed: bool,
+    ops: OpsAlerts,
 }
+
+/// The operational alert detail of a checkpoint that could not be written.
+const CHECKPOINT_FAILED: &str =
+    "a checkpoint could not be written; source positions are committed only through the last one written";
 
 /// One epoch's facts for one worker.
 struct WorkerBatch {
@@ -217,6 +230,9 @@ pub fn run(
     let workers = config.workers.max(1);
     let durable = Arc::new(AtomicU64::new(0));
     let mut rules = rules;
+    if let Some(stage) = rules.as_mut() {
+        stage.watch_errors(config.ops.rule_error_watch());
+    }
     let store = config
         .checkpoint_interval
         .map(|_| CheckpointStore::in_data_dir(&config.data_dir));
@@ -262,6 +278,7 @@ pub fn run(
             kpi_epochs: 0,
             alert_epochs: rules.as_ref().map(|_| 0),
             durable: durable.clone(),
+            ops: config.ops.clone(),
         };
         std::thread::Builder::new()
             .name("cds-sink".into())
@@ -303,6 +320,9 @@ pub fn run(
             interval,
             identity: identity.clone(),
             rules: rules_tx.as_ref().map(|_| snapshot_rx),
+            through: 0,
+            failed: false,
+            ops: config.ops.clone(),
         }),
         _ => None,
     };
@@ -388,12 +408,18 @@ pub fn run(
             Some(Err(e)) => return Err(PipelineError::Checkpoint(e)),
             None => None,
         };
-        let bytes = store.write(&Checkpoint {
-            source: identity,
-            written_at: format_time(&Utc::now().fixed_offset()),
-            ingest,
-            rules,
-        })?;
+        let bytes = store
+            .write(&Checkpoint {
+                source: identity,
+                written_at: format_time(&Utc::now().fixed_offset()),
+                ingest,
+                rules,
+            })
+            .inspect_err(|_| {
+                config
+                    .ops
+                    .raise(Condition::CheckpointFailed, CHECKPOINT_FAILED)
+            })?;
         metrics.checkpoints_written.inc();
         metrics.checkpoint_bytes.set(bytes as i64);
         metrics.checkpoint_age_seconds.set(0);
@@ -569,7 +595,9 @@ fn ingest(
             continue;
         }
         let polled = source.poll(&mut raw, config.batch_size, config.poll_wait)?;
-        outages.observe(source.unavailable_since(), metrics);
+        let unavailable = source.unavailable_since();
+        outages.observe(unavailable, metrics);
+        config.ops.observe_source(unavailable);
         match polled {
             Poll::End if raw.is_empty() => {
                 if config.until == Until::Shutdown {
@@ -589,7 +617,8 @@ fn ingest(
                 // While the input is quiet, an empty epoch carries a checkpoint of what came
                 // before, so that a crash in a lull replays nothing.
                 let checkpoint_due = checkpointing.as_ref().is_some_and(|c| {
-                    pending.is_none() && uncheckpointed && last_checkpoint.elapsed() >= c.interval
+                    let due = uncheckpointed || c.failed;
+                    pending.is_none() && due && last_checkpoint.elapsed() >= c.interval
                 });
                 if !checkpoint_due {
                     continue;
@@ -791,7 +820,10 @@ fn encode_ingest(
 
 impl Checkpointing {
     /// Writes the pending checkpoint once the rules state has arrived and every output of its
-    /// epoch is durable; returns the number of epochs it covers when it wrote one.
+    /// epoch is durable; returns, when it tried, the number of epochs the newest written
+    /// checkpoint covers. A write that fails is not fatal: it raises `checkpoint_failed`, the
+    /// next checkpoint is taken an interval later, and source positions stay committed only
+    /// through the last checkpoint written, so a crash in between still replays exactly.
     fn try_write(
         &mut self,
         pending: &mut Option<PendingCheckpoint>,
@@ -817,16 +849,31 @@ impl Checkpointing {
         let Some(p) = pending.take() else {
             return Ok(None);
         };
-        let bytes = self.store.write(&Checkpoint {
+        let written = self.store.write(&Checkpoint {
             source: self.identity.clone(),
             written_at: format_time(&Utc::now().fixed_offset()),
             ingest: p.ingest,
             rules: p.rules,
-        })?;
+        });
+        let bytes = match written {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                if !self.failed {
+                    tracing::warn!(error = %e, "checkpoint not written; trying again at the next interval");
+                }
+                self.ops
+                    .raise(Condition::CheckpointFailed, CHECKPOINT_FAILED);
+                self.failed = true;
+                return Ok(Some(self.through));
+            }
+        };
+        self.ops.clear(Condition::CheckpointFailed);
+        self.failed = false;
+        self.through = p.epoch + 1;
         metrics.checkpoints_written.inc();
         metrics.checkpoint_bytes.set(bytes as i64);
         tracing::debug!(epoch = p.epoch, bytes, "checkpoint written");
-        Ok(Some(p.epoch + 1))
+        Ok(Some(self.through))
     }
 }
 
@@ -894,12 +941,15 @@ struct Writer {
     alert_epochs: Option<u64>,
     /// min(kpi_epochs, alert_epochs): what the ingest may commit to the source.
     durable: Arc<AtomicU64>,
+    ops: OpsAlerts,
 }
 
 impl Writer {
     fn write(&mut self, container: Container, docs: &[Document]) -> Result<(), PipelineError> {
         if let Err(e) = self.sink.upsert(container, docs) {
             self.metrics.sink_errors.inc();
+            let detail = "a sink write failed for good; the run stops";
+            self.ops.raise(Condition::SinkRetriesExhausted, detail);
             return Err(e.into());
         }
         announce(self.feed.as_ref(), container, docs);

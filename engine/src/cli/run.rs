@@ -99,6 +99,9 @@ pub struct RunArgs {
     /// Simulator settings (with `--source simulator`); its rate defaults to 2,000 events/s.
     #[command(flatten)]
     sim: SimulatorArgs,
+    /// Operational alerts (`--ops-webhook`, thresholds).
+    #[command(flatten)]
+    ops: crate::ops::OpsArgs,
 }
 
 pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
@@ -125,6 +128,7 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
     let pseudonyms = Pseudonymiser::from_env_or_dir(&args.data_dir)?;
     let source = open_source(&args, &network, until)?;
     let metrics = Arc::new(Metrics::new());
+    let ops = crate::ops::OpsAlerts::start(&args.ops.config(), metrics.clone())?;
     let mut flush_interval = None;
     let sink: Box<dyn Sink> = match args.sink.as_str() {
         "sqlite" => {
@@ -140,7 +144,8 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
             info!(database = %config.database, "connecting to Cosmos DB");
             Box::new(
                 CosmosSink::open(config, metrics.clone(), &args.data_dir)
-                    .context("opening the Cosmos DB sink")?,
+                    .context("opening the Cosmos DB sink")?
+                    .with_ops(ops.clone()),
             )
         }
         other => anyhow::bail!("unknown sink {other:?}: expected `sqlite` or `cosmos`"),
@@ -244,6 +249,7 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
         (args.checkpoint_interval > 0.0).then(|| Duration::from_secs_f64(args.checkpoint_interval));
     config.format = source_format(&args)?;
     config.departments_file = args.departments.clone();
+    config.ops = ops.clone();
     if let Some(interval) = flush_interval {
         config.flush_interval = interval;
     }
@@ -252,6 +258,8 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
     let stop_status = Arc::new(AtomicBool::new(false));
     let status_thread = status::spawn(metrics.clone(), total_beds, stop_status.clone());
     let result = pipeline::run(config, source, sink, rules, pseudonyms, metrics, shutdown);
+    // The notice of what stopped the run (a sink that failed for good) still goes out.
+    ops.finish(Duration::from_secs(10));
     stop_status.store(true, Ordering::Relaxed);
     if let Some(t) = status_thread {
         let _ = t.join();
