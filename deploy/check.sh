@@ -15,7 +15,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PYYAML_VERSION=6.0.3
-CDS_BIN="${CDS_BIN:-target/release/cds}"
+# The binary that tests/run.sh has just built (CARGO_TARGET_DIR moves it).
+CDS_BIN="${CDS_BIN:-${CARGO_TARGET_DIR:-target}/release/cds}"
 
 fail() { printf 'deploy check: FAILED: %s\n' "$*" >&2; exit 1; }
 step() { printf '  %s\n' "$*"; }
