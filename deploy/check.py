@@ -26,18 +26,10 @@ DEPLOY = ROOT / "deploy"
 # Metrics added for pipeline failure alerting. Until the engine exports them, the alerts and
 # panels that use them stay silent; the check says so and does not fail. Once they are exported,
 # they are checked like every other name (and these lines may go).
-PENDING_METRICS = {
-    "cds_ops_alerts_total": "counter {condition, state}: ops conditions raised / recovered",
-    "cds_ops_condition_active": "gauge {condition}: 1 while an ops condition is active",
-}
+PENDING_METRICS: dict[str, str] = {}
 # `cds run` flags that the deployment files use before the engine has them: the cluster flags
 # (StatefulSet) and the lake location (compose, StatefulSet when CDS_LAKE is set).
-PENDING_RUN_FLAGS = {
-    "--processes": "multi-process cluster",
-    "--process": "multi-process cluster",
-    "--hosts": "multi-process cluster",
-    "--lake": "lake on object storage",
-}
+PENDING_RUN_FLAGS: dict[str, str] = {}
 # Labelled metric families that /metrics shows only after their first sample (a Cosmos DB
 # write, a retry, a dead-lettered document, a clinician's acknowledgement), so a short local run
 # cannot show them. They are checked against the names registered in engine/src/metrics.rs.

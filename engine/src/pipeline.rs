@@ -71,7 +71,25 @@ pub struct PipelineConfig {
     pub departments_file: Option<PathBuf>,
     /// Where the stages raise operational alerts.
     pub(crate) ops: OpsAlerts,
+    /// This process's place in a timely cluster; `None`: the process runs alone.
+    pub cluster: Option<ClusterConfig>,
 }
+
+/// A process of a timely cluster: `P` processes with `workers` threads each form one dataflow,
+/// exchanging data by patient and by hospital over TCP. Each process reads its own Kafka
+/// partitions, keeps its own checkpoints and writes its own share of the documents (those of
+/// the hospitals its workers own).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// This process's index, 0-based.
+    pub process: usize,
+    /// `HOST:PORT` of every process, in process order.
+    pub addresses: Vec<String>,
+}
+
+/// How often a clustered process closes an empty epoch while its input is quiet: the other
+/// processes' epochs complete only when every process has moved past them.
+const CLUSTER_HEARTBEAT: Duration = Duration::from_millis(100);
 
 impl PipelineConfig {
     pub fn new(data_dir: PathBuf, network: Network) -> Self {
@@ -90,6 +108,7 @@ impl PipelineConfig {
             format: Format::Json,
             departments_file: None,
             ops: OpsAlerts::detached(),
+            cluster: None,
         }
     }
 }
@@ -271,6 +290,11 @@ pub fn run(
 
     let sink_thread = {
         let (network, interval) = (config.network.clone(), config.flush_interval);
+        // In a cluster: this process's first worker, and the workers of the whole cluster.
+        let share = config
+            .cluster
+            .as_ref()
+            .map(|c| (c.process * workers, c.addresses.len() * workers));
         let writer = Writer {
             sink,
             feed: config.feed.clone(),
@@ -282,7 +306,13 @@ pub fn run(
         };
         std::thread::Builder::new()
             .name("cds-sink".into())
-            .spawn(move || sink_loop(out_rx, writer, KpiState::new(network), workers, interval))
+            .spawn(move || {
+                let state = match share {
+                    Some((first, of)) => KpiState::new(network).only_workers(first, workers, of),
+                    None => KpiState::new(network),
+                };
+                sink_loop(out_rx, writer, state, workers, interval)
+            })
             .map_err(|e| PipelineError::Dataflow(e.to_string()))?
     };
 
@@ -327,8 +357,25 @@ pub fn run(
         _ => None,
     };
 
-    let guards = timely::execute(timely::Config::process(workers), move |worker| {
-        let index = worker.index();
+    let (timely_config, first_worker) = match &config.cluster {
+        None => (timely::Config::process(workers), 0),
+        Some(c) => (
+            timely::Config {
+                communication: timely::CommunicationConfig::Cluster {
+                    threads: workers,
+                    process: c.process,
+                    addresses: c.addresses.clone(),
+                    report: false,
+                    zerocopy: false,
+                },
+                worker: timely::WorkerConfig::default(),
+            },
+            c.process * workers,
+        ),
+    };
+    let guards = timely::execute(timely_config, move |worker| {
+        // Workers are numbered across the cluster; this process's are `first_worker..`.
+        let index = worker.index().saturating_sub(first_worker);
         let rx = from_ingest
             .lock()
             .ok()
@@ -492,6 +539,7 @@ fn ingest(
     let mut summary = RunSummary::default();
     let mut watermark = Micros::MIN;
     let mut last_input = Instant::now();
+    let mut last_epoch = Instant::now();
     let mut last_lake_flush = Instant::now();
     let mut ended = false;
     let source_name = source.name().to_owned();
@@ -620,13 +668,17 @@ fn ingest(
                     let due = uncheckpointed || c.failed;
                     pending.is_none() && due && last_checkpoint.elapsed() >= c.interval
                 });
-                if !checkpoint_due {
+                // In a cluster, the other processes wait for this one's epochs.
+                let heartbeat =
+                    config.cluster.is_some() && last_epoch.elapsed() >= CLUSTER_HEARTBEAT;
+                if !checkpoint_due && !heartbeat {
                     continue;
                 }
             }
             Poll::End | Poll::Ready => {}
         }
         let read_at = Instant::now();
+        last_epoch = read_at;
         if !raw.is_empty() {
             last_input = read_at;
         }
