@@ -102,6 +102,9 @@ cargo fmt --all -- --check
 log "build (release: one profile for the binary, the tests and the benchmarks)"
 cargo build --release --workspace --all-targets
 
+log "deployment files (deploy/check.sh: YAML, promtool, metric names against a live /metrics, flags, manifests)"
+bash deploy/check.sh
+
 log "tests"
 cargo test --release --workspace
 

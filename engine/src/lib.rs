@@ -19,6 +19,8 @@
 //! - [`lake`]: the local lake: dead-letter store and quarantined Silver records.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`metrics`]: the Prometheus registry of a run.
+//! - `ops`: operational alerts (sink retries exhausted, source unreachable, checkpoint failed,
+//!   rule errors): metrics, log lines and a Teams/Slack webhook, one notice per outage.
 //! - [`pipeline`]: the job that wires the stages with bounded channels and threads.
 //! - [`cli`]: the `cds` command line; `main.rs` only calls [`cli::main`].
 
@@ -28,6 +30,7 @@ pub mod http;
 pub mod lake;
 pub mod metrics;
 pub mod model;
+mod ops;
 pub mod pipeline;
 pub mod rules;
 pub mod silver;

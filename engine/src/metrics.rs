@@ -5,7 +5,7 @@
 
 use prometheus::{
     Counter, CounterVec, Encoder, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec,
-    IntGauge, Opts, Registry, TextEncoder,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::silver::DqFlag;
@@ -86,6 +86,14 @@ pub struct Metrics {
     pub cosmos_request_seconds: Histogram,
     /// Documents sent to the dead-letter store after the last retry, by container.
     pub cosmos_dead_lettered: IntCounterVec,
+    /// Operational alerts raised and recovered, by condition and state (`raised`,
+    /// `recovered`): one of each per outage.
+    pub ops_alerts: IntCounterVec,
+    /// 1 while an operational condition is active, by condition.
+    pub ops_condition_active: IntGaugeVec,
+    /// Operational alert notifications by outcome at the webhook: `delivered`, `failed` (after
+    /// the last retry) or `dropped` (the delivery queue was full).
+    pub ops_webhook_notifications: IntCounterVec,
 }
 
 fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -193,6 +201,15 @@ impl Metrics {
         )
         .unwrap_or_else(|e| unreachable!("cosmos request histogram: {e}"));
         let _ = r.register(Box::new(cosmos_request_seconds.clone()));
+        let ops_condition_active = IntGaugeVec::new(
+            Opts::new(
+                "cds_ops_condition_active",
+                "1 while an operational condition is active",
+            ),
+            &["condition"],
+        )
+        .unwrap_or_else(|e| unreachable!("ops condition gauge: {e}"));
+        let _ = r.register(Box::new(ops_condition_active.clone()));
         Metrics {
             events_in: counter_vec(
                 &r,
@@ -332,6 +349,19 @@ impl Metrics {
                 "cds_cosmos_dead_lettered_total",
                 "Documents sent to the dead-letter store after the last Cosmos DB retry",
                 &["container"],
+            ),
+            ops_alerts: counter_vec(
+                &r,
+                "cds_ops_alerts_total",
+                "Operational alerts raised and recovered",
+                &["condition", "state"],
+            ),
+            ops_condition_active,
+            ops_webhook_notifications: counter_vec(
+                &r,
+                "cds_ops_webhook_notifications_total",
+                "Operational alert notifications by outcome at the webhook",
+                &["result"],
             ),
             registry: r,
         }

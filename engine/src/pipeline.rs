@@ -32,6 +32,7 @@ use crate::lake::writer::{LakeConfig, LakeHandle, LakeMessage, LakeWriteError};
 use crate::lake::{Lake, LakeError};
 use crate::metrics::Metrics;
 use crate::model::{format_time, Network, Pseudonymiser};
+use crate::ops::{Condition, OpsAlerts};
 use crate::rules::{RulesStage, RELOAD_INTERVAL};
 use crate::silver::{DedupWindow, Outcome, Silver, SilverRecord, SourcePosition};
 use crate::sink::{announce, Container, Feed, Sink, SinkError};
@@ -74,7 +75,27 @@ pub struct PipelineConfig {
     pub format: Format,
     /// The departments file to watch for capacity and staff changes, if any.
     pub departments_file: Option<PathBuf>,
+    /// Where the stages raise operational alerts.
+    pub(crate) ops: OpsAlerts,
+    /// This process's place in a timely cluster; `None`: the process runs alone.
+    pub cluster: Option<ClusterConfig>,
 }
+
+/// A process of a timely cluster: `P` processes with `workers` threads each form one dataflow,
+/// exchanging data by patient and by hospital over TCP. Each process reads its own Kafka
+/// partitions, keeps its own checkpoints and writes its own share of the documents (those of
+/// the hospitals its workers own).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// This process's index, 0-based.
+    pub process: usize,
+    /// `HOST:PORT` of every process, in process order.
+    pub addresses: Vec<String>,
+}
+
+/// How often a clustered process closes an empty epoch while its input is quiet: the other
+/// processes' epochs complete only when every process has moved past them.
+const CLUSTER_HEARTBEAT: Duration = Duration::from_millis(100);
 
 impl PipelineConfig {
     pub fn new(data_dir: PathBuf, network: Network) -> Self {
@@ -93,6 +114,8 @@ impl PipelineConfig {
             lake: None,
             format: Format::Json,
             departments_file: None,
+            ops: OpsAlerts::detached(),
+            cluster: None,
         }
     }
 }
@@ -201,7 +224,16 @@ struct Checkpointing {
     identity: String,
     /// Where the rules thread answers snapshot requests; `None` when no rules run.
     rules: Option<Receiver<RulesSnapshot>>,
+    /// Epochs covered by the newest written checkpoint.
+    through: u64,
+    /// Whether the last write failed: a quiet input still gets another checkpoint.
+    failed: bool,
+    ops: OpsAlerts,
 }
+
+/// The operational alert detail of a checkpoint that could not be written.
+const CHECKPOINT_FAILED: &str =
+    "a checkpoint could not be written; source positions are committed only through the last one written";
 
 /// One epoch's facts for one worker.
 struct WorkerBatch {
@@ -226,6 +258,9 @@ pub fn run(
     let workers = config.workers.max(1);
     let durable = Arc::new(AtomicU64::new(0));
     let mut rules = rules;
+    if let Some(stage) = rules.as_mut() {
+        stage.watch_errors(config.ops.rule_error_watch());
+    }
     let store = config
         .checkpoint_interval
         .map(|_| CheckpointStore::in_data_dir(&config.data_dir));
@@ -276,6 +311,11 @@ pub fn run(
     };
     let sink_thread = {
         let (network, interval) = (config.network.clone(), config.flush_interval);
+        // In a cluster: this process's first worker, and the workers of the whole cluster.
+        let share = config
+            .cluster
+            .as_ref()
+            .map(|c| (c.process * workers, c.addresses.len() * workers));
         let writer = Writer {
             sink,
             feed: config.feed.clone(),
@@ -284,10 +324,17 @@ pub fn run(
             alert_epochs: rules.as_ref().map(|_| 0),
             durable: durable.clone(),
             lake: lake_writer.as_ref().and_then(LakeHandle::sender),
+            ops: config.ops.clone(),
         };
         std::thread::Builder::new()
             .name("cds-sink".into())
-            .spawn(move || sink_loop(out_rx, writer, KpiState::new(network), workers, interval))
+            .spawn(move || {
+                let state = match share {
+                    Some((first, of)) => KpiState::new(network).only_workers(first, workers, of),
+                    None => KpiState::new(network),
+                };
+                sink_loop(out_rx, writer, state, workers, interval)
+            })
             .map_err(|e| PipelineError::Dataflow(e.to_string()))?
     };
 
@@ -331,12 +378,32 @@ pub fn run(
             interval,
             identity: identity.clone(),
             rules: rules_tx.as_ref().map(|_| snapshot_rx),
+            through: 0,
+            failed: false,
+            ops: config.ops.clone(),
         }),
         _ => None,
     };
 
-    let guards = timely::execute(timely::Config::process(workers), move |worker| {
-        let index = worker.index();
+    let (timely_config, first_worker) = match &config.cluster {
+        None => (timely::Config::process(workers), 0),
+        Some(c) => (
+            timely::Config {
+                communication: timely::CommunicationConfig::Cluster {
+                    threads: workers,
+                    process: c.process,
+                    addresses: c.addresses.clone(),
+                    report: false,
+                    zerocopy: false,
+                },
+                worker: timely::WorkerConfig::default(),
+            },
+            c.process * workers,
+        ),
+    };
+    let guards = timely::execute(timely_config, move |worker| {
+        // Workers are numbered across the cluster; this process's are `first_worker..`.
+        let index = worker.index().saturating_sub(first_worker);
         let rx = from_ingest
             .lock()
             .ok()
@@ -421,12 +488,18 @@ pub fn run(
             Some(Err(e)) => return Err(PipelineError::Checkpoint(e)),
             None => None,
         };
-        let bytes = store.write(&Checkpoint {
-            source: identity,
-            written_at: format_time(&Utc::now().fixed_offset()),
-            ingest,
-            rules,
-        })?;
+        let bytes = store
+            .write(&Checkpoint {
+                source: identity,
+                written_at: format_time(&Utc::now().fixed_offset()),
+                ingest,
+                rules,
+            })
+            .inspect_err(|_| {
+                config
+                    .ops
+                    .raise(Condition::CheckpointFailed, CHECKPOINT_FAILED)
+            })?;
         metrics.checkpoints_written.inc();
         metrics.checkpoint_bytes.set(bytes as i64);
         metrics.checkpoint_age_seconds.set(0);
@@ -506,6 +579,7 @@ fn ingest(
     let mut summary = RunSummary::default();
     let mut watermark = Micros::MIN;
     let mut last_input = Instant::now();
+    let mut last_epoch = Instant::now();
     let mut last_lake_flush = Instant::now();
     let mut ended = false;
     let source_name = source.name().to_owned();
@@ -608,7 +682,9 @@ fn ingest(
             continue;
         }
         let polled = source.poll(&mut raw, config.batch_size, config.poll_wait)?;
-        outages.observe(source.unavailable_since(), metrics);
+        let unavailable = source.unavailable_since();
+        outages.observe(unavailable, metrics);
+        config.ops.observe_source(unavailable);
         match polled {
             Poll::End if raw.is_empty() => {
                 if config.until == Until::Shutdown {
@@ -628,15 +704,20 @@ fn ingest(
                 // While the input is quiet, an empty epoch carries a checkpoint of what came
                 // before, so that a crash in a lull replays nothing.
                 let checkpoint_due = checkpointing.as_ref().is_some_and(|c| {
-                    pending.is_none() && uncheckpointed && last_checkpoint.elapsed() >= c.interval
+                    let due = uncheckpointed || c.failed;
+                    pending.is_none() && due && last_checkpoint.elapsed() >= c.interval
                 });
-                if !checkpoint_due {
+                // In a cluster, the other processes wait for this one's epochs.
+                let heartbeat =
+                    config.cluster.is_some() && last_epoch.elapsed() >= CLUSTER_HEARTBEAT;
+                if !checkpoint_due && !heartbeat {
                     continue;
                 }
             }
             Poll::End | Poll::Ready => {}
         }
         let read_at = Instant::now();
+        last_epoch = read_at;
         if !raw.is_empty() {
             last_input = read_at;
         }
@@ -876,7 +957,10 @@ fn encode_ingest(
 
 impl Checkpointing {
     /// Writes the pending checkpoint once the rules state has arrived and every output of its
-    /// epoch is durable; returns the number of epochs it covers when it wrote one.
+    /// epoch is durable; returns, when it tried, the number of epochs the newest written
+    /// checkpoint covers. A write that fails is not fatal: it raises `checkpoint_failed`, the
+    /// next checkpoint is taken an interval later, and source positions stay committed only
+    /// through the last checkpoint written, so a crash in between still replays exactly.
     fn try_write(
         &mut self,
         pending: &mut Option<PendingCheckpoint>,
@@ -902,16 +986,31 @@ impl Checkpointing {
         let Some(p) = pending.take() else {
             return Ok(None);
         };
-        let bytes = self.store.write(&Checkpoint {
+        let written = self.store.write(&Checkpoint {
             source: self.identity.clone(),
             written_at: format_time(&Utc::now().fixed_offset()),
             ingest: p.ingest,
             rules: p.rules,
-        })?;
+        });
+        let bytes = match written {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                if !self.failed {
+                    tracing::warn!(error = %e, "checkpoint not written; trying again at the next interval");
+                }
+                self.ops
+                    .raise(Condition::CheckpointFailed, CHECKPOINT_FAILED);
+                self.failed = true;
+                return Ok(Some(self.through));
+            }
+        };
+        self.ops.clear(Condition::CheckpointFailed);
+        self.failed = false;
+        self.through = p.epoch + 1;
         metrics.checkpoints_written.inc();
         metrics.checkpoint_bytes.set(bytes as i64);
         tracing::debug!(epoch = p.epoch, bytes, "checkpoint written");
-        Ok(Some(p.epoch + 1))
+        Ok(Some(self.through))
     }
 }
 
@@ -983,12 +1082,15 @@ struct Writer {
     durable: Arc<AtomicU64>,
     /// Where written KPI documents go as snapshots (`gold/kpi_snapshots`).
     lake: Option<SyncSender<LakeMessage>>,
+    ops: OpsAlerts,
 }
 
 impl Writer {
     fn write(&mut self, container: Container, docs: &[Document]) -> Result<(), PipelineError> {
         if let Err(e) = self.sink.upsert(container, docs) {
             self.metrics.sink_errors.inc();
+            let detail = "a sink write failed for good; the run stops";
+            self.ops.raise(Condition::SinkRetriesExhausted, detail);
             return Err(e.into());
         }
         announce(self.feed.as_ref(), container, docs);

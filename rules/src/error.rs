@@ -75,7 +75,7 @@ fn summary(errors: &[LoadError]) -> String {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleErrorKind {
-    /// The per-evaluation wall-clock budget ran out.
+    /// The per-evaluation CPU-time budget ran out.
     Timeout,
     /// An operation, call-depth, variable or data-size limit was hit.
     Limit,

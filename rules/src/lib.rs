@@ -6,7 +6,7 @@
 //!   reads it from JSON (one type, so both see the same shape).
 //! - `mlm`      — the `MLM` map of a rule file (maintenance, library, knowledge) and its
 //!   validation on load ([`Mlm`], [`Evoke`], [`AlertScope`]).
-//! - `sandbox`  — the rhai engine: limits, wall-clock budget, `import` restricted to the
+//! - `sandbox`  — the rhai engine: limits, CPU-time budget, `import` restricted to the
 //!   pack's `lib/`, time helpers for rule authors ([`Limits`]).
 //! - `rule`     — one compiled MLM and the calls into `data`, `logic`, `action`.
 //! - `pack`     — [`RulePack`]: load a directory, evaluate per event, hot reload, stats.

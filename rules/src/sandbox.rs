@@ -2,15 +2,18 @@
 //!
 //! Why each limit: a rule is code written by clinicians and informaticians, hot-reloaded into a
 //! process that must not stop. Operation, depth and size limits stop runaway loops, recursion
-//! and allocations deterministically; the wall-clock budget (rhai has no timeout of its own,
-//! so it is checked in `on_progress`) catches whatever is slow without hitting a count. There is
+//! and allocations deterministically; the time budget (rhai has no timeout of its own, so it is
+//! checked in `on_progress`) catches whatever is slow without hitting a count. It counts the
+//! rules thread's own CPU time, not the wall clock: on a loaded machine the operating system
+//! pauses the thread, and a wall-clock budget then failed rules that had done nothing wrong,
+//! so the same events raised different alerts from one run to the next. There is
 //! no file, network or process access in rhai's packages, `eval` is disabled, `print`/`debug`
 //! are swallowed, and `import` resolves only plain names in the pack's own `lib/` folder.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::{LoadError, Location};
 use rhai::module_resolvers::FileModuleResolver;
@@ -32,7 +35,8 @@ pub struct Limits {
     pub max_array_size: usize,
     pub max_map_size: usize,
     pub max_modules: usize,
-    /// Wall-clock budget of one call into a rule (`data`, `logic` or `action`).
+    /// CPU-time budget of one call into a rule (`data`, `logic` or `action`), measured on the
+    /// calling thread.
     pub time_budget: Duration,
 }
 
@@ -53,27 +57,30 @@ impl Default for Limits {
     }
 }
 
-/// The wall-clock budget shared between the pack (which arms it before each call) and the
-/// engine's `on_progress` callback (which checks it). Nanoseconds since `base`; `u64::MAX`
-/// means disarmed.
+/// The CPU-time budget shared between the pack (which arms it before each call) and the
+/// engine's `on_progress` callback (which checks it). Both run on the thread that evaluates
+/// the rule, whose CPU clock the deadline is on; in nanoseconds, `u64::MAX` means disarmed.
 #[derive(Debug)]
 pub(crate) struct Budget {
-    base: Instant,
     deadline_ns: AtomicU64,
+}
+
+/// CPU time the calling thread has used, in nanoseconds.
+fn thread_cpu_ns() -> u64 {
+    u64::try_from(cpu_time::ThreadTime::now().as_duration().as_nanos()).unwrap_or(u64::MAX)
 }
 
 impl Budget {
     fn new() -> Self {
         Self {
-            base: Instant::now(),
             deadline_ns: AtomicU64::new(u64::MAX),
         }
     }
 
     pub(crate) fn arm(&self, budget: Duration) {
-        let ns = (self.base.elapsed() + budget).as_nanos();
+        let budget = u64::try_from(budget.as_nanos()).unwrap_or(u64::MAX);
         self.deadline_ns
-            .store(u64::try_from(ns).unwrap_or(u64::MAX), Ordering::Relaxed);
+            .store(thread_cpu_ns().saturating_add(budget), Ordering::Relaxed);
     }
 
     pub(crate) fn disarm(&self) {
@@ -82,8 +89,7 @@ impl Budget {
 
     fn expired(&self) -> bool {
         let deadline = self.deadline_ns.load(Ordering::Relaxed);
-        deadline != u64::MAX
-            && u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX) > deadline
+        deadline != u64::MAX && thread_cpu_ns() > deadline
     }
 }
 

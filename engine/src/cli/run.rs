@@ -18,7 +18,7 @@ use crate::http::{self, HttpState};
 use crate::lake::writer::LakeConfig;
 use crate::metrics::Metrics;
 use crate::model::{Network, Pseudonymiser};
-use crate::pipeline::{self, PipelineConfig, Until};
+use crate::pipeline::{self, ClusterConfig, PipelineConfig, Until};
 use crate::rules::RulesStage;
 use crate::sink::cosmos::{CosmosConfig, CosmosSink};
 use crate::sink::sqlite::{SqliteConfig, SqliteSink};
@@ -26,7 +26,7 @@ use crate::sink::Sink;
 use crate::source::bronze::{BronzeConfig, BronzeSource};
 use crate::source::file::{FileConfig, FileSource, Framing};
 use crate::source::format::Format;
-use crate::source::kafka::{parse_setting, KafkaConfig, KafkaSource};
+use crate::source::kafka::{parse_setting, KafkaConfig, KafkaSource, PartitionShare};
 use crate::source::mllp::{MllpConfig, MllpSource};
 use crate::source::simulator::SimulatorSource;
 use crate::source::{Source, SourceSpec};
@@ -76,9 +76,20 @@ pub struct RunArgs {
     /// Stop after this many seconds without input.
     #[arg(long, value_name = "SECS")]
     until_idle: Option<f64>,
-    /// Dataflow worker threads.
+    /// Dataflow worker threads (per process).
     #[arg(long, default_value_t = 1, value_name = "N")]
     workers: usize,
+    /// Processes of the timely cluster, each with `--workers` threads; 1 runs alone. A cluster
+    /// reads Kafka: partition p belongs to worker p mod (P × N).
+    #[arg(long, default_value_t = 1, value_name = "P")]
+    processes: usize,
+    /// This process's index in the cluster, 0-based (its line in the hosts file).
+    #[arg(long, default_value_t = 0, value_name = "I")]
+    process: usize,
+    /// The cluster's hosts file: one `HOST:PORT` per line, process 0 first, the same file for
+    /// every process (blank lines and `#` comments are skipped).
+    #[arg(long, value_name = "FILE")]
+    hosts: Option<PathBuf>,
     /// Most events per input batch (one dataflow epoch).
     #[arg(long, default_value_t = 16_384, value_name = "N")]
     batch_size: usize,
@@ -107,6 +118,9 @@ pub struct RunArgs {
     /// Simulator settings (with `--source simulator`); its rate defaults to 2,000 events/s.
     #[command(flatten)]
     sim: SimulatorArgs,
+    /// Operational alerts (`--ops-webhook`, thresholds).
+    #[command(flatten)]
+    ops: crate::ops::OpsArgs,
 }
 
 impl RunArgs {
@@ -158,6 +172,7 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
     let pseudonyms = Pseudonymiser::from_env_or_dir(&args.data_dir)?;
     let source = open_source(&args, &network, until)?;
     let metrics = Arc::new(Metrics::new());
+    let ops = crate::ops::OpsAlerts::start(&args.ops.config(), metrics.clone())?;
     let mut flush_interval = None;
     let sink: Box<dyn Sink> = match args.sink.as_str() {
         "sqlite" => {
@@ -173,7 +188,8 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
             info!(database = %config.database, "connecting to Cosmos DB");
             Box::new(
                 CosmosSink::open(config, metrics.clone(), &args.data_dir)
-                    .context("opening the Cosmos DB sink")?,
+                    .context("opening the Cosmos DB sink")?
+                    .with_ops(ops.clone()),
             )
         }
         other => anyhow::bail!("unknown sink {other:?}: expected `sqlite` or `cosmos`"),
@@ -270,6 +286,7 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
     let total_beds = network.total_beds();
     let mut config = PipelineConfig::new(args.data_dir.clone(), network);
     config.workers = args.workers;
+    config.cluster = cluster(&args)?;
     config.batch_size = args.batch_size;
     config.until = until;
     config.feed = feed;
@@ -284,6 +301,7 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
     };
     config.format = source_format(&args)?;
     config.departments_file = args.departments.clone();
+    config.ops = ops.clone();
     if let Some(interval) = flush_interval {
         config.flush_interval = interval;
     }
@@ -292,6 +310,8 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
     let stop_status = Arc::new(AtomicBool::new(false));
     let status_thread = status::spawn(metrics.clone(), total_beds, stop_status.clone());
     let result = pipeline::run(config, source, sink, rules, pseudonyms, metrics, shutdown);
+    // The notice of what stopped the run (a sink that failed for good) still goes out.
+    ops.finish(Duration::from_secs(10));
     stop_status.store(true, Ordering::Relaxed);
     if let Some(t) = status_thread {
         let _ = t.join();
@@ -337,9 +357,66 @@ fn open_source(args: &RunArgs, network: &Network, until: Until) -> anyhow::Resul
             config.settings = args.kafka_config.clone();
             config.deadletter_topic = args.deadletter_topic.clone();
             config.eventhub_connection_string_env = args.eventhub_connection_string_env.clone();
+            config.share = PartitionShare {
+                process: args.process,
+                processes: args.processes,
+                workers: args.workers,
+            };
             Box::new(KafkaSource::open(config)?)
         }
     })
+}
+
+/// This process's place in the cluster (`--processes`, `--process`, `--hosts`), if it has one.
+fn cluster(args: &RunArgs) -> anyhow::Result<Option<ClusterConfig>> {
+    if args.processes == 0 {
+        anyhow::bail!("--processes must be at least 1");
+    }
+    if args.process >= args.processes {
+        anyhow::bail!(
+            "--process {} is not one of the {} processes (0 to {})",
+            args.process,
+            args.processes,
+            args.processes - 1
+        );
+    }
+    if args.processes == 1 {
+        return Ok(None);
+    }
+    if !args.source.starts_with("kafka://") {
+        anyhow::bail!(
+            "a cluster reads a Kafka source (every process would read all of {:?})",
+            args.source
+        );
+    }
+    let file = args
+        .hosts
+        .as_ref()
+        .context("--processes above 1 needs --hosts FILE (one HOST:PORT per process)")?;
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("reading the hosts file {}", file.display()))?;
+    let addresses: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_owned)
+        .take(args.processes)
+        .collect();
+    if addresses.len() < args.processes {
+        anyhow::bail!(
+            "the hosts file {} names {} processes, --processes says {}",
+            file.display(),
+            addresses.len(),
+            args.processes
+        );
+    }
+    if let Some(bad) = addresses.iter().find(|a| !a.contains(':')) {
+        anyhow::bail!("hosts file line {bad:?}: expected HOST:PORT");
+    }
+    Ok(Some(ClusterConfig {
+        process: args.process,
+        addresses,
+    }))
 }
 
 /// The decoding format of the run's source: `--format`, and always HL7 v2 over MLLP.

@@ -18,6 +18,8 @@ use differential_dataflow::input::InputSession;
 use differential_dataflow::VecCollection;
 use serde::{Deserialize, Serialize};
 use timely::dataflow::operators::probe::Handle as ProbeHandle;
+use timely::dataflow::operators::vec::Map;
+use timely::dataflow::operators::{Exchange, Inspect, Probe};
 use timely::dataflow::Scope;
 
 use super::facts::{AdmissionFact, AdtFact, GoldBatch, Micros, StayFact, VitalsValues};
@@ -63,6 +65,22 @@ pub enum KpiDelta {
         top: Vec<(String, i64)>,
         change: i64,
     },
+}
+
+impl KpiDelta {
+    /// The hospital whose documents the change belongs to. Every document is one hospital's,
+    /// so the changes of one hospital go to one worker, and in a cluster one process's sink
+    /// writes each document whole.
+    pub fn hospital(&self) -> u16 {
+        match self {
+            KpiDelta::Occupancy { hospital, .. }
+            | KpiDelta::Vitals { hospital, .. }
+            | KpiDelta::Stay { hospital, .. }
+            | KpiDelta::PatientStay { hospital, .. }
+            | KpiDelta::Admissions { hospital, .. }
+            | KpiDelta::Diagnoses { hospital, .. } => *hospital,
+        }
+    }
 }
 
 /// What a worker sends to the sink: changes, and the news that an epoch is complete on it.
@@ -273,14 +291,18 @@ fn emit<'s, K, R, F, M>(
 {
     let out = out.clone();
     collection
-        .inspect_batch(move |_, updates| {
-            if !updates.is_empty() {
-                let batch = updates
-                    .iter()
-                    .map(|(k, _, r)| to_delta(k.clone(), r.clone()))
-                    .collect();
-                // A closed channel means the sink stopped; the run is ending, nothing to do.
-                let _ = out.send(M::from(GoldOutput::Changes(batch)));
+        .inner
+        .map(move |(k, t, r)| (to_delta(k, r), t))
+        // Each hospital's changes to one worker: its sink then holds whole documents, also
+        // when the workers are spread over the processes of a cluster.
+        .exchange(|(delta, _)| u64::from(delta.hospital()))
+        .inspect_core(move |event| {
+            if let Ok((_, updates)) = event {
+                if !updates.is_empty() {
+                    let batch = updates.iter().map(|(delta, _)| delta.clone()).collect();
+                    // A closed channel means the sink stopped; the run is ending: nothing to do.
+                    let _ = out.send(M::from(GoldOutput::Changes(batch)));
+                }
             }
         })
         .probe_with(probe);

@@ -46,6 +46,31 @@ pub struct KpiState {
     diagnoses: BTreeMap<u16, BTreeMap<Vec<(String, i64)>, i64>>,
     dirty: BTreeSet<DocKey>,
     changes: u64,
+    /// The share of hospitals whose documents this state writes, as `(first, count, of)`:
+    /// hospital `h` belongs to worker `h mod of`, and this process has workers
+    /// `first..first + count`. `None`: every hospital (one process).
+    share: Option<(usize, usize, usize)>,
+}
+
+/// Whether the hospital's documents are written under this share (see `only_workers`).
+fn owns(share: Option<(usize, usize, usize)>, hospital: u16) -> bool {
+    share.is_none_or(|(first, count, of)| {
+        let worker = usize::from(hospital) % of;
+        (first..first + count).contains(&worker)
+    })
+}
+
+impl DocKey {
+    fn hospital(&self) -> u16 {
+        match *self {
+            DocKey::Occupancy(h, _)
+            | DocKey::Vitals(h, _)
+            | DocKey::Stay(h, _)
+            | DocKey::PatientStay(h, _)
+            | DocKey::Admissions(h, _, _)
+            | DocKey::Diagnoses(h) => h,
+        }
+    }
 }
 
 /// Rounds for display; the sums behind it stay exact.
@@ -67,6 +92,7 @@ impl KpiState {
             dirty: BTreeSet::new(),
             changes: 0,
             network,
+            share: None,
         };
         let configured: Vec<(u16, u8)> = state
             .network
@@ -160,9 +186,22 @@ impl KpiState {
 
     /// Takes a new departments file: the occupancy documents whose capacity changed (or that
     /// are new) are written again at the next flush.
+    /// Keeps to the hospitals of one process of a cluster: workers `first..first + count` of
+    /// `of` (the Gold dataflow sends hospital `h`'s changes to worker `h mod of`). The other
+    /// processes write the other hospitals' documents, zero occupancy included.
+    pub fn only_workers(mut self, first: usize, count: usize, of: usize) -> Self {
+        self.share = Some((first, count, of.max(1)));
+        let share = self.share;
+        self.occupancy.retain(|(h, _), _| owns(share, *h));
+        self.dirty.retain(|k| owns(share, k.hospital()));
+        self
+    }
+
     pub fn set_network(&mut self, network: Network) {
+        let share = self.share;
         let changed: Vec<(u16, u8)> = network
             .departments()
+            .filter(|&(h, _, _)| owns(share, h))
             .filter(|&(h, d, cap)| self.network.capacity(h, d) != Some(cap))
             .map(|(h, d, _)| (h, d.index()))
             .collect();

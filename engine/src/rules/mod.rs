@@ -55,6 +55,8 @@ pub struct RulesStage {
     last_reload: Instant,
     reported: HashMap<String, RuleStats>,
     metrics: std::sync::Arc<Metrics>,
+    /// Turns repeated rule errors into the `rule_errors` operational alert, when watched.
+    error_watch: Option<crate::ops::RuleErrorWatch>,
 }
 
 impl std::fmt::Debug for RulesStage {
@@ -100,6 +102,7 @@ impl RulesStage {
             last_reload: Instant::now(),
             reported: HashMap::new(),
             metrics,
+            error_watch: None,
         })
     }
 
@@ -123,6 +126,11 @@ impl RulesStage {
         self.delayed = s.delayed.into_owned();
         self.watermark = s.watermark;
         Ok(())
+    }
+
+    /// Raises and clears the `rule_errors` operational alert from this stage's errors.
+    pub(crate) fn watch_errors(&mut self, watch: crate::ops::RuleErrorWatch) {
+        self.error_watch = Some(watch);
     }
 
     /// The rule directory.
@@ -190,7 +198,9 @@ impl RulesStage {
                 }
             }
             Outcome::Error(e) => {
-                warn!(rule = %e.mlmname, location = %e.location, event_id = %e.event_id, kind = ?e.kind, message = %e.message, "rule failed");
+                // The rule's own message is left out: a rule may build it from the event (a
+                // patient's values). `cds rules test` shows it to the rule's author.
+                warn!(rule = %e.mlmname, location = %e.location, event_id = %e.event_id, kind = ?e.kind, "rule failed");
             }
             Outcome::NotFired { .. } | Outcome::Suppressed(_) => {}
         }
@@ -198,6 +208,11 @@ impl RulesStage {
 
     /// Reloads changed rule files when the interval has passed.
     pub fn maybe_reload(&mut self) {
+        // Called at least every reload interval, with or without input: the quiet window of
+        // the rule error alert is measured here.
+        if let Some(watch) = self.error_watch.as_mut() {
+            watch.tick();
+        }
         if self.last_reload.elapsed() < RELOAD_INTERVAL {
             return;
         }
@@ -233,6 +248,7 @@ impl RulesStage {
     /// Adds what the counters of each rule grew by since the last report.
     fn report_stats(&mut self) {
         let m = &self.metrics;
+        let mut errors = 0;
         for s in self.pack.stats() {
             let before = self.reported.get(&s.mlmname);
             let grow = |now: u64, then: Option<u64>| now.saturating_sub(then.unwrap_or(0));
@@ -246,9 +262,9 @@ impl RulesStage {
             m.rule_suppressed
                 .with_label_values(&labels)
                 .inc_by(grow(s.suppressed, before.map(|b| b.suppressed)));
-            m.rule_errors
-                .with_label_values(&labels)
-                .inc_by(grow(s.errors, before.map(|b| b.errors)));
+            let failed = grow(s.errors, before.map(|b| b.errors));
+            errors += failed;
+            m.rule_errors.with_label_values(&labels).inc_by(failed);
             let spent = s
                 .eval_time
                 .saturating_sub(before.map_or(Duration::ZERO, |b| b.eval_time));
@@ -256,6 +272,9 @@ impl RulesStage {
                 .with_label_values(&labels)
                 .inc_by(spent.as_secs_f64());
             self.reported.insert(s.mlmname.clone(), s);
+        }
+        if let Some(watch) = self.error_watch.as_mut() {
+            watch.record(errors);
         }
     }
 }

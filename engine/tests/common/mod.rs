@@ -46,3 +46,11 @@ pub fn ok(out: std::process::Output, what: &str) -> std::process::Output {
     );
     out
 }
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}

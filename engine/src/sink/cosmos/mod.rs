@@ -92,6 +92,9 @@ pub struct CosmosSink {
     metrics: Arc<Metrics>,
     dead_letters: JsonlTable,
     faults: ClientFaults,
+    /// Where dead-lettering raises `sink_retries_exhausted` (cleared by the next batch written
+    /// whole).
+    ops: crate::ops::OpsAlerts,
 }
 
 impl std::fmt::Debug for CosmosSink {
@@ -180,7 +183,14 @@ impl CosmosSink {
             dead_letters: JsonlTable::new(&data_dir.join("lake"), "deadletter/cosmos.jsonl"),
             config,
             faults,
+            ops: crate::ops::OpsAlerts::detached(),
         })
+    }
+
+    /// Raises and clears `sink_retries_exhausted` on this handle.
+    pub(crate) fn with_ops(mut self, ops: crate::ops::OpsAlerts) -> Self {
+        self.ops = ops;
+        self
     }
 
     /// Every document of a container (system properties `_rid`, `_etag`… removed), ordered by
@@ -433,6 +443,12 @@ impl Sink for CosmosSink {
                 .map(|(d, v, r, a)| (*d, v, r.clone(), *a))
                 .collect();
             self.dead_letter(container, &refs)?;
+            self.ops.raise(
+                crate::ops::Condition::SinkRetriesExhausted,
+                "Cosmos DB writes failed after the last retry; documents sent to the dead-letter store",
+            );
+        } else {
+            self.ops.clear(crate::ops::Condition::SinkRetriesExhausted);
         }
         Ok(())
     }

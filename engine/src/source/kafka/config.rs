@@ -24,6 +24,44 @@ pub struct KafkaConfig {
     /// The environment variable with an Event Hubs connection string, when it is set.
     #[serde(default)]
     pub eventhub_connection_string_env: Option<String>,
+    /// Which partitions this process reads (all of them on one process).
+    #[serde(default)]
+    pub share: PartitionShare,
+}
+
+/// The partitions of one process in a cluster of `processes` processes with `workers` workers
+/// each: partition `p` belongs to the global worker `p mod (processes × workers)`, and global
+/// worker `w` runs in process `w / workers`. Every partition has exactly one reader, and the
+/// same one after a restart, so its offsets and checkpointed state stay together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartitionShare {
+    pub process: usize,
+    pub processes: usize,
+    pub workers: usize,
+}
+
+impl Default for PartitionShare {
+    fn default() -> Self {
+        PartitionShare {
+            process: 0,
+            processes: 1,
+            workers: 1,
+        }
+    }
+}
+
+impl PartitionShare {
+    /// The global worker that reads `partition`.
+    pub fn worker_of(&self, partition: i32) -> usize {
+        let total = (self.processes * self.workers).max(1);
+        usize::try_from(partition).unwrap_or(0) % total
+    }
+
+    /// Whether this process reads `partition`.
+    pub fn owns(&self, partition: i32) -> bool {
+        self.worker_of(partition) / self.workers.max(1) == self.process
+    }
 }
 
 fn default_group() -> String {
@@ -57,6 +95,7 @@ impl KafkaConfig {
             settings: Vec::new(),
             deadletter_topic: None,
             eventhub_connection_string_env: None,
+            share: PartitionShare::default(),
         })
     }
 
@@ -124,6 +163,21 @@ pub fn parse_setting(s: &str) -> Result<(String, String), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_partition_has_exactly_one_reader() {
+        // 2 processes × 2 workers over 10 partitions: worker p mod 4, process worker / 2.
+        let share = |process| PartitionShare {
+            process,
+            processes: 2,
+            workers: 2,
+        };
+        let owned = |process| -> Vec<i32> { (0..10).filter(|p| share(process).owns(*p)).collect() };
+        assert_eq!(owned(0), vec![0, 1, 4, 5, 8, 9]);
+        assert_eq!(owned(1), vec![2, 3, 6, 7]);
+        assert_eq!(share(1).worker_of(7), 3);
+        assert!((0..10).all(|p| PartitionShare::default().owns(p)));
+    }
 
     #[test]
     fn parses_urls() {

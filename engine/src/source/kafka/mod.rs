@@ -1,7 +1,15 @@
 //! Kafka and Azure Event Hubs (through its Kafka endpoint): the production source, and the
 //! producer behind `cds simulate --to kafka://…`.
 //!
-//! The consumer joins a consumer group and never commits on its own: the pipeline calls
+//! The source assigns itself its partitions instead of joining a group's rebalancing: partition
+//! `p` belongs to the global worker `p mod (P·N)` of a cluster of `P` processes with `N`
+//! workers each ([`PartitionShare`]), so every partition has exactly one reader, always the
+//! same one, and a restarted engine reads again at once instead of waiting for the group to
+//! notice that its killed predecessor is gone (a session timeout and a rebalance, seconds to
+//! minutes). The group (`--group`) names where offsets are committed. Partitions added to a
+//! topic while the engine runs are picked up within seconds.
+//!
+//! The source never commits on its own: the pipeline calls
 //! [`Source::commit`] with the positions whose outputs are durably written, so a restart
 //! resumes where the outputs stopped. Messages that are not events go to a dead-letter topic
 //! with their reason and source position in headers (and to the local dead-letter store). A
@@ -13,7 +21,7 @@ mod config;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -24,7 +32,7 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tracing::{info, warn};
 
-pub use config::{parse_setting, KafkaConfig, EVENTHUB_CONNECTION_STRING_ENV};
+pub use config::{parse_setting, KafkaConfig, PartitionShare, EVENTHUB_CONNECTION_STRING_ENV};
 
 use super::{Poll, Position, RawBatch, Source, SourceError};
 use crate::silver::DeadLetter;
@@ -61,15 +69,23 @@ pub struct KafkaSource {
     deadletters: Option<ThreadedProducer<DefaultProducerContext>>,
     outage: Option<Instant>,
     lag: Option<LagReader>,
+    /// Partitions per topic known and assigned so far (the owned ones among them are read).
+    assigned: BTreeMap<String, i32>,
+    /// When to ask the broker for the partitions again while none could be assigned.
+    next_assignment: Instant,
 }
 
 /// Reads high watermarks on its own thread and client: a round trip to the broker per
 /// partition on the ingest thread stalled the pipeline (up to 170 ms through the test broker,
 /// every lag reading). The ingest thread hands over its positions and reads the last result.
+/// The same thread also counts the topics' partitions, so that partitions added while the
+/// engine runs are assigned without a metadata round trip on the ingest thread.
 struct LagReader {
     positions: SyncSender<Vec<(String, i32, i64)>>,
     /// The last lag computed; `u64::MAX` while unknown.
     lag: Arc<AtomicU64>,
+    /// The last partition count read per topic.
+    partitions: Arc<Mutex<BTreeMap<String, i32>>>,
 }
 
 impl LagReader {
@@ -78,10 +94,20 @@ impl LagReader {
         let (tx, rx) = sync_channel::<Vec<(String, i32, i64)>>(1);
         let lag = Arc::new(AtomicU64::new(u64::MAX));
         let out = lag.clone();
+        let partitions = Arc::new(Mutex::new(BTreeMap::new()));
+        let counts = partitions.clone();
+        let topics = config.topics.clone();
         std::thread::Builder::new()
             .name("cds-kafka-lag".into())
             .spawn(move || {
                 while let Ok(positions) = rx.recv() {
+                    for topic in &topics {
+                        if let Ok(n) = partition_count(&client, topic, Duration::from_secs(1)) {
+                            if let Ok(mut c) = counts.lock() {
+                                c.insert(topic.clone(), n);
+                            }
+                        }
+                    }
                     let mut total = 0u64;
                     for (topic, partition, read) in positions {
                         let Ok((_, high)) =
@@ -97,8 +123,27 @@ impl LagReader {
                 }
             })
             .ok()?;
-        Some(LagReader { positions: tx, lag })
+        Some(LagReader {
+            positions: tx,
+            lag,
+            partitions,
+        })
     }
+}
+
+/// How many partitions `topic` has, by one metadata request.
+fn partition_count(
+    client: &BaseConsumer,
+    topic: &str,
+    timeout: Duration,
+) -> Result<i32, KafkaError> {
+    let metadata = client.fetch_metadata(Some(topic), timeout)?;
+    let n = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map_or(0, |t| t.partitions().len());
+    Ok(i32::try_from(n).unwrap_or(i32::MAX))
 }
 
 impl KafkaSource {
@@ -110,17 +155,63 @@ impl KafkaSource {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false");
         let consumer: BaseConsumer = c.create().map_err(kafka)?;
-        let topics: Vec<&str> = config.topics.iter().map(String::as_str).collect();
-        consumer.subscribe(&topics).map_err(kafka)?;
-        info!(brokers = %config.brokers, topics = %config.topics.join(","), group = %config.group, "kafka source subscribed");
-        Ok(KafkaSource {
+        let mut source = KafkaSource {
             name: format!("kafka://{}/{}", config.brokers, config.topics.join(",")),
             deadletters: None,
             outage: None,
             lag: None,
+            assigned: BTreeMap::new(),
+            next_assignment: Instant::now(),
             consumer,
             config,
-        })
+        };
+        // A broker that is away now is not an error: the source keeps asking (see `poll`).
+        source.assign(None, Duration::from_secs(5));
+        info!(brokers = %source.config.brokers, topics = %source.config.topics.join(","), group = %source.config.group, "kafka source started");
+        Ok(source)
+    }
+
+    /// Assigns the partitions this process owns that are not assigned yet, each from the
+    /// group's committed offset (the earliest one when none is committed). `counts` are
+    /// partition counts read elsewhere; `None` asks the broker, waiting at most `timeout`.
+    fn assign(&mut self, counts: Option<&BTreeMap<String, i32>>, timeout: Duration) {
+        let mut list = TopicPartitionList::new();
+        let mut known = Vec::new();
+        for topic in &self.config.topics {
+            let n = match counts {
+                Some(c) => c.get(topic).copied(),
+                None => match partition_count(&self.consumer, topic, timeout) {
+                    Ok(n) => Some(n),
+                    Err(e) => {
+                        self.trouble(&e);
+                        return;
+                    }
+                },
+            };
+            let Some(n) = n else { continue };
+            let from = self.assigned.get(topic).copied().unwrap_or(0);
+            for p in from..n {
+                if self.config.share.owns(p) {
+                    // Offset::Stored: the group's committed offset, else `auto.offset.reset`.
+                    if list.add_partition_offset(topic, p, Offset::Stored).is_err() {
+                        return;
+                    }
+                }
+            }
+            if n > from {
+                known.push((topic.clone(), n));
+            }
+        }
+        if list.count() > 0 {
+            if let Err(e) = self.consumer.incremental_assign(&list) {
+                self.trouble(&e);
+                return;
+            }
+            info!(partitions = list.count(), "kafka partitions assigned");
+        }
+        for (topic, n) in known {
+            self.assigned.insert(topic, n);
+        }
     }
 
     fn stream_of(&self, topic: &str) -> u16 {
@@ -169,6 +260,11 @@ impl Source for KafkaSource {
         max: usize,
         wait: Duration,
     ) -> Result<Poll, SourceError> {
+        if self.assigned.is_empty() && Instant::now() >= self.next_assignment {
+            // Nothing could be assigned yet (the broker was away, or the topic is missing).
+            self.next_assignment = Instant::now() + Duration::from_secs(1);
+            self.assign(None, wait.max(Duration::from_millis(250)));
+        }
         let deadline = Instant::now() + wait;
         let before = batch.len();
         while batch.len() - before < max {
@@ -220,6 +316,13 @@ impl Source for KafkaSource {
         }
         if self.lag.is_none() {
             self.lag = LagReader::start(&self.config);
+        }
+        let counts = self
+            .lag
+            .as_ref()
+            .and_then(|r| r.partitions.lock().ok().map(|c| c.clone()));
+        if let Some(counts) = counts {
+            self.assign(Some(&counts), Duration::ZERO);
         }
         let reader = self.lag.as_ref()?;
         let positions = self.consumer.position().ok()?;

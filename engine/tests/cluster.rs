@@ -1,0 +1,199 @@
+//! Scale-out: two processes with two workers each form one timely dataflow over a real Kafka
+//! broker (`tests/run.sh` starts it) and end with the same KPI documents and alerts as one
+//! process with one worker on the same data.
+//!
+//! Each process reads its own partitions (partition p belongs to worker p mod 4), writes its
+//! own share of the documents into its own data directory, and the union of the two stores is
+//! compared with the single process's store. Alerts are compared for the patient-scope rules:
+//! department-scope rules (capacity) and delayed evokes follow the order in which records of
+//! different partitions arrive, which differs from run to run even on one process (the README's
+//! known limit).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::Instant;
+
+use common::kafka::{broker, create_topics, produce, scratch, unique};
+use common::{cds, differences, free_port};
+use serde_json::Value;
+
+const RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../cds-rules");
+/// Rules whose alerts depend only on one patient's events (one partition, in order).
+const PATIENT_SCOPE: [&str; 4] = ["news2", "qsofa", "sirs", "hypoxia"];
+
+fn start(source: &str, data: &Path, group: &str, extra: &[&str]) -> Child {
+    cds()
+        .args(["run", "--http", "off", "--rules", RULES, "--source", source])
+        .args(["--group", group, "--until-idle", "10", "--data-dir"])
+        .arg(data)
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start cds run")
+}
+
+/// Waits for a run; its summary line (stdout).
+fn finish(child: Child, what: &str) -> String {
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "{what} failed ({}):\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn events_processed(summary: &str) -> u64 {
+    // timely prints its own connection progress on stdout before the summary line.
+    summary
+        .lines()
+        .find(|l| l.starts_with("processed "))
+        .unwrap_or_default()
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no event count in {summary:?}"))
+}
+
+/// The documents of a container by id, and how many stores held each id.
+fn export(stores: &[&Path], container: &str) -> (BTreeMap<String, Value>, BTreeMap<String, usize>) {
+    let mut docs = Vec::new();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for data in stores {
+        let out = common::ok(
+            cds()
+                .args(["export", container, "--data-dir"])
+                .arg(data)
+                .output()
+                .expect("export"),
+            "export",
+        );
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            let v: Value = serde_json::from_str(line).expect("JSON");
+            let id = v["id"].as_str().unwrap_or_default().to_owned();
+            *seen.entry(id.clone()).or_default() += 1;
+            docs.push((id, v));
+        }
+    }
+    (common::comparable(docs), seen)
+}
+
+#[test]
+fn two_processes_of_two_workers_equal_one_process_of_one() {
+    let brokers = broker();
+    let topic = unique("cluster");
+    create_topics(
+        &brokers,
+        &[(&topic, 4), (&format!("{topic}.deadletter"), 1)],
+    );
+    let events = 40_000;
+    produce(
+        &brokers,
+        &topic,
+        &[
+            "--seed",
+            "41",
+            "--max-events",
+            &events.to_string(),
+            "--dirty-rate",
+            "0.02",
+        ],
+    );
+    let source = format!("kafka://{brokers}/{topic}");
+    let dir = scratch("cluster");
+
+    let single = dir.join("single");
+    let started = Instant::now();
+    let summary = finish(start(&source, &single, &unique("one"), &[]), "1 × 1");
+    eprintln!("1 process × 1 worker: {summary} ({:?})", started.elapsed());
+    let single_events = events_processed(&summary);
+
+    let hosts = dir.join("hosts");
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .expect("hosts file");
+    let group = unique("two");
+    let (a, b) = (dir.join("p0"), dir.join("p1"));
+    let started = Instant::now();
+    let cluster: Vec<Child> = [(&a, "0"), (&b, "1")]
+        .into_iter()
+        .map(|(data, index)| {
+            let hosts = hosts.display().to_string();
+            start(
+                &source,
+                data,
+                &group,
+                &[
+                    "--workers",
+                    "2",
+                    "--processes",
+                    "2",
+                    "--process",
+                    index,
+                    "--hosts",
+                    &hosts,
+                ],
+            )
+        })
+        .collect();
+    let summaries: Vec<String> = cluster
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| finish(c, &format!("process {i} of 2 × 2")))
+        .collect();
+    eprintln!(
+        "2 processes × 2 workers: {summaries:?} ({:?})",
+        started.elapsed()
+    );
+    let per_process: Vec<u64> = summaries.iter().map(|s| events_processed(s)).collect();
+    assert!(
+        per_process.iter().all(|n| *n > 0),
+        "each process reads its own partitions: {per_process:?}"
+    );
+    assert_eq!(per_process.iter().sum::<u64>(), single_events);
+    assert_eq!(single_events, events as u64);
+
+    let (expected, _) = export(&[&single], "kpis");
+    let (got, seen) = export(&[&a, &b], "kpis");
+    assert!(expected.len() > 100);
+    assert!(
+        seen.values().all(|n| *n == 1),
+        "each KPI document is written by one process"
+    );
+    assert!(
+        expected == got,
+        "KPIs of the cluster differ from one process ({} vs {} documents):\n{}",
+        expected.len(),
+        got.len(),
+        differences(&expected, &got)
+    );
+
+    let patient_scope = |docs: BTreeMap<String, Value>| -> BTreeMap<String, Value> {
+        docs.into_iter()
+            .filter(|(_, v)| {
+                let rule = v["rule"].as_str().or(v["mlmname"].as_str()).unwrap_or("");
+                PATIENT_SCOPE.contains(&rule)
+            })
+            .collect()
+    };
+    let (expected, _) = export(&[&single], "alerts");
+    let (got, seen) = export(&[&a, &b], "alerts");
+    assert!(seen.values().all(|n| *n == 1), "each alert is raised once");
+    let (expected, got) = (patient_scope(expected), patient_scope(got));
+    assert!(!expected.is_empty(), "the patient-scope rules fired");
+    assert!(
+        expected == got,
+        "alerts of the cluster differ from one process ({} vs {}):\n{}",
+        expected.len(),
+        got.len(),
+        differences(&expected, &got)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
