@@ -141,7 +141,7 @@ fn percentiles(h: &Histogram<u64>) -> (u64, u64, u64) {
     (h.value_at_quantile(0.5), h.value_at_quantile(0.99), h.max())
 }
 
-fn unique(name: &str) -> String {
+pub(crate) fn unique(name: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -149,14 +149,14 @@ fn unique(name: &str) -> String {
     format!("{name}-{}-{}", std::process::id(), nanos % 1_000_000_000)
 }
 
-fn create_topic(brokers: &str, topic: &str) -> anyhow::Result<()> {
+pub(crate) fn create_topic(brokers: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .create()?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let topics = [NewTopic::new(topic, 1, TopicReplication::Fixed(1))];
+    let topics = [NewTopic::new(topic, partitions, TopicReplication::Fixed(1))];
     let results = rt.block_on(admin.create_topics(&topics, &AdminOptions::new()))?;
     for r in results {
         r.map_err(|(t, e)| anyhow::anyhow!("cannot create topic {t}: {e}"))?;
@@ -223,7 +223,7 @@ pub fn one_load(
     tuning: Tuning,
 ) -> anyhow::Result<LoadResult> {
     let topic = unique("bench-latency");
-    create_topic(brokers, &topic)?;
+    create_topic(brokers, &topic, 1)?;
     let data = scratch.join(&topic);
     let start = parse_time("2026-03-02T00:00:00Z").context("start time")?;
     let warmup = 200usize;

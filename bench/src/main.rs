@@ -16,11 +16,14 @@
 //!   or `CDS_TEST_KAFKA`), HDR histogram measured from the intended send times.
 //! - **recovery**: checkpoint size and restart time (a fresh process restoring from the newest
 //!   checkpoint) with N patients admitted.
+//! - **cluster**: a 4-partition Kafka topic read by 1 process × 1 and 2 workers and by timely
+//!   clusters of 2 processes (the `cds` binary beside this one, over loopback TCP).
 //!
 //! `--quick` is the smoke test of the test suite: small sizes; it checks that everything runs
 //! and that the outputs agree (including the baseline equality), and asserts no timing.
 
 mod baseline;
+mod cluster;
 mod compare;
 mod incremental;
 mod latency;
@@ -51,13 +54,14 @@ use cds_engine::source::simulator::{write_jsonl, SimulatorConfig};
 
 use report::Report;
 
-const SECTIONS: [&str; 6] = [
+const SECTIONS: [&str; 7] = [
     "throughput",
     "rules",
     "baseline",
     "memory",
     "latency",
     "recovery",
+    "cluster",
 ];
 
 struct Options {
@@ -98,7 +102,7 @@ fn one<T: std::str::FromStr>(s: Option<String>, what: &str) -> anyhow::Result<T>
         .with_context(|| format!("{what}: not a valid value"))
 }
 
-const HELP: &str = "cds-bench [--quick] [--sections throughput,rules,baseline,memory,latency,recovery]
+const HELP: &str = "cds-bench [--quick] [--sections throughput,rules,baseline,memory,latency,recovery,cluster]
   [--events N] [--workers N[,N]] [--rules DIR|off]
   [--baseline B:PREFIX[,B:PREFIX]] [--patients N[,N]] [--readings R[,R]] [--recovery-readings R]
   [--kafka HOST:PORT] [--rates R[,R]] [--latency-secs S] [--latency-configs FLUSH_MS/FETCH_WAIT_MS|default[,...]]
@@ -337,6 +341,20 @@ fn run(o: &Options, network: &Network, dir: &Path) -> anyhow::Result<()> {
         }
     }
 
+    if on("cluster") {
+        match o.kafka.as_deref() {
+            None if o.quick => report.line(
+                "cluster",
+                "skipped",
+                "no broker given (--kafka HOST:PORT or CDS_TEST_KAFKA)",
+            ),
+            None => bail!("the cluster benchmark needs a broker: --kafka HOST:PORT (or leave it out of --sections)"),
+            Some(brokers) => {
+                let events = if o.quick { 20_000 } else { o.events.min(500_000) };
+                cluster::report(&mut report, dir, brokers, events)?;
+            }
+        }
+    }
     if on("recovery") {
         for &patients in &o.patients {
             recovery::report(&mut report, dir, network, patients, o.recovery_readings)?;

@@ -83,64 +83,30 @@ fn export(stores: &[&Path], container: &str) -> (BTreeMap<String, Value>, BTreeM
     (common::comparable(docs), seen)
 }
 
-#[test]
-fn two_processes_of_two_workers_equal_one_process_of_one() {
-    let brokers = broker();
-    let topic = unique("cluster");
-    create_topics(
-        &brokers,
-        &[(&topic, 4), (&format!("{topic}.deadletter"), 1)],
-    );
-    let events = 40_000;
-    produce(
-        &brokers,
-        &topic,
-        &[
-            "--seed",
-            "41",
-            "--max-events",
-            &events.to_string(),
-            "--dirty-rate",
-            "0.02",
-        ],
-    );
-    let source = format!("kafka://{brokers}/{topic}");
-    let dir = scratch("cluster");
-
-    let single = dir.join("single");
+/// One round: the single process and the cluster each read what is new on the topic (from
+/// their own checkpoints and committed offsets); returns the events each read.
+fn round(source: &str, dir: &Path, hosts: &Path, groups: (&str, &str)) -> (u64, Vec<u64>) {
     let started = Instant::now();
-    let summary = finish(start(&source, &single, &unique("one"), &[]), "1 × 1");
+    let summary = finish(start(source, &dir.join("single"), groups.0, &[]), "1 × 1");
     eprintln!("1 process × 1 worker: {summary} ({:?})", started.elapsed());
-    let single_events = events_processed(&summary);
-
-    let hosts = dir.join("hosts");
-    std::fs::write(
-        &hosts,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
-    )
-    .expect("hosts file");
-    let group = unique("two");
-    let (a, b) = (dir.join("p0"), dir.join("p1"));
+    let single = events_processed(&summary);
+    let hosts = hosts.display().to_string();
     let started = Instant::now();
-    let cluster: Vec<Child> = [(&a, "0"), (&b, "1")]
+    let cluster: Vec<Child> = ["0", "1"]
         .into_iter()
-        .map(|(data, index)| {
-            let hosts = hosts.display().to_string();
-            start(
-                &source,
-                data,
-                &group,
-                &[
-                    "--workers",
-                    "2",
-                    "--processes",
-                    "2",
-                    "--process",
-                    index,
-                    "--hosts",
-                    &hosts,
-                ],
-            )
+        .map(|index| {
+            let data = dir.join(format!("p{index}"));
+            let cluster = [
+                "--workers",
+                "2",
+                "--processes",
+                "2",
+                "--process",
+                index,
+                "--hosts",
+                &hosts,
+            ];
+            start(source, &data, groups.1, &cluster)
         })
         .collect();
     let summaries: Vec<String> = cluster
@@ -152,14 +118,15 @@ fn two_processes_of_two_workers_equal_one_process_of_one() {
         "2 processes × 2 workers: {summaries:?} ({:?})",
         started.elapsed()
     );
-    let per_process: Vec<u64> = summaries.iter().map(|s| events_processed(s)).collect();
-    assert!(
-        per_process.iter().all(|n| *n > 0),
-        "each process reads its own partitions: {per_process:?}"
-    );
-    assert_eq!(per_process.iter().sum::<u64>(), single_events);
-    assert_eq!(single_events, events as u64);
+    (
+        single,
+        summaries.iter().map(|s| events_processed(s)).collect(),
+    )
+}
 
+/// The union of the processes' stores against the single process's store.
+fn assert_same_outputs(dir: &Path) {
+    let (single, a, b) = (dir.join("single"), dir.join("p0"), dir.join("p1"));
     let (expected, _) = export(&[&single], "kpis");
     let (got, seen) = export(&[&a, &b], "kpis");
     assert!(expected.len() > 100);
@@ -174,7 +141,6 @@ fn two_processes_of_two_workers_equal_one_process_of_one() {
         got.len(),
         differences(&expected, &got)
     );
-
     let patient_scope = |docs: BTreeMap<String, Value>| -> BTreeMap<String, Value> {
         docs.into_iter()
             .filter(|(_, v)| {
@@ -195,5 +161,56 @@ fn two_processes_of_two_workers_equal_one_process_of_one() {
         got.len(),
         differences(&expected, &got)
     );
+}
+
+#[test]
+fn two_processes_of_two_workers_equal_one_process_of_one() {
+    let brokers = broker();
+    let topic = unique("cluster");
+    create_topics(
+        &brokers,
+        &[(&topic, 4), (&format!("{topic}.deadletter"), 1)],
+    );
+    let events = 40_000u64;
+    let more = 10_000u64;
+    let produce_seed = |seed: &str, n: u64| {
+        let n = n.to_string();
+        let args = ["--seed", seed, "--max-events", &n, "--dirty-rate", "0.02"];
+        produce(&brokers, &topic, &args);
+    };
+    produce_seed("41", events);
+    let source = format!("kafka://{brokers}/{topic}");
+    let dir = scratch("cluster");
+    let hosts = dir.join("hosts");
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .expect("hosts file");
+    let (one, two) = (unique("one"), unique("two"));
+
+    let (single, per_process) = round(&source, &dir, &hosts, (&one, &two));
+    assert_eq!(single, events);
+    assert!(
+        per_process.iter().all(|n| *n > 0),
+        "each process reads its own partitions: {per_process:?}"
+    );
+    assert_eq!(per_process.iter().sum::<u64>(), events);
+    assert_same_outputs(&dir);
+
+    // A restart of the whole cluster: every process continues from its own newest checkpoint
+    // (written at the clean stop) and reads only what is new.
+    produce_seed("42", more);
+    let (single, per_process) = round(&source, &dir, &hosts, (&one, &two));
+    assert_eq!(
+        single, more,
+        "the single process continues where it stopped"
+    );
+    assert_eq!(
+        per_process.iter().sum::<u64>(),
+        more,
+        "the cluster continues where it stopped: {per_process:?}"
+    );
+    assert_same_outputs(&dir);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -12,12 +12,13 @@
 
 mod common;
 
-use common::{cds, ok};
+use common::servers::CosmosServer;
+use common::{cds, free_port, ok};
 
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -446,84 +447,6 @@ fn throttling_and_server_errors_are_retried_and_every_document_arrives_once() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A Cosmos DB test server of the test's own, on a fixed port so that it can be restarted.
-struct Server {
-    child: Option<Child>,
-    port: u16,
-    log: PathBuf,
-}
-
-impl Server {
-    fn launcher() -> PathBuf {
-        std::env::var_os("CDS_TEST_COSMOS_SERVER").map_or_else(
-            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cosmos/server.js"),
-            PathBuf::from,
-        )
-    }
-
-    fn start(port: u16, log: PathBuf) -> Server {
-        let mut server = Server {
-            child: None,
-            port,
-            log,
-        };
-        server.restart();
-        server
-    }
-
-    fn restart(&mut self) {
-        self.kill();
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("server log");
-        let mut child = Command::new("node")
-            .arg(Self::launcher())
-            .arg(self.port.to_string())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("start node tests/cosmos/server.js");
-        // It prints one line once it listens.
-        let mut line = String::new();
-        if let Some(out) = child.stdout.take() {
-            use std::io::BufRead;
-            let _ = std::io::BufReader::new(out).read_line(&mut line);
-        }
-        assert!(
-            line.starts_with("listening"),
-            "server did not start: {line:?}\n{}",
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        );
-        self.child = Some(child);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}/", self.port)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
 #[test]
 fn a_restarted_server_is_recovered_from_and_every_later_document_arrives() {
     let _serial = serial();
@@ -538,7 +461,7 @@ fn a_restarted_server_is_recovered_from_and_every_later_document_arrives() {
         .map(str::to_owned)
         .collect();
 
-    let mut server = Server::start(free_port(), dir.join("server.log"));
+    let mut server = CosmosServer::start(free_port(), dir.join("server.log"));
     let db = database("restart");
     let mut config = cosmos_config(&server.endpoint(), &db);
     config.request_timeout_ms = 2_000;
@@ -589,7 +512,7 @@ fn a_restarted_server_is_recovered_from_and_every_later_document_arrives() {
     // The outage runs beside the input, which keeps arriving meanwhile.
     let chaos = std::thread::spawn(move || {
         std::thread::sleep(Duration::from_secs(2));
-        server.kill();
+        server.stop();
         std::thread::sleep(Duration::from_millis(1_500));
         server.restart();
         (server, Instant::now())

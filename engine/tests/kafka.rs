@@ -12,9 +12,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::differences;
+use common::free_port;
 use common::kafka::{
     broker, create_topics, produce, produce_lines_unbatched, produce_unbatched, scratch, unique,
 };
+use common::servers::{metric, Tansu};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
@@ -259,86 +261,6 @@ fn a_restarted_consumer_resumes_where_the_outputs_stopped() {
         "the second run reads only what came after: {second}"
     );
     let _ = std::fs::remove_dir_all(dir);
-}
-
-/// A private broker this test can stop and start. Unlike the suite's shared broker it keeps
-/// its log in a SQLite file, so that a restart keeps topics, messages and committed offsets,
-/// as a restarted Kafka broker (or an Event Hubs failover) does.
-struct Tansu {
-    child: Child,
-}
-
-impl Tansu {
-    fn start(port: u16, dir: &Path) -> Self {
-        let tansu = std::env::var("CDS_TEST_TANSU")
-            .expect("CDS_TEST_TANSU is not set: run `bash tests/run.sh`");
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(&tansu)
-            .current_dir(dir)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-                "--storage-engine",
-                "sqlite://tansu.db",
-            ])
-            .stdout(Stdio::null())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(dir.join("tansu.log"))
-                    .map(Stdio::from)
-                    .unwrap_or(Stdio::null()),
-            )
-            .spawn()
-            .expect("start tansu");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not start on {port}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Tansu { child }
-    }
-
-    fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-/// The value of a metric on `/metrics` (its first series when it has labels).
-fn metric(http: &str, name: &str) -> Option<f64> {
-    use std::io::{Read, Write};
-    // None while the engine's HTTP server is not up yet.
-    let mut stream = std::net::TcpStream::connect(http).ok()?;
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).ok()?;
-    body.lines().find_map(|l| {
-        let rest = l.strip_prefix(name)?;
-        let rest = match rest.strip_prefix('{') {
-            Some(labelled) => labelled.split_once('}')?.1,
-            None => rest,
-        };
-        rest.strip_prefix(' ')?.trim().parse().ok()
-    })
 }
 
 #[test]

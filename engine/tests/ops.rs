@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::cds;
+use common::servers::{metric, CosmosServer, Tansu};
 use serde_json::Value;
 
 /// The test's ports: each test has its own block of ten.
@@ -117,22 +118,6 @@ fn wait_for(secs: u64, what: &str, log: &Path, mut done: impl FnMut() -> bool) {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-/// The value of one series on `/metrics` (the whole name with its labels, as rendered).
-fn metric(http: &str, series: &str) -> Option<f64> {
-    let mut stream = TcpStream::connect(http).ok()?;
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).ok()?;
-    body.lines().find_map(|l| {
-        l.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
 }
 
 fn alerts_total(http: &str, condition: &str, state: &str) -> Option<f64> {
@@ -528,103 +513,3 @@ fn cosmos_writes_that_fail_after_the_retries_raise_and_recover() {
 /// The published key of the Cosmos DB emulators, which the test server accepts.
 const EMULATOR_KEY: &str =
     "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw==";
-
-/// A broker of the test's own on a fixed port (`CDS_TEST_TANSU`), with its log in SQLite.
-struct Tansu(Child);
-
-impl Tansu {
-    fn start(port: u16, dir: &Path) -> Tansu {
-        let tansu = std::env::var("CDS_TEST_TANSU")
-            .expect("CDS_TEST_TANSU is not set: run `bash tests/run.sh`");
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(tansu)
-            .current_dir(dir)
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start tansu");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "tansu did not start on {port}");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Tansu(child)
-    }
-}
-
-impl Drop for Tansu {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The Cosmos DB test server on a fixed port, so that it can be stopped and started again.
-struct CosmosServer {
-    child: Option<Child>,
-    port: u16,
-    log: PathBuf,
-}
-
-impl CosmosServer {
-    fn start(port: u16, log: PathBuf) -> CosmosServer {
-        let mut s = CosmosServer {
-            child: None,
-            port,
-            log,
-        };
-        s.restart();
-        s
-    }
-
-    fn restart(&mut self) {
-        self.stop();
-        let launcher = std::env::var_os("CDS_TEST_COSMOS_SERVER").map_or_else(
-            || Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/cosmos/server.js"),
-            PathBuf::from,
-        );
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .expect("server log");
-        let mut child = Command::new("node")
-            .arg(launcher)
-            .arg(self.port.to_string())
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("start node tests/cosmos/server.js");
-        let mut line = String::new();
-        if let Some(out) = child.stdout.take() {
-            let _ = BufReader::new(out).read_line(&mut line);
-        }
-        assert!(
-            line.starts_with("listening"),
-            "the Cosmos DB test server did not start: {line:?}\n{}",
-            std::fs::read_to_string(&self.log).unwrap_or_default()
-        );
-        self.child = Some(child);
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for CosmosServer {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}

@@ -17,13 +17,11 @@ use deltalake::arrow::datatypes::{DataType, Field, Schema};
 
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::Action;
-use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::protocol::DeltaOperation;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::DeltaTable;
-use object_store::ObjectStoreExt;
 
-use super::tables::Table;
+use super::tables::{read_data_file, Table};
 use super::writer::{table_url, LakeWriteError};
 
 /// What compaction did to one table.
@@ -97,18 +95,10 @@ async fn compact_table(
             continue;
         }
         for f in files {
-            let bytes = store
-                .get(&deltalake::Path::from(f.path().as_ref()))
-                .await
-                .map_err(|e| err(table, e))?
-                .bytes()
+            let batches = read_data_file(&store, &f.path())
                 .await
                 .map_err(|e| err(table, e))?;
-            let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-                .and_then(|b| b.build())
-                .map_err(|e| err(table, e))?;
-            for batch in reader {
-                let batch = batch.map_err(|e| err(table, e))?;
+            for batch in batches {
                 // The partition column lives in the path, not in the file: the writer puts
                 // it back from the row, so it is added here from the file's partition values.
                 let batch = with_event_date(table, batch, &f.partition_values_map())?;

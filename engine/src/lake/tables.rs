@@ -203,6 +203,27 @@ pub struct SilverRow {
     pub patient: Option<u64>,
 }
 
+/// The record batches of one data file of a table (`path` relative to the table's store), read
+/// whole: the dimensions' loader, compaction and the Bronze replay read files this way.
+pub async fn read_data_file(
+    store: &Arc<dyn object_store::ObjectStore>,
+    path: &str,
+) -> Result<Vec<RecordBatch>, String> {
+    use object_store::ObjectStoreExt;
+    let bytes = store
+        .get(&deltalake::Path::from(path))
+        .await
+        .map_err(|e| e.to_string())?
+        .bytes()
+        .await
+        .map_err(|e| e.to_string())?;
+    deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(bytes)
+        .and_then(|b| b.build())
+        .map_err(|e| e.to_string())?
+        .map(|batch| batch.map_err(|e| e.to_string()))
+        .collect()
+}
+
 /// Days since 1970-01-01 of a UTC instant in microseconds.
 pub fn date32(micros: i64) -> i32 {
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();

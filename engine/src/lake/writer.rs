@@ -25,11 +25,9 @@ use deltalake::arrow::array::RecordBatch;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::{CommitBuilder, CommitProperties};
 use deltalake::kernel::{Action, StructType, Transaction};
-use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::protocol::{DeltaOperation, SaveMode};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::DeltaTable;
-use object_store::ObjectStoreExt;
 use tracing::{info, warn};
 
 use super::dims::{self, Dimension, Scd2};
@@ -387,22 +385,12 @@ impl LakeWriter {
                 .map(|f| f.path().into_owned())
                 .collect();
             for path in paths {
-                let bytes = self
+                let batches = self
                     .runtime
-                    .block_on(async {
-                        store
-                            .get(&deltalake::Path::from(path.as_str()))
-                            .await?
-                            .bytes()
-                            .await
-                    })
+                    .block_on(tables::read_data_file(&store, &path))
                     .map_err(|e| err(table, e))?;
-                let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-                    .and_then(|b| b.build())
-                    .map_err(|e| err(table, e))?;
-                for batch in reader {
-                    scd.load(&batch.map_err(|e| err(table, e))?)
-                        .map_err(|e| err(table, e))?;
+                for batch in batches {
+                    scd.load(&batch).map_err(|e| err(table, e))?;
                 }
             }
             self.dims.insert(d, scd);
@@ -428,11 +416,7 @@ impl LakeWriter {
             Dimension::Patient => transactions(self.dim_positions.iter()),
             Dimension::Department => Vec::new(),
         };
-        let properties = CommitProperties::default().with_application_transactions(
-            txns.iter()
-                .map(|(s, p, v)| Transaction::new(app_id(s, *p), *v))
-                .collect(),
-        );
+        let properties = commit_properties(&txns);
         self.table(table)?;
         let runtime = &self.runtime;
         let t = self.tables.get_mut(&table).ok_or(LakeWriteError::Stopped)?;
@@ -630,11 +614,7 @@ impl LakeWriter {
             }
         }
         let rows = batch.num_rows() as u64;
-        let properties = CommitProperties::default().with_application_transactions(
-            txns.iter()
-                .map(|(s, p, v)| Transaction::new(app_id(s, *p), *v))
-                .collect(),
-        );
+        let properties = commit_properties(&txns);
         self.table(table)?;
         let runtime = &self.runtime;
         let t = self.tables.get_mut(&table).ok_or(LakeWriteError::Stopped)?;
@@ -660,6 +640,15 @@ impl LakeWriter {
         self.stats.commits += 1;
         Ok(())
     }
+}
+
+/// A commit's properties: one application transaction per (source, partition) it covers.
+fn commit_properties(txns: &[(Arc<str>, i32, i64)]) -> CommitProperties {
+    CommitProperties::default().with_application_transactions(
+        txns.iter()
+            .map(|(s, p, v)| Transaction::new(app_id(s, *p), *v))
+            .collect(),
+    )
 }
 
 fn err(table: Table, e: impl std::fmt::Display) -> LakeWriteError {

@@ -7,6 +7,7 @@
 pub mod delta;
 pub mod http;
 pub mod kafka;
+pub mod servers;
 
 use std::collections::BTreeMap;
 

@@ -17,14 +17,12 @@ use std::time::Duration;
 use deltalake::arrow::array::{
     Array, BinaryArray, Int32Array, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
-use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::DeltaTable;
-use object_store::ObjectStoreExt;
 
 pub use config::BronzeConfig;
 
 use super::{Poll, Position, RawBatch, Source, SourceError};
-use crate::lake::tables::Table;
+use crate::lake::tables::{read_data_file, Table};
 use crate::lake::writer::table_url;
 
 /// One Bronze row, ready to hand out again.
@@ -70,18 +68,8 @@ impl BronzeSource {
                 .map(|f| f.path().into_owned())
                 .collect();
             for path in files {
-                let bytes = store
-                    .get(&deltalake::Path::from(path.as_str()))
-                    .await
-                    .map_err(bronze)?
-                    .bytes()
-                    .await
-                    .map_err(bronze)?;
-                let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-                    .and_then(|b| b.build())
-                    .map_err(bronze)?;
-                for batch in reader {
-                    read_rows(&batch.map_err(bronze)?, &mut streams, &mut rows)?;
+                for batch in read_data_file(&store, &path).await.map_err(bronze)? {
+                    read_rows(&batch, &mut streams, &mut rows)?;
                 }
             }
             Ok(())
