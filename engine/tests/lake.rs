@@ -16,11 +16,12 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 use std::sync::Arc;
 
 use common::delta::{self, TableRead};
 use common::kafka::unique;
+use common::ok;
 use serde_json::Value;
 
 fn cds() -> Command {
@@ -28,16 +29,6 @@ fn cds() -> Command {
     c.env("CDS_PSEUDONYM_KEY", "lake-test")
         .env("CDS_LOG", "warn");
     c
-}
-
-fn ok(out: Output, what: &str) -> Output {
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn scratch(name: &str) -> PathBuf {

@@ -614,7 +614,7 @@ impl LakeWriter {
             }
         }
         let rows = batch.num_rows() as u64;
-        let properties = commit_properties(&txns);
+        let properties = commit_properties(txns);
         self.table(table)?;
         let runtime = &self.runtime;
         let t = self.tables.get_mut(&table).ok_or(LakeWriteError::Stopped)?;
