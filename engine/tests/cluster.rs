@@ -65,17 +65,7 @@ fn export(stores: &[&Path], container: &str) -> (BTreeMap<String, Value>, BTreeM
     let mut docs = Vec::new();
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for data in stores {
-        let out = common::ok(
-            cds()
-                .args(["export", container, "--data-dir"])
-                .arg(data)
-                .output()
-                .expect("export"),
-            "export",
-        );
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let v: Value = serde_json::from_str(line).expect("JSON");
-            let id = v["id"].as_str().unwrap_or_default().to_owned();
+        for (id, v) in common::exported(data, container) {
             *seen.entry(id.clone()).or_default() += 1;
             docs.push((id, v));
         }
@@ -143,10 +133,7 @@ fn assert_same_outputs(dir: &Path) {
     );
     let patient_scope = |docs: BTreeMap<String, Value>| -> BTreeMap<String, Value> {
         docs.into_iter()
-            .filter(|(_, v)| {
-                let rule = v["rule"].as_str().or(v["mlmname"].as_str()).unwrap_or("");
-                PATIENT_SCOPE.contains(&rule)
-            })
+            .filter(|(_, v)| PATIENT_SCOPE.contains(&v["mlmname"].as_str().unwrap_or("")))
             .collect()
     };
     let (expected, _) = export(&[&single], "alerts");

@@ -73,16 +73,7 @@ fn events_processed(summary: &str) -> u64 {
 }
 
 fn kpis(data: &Path) -> BTreeMap<String, Value> {
-    let out = cds()
-        .args(["export", "kpis", "--data-dir"])
-        .arg(data)
-        .output()
-        .expect("export");
-    assert!(out.status.success());
-    common::comparable(String::from_utf8_lossy(&out.stdout).lines().map(|l| {
-        let v: Value = serde_json::from_str(l).expect("JSON");
-        (v["id"].as_str().unwrap_or_default().to_owned(), v)
-    }))
+    common::comparable(common::exported(data, "kpis"))
 }
 
 #[test]

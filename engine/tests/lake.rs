@@ -83,21 +83,7 @@ fn run(file: &Path, data: &Path, lake: Option<&str>, env: &[(&str, &str)]) {
 }
 
 fn export(data: &Path, container: &str) -> BTreeMap<String, Value> {
-    let out = ok(
-        cds()
-            .args(["export", container, "--data-dir"])
-            .arg(data)
-            .output()
-            .expect("export"),
-        "export",
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).expect("JSON");
-            (v["id"].as_str().unwrap_or_default().to_owned(), v)
-        })
-        .collect()
+    common::exported(data, container).into_iter().collect()
 }
 
 struct Lake {

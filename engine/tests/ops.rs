@@ -301,26 +301,33 @@ fn action(ctx, data) {
 }
 "#;
 
-#[test]
-fn rules_that_keep_failing_raise_one_notice() {
-    let dir = scratch("rules");
-    let receiver = Receiver::start(port(1, 0));
+/// Runs a rule pack whose one rule always throws over `events` events, with this webhook;
+/// returns the run's log (it must succeed).
+fn run_failing_rule(dir: &Path, events_n: u32, webhook: &str) -> String {
     let rules = dir.join("rules");
     std::fs::create_dir_all(&rules).expect("rules dir");
     std::fs::write(rules.join("always_fails.rhai"), FAILING_RULE).expect("rule");
-    let file = events(&dir, 3000);
+    let file = events(dir, events_n);
     let out = cds()
         .args(["run", "--http", "off", "--until-end", "--rules"])
         .arg(&rules)
         .arg("--source")
         .arg(format!("file:{}", file.display()))
-        .args(["--ops-webhook", &receiver.url()])
+        .args(["--ops-webhook", webhook])
         .arg("--data-dir")
         .arg(dir.join("data"))
         .output()
         .expect("run");
-    let log = String::from_utf8_lossy(&out.stderr);
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{log}");
+    log
+}
+
+#[test]
+fn rules_that_keep_failing_raise_one_notice() {
+    let dir = scratch("rules");
+    let receiver = Receiver::start(port(1, 0));
+    let log = run_failing_rule(&dir, 3000, &receiver.url());
     let raised = receiver.notices("rule_errors", "raised");
     assert_eq!(raised.len(), 1, "{:#?}\n{log}", receiver.all());
     assert_shape(&raised[0], "rule_errors", "raised");
@@ -333,25 +340,8 @@ fn an_unreachable_webhook_is_never_fatal() {
     // Nothing listens on the webhook's port: the alert is still raised, logged and counted,
     // and the run ends normally (the queue gets a bounded time to drain at the end).
     let dir = scratch("nowebhook");
-    let rules = dir.join("rules");
-    std::fs::create_dir_all(&rules).expect("rules dir");
-    std::fs::write(rules.join("always_fails.rhai"), FAILING_RULE).expect("rule");
-    let file = events(&dir, 2000);
-    let out = cds()
-        .args(["run", "--http", "off", "--until-end", "--rules"])
-        .arg(&rules)
-        .arg("--source")
-        .arg(format!("file:{}", file.display()))
-        .args([
-            "--ops-webhook",
-            &format!("http://127.0.0.1:{}/hook", port(4, 0)),
-        ])
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .output()
-        .expect("run");
-    let log = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{log}");
+    let webhook = format!("http://127.0.0.1:{}/hook", port(4, 0));
+    let log = run_failing_rule(&dir, 2000, &webhook);
     assert!(log.contains("operational alert raised"), "{log}");
     assert!(
         !log.contains(&format!("{}", port(4, 0))),

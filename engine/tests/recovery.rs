@@ -120,19 +120,7 @@ fn run_and_kill(source: &str, data: &Path, extra: &[&str], after: Duration) -> b
 }
 
 fn export(data: &Path, container: &str) -> BTreeMap<String, Value> {
-    let out = cds()
-        .args(["export", container, "--data-dir"])
-        .arg(data)
-        .output()
-        .expect("export");
-    assert!(out.status.success());
-    let docs: Vec<(String, Value)> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| {
-            let v: Value = serde_json::from_str(l).expect("JSON");
-            (v["id"].as_str().unwrap_or_default().to_owned(), v)
-        })
-        .collect();
+    let docs = common::exported(data, container);
     let ids = docs.len();
     let docs = common::comparable(docs);
     if container == "alerts" {

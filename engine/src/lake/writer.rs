@@ -545,12 +545,15 @@ impl LakeWriter {
         if !self.silver.is_empty() {
             // The facts first: a crash between the two commits leaves Silver behind, and the
             // replay writes Silver while the facts' own record skips what they hold.
-            let facts: Vec<&SilverRow> = self
-                .silver
-                .iter()
-                .filter(|(_, _, to_facts)| *to_facts)
-                .map(|(r, _, _)| r)
-                .collect();
+            // Each buffered row says whether Silver and the facts still need it.
+            let needed = |pick: fn(&(SilverRow, bool, bool)) -> bool| -> Vec<&SilverRow> {
+                self.silver
+                    .iter()
+                    .filter(|r| pick(r))
+                    .map(|(r, _, _)| r)
+                    .collect()
+            };
+            let facts = needed(|(_, _, to_facts)| *to_facts);
             let flow = if facts.is_empty() {
                 None
             } else {
@@ -558,12 +561,7 @@ impl LakeWriter {
                     tables::flow_batch(&facts).map_err(|e| err(Table::FactPatientFlow, e))?;
                 Some((batch, transactions(facts.iter().map(|r| &r.position))))
             };
-            let rows: Vec<&SilverRow> = self
-                .silver
-                .iter()
-                .filter(|(_, to_silver, _)| *to_silver)
-                .map(|(r, _, _)| r)
-                .collect();
+            let rows = needed(|(_, to_silver, _)| *to_silver);
             let clean = if rows.is_empty() {
                 None
             } else {

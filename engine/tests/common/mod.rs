@@ -55,3 +55,23 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("a free port")
 }
+
+/// The documents of a container as `cds export` prints them, each with its id, in the order
+/// printed (an id twice stays twice).
+pub fn exported(data: &std::path::Path, container: &str) -> Vec<(String, Value)> {
+    let out = ok(
+        cds()
+            .args(["export", container, "--data-dir"])
+            .arg(data)
+            .output()
+            .expect("export"),
+        "export",
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).expect("an exported JSON document");
+            (v["id"].as_str().unwrap_or_default().to_owned(), v)
+        })
+        .collect()
+}
