@@ -99,14 +99,28 @@ export CDS_TEST_AZURITE="http://127.0.0.1:$AZURITE_PORT"
 log "format"
 cargo fmt --all -- --check
 
+# Supply chain: advisories, licences, banned and duplicate crates, sources (deny.toml says why
+# each exception is there). cargo-deny comes from crates.io, cached with the other tools.
+DENY="$TOOLS/cargo-deny/bin/cargo-deny"
+if [ ! -x "$DENY" ]; then
+  log "installing cargo-deny (once)"
+  cargo install cargo-deny --version 0.20.2 --locked --root "$TOOLS/cargo-deny"
+fi
+log "cargo deny check (advisories, licences, bans, sources)"
+"$DENY" check
+
+# The test build turns on what release builds leave off (Cosmos DB fault injection for the sink's
+# retry tests); every cargo command below uses the same features, so nothing is built twice.
+FEATURES=(--features cds-engine/cosmos-fault-injection)
+
 log "build (release: one profile for the binary, the tests and the benchmarks)"
-cargo build --release --workspace --all-targets
+cargo build --release --workspace --all-targets "${FEATURES[@]}"
 
 log "deployment files (deploy/check.sh: YAML, promtool, metric names against a live /metrics, flags, manifests)"
 bash deploy/check.sh
 
 log "tests"
-cargo test --release --workspace
+cargo test --release --workspace "${FEATURES[@]}"
 
 log "benchmark smoke test (checks that it runs and that outputs agree; asserts no timing)"
-cargo run --release -p cds-bench -- --quick
+cargo run --release -p cds-bench "${FEATURES[@]}" -- --quick

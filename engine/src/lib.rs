@@ -22,6 +22,8 @@
 //! - `ops`: operational alerts (sink retries exhausted, source unreachable, checkpoint failed,
 //!   rule errors): metrics, log lines and a Teams/Slack webhook, one notice per outage.
 //! - [`pipeline`]: the job that wires the stages with bounded channels and threads.
+//! - [`support`]: what several stages share: retries with backoff, files private to the
+//!   engine's user.
 //! - [`cli`]: the `cds` command line; `main.rs` only calls [`cli::main`].
 
 pub mod cli;
@@ -36,3 +38,4 @@ pub mod rules;
 pub mod silver;
 pub mod sink;
 pub mod source;
+pub mod support;

@@ -32,6 +32,13 @@ pub struct Metrics {
     pub kpi_changes: IntCounter,
     /// Sink write failures.
     pub sink_errors: IntCounter,
+    /// Sink writes retried after a failed attempt (before a failure is final).
+    pub sink_retries: IntCounter,
+    /// Dead letters that could not be published to the dead-letter topic (they stay in the
+    /// local dead-letter store).
+    pub deadletter_publish_failures: IntCounter,
+    /// The heartbeat of each pipeline stage (`/readyz`, `cds_stage_*`).
+    pub stages: std::sync::Arc<crate::support::StageHealth>,
     /// Patients located in the network now.
     pub occupied_beds: IntGauge,
     /// The event-time watermark (seconds since the Unix epoch).
@@ -246,6 +253,17 @@ impl Metrics {
                 "KPI changes received from the dataflow",
             ),
             sink_errors: counter(&r, "cds_sink_errors_total", "Sink write failures"),
+            sink_retries: counter(
+                &r,
+                "cds_sink_retries_total",
+                "Sink writes retried with backoff after a failed attempt",
+            ),
+            deadletter_publish_failures: counter(
+                &r,
+                "cds_deadletter_publish_failures_total",
+                "Dead letters not published to the dead-letter topic (kept in the local store)",
+            ),
+            stages: crate::support::StageHealth::new(&r),
             occupied_beds: gauge(&r, "cds_occupied_beds", "Patients located in the network"),
             watermark_seconds: gauge(
                 &r,

@@ -37,7 +37,8 @@ use crate::rules::{RulesStage, RELOAD_INTERVAL};
 use crate::silver::{DedupWindow, Outcome, Silver, SilverRecord, SourcePosition};
 use crate::sink::{announce, Container, Feed, Sink, SinkError};
 use crate::source::format::{Decoder, DecoderState, Format};
-use crate::source::{Poll, Position, RawBatch, Source, SourceError};
+use crate::source::{DeadLetterDeliveries, Poll, Position, RawBatch, Source, SourceError};
+use crate::support::{codec, Stage, StageHealth};
 
 /// When `run` stops by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -265,7 +266,10 @@ pub fn run(
         .checkpoint_interval
         .map(|_| CheckpointStore::in_data_dir(&config.data_dir));
     let identity = source.identity();
-    let restored = store.as_ref().and_then(|s| s.load_newest(&identity));
+    let restored = match store.as_ref() {
+        Some(s) => s.load_newest(&identity)?,
+        None => None,
+    };
     let restore = match &restored {
         Some(c) => {
             if let Some(stage) = rules.as_mut() {
@@ -278,7 +282,7 @@ pub fn run(
                     ),
                 }
             }
-            let state: IngestState<'static> = bincode::deserialize(&c.ingest).map_err(|e| {
+            let state: IngestState<'static> = codec::decode(&c.ingest).map_err(|e| {
                 PipelineError::Checkpoint(format!("the ingest state does not load: {e}"))
             })?;
             info!(taken = %c.written_at, positions = ?state.positions, "continuing from a checkpoint");
@@ -364,9 +368,10 @@ pub fn run(
         Some(stage) => {
             let (tx, rx) = sync_channel::<RulesBatch>(2);
             let out = out_tx.clone();
+            let stages = metrics.stages.clone();
             let handle = std::thread::Builder::new()
                 .name("cds-rules".into())
-                .spawn(move || rules_loop(rx, stage, out, snapshot_tx))
+                .spawn(move || rules_loop(rx, stage, out, snapshot_tx, stages))
                 .map_err(|e| PipelineError::Dataflow(e.to_string()))?;
             (Some(tx), Some(handle))
         }
@@ -401,6 +406,7 @@ pub fn run(
             c.process * workers,
         ),
     };
+    let worker_stages = metrics.stages.clone();
     let guards = timely::execute(timely_config, move |worker| {
         // Workers are numbered across the cluster; this process's are `first_worker..`.
         let index = worker.index().saturating_sub(first_worker);
@@ -409,6 +415,7 @@ pub fn run(
             .ok()
             .and_then(|mut v| v.get_mut(index).and_then(Option::take));
         let out = out_tx.clone();
+        let stages = worker_stages.clone();
         let (mut inputs, probe) =
             worker.dataflow::<u64, _, _>(|scope| gold::build(scope, out.clone()));
         let Some(rx) = rx else { return };
@@ -419,6 +426,7 @@ pub fn run(
             read_at,
         }) = rx.recv()
         {
+            let _busy = stages.busy(Stage::Gold);
             inputs.insert(batch);
             inputs.advance_to(epoch + 1);
             while probe.less_than(&(epoch + 1)) {
@@ -516,6 +524,30 @@ pub fn run(
     Ok(summary)
 }
 
+/// Turns the source's dead-letter deliveries into `cds_deadletter_publish_failures_total` and
+/// the operational alert: raised when letters fail, cleared when letters get through again.
+#[derive(Default)]
+struct DeadLetterWatch {
+    seen: DeadLetterDeliveries,
+}
+
+impl DeadLetterWatch {
+    fn observe(&mut self, now: DeadLetterDeliveries, metrics: &Metrics, ops: &OpsAlerts) {
+        let failed = now.failed.saturating_sub(self.seen.failed);
+        let delivered = now.delivered.saturating_sub(self.seen.delivered);
+        if failed > 0 {
+            metrics.deadletter_publish_failures.inc_by(failed);
+            ops.raise(
+                Condition::DeadLetterTopic,
+                "dead letters cannot be published to the dead-letter topic; they stay in the local dead-letter store",
+            );
+        } else if delivered > 0 {
+            ops.clear(Condition::DeadLetterTopic);
+        }
+        self.seen = now;
+    }
+}
+
 /// Turns the source's availability into the outage metrics: one count per outage, and its
 /// length while it lasts.
 #[derive(Default)]
@@ -588,6 +620,7 @@ fn ingest(
     let mut commits = Commits::default();
     let mut lag_read = Instant::now();
     let mut outages = OutageWatch::default();
+    let mut deadletters = DeadLetterWatch::default();
     // The last processed position per (stream, partition); what a checkpoint covers is skipped.
     let mut processed: BTreeMap<(u16, i32), i64> = BTreeMap::new();
     let mut covered: HashMap<(u16, i32), i64> = HashMap::new();
@@ -681,9 +714,13 @@ fn ingest(
             std::thread::sleep(Duration::from_millis(100));
             continue;
         }
+        metrics.stages.progress(Stage::Ingest);
         let polled = source.poll(&mut raw, config.batch_size, config.poll_wait)?;
+        // From here to the end of this pass the ingest has input in hand.
+        let _busy = metrics.stages.busy(Stage::Ingest);
         let unavailable = source.unavailable_since();
         outages.observe(unavailable, metrics);
+        deadletters.observe(source.dead_letter_deliveries(), metrics, &config.ops);
         config.ops.observe_source(unavailable);
         match polled {
             Poll::End if raw.is_empty() => {
@@ -952,7 +989,7 @@ fn encode_ingest(
         lake: lake.lengths()?,
         decoder: decoder.snapshot(),
     };
-    bincode::serialize(&state).map_err(|e| PipelineError::Checkpoint(e.to_string()))
+    codec::encode(&state).map_err(|e| PipelineError::Checkpoint(e.to_string()))
 }
 
 impl Checkpointing {
@@ -1175,7 +1212,9 @@ fn sink_loop(
     let mut latest_watermark = Micros::MIN;
 
     loop {
-        match rx.recv_timeout(interval) {
+        let message = rx.recv_timeout(interval);
+        let _busy = metrics.stages.busy(Stage::Sink);
+        match message {
             Ok(SinkMessage::Alerts {
                 epoch,
                 documents,
@@ -1254,6 +1293,7 @@ fn rules_loop(
     mut stage: RulesStage,
     out: SyncSender<SinkMessage>,
     snapshots: SyncSender<RulesSnapshot>,
+    stages: Arc<StageHealth>,
 ) -> RulesStage {
     loop {
         match rx.recv_timeout(RELOAD_INTERVAL) {
@@ -1263,6 +1303,7 @@ fn rules_loop(
                 read_at,
                 snapshot,
             }) => {
+                let _busy = stages.busy(Stage::Rules);
                 let documents = stage.process(&records);
                 if snapshot {
                     // The state after this epoch's records, matching the ingest's snapshot.

@@ -90,7 +90,8 @@ fn sheet_as_csv(path: &Path, data_dir: &Path) -> anyhow::Result<PathBuf> {
         .context("the workbook has no sheet")?
         .with_context(|| format!("reading the first sheet of {}", path.display()))?;
     let dir = data_dir.join("ingest");
-    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    crate::support::private::create_private_dir(&dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
     let name = path
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())

@@ -76,6 +76,8 @@ struct ReplayArgs {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
+    crate::support::fault::exit_on_panic();
+    crate::support::private::restrict_new_files();
     let result = load_network(cli.departments.as_deref()).and_then(|network| match cli.command {
         Command::Run(mut args) => {
             args.departments = departments_file(cli.departments);

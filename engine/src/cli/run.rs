@@ -167,7 +167,7 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
         }
         (false, None) => Until::Shutdown,
     };
-    std::fs::create_dir_all(&args.data_dir)
+    crate::support::private::create_private_dir(&args.data_dir)
         .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
     let pseudonyms = Pseudonymiser::from_env_or_dir(&args.data_dir)?;
     let source = open_source(&args, &network, until)?;
@@ -179,7 +179,8 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
             let config = SqliteConfig::in_data_dir(&args.data_dir);
             Box::new(
                 SqliteSink::open(&config)
-                    .with_context(|| format!("opening {}", config.path.display()))?,
+                    .with_context(|| format!("opening {}", config.path.display()))?
+                    .counting_retries(metrics.sink_retries.clone()),
             )
         }
         "cosmos" => {

@@ -135,12 +135,27 @@ async fn authenticate(State(state): State<HttpState>, mut req: Request, next: Ne
     response
 }
 
-async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Relaxed) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "starting\n")
+/// Ready once the engine consumes, and while no stage has stopped advancing with input in hand
+/// (the failure contract: silence is never healthy); a stall names the stage.
+async fn readyz(State(state): State<HttpState>) -> Response {
+    if !state.ready.load(Ordering::Relaxed) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "starting\n").into_response();
     }
+    let stalls = state.metrics.stages.stalls();
+    if stalls.is_empty() {
+        return (StatusCode::OK, "ready\n").into_response();
+    }
+    let text: String = stalls
+        .iter()
+        .map(|s| {
+            format!(
+                "stalled: {} (no progress for {} s with input in hand)\n",
+                s.stage,
+                s.silent_for.as_secs()
+            )
+        })
+        .collect();
+    (StatusCode::SERVICE_UNAVAILABLE, text).into_response()
 }
 
 async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {

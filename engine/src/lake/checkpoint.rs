@@ -9,7 +9,7 @@
 //! skips what the checkpoint covers, and the lake files are cut back to their recorded length.
 //!
 //! File format (`DATA_DIR/lake/checkpoints/checkpoint-<seq>.bin`): the magic `CDSCKPT1`, the
-//! body length (u64, little endian), the SHA-256 of the body, the body (bincode). It is
+//! body length (u64, little endian), the SHA-256 of the body, the body ([`crate::support::codec`]). It is
 //! written to a temporary name, synced and renamed, so a checkpoint exists whole or not at
 //! all; a torn or corrupt file fails its length or hash check and the previous one is used.
 
@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::warn;
 
-const MAGIC: &[u8; 8] = b"CDSCKPT1";
+/// Format 2: the body in postcard. Format 1 (bincode) is recognised and refused with advice.
+const MAGIC: &[u8; 8] = b"CDSCKPT2";
+const MAGIC_FORMAT_1: &[u8; 8] = b"CDSCKPT1";
 const HEADER: usize = 8 + 8 + 32;
 
 /// One checkpoint as stored.
@@ -30,7 +32,7 @@ pub struct Checkpoint {
     pub source: String,
     /// Wall-clock time it was taken (RFC 3339).
     pub written_at: String,
-    /// The ingest side: duplicate window, Gold inputs, positions, lake lengths (bincode).
+    /// The ingest side: duplicate window, Gold inputs, positions, lake lengths (encoded).
     #[serde(with = "block")]
     pub ingest: Vec<u8>,
     /// The rules stage, when rules ran ([`crate::rules::RulesStage::snapshot`]).
@@ -39,8 +41,7 @@ pub struct Checkpoint {
 }
 
 /// Byte strings as one block. serde reads a `Vec<u8>` one element at a time, which took about
-/// a second per 100 MB of checkpoint on restart; bincode encodes both the same way (length,
-/// then the bytes), so checkpoints written either way load.
+/// a second per 100 MB of checkpoint on restart.
 mod block {
     use serde::{de, Deserializer, Serializer};
 
@@ -121,7 +122,13 @@ pub enum CheckpointError {
         source: std::io::Error,
     },
     #[error("checkpoint encoding: {0}")]
-    Encode(String),
+    Encode(#[from] crate::support::codec::CodecError),
+    #[error(
+        "the newest checkpoint ({path}) was written by an earlier version of cds in a format this \
+         version does not read; rebuild the state with `cds replay --from-bronze` into a new data \
+         directory, or move the checkpoints away to start from empty state"
+    )]
+    EarlierFormat { path: String },
 }
 
 /// The checkpoint directory; keeps the newest `keep` checkpoints.
@@ -174,8 +181,7 @@ impl CheckpointStore {
     /// Writes a checkpoint atomically and drops the oldest beyond `keep`; returns its size.
     pub fn write(&self, checkpoint: &Checkpoint) -> Result<u64, CheckpointError> {
         std::fs::create_dir_all(&self.dir).map_err(|e| self.io(&self.dir, e))?;
-        let body =
-            bincode::serialize(checkpoint).map_err(|e| CheckpointError::Encode(e.to_string()))?;
+        let body = crate::support::codec::encode(checkpoint)?;
         let seq = self.list().first().map_or(1, |(s, _)| s + 1);
         let path = self.dir.join(format!("checkpoint-{seq:012}.bin"));
         let tmp = self.dir.join(format!(".checkpoint-{seq:012}.tmp"));
@@ -215,26 +221,32 @@ impl CheckpointStore {
         if Sha256::digest(body).as_slice() != &bytes[16..48] {
             return Err("corrupt: checksum mismatch".into());
         }
-        bincode::deserialize(body).map_err(|e| format!("undecodable: {e}"))
+        crate::support::codec::decode(body).map_err(|e| format!("undecodable: {e}"))
     }
 
     /// The newest valid checkpoint of `source`; torn or corrupt files are skipped with a
-    /// warning, checkpoints of another source are not used.
-    pub fn load_newest(&self, source: &str) -> Option<Checkpoint> {
+    /// warning, checkpoints of another source are not used. A newest checkpoint of an earlier
+    /// format is an error: starting from empty state would silently lose the state it holds.
+    pub fn load_newest(&self, source: &str) -> Result<Option<Checkpoint>, CheckpointError> {
         for (seq, path) in self.list() {
+            if std::fs::read(&path).is_ok_and(|b| b.starts_with(MAGIC_FORMAT_1)) {
+                return Err(CheckpointError::EarlierFormat {
+                    path: path.display().to_string(),
+                });
+            }
             match Self::read(&path) {
-                Ok(c) if c.source == source => return Some(c),
+                Ok(c) if c.source == source => return Ok(Some(c)),
                 Ok(_) => {
                     warn!(
                         seq,
                         "the newest checkpoint is of another source; starting from empty state"
                     );
-                    return None;
+                    return Ok(None);
                 }
                 Err(reason) => warn!(seq, %reason, "skipping an unusable checkpoint"),
             }
         }
-        None
+        Ok(None)
     }
 }
 
@@ -252,30 +264,39 @@ mod tests {
     }
 
     #[test]
-    fn byte_blocks_keep_the_earlier_encoding() {
-        // Checkpoints written before the fields were encoded as blocks still load.
-        #[derive(Serialize)]
-        struct Earlier {
-            source: String,
-            written_at: String,
-            ingest: Vec<u8>,
-            rules: Option<Vec<u8>>,
-        }
-        let earlier = Earlier {
-            source: "file:x".into(),
-            written_at: "2026-01-01T00:00:00Z".into(),
-            ingest: (0..=255).collect(),
+    fn byte_blocks_round_trip() {
+        let c = Checkpoint {
             rules: Some(vec![7; 3]),
+            ingest: (0..=255).collect(),
+            ..checkpoint(0)
         };
-        let bytes = bincode::serialize(&earlier).expect("encode");
-        let now: Checkpoint = bincode::deserialize(&bytes).expect("decode");
-        assert_eq!(now.ingest, earlier.ingest);
-        assert_eq!(now.rules, earlier.rules);
-        assert_eq!(bincode::serialize(&now).expect("encode"), bytes);
-        let none = Checkpoint { rules: None, ..now };
-        let back: Checkpoint =
-            bincode::deserialize(&bincode::serialize(&none).expect("encode")).expect("decode");
+        let bytes = crate::support::codec::encode(&c).expect("encode");
+        let back: Checkpoint = crate::support::codec::decode(&bytes).expect("decode");
+        assert_eq!(
+            (back.ingest, back.rules),
+            (c.ingest.clone(), c.rules.clone())
+        );
+        let none = Checkpoint { rules: None, ..c };
+        let bytes = crate::support::codec::encode(&none).expect("encode");
+        let back: Checkpoint = crate::support::codec::decode(&bytes).expect("decode");
         assert_eq!(back.rules, None);
+    }
+
+    #[test]
+    fn an_earlier_format_is_refused_with_advice() {
+        let dir = std::env::temp_dir().join(format!("cds-ckpt-old-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = CheckpointStore::in_data_dir(&dir);
+        store.write(&checkpoint(1)).expect("write");
+        let mut old = MAGIC_FORMAT_1.to_vec();
+        old.extend_from_slice(&[0; HEADER]);
+        std::fs::write(store.dir().join("checkpoint-000000000009.bin"), old).expect("old");
+        let err = store.load_newest("file:x").expect_err("refused");
+        assert!(
+            err.to_string().contains("cds replay --from-bronze"),
+            "{err}"
+        );
+        let _ = std::fs::remove_dir_all(dir);
     }
 
     #[test]
@@ -287,8 +308,9 @@ mod tests {
             store.write(&checkpoint(n)).expect("write");
         }
         assert_eq!(store.list().len(), 3);
-        assert_eq!(store.load_newest("file:x").map(|c| c.ingest[0]), Some(5));
-        assert!(store.load_newest("file:y").is_none(), "another source");
+        let newest = |source: &str| store.load_newest(source).expect("readable");
+        assert_eq!(newest("file:x").map(|c| c.ingest[0]), Some(5));
+        assert!(newest("file:y").is_none(), "another source");
 
         // Corrupt the newest: the one before is used. Tear the next: the oldest.
         let files = store.list();
@@ -296,10 +318,10 @@ mod tests {
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
         std::fs::write(&files[0].1, &bytes).expect("corrupt");
-        assert_eq!(store.load_newest("file:x").map(|c| c.ingest[0]), Some(4));
+        assert_eq!(newest("file:x").map(|c| c.ingest[0]), Some(4));
         let torn = std::fs::read(&files[1].1).expect("read");
         std::fs::write(&files[1].1, &torn[..torn.len() / 2]).expect("tear");
-        assert_eq!(store.load_newest("file:x").map(|c| c.ingest[0]), Some(3));
+        assert_eq!(newest("file:x").map(|c| c.ingest[0]), Some(3));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

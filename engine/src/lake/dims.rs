@@ -24,7 +24,7 @@ use deltalake::arrow::datatypes::{
 use deltalake::arrow::error::ArrowError;
 use sha2::{Digest, Sha256};
 
-use crate::model::Network;
+use crate::model::{AgeBand, Network};
 
 /// One attribute value.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -65,7 +65,9 @@ impl Dimension {
                 &[("patient_key", Kind::Text)],
                 &[
                     ("gender", Kind::Text),
-                    ("age", Kind::Int),
+                    // The band, never the exact age: with gender and dates, an exact age
+                    // narrows a pseudonymous patient down to a person.
+                    ("age_band", Kind::Text),
                     ("insurance_type", Kind::Text),
                 ],
             ),
@@ -333,7 +335,8 @@ pub fn department_versions(network: &Network, at: i64) -> Vec<Version> {
     out
 }
 
-/// A patient's tracked attributes, as a version effective from the event time.
+/// A patient's tracked attributes, as a version effective from the event time. The age is
+/// kept as its band (DESIGN.md's bands); an unknown age is no statement, like a missing gender.
 pub fn patient_version(
     patient_key: &str,
     gender: Option<&str>,
@@ -341,11 +344,12 @@ pub fn patient_version(
     insurance: Option<&str>,
     at: i64,
 ) -> Version {
+    let band = age.map(|a| AgeBand::of(Some(a)).label().to_owned());
     Version {
         key: vec![Value::Text(Some(patient_key.to_owned()))],
         attributes: vec![
             Value::Text(gender.map(str::to_owned)),
-            Value::Int(age),
+            Value::Text(band),
             Value::Text(insurance.map(str::to_owned)),
         ],
         effective_from: at,
@@ -361,7 +365,11 @@ mod tests {
         let mut d = Scd2::new(Dimension::Patient);
         assert!(d.apply(patient_version("p", Some("F"), Some(40), Some("A"), 10)));
         assert!(!d.apply(patient_version("p", Some("F"), Some(40), Some("A"), 20)));
-        assert!(d.apply(patient_version("p", Some("F"), Some(41), Some("A"), 30)));
+        assert!(
+            !d.apply(patient_version("p", Some("F"), Some(41), Some("A"), 25)),
+            "the same age band is no new version"
+        );
+        assert!(d.apply(patient_version("p", Some("F"), Some(70), Some("A"), 30)));
         assert!(
             !d.apply(patient_version("p", None, None, None, 35)),
             "nothing stated"
@@ -383,7 +391,16 @@ mod tests {
         // Loaded back, the history continues; the same version again adds nothing.
         let mut again = Scd2::new(Dimension::Patient);
         again.load(&batch).expect("load");
-        assert!(!again.apply(patient_version("p", Some("F"), Some(41), Some("A"), 40)));
+        assert!(!again.apply(patient_version("p", Some("F"), Some(71), Some("A"), 40)));
+        let bands = batch
+            .column_by_name("age_band")
+            .expect("col")
+            .as_string::<i32>();
+        assert_eq!((bands.value(0), bands.value(1)), ("40-64", "65-79"));
+        assert!(
+            batch.column_by_name("age").is_none(),
+            "no exact age in Gold"
+        );
         assert_eq!(again.batch().expect("batch"), batch);
         let keys = batch
             .column_by_name("surrogate_key")

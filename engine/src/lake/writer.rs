@@ -33,6 +33,7 @@ use tracing::{info, warn};
 use super::dims::{self, Dimension, Scd2};
 use super::tables::{self, BronzeRow, KpiRow, SilverRow, Table};
 use crate::metrics::Metrics;
+use crate::support::Stage;
 
 /// Why the lake could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -236,6 +237,7 @@ impl LakeWriter {
         let mut last_commit = Instant::now();
         let mut backoff = Duration::ZERO;
         let mut flush_asked = false;
+        let stages = self.metrics.stages.clone();
         loop {
             let due = if self.waiting() == 0 {
                 Duration::from_millis(500)
@@ -245,7 +247,9 @@ impl LakeWriter {
                     .max(Duration::from_millis(1))
             };
             let mut closed = false;
-            match rx.recv_timeout(due) {
+            let received = rx.recv_timeout(due);
+            let _busy = stages.busy(Stage::Lake);
+            match received {
                 Ok(message) => flush_asked |= self.receive(message),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => closed = true,

@@ -21,6 +21,11 @@ pub enum PseudonymError {
         path: String,
         source: std::io::Error,
     },
+    #[error(
+        "the pseudonym key file {path} is readable by other users (mode {mode:03o}); \
+         make it private with `chmod 600 {path}`"
+    )]
+    KeyFileShared { path: String, mode: u32 },
     #[error("no randomness available for a new pseudonym key: {0}")]
     Random(String),
 }
@@ -60,7 +65,16 @@ impl Pseudonymiser {
             source,
         };
         match std::fs::read(&path) {
-            Ok(key) if !key.is_empty() => return Ok(Self::new(&key)),
+            Ok(key) if !key.is_empty() => {
+                let mode = crate::support::private::shared_mode_bits(&path).map_err(io)?;
+                if mode != 0 {
+                    return Err(PseudonymError::KeyFileShared {
+                        path: path.display().to_string(),
+                        mode,
+                    });
+                }
+                return Ok(Self::new(&key));
+            }
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(io(e)),
@@ -68,8 +82,8 @@ impl Pseudonymiser {
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).map_err(|e| PseudonymError::Random(e.to_string()))?;
         let hex_key = hex::encode(key);
-        std::fs::create_dir_all(dir).map_err(io)?;
-        write_private(&path, hex_key.as_bytes()).map_err(io)?;
+        crate::support::private::create_private_dir(dir).map_err(io)?;
+        crate::support::private::write_new_private(&path, hex_key.as_bytes()).map_err(io)?;
         Ok(Self::new(hex_key.as_bytes()))
     }
 
@@ -92,23 +106,6 @@ impl Pseudonymiser {
 /// How a patient key is written outside the engine.
 pub fn display(key: u64) -> String {
     format!("{key:016x}")
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::write(path, bytes)
 }
 
 #[cfg(test)]

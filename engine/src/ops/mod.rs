@@ -48,14 +48,18 @@ pub enum Condition {
     CheckpointFailed,
     /// Rules failed at least `--ops-rule-errors` times within `--ops-rule-window`.
     RuleErrors,
+    /// Dead letters cannot be published to the source's dead-letter topic (they stay in the
+    /// local dead-letter store).
+    DeadLetterTopic,
 }
 
 impl Condition {
-    pub const ALL: [Condition; 4] = [
+    pub const ALL: [Condition; 5] = [
         Condition::SinkRetriesExhausted,
         Condition::SourceUnreachable,
         Condition::CheckpointFailed,
         Condition::RuleErrors,
+        Condition::DeadLetterTopic,
     ];
 
     /// The label in metrics and payloads; dashboards and alert rules use these names.
@@ -65,6 +69,7 @@ impl Condition {
             Condition::SourceUnreachable => "source_unreachable",
             Condition::CheckpointFailed => "checkpoint_failed",
             Condition::RuleErrors => "rule_errors",
+            Condition::DeadLetterTopic => "deadletter_topic_unavailable",
         }
     }
 
@@ -75,6 +80,7 @@ impl Condition {
             Condition::SourceUnreachable => "the source is reachable again",
             Condition::CheckpointFailed => "a checkpoint was written again",
             Condition::RuleErrors => "the rules ran a whole window without errors",
+            Condition::DeadLetterTopic => "dead letters are published to their topic again",
         }
     }
 
@@ -109,7 +115,7 @@ struct Active {
 
 #[derive(Debug)]
 struct Inner {
-    active: Mutex<[Option<Active>; 4]>,
+    active: Mutex<[Option<Active>; Condition::ALL.len()]>,
     metrics: Option<Arc<Metrics>>,
     /// Taken at [`OpsAlerts::finish`], which lets the delivery thread drain and stop.
     notifier: Mutex<Option<Notifier>>,
@@ -178,7 +184,7 @@ impl OpsAlerts {
         let host = host_name();
         OpsAlerts {
             inner: Arc::new(Inner {
-                active: Mutex::new([None, None, None, None]),
+                active: Mutex::new(Default::default()),
                 metrics,
                 notifier: Mutex::new(notifier),
                 done: Mutex::new(done),

@@ -109,7 +109,7 @@ impl RulesStage {
     /// Everything the stage needs to continue after a restart (patient contexts, suppression
     /// windows, pending delayed evokes, the event-time watermark), encoded for a checkpoint.
     pub fn snapshot(&self) -> Result<Vec<u8>, String> {
-        bincode::serialize(&RulesSnapshot {
+        crate::support::codec::encode(&RulesSnapshot {
             context: self.state.snapshot(),
             suppressor: std::borrow::Cow::Borrowed(self.pack.suppressor()),
             delayed: std::borrow::Cow::Borrowed(&self.delayed),
@@ -120,7 +120,8 @@ impl RulesStage {
 
     /// Continues from a [`RulesStage::snapshot`].
     pub fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
-        let s: RulesSnapshot<'static> = bincode::deserialize(bytes).map_err(|e| e.to_string())?;
+        let s: RulesSnapshot<'static> =
+            crate::support::codec::decode(bytes).map_err(|e| e.to_string())?;
         self.state.restore(s.context);
         self.pack.set_suppressor(s.suppressor.into_owned());
         self.delayed = s.delayed.into_owned();

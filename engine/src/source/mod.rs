@@ -13,6 +13,15 @@ use std::time::Duration;
 
 use crate::silver::DeadLetter;
 
+/// Counts of the dead letters a source published to its own channel, since it opened.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeadLetterDeliveries {
+    /// Letters the channel did not take (kept in the local store only).
+    pub failed: u64,
+    /// Letters the channel acknowledged.
+    pub delivered: u64,
+}
+
 /// Why a source failed.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -133,6 +142,11 @@ pub trait Source: Send {
     /// dead-letter topic); the local dead-letter store has it already.
     fn dead_letter(&mut self, _letter: &DeadLetter) -> Result<(), SourceError> {
         Ok(())
+    }
+
+    /// What became of the letters handed to [`Source::dead_letter`] so far.
+    fn dead_letter_deliveries(&self) -> DeadLetterDeliveries {
+        DeadLetterDeliveries::default()
     }
 
     /// Everything up to and including these positions (the last one per stream and

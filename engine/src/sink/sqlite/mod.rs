@@ -4,6 +4,9 @@
 mod config;
 mod dim_department;
 
+use std::time::Duration;
+
+use prometheus::IntCounter;
 use rusqlite::{params, Connection, OpenFlags};
 use serde_json::Value;
 
@@ -12,11 +15,37 @@ pub use dim_department::DimDepartmentStore;
 
 use super::{Container, Sink, SinkError};
 use crate::gold::Document;
+use crate::support::Backoff;
 
 /// The SQLite sink.
 #[derive(Debug)]
 pub struct SqliteSink {
     conn: Connection,
+    retry: Backoff,
+    /// Counts retried writes (`cds_sink_retries_total`).
+    retries: Option<IntCounter>,
+}
+
+/// Retries of a failed write: a locked or busy database (a reader holding a long transaction, a
+/// backup), a full disk or an I/O error often pass within seconds; only after these does the
+/// failure count as final and raise the operational alert.
+pub const WRITE_RETRY: Backoff = Backoff {
+    first: Duration::from_millis(100),
+    max: Duration::from_secs(5),
+    retries: 6,
+};
+
+/// Whether a failed write may succeed when tried again.
+fn transient(e: &SinkError) -> bool {
+    use rusqlite::ErrorCode::*;
+    matches!(
+        e,
+        SinkError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+            if matches!(
+                f.code,
+                DatabaseBusy | DatabaseLocked | SystemIoFailure | DiskFull | CannotOpen
+            )
+    )
 }
 
 const SCHEMA: &str = "
@@ -38,7 +67,23 @@ impl SqliteSink {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.execute_batch(SCHEMA)?;
-        Ok(SqliteSink { conn })
+        Ok(SqliteSink {
+            conn,
+            retry: WRITE_RETRY,
+            retries: None,
+        })
+    }
+
+    /// Counts each retried write in `counter`.
+    pub fn counting_retries(mut self, counter: IntCounter) -> Self {
+        self.retries = Some(counter);
+        self
+    }
+
+    /// Replaces the retry policy (tests, and stores that must fail fast).
+    pub fn with_retry(mut self, retry: Backoff) -> Self {
+        self.retry = retry;
+        self
     }
 
     /// Every document of a container, ordered by id, from a read-only connection.
@@ -77,6 +122,27 @@ impl SqliteSink {
 
 impl Sink for SqliteSink {
     fn upsert(&mut self, container: Container, documents: &[Document]) -> Result<(), SinkError> {
+        let (retry, retries) = (self.retry, self.retries.clone());
+        retry.retry(
+            || self.try_upsert(container, documents),
+            transient,
+            |_| {
+                tracing::warn!("a SQLite write failed; retrying with backoff");
+                if let Some(c) = &retries {
+                    c.inc();
+                }
+            },
+        )
+    }
+}
+
+impl SqliteSink {
+    /// One attempt: every document in one transaction, all or nothing.
+    fn try_upsert(
+        &mut self,
+        container: Container,
+        documents: &[Document],
+    ) -> Result<(), SinkError> {
         let tx = self.conn.transaction()?;
         {
             let sql = format!(
@@ -115,6 +181,52 @@ mod tests {
             .expect("second write");
         let docs = SqliteSink::read_all(&config, Container::Kpis).expect("read");
         assert_eq!(docs, vec![json!({ "occupied": 2 })]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_locked_store_is_retried_with_backoff() {
+        let dir = std::env::temp_dir().join(format!("cds-sqlite-retry-{}", std::process::id()));
+        let config = SqliteConfig::in_data_dir(&dir);
+        let counter = IntCounter::new("retries", "retries").expect("counter");
+        let mut sink = SqliteSink::open(&config)
+            .expect("open")
+            .counting_retries(counter.clone());
+        sink.conn
+            .busy_timeout(Duration::from_millis(10))
+            .expect("timeout");
+        // Another process holds the write lock for 400 ms: a backup, a long reader.
+        let locker = Connection::open(&config.path).expect("second connection");
+        locker.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(400));
+            locker.execute_batch("COMMIT").expect("unlock");
+        });
+        let doc = Document {
+            id: "occupancy:1:ICU".into(),
+            hospital_id: 1,
+            body: json!({ "occupied": 7 }),
+        };
+        sink.upsert(Container::Kpis, &[doc])
+            .expect("written after retries");
+        release.join().expect("locker");
+        assert!(counter.get() >= 1, "the write was retried");
+        let docs = SqliteSink::read_all(&config, Container::Kpis).expect("read");
+        assert_eq!(docs, vec![json!({ "occupied": 7 })]);
+        // Without retries the same lock fails at once: what the backoff is for.
+        let locker = Connection::open(&config.path).expect("second connection");
+        locker.execute_batch("BEGIN EXCLUSIVE").expect("lock");
+        let mut fast = sink.with_retry(Backoff {
+            retries: 0,
+            ..WRITE_RETRY
+        });
+        let doc = Document {
+            id: "occupancy:1:ICU".into(),
+            hospital_id: 1,
+            body: json!({ "occupied": 8 }),
+        };
+        assert!(fast.upsert(Container::Kpis, &[doc]).is_err());
+        drop(locker);
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -24,17 +24,22 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::{ClientContext, DefaultClientContext};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError;
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::message::{DeliveryResult, Header, OwnedHeaders};
+use rdkafka::producer::{
+    BaseRecord, DefaultProducerContext, Producer, ProducerContext, ThreadedProducer,
+};
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tracing::{info, warn};
 
 pub use config::{parse_setting, KafkaConfig, PartitionShare, EVENTHUB_CONNECTION_STRING_ENV};
 
-use super::{Poll, Position, RawBatch, Source, SourceError};
+use super::{DeadLetterDeliveries, Poll, Position, RawBatch, Source, SourceError};
 use crate::silver::DeadLetter;
 
 fn kafka(e: KafkaError) -> SourceError {
@@ -61,12 +66,127 @@ pub fn producer(
     c.create().map_err(kafka)
 }
 
+/// Counts what became of the dead letters handed to the dead-letter topic. librdkafka reports
+/// each delivery on its own thread; a failure (a topic that does not exist and cannot be
+/// created, a refused write) is logged once per outage, never with the payload, and the
+/// pipeline turns the counts into `cds_deadletter_publish_failures_total` and the operational
+/// alert. The letters themselves stay in the local dead-letter store.
+#[derive(Debug, Default)]
+struct DeadLetterDelivery {
+    failed: AtomicU64,
+    delivered: AtomicU64,
+    /// Whether the current run of failures was logged.
+    logged: std::sync::atomic::AtomicBool,
+}
+
+impl ClientContext for DeadLetterDelivery {}
+
+impl ProducerContext for DeadLetterDelivery {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        match result {
+            Ok(_) => {
+                self.delivered.fetch_add(1, Ordering::Relaxed);
+                if self.logged.swap(false, Ordering::Relaxed) {
+                    info!("dead letters are published to the dead-letter topic again");
+                }
+            }
+            Err((e, _)) => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                if !self.logged.swap(true, Ordering::Relaxed) {
+                    warn!(error = %e, "a dead letter could not be published to the dead-letter topic; it stays in the local dead-letter store");
+                }
+            }
+        }
+    }
+}
+
+/// The dead-letter producer: idempotent, delivery reports counted.
+fn deadletter_producer(
+    config: &KafkaConfig,
+    context: Arc<DeadLetterDelivery>,
+) -> Result<ThreadedProducer<ArcDelivery>, SourceError> {
+    let mut c = client(config)?;
+    c.set("enable.idempotence", "true")
+        .set("linger.ms", "5")
+        // A letter that cannot be delivered within 30 s is reported as failed, not retried
+        // for the default five minutes while nobody knows.
+        .set("message.timeout.ms", "30000");
+    c.create_with_context(ArcDelivery(context)).map_err(kafka)
+}
+
+/// The delivery counters shared between the producer's thread and the source.
+#[derive(Debug, Clone)]
+struct ArcDelivery(Arc<DeadLetterDelivery>);
+
+impl ClientContext for ArcDelivery {}
+
+impl ProducerContext for ArcDelivery {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: ()) {
+        self.0.delivery(result, opaque);
+    }
+}
+
+/// Creates the dead-letter topics that do not exist yet, with as many partitions as their
+/// source topic and the broker's default replication, so that brokers that do not create
+/// topics on first write still receive dead letters. A broker that refuses (no rights, Event
+/// Hubs without the topic) is logged once; publishing then fails visibly (see
+/// [`DeadLetterDelivery`]).
+fn create_deadletter_topics(config: &KafkaConfig, partitions: &BTreeMap<String, i32>) {
+    let Ok(client) = client(config) else { return };
+    let Ok(admin) = client.create::<AdminClient<DefaultClientContext>>() else {
+        warn!("cannot create a Kafka admin client; dead-letter topics are not created");
+        return;
+    };
+    let names: Vec<(String, i32)> = config
+        .topics
+        .iter()
+        .map(|t| {
+            let n = partitions.get(t).copied().filter(|n| *n > 0).unwrap_or(1);
+            (config.deadletter_topic_for(t), n)
+        })
+        .collect();
+    let topics: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|(name, n)| NewTopic::new(name, *n, TopicReplication::Fixed(-1)))
+        .collect();
+    let options = AdminOptions::new().request_timeout(Some(Duration::from_secs(10)));
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(r) => r,
+        Err(_) => return,
+    };
+    match runtime.block_on(admin.create_topics(&topics, &options)) {
+        Ok(results) => {
+            for result in results {
+                match result {
+                    Ok(topic) => info!(topic = %topic, "dead-letter topic created"),
+                    Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((topic, code)) => {
+                        warn!(topic = %topic, error = %code, "the broker did not create the dead-letter topic; create it with the source topic")
+                    }
+                }
+            }
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot create the dead-letter topics; create them with the source topic")
+        }
+    }
+}
+
 /// Consumes JSON events from Kafka topics.
 pub struct KafkaSource {
     name: String,
     config: KafkaConfig,
     consumer: BaseConsumer,
-    deadletters: Option<ThreadedProducer<DefaultProducerContext>>,
+    deadletters: Option<ThreadedProducer<ArcDelivery>>,
+    /// What became of the letters handed to `deadletters`.
+    deliveries: Arc<DeadLetterDelivery>,
     outage: Option<Instant>,
     lag: Option<LagReader>,
     /// Partitions per topic known and assigned so far (the owned ones among them are read).
@@ -158,6 +278,7 @@ impl KafkaSource {
         let mut source = KafkaSource {
             name: format!("kafka://{}/{}", config.brokers, config.topics.join(",")),
             deadletters: None,
+            deliveries: Arc::default(),
             outage: None,
             lag: None,
             assigned: BTreeMap::new(),
@@ -167,6 +288,7 @@ impl KafkaSource {
         };
         // A broker that is away now is not an error: the source keeps asking (see `poll`).
         source.assign(None, Duration::from_secs(5));
+        create_deadletter_topics(&source.config, &source.assigned);
         info!(brokers = %source.config.brokers, topics = %source.config.topics.join(","), group = %source.config.group, "kafka source started");
         Ok(source)
     }
@@ -348,7 +470,7 @@ impl Source for KafkaSource {
 
     fn dead_letter(&mut self, letter: &DeadLetter) -> Result<(), SourceError> {
         if self.deadletters.is_none() {
-            self.deadletters = Some(producer(&self.config)?);
+            self.deadletters = Some(deadletter_producer(&self.config, self.deliveries.clone())?);
         }
         let Some(p) = self.deadletters.as_ref() else {
             return Ok(());
@@ -388,7 +510,22 @@ impl Source for KafkaSource {
             .payload(letter.payload.as_bytes())
             .key(offset.as_str())
             .headers(headers);
-        p.send(record).map_err(|(e, _)| kafka(e))
+        // A full local queue is a failed publish like any other: counted, never fatal (the
+        // letter is in the local store).
+        if let Err((e, _)) = p.send(record) {
+            self.deliveries.failed.fetch_add(1, Ordering::Relaxed);
+            if !self.deliveries.logged.swap(true, Ordering::Relaxed) {
+                warn!(error = %e, "a dead letter could not be published to the dead-letter topic; it stays in the local dead-letter store");
+            }
+        }
+        Ok(())
+    }
+
+    fn dead_letter_deliveries(&self) -> DeadLetterDeliveries {
+        DeadLetterDeliveries {
+            failed: self.deliveries.failed.load(Ordering::Relaxed),
+            delivered: self.deliveries.delivered.load(Ordering::Relaxed),
+        }
     }
 
     fn commit(&mut self, upto: &[Position]) -> Result<(), SourceError> {

@@ -1,0 +1,80 @@
+//! The failure contract for panics (DESIGN.md): a panic while handling one payload is that
+//! payload's fault and becomes a dead letter ([`isolate`]); a panic anywhere else is the
+//! engine's fault, and the process ends at once with a non-zero exit and one log line, so that
+//! a supervisor restarts it, instead of hanging with a dead thread while `/healthz` says ok.
+
+use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// The exit code of a process ended by a panic (EX_SOFTWARE).
+pub const PANIC_EXIT_CODE: i32 = 70;
+
+thread_local! {
+    /// How many [`isolate`] calls are running on this thread.
+    static ISOLATED: Cell<u32> = const { Cell::new(0) };
+}
+
+/// True while this thread runs inside [`isolate`].
+pub fn isolated() -> bool {
+    ISOLATED.with(|d| d.get() > 0)
+}
+
+/// Runs `f`, turning a panic inside it into `Err` with a fixed description; the process-wide
+/// hook of [`exit_on_panic`] lets such a panic through. For work on one untrusted payload only,
+/// whose failure must not stop the stream.
+pub fn isolate<R>(f: impl FnOnce() -> R) -> Result<R, &'static str> {
+    struct Depth;
+    impl Drop for Depth {
+        fn drop(&mut self) {
+            ISOLATED.with(|d| d.set(d.get().saturating_sub(1)));
+        }
+    }
+    ISOLATED.with(|d| d.set(d.get() + 1));
+    let _depth = Depth;
+    catch_unwind(AssertUnwindSafe(f)).map_err(|_| "panicked")
+}
+
+/// Installs the process-wide panic hook: outside [`isolate`], log one line (thread and source
+/// location, never the panic's message, which may quote a payload) and exit with
+/// [`PANIC_EXIT_CODE`].
+pub fn exit_on_panic() {
+    std::panic::set_hook(Box::new(|info| {
+        if isolated() {
+            return;
+        }
+        let thread = std::thread::current();
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        tracing::error!(
+            thread = thread.name().unwrap_or("unnamed"),
+            location = %location,
+            "a thread of the engine panicked; the process exits so that it is restarted"
+        );
+        eprintln!(
+            "error: a thread of the engine panicked at {location}; exiting with code {PANIC_EXIT_CODE}"
+        );
+        std::process::exit(PANIC_EXIT_CODE);
+    }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn isolate_catches_and_resets() {
+        assert!(!isolated());
+        assert_eq!(isolate(|| 3), Ok(3));
+        let caught = isolate(|| {
+            assert!(isolated());
+            let nested = isolate(|| -> u8 { panic!("inner") });
+            assert!(nested.is_err());
+            assert!(isolated(), "the outer region is still open");
+            1
+        });
+        assert_eq!(caught, Ok(1));
+        assert!(!isolated());
+    }
+}
