@@ -110,8 +110,9 @@ log "cargo deny check (advisories, licences, bans, sources)"
 "$DENY" check
 
 # The test build turns on what release builds leave off (Cosmos DB fault injection for the sink's
-# retry tests); every cargo command below uses the same features, so nothing is built twice.
-FEATURES=(--features cds-engine/cosmos-fault-injection)
+# retry tests, failure drills for the failure-contract tests); every cargo command below uses the
+# same features, so nothing is built twice.
+FEATURES=(--features cds-engine/cosmos-fault-injection,cds-engine/chaos)
 
 log "build (release: one profile for the binary, the tests and the benchmarks)"
 cargo build --release --workspace --all-targets "${FEATURES[@]}"

@@ -427,6 +427,7 @@ pub fn run(
         }) = rx.recv()
         {
             let _busy = stages.busy(Stage::Gold);
+            crate::support::fault::drill(Stage::Gold);
             inputs.insert(batch);
             inputs.advance_to(epoch + 1);
             while probe.less_than(&(epoch + 1)) {
@@ -718,6 +719,9 @@ fn ingest(
         let polled = source.poll(&mut raw, config.batch_size, config.poll_wait)?;
         // From here to the end of this pass the ingest has input in hand.
         let _busy = metrics.stages.busy(Stage::Ingest);
+        if !raw.is_empty() {
+            crate::support::fault::drill(Stage::Ingest);
+        }
         let unavailable = source.unavailable_since();
         outages.observe(unavailable, metrics);
         deadletters.observe(source.dead_letter_deliveries(), metrics, &config.ops);
@@ -1214,6 +1218,9 @@ fn sink_loop(
     loop {
         let message = rx.recv_timeout(interval);
         let _busy = metrics.stages.busy(Stage::Sink);
+        if message.is_ok() {
+            crate::support::fault::drill(Stage::Sink);
+        }
         match message {
             Ok(SinkMessage::Alerts {
                 epoch,
@@ -1304,6 +1311,7 @@ fn rules_loop(
                 snapshot,
             }) => {
                 let _busy = stages.busy(Stage::Rules);
+                crate::support::fault::drill(Stage::Rules);
                 let documents = stage.process(&records);
                 if snapshot {
                     // The state after this epoch's records, matching the ingest's snapshot.

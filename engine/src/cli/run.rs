@@ -97,6 +97,10 @@ pub struct RunArgs {
     /// off, and every run then starts from empty state.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     checkpoint_interval: f64,
+    /// Seconds a pipeline stage may be busy without progress before `/readyz` answers 503
+    /// naming it.
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    stall_after: f64,
     /// Where the Bronze/Silver/Gold Delta tables go: a directory, `az://CONTAINER/PATH` or
     /// `abfss://CONTAINER@ACCOUNT.dfs.core.windows.net/PATH` (credentials from the AZURE_STORAGE_*
     /// environment); default `DATA_DIR/lake`; `off` writes none.
@@ -172,6 +176,13 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
     let pseudonyms = Pseudonymiser::from_env_or_dir(&args.data_dir)?;
     let source = open_source(&args, &network, until)?;
     let metrics = Arc::new(Metrics::new());
+    anyhow::ensure!(
+        args.stall_after.is_finite() && args.stall_after > 0.0,
+        "--stall-after must be a positive number of seconds"
+    );
+    metrics
+        .stages
+        .set_stall_after(Duration::from_secs_f64(args.stall_after));
     let ops = crate::ops::OpsAlerts::start(&args.ops.config(), metrics.clone())?;
     let mut flush_interval = None;
     let sink: Box<dyn Sink> = match args.sink.as_str() {

@@ -249,6 +249,9 @@ impl LakeWriter {
             let mut closed = false;
             let received = rx.recv_timeout(due);
             let _busy = stages.busy(Stage::Lake);
+            if received.is_ok() {
+                crate::support::fault::drill(Stage::Lake);
+            }
             match received {
                 Ok(message) => flush_asked |= self.receive(message),
                 Err(RecvTimeoutError::Timeout) => {}

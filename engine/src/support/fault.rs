@@ -59,6 +59,36 @@ pub fn exit_on_panic() {
     }));
 }
 
+/// Failure drills for tests and chaos exercises (only with the `chaos` feature, which release
+/// builds leave out): `CDS_CHAOS=panic:STAGE` panics the stage, `CDS_CHAOS=stall:STAGE` blocks
+/// it for good, each on the first input the stage takes (`STAGE`: ingest, gold, rules, sink,
+/// lake).
+pub fn drill(stage: super::Stage) {
+    #[cfg(feature = "chaos")]
+    {
+        use std::sync::OnceLock;
+        static DRILL: OnceLock<Option<(String, String)>> = OnceLock::new();
+        let drill = DRILL.get_or_init(|| {
+            let v = std::env::var("CDS_CHAOS").ok()?;
+            let (what, at) = v.split_once(':')?;
+            Some((what.to_owned(), at.to_owned()))
+        });
+        if let Some((what, at)) = drill {
+            if at == stage.name() {
+                match what.as_str() {
+                    "panic" => panic!("chaos drill: a panic in the {at} stage"),
+                    "stall" => loop {
+                        std::thread::park();
+                    },
+                    _ => {}
+                }
+            }
+        }
+    }
+    #[cfg(not(feature = "chaos"))]
+    let _ = stage;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
