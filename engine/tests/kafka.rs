@@ -126,41 +126,47 @@ fn four_partitions_give_the_same_kpis_as_a_file() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
-#[test]
-fn malformed_messages_land_on_the_deadletter_topic_and_the_run_goes_on() {
-    let brokers = broker();
-    let topic = unique("bad");
-    let dlq = format!("{topic}.deadletter");
-    create_topics(&brokers, &[(&topic, 1), (&dlq, 1)]);
-    let dir = scratch("dlq");
-    // Clean events, then three that are not events, then more clean events.
+/// The payloads that are not events, in the middle of a clean stream.
+const BAD: [&[u8]; 3] = [
+    b"not json at all",
+    b"{\"event_id\": \"x\"}",
+    b"{\"truncated\": ",
+];
+
+/// Produces 100 clean events, [`BAD`], then 100 more clean events to `topic`, unkeyed.
+fn produce_mixed(brokers: &str, topic: &str) {
     let good = simulate(&["--seed", "3", "--max-events", "200", "--dirty-rate", "0"]);
     let mut lines: Vec<&[u8]> = good
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .collect();
-    let bad: [&[u8]; 3] = [
-        b"not json at all",
-        b"{\"event_id\": \"x\"}",
-        b"{\"truncated\": ",
-    ];
     let tail = lines.split_off(100);
-    lines.extend(bad);
+    lines.extend(BAD);
     lines.extend(tail);
-    let file = dir.join("mixed.jsonl");
-    std::fs::write(&file, lines.join(&b'\n')).expect("write");
-    // Produce the lines as they are (the producer keys by patient when it can).
     let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
+        .set("bootstrap.servers", brokers)
         .create()
         .expect("producer");
     for l in &lines {
         producer
-            .send(rdkafka::producer::BaseRecord::<(), [u8]>::to(&topic).payload(*l))
+            .send(rdkafka::producer::BaseRecord::<(), [u8]>::to(topic).payload(*l))
             .expect("send");
         producer.poll(Duration::ZERO);
     }
     rdkafka::producer::Producer::flush(&producer, Duration::from_secs(10)).expect("flush");
+}
+
+#[test]
+fn malformed_messages_land_on_the_deadletter_topic_and_the_run_goes_on() {
+    let brokers = broker();
+    let topic = unique("bad");
+    let dlq = format!("{topic}.deadletter");
+    // Only the source topic: the engine creates its dead-letter topic at start, so brokers that
+    // do not create topics on first write still receive dead letters.
+    create_topics(&brokers, &[(&topic, 1)]);
+    let dir = scratch("dlq");
+    let bad = BAD;
+    produce_mixed(&brokers, &topic);
 
     let data = dir.join("data");
     let summary = run(
@@ -422,4 +428,87 @@ fn consumer_lag_counts_the_messages_not_yet_read() {
     }
     let lag = settled(&mut source, &|l| l == 0);
     assert_eq!(lag, Some(0), "nothing is left behind at the end");
+}
+
+#[test]
+fn a_deadletter_topic_that_cannot_be_written_is_counted_logged_once_and_kept_locally() {
+    let brokers = broker();
+    let topic = unique("bad-dlq");
+    create_topics(&brokers, &[(&topic, 1)]);
+    produce_mixed(&brokers, &topic);
+    let dir = scratch("dlq-refused");
+    let data = dir.join("data");
+    let port = common::free_port();
+    // A topic name that no broker accepts: it can be neither created nor written.
+    let mut child = cds()
+        .args([
+            "run",
+            "--http",
+            &format!("127.0.0.1:{port}"),
+            "--rules",
+            "off",
+        ])
+        .args(["--source", &format!("kafka://{brokers}/{topic}")])
+        .args(["--group", &unique("g"), "--until-idle", "6"])
+        .args(["--deadletter-topic", "no such topic!"])
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run");
+    let mut metrics = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            break;
+        }
+        if let Some(body) = metrics_body(port) {
+            if body.contains("cds_deadletter_publish_failures_total 3") {
+                metrics = body;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let out = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "a refused dead-letter topic stopped the run: {stderr}"
+    );
+    let summary = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(events_processed(&summary), 203, "{summary}");
+    assert!(
+        metrics.contains("cds_deadletter_publish_failures_total 3"),
+        "failed publishes not counted"
+    );
+    assert!(
+        metrics.contains("cds_ops_condition_active{condition=\"deadletter_topic_unavailable\"} 1"),
+        "no operational alert raised"
+    );
+    let warned = stderr
+        .lines()
+        .filter(|l| l.contains("could not be published to the dead-letter topic"))
+        .count();
+    assert_eq!(warned, 1, "logged once per outage:\n{stderr}");
+    // The letters themselves are in the local dead-letter store.
+    let local = std::fs::read_to_string(data.join("lake/deadletter/deadletter.jsonl"))
+        .expect("local dead letters");
+    assert_eq!(local.lines().count(), 3, "{local}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The body of `/metrics`, once the server answers.
+fn metrics_body(port: u16) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    Some(text)
 }

@@ -228,6 +228,23 @@ fn check(lake: &Lake, data: &Path, lines: usize, evolved: usize) {
     for k in dim_patients.iter().flatten() {
         assert!(!patient_ids.contains(k), "a patient id in dim_patient");
     }
+    // The age only as its band: an exact age narrows a pseudonymous patient down to a person.
+    let bands = ["0-17", "18-39", "40-64", "65-79", "80+"];
+    let ages = lake.patients.strings("age_band");
+    assert!(
+        ages.iter().flatten().count() > 0,
+        "dim_patient has age bands"
+    );
+    for a in ages.iter().flatten() {
+        assert!(bands.contains(&a.as_str()), "not an age band: {a}");
+    }
+    assert!(
+        lake.patients
+            .batches
+            .iter()
+            .all(|b| b.column_by_name("age").is_none()),
+        "an exact age in dim_patient"
+    );
 
     // A KPI from the facts: discharges and mean length of stay per department.
     let mut stays: BTreeMap<String, (u64, f64)> = BTreeMap::new();
