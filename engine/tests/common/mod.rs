@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod delta;
+pub mod formats;
 pub mod http;
 pub mod kafka;
 pub mod servers;
