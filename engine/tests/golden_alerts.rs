@@ -1,0 +1,82 @@
+//! The rule pack's alerts on a fixed, checked-in stream equal the alerts recorded for it
+//! (`tests/fixtures/golden/`): ids, rules, severities, evidence and cards. A faster rules stage
+//! must change none of them.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::Path;
+
+use common::{cds, exported, ok};
+use serde_json::Value;
+
+fn gunzip(path: &Path) -> Vec<u8> {
+    let file = std::fs::File::open(path).expect("fixture");
+    let mut out = Vec::new();
+    flate2::read::GzDecoder::new(file)
+        .read_to_end(&mut out)
+        .expect("gzip");
+    out
+}
+
+#[test]
+fn the_pack_gives_the_recorded_alerts_on_a_fixed_stream() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let golden = root.join("tests/fixtures/golden");
+    let dir = std::env::temp_dir().join(format!("cds-golden-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch");
+    let stream = dir.join("stream.jsonl");
+    std::fs::write(&stream, gunzip(&golden.join("stream-seed7.jsonl.gz"))).expect("stream");
+    let data = dir.join("data");
+    ok(
+        cds()
+            .args(["run", "--until-end", "--http", "off", "--lake", "off"])
+            .arg("--source")
+            .arg(format!("file:{}", stream.display()))
+            .arg("--rules")
+            .arg(root.join("../cds-rules"))
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .expect("run"),
+        "cds run",
+    );
+    let got: BTreeMap<String, Value> = exported(&data, "alerts").into_iter().collect();
+    let want: BTreeMap<String, Value> =
+        String::from_utf8(gunzip(&golden.join("alerts-seed7.jsonl.gz")))
+            .expect("utf-8")
+            .lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).expect("a recorded alert");
+                (v["id"].as_str().unwrap_or_default().to_owned(), v)
+            })
+            .collect();
+    assert!(want.len() > 400, "the recording holds the alerts");
+    let missing: Vec<&String> = want.keys().filter(|k| !got.contains_key(*k)).collect();
+    let extra: Vec<&String> = got.keys().filter(|k| !want.contains_key(*k)).collect();
+    let changed: Vec<String> = want
+        .iter()
+        .filter_map(|(id, w)| {
+            let g = got.get(id)?;
+            (g != w).then(|| format!("{id}:\n  recorded {w}\n  now      {g}"))
+        })
+        .collect();
+    assert!(
+        missing.is_empty() && extra.is_empty() && changed.is_empty(),
+        "alerts differ from the recording: {} missing {:?}, {} extra {:?}, {} changed:\n{}",
+        missing.len(),
+        missing.iter().take(5).collect::<Vec<_>>(),
+        extra.len(),
+        extra.iter().take(5).collect::<Vec<_>>(),
+        changed.len(),
+        changed
+            .iter()
+            .take(3)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
