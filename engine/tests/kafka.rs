@@ -133,15 +133,15 @@ const BAD: [&[u8]; 3] = [
     b"{\"truncated\": ",
 ];
 
-/// Produces 100 clean events, [`BAD`], then 100 more clean events to `topic`, unkeyed.
-fn produce_mixed(brokers: &str, topic: &str) {
+/// Produces 100 clean events, `bad`, then 100 more clean events to `topic`, unkeyed.
+fn produce_mixed(brokers: &str, topic: &str, bad: &[Vec<u8>]) {
     let good = simulate(&["--seed", "3", "--max-events", "200", "--dirty-rate", "0"]);
     let mut lines: Vec<&[u8]> = good
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .collect();
     let tail = lines.split_off(100);
-    lines.extend(BAD);
+    lines.extend(bad.iter().map(Vec::as_slice));
     lines.extend(tail);
     let producer: rdkafka::producer::BaseProducer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -166,7 +166,7 @@ fn malformed_messages_land_on_the_deadletter_topic_and_the_run_goes_on() {
     create_topics(&brokers, &[(&topic, 1)]);
     let dir = scratch("dlq");
     let bad = BAD;
-    produce_mixed(&brokers, &topic);
+    produce_mixed(&brokers, &topic, &bad.map(<[u8]>::to_vec));
 
     let data = dir.join("data");
     let summary = run(
@@ -435,11 +435,13 @@ fn a_deadletter_topic_that_cannot_be_written_is_counted_logged_once_and_kept_loc
     let brokers = broker();
     let topic = unique("bad-dlq");
     create_topics(&brokers, &[(&topic, 1)]);
-    produce_mixed(&brokers, &topic);
+    // Three payloads that are not events and are larger than the producer may send: the
+    // dead-letter topic refuses each of them.
+    let big: Vec<Vec<u8>> = (0..3u8).map(|i| vec![b'a' + i; 60_000]).collect();
+    produce_mixed(&brokers, &topic, &big);
     let dir = scratch("dlq-refused");
     let data = dir.join("data");
     let port = common::free_port();
-    // A topic name that no broker accepts: it can be neither created nor written.
     let mut child = cds()
         .args([
             "run",
@@ -450,7 +452,7 @@ fn a_deadletter_topic_that_cannot_be_written_is_counted_logged_once_and_kept_loc
         ])
         .args(["--source", &format!("kafka://{brokers}/{topic}")])
         .args(["--group", &unique("g"), "--until-idle", "6"])
-        .args(["--deadletter-topic", "no such topic!"])
+        .args(["--kafka-config", "message.max.bytes=20000"])
         .arg("--data-dir")
         .arg(&data)
         .stdout(std::process::Stdio::piped())
@@ -480,7 +482,7 @@ fn a_deadletter_topic_that_cannot_be_written_is_counted_logged_once_and_kept_loc
     assert_eq!(events_processed(&summary), 203, "{summary}");
     assert!(
         metrics.contains("cds_deadletter_publish_failures_total 3"),
-        "failed publishes not counted"
+        "failed publishes not counted:\n{stderr}"
     );
     assert!(
         metrics.contains("cds_ops_condition_active{condition=\"deadletter_topic_unavailable\"} 1"),
