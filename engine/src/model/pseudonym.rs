@@ -101,6 +101,16 @@ impl Pseudonymiser {
     pub fn pseudonym(&self, patient_id: &str) -> String {
         display(self.key(patient_id))
     }
+
+    /// A 128-bit keyed digest (32 hex digits) of an identity that may hold a patient
+    /// identifier: the event id a decoder derives from a FHIR resource id or a CSV row. Wide
+    /// enough that two events never share one by chance, keyed so that it cannot be reversed
+    /// by guessing identifiers, and stable across restarts so that re-deliveries stay duplicates.
+    pub fn digest(&self, identity: &str) -> String {
+        let mut mac = self.mac.clone();
+        mac.update(identity.as_bytes());
+        hex::encode(&mac.finalize().into_bytes()[..16])
+    }
 }
 
 /// How a patient key is written outside the engine.

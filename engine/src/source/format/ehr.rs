@@ -9,7 +9,7 @@ use chrono::{NaiveDateTime, TimeZone, Utc};
 use serde_json::{Map, Value};
 
 use super::FormatError;
-use crate::model::{format_time, parse_time, Event};
+use crate::model::{format_time, parse_time, Event, Pseudonymiser};
 
 /// Extract column names (lower case) and the event-model field each fills.
 pub const COLUMNS: &[(&str, &str)] = &[
@@ -87,10 +87,12 @@ pub fn split_line(line: &str) -> Result<Vec<String>, FormatError> {
 }
 
 /// Decodes one line: the first line of a stream is the header (no event); every further one
-/// is a row.
+/// is a row. A row without an event id gets one derived from its identity, keyed by
+/// `pseudonyms` (see `derived_id`).
 pub fn decode_line(
     line: &[u8],
     header: &mut Option<Vec<String>>,
+    pseudonyms: Option<&Pseudonymiser>,
 ) -> Result<Option<Event>, FormatError> {
     let text = std::str::from_utf8(line)
         .map_err(|_| FormatError::Csv("the line is not UTF-8 text".into()))?
@@ -181,12 +183,13 @@ fn row_to_event(names: &[String], fields: &[String]) -> Result<Event, FormatErro
         // Extracts often carry no event id: one derived from the row's identity makes a
         // re-delivered extract a duplicate instead of a second event.
         let part = |k: &str| object.get(k).and_then(Value::as_str).unwrap_or_default();
-        let id = format!(
-            "ehr:{}:{}:{}",
+        let identity = format!(
+            "{}:{}:{}",
             part("patient_id"),
             part("event_type"),
             part("event_timestamp")
         );
+        let id = super::derived_id(pseudonyms, "ehr", &identity);
         object.insert("event_id".into(), Value::from(id));
     }
     let json = Value::Object(object).to_string();
@@ -202,24 +205,33 @@ mod tests {
         let mut header = None;
         assert!(decode_line(
             b"MRN,Movement,Event_Time,Facility,Ward,Sex,Age,Admit_Time,Primary_Dx,Heart_Rate,Temperature_F,Note\r\n",
-            &mut header
+            &mut header,
+            None
         )
         .expect("header")
         .is_none());
         let e = decode_line(
             b"P7,ADMISSION,2026-03-02 10:00,3,ICU,F,71,2026-03-02 09:58,I21.4,110,101.3,\"said \"\"hi\"\", left\"",
             &mut header,
+            Some(&Pseudonymiser::new(b"k")),
         )
         .expect("row")
         .expect("event");
         assert_eq!(e.patient_id.as_deref(), Some("P7"));
         assert_eq!(e.hospital_id, Some(3));
-        assert_eq!(e.event_id, "ehr:P7:ADMISSION:2026-03-02T10:00:00Z");
+        // The derived id is a keyed digest of the row's identity: it holds no MRN.
+        assert_eq!(
+            e.event_id,
+            format!(
+                "ehr:{}",
+                Pseudonymiser::new(b"k").digest("P7:ADMISSION:2026-03-02T10:00:00Z")
+            )
+        );
         let v = e.vitals.as_ref().expect("vitals");
         assert!((v.temperature_c.unwrap_or_default() - 38.5).abs() < 1e-9);
         assert_eq!(e.extra.get("note"), Some(&Value::from("said \"hi\", left")));
         assert!(matches!(
-            decode_line(b"P8,ADMISSION", &mut header),
+            decode_line(b"P8,ADMISSION", &mut header, None),
             Err(FormatError::Csv(_))
         ));
     }

@@ -140,7 +140,11 @@ pub fn to_events(payload: &[u8], state: &mut State, census: &mut Census) -> Vec<
     }
     for (patient, at, id, vitals, place) in readings {
         let mut e = Event {
-            event_id: format!("fhir:Observation/{id}"),
+            event_id: super::derived_id(
+                state.pseudonyms.as_ref(),
+                "fhir",
+                &format!("Observation/{id}"),
+            ),
             event_type: Some("VITALS".into()),
             event_timestamp: at,
             patient_id: Some(patient.clone()),
@@ -390,7 +394,11 @@ fn encounter(r: &Value, state: &mut State, census: &mut Census) -> Result<Vec<Ev
         }
     };
     let mut e = Event {
-        event_id: format!("fhir:Encounter/{id}:{event_type}:{}", format_time(&at)),
+        event_id: super::derived_id(
+            state.pseudonyms.as_ref(),
+            "fhir",
+            &format!("Encounter/{id}:{event_type}:{}", format_time(&at)),
+        ),
         event_type: Some(event_type.to_owned()),
         event_timestamp: at,
         patient_id: Some(patient.clone()),

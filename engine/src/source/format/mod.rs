@@ -143,6 +143,25 @@ impl Census {
     }
 }
 
+/// The event id a decoder derives when a message carries none of the event model's: `KIND:` and
+/// a keyed digest of the source's own identity for the event (a FHIR resource id with its
+/// status and time, a CSV row's patient, type and time). Those identities can hold patient
+/// identifiers (a resource id `enc-<MRN>`, an MRN column), and an event id leaves the engine
+/// with every alert, so only the digest may. The digest is stable across restarts (the key is),
+/// which keeps a re-delivered message a duplicate.
+pub(super) fn derived_id(pseudonyms: Option<&Pseudonymiser>, kind: &str, identity: &str) -> String {
+    match pseudonyms {
+        Some(p) => format!("{kind}:{}", p.digest(identity)),
+        // Only in unit tests: a stable hash stands in for the keyed digest.
+        None => {
+            use std::hash::{BuildHasher, BuildHasherDefault};
+            let hash = BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+                .hash_one(identity);
+            format!("{kind}:{hash:016x}")
+        }
+    }
+}
+
 /// The state of a decoder, for a checkpoint (borrowed when written, owned when read).
 #[derive(Debug, Default, Serialize, Deserialize)]
 pub struct DecoderState<'a> {
@@ -210,7 +229,7 @@ impl Decoder {
                     .map(|e| Decoded::Event(Box::new(e)))
                     .collect()
             }),
-            Format::EhrCsv => ehr::decode_line(payload, &mut self.csv_header)
+            Format::EhrCsv => ehr::decode_line(payload, &mut self.csv_header, self.census.pseudonyms.as_ref())
                 .map(|e| e.map(|e| Decoded::Event(Box::new(e))).into_iter().collect()),
             Format::Json | Format::Auto => Err(FormatError::Unknown),
         }
