@@ -144,6 +144,62 @@ fn a_stalled_stage_turns_readiness_to_503_naming_it() {
     }
 }
 
+/// A payload that panics its decoder is that payload's fault: it becomes a dead letter
+/// `decoder_panic` with the payload kept, and the run goes on to the end with the events around
+/// it (through the real binary; the drill marker panics the decoder as a parser defect would).
+#[test]
+fn a_payload_that_panics_its_decoder_is_a_dead_letter_and_the_run_goes_on() {
+    let dir = scratch("decoder-panic");
+    let event = |n: u32, extra: &str| {
+        format!(
+            r#"{{"event_id":"dp-{n}","event_type":"ADMISSION","event_timestamp":"2026-03-02T10:0{n}:00Z","patient_id":"PDP{n}","hospital_id":1,"department":"ICU","bed_id":"ICU-0{n}","admission_time":"2026-03-02T10:0{n}:00Z"{extra}}}"#
+        )
+    };
+    let marker = String::from_utf8_lossy(cds_engine::support::fault::DECODER_PANIC_MARKER);
+    let lines = [
+        event(1, ""),
+        event(2, &format!(r#","note":"{marker}""#)),
+        event(3, ""),
+    ];
+    let input = dir.join("events.jsonl");
+    std::fs::write(&input, lines.join("\n") + "\n").expect("input");
+    let out = cds()
+        .args(["run", "--until-end", "--http", "off", "--rules", "off"])
+        .arg("--source")
+        .arg(format!("file:{}", input.display()))
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env("CDS_LOG", "warn")
+        .output()
+        .expect("run cds");
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "exit {}\n{log}", out.status);
+    assert!(
+        !log.contains("chaos drill"),
+        "the panic's message reached the log\n{log}"
+    );
+    let letters = std::fs::read_to_string(dir.join("data/lake/deadletter/deadletter.jsonl"))
+        .expect("the dead-letter store");
+    let letters: Vec<serde_json::Value> = letters
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["reason_code"], "decoder_panic", "{letters:?}");
+    assert_eq!(letters[0]["payload"].as_str(), Some(lines[1].as_str()));
+    let kpis = common::exported(&dir.join("data"), "kpis");
+    let occupied: f64 = kpis
+        .iter()
+        .filter(|(id, _)| id.starts_with("occupancy"))
+        .filter_map(|(_, d)| d["occupied"].as_f64())
+        .sum();
+    assert_eq!(
+        occupied, 2.0,
+        "the events around the bad payload count: {kpis:?}"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 #[test]
 fn a_healthy_run_stays_ready() {
     let dir = scratch("healthy");

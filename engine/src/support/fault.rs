@@ -89,6 +89,23 @@ pub fn drill(stage: super::Stage) {
     let _ = stage;
 }
 
+/// The marker that makes a decoder panic in a failure drill (feature `chaos` only).
+pub const DECODER_PANIC_MARKER: &[u8] = b"CDS-CHAOS-DECODER-PANIC";
+
+/// Failure drill for the decoders (feature `chaos` only): a payload holding
+/// [`DECODER_PANIC_MARKER`] panics the decoder, as a parser defect would.
+pub fn drill_payload(payload: &[u8]) {
+    #[cfg(feature = "chaos")]
+    if payload
+        .windows(DECODER_PANIC_MARKER.len())
+        .any(|w| w == DECODER_PANIC_MARKER)
+    {
+        panic!("chaos drill: a decoder panic");
+    }
+    #[cfg(not(feature = "chaos"))]
+    let _ = payload;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,8 @@ use crate::model::{format_time, parse_time, Event, Pseudonymiser, Timestamp, Vit
 pub struct State {
     #[serde(skip)]
     pseudonyms: Option<Pseudonymiser>,
-    /// Open encounters (in progress) by logical id: the patient's key and their place.
+    /// Open encounters (in progress) by a keyed digest of their logical id (which may hold an
+    /// MRN, and this map goes into checkpoints): the patient's key and their place.
     encounters: HashMap<String, (u64, Place)>,
     /// Gender (model code) and birth date per patient key, from Patient resources.
     patients: HashMap<u64, (Option<String>, Option<NaiveDate>)>,
@@ -38,6 +39,11 @@ impl State {
 
     pub(super) fn set_pseudonyms(&mut self, pseudonyms: Option<Pseudonymiser>) {
         self.pseudonyms = pseudonyms;
+    }
+
+    /// How an encounter's logical id is kept: a keyed digest, never the id itself.
+    fn encounter_key(&self, id: &str) -> String {
+        super::derived_id(self.pseudonyms.as_ref(), "Encounter", id)
     }
 
     fn key(&self, patient: &str) -> u64 {
@@ -68,6 +74,7 @@ pub fn to_events(payload: &[u8], state: &mut State, census: &mut Census) -> Vec<
     };
     let mut resources: Vec<Value> = Vec::new();
     let mut out = Vec::new();
+    let mut whole = false;
     match root.get("resourceType").and_then(Value::as_str) {
         Some("Bundle") => {
             let kind = root.get("type").and_then(Value::as_str).unwrap_or_default();
@@ -87,8 +94,24 @@ pub fn to_events(payload: &[u8], state: &mut State, census: &mut Census) -> Vec<
                     String::from_utf8_lossy(payload).into_owned(),
                 )];
             }
-            let entries = root.get("entry").and_then(Value::as_array);
-            for entry in entries.into_iter().flatten() {
+            // A Bundle that holds nothing to take is a dead letter, not silence: a sender whose
+            // Bundles lost their entries must see it.
+            let entries = match root.get("entry") {
+                Some(Value::Array(entries)) if !entries.is_empty() => entries,
+                Some(Value::Array(_)) | None => {
+                    return vec![reject(
+                        FormatError::Fhir("Bundle without entries".into()),
+                        String::from_utf8_lossy(payload).into_owned(),
+                    )]
+                }
+                Some(_) => {
+                    return vec![reject(
+                        FormatError::Fhir("Bundle.entry is not an array".into()),
+                        String::from_utf8_lossy(payload).into_owned(),
+                    )]
+                }
+            };
+            for entry in entries {
                 match entry.get("resource") {
                     Some(r) => resources.push(r.clone()),
                     None => out.push(reject(
@@ -98,7 +121,11 @@ pub fn to_events(payload: &[u8], state: &mut State, census: &mut Census) -> Vec<
                 }
             }
         }
-        Some(_) => resources.push(root),
+        Some(_) => {
+            // A lone resource refused is kept as received, byte for byte, for a replay.
+            whole = true;
+            resources.push(root)
+        }
         None => {
             return vec![reject(
                 FormatError::Fhir("no resourceType".into()),
@@ -135,6 +162,7 @@ pub fn to_events(payload: &[u8], state: &mut State, census: &mut Census) -> Vec<
         };
         match result {
             Ok(events) => out.extend(events.into_iter().map(|e| Decoded::Event(Box::new(e)))),
+            Err(e) if whole => out.push(reject(e, String::from_utf8_lossy(payload).into_owned())),
             Err(e) => out.push(reject(e, r.to_string())),
         }
     }
@@ -330,7 +358,8 @@ fn encounter(r: &Value, state: &mut State, census: &mut Census) -> Result<Vec<Ev
     let end = time(r, &["period", "end"])?;
     let updated = time(r, &["meta", "lastUpdated"])?;
     let located = place_of(r);
-    let open = state.encounters.get(id).cloned();
+    let encounter_key = state.encounter_key(id);
+    let open = state.encounters.get(&encounter_key).cloned();
     let patient_key = state.key(&patient);
     let (event_type, at, place) = match status {
         "in-progress" => {
@@ -363,7 +392,7 @@ fn encounter(r: &Value, state: &mut State, census: &mut Census) -> Result<Vec<Ev
             .ok_or_else(|| FormatError::Fhir("Encounter without a time".into()))?;
             state
                 .encounters
-                .insert(id.to_owned(), (patient_key, place.clone()));
+                .insert(encounter_key, (patient_key, place.clone()));
             (kind, at, place)
         }
         "finished" => {
@@ -374,11 +403,11 @@ fn encounter(r: &Value, state: &mut State, census: &mut Census) -> Result<Vec<Ev
             let at = end
                 .or(updated)
                 .ok_or_else(|| FormatError::Fhir("Encounter finished without period.end".into()))?;
-            state.encounters.remove(id);
+            state.encounters.remove(&encounter_key);
             ("DISCHARGE", at, place)
         }
         "cancelled" | "entered-in-error" => {
-            let Some((_, place)) = state.encounters.remove(id) else {
+            let Some((_, place)) = state.encounters.remove(&encounter_key) else {
                 return Ok(Vec::new());
             };
             let at = updated
@@ -505,7 +534,7 @@ fn observation(r: &Value, state: &State, _census: &Census) -> Result<Reading, Fo
         ));
     }
     let place = reference_id(r.get("encounter"))
-        .and_then(|enc| state.encounters.get(&enc))
+        .and_then(|enc| state.encounters.get(&state.encounter_key(&enc)))
         .map(|(_, p)| p.clone());
     Ok((patient, at, id.to_owned(), vitals, place))
 }

@@ -220,7 +220,9 @@ pub fn unescape(s: &str, enc: &Encoding) -> String {
             "E" => out.push(esc),
             "H" | "N" => {}
             ".br" => out.push('\n'),
-            b if b.starts_with('X') && b.len() > 1 && (b.len() - 1) % 2 == 0 => {
+            // Hex digits are ASCII: a body with any other character is not a hex escape (and
+            // slicing it by pairs of bytes would cut a character in two).
+            b if b.starts_with('X') && b.is_ascii() && b.len() > 1 && (b.len() - 1) % 2 == 0 => {
                 let bytes: Option<Vec<u8>> = (1..b.len())
                     .step_by(2)
                     .map(|i| u8::from_str_radix(&b[i..i + 2], 16).ok())

@@ -143,6 +143,9 @@ impl Census {
     }
 }
 
+/// The dead-letter reason of a payload that panicked a decoder.
+pub const DECODER_PANIC: &str = "decoder_panic";
+
 /// The event id a decoder derives when a message carries none of the event model's: `KIND:` and
 /// a keyed digest of the source's own identity for the event (a FHIR resource id with its
 /// status and time, a CSV row's patient, type and time). Those identities can hold patient
@@ -229,19 +232,45 @@ impl Decoder {
                     .map(|e| Decoded::Event(Box::new(e)))
                     .collect()
             }),
-            Format::EhrCsv => ehr::decode_line(payload, &mut self.csv_header, self.census.pseudonyms.as_ref())
-                .map(|e| e.map(|e| Decoded::Event(Box::new(e))).into_iter().collect()),
+            Format::EhrCsv => ehr::decode_line(
+                payload,
+                &mut self.csv_header,
+                self.census.pseudonyms.as_ref(),
+            )
+            .map(|e| e.map(|e| Decoded::Event(Box::new(e))).into_iter().collect()),
             Format::Json | Format::Auto => Err(FormatError::Unknown),
         }
     }
 
-    /// Decodes one payload and runs Silver on every event it holds.
+    /// Decodes one payload and runs Silver on every event it holds. A panic on the way is this
+    /// payload's fault, not the stream's (the failure contract): the payload becomes a dead
+    /// letter `decoder_panic`, kept whole for a fix and a replay, and the next one goes on.
     pub fn ingest(
         &mut self,
         silver: &mut Silver,
         payload: &[u8],
         position: impl Fn() -> SourcePosition,
     ) -> Vec<Outcome> {
+        match crate::support::fault::isolate(|| self.ingest_payload(silver, payload, &position)) {
+            Ok(outcomes) => outcomes,
+            Err(_) => vec![Outcome::DeadLetter(DeadLetter {
+                reason_code: DECODER_PANIC,
+                reason: "the decoder failed on this payload (a defect of the engine; the \
+                         payload is kept to be replayed once it is fixed)"
+                    .into(),
+                position: position(),
+                payload: String::from_utf8_lossy(payload).into_owned(),
+            })],
+        }
+    }
+
+    fn ingest_payload(
+        &mut self,
+        silver: &mut Silver,
+        payload: &[u8],
+        position: &impl Fn() -> SourcePosition,
+    ) -> Vec<Outcome> {
+        crate::support::fault::drill_payload(payload);
         let format = match self.format {
             Format::Auto => detect(payload).unwrap_or(Format::Json),
             f => f,
