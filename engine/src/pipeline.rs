@@ -811,8 +811,8 @@ fn ingest(
             for outcome in outcomes {
                 match outcome {
                     Outcome::Record(record) => {
-                        let for_lake = row_position.clone().map(|p| (p, record.clone()));
                         let mut patient_key = None;
+                        let mut to_rules_too = false;
                         for f in record.dq_flags.iter() {
                             flag_counts[f as usize] += 1;
                         }
@@ -824,16 +824,29 @@ fn ingest(
                             gold += 1;
                             watermark = watermark.max(at);
                             // A cancel retracts Gold facts; the rules saw the event it cancels.
-                            if to_rules.is_some() && !record.kind.is_some_and(|k| k.is_cancel()) {
-                                for_rules.push((patient, record));
-                            }
+                            to_rules_too =
+                                to_rules.is_some() && !record.kind.is_some_and(|k| k.is_cancel());
                         }
-                        if let Some((position, record)) = for_lake {
-                            silver_rows.push(SilverRow {
+                        // The record goes to the lake and the rules: copied only when both
+                        // take it.
+                        match (row_position.clone(), patient_key) {
+                            (Some(position), Some(patient)) if to_rules_too => {
+                                for_rules.push((patient, record.clone()));
+                                silver_rows.push(SilverRow {
+                                    position,
+                                    record,
+                                    patient: patient_key,
+                                });
+                            }
+                            (Some(position), _) => silver_rows.push(SilverRow {
                                 position,
                                 record,
                                 patient: patient_key,
-                            });
+                            }),
+                            (None, Some(patient)) if to_rules_too => {
+                                for_rules.push((patient, record))
+                            }
+                            (None, _) => {}
                         }
                     }
                     Outcome::Duplicate => dups += 1,
