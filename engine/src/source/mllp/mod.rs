@@ -10,6 +10,13 @@
 //! segment) when it is HL7 v2 of a type we take but its content is wrong, `AR` when it is not
 //! HL7 v2 or of a type we do not take. Every message is logged, the failing ones included, so
 //! that they reach the dead-letter store with the reason.
+//!
+//! Senders are outside parties, and one that misbehaves must not lock the others out: a
+//! connection that sends nothing for the idle timeout is closed, accepted sockets get TCP
+//! keepalive, one address holds at most `max_per_peer` of the slots, addresses outside the
+//! allow list are closed at accept, and a connection's slot is an owned guard dropped however
+//! its task ends (a panic included). Every refusal and idle timeout is counted and logged
+//! with fixed text, never a message's content. `mllps://` runs the same over TLS.
 
 mod config;
 pub mod framer;
@@ -608,6 +615,65 @@ pub fn send(stream: &mut TcpStream, message: &[u8]) -> std::io::Result<Vec<u8>> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A listener's shared state without a socket, over a scratch log.
+    fn listening(dir: &std::path::Path, max_connections: usize, max_per_peer: usize) -> Listening {
+        std::fs::create_dir_all(dir).expect("scratch dir");
+        let file = File::create(dir.join(LOG_FILE)).expect("log");
+        Listening {
+            writer: Mutex::new(LogWriter { file, len: 0 }),
+            durable: Arc::new(AtomicU64::new(0)),
+            slots: Arc::new(Semaphore::new(max_connections)),
+            peers: Arc::new(Mutex::new(HashMap::new())),
+            max_per_peer,
+            allow: vec![
+                "10.0.0.0/8".parse().expect("cidr"),
+                "::1".parse().expect("cidr"),
+            ],
+            idle: Duration::from_secs(60),
+            max_message_bytes: 1024,
+            tls: None,
+            metrics: MllpMetrics::new().expect("metrics"),
+        }
+    }
+
+    #[test]
+    fn slots_come_back_when_a_connection_task_panics() {
+        let dir = std::env::temp_dir().join(format!("cds-mllp-slots-{}", std::process::id()));
+        let this = listening(&dir, 2, 1);
+        let a: IpAddr = "10.1.2.3".parse().expect("ip");
+        let b: IpAddr = "::ffff:10.9.9.9".parse().expect("ip");
+        assert_eq!(
+            this.admit("127.0.0.1".parse().expect("ip")).err(),
+            Some(Refused::NotAllowed)
+        );
+        let slot = this.admit(a).expect("first from a");
+        assert_eq!(this.admit(a).err(), Some(Refused::PeerCap));
+        let other = this.admit(b).expect("b, an IPv4 address seen as IPv6");
+        assert_eq!(
+            this.admit("::1".parse().expect("ip")).err(),
+            Some(Refused::Full)
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let task = runtime.spawn(async move {
+            let _held = slot;
+            panic!("a defect in a connection task");
+        });
+        assert!(runtime.block_on(task).is_err_and(|e| e.is_panic()));
+        drop(other);
+        assert!(
+            this.admit(a).is_ok(),
+            "the panicked task gave a's slot back"
+        );
+        assert!(
+            this.peers.lock().expect("peers").is_empty(),
+            "no address is remembered"
+        );
+        assert_eq!(this.slots.available_permits(), 2);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn acknowledges_after_logging_and_reads_back_from_the_log() {
