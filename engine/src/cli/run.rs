@@ -437,13 +437,8 @@ fn cluster(args: &RunArgs) -> anyhow::Result<Option<ClusterConfig>> {
 /// The decoding format of the run's source: `--format`, and always HL7 v2 over MLLP.
 fn source_format(args: &RunArgs) -> anyhow::Result<Format> {
     let format: Format = args.format.parse().map_err(anyhow::Error::msg)?;
-    Ok(
-        if args.source.starts_with("mllp://") || args.source.starts_with("mllps://") {
-            Format::Hl7v2
-        } else {
-            format
-        },
-    )
+    let mllp = args.source.starts_with("mllp://") || args.source.starts_with("mllps://");
+    Ok(if mllp { Format::Hl7v2 } else { format })
 }
 
 /// How a file of this format is cut into payloads: HL7 v2 by message, FHIR by line unless the

@@ -36,7 +36,7 @@ pub enum SourceError {
         source: std::io::Error,
     },
     #[error(
-        "unknown source {0:?}: expected `simulator`, `file:PATH`, `kafka://HOST:PORT/TOPIC`, `mllp://HOST:PORT` or `bronze:LAKE`"
+        "unknown source {0:?}: expected `simulator`, `file:PATH`, `kafka://HOST:PORT/TOPIC`, `mllp://HOST:PORT`, `mllps://HOST:PORT` or `bronze:LAKE`"
     )]
     Unknown(String),
     #[error("source {0:?} is not built yet")]
