@@ -385,6 +385,13 @@ impl Metrics {
         }
     }
 
+    /// Adds a source's own metrics ([`crate::source::Source::collectors`]) to the registry.
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
+        if let Err(e) = self.registry.register(collector) {
+            tracing::warn!(error = %e, "a source metric is not exported");
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

@@ -256,6 +256,9 @@ pub fn run(
     shutdown: Arc<AtomicBool>,
 ) -> Result<RunSummary, PipelineError> {
     let started = Instant::now();
+    for collector in source.collectors() {
+        metrics.register(collector);
+    }
     let workers = config.workers.max(1);
     let durable = Arc::new(AtomicU64::new(0));
     let mut rules = rules;

@@ -27,7 +27,7 @@ use crate::source::bronze::{BronzeConfig, BronzeSource};
 use crate::source::file::{FileConfig, FileSource, Framing};
 use crate::source::format::Format;
 use crate::source::kafka::{parse_setting, KafkaConfig, KafkaSource, PartitionShare};
-use crate::source::mllp::{MllpConfig, MllpSource};
+use crate::source::mllp::MllpSource;
 use crate::source::simulator::SimulatorSource;
 use crate::source::{Source, SourceSpec};
 
@@ -119,6 +119,9 @@ pub struct RunArgs {
     /// EVENTHUB_CONNECTION_STRING); when set, the Kafka source connects to Event Hubs.
     #[arg(long, value_name = "NAME")]
     eventhub_connection_string_env: Option<String>,
+    /// MLLP listener settings (with `--source mllp://` or `mllps://`).
+    #[command(flatten)]
+    mllp: crate::source::mllp::MllpArgs,
     /// Simulator settings (with `--source simulator`); its rate defaults to 2,000 events/s.
     #[command(flatten)]
     sim: SimulatorArgs,
@@ -360,7 +363,7 @@ fn open_source(args: &RunArgs, network: &Network, until: Until) -> anyhow::Resul
             Box::new(source)
         }
         SourceSpec::Mllp(url) => {
-            let config = MllpConfig::from_url(&url, args.data_dir.join("mllp"))?;
+            let config = args.mllp.config(&url, args.data_dir.join("mllp"))?;
             Box::new(MllpSource::open(&config)?)
         }
         SourceSpec::Kafka(url) => {
@@ -434,11 +437,8 @@ fn cluster(args: &RunArgs) -> anyhow::Result<Option<ClusterConfig>> {
 /// The decoding format of the run's source: `--format`, and always HL7 v2 over MLLP.
 fn source_format(args: &RunArgs) -> anyhow::Result<Format> {
     let format: Format = args.format.parse().map_err(anyhow::Error::msg)?;
-    Ok(if args.source.starts_with("mllp://") {
-        Format::Hl7v2
-    } else {
-        format
-    })
+    let mllp = args.source.starts_with("mllp://") || args.source.starts_with("mllps://");
+    Ok(if mllp { Format::Hl7v2 } else { format })
 }
 
 /// How a file of this format is cut into payloads: HL7 v2 by message, FHIR by line unless the

@@ -36,7 +36,7 @@ pub enum SourceError {
         source: std::io::Error,
     },
     #[error(
-        "unknown source {0:?}: expected `simulator`, `file:PATH`, `kafka://HOST:PORT/TOPIC`, `mllp://HOST:PORT` or `bronze:LAKE`"
+        "unknown source {0:?}: expected `simulator`, `file:PATH`, `kafka://HOST:PORT/TOPIC`, `mllp://HOST:PORT`, `mllps://HOST:PORT` or `bronze:LAKE`"
     )]
     Unknown(String),
     #[error("source {0:?} is not built yet")]
@@ -161,6 +161,13 @@ pub trait Source: Send {
         None
     }
 
+    /// The source's own metrics (the MLLP listener's refusals and timeouts), registered in the
+    /// run's registry when the pipeline starts. They count from the source's opening, so
+    /// nothing that happened before the registry existed is lost.
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        Vec::new()
+    }
+
     /// Since when the source has been unreachable (a broker outage), if it is now: the
     /// pipeline counts outages and exports their length, so operators see one before the
     /// clinicians notice stale KPIs.
@@ -190,7 +197,7 @@ pub enum SourceSpec {
     Simulator,
     File(std::path::PathBuf),
     Kafka(String),
-    /// An HL7 v2 MLLP listener: `mllp://HOST:PORT`.
+    /// An HL7 v2 MLLP listener: `mllp://HOST:PORT`, or `mllps://HOST:PORT` over TLS.
     Mllp(String),
     /// A lake's Bronze table, replayed: `bronze:LAKE`.
     Bronze(String),
@@ -208,7 +215,7 @@ impl std::str::FromStr for SourceSpec {
             Ok(SourceSpec::Kafka(s.to_owned()))
         } else if let Some(lake) = s.strip_prefix("bronze:") {
             Ok(SourceSpec::Bronze(lake.to_owned()))
-        } else if s.starts_with("mllp://") {
+        } else if s.starts_with("mllp://") || s.starts_with("mllps://") {
             Ok(SourceSpec::Mllp(s.to_owned()))
         } else {
             Err(SourceError::Unknown(s.to_owned()))

@@ -10,30 +10,41 @@
 //! segment) when it is HL7 v2 of a type we take but its content is wrong, `AR` when it is not
 //! HL7 v2 or of a type we do not take. Every message is logged, the failing ones included, so
 //! that they reach the dead-letter store with the reason.
+//!
+//! Senders are outside parties, and one that misbehaves must not lock the others out: a
+//! connection that sends nothing for the idle timeout is closed, accepted sockets get TCP
+//! keepalive, one address holds at most `max_per_peer` of the slots, addresses outside the
+//! allow list are closed at accept, and a connection's slot is an owned guard dropped however
+//! its task ends (a panic included). Every refusal and idle timeout is counted and logged
+//! with fixed text, never a message's content. `mllps://` runs the same over TLS.
 
 mod config;
+pub mod framer;
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::{IpAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-pub use config::MllpConfig;
+use prometheus::{IntCounter, IntCounterVec, Opts};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
+use tokio_rustls::TlsAcceptor;
+
+pub use config::{Cidr, CidrError, MllpArgs, MllpConfig, MllpTls};
+use framer::{Framed, Framer, CR, END, START};
 
 use super::format::{hl7v2, Census, FormatError};
 use super::{Poll, Position, RawBatch, Source, SourceError};
 
-const START: u8 = 0x0b;
-const END: u8 = 0x1c;
-const CR: u8 = 0x0d;
-
 /// The file of received messages, in MLLP framing, under the log directory.
 const LOG_FILE: &str = "received.hl7";
 
-/// The writing side of the log, shared by the connection threads.
+/// The writing side of the log, shared by the connections.
 struct LogWriter {
     file: File,
     len: u64,
@@ -48,8 +59,10 @@ pub struct MllpSource {
     read_at: u64,
     /// Bytes of the log that are synced to disk.
     durable: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
+    /// Dropped with the source, which stops the listener.
+    _stop: watch::Sender<()>,
     local_addr: std::net::SocketAddr,
+    metrics: MllpMetrics,
 }
 
 impl std::fmt::Debug for MllpSource {
@@ -87,30 +100,51 @@ impl MllpSource {
         listener
             .set_nonblocking(true)
             .map_err(|e| SourceError::Config(e.to_string()))?;
+        let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
+        let metrics = MllpMetrics::new()?;
         let durable = Arc::new(AtomicU64::new(len));
-        let stop = Arc::new(AtomicBool::new(false));
-        let writer = Arc::new(Mutex::new(LogWriter { file, len }));
-        let listening = Listening {
-            writer,
+        let (stop, stopped) = watch::channel(());
+        let listening = Arc::new(Listening {
+            writer: Mutex::new(LogWriter { file, len }),
             durable: durable.clone(),
-            stop: stop.clone(),
-            connections: Arc::new(AtomicUsize::new(0)),
-            max_connections: config.max_connections.max(1),
+            slots: Arc::new(Semaphore::new(config.max_connections.max(1))),
+            peers: Arc::new(Mutex::new(HashMap::new())),
+            max_per_peer: config.max_per_peer.max(1),
+            allow: config.allow.clone(),
+            idle: Duration::from_secs(config.idle_timeout_secs.max(1)),
             max_message_bytes: config.max_message_bytes.max(64),
-        };
+            tls,
+            metrics: metrics.clone(),
+        });
+        // One thread runs every connection: they wait on the network, not on the CPU, and
+        // log appends go to tokio's blocking threads.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| SourceError::Config(format!("cannot start the MLLP listener: {e}")))?;
         std::thread::Builder::new()
             .name("cds-mllp".into())
-            .spawn(move || listening.accept(listener))
+            .spawn(move || {
+                runtime.block_on(listening.accept(listener, stopped));
+                // Connections still open are dropped (and their slots with them).
+                runtime.shutdown_timeout(Duration::from_secs(1));
+            })
             .map_err(|e| SourceError::Config(e.to_string()))?;
-        tracing::info!(address = %local_addr, "MLLP listener started");
+        let scheme = if config.tls.is_some() {
+            "mllps"
+        } else {
+            "mllp"
+        };
+        tracing::info!(address = %local_addr, tls = config.tls.is_some(), "MLLP listener started");
         Ok(MllpSource {
-            name: format!("mllp://{}", config.listen),
+            name: format!("{scheme}://{}", config.listen),
             path,
             reader,
             read_at: 0,
             durable,
-            stop,
+            _stop: stop,
             local_addr,
+            metrics,
         })
     }
 
@@ -134,12 +168,6 @@ impl MllpSource {
             path: self.path.display().to_string(),
             source,
         }
-    }
-}
-
-impl Drop for MllpSource {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -187,6 +215,13 @@ impl Source for MllpSource {
         }
     }
 
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.metrics.refused.clone()),
+            Box::new(self.metrics.idle_timeouts.clone()),
+        ]
+    }
+
     fn skip_to(&mut self, upto: &[Position]) -> Result<(), SourceError> {
         let Some(last) = upto.iter().map(|p| p.offset).max() else {
             return Ok(());
@@ -206,103 +241,261 @@ impl Source for MllpSource {
     }
 }
 
-/// The listener's shared state.
+/// Seconds of silence after which the kernel starts probing an accepted connection, so that
+/// a sender that vanished (cable pulled, VPN dropped) is noticed even while it owes nothing.
+const KEEPALIVE_TIME: Duration = Duration::from_secs(30);
+/// Seconds between keepalive probes.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(10);
+/// Bytes read from a connection at a time.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// The listener's counters, registered in the run's metrics by the pipeline
+/// ([`Source::collectors`]).
 #[derive(Clone)]
-struct Listening {
-    writer: Arc<Mutex<LogWriter>>,
-    durable: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    connections: Arc<AtomicUsize>,
-    max_connections: usize,
-    max_message_bytes: usize,
+struct MllpMetrics {
+    /// Connections closed at accept, by reason: `not_allowed` (not in `--mllp-allow`),
+    /// `peer_cap` (that address holds `--mllp-max-per-peer` connections), `full` (every slot
+    /// is taken).
+    refused: IntCounterVec,
+    /// Connections closed because they sent nothing for the idle timeout.
+    idle_timeouts: IntCounter,
 }
 
-impl Listening {
-    fn accept(self, listener: TcpListener) {
-        while !self.stop.load(Ordering::Relaxed) {
-            match listener.accept() {
-                Ok((stream, _)) => {
-                    if self.connections.load(Ordering::Acquire) >= self.max_connections {
-                        tracing::warn!("MLLP connection refused: too many connections");
-                        drop(stream);
-                        continue;
-                    }
-                    self.connections.fetch_add(1, Ordering::AcqRel);
-                    let this = self.clone();
-                    let spawned = std::thread::Builder::new()
-                        .name("cds-mllp-conn".into())
-                        .spawn(move || {
-                            if let Err(e) = this.serve(stream) {
-                                tracing::debug!(error = %e, "MLLP connection closed");
-                            }
-                            this.connections.fetch_sub(1, Ordering::AcqRel);
-                        });
-                    if spawned.is_err() {
-                        self.connections.fetch_sub(1, Ordering::AcqRel);
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(10));
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "MLLP accept failed");
-                    std::thread::sleep(Duration::from_millis(100));
-                }
+impl MllpMetrics {
+    fn new() -> Result<Self, SourceError> {
+        let metric_err = |e: prometheus::Error| SourceError::Config(format!("MLLP metrics: {e}"));
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "cds_mllp_connections_refused_total",
+                "MLLP connections closed at accept, by reason",
+            ),
+            &["reason"],
+        )
+        .map_err(metric_err)?;
+        for reason in [Refused::NotAllowed, Refused::PeerCap, Refused::Full] {
+            refused.with_label_values(&[reason.label()]);
+        }
+        let idle_timeouts = IntCounter::new(
+            "cds_mllp_idle_timeouts_total",
+            "MLLP connections closed after the idle timeout",
+        )
+        .map_err(metric_err)?;
+        Ok(MllpMetrics {
+            refused,
+            idle_timeouts,
+        })
+    }
+}
+
+/// Why a connection was closed at accept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    NotAllowed,
+    PeerCap,
+    Full,
+}
+
+impl Refused {
+    fn label(self) -> &'static str {
+        match self {
+            Refused::NotAllowed => "not_allowed",
+            Refused::PeerCap => "peer_cap",
+            Refused::Full => "full",
+        }
+    }
+}
+
+/// Why a connection ended other than by the sender closing it.
+#[derive(Debug, thiserror::Error)]
+enum ConnectionError {
+    #[error("no bytes for the idle timeout")]
+    Idle,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("the log writer stopped: {0}")]
+    Writer(#[from] tokio::task::JoinError),
+}
+
+/// A connection's place: a slot of the listener and one of its address's. Dropping it frees
+/// both, and it is dropped on every way out of the connection's task (the sender closing, an
+/// error, the idle timeout, a panic, the listener stopping).
+struct Slot {
+    _permit: OwnedSemaphorePermit,
+    _peer: PeerSlot,
+}
+
+/// One of an address's `--mllp-max-per-peer` connections.
+struct PeerSlot {
+    peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    ip: IpAddr,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = peers.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                // The map holds only addresses that are connected now: it stays bounded.
+                peers.remove(&self.ip);
             }
         }
     }
+}
 
-    /// Reads frames from one connection until it closes, answering each.
-    fn serve(&self, stream: TcpStream) -> std::io::Result<()> {
-        stream.set_nonblocking(false)?;
-        stream.set_read_timeout(Some(Duration::from_millis(500)))?;
-        let mut out = stream.try_clone()?;
-        let mut input = BufReader::new(stream);
-        let mut frame = Vec::new();
-        let mut in_frame = false;
-        let mut byte = [0u8; 1];
+/// The listener's shared state.
+struct Listening {
+    writer: Mutex<LogWriter>,
+    durable: Arc<AtomicU64>,
+    slots: Arc<Semaphore>,
+    peers: Arc<Mutex<HashMap<IpAddr, usize>>>,
+    max_per_peer: usize,
+    allow: Vec<Cidr>,
+    idle: Duration,
+    max_message_bytes: usize,
+    tls: Option<TlsAcceptor>,
+    metrics: MllpMetrics,
+}
+
+impl Listening {
+    /// Accepts connections until the source is dropped.
+    async fn accept(self: Arc<Self>, listener: TcpListener, mut stop: watch::Receiver<()>) {
+        let listener = match tokio::net::TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "MLLP listener cannot start");
+                return;
+            }
+        };
         loop {
-            if self.stop.load(Ordering::Relaxed) {
-                return Ok(());
-            }
-            let n = match input.read(&mut byte) {
-                Ok(n) => n,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    continue
-                }
-                Err(e) => return Err(e),
+            let accepted = tokio::select! {
+                _ = stop.changed() => return,
+                accepted = listener.accept() => accepted,
             };
+            let (stream, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, mostly: wait rather than spin.
+                    tracing::warn!(error = %e, "MLLP accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            };
+            let slot = match self.admit(peer.ip()) {
+                Ok(slot) => slot,
+                Err(reason) => {
+                    self.metrics
+                        .refused
+                        .with_label_values(&[reason.label()])
+                        .inc();
+                    tracing::warn!(
+                        reason = reason.label(),
+                        peer = %peer.ip(),
+                        "MLLP connection refused"
+                    );
+                    drop(stream);
+                    continue;
+                }
+            };
+            tokio::spawn(self.clone().connection(stream, slot));
+        }
+    }
+
+    /// Decides whether a connection from `ip` is served, and takes its slot if so.
+    fn admit(&self, ip: IpAddr) -> Result<Slot, Refused> {
+        let ip = ip.to_canonical();
+        if !self.allow.is_empty() && !self.allow.iter().any(|c| c.contains(ip)) {
+            return Err(Refused::NotAllowed);
+        }
+        let peer = {
+            let mut peers = self.peers.lock().unwrap_or_else(PoisonError::into_inner);
+            let held = peers.entry(ip).or_insert(0);
+            if *held >= self.max_per_peer {
+                return Err(Refused::PeerCap);
+            }
+            *held += 1;
+            PeerSlot {
+                peers: self.peers.clone(),
+                ip,
+            }
+        };
+        // On refusal `peer` is dropped here, which gives the address's slot back.
+        let permit = self
+            .slots
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| Refused::Full)?;
+        Ok(Slot {
+            _permit: permit,
+            _peer: peer,
+        })
+    }
+
+    /// Serves one connection; `_slot` is held until it ends, however it ends.
+    async fn connection(self: Arc<Self>, stream: tokio::net::TcpStream, _slot: Slot) {
+        if let Err(e) = keepalive(&stream) {
+            tracing::debug!(error = %e, "MLLP keepalive not set");
+        }
+        let result = match &self.tls {
+            None => self.serve(stream).await,
+            Some(acceptor) => {
+                match tokio::time::timeout(self.idle, acceptor.accept(stream)).await {
+                    Ok(Ok(tls)) => self.serve(tls).await,
+                    Ok(Err(e)) => Err(ConnectionError::Io(e)),
+                    Err(_) => Err(ConnectionError::Idle),
+                }
+            }
+        };
+        match result {
+            Ok(()) => tracing::debug!("MLLP connection closed by the sender"),
+            Err(ConnectionError::Idle) => {
+                self.metrics.idle_timeouts.inc();
+                tracing::info!("MLLP connection closed: idle for the idle timeout");
+            }
+            Err(e) => tracing::debug!(error = %e, "MLLP connection closed"),
+        }
+    }
+
+    /// Reads frames from one connection until it closes or goes idle, answering each.
+    async fn serve<S>(self: &Arc<Self>, mut stream: S) -> Result<(), ConnectionError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin,
+    {
+        let mut framer = Framer::new(self.max_message_bytes);
+        let mut chunk = vec![0u8; READ_CHUNK];
+        let mut frames = Vec::new();
+        loop {
+            let n = tokio::time::timeout(self.idle, stream.read(&mut chunk))
+                .await
+                .map_err(|_| ConnectionError::Idle)??;
             if n == 0 {
+                if framer.in_frame() {
+                    tracing::debug!("MLLP connection closed inside a frame");
+                }
                 return Ok(());
             }
-            match (in_frame, byte[0]) {
-                (false, START) => {
-                    in_frame = true;
-                    frame.clear();
-                }
-                (false, _) => {}
-                (true, END) => {
-                    // The frame ends with END CR; the CR may still be in flight.
-                    in_frame = false;
-                    let answer = self.take(&frame)?;
-                    out.write_all(&answer)?;
-                    out.flush()?;
-                }
-                (true, START) => frame.clear(),
-                (true, b) => {
-                    frame.push(b);
-                    if frame.len() > self.max_message_bytes {
-                        in_frame = false;
-                        let ack = hl7v2::ack(None, "AR", Some(("100", "message too long")), &now());
-                        out.write_all(&framed(&ack))?;
-                        frame.clear();
+            framer.push(&chunk[..n], &mut frames);
+            for frame in frames.drain(..) {
+                let answer = match frame {
+                    Framed::Message(message) => {
+                        // Appending syncs the log to disk: off the async threads.
+                        let this = self.clone();
+                        tokio::task::spawn_blocking(move || this.take(&message)).await??
                     }
-                }
+                    Framed::TooLong => framed(&hl7v2::ack(
+                        None,
+                        "AR",
+                        Some(("100", "message too long")),
+                        &now(),
+                    )),
+                };
+                // A sender that does not read its ACKs is as idle as one that sends nothing.
+                tokio::time::timeout(self.idle, async {
+                    stream.write_all(&answer).await?;
+                    stream.flush().await
+                })
+                .await
+                .map_err(|_| ConnectionError::Idle)??;
             }
         }
     }
@@ -353,6 +546,43 @@ impl Listening {
     }
 }
 
+/// Turns on TCP keepalive for an accepted connection.
+fn keepalive(stream: &tokio::net::TcpStream) -> std::io::Result<()> {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_TIME)
+        .with_interval(KEEPALIVE_INTERVAL);
+    socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive)
+}
+
+/// The TLS side of an `mllps://` listener, from its PEM files. Only the ring provider is
+/// named: the build links more than one, and rustls will not pick among them by itself.
+fn tls_acceptor(files: &MllpTls) -> Result<TlsAcceptor, SourceError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    fn tls_err(what: &str, path: &std::path::Path, e: impl std::fmt::Display) -> SourceError {
+        SourceError::Config(format!("MLLP TLS {what} {}: {e}", path.display()))
+    }
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&files.cert)
+        .map_err(|e| tls_err("certificate", &files.cert, e))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| tls_err("certificate", &files.cert, e))?;
+    if certs.is_empty() {
+        return Err(tls_err(
+            "certificate",
+            &files.cert,
+            "no certificate in the file",
+        ));
+    }
+    let key =
+        PrivateKeyDer::from_pem_file(&files.key).map_err(|e| tls_err("key", &files.key, e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key))
+        .map_err(|e| tls_err("certificate and key", &files.cert, e))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
 fn framed(message: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(message.len() + 3);
     out.push(START);
@@ -386,6 +616,65 @@ pub fn send(stream: &mut TcpStream, message: &[u8]) -> std::io::Result<Vec<u8>> 
 mod tests {
     use super::*;
 
+    /// A listener's shared state without a socket, over a scratch log.
+    fn listening(dir: &std::path::Path, max_connections: usize, max_per_peer: usize) -> Listening {
+        std::fs::create_dir_all(dir).expect("scratch dir");
+        let file = File::create(dir.join(LOG_FILE)).expect("log");
+        Listening {
+            writer: Mutex::new(LogWriter { file, len: 0 }),
+            durable: Arc::new(AtomicU64::new(0)),
+            slots: Arc::new(Semaphore::new(max_connections)),
+            peers: Arc::new(Mutex::new(HashMap::new())),
+            max_per_peer,
+            allow: vec![
+                "10.0.0.0/8".parse().expect("cidr"),
+                "::1".parse().expect("cidr"),
+            ],
+            idle: Duration::from_secs(60),
+            max_message_bytes: 1024,
+            tls: None,
+            metrics: MllpMetrics::new().expect("metrics"),
+        }
+    }
+
+    #[test]
+    fn slots_come_back_when_a_connection_task_panics() {
+        let dir = std::env::temp_dir().join(format!("cds-mllp-slots-{}", std::process::id()));
+        let this = listening(&dir, 2, 1);
+        let a: IpAddr = "10.1.2.3".parse().expect("ip");
+        let b: IpAddr = "::ffff:10.9.9.9".parse().expect("ip");
+        assert_eq!(
+            this.admit("127.0.0.1".parse().expect("ip")).err(),
+            Some(Refused::NotAllowed)
+        );
+        let slot = this.admit(a).expect("first from a");
+        assert_eq!(this.admit(a).err(), Some(Refused::PeerCap));
+        let other = this.admit(b).expect("b, an IPv4 address seen as IPv6");
+        assert_eq!(
+            this.admit("::1".parse().expect("ip")).err(),
+            Some(Refused::Full)
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        let task = runtime.spawn(async move {
+            let _held = slot;
+            panic!("a defect in a connection task");
+        });
+        assert!(runtime.block_on(task).is_err_and(|e| e.is_panic()));
+        drop(other);
+        assert!(
+            this.admit(a).is_ok(),
+            "the panicked task gave a's slot back"
+        );
+        assert!(
+            this.peers.lock().expect("peers").is_empty(),
+            "no address is remembered"
+        );
+        assert_eq!(this.slots.available_permits(), 2);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     #[test]
     fn acknowledges_after_logging_and_reads_back_from_the_log() {
         let dir = std::env::temp_dir().join(format!("cds-mllp-{}", std::process::id()));
@@ -395,6 +684,10 @@ mod tests {
             log_dir: dir.clone(),
             max_connections: 4,
             max_message_bytes: 4096,
+            idle_timeout_secs: 60,
+            max_per_peer: 4,
+            allow: Vec::new(),
+            tls: None,
         };
         let mut source = MllpSource::open(&config).expect("listen");
         let mut stream = TcpStream::connect(source.local_addr()).expect("connect");
