@@ -18,6 +18,13 @@ if ! command -v chromium >/dev/null 2>&1; then
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 
+# --- openssl, which makes the certificates of the TLS tests ----------------------------------
+if ! command -v openssl >/dev/null 2>&1; then
+  log "installing Debian's openssl (certificates for the TLS tests)"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openssl >/dev/null
+fi
+
 # --- Services on loopback -------------------------------------------------------------------
 # Tools are cached outside the checkout, so a second run (and CI on the same machine) reuses them.
 TOOLS="${CDS_TOOLS_DIR:-$HOME/.cache/cds/tools}"
