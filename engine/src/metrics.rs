@@ -385,6 +385,12 @@ impl Metrics {
         }
     }
 
+    /// Adds a metric owned by another part of the engine (the HTTP server's), so that
+    /// `/metrics` shows it; a second registration of the same name is ignored.
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
+        let _ = self.registry.register(collector);
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
