@@ -255,9 +255,9 @@ fn the_http_server_is_bounded_and_leaks_nothing() {
     for s in &mut half_open {
         s.set_read_timeout(Some(Duration::from_secs(10)))
             .expect("timeout");
-        let mut buf = [0u8; 256];
-        // Closed (EOF or reset), or answered with an error; never left hanging.
-        match s.read(&mut buf) {
+        let mut rest = Vec::new();
+        // Closed (EOF or reset), after an error answer or none; never left hanging.
+        match s.read_to_end(&mut rest) {
             Ok(_) => {}
             Err(e) => assert!(
                 !matches!(
@@ -292,4 +292,106 @@ fn the_http_server_is_bounded_and_leaks_nothing() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(get(&engine, "/api/kpis", Some("tok-admin")).0, 200);
     assert_eq!(get(&engine, "/api/kpis", Some("tok-leaving")).0, 401);
+}
+
+/// Kills the engine when the test ends, passed or not.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn https_with_the_given_certificate() {
+    use std::process::{Command, Stdio};
+    let dir = std::env::temp_dir().join(format!("cds-https-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args(["-days", "1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (Debian: apt-get install openssl)");
+    assert!(made.status.success(), "{made:?}");
+    let tokens = format!(
+        "[[token]]\nname = \"ops\"\nsha256 = \"{}\"\nrole = \"admin\"\n",
+        hash_token("tok-admin")
+    );
+    std::fs::write(dir.join("tokens.toml"), tokens).expect("tokens");
+    std::fs::write(dir.join("events.jsonl"), "").expect("events");
+    let log = dir.join("engine.log");
+    let _engine = Child(
+        Command::new(env!("CARGO_BIN_EXE_cds"))
+            .args(["run", "--http", "127.0.0.1:0", "--rules", "off", "--source"])
+            .arg(format!("file:{}", dir.join("events.jsonl").display()))
+            .arg("--tokens")
+            .arg(dir.join("tokens.toml"))
+            .arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--tls-cert")
+            .arg(&cert)
+            .arg("--tls-key")
+            .arg(&key)
+            .env("CDS_PSEUDONYM_KEY", "http-test")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).expect("log"))
+            .spawn()
+            .expect("engine"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if let Some(a) = text
+            .split("HTTP on https://")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+        {
+            break a.to_owned();
+        }
+        assert!(Instant::now() < deadline, "no HTTPS address:\n{text}");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let curl = |args: &[&str]| {
+        let out = Command::new("curl")
+            .args(["-s", "--max-time", "10"])
+            .args(args)
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(curl(&["-k", &format!("https://{addr}/healthz")]), "ok\n");
+    let head = curl(&[
+        "-k",
+        "-o",
+        "/dev/null",
+        "-D",
+        "-",
+        &format!("https://{addr}/?token=tok-admin"),
+    ]);
+    assert!(head.starts_with("HTTP/1.1 303"), "{head}");
+    assert!(
+        head.contains("HttpOnly") && head.contains("; Secure"),
+        "{head}"
+    );
+    assert_ne!(
+        curl(&[&format!("http://{addr}/healthz")]),
+        "ok\n",
+        "plain HTTP is not served on the HTTPS port"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

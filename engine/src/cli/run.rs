@@ -85,6 +85,12 @@ pub struct RunArgs {
     /// Live streams in total at most; beyond, 429.
     #[arg(long, default_value_t = 256, value_name = "N")]
     http_streams_total: usize,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Stop once a finite source is exhausted and every output is flushed.
     #[arg(long, conflicts_with = "until_idle")]
     until_end: bool,
@@ -261,13 +267,18 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
             Some(path) => (Tokens::load(&path)?, None),
             None => Tokens::bootstrap(&args.data_dir)?,
         };
-        eprintln!("cds: HTTP on http://{addr} (/healthz, /readyz, /metrics need no token)");
+        let scheme = if args.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        eprintln!("cds: HTTP on {scheme}://{addr} (/healthz, /readyz, /metrics need no token)");
         match new_token {
             Some(t) => eprintln!(
-                "cds: created an admin token (shown once; only its hash is stored in {}):\n  dashboard: http://{addr}/?token={t}",
+                "cds: created an admin token (shown once; only its hash is stored in {}):\n  dashboard: {scheme}://{addr}/?token={t}",
                 args.data_dir.join("tokens.toml").display()
             ),
-            None => eprintln!("cds: dashboard: http://{addr}/?token=<your token>"),
+            None => eprintln!("cds: dashboard: {scheme}://{addr}/?token=<your token>"),
         }
         let acks = AckStore::open(&args.data_dir).context("opening the acknowledgement store")?;
         http::publish_rates(&metrics, &acks);
@@ -293,6 +304,10 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
             streams_total: args.http_streams_total,
         };
         let tokens = Arc::new(tokens);
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(http::tls_config(cert, key)?),
+            _ => None,
+        };
         {
             let _entered = runtime.enter();
             Tokens::watch(&tokens, Duration::from_secs(2));
@@ -310,7 +325,7 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
             pseudonyms: Some(pseudonyms.clone()),
             limits,
             streams: http::feed::StreamSlots::new(limits.streams_per_token, limits.streams_total),
-            tls: false,
+            tls,
         };
         let stop = stop_http.clone();
         runtime.spawn(async move {

@@ -131,7 +131,7 @@ pub fn recompute(
 
     // Length of stay: every discharge with both times.
     let mut by_dept: BTreeMap<(i64, &str), Vec<i64>> = BTreeMap::new();
-    let mut by_patient: BTreeMap<(i64, String), (Vec<i64>, BTreeSet<&str>)> = BTreeMap::new();
+    let mut by_patient: BTreeMap<(i64, String), StaysAndDepartments> = BTreeMap::new();
     for r in gold.iter().filter(|r| r.kind == Some(EventType::Discharge)) {
         if let (Some(a), Some(d)) = (r.event.admission_time, r.event.discharge_time) {
             let secs = (d - a).num_seconds();
@@ -210,6 +210,9 @@ pub fn recompute(
     }
     docs
 }
+
+/// A patient's stays (seconds each) and the departments they ended in.
+type StaysAndDepartments = (Vec<i64>, BTreeSet<&'static str>);
 
 /// Drops what a recomputation cannot know (`id`, `as_of`, `updated_at`) and the documents
 /// of groups whose every contribution was retracted (a vitals census of zero patients, a

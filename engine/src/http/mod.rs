@@ -139,8 +139,8 @@ pub struct HttpState {
     /// Open live streams, bounded by `limits`.
     pub streams: StreamSlots,
     pub http_metrics: HttpMetrics,
-    /// Whether the server speaks HTTPS (the session cookie is then `Secure`).
-    pub tls: bool,
+    /// HTTPS when set (`--tls-cert`, `--tls-key`); the session cookie is then `Secure`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The router of every route.
@@ -325,7 +325,7 @@ fn dashboard_session(
     let cookie = format!(
         "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
         SESSION_TTL.as_secs(),
-        if state.tls { "; Secure" } else { "" }
+        if state.tls.is_some() { "; Secure" } else { "" }
     );
     let location = if query.is_empty() {
         "/".to_owned()
@@ -385,6 +385,69 @@ pub async fn bind(addr: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
     Ok((listener, local))
 }
 
+/// Why the TLS certificate or key could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("{path} holds no certificate (PEM)")]
+    NoCertificate { path: String },
+    #[error("the TLS certificate and key are not usable: {0}")]
+    Config(String),
+}
+
+/// The TLS configuration of `--tls-cert` (PEM chain, leaf first) and `--tls-key` (PEM key).
+pub fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let read_err = |p: &std::path::Path, e: &dyn std::fmt::Display| TlsError::Read {
+        path: p.display().to_string(),
+        message: e.to_string(),
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| read_err(cert, &e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| read_err(cert, &e))?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: cert.display().to_string(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| read_err(key, &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Serves one connection until it ends, or drains it when the server stops.
+async fn connection<I>(
+    builder: &hyper::server::conn::http1::Builder,
+    io: I,
+    service: hyper_util::service::TowerToHyperService<Router>,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+{
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        () = async { let _ = stop.wait_for(|s| *s).await; } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(DRAIN, conn.as_mut()).await;
+        }
+    }
+}
+
 /// What an over-limit connection reads before it is closed.
 const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 26\r\nConnection: close\r\nRetry-After: 5\r\n\r\ntoo many open connections\n";
 
@@ -404,6 +467,7 @@ pub async fn serve(
 
     let limits = state.limits;
     let metrics = state.http_metrics.clone();
+    let acceptor = state.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let app = router(state);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -439,15 +503,19 @@ pub async fn serve(
         let builder = builder.clone();
         let mut stop = stop_rx.clone();
         let open = metrics.connections_open.clone();
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
             open.inc();
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                () = async { let _ = stop.wait_for(|s| *s).await; } => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(DRAIN, conn.as_mut()).await;
+            match acceptor {
+                None => connection(&builder, TokioIo::new(stream), service, &mut stop).await,
+                // The handshake gets the header-read time: a client that stalls in it holds a
+                // connection slot like one that stalls in its headers.
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+                    if let Ok(Ok(tls)) = handshake.await {
+                        connection(&builder, TokioIo::new(tls), service, &mut stop).await;
+                    }
                 }
             }
             open.dec();
