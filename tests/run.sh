@@ -18,11 +18,12 @@ if ! command -v chromium >/dev/null 2>&1; then
   $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium >/dev/null
 fi
 
-# --- openssl, which makes the certificates of the TLS tests ----------------------------------
-if ! command -v openssl >/dev/null 2>&1; then
-  log "installing Debian's openssl (certificates for the TLS tests)"
+# --- openssl and curl: the TLS tests make their certificates with one and call HTTPS with the
+# other, as an operator would -----------------------------------------------------------------
+if ! command -v openssl >/dev/null 2>&1 || ! command -v curl >/dev/null 2>&1; then
+  log "installing Debian's openssl and curl (TLS tests)"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openssl >/dev/null
+  $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq openssl curl >/dev/null
 fi
 
 # --- Services on loopback -------------------------------------------------------------------

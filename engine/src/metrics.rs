@@ -385,10 +385,13 @@ impl Metrics {
         }
     }
 
-    /// Adds a source's own metrics ([`crate::source::Source::collectors`]) to the registry.
+    /// Adds a metric owned by another part of the engine (a source's
+    /// ([`crate::source::Source::collectors`]), the HTTP server's), so that `/metrics` shows it;
+    /// a second registration of the same name is ignored.
     pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
-        if let Err(e) = self.registry.register(collector) {
-            tracing::warn!(error = %e, "a source metric is not exported");
+        match self.registry.register(collector) {
+            Ok(()) | Err(prometheus::Error::AlreadyReg) => {}
+            Err(e) => tracing::warn!(error = %e, "a metric is not exported"),
         }
     }
 

@@ -48,8 +48,8 @@ fn access_matrix_stream_resume_and_no_leaks() {
     bodies.push(body);
     assert_eq!(
         get(&engine, "/?token=tok-admin", None).0,
-        200,
-        "the dashboard accepts the token in the query"
+        303,
+        "the dashboard trades the token in the query for a session cookie"
     );
 
     // Clinician of ICU in hospital 3: only that department (and hospital-level documents).

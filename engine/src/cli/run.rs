@@ -70,6 +70,27 @@ pub struct RunArgs {
     /// HTTP address for /healthz, /readyz, /metrics; port 0 picks a free port; `off` disables.
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
     http: String,
+    /// Open HTTP connections at most; beyond, a new connection is answered 503 and closed.
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    http_max_connections: usize,
+    /// Seconds a client has to send a request's headers (also the keep-alive idle limit).
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    http_header_timeout: f64,
+    /// Seconds within which a request (other than the live stream) is answered, else 503.
+    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    http_request_timeout: f64,
+    /// Live streams (`/api/alerts/stream`) per token at most; beyond, 429.
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    http_streams_per_token: usize,
+    /// Live streams in total at most; beyond, 429.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    http_streams_total: usize,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs --tls-key.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Stop once a finite source is exhausted and every output is flushed.
     #[arg(long, conflicts_with = "until_idle")]
     until_end: bool,
@@ -249,13 +270,18 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
             Some(path) => (Tokens::load(&path)?, None),
             None => Tokens::bootstrap(&args.data_dir)?,
         };
-        eprintln!("cds: HTTP on http://{addr} (/healthz, /readyz, /metrics need no token)");
+        let scheme = if args.tls_cert.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        eprintln!("cds: HTTP on {scheme}://{addr} (/healthz, /readyz, /metrics need no token)");
         match new_token {
             Some(t) => eprintln!(
-                "cds: created an admin token (shown once; only its hash is stored in {}):\n  dashboard: http://{addr}/?token={t}",
+                "cds: created an admin token (shown once; only its hash is stored in {}):\n  dashboard: {scheme}://{addr}/?token={t}",
                 args.data_dir.join("tokens.toml").display()
             ),
-            None => eprintln!("cds: dashboard: http://{addr}/?token=<your token>"),
+            None => eprintln!("cds: dashboard: {scheme}://{addr}/?token=<your token>"),
         }
         let acks = AckStore::open(&args.data_dir).context("opening the acknowledgement store")?;
         http::publish_rates(&metrics, &acks);
@@ -265,16 +291,44 @@ pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
             LiveFeed::spawn(&feed_tx)
         };
         feed = Some(feed_tx);
+        let audit = Audit::open(Some(&args.data_dir.join("audit.jsonl")))
+            .with_context(|| "opening the access audit log".to_owned())?;
+        let secs = |value: f64, flag: &str| {
+            Duration::try_from_secs_f64(value)
+                .ok()
+                .filter(|d| !d.is_zero())
+                .with_context(|| format!("{flag} must be a positive number of seconds"))
+        };
+        let limits = http::HttpLimits {
+            max_connections: args.http_max_connections,
+            header_read_timeout: secs(args.http_header_timeout, "--http-header-timeout")?,
+            request_timeout: secs(args.http_request_timeout, "--http-request-timeout")?,
+            streams_per_token: args.http_streams_per_token,
+            streams_total: args.http_streams_total,
+        };
+        let tokens = Arc::new(tokens);
+        let tls = match (&args.tls_cert, &args.tls_key) {
+            (Some(cert), Some(key)) => Some(http::tls_config(cert, key)?),
+            _ => None,
+        };
+        {
+            let _entered = runtime.enter();
+            Tokens::watch(&tokens, Duration::from_secs(2));
+        }
         let state = HttpState {
             metrics: metrics.clone(),
             ready: ready.clone(),
-            tokens: Arc::new(tokens),
+            tokens,
+            sessions: Default::default(),
             store: (args.sink == "sqlite").then(|| SqliteConfig::in_data_dir(&args.data_dir)),
             feed: Some(live),
-            audit: Audit::open(Some(&args.data_dir.join("audit.jsonl")))
-                .with_context(|| "opening the access audit log".to_owned())?,
+            http_metrics: http::HttpMetrics::register(&metrics, &audit),
+            audit,
             acks: Some(acks),
             pseudonyms: Some(pseudonyms.clone()),
+            limits,
+            streams: http::feed::StreamSlots::new(limits.streams_per_token, limits.streams_total),
+            tls,
         };
         let stop = stop_http.clone();
         runtime.spawn(async move {

@@ -48,8 +48,11 @@ pub enum KpiDelta {
         department: u8,
         change: StayTally,
     },
+    /// A patient's stays that ended in `department` (the department travels with the
+    /// per-patient length of stay, so department-scoped readers see only their patients).
     PatientStay {
         hospital: u16,
+        department: u8,
         patient: u64,
         change: StayTally,
     },
@@ -221,15 +224,24 @@ where
         },
     );
     let by_patient = stays
-        .explode(|s| Some(((s.hospital, s.patient), Tally::new([1, s.seconds]))))
+        .explode(|s| {
+            Some((
+                (s.hospital, s.department, s.patient),
+                Tally::new([1, s.seconds]),
+            ))
+        })
         .consolidate();
-    emit(by_patient, &out, &probe, |(hospital, patient), change| {
-        KpiDelta::PatientStay {
+    emit(
+        by_patient,
+        &out,
+        &probe,
+        |(hospital, department, patient), change| KpiDelta::PatientStay {
             hospital,
+            department,
             patient,
             change,
-        }
-    });
+        },
+    );
 
     let admissions = inputs.admissions.to_collection(scope);
     let by_priority = admissions

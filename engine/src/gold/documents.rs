@@ -40,7 +40,8 @@ pub struct KpiState {
     occupancy: BTreeMap<(u16, u8), OccupancyTally>,
     vitals: BTreeMap<(u16, u8), VitalsTally>,
     stays: BTreeMap<(u16, u8), StayTally>,
-    patient_stays: HashMap<(u16, u64), StayTally>,
+    /// Per (hospital, patient), the stays by the department they ended in.
+    patient_stays: HashMap<(u16, u64), BTreeMap<u8, StayTally>>,
     admissions: BTreeMap<(u16, u8, u8), i64>,
     /// Per hospital, the top lists with their counts; the current one has count 1.
     diagnoses: BTreeMap<u16, BTreeMap<Vec<(String, i64)>, i64>>,
@@ -108,7 +109,7 @@ impl KpiState {
 
     /// Adds one change.
     pub fn apply(&mut self, delta: KpiDelta) {
-        use differential_dataflow::difference::Semigroup;
+        use differential_dataflow::difference::{IsZero, Semigroup};
         self.changes += 1;
         let key = match delta {
             KpiDelta::Occupancy {
@@ -146,13 +147,16 @@ impl KpiState {
             }
             KpiDelta::PatientStay {
                 hospital,
+                department,
                 patient,
                 change,
             } => {
-                self.patient_stays
-                    .entry((hospital, patient))
-                    .or_default()
-                    .plus_equals(&change);
+                let by_department = self.patient_stays.entry((hospital, patient)).or_default();
+                let t = by_department.entry(department).or_default();
+                t.plus_equals(&change);
+                if t.is_zero() {
+                    by_department.remove(&department);
+                }
                 DocKey::PatientStay(hospital, patient)
             }
             KpiDelta::Admissions {
@@ -330,13 +334,28 @@ impl KpiState {
                 )
             }
             DocKey::PatientStay(h, p) => {
-                let t = self.patient_stays.get(&(h, p)).copied().unwrap_or_default();
+                use differential_dataflow::difference::Semigroup;
+                let stays = self.patient_stays.get(&(h, p));
+                let mut t = StayTally::default();
+                let mut departments = BTreeSet::new();
+                for (d, s) in stays.into_iter().flatten() {
+                    t.plus_equals(s);
+                    if s.get(0) != 0 {
+                        departments.insert(*d);
+                    }
+                }
+                // The department the patient's stays ended in; none when they ended in
+                // several (a department-scoped reader then does not see the document).
+                let department = match (departments.first(), departments.len()) {
+                    (Some(d), 1) => json!(dept_name(*d)),
+                    _ => Value::Null,
+                };
                 let who = patient_ref(p);
                 (
                     format!("patient_los:{h}:{who}"),
                     h,
                     "patient_los",
-                    stay_fields(t, json!({ "patient": who })),
+                    stay_fields(t, json!({ "department": department, "patient": who })),
                 )
             }
             DocKey::Admissions(h, p, w) => {

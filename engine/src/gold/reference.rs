@@ -7,7 +7,7 @@
 //! engine is compared with. It is deliberately straightforward (hash maps over the records,
 //! then the documents), not a strawman: one pass over the data, no JSON in the inner loop.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::model::{
     patient_ref, AgeBand, Department, EventType, Gender, Network, Priority, Pseudonymiser, WEEKDAYS,
@@ -131,13 +131,15 @@ pub fn recompute(
 
     // Length of stay: every discharge with both times.
     let mut by_dept: BTreeMap<(i64, &str), Vec<i64>> = BTreeMap::new();
-    let mut by_patient: BTreeMap<(i64, String), Vec<i64>> = BTreeMap::new();
+    let mut by_patient: BTreeMap<(i64, String), StaysAndDepartments> = BTreeMap::new();
     for r in gold.iter().filter(|r| r.kind == Some(EventType::Discharge)) {
         if let (Some(a), Some(d)) = (r.event.admission_time, r.event.discharge_time) {
             let secs = (d - a).num_seconds();
             by_dept.entry(place(r)).or_default().push(secs);
             let who = patient_ref(ps.key(r.event.patient_id.as_deref().unwrap_or_default()));
-            by_patient.entry((place(r).0, who)).or_default().push(secs);
+            let entry = by_patient.entry((place(r).0, who)).or_default();
+            entry.0.push(secs);
+            entry.1.insert(place(r).1);
         }
     }
     let avg_hours = |v: &[i64]| round2(v.iter().sum::<i64>() as f64 / v.len() as f64 / 3600.0);
@@ -147,10 +149,14 @@ pub fn recompute(
             json!({"type": "los", "hospital_id": h, "department": d, "discharges": v.len(), "avg_los_hours": avg_hours(&v)}),
         );
     }
-    for ((h, who), v) in by_patient {
+    for ((h, who), (v, departments)) in by_patient {
+        let department = match (departments.first(), departments.len()) {
+            (Some(d), 1) => json!(d),
+            _ => Value::Null,
+        };
         docs.insert(
             format!("patient_los:{h}:{who}"),
-            json!({"type": "patient_los", "hospital_id": h, "patient": who, "discharges": v.len(), "avg_los_hours": avg_hours(&v)}),
+            json!({"type": "patient_los", "hospital_id": h, "department": department, "patient": who, "discharges": v.len(), "avg_los_hours": avg_hours(&v)}),
         );
     }
 
@@ -204,6 +210,9 @@ pub fn recompute(
     }
     docs
 }
+
+/// A patient's stays (seconds each) and the departments they ended in.
+type StaysAndDepartments = (Vec<i64>, BTreeSet<&'static str>);
 
 /// Drops what a recomputation cannot know (`id`, `as_of`, `updated_at`) and the documents
 /// of groups whose every contribution was retracted (a vitals census of zero patients, a

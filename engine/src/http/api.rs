@@ -9,7 +9,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::{Extension, Json};
-use futures_util::stream::{self, Stream};
+use futures_util::stream;
 use serde_json::{json, Value};
 
 use super::auth::Token;
@@ -35,6 +35,11 @@ pub(super) fn visible(token: &Token, doc: &Value) -> bool {
     let hospital = doc["hospital_id"].as_i64().unwrap_or(0);
     let department = doc["department"].as_str();
     let patient_level = doc["type"] == "alert" || doc["type"] == "patient_los";
+    // A patient-level document of no single department is no department's to show: only a
+    // reader of whole hospitals sees it.
+    if patient_level && department.is_none() && !token.sees_every_department() {
+        return false;
+    }
     token.sees(hospital, department) && (!patient_level || token.sees_patients())
 }
 
@@ -49,7 +54,7 @@ impl Filter {
         let hospital = match q.get("hospital") {
             Some(h) => Some(
                 h.parse()
-                    .map_err(|_| format!("hospital {h:?} is not a number"))?,
+                    .map_err(|_| "hospital is not a number".to_owned())?,
             ),
             None => None,
         };
@@ -136,7 +141,7 @@ pub async fn alerts(
     let since = match q.get("since") {
         Some(s) => match parse_time(s) {
             Some(t) => Some(t),
-            None => return bad_request(format!("since {s:?} is not an RFC 3339 time")),
+            None => return bad_request("since is not an RFC 3339 time".to_owned()),
         },
         None => None,
     };
@@ -189,7 +194,9 @@ fn sse_event(e: &FeedEvent) -> Event {
 
 /// `GET /api/alerts/stream`: new alerts and KPI changes as server-sent events. A client that
 /// reconnects with `Last-Event-ID` (header, or `last_event_id` in the query) first receives
-/// every retained event after that id, then the live ones; each exactly once.
+/// every retained event after that id, then the live ones; each exactly once. The retained
+/// events are read from a shared snapshot and rendered one at a time as the client reads; the
+/// number of open streams is bounded per token and in total (429 beyond).
 pub async fn stream(
     State(state): State<HttpState>,
     Extension(token): Extension<Token>,
@@ -203,6 +210,18 @@ pub async fn stream(
         )
             .into_response();
     };
+    let slot = match state.streams.acquire(&token.name) {
+        Ok(s) => s,
+        Err(e) => {
+            state.http_metrics.streams_refused.inc();
+            return (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(axum::http::header::RETRY_AFTER, "10")],
+                format!("{e}\n"),
+            )
+                .into_response();
+        }
+    };
     let after: u64 = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -210,15 +229,23 @@ pub async fn stream(
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(0);
     let (backlog, rx) = feed.resume(after);
-    let last_sent = backlog.last().map_or(after, |e| e.id);
+    let last_sent = backlog.events().last().map_or(after, |e| e.id);
     let shown = move |e: &FeedEvent| visible(&token, &e.written.document.body);
     let shown_live = shown.clone();
-    let backlog: Vec<Result<Event, Infallible>> = backlog
-        .iter()
-        .filter(|e| shown(e))
-        .map(|e| Ok(sse_event(e)))
-        .collect();
-    let live = stream::unfold((rx, last_sent), move |(mut rx, mut last)| {
+    let replay = stream::unfold((backlog, 0usize), move |(backlog, mut i)| {
+        let shown = shown.clone();
+        async move {
+            while let Some(e) = backlog.get(i) {
+                i += 1;
+                if shown(e) {
+                    let event = sse_event(e);
+                    return Some((Ok::<Event, Infallible>(event), (backlog, i)));
+                }
+            }
+            None
+        }
+    });
+    let live = stream::unfold((rx, last_sent, slot), move |(mut rx, mut last, slot)| {
         let shown = shown_live.clone();
         async move {
             loop {
@@ -227,7 +254,10 @@ pub async fn stream(
                     Ok(e) => {
                         last = e.id;
                         if shown(&e) {
-                            return Some((Ok::<Event, Infallible>(sse_event(&e)), (rx, last)));
+                            return Some((
+                                Ok::<Event, Infallible>(sse_event(&e)),
+                                (rx, last, slot),
+                            ));
                         }
                     }
                     // A client too slow for the live rate reconnects with its last id.
@@ -237,15 +267,8 @@ pub async fn stream(
             }
         }
     });
-    Sse::new(stream_of(backlog, live))
+    use futures_util::StreamExt;
+    Sse::new(replay.chain(live))
         .keep_alive(KeepAlive::default())
         .into_response()
-}
-
-fn stream_of(
-    backlog: Vec<Result<Event, Infallible>>,
-    live: impl Stream<Item = Result<Event, Infallible>> + Send + 'static,
-) -> impl Stream<Item = Result<Event, Infallible>> + Send + 'static {
-    use futures_util::StreamExt;
-    stream::iter(backlog).chain(live)
 }

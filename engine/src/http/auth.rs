@@ -2,8 +2,16 @@
 //!
 //! Tokens are never stored in clear: the tokens file holds the hex SHA-256 of each token, and a
 //! request's token is hashed and compared in constant time with every entry.
+//!
+//! The file is read again when it changes ([`Tokens::watch`]), so removing a line revokes a
+//! token within seconds, without a restart; a file that does not parse keeps the tokens in
+//! force. The dashboard trades its `?token=` for a session cookie ([`Sessions`]) that holds a
+//! random id, never the token, and is checked against the current tokens on every request.
 
-use std::path::Path;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -51,6 +59,11 @@ impl Token {
         hospital_ok && department_ok
     }
 
+    /// Whether the token reads whole hospitals (not some of their departments).
+    pub fn sees_every_department(&self) -> bool {
+        self.role == Role::Admin || self.departments.is_empty()
+    }
+
     /// Whether the token may see patient-level documents (alerts, per-patient stays).
     pub fn sees_patients(&self) -> bool {
         self.role != Role::BedManager
@@ -82,10 +95,12 @@ pub enum AuthError {
     Random(String),
 }
 
-/// The configured tokens.
-#[derive(Debug, Clone, Default)]
+/// The configured tokens, and the file they come from (read again when it changes).
+#[derive(Debug, Default)]
 pub struct Tokens {
-    tokens: Vec<Token>,
+    tokens: RwLock<Arc<Vec<Token>>>,
+    /// The file and the text last loaded from it.
+    source: Option<(PathBuf, Mutex<String>)>,
 }
 
 /// Hex SHA-256 of a token.
@@ -101,41 +116,119 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// Parses the text of a tokens file.
+fn parse(path: &Path, text: &str) -> Result<Vec<Token>, AuthError> {
+    let p = path.display().to_string();
+    let file: TokensFile = toml::from_str(text).map_err(|e| AuthError::Invalid {
+        path: p.clone(),
+        message: e.to_string(),
+    })?;
+    for t in &file.token {
+        if t.sha256.len() != 64 || !t.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(AuthError::Invalid {
+                path: p,
+                message: format!("token {:?}: sha256 must be 64 hex digits", t.name),
+            });
+        }
+    }
+    Ok(file.token)
+}
+
 impl Tokens {
     pub fn new(tokens: Vec<Token>) -> Self {
-        Tokens { tokens }
+        Tokens {
+            tokens: RwLock::new(Arc::new(tokens)),
+            source: None,
+        }
     }
 
     /// Loads a tokens file (TOML, `[[token]]` entries).
     pub fn load(path: &Path) -> Result<Self, AuthError> {
-        let p = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| AuthError::Read {
-            path: p.clone(),
+            path: path.display().to_string(),
             source,
         })?;
-        let file: TokensFile = toml::from_str(&text).map_err(|e| AuthError::Invalid {
-            path: p.clone(),
-            message: e.to_string(),
-        })?;
-        for t in &file.token {
-            if t.sha256.len() != 64 || !t.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
-                return Err(AuthError::Invalid {
-                    path: p,
-                    message: format!("token {:?}: sha256 must be 64 hex digits", t.name),
-                });
-            }
+        let tokens = parse(path, &text)?;
+        Ok(Tokens {
+            tokens: RwLock::new(Arc::new(tokens)),
+            source: Some((path.to_path_buf(), Mutex::new(text))),
+        })
+    }
+
+    fn current(&self) -> Arc<Vec<Token>> {
+        match self.tokens.read() {
+            Ok(t) => t.clone(),
+            // A panic while swapping cannot leave a half-written list: the Arc is replaced whole.
+            Err(poisoned) => poisoned.into_inner().clone(),
         }
-        Ok(Tokens { tokens: file.token })
+    }
+
+    /// Reads the file again if its text changed. `Ok(true)`: new tokens in force; an error
+    /// keeps the previous tokens (a half-saved or mistyped file must not lock everyone out,
+    /// nor let anyone in).
+    pub fn reload(&self) -> Result<bool, AuthError> {
+        let Some((path, last)) = &self.source else {
+            return Ok(false);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| AuthError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+        if *last == text {
+            return Ok(false);
+        }
+        let tokens = parse(path, &text)?;
+        *last = text;
+        let mut current = self.tokens.write().unwrap_or_else(|p| p.into_inner());
+        *current = Arc::new(tokens);
+        Ok(true)
+    }
+
+    /// Polls the tokens file every `every` until the runtime stops, so that a revoked token
+    /// stops working without a restart. A failed reload is logged once per distinct failure
+    /// (a fixed line: the file may hold anything).
+    pub fn watch(tokens: &Arc<Self>, every: Duration) {
+        if tokens.source.is_none() {
+            return;
+        }
+        let me = Arc::downgrade(tokens);
+        tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                tokio::time::sleep(every).await;
+                let Some(tokens) = me.upgrade() else { return };
+                match tokens.reload() {
+                    Ok(changed) => {
+                        if changed {
+                            tracing::info!("the tokens file changed; its tokens are in force");
+                        }
+                        failing = false;
+                    }
+                    Err(_) if failing => {}
+                    Err(_) => {
+                        tracing::error!(
+                            "the tokens file changed but cannot be read or parsed; the previous tokens stay in force"
+                        );
+                        failing = true;
+                    }
+                }
+            }
+        });
     }
 
     /// The token a bearer string belongs to.
-    pub fn authenticate(&self, bearer: &str) -> Option<&Token> {
-        let hash = hash_token(bearer);
+    pub fn authenticate(&self, bearer: &str) -> Option<Token> {
+        self.by_hash(&hash_token(bearer))
+    }
+
+    /// The token of a hex SHA-256 (a session remembers the hash, never the token).
+    pub fn by_hash(&self, hash: &str) -> Option<Token> {
         let mut found = None;
         // Compare with every entry, so timing does not tell which one matched.
-        for t in &self.tokens {
+        for t in self.current().iter() {
             if constant_time_eq(t.sha256.to_ascii_lowercase().as_bytes(), hash.as_bytes()) {
-                found = Some(t);
+                found = Some(t.clone());
             }
         }
         found
@@ -171,10 +264,60 @@ impl Tokens {
         })?;
         Ok((
             Tokens {
-                tokens: vec![admin],
+                tokens: RwLock::new(Arc::new(vec![admin])),
+                source: Some((path, Mutex::new(text))),
             },
             Some(token),
         ))
+    }
+}
+
+/// The name of the dashboard's session cookie.
+pub const SESSION_COOKIE: &str = "cds_session";
+
+/// How long a dashboard session lasts.
+pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+
+/// At most this many sessions are kept; the oldest goes first (bounded memory whatever the
+/// number of page loads).
+const MAX_SESSIONS: usize = 10_000;
+
+/// Dashboard sessions: a random id (the cookie) mapped to the hash of the token that opened
+/// it. The token itself is never kept, and each request looks the hash up in the current
+/// tokens, so revoking the token ends its sessions.
+#[derive(Debug, Clone, Default)]
+pub struct Sessions {
+    inner: Arc<Mutex<HashMap<String, (String, Instant)>>>,
+}
+
+impl Sessions {
+    /// A new session for the token of hash `sha256`; returns the cookie value.
+    pub fn open(&self, sha256: &str) -> Result<String, AuthError> {
+        let mut raw = [0u8; 32];
+        getrandom::fill(&mut raw).map_err(|e| AuthError::Random(e.to_string()))?;
+        let id = hex::encode(raw);
+        let now = Instant::now();
+        let mut map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, (_, expires)| *expires > now);
+        if map.len() >= MAX_SESSIONS {
+            if let Some(oldest) = map
+                .iter()
+                .min_by_key(|(_, (_, expires))| *expires)
+                .map(|(k, _)| k.clone())
+            {
+                map.remove(&oldest);
+            }
+        }
+        map.insert(id.clone(), (sha256.to_owned(), now + SESSION_TTL));
+        Ok(id)
+    }
+
+    /// The token hash of a live session.
+    pub fn hash_of(&self, id: &str) -> Option<String> {
+        let map = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(id)
+            .filter(|(_, expires)| *expires > Instant::now())
+            .map(|(hash, _)| hash.clone())
     }
 }
 
@@ -226,6 +369,43 @@ mod tests {
         assert!(tokens.authenticate("secret").is_some());
         assert!(tokens.authenticate("secreT").is_none());
         assert!(tokens.authenticate("").is_none());
+    }
+
+    #[test]
+    fn reload_revokes_and_a_broken_file_keeps_the_old_tokens() {
+        let dir = std::env::temp_dir().join(format!("cds-auth-reload-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("tokens.toml");
+        let entry = |name: &str, secret: &str| {
+            format!(
+                "[[token]]\nname = \"{name}\"\nsha256 = \"{}\"\nrole = \"admin\"\n",
+                hash_token(secret)
+            )
+        };
+        std::fs::write(&path, format!("{}{}", entry("a", "one"), entry("b", "two")))
+            .expect("write");
+        let tokens = Tokens::load(&path).expect("load");
+        assert!(tokens.authenticate("two").is_some());
+        assert!(!tokens.reload().expect("unchanged"));
+        std::fs::write(&path, entry("a", "one")).expect("write");
+        assert!(tokens.reload().expect("changed"));
+        assert!(tokens.authenticate("two").is_none(), "revoked");
+        assert!(tokens.authenticate("one").is_some());
+        std::fs::write(&path, "[[token]\nname = ").expect("write");
+        assert!(tokens.reload().is_err());
+        assert!(tokens.authenticate("one").is_some(), "old tokens stay");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn sessions_hold_the_hash_only() {
+        let sessions = Sessions::default();
+        let id = sessions.open(&hash_token("secret")).expect("open");
+        assert_eq!(id.len(), 64);
+        assert!(!id.contains("secret"));
+        assert_eq!(sessions.hash_of(&id), Some(hash_token("secret")));
+        assert_eq!(sessions.hash_of("nope"), None);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //!
 //! The EHR names the patient by its own identifier (`context.patientId`); the engine only knows
 //! pseudonyms, so the identifier is pseudonymised with the engine's key and matched against
-//! the alerts' `patient`. The identifier is neither logged nor echoed back. Active means not
+//! the alerts' `patient`. The identifier is neither logged nor echoed back: every error body
+//! is a fixed text. Active means not
 //! accepted or overridden and not under a running snooze.
 
 use axum::body::Bytes;
@@ -79,13 +80,16 @@ pub async fn patient_view(
     }
     let request: HookRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
-        Err(e) => return bad_request(format!("not a CDS Hooks request: {e}")),
+        // Fixed texts: a parser's message quotes the offending input, which may be an MRN.
+        Err(_) => {
+            return bad_request(
+                "not a CDS Hooks patient-view request (hook, hookInstance and context.patientId are required)"
+                    .to_owned(),
+            )
+        }
     };
     if request.hook != "patient-view" {
-        return bad_request(format!(
-            "this service answers the patient-view hook, not {:?}",
-            request.hook
-        ));
+        return bad_request("this service answers the patient-view hook only".to_owned());
     }
     let Some(pseudonyms) = state.pseudonyms.as_ref() else {
         return bad_request("this process cannot match patients".to_owned());

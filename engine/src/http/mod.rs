@@ -4,6 +4,9 @@
 //! ([`auth`]); what a route returns is filtered by the token's hospitals and departments, and
 //! every authenticated access is written to the audit log ([`audit`]). Documents carry only
 //! pseudonymised patient keys, so nothing served here identifies a patient.
+//!
+//! Bounded against clients that do not play by the rules ([`HttpLimits`]): a connection
+//! limit, a header-read timeout, a request timeout, and caps on live streams.
 
 pub mod acks;
 mod actions;
@@ -18,22 +21,100 @@ pub use actions::publish_rates;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
+use prometheus::{IntCounter, IntGauge};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
 use crate::model::Pseudonymiser;
 use crate::sink::sqlite::SqliteConfig;
 use acks::AckStore;
 use audit::Audit;
-use auth::Tokens;
-use feed::LiveFeed;
+use auth::{Sessions, Tokens, SESSION_COOKIE, SESSION_TTL};
+use feed::{LiveFeed, StreamSlots};
+
+/// The route of the live stream: the only API route that takes `?token=` (an `EventSource`
+/// cannot set headers) and the only one without a request timeout.
+const STREAM_ROUTE: &str = "/api/alerts/stream";
+
+/// The bounds of the HTTP server: what a client that opens connections and never finishes a
+/// request, or never reads an answer, can hold.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Open connections at most; beyond, new ones are answered 503 and closed.
+    pub max_connections: usize,
+    /// A request's headers must arrive within this time (also the keep-alive idle limit).
+    pub header_read_timeout: Duration,
+    /// A request (other than the live stream) must be answered within this time.
+    pub request_timeout: Duration,
+    /// Live streams per token at most.
+    pub streams_per_token: usize,
+    /// Live streams in total at most.
+    pub streams_total: usize,
+}
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        HttpLimits {
+            max_connections: 512,
+            header_read_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(30),
+            streams_per_token: 4,
+            streams_total: 256,
+        }
+    }
+}
+
+/// The HTTP server's own metrics.
+#[derive(Debug, Clone)]
+pub struct HttpMetrics {
+    /// Connections refused at the connection limit.
+    pub connections_refused: IntCounter,
+    pub connections_open: IntGauge,
+    /// Requests answered 503 at the request timeout.
+    pub request_timeouts: IntCounter,
+    /// Live streams refused at the per-token or total limit.
+    pub streams_refused: IntCounter,
+}
+
+impl HttpMetrics {
+    /// The counters, registered with `metrics` (so `/metrics` shows them) along with the audit
+    /// log's.
+    pub fn register(metrics: &Metrics, audit: &Audit) -> Self {
+        let counter = |name: &str, help: &str| {
+            let c = IntCounter::new(name, help).unwrap_or_else(|e| unreachable!("metric: {e}"));
+            metrics.register(Box::new(c.clone()));
+            c
+        };
+        let open = IntGauge::new("cds_http_connections_open", "Open HTTP connections")
+            .unwrap_or_else(|e| unreachable!("metric: {e}"));
+        metrics.register(Box::new(open.clone()));
+        metrics.register(Box::new(audit.suppressed_counter()));
+        HttpMetrics {
+            connections_refused: counter(
+                "cds_http_connections_refused_total",
+                "HTTP connections refused at the connection limit",
+            ),
+            connections_open: open,
+            request_timeouts: counter(
+                "cds_http_request_timeouts_total",
+                "HTTP requests answered 503 at the request timeout",
+            ),
+            streams_refused: counter(
+                "cds_http_streams_refused_total",
+                "Live streams refused at the per-token or total limit (429)",
+            ),
+        }
+    }
+}
 
 /// What the handlers read.
 #[derive(Debug, Clone)]
@@ -41,7 +122,10 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     /// Set once the engine has started consuming (no checkpoint to load yet).
     pub ready: Arc<AtomicBool>,
+    /// The tokens in force (the file is read again when it changes: [`Tokens::watch`]).
     pub tokens: Arc<Tokens>,
+    /// Dashboard sessions (cookie id to token hash).
+    pub sessions: Sessions,
     /// The store the API reads (the SQLite sink's file).
     pub store: Option<SqliteConfig>,
     /// The numbered live feed for `/api/alerts/stream`.
@@ -51,6 +135,12 @@ pub struct HttpState {
     pub acks: Option<AckStore>,
     /// Matches an EHR's patient identifier (CDS Hooks) to the engine's pseudonyms.
     pub pseudonyms: Option<Pseudonymiser>,
+    pub limits: HttpLimits,
+    /// Open live streams, bounded by `limits`.
+    pub streams: StreamSlots,
+    pub http_metrics: HttpMetrics,
+    /// HTTPS when set (`--tls-cert`, `--tls-key`); the session cookie is then `Secure`.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The router of every route.
@@ -59,7 +149,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/", get(api::dashboard))
         .route("/api/kpis", get(api::kpis))
         .route("/api/alerts", get(api::alerts))
-        .route("/api/alerts/stream", get(api::stream))
+        .route(STREAM_ROUTE, get(api::stream))
         .route("/api/alerts/{id}/ack", post(actions::ack))
         .route("/api/rules/stats", get(actions::stats))
         .route("/cds-services", get(hooks::discovery))
@@ -73,19 +163,50 @@ pub fn router(state: HttpState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .merge(protected)
+        .layer(middleware::from_fn_with_state(state.clone(), deadline))
         .with_state(state)
 }
 
-/// The bearer token of a request: the `Authorization` header, or `token=` in the query (the
-/// dashboard page and `EventSource` cannot set headers).
-fn bearer(req: &Request) -> Option<String> {
-    if let Some(h) = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        return h.strip_prefix("Bearer ").map(|t| t.trim().to_owned());
+/// Answers 503 when a request (other than the live stream) is not answered in time, so a slow
+/// store read cannot hold a connection and its slot forever.
+async fn deadline(State(state): State<HttpState>, req: Request, next: Next) -> Response {
+    if req.uri().path() == STREAM_ROUTE {
+        return next.run(req).await;
     }
+    match tokio::time::timeout(state.limits.request_timeout, next.run(req)).await {
+        Ok(r) => r,
+        Err(_) => {
+            state.http_metrics.request_timeouts.inc();
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the request was not answered in time\n",
+            )
+                .into_response()
+        }
+    }
+}
+
+/// Where a request's credential came from.
+enum Credential {
+    /// `Authorization: Bearer …` (the scheme in any case, RFC 7235).
+    Header(String),
+    /// `?token=`, accepted on the dashboard page and the live stream only.
+    Query(String),
+    /// The dashboard's session cookie.
+    Session(String),
+}
+
+/// The bearer token of the `Authorization` header.
+fn bearer_header(req: &Request) -> Option<String> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(char::is_whitespace)?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim().to_owned())
+}
+
+/// `token=` of the query.
+fn query_token(req: &Request) -> Option<String> {
     req.uri()
         .query()?
         .split('&')
@@ -93,7 +214,33 @@ fn bearer(req: &Request) -> Option<String> {
         .map(str::to_owned)
 }
 
-/// The query without the token, for the audit log.
+/// The session id of the dashboard's cookie.
+fn session_cookie(req: &Request) -> Option<String> {
+    req.headers()
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|kv| {
+            let (k, v) = kv.trim().split_once('=')?;
+            (k == SESSION_COOKIE).then(|| v.to_owned())
+        })
+}
+
+fn credential(req: &Request) -> Option<Credential> {
+    if req.headers().contains_key(header::AUTHORIZATION) {
+        return bearer_header(req).map(Credential::Header);
+    }
+    let path = req.uri().path();
+    if path == "/" || path == STREAM_ROUTE {
+        if let Some(t) = query_token(req) {
+            return Some(Credential::Query(t));
+        }
+    }
+    session_cookie(req).map(Credential::Session)
+}
+
+/// The query without the token, for the audit log and the dashboard's redirect.
 fn query_without_token(req: &Request) -> String {
     req.uri()
         .query()
@@ -104,24 +251,56 @@ fn query_without_token(req: &Request) -> String {
         .join("&")
 }
 
+fn unauthorized() -> Response {
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        "a bearer token is required\n",
+    )
+        .into_response()
+}
+
 async fn authenticate(State(state): State<HttpState>, mut req: Request, next: Next) -> Response {
     let method = req.method().to_string();
     let route = req.uri().path().to_owned();
     let query = query_without_token(&req);
-    let token = bearer(&req).and_then(|b| state.tokens.authenticate(&b).cloned());
+    let credential = credential(&req);
+    let token = match &credential {
+        Some(Credential::Header(t) | Credential::Query(t)) => state.tokens.authenticate(t),
+        Some(Credential::Session(id)) => state
+            .sessions
+            .hash_of(id)
+            .and_then(|hash| state.tokens.by_hash(&hash)),
+        None => None,
+    };
     let Some(token) = token else {
         state.audit.record("-", "-", &method, &route, &query, 401);
-        return (
-            StatusCode::UNAUTHORIZED,
-            [(header::WWW_AUTHENTICATE, "Bearer")],
-            "a bearer token is required\n",
-        )
-            .into_response();
+        return unauthorized();
     };
     let (name, role) = (
         token.name.clone(),
         format!("{:?}", token.role).to_lowercase(),
     );
+    // The dashboard opened with `?token=`: trade it for a session cookie and drop it from the
+    // address bar (and from the history and any Referer).
+    if route == "/" && matches!(credential, Some(Credential::Query(_))) {
+        let response = match dashboard_session(&state, &token.sha256, &query) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "opening a dashboard session failed");
+                StatusCode::INTERNAL_SERVER_ERROR.into_response()
+            }
+        };
+        state.audit.record(
+            &name,
+            &role,
+            &method,
+            &route,
+            &query,
+            response.status().as_u16(),
+        );
+        return response;
+    }
     req.extensions_mut().insert(token);
     let response = next.run(req).await;
     state.audit.record(
@@ -133,6 +312,37 @@ async fn authenticate(State(state): State<HttpState>, mut req: Request, next: Ne
         response.status().as_u16(),
     );
     response
+}
+
+/// 303 to the dashboard without the token, with an HttpOnly, SameSite=Strict session cookie
+/// (a random id; the token stays out of reach of scripts).
+fn dashboard_session(
+    state: &HttpState,
+    sha256: &str,
+    query: &str,
+) -> Result<Response, auth::AuthError> {
+    let id = state.sessions.open(&sha256.to_ascii_lowercase())?;
+    let cookie = format!(
+        "{SESSION_COOKIE}={id}; Path=/; HttpOnly; SameSite=Strict; Max-Age={}{}",
+        SESSION_TTL.as_secs(),
+        if state.tls.is_some() { "; Secure" } else { "" }
+    );
+    let location = if query.is_empty() {
+        "/".to_owned()
+    } else {
+        format!("/?{query}")
+    };
+    let mut response = StatusCode::SEE_OTHER.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location).unwrap_or(HeaderValue::from_static("/")),
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        headers.insert(header::SET_COOKIE, v);
+    }
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }
 
 /// Ready once the engine consumes, and while no stage has stopped advancing with input in hand
@@ -175,13 +385,150 @@ pub async fn bind(addr: &str) -> std::io::Result<(TcpListener, SocketAddr)> {
     Ok((listener, local))
 }
 
-/// Serves until `shutdown` resolves.
+/// Why the TLS certificate or key could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {message}")]
+    Read { path: String, message: String },
+    #[error("{path} holds no certificate (PEM)")]
+    NoCertificate { path: String },
+    #[error("the TLS certificate and key are not usable: {0}")]
+    Config(String),
+}
+
+/// The TLS configuration of `--tls-cert` (PEM chain, leaf first) and `--tls-key` (PEM key).
+pub fn tls_config(
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<Arc<rustls::ServerConfig>, TlsError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let read_err = |p: &std::path::Path, e: &dyn std::fmt::Display| TlsError::Read {
+        path: p.display().to_string(),
+        message: e.to_string(),
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .map_err(|e| read_err(cert, &e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| read_err(cert, &e))?;
+    if certs.is_empty() {
+        return Err(TlsError::NoCertificate {
+            path: cert.display().to_string(),
+        });
+    }
+    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| read_err(key, &e))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Config(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| TlsError::Config(e.to_string()))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Serves one connection until it ends, or drains it when the server stops.
+async fn connection<I>(
+    builder: &hyper::server::conn::http1::Builder,
+    io: I,
+    service: hyper_util::service::TowerToHyperService<Router>,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+{
+    let conn = builder.serve_connection(io, service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        () = async { let _ = stop.wait_for(|s| *s).await; } => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(DRAIN, conn.as_mut()).await;
+        }
+    }
+}
+
+/// What an over-limit connection reads before it is closed.
+const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 26\r\nConnection: close\r\nRetry-After: 5\r\n\r\ntoo many open connections\n";
+
+/// How long open connections may finish after the shutdown signal.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Serves until `shutdown` resolves: one task per connection, at most
+/// `limits.max_connections` of them, each with a header-read timeout (axum::serve has
+/// neither, so a client could hold any number of half-sent requests open).
 pub async fn serve(
     listener: TcpListener,
     state: HttpState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use hyper_util::service::TowerToHyperService;
+
+    let limits = state.limits;
+    let metrics = state.http_metrics.clone();
+    let acceptor = state.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let app = router(state);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    let builder = Arc::new(builder);
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, _) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors and the like: pause instead of spinning.
+                    tracing::warn!(error = %e, "accepting an HTTP connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            metrics.connections_refused.inc();
+            // Best effort and never waiting: the client may not read at all.
+            let _ = stream.try_write(BUSY);
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let builder = builder.clone();
+        let mut stop = stop_rx.clone();
+        let open = metrics.connections_open.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            open.inc();
+            match acceptor {
+                None => connection(&builder, TokioIo::new(stream), service, &mut stop).await,
+                // The handshake gets the header-read time: a client that stalls in it holds a
+                // connection slot like one that stalls in its headers.
+                Some(acceptor) => {
+                    let handshake =
+                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream));
+                    if let Ok(Ok(tls)) = handshake.await {
+                        connection(&builder, TokioIo::new(tls), service, &mut stop).await;
+                    }
+                }
+            }
+            open.dec();
+            drop(permit);
+        });
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    // Wait (bounded: live streams never end by themselves) until the connections are done.
+    let _ = tokio::time::timeout(
+        DRAIN,
+        slots.acquire_many(u32::try_from(limits.max_connections).unwrap_or(u32::MAX)),
+    )
+    .await;
+    Ok(())
 }

@@ -52,6 +52,11 @@ role = "admin"
 "#;
 
 pub fn start() -> (Engine, Vec<String>) {
+    start_with(&[], "")
+}
+
+/// The engine with extra `run` flags and extra tokens-file entries (already hashed).
+pub fn start_with(flags: &[&str], more_tokens: &str) -> (Engine, Vec<String>) {
     let dir = std::env::temp_dir().join(format!("cds-http-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
@@ -79,7 +84,8 @@ pub fn start() -> (Engine, Vec<String>) {
         .replace("CLIN", &hash_token("tok-clin"))
         .replace("BED", &hash_token("tok-bed"))
         .replace("WARD", &hash_token("tok-ward"))
-        .replace("ADMIN", &hash_token("tok-admin"));
+        .replace("ADMIN", &hash_token("tok-admin"))
+        + more_tokens;
     std::fs::write(dir.join("tokens.toml"), tokens).expect("tokens");
     let stderr = dir.join("engine.log");
     let child = Command::new(cds)
@@ -91,6 +97,7 @@ pub fn start() -> (Engine, Vec<String>) {
         .arg(dir.join("tokens.toml"))
         .arg("--data-dir")
         .arg(dir.join("data"))
+        .args(flags)
         .env("CDS_PSEUDONYM_KEY", "http-test")
         .env("CDS_LOG", "debug")
         .stdout(Stdio::null())
