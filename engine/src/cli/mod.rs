@@ -154,3 +154,14 @@ fn load_network(path: Option<&std::path::Path>) -> anyhow::Result<Network> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap's own consistency check of every command (duplicate argument ids, conflicting
+    /// flags): release builds skip it, and two flags sharing an id silently swap values there.
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

@@ -100,24 +100,26 @@ fn split_url(url: &str) -> Result<(bool, String), SourceError> {
     Ok((tls, listen.to_owned()))
 }
 
-/// The MLLP listener's command-line settings (`cds run --source mllp://…`).
+/// The MLLP listener's command-line settings (`cds run --source mllp://…`). Each argument has an
+/// `mllp_` id of its own: flattened into `cds run`, a bare field name (`tls_cert`) would share
+/// its id with the HTTP server's flag and one would take the other's value.
 #[derive(Debug, Clone, clap::Args)]
 pub struct MllpArgs {
     /// Seconds an MLLP connection may send nothing before it is closed and its slot freed.
-    #[arg(long = "mllp-idle-timeout", default_value_t = default_idle_timeout_secs(), value_name = "SECS")]
+    #[arg(id = "mllp_idle_timeout", long = "mllp-idle-timeout", default_value_t = default_idle_timeout_secs(), value_name = "SECS")]
     pub idle_timeout_secs: u64,
     /// Most MLLP connections from one address at once; further ones are closed and counted.
-    #[arg(long = "mllp-max-per-peer", default_value_t = default_max_per_peer(), value_name = "N")]
+    #[arg(id = "mllp_max_per_peer", long = "mllp-max-per-peer", default_value_t = default_max_per_peer(), value_name = "N")]
     pub max_per_peer: usize,
     /// Addresses that may connect to the MLLP listener, as CIDR (`10.0.0.0/8`, `::1/128`) or
     /// one address (repeatable); default every address. Others are closed and counted.
-    #[arg(long = "mllp-allow", value_name = "CIDR")]
+    #[arg(id = "mllp_allow", long = "mllp-allow", value_name = "CIDR")]
     pub allow: Vec<Cidr>,
     /// Certificate chain (PEM) of an `mllps://` listener.
-    #[arg(long = "mllp-tls-cert", value_name = "FILE")]
+    #[arg(id = "mllp_tls_cert", long = "mllp-tls-cert", value_name = "FILE")]
     pub tls_cert: Option<PathBuf>,
     /// Private key (PEM) of an `mllps://` listener.
-    #[arg(long = "mllp-tls-key", value_name = "FILE")]
+    #[arg(id = "mllp_tls_key", long = "mllp-tls-key", value_name = "FILE")]
     pub tls_key: Option<PathBuf>,
 }
 
