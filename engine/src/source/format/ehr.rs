@@ -116,7 +116,7 @@ pub fn decode_line(
             names.len()
         )));
     }
-    row_to_event(names, &fields).map(Some)
+    row_to_event(names, &fields, pseudonyms).map(Some)
 }
 
 fn field_of(column: &str) -> Option<&'static str> {
@@ -141,7 +141,11 @@ fn normalise_time(s: &str) -> Result<String, FormatError> {
     Err(FormatError::Csv(format!("{s:?} is not a date and time")))
 }
 
-fn row_to_event(names: &[String], fields: &[String]) -> Result<Event, FormatError> {
+fn row_to_event(
+    names: &[String],
+    fields: &[String],
+    pseudonyms: Option<&Pseudonymiser>,
+) -> Result<Event, FormatError> {
     let mut object = Map::new();
     let mut vitals = Map::new();
     for (name, raw) in names.iter().zip(fields) {
