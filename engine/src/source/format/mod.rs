@@ -229,8 +229,12 @@ impl Decoder {
                     .map(|e| Decoded::Event(Box::new(e)))
                     .collect()
             }),
-            Format::EhrCsv => ehr::decode_line(payload, &mut self.csv_header, self.census.pseudonyms.as_ref())
-                .map(|e| e.map(|e| Decoded::Event(Box::new(e))).into_iter().collect()),
+            Format::EhrCsv => ehr::decode_line(
+                payload,
+                &mut self.csv_header,
+                self.census.pseudonyms.as_ref(),
+            )
+            .map(|e| e.map(|e| Decoded::Event(Box::new(e))).into_iter().collect()),
             Format::Json | Format::Auto => Err(FormatError::Unknown),
         }
     }
