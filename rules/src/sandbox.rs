@@ -184,7 +184,7 @@ impl Sandbox {
         let checker = Arc::clone(&budget);
         engine.on_progress(move |ops| {
             // Reading the clock on every operation would cost more than the rule itself.
-            if ops % CHECK_EVERY == 0 && checker.expired() {
+            if ops.is_multiple_of(CHECK_EVERY) && checker.expired() {
                 Some(Dynamic::from("time budget exceeded"))
             } else {
                 None
@@ -369,7 +369,7 @@ fn score(
             value.type_name()
         )
     })?;
-    if bands.len() % 2 != 0 {
+    if !bands.len().is_multiple_of(2) {
         return Err("score: bands must be pairs [limit, points, limit, points, ...]".into());
     }
     for pair in bands.chunks_exact(2) {
