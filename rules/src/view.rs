@@ -348,3 +348,98 @@ pub(crate) fn to_json(value: &Dynamic) -> Result<serde_json::Value, String> {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests may panic
+
+    use super::*;
+    use crate::context::{CtxEvent, CtxReading};
+
+    fn engine() -> Engine {
+        let mut engine = Engine::new();
+        register(&mut engine);
+        engine
+    }
+
+    fn ctx() -> Arc<Context> {
+        Arc::new(Context {
+            event: CtxEvent {
+                event_id: "ev-1".into(),
+                event_type: "VITALS".into(),
+                vitals: Some(CtxVitals {
+                    heart_rate: Some(120.0),
+                    ..CtxVitals::default()
+                }),
+                ..CtxEvent::default()
+            },
+            now: "2025-01-01T10:00:00Z".into(),
+            patient: crate::context::CtxPatient {
+                recent_vitals: vec![CtxReading {
+                    time: "2025-01-01T09:30:00Z".into(),
+                    vitals: CtxVitals {
+                        oxygen_saturation: Some(91.0),
+                        ..CtxVitals::default()
+                    },
+                }],
+                ..Default::default()
+            },
+            ..Context::default()
+        })
+    }
+
+    fn eval(script: &str) -> Dynamic {
+        let mut scope = rhai::Scope::new();
+        scope.push("ctx", rule_context(ctx()));
+        engine()
+            .eval_with_scope::<Dynamic>(&mut scope, script)
+            .unwrap()
+    }
+
+    #[test]
+    fn reads_like_the_map_it_replaces() {
+        assert_eq!(
+            eval("ctx.event.vitals.heart_rate").as_float().unwrap(),
+            120.0
+        );
+        assert_eq!(
+            eval(r#"ctx.event.vitals["heart_rate"]"#)
+                .as_float()
+                .unwrap(),
+            120.0
+        );
+        assert!(eval("ctx.event.vitals.bp_systolic").is_unit());
+        assert!(eval("ctx.event.no_such_field").is_unit());
+        assert!(eval("ctx.department.hospital_id").is_unit());
+        assert_eq!(
+            eval("ctx.patient.recent_vitals[0].time").to_string(),
+            "2025-01-01T09:30:00Z"
+        );
+        assert_eq!(
+            eval(r#"latest_vital(ctx, "oxygen_saturation")"#)
+                .as_float()
+                .unwrap(),
+            91.0
+        );
+        assert!(eval(r#"latest_vital(ctx, "consciousness")"#).is_unit());
+    }
+
+    #[test]
+    fn cannot_be_changed_by_a_rule() {
+        let mut scope = rhai::Scope::new();
+        scope.push("ctx", rule_context(ctx()));
+        assert!(engine()
+            .run_with_scope(&mut scope, r#"ctx.event.department = "ICU";"#)
+            .is_err());
+    }
+
+    #[test]
+    fn a_part_put_whole_into_data_is_written_as_its_map() {
+        let data = eval("#{ vitals: ctx.event.vitals, n: 1 }");
+        let json = to_json(&data).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({ "vitals": { "heart_rate": 120.0 }, "n": 1 })
+        );
+    }
+}
