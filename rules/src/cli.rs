@@ -253,14 +253,13 @@ pub fn eval(file: &Path, ctx_path: &Path, out: &mut dyn Write) -> i32 {
         Evoke::Events(t) => t.contains(&ctx.event.event_type),
         Evoke::Delayed { .. } => true,
     };
-    let ctx_dyn = match rhai::serde::to_dynamic(&ctx) {
-        Ok(d) => d,
-        Err(e) => {
-            let _ = writeln!(out, "context conversion: {e}");
-            return 2;
-        }
-    };
-    match rule.run(&sandbox, &ctx_dyn, &ctx.event.event_id) {
+    let ctx_dyn = crate::view::rule_context(std::sync::Arc::new(ctx.clone()));
+    match rule.run(
+        &sandbox,
+        &ctx_dyn,
+        &ctx.event.event_id,
+        crate::rule::Evidence::Always,
+    ) {
         Ok(run) => {
             let doc = json!({
                 "fired": run.fired,

@@ -91,6 +91,15 @@ impl DelayedEvokes {
 
     /// Removes and returns every entry due at or before `watermark` (epoch seconds), oldest first.
     pub fn due(&mut self, watermark: i64) -> Vec<Due> {
+        // Called whenever the watermark moves (about every event): most of the time nothing is
+        // due, which the first (earliest) entry tells without building a key or splitting.
+        if self
+            .queue
+            .first_key_value()
+            .is_none_or(|(_, d)| d.due_time > watermark)
+        {
+            return Vec::new();
+        }
         let bound = queue_key(watermark.saturating_add(1), "", "");
         let rest = self.queue.split_off(&bound);
         let due_now = std::mem::replace(&mut self.queue, rest);

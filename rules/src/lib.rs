@@ -8,6 +8,7 @@
 //!   validation on load ([`Mlm`], [`Evoke`], [`AlertScope`]).
 //! - `sandbox`  — the rhai engine: limits, CPU-time budget, `import` restricted to the
 //!   pack's `lib/`, time helpers for rule authors ([`Limits`]).
+//! - `view`     — `ctx` in rhai: read-only typed handles on one shared [`Context`].
 //! - `rule`     — one compiled MLM and the calls into `data`, `logic`, `action`.
 //! - `pack`     — [`RulePack`]: load a directory, evaluate per event, hot reload, stats.
 //! - `alert`    — the [`Alert`] document and its CDS Hooks [`Card`].
@@ -31,6 +32,7 @@ mod pack;
 mod rule;
 mod sandbox;
 mod suppress;
+mod view;
 
 pub use alert::{Alert, Card, CardSource, Severity};
 pub use context::{Context, CtxDepartment, CtxEvent, CtxPatient, CtxReading, CtxVitals};

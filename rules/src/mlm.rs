@@ -22,6 +22,13 @@ pub enum Evoke {
     Delayed { after: String, hours: f64 },
 }
 
+impl Evoke {
+    /// Whether an event of `event_type` evokes the rule directly (delayed evokes never do).
+    pub fn lists(&self, event_type: &str) -> bool {
+        matches!(self, Evoke::Events(types) if types.iter().any(|t| t == event_type))
+    }
+}
+
 /// What the suppression key is made of besides the MLM name and severity band.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

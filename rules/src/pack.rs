@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use rhai::Dynamic;
@@ -10,9 +11,9 @@ use serde::Serialize;
 use crate::alert::{alert_id, as_uuid, truncate_chars, Alert, Card, CardSource};
 use crate::context::Context;
 use crate::delayed::DelayedEvokes;
-use crate::error::{LoadError, LoadErrors, Location, RuleError, RuleErrorKind};
+use crate::error::{LoadError, LoadErrors, Location, RuleError};
 use crate::mlm::{AlertScope, Evoke, Mlm};
-use crate::rule::{Rule, Run};
+use crate::rule::{Evidence, Rule, Run};
 use crate::sandbox::{epoch_seconds, lib_dir, Limits, Sandbox};
 use crate::suppress::Suppressor;
 
@@ -355,49 +356,24 @@ impl RulePack {
         events
     }
 
+    /// Whether any rule's evoke lists `event_type`: when none does, the engine need not build
+    /// a context for the event at all.
+    pub fn evokes(&self, event_type: &str) -> bool {
+        self.rules.values().any(|r| r.mlm.evoke.lists(event_type))
+    }
+
     /// Evaluates every rule whose evoke lists `ctx.event.event_type`, in file-name order.
     pub fn evaluate(&mut self, ctx: &Context) -> Vec<Outcome> {
-        let names: Vec<PathBuf> = self
-            .rules
-            .iter()
-            .filter(|(_, r)| matches!(&r.mlm.evoke, Evoke::Events(t) if t.contains(&ctx.event.event_type)))
-            .map(|(p, _)| p.clone())
-            .collect();
-        if names.is_empty() {
+        if !self.evokes(&ctx.event.event_type) {
             return Vec::new();
         }
-        let ctx_dyn = match to_dynamic(ctx) {
-            Ok(d) => d,
-            Err(message) => {
-                return names
-                    .iter()
-                    .filter_map(|p| self.rules.get(p))
-                    .map(|r| ctx_error(r, ctx, &message))
-                    .collect();
-            }
-        };
-        names
-            .iter()
-            .filter_map(|p| self.evaluate_one(p, ctx, &ctx_dyn))
-            .collect()
+        self.evaluate_shared(&Arc::new(ctx.clone()))
     }
 
-    /// Evaluates the delayed rule `mlmname` (the engine calls it when [`DelayedEvokes::due`]
-    /// returns it). `None` if the pack has no such rule (e.g. removed since it was scheduled).
-    pub fn evaluate_delayed(&mut self, ctx: &Context, mlmname: &str) -> Option<Outcome> {
-        let path = self
-            .rules
-            .iter()
-            .find(|(_, r)| r.mlm.mlmname == mlmname)
-            .map(|(p, _)| p.clone())?;
-        let ctx_dyn = match to_dynamic(ctx) {
-            Ok(d) => d,
-            Err(message) => return self.rules.get(&path).map(|r| ctx_error(r, ctx, &message)),
-        };
-        self.evaluate_one(&path, ctx, &ctx_dyn)
-    }
-
-    fn evaluate_one(&mut self, path: &Path, ctx: &Context, ctx_dyn: &Dynamic) -> Option<Outcome> {
+    /// [`RulePack::evaluate`] on a context the caller already shares: the rules read it in
+    /// place, nothing of it is copied.
+    pub fn evaluate_shared(&mut self, ctx: &Arc<Context>) -> Vec<Outcome> {
+        let ctx_dyn = to_dynamic(ctx);
         let RulePack {
             sandbox,
             rules,
@@ -405,42 +381,27 @@ impl RulePack {
             suppressor,
             ..
         } = self;
-        let rule = rules.get_mut(path)?;
-        let started = Instant::now();
-        let result = rule.run(sandbox, ctx_dyn, &ctx.event.event_id);
-        let s = stats.entry(rule.mlm.mlmname.clone()).or_default();
-        s.eval_time += started.elapsed();
-        s.evaluations += 1;
-        let run = match result {
-            Ok(run) => run,
-            Err(e) => {
-                s.errors += 1;
-                return Some(Outcome::Error(e));
-            }
-        };
-        if !run.fired {
-            return Some(Outcome::NotFired {
-                mlmname: rule.mlm.mlmname.clone(),
-            });
-        }
-        s.fires += 1;
-        let alert = make_alert(&rule.mlm, ctx, &run, &ctx.event.event_id)?;
-        let now = epoch_seconds(&ctx.now)
-            .or_else(|| epoch_seconds(&ctx.event.event_timestamp))
-            .unwrap_or(0);
-        let key = scope_key(&rule.mlm, ctx);
-        if suppressor.check_and_record(
-            &rule.mlm.mlmname,
-            &key,
-            alert.severity,
-            now,
-            rule.mlm.suppress_minutes,
-        ) {
-            s.suppressed += 1;
-            Some(Outcome::Suppressed(Box::new(alert)))
-        } else {
-            Some(Outcome::Fired(Box::new(alert)))
-        }
+        rules
+            .values_mut()
+            .filter(|r| r.mlm.evoke.lists(&ctx.event.event_type))
+            .filter_map(|rule| evaluate_one(sandbox, stats, suppressor, rule, ctx, &ctx_dyn))
+            .collect()
+    }
+
+    /// Evaluates the delayed rule `mlmname` (the engine calls it when [`DelayedEvokes::due`]
+    /// returns it). `None` if the pack has no such rule (e.g. removed since it was scheduled).
+    pub fn evaluate_delayed(&mut self, ctx: &Context, mlmname: &str) -> Option<Outcome> {
+        let RulePack {
+            sandbox,
+            rules,
+            stats,
+            suppressor,
+            ..
+        } = self;
+        let rule = rules.values_mut().find(|r| r.mlm.mlmname == mlmname)?;
+        let ctx = Arc::new(ctx.clone());
+        let ctx_dyn = to_dynamic(&ctx);
+        evaluate_one(sandbox, stats, suppressor, rule, &ctx, &ctx_dyn)
     }
 
     /// Schedules or cancels delayed evokes for an event: an event of a delayed rule's `after`
@@ -521,15 +482,11 @@ impl RulePack {
         path: &Path,
         ctx: &Context,
     ) -> Option<Result<(Run, &Mlm), RuleError>> {
-        let ctx_dyn = to_dynamic(ctx);
         let RulePack { sandbox, rules, .. } = self;
         let rule = rules.get_mut(path)?;
-        let ctx_dyn = match ctx_dyn {
-            Ok(d) => d,
-            Err(m) => return Some(Err(ctx_error_raw(rule, ctx, &m))),
-        };
+        let ctx_dyn = to_dynamic(&Arc::new(ctx.clone()));
         Some(
-            rule.run(sandbox, &ctx_dyn, &ctx.event.event_id)
+            rule.run(sandbox, &ctx_dyn, &ctx.event.event_id, Evidence::Always)
                 .map(|run| (run, &rule.mlm)),
         )
     }
@@ -540,25 +497,59 @@ impl RulePack {
     }
 }
 
-/// Converts the context for rhai.
-fn to_dynamic(ctx: &Context) -> Result<Dynamic, String> {
-    // Converted once per event and shared by every rule it evokes; read-only, so that no rule
-    // can change what the next one sees (a rule that tries gets an error, not a silent edit).
-    rhai::serde::to_dynamic(ctx)
-        .map(|d| d.into_read_only().into_shared())
-        .map_err(|e| format!("context conversion: {e}"))
+/// The context as rules see it: a read-only handle on the shared [`Context`] (see
+/// [`crate::view`]), made once per event and shared by every rule it evokes.
+fn to_dynamic(ctx: &Arc<Context>) -> Dynamic {
+    crate::view::rule_context(Arc::clone(ctx))
 }
 
-fn ctx_error_raw(rule: &Rule, ctx: &Context, message: &str) -> RuleError {
-    RuleError {
-        mlmname: rule.mlm.mlmname.clone(),
-        location: Location::line(&rule.file, 0),
-        event_id: ctx.event.event_id.clone(),
-        kind: RuleErrorKind::Contract,
-        message: message.to_string(),
+/// Runs one rule on the event's context, counts it, and applies suppression to what fired.
+fn evaluate_one(
+    sandbox: &Sandbox,
+    stats: &mut BTreeMap<String, RuleStats>,
+    suppressor: &mut Suppressor,
+    rule: &mut Rule,
+    ctx: &Context,
+    ctx_dyn: &Dynamic,
+) -> Option<Outcome> {
+    let started = Instant::now();
+    let result = rule.run(sandbox, ctx_dyn, &ctx.event.event_id, Evidence::WhenFired);
+    let elapsed = started.elapsed();
+    // Looked up before inserting: the name is copied only the first time.
+    let s = match stats.get_mut(&rule.mlm.mlmname) {
+        Some(s) => s,
+        None => stats.entry(rule.mlm.mlmname.clone()).or_default(),
+    };
+    s.eval_time += elapsed;
+    s.evaluations += 1;
+    let run = match result {
+        Ok(run) => run,
+        Err(e) => {
+            s.errors += 1;
+            return Some(Outcome::Error(e));
+        }
+    };
+    if !run.fired {
+        return Some(Outcome::NotFired {
+            mlmname: rule.mlm.mlmname.clone(),
+        });
     }
-}
-
-fn ctx_error(rule: &Rule, ctx: &Context, message: &str) -> Outcome {
-    Outcome::Error(ctx_error_raw(rule, ctx, message))
+    s.fires += 1;
+    let alert = make_alert(&rule.mlm, ctx, &run, &ctx.event.event_id)?;
+    let now = epoch_seconds(&ctx.now)
+        .or_else(|| epoch_seconds(&ctx.event.event_timestamp))
+        .unwrap_or(0);
+    let key = scope_key(&rule.mlm, ctx);
+    if suppressor.check_and_record(
+        &rule.mlm.mlmname,
+        &key,
+        alert.severity,
+        now,
+        rule.mlm.suppress_minutes,
+    ) {
+        s.suppressed += 1;
+        Some(Outcome::Suppressed(Box::new(alert)))
+    } else {
+        Some(Outcome::Fired(Box::new(alert)))
+    }
 }

@@ -32,9 +32,19 @@ pub(crate) struct Action {
     pub(crate) value: serde_json::Value,
 }
 
+/// When [`Rule::run`] turns what `data()` returned into JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Evidence {
+    /// Only when the rule fired: the engine needs it for the alert and nothing else.
+    WhenFired,
+    /// Always (`cds rules test` compares it with the fixture's).
+    Always,
+}
+
 /// The result of running one rule on one context.
 #[derive(Debug, Clone)]
 pub(crate) struct Run {
+    /// `data()` as JSON; `null` when not asked for (see [`Evidence`]).
     pub(crate) data: serde_json::Value,
     pub(crate) fired: bool,
     pub(crate) action: Option<Action>,
@@ -153,27 +163,17 @@ impl Rule {
         })
     }
 
+    /// Calls `name` with the given arguments (moved in: rhai takes them by value).
     fn call(
         &mut self,
         sandbox: &Sandbox,
         name: &str,
-        args: Vec<Dynamic>,
+        args: impl rhai::FuncArgs,
     ) -> Result<Dynamic, Box<EvalAltResult>> {
         let opts = CallFnOptions::new().eval_ast(false).rewind_scope(true);
-        match args.len() {
-            1 => {
-                let [a]: [Dynamic; 1] = args.try_into().map_err(|_| "arity")?;
-                sandbox
-                    .engine
-                    .call_fn_with_options(opts, &mut self.scope, &self.ast, name, (a,))
-            }
-            _ => {
-                let [a, b]: [Dynamic; 2] = args.try_into().map_err(|_| "arity")?;
-                sandbox
-                    .engine
-                    .call_fn_with_options(opts, &mut self.scope, &self.ast, name, (a, b))
-            }
-        }
+        sandbox
+            .engine
+            .call_fn_with_options(opts, &mut self.scope, &self.ast, name, args)
     }
 
     fn contract(&self, which: usize, event_id: &str, message: String) -> RuleError {
@@ -186,22 +186,19 @@ impl Rule {
         }
     }
 
-    /// Runs `data`, `logic` and (when it fired) `action` under one time budget.
+    /// Runs `data`, `logic` and (when it fired) `action` under one time budget. `ctx` is a
+    /// [`crate::view::RuleContext`] handle shared by the rules of the event. The JSON of
+    /// `data()` is made only when the rule fired (it is the alert's evidence), unless
+    /// `evidence` is [`Evidence::Always`] (`cds rules test` compares it either way).
     pub(crate) fn run(
         &mut self,
         sandbox: &Sandbox,
         ctx: &Dynamic,
         event_id: &str,
+        evidence: Evidence,
     ) -> Result<Run, RuleError> {
-        // The engine shares one read-only ctx among the rules of an event; cloning the handle
-        // is cheap. (A ctx built elsewhere is shared here, once.)
-        let ctx = if ctx.is_shared() {
-            ctx.clone()
-        } else {
-            ctx.clone().into_shared()
-        };
         sandbox.budget.arm(sandbox.limits.time_budget);
-        let result = self.run_armed(sandbox, &ctx, event_id);
+        let result = self.run_armed(sandbox, ctx, event_id, evidence);
         sandbox.budget.disarm();
         result
     }
@@ -211,6 +208,7 @@ impl Rule {
         sandbox: &Sandbox,
         ctx: &Dynamic,
         event_id: &str,
+        evidence: Evidence,
     ) -> Result<Run, RuleError> {
         let rhai_err = |rule: &Rule, called: &str, e: Box<EvalAltResult>| {
             RuleError::from_rhai(&rule.mlm.mlmname, &rule.file, event_id, &e, called, |f| {
@@ -218,10 +216,12 @@ impl Rule {
             })
         };
         let data = self
-            .call(sandbox, "data", vec![ctx.clone()])
+            .call(sandbox, "data", (ctx.clone(),))
             .map_err(|e| rhai_err(self, "data", e))?;
+        // `logic` gets its own copy: what it changes in `data` must not reach the evidence or
+        // `action`.
         let fired_d = self
-            .call(sandbox, "logic", vec![ctx.clone(), data.clone()])
+            .call(sandbox, "logic", (ctx.clone(), data.clone()))
             .map_err(|e| rhai_err(self, "logic", e))?;
         let fired = fired_d.as_bool().map_err(|t| {
             self.contract(
@@ -230,16 +230,20 @@ impl Rule {
                 format!("logic() must return a bool, returned {t}"),
             )
         })?;
-        let data_json = rhai::serde::from_dynamic::<serde_json::Value>(&data).map_err(|e| {
-            self.contract(
-                0,
-                event_id,
-                format!("data() returned something that is not plain data: {e}"),
-            )
-        })?;
+        let data_json = if fired || evidence == Evidence::Always {
+            crate::view::to_json(&data).map_err(|e| {
+                self.contract(
+                    0,
+                    event_id,
+                    format!("data() returned something that is not plain data: {e}"),
+                )
+            })?
+        } else {
+            serde_json::Value::Null
+        };
         let action = if fired {
             let a = self
-                .call(sandbox, "action", vec![ctx.clone(), data])
+                .call(sandbox, "action", (ctx.clone(), data))
                 .map_err(|e| rhai_err(self, "action", e))?;
             Some(self.check_action(&a, event_id)?)
         } else {
@@ -253,7 +257,7 @@ impl Rule {
     }
 
     fn check_action(&self, a: &Dynamic, event_id: &str) -> Result<Action, RuleError> {
-        let value = rhai::serde::from_dynamic::<serde_json::Value>(a).map_err(|e| {
+        let value = crate::view::to_json(a).map_err(|e| {
             self.contract(
                 2,
                 event_id,

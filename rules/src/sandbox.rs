@@ -60,10 +60,25 @@ impl Default for Limits {
 /// The CPU-time budget shared between the pack (which arms it before each call) and the
 /// engine's `on_progress` callback (which checks it). Both run on the thread that evaluates
 /// the rule, whose CPU clock the deadline is on; in nanoseconds, `u64::MAX` means disarmed.
+///
+/// Reading a thread's CPU clock is a system call (no vDSO shortcut), dearer than a whole
+/// short rule. So arming does not read it: the clock starts at the first check, which
+/// `on_progress` makes only every [`CHECK_EVERY`] operations. A rule that finishes before
+/// that never reads the clock; a runaway one gets its full budget, counted from a few
+/// microseconds late.
 #[derive(Debug)]
 pub(crate) struct Budget {
     deadline_ns: AtomicU64,
+    budget_ns: AtomicU64,
 }
+
+/// `deadline_ns` of an armed budget whose clock has not been read yet.
+const ARMED: u64 = u64::MAX - 1;
+
+/// Operations between two looks at the clock (a power of two). Even slow operations (a sort
+/// or a string of the maximum size) take microseconds, so a runaway rule is still stopped
+/// within a millisecond or so of its budget.
+const CHECK_EVERY: u64 = 256;
 
 /// CPU time the calling thread has used, in nanoseconds.
 fn thread_cpu_ns() -> u64 {
@@ -74,13 +89,14 @@ impl Budget {
     fn new() -> Self {
         Self {
             deadline_ns: AtomicU64::new(u64::MAX),
+            budget_ns: AtomicU64::new(0),
         }
     }
 
     pub(crate) fn arm(&self, budget: Duration) {
         let budget = u64::try_from(budget.as_nanos()).unwrap_or(u64::MAX);
-        self.deadline_ns
-            .store(thread_cpu_ns().saturating_add(budget), Ordering::Relaxed);
+        self.budget_ns.store(budget, Ordering::Relaxed);
+        self.deadline_ns.store(ARMED, Ordering::Relaxed);
     }
 
     pub(crate) fn disarm(&self) {
@@ -88,8 +104,17 @@ impl Budget {
     }
 
     fn expired(&self) -> bool {
-        let deadline = self.deadline_ns.load(Ordering::Relaxed);
-        deadline != u64::MAX && thread_cpu_ns() > deadline
+        match self.deadline_ns.load(Ordering::Relaxed) {
+            u64::MAX => false,
+            ARMED => {
+                let budget = self.budget_ns.load(Ordering::Relaxed);
+                // Clamped below the markers: a huge budget never reads as disarmed.
+                let deadline = thread_cpu_ns().saturating_add(budget).min(ARMED - 1);
+                self.deadline_ns.store(deadline, Ordering::Relaxed);
+                false
+            }
+            deadline => thread_cpu_ns() > deadline,
+        }
     }
 }
 
@@ -159,7 +184,7 @@ impl Sandbox {
         let checker = Arc::clone(&budget);
         engine.on_progress(move |ops| {
             // Reading the clock on every operation would cost more than the rule itself.
-            if ops & 0x3f == 0 && checker.expired() {
+            if ops.is_multiple_of(CHECK_EVERY) && checker.expired() {
                 Some(Dynamic::from("time budget exceeded"))
             } else {
                 None
@@ -276,12 +301,15 @@ fn seconds_between(a: &Dynamic, b: &Dynamic) -> Result<Option<i64>, Box<EvalAltR
 /// Time helpers for rule authors. Each accepts RFC 3339 strings or epoch seconds and returns
 /// `()` when an argument is `()` (a missing time), so a rule can test for it instead of failing.
 fn register_helpers(engine: &mut Engine) {
-    // `latest_vital(ctx, name)`: the vital on the event, else the newest recent reading that
-    // has it. Native because it runs several times per rule and event: reading `ctx` by
-    // reference here avoids copying the event's and the recent readings' maps in the script.
+    // `latest_vital(ctx, name)` (see `view::latest_vital`): native because it runs several
+    // times per rule and event.
+    crate::view::register(engine);
     engine.register_fn(
-        "latest_vital",
-        |ctx: &mut Dynamic, name: ImmutableString| -> Dynamic { latest_vital(ctx, &name) },
+        "score",
+        |value: Dynamic,
+         bands: rhai::Array,
+         above: Dynamic|
+         -> Result<Dynamic, Box<EvalAltResult>> { score(&value, &bands, above) },
     );
     engine.register_fn(
         "parse_time",
@@ -315,33 +343,45 @@ fn register_helpers(engine: &mut Engine) {
     );
 }
 
-/// See `latest_vital` in [`register_helpers`].
-fn latest_vital(ctx: &Dynamic, name: &str) -> Dynamic {
-    /// `map[key]` when `value` is a map, without copying it.
-    fn field(
-        value: &Dynamic,
-        key: &str,
-        f: &mut dyn FnMut(&Dynamic) -> Option<Dynamic>,
-    ) -> Option<Dynamic> {
-        let map = value.read_lock::<rhai::Map>()?;
-        f(map.get(key)?)
+/// A number of rhai (integer or float) as `f64`, for comparing with thresholds.
+fn number(v: &Dynamic) -> Option<f64> {
+    v.as_float()
+        .ok()
+        .or_else(|| v.as_int().ok().map(|i| i as f64))
+}
+
+/// `score(value, bands, above)`: the points of a threshold table, the way scoring systems
+/// (NEWS2, ...) print them. `bands` is `[limit, points, limit, points, ...]` with rising limits;
+/// the result is the points of the first `limit` with `value <= limit`, else `above`, and `()`
+/// when `value` is `()` (missing: the rule says what that scores, e.g. `?? 0`). The table stays
+/// in the rule file; this only walks it, natively, because scoring runs on every VITALS event.
+fn score(
+    value: &Dynamic,
+    bands: &[Dynamic],
+    above: Dynamic,
+) -> Result<Dynamic, Box<EvalAltResult>> {
+    if value.is_unit() {
+        return Ok(Dynamic::UNIT);
     }
-    let present = |x: &Dynamic| (!x.is_unit()).then(|| x.clone());
-    let on_event = field(ctx, "event", &mut |event| {
-        field(event, "vitals", &mut |v| {
-            field(v, name, &mut |x| present(x))
-        })
-    });
-    if let Some(x) = on_event {
-        return x;
+    let x = number(value).ok_or_else(|| {
+        format!(
+            "score: the value must be a number or (), got {}",
+            value.type_name()
+        )
+    })?;
+    if !bands.len().is_multiple_of(2) {
+        return Err("score: bands must be pairs [limit, points, limit, points, ...]".into());
     }
-    field(ctx, "patient", &mut |patient| {
-        field(patient, "recent_vitals", &mut |readings| {
-            let readings = readings.read_lock::<rhai::Array>()?;
-            readings
-                .iter()
-                .find_map(|r| field(r, name, &mut |x| present(x)))
-        })
-    })
-    .unwrap_or(Dynamic::UNIT)
+    for pair in bands.chunks_exact(2) {
+        let limit = number(&pair[0]).ok_or_else(|| {
+            format!(
+                "score: a limit must be a number, got {}",
+                pair[0].type_name()
+            )
+        })?;
+        if x <= limit {
+            return Ok(pair[1].clone());
+        }
+    }
+    Ok(above)
 }

@@ -130,12 +130,14 @@ pub fn ctx_vitals(v: &Vitals) -> CtxVitals {
 }
 
 /// The event as rules see it: the Silver event without the raw patient identifier.
-pub fn ctx_event(r: &SilverRecord) -> CtxEvent {
+/// `event_timestamp` is the event's timestamp as [`format_time`] writes it (the caller has it
+/// already: it is also `ctx.now`).
+pub fn ctx_event(r: &SilverRecord, event_timestamp: &str) -> CtxEvent {
     let e = &r.event;
     CtxEvent {
         event_id: e.event_id.clone(),
         event_type: r.kind.map(EventType::as_str).unwrap_or_default().to_owned(),
-        event_timestamp: format_time(&e.event_timestamp),
+        event_timestamp: event_timestamp.to_owned(),
         hospital_id: e.hospital_id,
         department: e.department.clone(),
         gender: e.gender.clone(),
@@ -173,18 +175,27 @@ impl ContextState {
 
     /// Applies a Gold-eligible record and returns the context to evaluate it in: the patient's
     /// readings and last discharge as they were before the event, their placement and the
-    /// department's occupancy as they are with it.
-    pub fn observe(&mut self, patient: u64, r: &SilverRecord) -> Context {
+    /// department's occupancy as they are with it. With `want_context` false (no rule is
+    /// evoked by the event and nothing is scheduled from it) only the state is updated.
+    pub fn observe(
+        &mut self,
+        patient: u64,
+        r: &SilverRecord,
+        want_context: bool,
+    ) -> Option<Context> {
         let e = &r.event;
         let at = micros(&e.event_timestamp);
         let state = self.patients.entry(patient).or_default();
-        let recent_vitals: Vec<CtxReading> = state
-            .readings
-            .iter()
-            .filter(|(t, _)| *t <= at && at - *t <= RECENT_MICROS)
-            .map(|(_, r)| r.clone())
-            .collect();
-        let last_discharge_time = state.last_discharge.as_ref().map(format_time);
+        let before = want_context.then(|| {
+            let recent_vitals: Vec<CtxReading> = state
+                .readings
+                .iter()
+                .filter(|(t, _)| *t <= at && at - *t <= RECENT_MICROS)
+                .map(|(_, r)| r.clone())
+                .collect();
+            let last_discharge_time = state.last_discharge.as_ref().map(format_time);
+            (recent_vitals, last_discharge_time)
+        });
 
         match r.kind {
             Some(EventType::Vitals) => {
@@ -247,13 +258,15 @@ impl ContextState {
             }
             None => {}
         }
-        self.context(
+        let (recent_vitals, last_discharge_time) = before?;
+        let now = format_time(&e.event_timestamp);
+        Some(self.context(
             patient,
-            ctx_event(r),
+            ctx_event(r, &now),
             recent_vitals,
             last_discharge_time,
-            format_time(&e.event_timestamp),
-        )
+            now,
+        ))
     }
 
     /// Whether the patient is still in the stay that began with `admission_event_id`'s

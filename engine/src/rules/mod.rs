@@ -10,6 +10,7 @@ mod context;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cds_rules::{DelayedEvokes, Outcome, ReloadEvent, RulePack, RuleStats};
@@ -143,12 +144,20 @@ impl RulesStage {
     pub fn process(&mut self, batch: &[(u64, Box<SilverRecord>)]) -> Vec<Document> {
         let mut alerts = Vec::new();
         for (patient, record) in batch {
-            let ctx = self.state.observe(*patient, record);
-            if record.kind.is_some_and(|k| k.is_adt()) {
-                self.pack.schedule_delayed(&mut self.delayed, &ctx);
-            }
-            for outcome in self.pack.evaluate(&ctx) {
-                self.handle(outcome, &mut alerts);
+            let adt = record.kind.is_some_and(|k| k.is_adt());
+            let evoked = record.kind.is_some_and(|k| self.pack.evokes(k.as_str()));
+            // The context is built once, only for an event that needs it, and shared by the
+            // rules it evokes.
+            if let Some(ctx) = self.state.observe(*patient, record, adt || evoked) {
+                let ctx = Arc::new(ctx);
+                if adt {
+                    self.pack.schedule_delayed(&mut self.delayed, &ctx);
+                }
+                if evoked {
+                    for outcome in self.pack.evaluate_shared(&ctx) {
+                        self.handle(outcome, &mut alerts);
+                    }
+                }
             }
             // Delayed evokes fire as soon as the record that moves the watermark past them is
             // processed: their context then depends only on the order of records, not on how

@@ -1,0 +1,445 @@
+//! The `ctx` a rule sees in rhai: read-only handles on one shared [`Context`].
+//!
+//! Why handles and not a rhai map: rhai deep-copies a map whenever it is passed to a function
+//! or read out of another map, so `vitals::latest(ctx, "heart_rate")` copied the whole context,
+//! recent readings included, once per vital, per rule, per event; and building the map went
+//! through a serde round-trip. That was almost all of the rules stage's time. A handle is one
+//! `Arc` clone, and its getters read the shared [`Context`] in place.
+//!
+//! Rules read it exactly as they read the map: `ctx.event.vitals.heart_rate`, `v[name]`,
+//! `for r in ctx.patient.recent_vitals { r.time }`; anything missing, and any field name the
+//! context does not have, reads as `()`. Writing to it is an error (no setters), so no rule can
+//! change what the next rule of the event sees. Whatever a rule puts of it into `data()` or
+//! `action()` is written to the alert as the same JSON the map gave.
+
+use std::sync::Arc;
+
+use rhai::{Array, Dynamic, Engine, ImmutableString};
+
+use crate::context::{Context, CtxVitals};
+
+/// `ctx` for a rule: a handle on the context of one evaluation.
+pub(crate) fn rule_context(ctx: Arc<Context>) -> Dynamic {
+    Dynamic::from(RuleContext(ctx))
+}
+
+/// `ctx`: the whole context of one evaluation.
+#[derive(Debug, Clone)]
+pub(crate) struct RuleContext(pub(crate) Arc<Context>);
+
+/// `ctx.event`.
+#[derive(Debug, Clone)]
+pub(crate) struct EventView(Arc<Context>);
+
+/// `ctx.patient`.
+#[derive(Debug, Clone)]
+pub(crate) struct PatientView(Arc<Context>);
+
+/// `ctx.department`.
+#[derive(Debug, Clone)]
+pub(crate) struct DepartmentView(Arc<Context>);
+
+/// `ctx.event.vitals` (`reading: None`) or one of `ctx.patient.recent_vitals`, which also has
+/// its `time`.
+#[derive(Debug, Clone)]
+pub(crate) struct VitalsView {
+    ctx: Arc<Context>,
+    reading: Option<usize>,
+}
+
+impl VitalsView {
+    fn vitals(&self) -> Option<&CtxVitals> {
+        match self.reading {
+            None => self.ctx.event.vitals.as_ref(),
+            Some(i) => self.ctx.patient.recent_vitals.get(i).map(|r| &r.vitals),
+        }
+    }
+
+    fn time(&self) -> Dynamic {
+        self.reading
+            .and_then(|i| self.ctx.patient.recent_vitals.get(i))
+            .map_or(Dynamic::UNIT, |r| text(&r.time))
+    }
+
+    fn field(&self, name: &str) -> Dynamic {
+        match name {
+            "time" => self.time(),
+            _ => self
+                .vitals()
+                .and_then(|v| vital(v, name))
+                .unwrap_or(Dynamic::UNIT),
+        }
+    }
+}
+
+fn text(s: &str) -> Dynamic {
+    Dynamic::from(ImmutableString::from(s))
+}
+
+fn opt_text(s: &Option<String>) -> Dynamic {
+    s.as_deref().map_or(Dynamic::UNIT, text)
+}
+
+fn opt_int(i: Option<i64>) -> Dynamic {
+    i.map_or(Dynamic::UNIT, Dynamic::from_int)
+}
+
+/// A vital by its field name; `None` when absent or not a vital.
+pub(crate) fn vital(v: &CtxVitals, name: &str) -> Option<Dynamic> {
+    let number = |f: Option<f64>| f.map(Dynamic::from_float);
+    match name {
+        "heart_rate" => number(v.heart_rate),
+        "bp_systolic" => number(v.bp_systolic),
+        "bp_diastolic" => number(v.bp_diastolic),
+        "temperature_c" => number(v.temperature_c),
+        "oxygen_saturation" => number(v.oxygen_saturation),
+        "respiratory_rate" => number(v.respiratory_rate),
+        "consciousness" => v.consciousness.as_deref().map(text),
+        "supplemental_o2" => v.supplemental_o2.map(Dynamic::from_bool),
+        _ => None,
+    }
+}
+
+/// `latest_vital(ctx, name)`: the vital on the event, else the newest recent reading that has
+/// it (readings are newest first), else `()`. A reading's `time` counts as one of its fields,
+/// as it did when readings were maps.
+pub(crate) fn latest_vital(ctx: &Context, name: &str) -> Dynamic {
+    if let Some(x) = ctx.event.vitals.as_ref().and_then(|v| vital(v, name)) {
+        return x;
+    }
+    ctx.patient
+        .recent_vitals
+        .iter()
+        .find_map(|r| {
+            if name == "time" {
+                Some(text(&r.time))
+            } else {
+                vital(&r.vitals, name)
+            }
+        })
+        .unwrap_or(Dynamic::UNIT)
+}
+
+impl RuleContext {
+    fn field(&self, name: &str) -> Dynamic {
+        match name {
+            "event" => Dynamic::from(EventView(Arc::clone(&self.0))),
+            "patient" => Dynamic::from(PatientView(Arc::clone(&self.0))),
+            "department" => Dynamic::from(DepartmentView(Arc::clone(&self.0))),
+            "now" => text(&self.0.now),
+            _ => Dynamic::UNIT,
+        }
+    }
+}
+
+impl EventView {
+    fn field(&self, name: &str) -> Dynamic {
+        let e = &self.0.event;
+        match name {
+            "event_id" => text(&e.event_id),
+            "event_type" => text(&e.event_type),
+            "event_timestamp" => text(&e.event_timestamp),
+            "hospital_id" => opt_int(e.hospital_id),
+            "department" => opt_text(&e.department),
+            "gender" => opt_text(&e.gender),
+            "age" => opt_int(e.age),
+            "admission_time" => opt_text(&e.admission_time),
+            "discharge_time" => opt_text(&e.discharge_time),
+            "admission_priority" => opt_text(&e.admission_priority),
+            "diagnosis_code" => opt_text(&e.diagnosis_code),
+            "vitals" => self.vitals(),
+            _ => Dynamic::UNIT,
+        }
+    }
+
+    fn vitals(&self) -> Dynamic {
+        if self.0.event.vitals.is_some() {
+            Dynamic::from(VitalsView {
+                ctx: Arc::clone(&self.0),
+                reading: None,
+            })
+        } else {
+            Dynamic::UNIT
+        }
+    }
+}
+
+impl PatientView {
+    fn field(&self, name: &str) -> Dynamic {
+        let p = &self.0.patient;
+        match name {
+            "patient" => text(&p.patient),
+            "admitted" => Dynamic::from_bool(p.admitted),
+            "hospital_id" => opt_int(p.hospital_id),
+            "department" => opt_text(&p.department),
+            "admission_time" => opt_text(&p.admission_time),
+            "age" => opt_int(p.age),
+            "gender" => opt_text(&p.gender),
+            "recent_vitals" => Dynamic::from_array(self.recent_vitals()),
+            "last_discharge_time" => opt_text(&p.last_discharge_time),
+            _ => Dynamic::UNIT,
+        }
+    }
+
+    fn recent_vitals(&self) -> Array {
+        (0..self.0.patient.recent_vitals.len())
+            .map(|i| {
+                Dynamic::from(VitalsView {
+                    ctx: Arc::clone(&self.0),
+                    reading: Some(i),
+                })
+            })
+            .collect()
+    }
+}
+
+impl DepartmentView {
+    fn field(&self, name: &str) -> Dynamic {
+        let d = &self.0.department;
+        match name {
+            "hospital_id" => opt_int(d.hospital_id),
+            "department" => opt_text(&d.department),
+            "occupied" => Dynamic::from_int(d.occupied),
+            "bed_capacity" => Dynamic::from_int(d.bed_capacity),
+            "occupancy_pct" => Dynamic::from_float(d.occupancy_pct),
+            _ => Dynamic::UNIT,
+        }
+    }
+}
+
+/// Field names with a getter of their own (faster than the by-name indexer, which serves
+/// `x[name]` and names the context does not have).
+const CTX_FIELDS: &[&str] = &["event", "patient", "department", "now"];
+const EVENT_FIELDS: &[&str] = &[
+    "event_id",
+    "event_type",
+    "event_timestamp",
+    "hospital_id",
+    "department",
+    "gender",
+    "age",
+    "admission_time",
+    "discharge_time",
+    "admission_priority",
+    "diagnosis_code",
+    "vitals",
+];
+const PATIENT_FIELDS: &[&str] = &[
+    "patient",
+    "admitted",
+    "hospital_id",
+    "department",
+    "admission_time",
+    "age",
+    "gender",
+    "recent_vitals",
+    "last_discharge_time",
+];
+const DEPARTMENT_FIELDS: &[&str] = &[
+    "hospital_id",
+    "department",
+    "occupied",
+    "bed_capacity",
+    "occupancy_pct",
+];
+const VITALS_FIELDS: &[&str] = &[
+    "time",
+    "heart_rate",
+    "bp_systolic",
+    "bp_diastolic",
+    "temperature_c",
+    "oxygen_saturation",
+    "respiratory_rate",
+    "consciousness",
+    "supplemental_o2",
+];
+
+macro_rules! register_view {
+    ($engine:expr, $ty:ty, $name:literal, $fields:expr) => {{
+        $engine.register_type_with_name::<$ty>($name);
+        for &field in $fields {
+            $engine.register_get(field, move |v: &mut $ty| -> Dynamic { v.field(field) });
+        }
+        $engine.register_indexer_get(|v: &mut $ty, name: ImmutableString| -> Dynamic {
+            v.field(&name)
+        });
+    }};
+}
+
+/// Registers the handle types, their getters and `latest_vital` on them.
+pub(crate) fn register(engine: &mut Engine) {
+    register_view!(engine, RuleContext, "Context", CTX_FIELDS);
+    register_view!(engine, EventView, "Event", EVENT_FIELDS);
+    register_view!(engine, PatientView, "Patient", PATIENT_FIELDS);
+    register_view!(engine, DepartmentView, "Department", DEPARTMENT_FIELDS);
+    register_view!(engine, VitalsView, "Vitals", VITALS_FIELDS);
+    engine.register_fn(
+        "latest_vital",
+        |ctx: &mut RuleContext, name: ImmutableString| -> Dynamic { latest_vital(&ctx.0, &name) },
+    );
+}
+
+/// `value` with every handle replaced by the map it stands for, for JSON output. `None` when
+/// it holds no handle (the usual case: rules copy fields out of `ctx`).
+fn plain(value: &Dynamic) -> Result<Option<Dynamic>, String> {
+    fn map_of<T: serde::Serialize>(part: &T) -> Result<Option<Dynamic>, String> {
+        rhai::serde::to_dynamic(part)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+    if let Some(c) = value.read_lock::<RuleContext>() {
+        return map_of(&*c.0);
+    }
+    if let Some(e) = value.read_lock::<EventView>() {
+        return map_of(&e.0.event);
+    }
+    if let Some(p) = value.read_lock::<PatientView>() {
+        return map_of(&p.0.patient);
+    }
+    if let Some(d) = value.read_lock::<DepartmentView>() {
+        return map_of(&d.0.department);
+    }
+    if let Some(v) = value.read_lock::<VitalsView>() {
+        return match v.reading {
+            None => map_of(&v.ctx.event.vitals),
+            Some(i) => map_of(&v.ctx.patient.recent_vitals.get(i)),
+        };
+    }
+    if let Some(a) = value.read_lock::<Array>() {
+        let mut changed = false;
+        let mut out = Array::with_capacity(a.len());
+        for x in a.iter() {
+            match plain(x)? {
+                Some(p) => {
+                    changed = true;
+                    out.push(p);
+                }
+                None => out.push(x.clone()),
+            }
+        }
+        return Ok(changed.then(|| Dynamic::from_array(out)));
+    }
+    if let Some(m) = value.read_lock::<rhai::Map>() {
+        let mut changed = false;
+        let mut out = rhai::Map::new();
+        for (k, x) in m.iter() {
+            match plain(x)? {
+                Some(p) => {
+                    changed = true;
+                    out.insert(k.clone(), p);
+                }
+                None => {
+                    out.insert(k.clone(), x.clone());
+                }
+            }
+        }
+        return Ok(changed.then(|| Dynamic::from_map(out)));
+    }
+    Ok(None)
+}
+
+/// What a rule returned, as JSON (the alert's evidence and the action's fields).
+pub(crate) fn to_json(value: &Dynamic) -> Result<serde_json::Value, String> {
+    match rhai::serde::from_dynamic::<serde_json::Value>(value) {
+        Ok(v) => Ok(v),
+        Err(e) => match plain(value)? {
+            Some(p) => rhai::serde::from_dynamic(&p).map_err(|e| e.to_string()),
+            None => Err(e.to_string()),
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests may panic
+
+    use super::*;
+    use crate::context::{CtxEvent, CtxReading};
+
+    fn engine() -> Engine {
+        let mut engine = Engine::new();
+        register(&mut engine);
+        engine
+    }
+
+    fn ctx() -> Arc<Context> {
+        Arc::new(Context {
+            event: CtxEvent {
+                event_id: "ev-1".into(),
+                event_type: "VITALS".into(),
+                vitals: Some(CtxVitals {
+                    heart_rate: Some(120.0),
+                    ..CtxVitals::default()
+                }),
+                ..CtxEvent::default()
+            },
+            now: "2025-01-01T10:00:00Z".into(),
+            patient: crate::context::CtxPatient {
+                recent_vitals: vec![CtxReading {
+                    time: "2025-01-01T09:30:00Z".into(),
+                    vitals: CtxVitals {
+                        oxygen_saturation: Some(91.0),
+                        ..CtxVitals::default()
+                    },
+                }],
+                ..Default::default()
+            },
+            ..Context::default()
+        })
+    }
+
+    fn eval(script: &str) -> Dynamic {
+        let mut scope = rhai::Scope::new();
+        scope.push("ctx", rule_context(ctx()));
+        engine()
+            .eval_with_scope::<Dynamic>(&mut scope, script)
+            .unwrap()
+    }
+
+    #[test]
+    fn reads_like_the_map_it_replaces() {
+        assert_eq!(
+            eval("ctx.event.vitals.heart_rate").as_float().unwrap(),
+            120.0
+        );
+        assert_eq!(
+            eval(r#"ctx.event.vitals["heart_rate"]"#)
+                .as_float()
+                .unwrap(),
+            120.0
+        );
+        assert!(eval("ctx.event.vitals.bp_systolic").is_unit());
+        assert!(eval("ctx.event.no_such_field").is_unit());
+        assert!(eval("ctx.department.hospital_id").is_unit());
+        assert_eq!(
+            eval("ctx.patient.recent_vitals[0].time").to_string(),
+            "2025-01-01T09:30:00Z"
+        );
+        assert_eq!(
+            eval(r#"latest_vital(ctx, "oxygen_saturation")"#)
+                .as_float()
+                .unwrap(),
+            91.0
+        );
+        assert!(eval(r#"latest_vital(ctx, "consciousness")"#).is_unit());
+    }
+
+    #[test]
+    fn cannot_be_changed_by_a_rule() {
+        let mut scope = rhai::Scope::new();
+        scope.push("ctx", rule_context(ctx()));
+        assert!(engine()
+            .run_with_scope(&mut scope, r#"ctx.event.department = "ICU";"#)
+            .is_err());
+    }
+
+    #[test]
+    fn a_part_put_whole_into_data_is_written_as_its_map() {
+        let data = eval("#{ vitals: ctx.event.vitals, n: 1 }");
+        let json = to_json(&data).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({ "vitals": { "heart_rate": 120.0 }, "n": 1 })
+        );
+    }
+}
