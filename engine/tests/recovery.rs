@@ -233,12 +233,18 @@ fn killed_five_times_through_a_file_ends_equal_to_an_uninterrupted_run() {
     std::fs::write(&file, events).expect("events");
     let source = format!("file:{}", file.display());
     let (reference, crashed) = (dir.join("reference"), dir.join("crashed"));
+    let started = std::time::Instant::now();
     run_to_end(&source, &reference, &["--until-end"]);
+    // Each kill falls within the first quarter of an uninterrupted run's time, so that three
+    // restarts (each resuming from its checkpoint) still leave the run going at the next kill,
+    // however fast the engine or the machine is.
+    let whole = started.elapsed().as_millis() as u64;
+    let (lo, hi) = (whole / 20 + 100, whole / 4 + 150);
 
     let mut moments = Moments::new();
     let mut kills = 0;
     while kills < 5 {
-        let after = Duration::from_millis(moments.next(1000, 5000));
+        let after = Duration::from_millis(moments.next(lo, hi));
         if !run_and_kill(&source, &crashed, &["--until-end"], after) {
             break; // it finished before the kill: nothing left to interrupt
         }
