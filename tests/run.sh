@@ -115,6 +115,8 @@ if [ ! -x "$DENY" ]; then
   cargo install cargo-deny --version 0.20.2 --locked --root "$TOOLS/cargo-deny"
 fi
 log "cargo deny check (advisories, licences, bans, sources)"
+# Every crate of the lock file, for every platform: an offline check reads them all.
+cargo fetch --locked -q
 # The RustSec advisory database is a git repository on github.com. Where that is out of reach,
 # the copy cached by an earlier fetch is used; with no copy, advisories cannot be checked here and
 # the log says so (licences, bans and sources need no network).
