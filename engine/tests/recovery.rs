@@ -93,30 +93,72 @@ fn run_to_end(source: &str, data: &Path, extra: &[&str]) {
     );
 }
 
-/// Starts a run and kills it with SIGKILL after `after`; returns whether it was still running.
-/// Each run's log is kept beside its data directory (`crashed.runN.log`), for a failure.
-fn run_and_kill(source: &str, data: &Path, extra: &[&str], after: Duration) -> bool {
+/// Starts a run; its log is kept beside its data directory (`crashed.runN.log`), for a failure.
+fn start(source: &str, data: &Path, extra: &[&str]) -> std::process::Child {
     static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let log = std::fs::File::create(data.with_extension(format!("run{n}.log"))).expect("log");
-    let mut child = cds()
+    cds()
         .env("CDS_LOG", "info")
         .args(run_args(source, data))
         .args(extra)
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
-        .expect("start");
-    let deadline = Instant::now() + after;
-    while Instant::now() < deadline {
+        .expect("start")
+}
+
+/// Waits until `ready` or the run's end, then kills it with SIGKILL after `after`; returns
+/// whether it was still running.
+fn kill_after(mut child: std::process::Child, ready: impl Fn() -> bool, after: Duration) -> bool {
+    let mut deadline = None;
+    loop {
         if let Ok(Some(_)) = child.try_wait() {
             return false;
+        }
+        let now = Instant::now();
+        match deadline {
+            None if ready() => deadline = Some(now + after),
+            Some(d) if now >= d => break,
+            _ => {}
         }
         std::thread::sleep(Duration::from_millis(10));
     }
     let _ = child.kill(); // SIGKILL
     let _ = child.wait();
     true
+}
+
+/// Starts a run and kills it with SIGKILL after `after`; returns whether it was still running.
+fn run_and_kill(source: &str, data: &Path, extra: &[&str], after: Duration) -> bool {
+    kill_after(start(source, data, extra), || true, after)
+}
+
+/// The newest checkpoint's file name, if any.
+fn newest_checkpoint(data: &Path) -> Option<std::ffi::OsString> {
+    std::fs::read_dir(data.join("lake/checkpoints"))
+        .ok()?
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".bin"))
+        .max()
+}
+
+/// Starts a run and kills it with SIGKILL `after` the first checkpoint it writes: each kill
+/// then lands at a random moment of real work, with progress behind it, however long the
+/// machine takes to start the process.
+fn run_and_kill_after_a_checkpoint(
+    source: &str,
+    data: &Path,
+    extra: &[&str],
+    after: Duration,
+) -> bool {
+    let before = newest_checkpoint(data);
+    kill_after(
+        start(source, data, extra),
+        || newest_checkpoint(data) > before,
+        after,
+    )
 }
 
 fn export(data: &Path, container: &str) -> BTreeMap<String, Value> {
@@ -233,19 +275,13 @@ fn killed_five_times_through_a_file_ends_equal_to_an_uninterrupted_run() {
     std::fs::write(&file, events).expect("events");
     let source = format!("file:{}", file.display());
     let (reference, crashed) = (dir.join("reference"), dir.join("crashed"));
-    let started = std::time::Instant::now();
     run_to_end(&source, &reference, &["--until-end"]);
-    // Each kill falls within the first quarter of an uninterrupted run's time, so that three
-    // restarts (each resuming from its checkpoint) still leave the run going at the next kill,
-    // however fast the engine or the machine is.
-    let whole = started.elapsed().as_millis() as u64;
-    let (lo, hi) = (whole / 20 + 100, whole / 4 + 150);
 
     let mut moments = Moments::new();
     let mut kills = 0;
     while kills < 5 {
-        let after = Duration::from_millis(moments.next(lo, hi));
-        if !run_and_kill(&source, &crashed, &["--until-end"], after) {
+        let after = Duration::from_millis(moments.next(0, 300));
+        if !run_and_kill_after_a_checkpoint(&source, &crashed, &["--until-end"], after) {
             break; // it finished before the kill: nothing left to interrupt
         }
         kills += 1;
