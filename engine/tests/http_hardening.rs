@@ -353,19 +353,7 @@ fn https_with_the_given_certificate() {
             .spawn()
             .expect("engine"),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let addr = loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if let Some(a) = text
-            .split("HTTP on https://")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-        {
-            break a.to_owned();
-        }
-        assert!(Instant::now() < deadline, "no HTTPS address:\n{text}");
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let addr = common::http::address_in_log(&log, "https");
     let curl = |args: &[&str]| {
         let out = Command::new("curl")
             .args(["-s", "--max-time", "10"])

@@ -283,26 +283,18 @@ async fn authenticate(State(state): State<HttpState>, mut req: Request, next: Ne
     );
     // The dashboard opened with `?token=`: trade it for a session cookie and drop it from the
     // address bar (and from the history and any Referer).
-    if route == "/" && matches!(credential, Some(Credential::Query(_))) {
-        let response = match dashboard_session(&state, &token.sha256, &query) {
+    let response = if route == "/" && matches!(credential, Some(Credential::Query(_))) {
+        match dashboard_session(&state, &token.sha256, &query) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(error = %e, "opening a dashboard session failed");
                 StatusCode::INTERNAL_SERVER_ERROR.into_response()
             }
-        };
-        state.audit.record(
-            &name,
-            &role,
-            &method,
-            &route,
-            &query,
-            response.status().as_u16(),
-        );
-        return response;
-    }
-    req.extensions_mut().insert(token);
-    let response = next.run(req).await;
+        }
+    } else {
+        req.extensions_mut().insert(token);
+        next.run(req).await
+    };
     state.audit.record(
         &name,
         &role,

@@ -104,22 +104,7 @@ pub fn start_with(flags: &[&str], more_tokens: &str) -> (Engine, Vec<String>) {
         .stderr(std::fs::File::create(&stderr).expect("log file"))
         .spawn()
         .expect("engine");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let addr = loop {
-        let log = std::fs::read_to_string(&stderr).unwrap_or_default();
-        if let Some(a) = log
-            .split("HTTP on http://")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-        {
-            break a.to_owned();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no HTTP address in the log:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let addr = address_in_log(&stderr, "http");
     let engine = Engine {
         child,
         addr,
@@ -253,4 +238,25 @@ pub fn stream_ids(engine: &Engine, token: &str, last: Option<u64>, n: usize) -> 
         }
     }
     ids
+}
+
+/// The address the engine announces in its log (`HTTP on SCHEME://ADDR`), waited for up to 30 s.
+pub fn address_in_log(log: &std::path::Path, scheme: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let marker = format!("HTTP on {scheme}://");
+    loop {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if let Some(a) = text
+            .split(marker.as_str())
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+        {
+            return a.to_owned();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {scheme} address in the log:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
