@@ -90,8 +90,10 @@ fn the_http_server_is_bounded_and_leaks_nothing() {
         &[
             "--http-max-connections",
             "600",
+            // Long enough that the 500 half-open connections are all still held while the
+            // connections over the limit are made, even on a loaded machine.
             "--http-header-timeout",
-            "3",
+            "8",
             "--http-streams-per-token",
             "2",
         ],
@@ -261,7 +263,7 @@ fn the_http_server_is_bounded_and_leaks_nothing() {
     assert!(refused >= 40, "{refused} of 150 refused over the limit");
     drop(over);
     for s in &mut half_open {
-        s.set_read_timeout(Some(Duration::from_secs(10)))
+        s.set_read_timeout(Some(Duration::from_secs(15)))
             .expect("timeout");
         let mut rest = Vec::new();
         // Closed (EOF or reset), after an error answer or none; never left hanging.
@@ -278,7 +280,7 @@ fn the_http_server_is_bounded_and_leaks_nothing() {
         }
     }
     assert!(
-        opened.elapsed() < Duration::from_secs(12),
+        opened.elapsed() < Duration::from_secs(20),
         "closed after the header-read timeout"
     );
     drop(half_open);
