@@ -6,8 +6,8 @@
 //! own share of the documents into its own data directory, and the union of the two stores is
 //! compared with the single process's store. Alerts are compared for the patient-scope rules:
 //! department-scope rules (capacity) and delayed evokes follow the order in which records of
-//! different partitions arrive, which differs from run to run even on one process (the README's
-//! known limit).
+//! different partitions arrive, which differs from run to run even on one process (docs/cluster.md,
+//! a known limit).
 
 mod common;
 

@@ -228,8 +228,7 @@ fn malformed_messages_land_on_the_deadletter_topic_and_the_run_goes_on() {
 fn a_restarted_consumer_resumes_where_the_outputs_stopped() {
     // What is asserted: nothing is skipped and nothing is read twice across a restart with the
     // same group (the engine commits only offsets whose outputs are written). That the KPIs
-    // after a restart equal an uninterrupted run needs the state checkpoints of the lake,
-    // which are not built yet; see the README.
+    // after a restart equal an uninterrupted run is the crash tests' part (recovery.rs).
     let brokers = broker();
     let topic = unique("restart");
     create_topics(

@@ -5,7 +5,7 @@
 //! (SQLite), the acknowledgement store, the lake's Gold tables (read back as tables), the
 //! checkpoints, the audit log, the logs, and the HTTP and SSE bodies.
 //!
-//! The stores that keep the payload as it came, on purpose (README, Security), are not
+//! The stores that keep the payload as it came, on purpose (docs/security.md), are not
 //! searched: the dead-letter store, quarantined and clean Silver records, Bronze, the MLLP log and
 //! converted extracts.
 
