@@ -393,20 +393,15 @@ mod tests {
         scope.push("ctx", rule_context(ctx()));
         engine()
             .eval_with_scope::<Dynamic>(&mut scope, script)
-            .unwrap()
+            .expect("the test script runs")
     }
 
     #[test]
     fn reads_like_the_map_it_replaces() {
+        assert_eq!(eval("ctx.event.vitals.heart_rate").as_float(), Ok(120.0));
         assert_eq!(
-            eval("ctx.event.vitals.heart_rate").as_float().unwrap(),
-            120.0
-        );
-        assert_eq!(
-            eval(r#"ctx.event.vitals["heart_rate"]"#)
-                .as_float()
-                .unwrap(),
-            120.0
+            eval(r#"ctx.event.vitals["heart_rate"]"#).as_float(),
+            Ok(120.0)
         );
         assert!(eval("ctx.event.vitals.bp_systolic").is_unit());
         assert!(eval("ctx.event.no_such_field").is_unit());
@@ -416,10 +411,8 @@ mod tests {
             "2025-01-01T09:30:00Z"
         );
         assert_eq!(
-            eval(r#"latest_vital(ctx, "oxygen_saturation")"#)
-                .as_float()
-                .unwrap(),
-            91.0
+            eval(r#"latest_vital(ctx, "oxygen_saturation")"#).as_float(),
+            Ok(91.0)
         );
         assert!(eval(r#"latest_vital(ctx, "consciousness")"#).is_unit());
     }
@@ -436,7 +429,7 @@ mod tests {
     #[test]
     fn a_part_put_whole_into_data_is_written_as_its_map() {
         let data = eval("#{ vitals: ctx.event.vitals, n: 1 }");
-        let json = to_json(&data).unwrap();
+        let json = to_json(&data).expect("the data converts to JSON");
         assert_eq!(
             json,
             serde_json::json!({ "vitals": { "heart_rate": 120.0 }, "n": 1 })
