@@ -13,30 +13,14 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use cds_engine::http::auth::hash_token;
-use common::http::{get, json, post, start_with, Engine};
+use common::http::{get, json, post, send, start_with, Engine};
 
 /// Sends a raw request and returns the response head and body (the connection is closed by
 /// the request's `Connection: close`).
 fn raw(engine: &Engine, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> String {
-    let mut s = TcpStream::connect(&engine.addr).expect("connect");
+    let mut s = send(&engine.addr, method, path, headers, body);
     s.set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n",
-        engine.addr
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    if !body.is_empty() {
-        req.push_str(&format!(
-            "Content-Type: application/json\r\nContent-Length: {}\r\n",
-            body.len()
-        ));
-    }
-    req.push_str("\r\n");
-    req.push_str(body);
-    s.write_all(req.as_bytes()).expect("send");
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     String::from_utf8_lossy(&out).into_owned()

@@ -138,7 +138,14 @@ pub fn request(addr: &str, path: &str, headers: &[(&str, &str)]) -> TcpStream {
     send(addr, "GET", path, headers, "")
 }
 
-fn send(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &str) -> TcpStream {
+/// Sends one request (`Connection: close`) and returns the connection, to read the answer from.
+pub fn send(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> TcpStream {
     let mut s = TcpStream::connect(addr).expect("connect");
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     for (k, v) in headers {
