@@ -153,3 +153,11 @@ impl RuleError {
         }
     }
 }
+
+/// rhai's messages end in "(line N, position M)"; we print the location ourselves.
+pub(crate) fn strip_position(msg: String) -> String {
+    match msg.rfind(" (line ") {
+        Some(i) if msg.ends_with(')') => msg[..i].to_string(),
+        _ => msg,
+    }
+}

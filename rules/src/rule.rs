@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use rhai::{CallFnOptions, Dynamic, EvalAltResult, Scope, AST};
 
 use crate::alert::Severity;
-use crate::error::{LoadError, Location, RuleError, RuleErrorKind};
+use crate::error::{strip_position, LoadError, Location, RuleError, RuleErrorKind};
 use crate::mlm::{self, Mlm};
 use crate::sandbox::Sandbox;
 
@@ -48,14 +48,6 @@ pub(crate) struct Run {
     pub(crate) data: serde_json::Value,
     pub(crate) fired: bool,
     pub(crate) action: Option<Action>,
-}
-
-/// rhai's messages end in "(line N, position M)"; we print the location ourselves.
-pub(crate) fn strip_position(msg: String) -> String {
-    match msg.rfind(" (line ") {
-        Some(i) if msg.ends_with(')') => msg[..i].to_string(),
-        _ => msg,
-    }
 }
 
 fn fn_line(src: &str, name: &str) -> usize {

@@ -245,7 +245,7 @@ fn register_lib_modules(
             Err(e) => {
                 errors.push(LoadError {
                     location: Location::new(&file, e.position()),
-                    message: crate::rule::strip_position(e.to_string()),
+                    message: crate::error::strip_position(e.to_string()),
                 });
                 continue;
             }
@@ -259,7 +259,7 @@ fn register_lib_modules(
             }
             Err(e) => errors.push(LoadError {
                 location: Location::new(&file, e.position()),
-                message: crate::rule::strip_position(e.to_string()),
+                message: crate::error::strip_position(e.to_string()),
             }),
         }
     }

@@ -11,36 +11,13 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 
-use super::acks::{Ack, AckRequest, AckStore, Action, RuleAcks};
-use super::api::{bad_request, read, visible};
+use super::acks::{AckRequest, AckStore, Action, RuleAcks};
 use super::auth::{Role, Token};
+use super::read::{bad_request, error, latest_acks, read, unavailable, visible};
 use super::HttpState;
 use crate::metrics::Metrics;
 use crate::sink::sqlite::SqliteSink;
 use crate::sink::Container;
-
-fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({ "error": message }))).into_response()
-}
-
-fn unavailable(e: impl std::fmt::Display) -> Response {
-    tracing::error!(error = %e, "acknowledgement store failed");
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "the acknowledgement store is unavailable",
-    )
-}
-
-/// The newest acknowledgement of every alert (empty when the process keeps none).
-pub(super) async fn latest_acks(state: &HttpState) -> Result<BTreeMap<String, Ack>, Response> {
-    let Some(acks) = state.acks.clone() else {
-        return Ok(BTreeMap::new());
-    };
-    tokio::task::spawn_blocking(move || acks.latest())
-        .await
-        .map_err(unavailable)?
-        .map_err(unavailable)
-}
 
 /// Sets the accept and override rate gauges from the store (all alerts, every scope).
 pub fn publish_rates(metrics: &Metrics, acks: &AckStore) {

@@ -14,9 +14,9 @@ use serde_json::{json, Value};
 
 use super::auth::Token;
 use super::feed::FeedEvent;
+use super::read::{bad_request, latest_acks, read, visible};
 use super::HttpState;
 use crate::model::parse_time;
-use crate::sink::sqlite::SqliteSink;
 use crate::sink::Container;
 
 /// The dashboard page (HTML, CSS and JavaScript in one file: no CDN, works offline).
@@ -24,23 +24,6 @@ const DASHBOARD: &str = include_str!("dashboard.html");
 
 pub async fn dashboard() -> Html<&'static str> {
     Html(DASHBOARD)
-}
-
-pub(super) fn bad_request(message: String) -> Response {
-    (StatusCode::BAD_REQUEST, Json(json!({ "error": message }))).into_response()
-}
-
-/// Whether a document may be shown to `token`.
-pub(super) fn visible(token: &Token, doc: &Value) -> bool {
-    let hospital = doc["hospital_id"].as_i64().unwrap_or(0);
-    let department = doc["department"].as_str();
-    let patient_level = doc["type"] == "alert" || doc["type"] == "patient_los";
-    // A patient-level document of no single department is no department's to show: only a
-    // reader of whole hospitals sees it.
-    if patient_level && department.is_none() && !token.sees_every_department() {
-        return false;
-    }
-    token.sees(hospital, department) && (!patient_level || token.sees_patients())
 }
 
 /// Filters shared by the KPI and alert routes.
@@ -72,22 +55,6 @@ impl Filter {
                 .as_deref()
                 .is_none_or(|d| doc["department"].as_str() == Some(d))
     }
-}
-
-pub(super) async fn read(state: &HttpState, container: Container) -> Result<Vec<Value>, Response> {
-    let Some(store) = state.store.clone() else {
-        return Ok(Vec::new());
-    };
-    if !store.path.exists() {
-        return Ok(Vec::new());
-    }
-    tokio::task::spawn_blocking(move || SqliteSink::read_all(&store, container))
-        .await
-        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())?
-        .map_err(|e| {
-            tracing::error!(error = %e, "reading the store failed");
-            StatusCode::SERVICE_UNAVAILABLE.into_response()
-        })
 }
 
 /// `GET /api/kpis?hospital=&department=&type=`
@@ -150,7 +117,7 @@ pub async fn alerts(
         Ok(d) => d,
         Err(r) => return r,
     };
-    let acks = match super::actions::latest_acks(&state).await {
+    let acks = match latest_acks(&state).await {
         Ok(a) => a,
         Err(r) => return r,
     };

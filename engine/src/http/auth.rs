@@ -258,9 +258,11 @@ impl Tokens {
             path: path.display().to_string(),
             message: e.to_string(),
         })?;
-        write_private(&path, text.as_bytes()).map_err(|source| AuthError::Write {
-            path: path.display().to_string(),
-            source,
+        crate::support::private::write_new_private(&path, text.as_bytes()).map_err(|source| {
+            AuthError::Write {
+                path: path.display().to_string(),
+                source,
+            }
         })?;
         Ok((
             Tokens {
@@ -319,23 +321,6 @@ impl Sessions {
             .filter(|(_, expires)| *expires > Instant::now())
             .map(|(hash, _)| hash.clone())
     }
-}
-
-#[cfg(unix)]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)
-}
-
-#[cfg(not(unix))]
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    std::fs::write(path, bytes)
 }
 
 #[cfg(test)]

@@ -15,9 +15,8 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::actions::latest_acks;
-use super::api::{bad_request, read, visible};
 use super::auth::Token;
+use super::read::{bad_request, latest_acks, read, visible};
 use super::HttpState;
 use crate::sink::Container;
 

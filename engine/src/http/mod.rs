@@ -15,6 +15,7 @@ pub mod audit;
 pub mod auth;
 pub mod feed;
 mod hooks;
+mod read;
 
 pub use actions::publish_rates;
 

@@ -33,7 +33,15 @@ use tracing::{info, warn};
 use super::dims::{self, Dimension, Scd2};
 use super::tables::{self, BronzeRow, KpiRow, SilverRow, Table};
 use crate::metrics::Metrics;
-use crate::support::Stage;
+use crate::support::{Backoff, Stage};
+
+/// The waits between lake commits that failed in a row (while running the writer keeps trying;
+/// at the end it gives up after `retries` more).
+const COMMIT_RETRY: Backoff = Backoff {
+    first: Duration::from_millis(200),
+    max: Duration::from_secs(10),
+    retries: 5,
+};
 
 /// Why the lake could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -235,6 +243,8 @@ impl LakeWriter {
 
     fn run(mut self, rx: Receiver<LakeMessage>) -> Result<LakeStats, LakeWriteError> {
         let mut last_commit = Instant::now();
+        // Commits failed in a row; the next waits COMMIT_RETRY's delay for that many.
+        let mut failures = 0u32;
         let mut backoff = Duration::ZERO;
         let mut flush_asked = false;
         let stages = self.metrics.stages.clone();
@@ -266,14 +276,15 @@ impl LakeWriter {
                 last_commit = Instant::now();
                 match self.commit() {
                     Ok(()) => {
+                        failures = 0;
                         backoff = Duration::ZERO;
                         flush_asked = false;
                     }
                     Err(e) => {
                         self.metrics.lake_errors.inc();
                         warn!(error = %e, "lake commit failed; retrying");
-                        backoff = (backoff * 2)
-                            .clamp(Duration::from_millis(200), Duration::from_secs(10));
+                        backoff = COMMIT_RETRY.delay(failures);
+                        failures = failures.saturating_add(1);
                         if closed {
                             return self.finish_after_failure(e);
                         }
@@ -290,8 +301,8 @@ impl LakeWriter {
     /// At the end, a few more tries before giving up.
     fn finish_after_failure(mut self, first: LakeWriteError) -> Result<LakeStats, LakeWriteError> {
         let mut last = first;
-        for attempt in 0..5u32 {
-            std::thread::sleep(Duration::from_millis(200) * 2u32.pow(attempt));
+        for attempt in 0..COMMIT_RETRY.retries {
+            std::thread::sleep(COMMIT_RETRY.delay(attempt));
             match self.commit() {
                 Ok(()) => return Ok(self.stats),
                 Err(e) => {

@@ -28,6 +28,7 @@ use tracing::warn;
 
 use super::{Condition, OpsError, State};
 use crate::metrics::Metrics;
+use crate::support::Backoff;
 
 /// How many notices may wait for delivery; more are dropped (counted) rather than held.
 const QUEUE: usize = 64;
@@ -138,11 +139,14 @@ impl Notifier {
 /// POSTs one body with retries; true once the webhook answered 2xx. Client errors other than
 /// 408 and 429 are not retried (a wrong URL or a refused payload stays wrong).
 async fn post(client: &reqwest::Client, url: &reqwest::Url, body: String, d: &Delivery) -> bool {
-    let mut backoff = d.backoff;
+    let backoff = Backoff {
+        first: d.backoff,
+        max: MAX_BACKOFF,
+        retries: d.retries,
+    };
     for attempt in 0..=d.retries {
         if attempt > 0 {
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            tokio::time::sleep(backoff.delay(attempt - 1)).await;
         }
         let sent = client
             .post(url.clone())

@@ -19,11 +19,21 @@ impl Backoff {
     /// The wait before retry number `retry` (0 is the first retry), or `None` once the retries
     /// are used up.
     pub fn wait(&self, retry: u32) -> Option<Duration> {
-        if retry >= self.retries {
-            return None;
-        }
+        (retry < self.retries).then(|| self.delay(retry))
+    }
+
+    /// The wait before retry number `retry` whatever the retry limit: for loops that keep
+    /// trying (a commit that must land) and count their own attempts.
+    pub fn delay(&self, retry: u32) -> Duration {
         let factor = 1u32.checked_shl(retry.min(31)).unwrap_or(u32::MAX);
-        Some(self.first.saturating_mul(factor).min(self.max))
+        self.first.saturating_mul(factor).min(self.max)
+    }
+
+    /// [`Backoff::delay`] with full jitter: a uniformly random wait up to it, so that many
+    /// writers throttled together do not retry together.
+    pub fn jittered(&self, retry: u32) -> Duration {
+        let window = u64::try_from(self.delay(retry).as_millis()).unwrap_or(u64::MAX);
+        Duration::from_millis(jitter(window))
     }
 
     /// Runs `attempt` until it succeeds, `retryable` says an error is final, or the retries are
@@ -50,9 +60,32 @@ impl Backoff {
     }
 }
 
+/// A uniformly random number in `0..=max` (half of `max` if the system has no randomness).
+fn jitter(max: u64) -> u64 {
+    if max == 0 {
+        return 0;
+    }
+    getrandom::u64().map_or(max / 2, |r| r % (max + 1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jitter_stays_in_its_window() {
+        for _ in 0..100 {
+            assert!(jitter(50) <= 50);
+        }
+        assert_eq!(jitter(0), 0);
+        let b = Backoff {
+            first: Duration::from_millis(10),
+            max: Duration::from_millis(25),
+            retries: 1,
+        };
+        assert_eq!(b.delay(5), Duration::from_millis(25));
+        assert!(b.jittered(5) <= Duration::from_millis(25));
+    }
 
     #[test]
     fn doubles_up_to_the_cap_and_stops() {

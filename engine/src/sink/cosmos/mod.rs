@@ -55,6 +55,7 @@ use super::{Container, Sink, SinkError};
 use crate::gold::Document;
 use crate::lake::JsonlTable;
 use crate::metrics::Metrics;
+use crate::support::Backoff;
 
 /// The partition key path of both containers (DESIGN.md).
 pub const PARTITION_KEY_PATH: &str = "/hospital_id";
@@ -230,12 +231,12 @@ impl CosmosSink {
     /// The backoff before retry number `attempt` (0-based): full jitter over an exponentially
     /// growing window, and never shorter than what a throttling response asked for.
     fn backoff(&self, attempt: u32, asked: Option<Duration>) -> Duration {
-        let window = self
-            .config
-            .base_backoff_ms
-            .saturating_mul(1u64 << attempt.min(20))
-            .min(self.config.max_backoff_ms);
-        let jittered = Duration::from_millis(jitter(window));
+        let retry = Backoff {
+            first: Duration::from_millis(self.config.base_backoff_ms),
+            max: Duration::from_millis(self.config.max_backoff_ms),
+            retries: self.config.max_retries,
+        };
+        let jittered = retry.jittered(attempt);
         asked.map_or(jittered, |a| a.max(jittered))
     }
 
@@ -692,13 +693,6 @@ fn cosmos_item(doc: &Document) -> Value {
 }
 
 /// A uniformly random number in `0..=max`, from the operating system (no seeding to get wrong).
-fn jitter(max: u64) -> u64 {
-    if max == 0 {
-        return 0;
-    }
-    getrandom::u64().map_or(max / 2, |r| r % (max + 1))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -730,13 +724,5 @@ mod tests {
             body: json!({"hospital_id": null}),
         };
         assert_eq!(cosmos_item(&d), json!({"id": "alert-1", "hospital_id": 5}));
-    }
-
-    #[test]
-    fn jitter_stays_in_its_window() {
-        for _ in 0..100 {
-            assert!(jitter(50) <= 50);
-        }
-        assert_eq!(jitter(0), 0);
     }
 }
