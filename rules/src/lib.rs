@@ -19,7 +19,7 @@
 //!
 //! The engine owns one [`RulePack`] per worker, calls [`RulePack::evaluate`] for every Silver
 //! event, drives [`DelayedEvokes`] with its event-time watermark and polls
-//! [`RulePack::reload_changed`]. A failing rule yields [`Outcome::Error`]; it never panics or
+//! [`RulePack::reload_changed`]. A failing rule yields [`RuleOutcome::Error`]; it never panics or
 //! stops the other rules.
 
 mod alert;
@@ -39,7 +39,7 @@ pub use context::{Context, CtxDepartment, CtxEvent, CtxPatient, CtxReading, CtxV
 pub use delayed::{DelayedEvokes, Due};
 pub use error::{LoadError, LoadErrors, Location, RuleError, RuleErrorKind};
 pub use mlm::{AlertScope, Citation, Evoke, Mlm, EVENT_TYPES};
-pub use pack::{DelayedRule, Outcome, ReloadEvent, RulePack, RuleStats};
+pub use pack::{DelayedRule, ReloadEvent, RuleOutcome, RulePack, RuleStats};
 pub use sandbox::Limits;
 pub use suppress::Suppressor;
 

@@ -19,7 +19,7 @@ use crate::suppress::Suppressor;
 
 /// The result of one rule on one event.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub enum RuleOutcome {
     /// The rule fired and the alert is to be written.
     Fired(Box<Alert>),
     /// `logic` returned false.
@@ -363,7 +363,7 @@ impl RulePack {
     }
 
     /// Evaluates every rule whose evoke lists `ctx.event.event_type`, in file-name order.
-    pub fn evaluate(&mut self, ctx: &Context) -> Vec<Outcome> {
+    pub fn evaluate(&mut self, ctx: &Context) -> Vec<RuleOutcome> {
         if !self.evokes(&ctx.event.event_type) {
             return Vec::new();
         }
@@ -372,7 +372,7 @@ impl RulePack {
 
     /// [`RulePack::evaluate`] on a context the caller already shares: the rules read it in
     /// place, nothing of it is copied.
-    pub fn evaluate_shared(&mut self, ctx: &Arc<Context>) -> Vec<Outcome> {
+    pub fn evaluate_shared(&mut self, ctx: &Arc<Context>) -> Vec<RuleOutcome> {
         let ctx_dyn = to_dynamic(ctx);
         let RulePack {
             sandbox,
@@ -390,7 +390,7 @@ impl RulePack {
 
     /// Evaluates the delayed rule `mlmname` (the engine calls it when [`DelayedEvokes::due`]
     /// returns it). `None` if the pack has no such rule (e.g. removed since it was scheduled).
-    pub fn evaluate_delayed(&mut self, ctx: &Context, mlmname: &str) -> Option<Outcome> {
+    pub fn evaluate_delayed(&mut self, ctx: &Context, mlmname: &str) -> Option<RuleOutcome> {
         let RulePack {
             sandbox,
             rules,
@@ -511,7 +511,7 @@ fn evaluate_one(
     rule: &mut Rule,
     ctx: &Context,
     ctx_dyn: &Dynamic,
-) -> Option<Outcome> {
+) -> Option<RuleOutcome> {
     let started = Instant::now();
     let result = rule.run(sandbox, ctx_dyn, &ctx.event.event_id, Evidence::WhenFired);
     let elapsed = started.elapsed();
@@ -526,11 +526,11 @@ fn evaluate_one(
         Ok(run) => run,
         Err(e) => {
             s.errors += 1;
-            return Some(Outcome::Error(e));
+            return Some(RuleOutcome::Error(e));
         }
     };
     if !run.fired {
-        return Some(Outcome::NotFired {
+        return Some(RuleOutcome::NotFired {
             mlmname: rule.mlm.mlmname.clone(),
         });
     }
@@ -548,8 +548,8 @@ fn evaluate_one(
         rule.mlm.suppress_minutes,
     ) {
         s.suppressed += 1;
-        Some(Outcome::Suppressed(Box::new(alert)))
+        Some(RuleOutcome::Suppressed(Box::new(alert)))
     } else {
-        Some(Outcome::Fired(Box::new(alert)))
+        Some(RuleOutcome::Fired(Box::new(alert)))
     }
 }

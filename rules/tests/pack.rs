@@ -5,12 +5,12 @@ mod common;
 
 use std::time::Duration;
 
-use cds_rules::{DelayedEvokes, Outcome, ReloadEvent, RulePack, Severity, Suppressor};
+use cds_rules::{DelayedEvokes, ReloadEvent, RuleOutcome, RulePack, Severity, Suppressor};
 use common::*;
 
-fn fired(outcomes: &[Outcome], name: &str) -> Option<Box<cds_rules::Alert>> {
+fn fired(outcomes: &[RuleOutcome], name: &str) -> Option<Box<cds_rules::Alert>> {
     outcomes.iter().find_map(|o| match o {
-        Outcome::Fired(a) if a.mlmname == name => Some(a.clone()),
+        RuleOutcome::Fired(a) if a.mlmname == name => Some(a.clone()),
         _ => None,
     })
 }
@@ -218,32 +218,32 @@ fn suppression_by_band_and_escalation() {
         pack.evaluate(&vitals_ctx(id, t, v))
             .into_iter()
             .find(|o| match o {
-                Outcome::Fired(a) | Outcome::Suppressed(a) => a.mlmname == "news2",
+                RuleOutcome::Fired(a) | RuleOutcome::Suppressed(a) => a.mlmname == "news2",
                 _ => false,
             })
     };
     assert!(matches!(
         news(&mut pack, "1", "2025-01-01T10:00:00Z", medium.clone()),
-        Some(Outcome::Fired(_))
+        Some(RuleOutcome::Fired(_))
     ));
     assert!(matches!(
         news(&mut pack, "2", "2025-01-01T10:30:00Z", medium.clone()),
-        Some(Outcome::Suppressed(_))
+        Some(RuleOutcome::Suppressed(_))
     ));
     // escalation to high alerts at once
     assert!(matches!(
         news(&mut pack, "3", "2025-01-01T10:31:00Z", sick()),
-        Some(Outcome::Fired(_))
+        Some(RuleOutcome::Fired(_))
     ));
     // back to medium while the high window is open: suppressed (de-escalation is not news)
     assert!(matches!(
         news(&mut pack, "4", "2025-01-01T10:40:00Z", medium.clone()),
-        Some(Outcome::Suppressed(_))
+        Some(RuleOutcome::Suppressed(_))
     ));
     // after 60 min of event time, medium alerts again
     assert!(matches!(
         news(&mut pack, "5", "2025-01-01T11:45:00Z", medium.clone()),
-        Some(Outcome::Fired(_))
+        Some(RuleOutcome::Fired(_))
     ));
 
     // the state round-trips through serde (checkpoint)
@@ -253,7 +253,7 @@ fn suppression_by_band_and_escalation() {
     fresh.set_suppressor(restored);
     assert!(matches!(
         news(&mut fresh, "6", "2025-01-01T11:50:00Z", medium),
-        Some(Outcome::Suppressed(_))
+        Some(RuleOutcome::Suppressed(_))
     ));
     fresh.suppressor_mut().prune(i64::MAX);
     assert!(fresh.suppressor().is_empty());
@@ -276,7 +276,7 @@ fn capacity_alerts_are_per_department() {
     assert!(pack
         .evaluate(&c)
         .iter()
-        .any(|o| matches!(o, Outcome::Suppressed(a) if a.mlmname == "capacity")));
+        .any(|o| matches!(o, RuleOutcome::Suppressed(a) if a.mlmname == "capacity")));
     // full: escalation
     c.event.event_id = "a3".into();
     c.department.occupied = 10;
@@ -321,7 +321,7 @@ fn delayed_evokes_follow_the_watermark_and_discharge_cancels() {
     let mut ctx = adm.clone();
     ctx.now = "2025-01-04T00:00:00Z".into();
     match pack.evaluate_delayed(&ctx, &due[0].mlmname) {
-        Some(Outcome::Fired(a)) => {
+        Some(RuleOutcome::Fired(a)) => {
             assert_eq!(a.event_id, "adm-1");
             assert_eq!(a.event_time, "2025-01-04T00:00:00Z");
         }
@@ -353,7 +353,7 @@ fn ten_thousand_vitals_events() {
     for c in &ctxs {
         for o in pack.evaluate(c) {
             outcomes += 1;
-            if let Outcome::Error(e) = o {
+            if let RuleOutcome::Error(e) = o {
                 errors += 1;
                 eprintln!("{e}");
             }

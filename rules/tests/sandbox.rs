@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use cds_rules::{Outcome, RuleErrorKind, RulePack};
+use cds_rules::{RuleErrorKind, RuleOutcome, RulePack};
 use common::*;
 
 #[test]
@@ -57,7 +57,7 @@ fn endless_loop_and_huge_allocation_are_stopped_and_others_run() {
         let mut errors = 0;
         for o in &outcomes {
             match o {
-                Outcome::Error(e) => {
+                RuleOutcome::Error(e) => {
                     errors += 1;
                     assert_eq!(e.event_id, "ev-1");
                     assert!(e.location.line > 0, "{e}");
@@ -70,8 +70,8 @@ fn endless_loop_and_huge_allocation_are_stopped_and_others_run() {
                         _ => assert_eq!(e.kind, RuleErrorKind::Limit, "{e}"),
                     }
                 }
-                Outcome::Fired(a) | Outcome::Suppressed(a) => assert_eq!(a.mlmname, "good"),
-                Outcome::NotFired { .. } => panic!("unexpected"),
+                RuleOutcome::Fired(a) | RuleOutcome::Suppressed(a) => assert_eq!(a.mlmname, "good"),
+                RuleOutcome::NotFired { .. } => panic!("unexpected"),
             }
         }
         assert_eq!(errors, 4);
@@ -143,12 +143,12 @@ fn wall_clock_budget_stops_a_loop_without_operation_limit() {
         t.elapsed()
     );
     match &outcomes[0] {
-        Outcome::Error(e) => {
+        RuleOutcome::Error(e) => {
             assert_eq!(e.kind, RuleErrorKind::Timeout, "{e}");
             assert_eq!(e.event_id, "ev-9");
             assert!(e.location.line >= 6, "{e}");
         }
         o => panic!("expected a timeout, got {o:?}"),
     }
-    assert!(matches!(&outcomes[1], Outcome::Fired(_)));
+    assert!(matches!(&outcomes[1], RuleOutcome::Fired(_)));
 }

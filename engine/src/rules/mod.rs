@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cds_rules::{DelayedEvokes, Outcome, ReloadEvent, RulePack, RuleStats};
+use cds_rules::{DelayedEvokes, ReloadEvent, RuleOutcome, RulePack, RuleStats};
 use chrono::DateTime;
 use tracing::{info, warn};
 
@@ -194,9 +194,9 @@ impl RulesStage {
         }
     }
 
-    fn handle(&mut self, outcome: Outcome, alerts: &mut Vec<Document>) {
+    fn handle(&mut self, outcome: RuleOutcome, alerts: &mut Vec<Document>) {
         match outcome {
-            Outcome::Fired(alert) => {
+            RuleOutcome::Fired(alert) => {
                 let hospital_id = alert.hospital_id.unwrap_or(0);
                 match serde_json::to_value(&*alert) {
                     Ok(body) => alerts.push(Document {
@@ -207,12 +207,12 @@ impl RulesStage {
                     Err(e) => warn!(rule = %alert.mlmname, error = %e, "alert not serialisable"),
                 }
             }
-            Outcome::Error(e) => {
+            RuleOutcome::Error(e) => {
                 // The rule's own message is left out: a rule may build it from the event (a
                 // patient's values). `cds rules test` shows it to the rule's author.
                 warn!(rule = %e.mlmname, location = %e.location, event_id = %e.event_id, kind = ?e.kind, "rule failed");
             }
-            Outcome::NotFired { .. } | Outcome::Suppressed(_) => {}
+            RuleOutcome::NotFired { .. } | RuleOutcome::Suppressed(_) => {}
         }
     }
 
