@@ -7,8 +7,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use cds_engine::gold::{micros, Document};
+use cds_engine::gold::micros;
 use cds_engine::model::parse_time;
+use cds_engine::model::Document;
 use cds_engine::sink::{Container, Sink, SinkError};
 
 /// (when the write returned, its `as_of` in microseconds) for every KPI write, in order.

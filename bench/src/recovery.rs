@@ -22,9 +22,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use cds_engine::gold::Document;
 use cds_engine::lake::checkpoint::CheckpointStore;
 use cds_engine::metrics::Metrics;
+use cds_engine::model::Document;
 use cds_engine::model::{parse_time, Network, Pseudonymiser, Timestamp};
 use cds_engine::pipeline::{self, PipelineConfig, Until};
 use cds_engine::sink::sqlite::{SqliteConfig, SqliteSink};

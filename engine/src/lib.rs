@@ -27,6 +27,7 @@
 //! - [`cli`]: the `cds` command line; `main.rs` only calls [`cli::main`].
 
 pub mod cli;
+pub mod dims;
 pub mod gold;
 pub mod http;
 pub mod lake;

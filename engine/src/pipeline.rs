@@ -23,14 +23,14 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tracing::{info, instrument};
 
-use crate::gold::Document;
+use crate::dims::department_versions;
 use crate::gold::{self, FactBuilder, GoldBatch, GoldOutput, GoldState, KpiState, Micros};
 use crate::lake::checkpoint::{Checkpoint, CheckpointStore};
-use crate::lake::dims::department_versions;
 use crate::lake::tables::{BronzeRow, KpiRow, RowPosition, SilverRow};
 use crate::lake::writer::{LakeConfig, LakeHandle, LakeMessage, LakeWriteError};
 use crate::lake::{Lake, LakeError};
 use crate::metrics::Metrics;
+use crate::model::Document;
 use crate::model::{format_time, Network, Pseudonymiser};
 use crate::ops::{Condition, OpsAlerts};
 use crate::rules::{RulesStage, RELOAD_INTERVAL};
@@ -349,7 +349,7 @@ pub fn run(
     let watcher = {
         let tx = out_tx.clone();
         let to_lake = lake_writer.as_ref().and_then(LakeHandle::sender);
-        crate::source::departments::spawn(
+        crate::dims::watcher::spawn(
             config.departments_file.clone(),
             config.network.clone(),
             crate::sink::sqlite::SqliteConfig::in_data_dir(&config.data_dir).path,

@@ -470,7 +470,7 @@ fn a_capacity_change_updates_occupancy_live_and_keeps_history() {
 
 /// (hospital_id, 0 for Emergency else 1, bed_capacity, is_current, has effective_to)
 fn rusqlite_rows(path: &Path) -> Vec<(i64, i64, i64, bool, bool)> {
-    let store = cds_engine::sink::sqlite::DimDepartmentStore::open(path).expect("store");
+    let store = cds_engine::dims::store::DimDepartmentStore::open(path).expect("store");
     store
         .rows()
         .expect("rows")

@@ -118,7 +118,7 @@ fn eval_file_io_and_path_imports_are_refused() {
 }
 
 #[test]
-fn wall_clock_budget_stops_a_loop_without_operation_limit() {
+fn time_budget_stops_a_loop_without_operation_limit() {
     let dir = temp_dir("budget");
     std::fs::write(
         dir.join("a_loop.rhai"),
@@ -135,11 +135,13 @@ fn wall_clock_budget_stops_a_loop_without_operation_limit() {
         ..Default::default()
     };
     let mut pack = RulePack::load_with_limits(&dir, limits).expect("load");
-    let t = Instant::now();
+    // The budget is CPU time (a thread paused by a busy machine is not the rule's fault), so
+    // the bound is checked on this thread's CPU clock: on a loaded machine wall time runs on.
+    let t = cpu_time::ThreadTime::now();
     let outcomes = pack.evaluate(&vitals_ctx("ev-9", "2025-01-01T10:00:00Z", normal()));
     assert!(
         t.elapsed() < Duration::from_millis(50),
-        "took {:?}",
+        "took {:?} of CPU time",
         t.elapsed()
     );
     match &outcomes[0] {

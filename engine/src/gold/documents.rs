@@ -5,22 +5,14 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use serde::Serialize;
 use serde_json::{json, Map, Value};
 
 use super::dataflow::KpiDelta;
 use super::facts::VITAL_NAMES;
 use super::{OccupancyTally, StayTally, VitalsTally};
-use crate::model::{patient_ref, AgeBand, Department, Gender, Network, Priority, WEEKDAYS};
-
-/// One document for the `kpis` or `alerts` container: the same JSON for every sink.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Document {
-    pub id: String,
-    /// The partition key value (`/hospital_id`).
-    pub hospital_id: i64,
-    pub body: Value,
-}
+use crate::model::{
+    patient_ref, AgeBand, Department, Document, Gender, Network, Priority, WEEKDAYS,
+};
 
 /// Which document a change touched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -5,7 +5,6 @@
 //! [`KpiState`] adds those up and renders the changed documents for the sinks.
 
 mod dataflow;
-pub mod dim_department;
 mod documents;
 mod facts;
 mod location;
@@ -13,7 +12,7 @@ pub mod reference;
 mod tally;
 
 pub use dataflow::{build, GoldInputs, GoldOutput, KpiDelta, TOP_DIAGNOSES};
-pub use documents::{Document, KpiState};
+pub use documents::KpiState;
 pub use facts::{
     micros, AdmissionFact, AdtFact, AdtKind, Cancellable, FactBuilder, GoldBatch, GoldState,
     Micros, Placement, Retracted, StayFact, VitalsValues, VITAL_NAMES,

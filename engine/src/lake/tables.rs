@@ -16,9 +16,9 @@ use deltalake::arrow::array::{
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use deltalake::arrow::error::ArrowError;
 
-use super::dims::Dimension;
-use crate::gold::Document;
+use crate::dims::Dimension;
 use crate::model::patient_ref as display;
+use crate::model::Document;
 use crate::model::{AgeBand, EventType};
 use crate::silver::SilverRecord;
 
@@ -79,7 +79,7 @@ impl Table {
 
     pub fn schema(self) -> SchemaRef {
         if let Some(d) = self.dimension() {
-            return d.schema();
+            return super::dims::schema(d);
         }
         let ts = || DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
         let position = || {

@@ -30,8 +30,9 @@ use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::DeltaTable;
 use tracing::{info, warn};
 
-use super::dims::{self, Dimension, Scd2};
+use super::dims;
 use super::tables::{self, BronzeRow, KpiRow, SilverRow, Table};
+use crate::dims::{Dimension, Scd2};
 use crate::metrics::Metrics;
 use crate::support::{Backoff, Stage};
 
@@ -115,7 +116,7 @@ pub enum LakeMessage {
     /// Commit everything up to and including this epoch now (a checkpoint waits for it).
     Flush { epoch: u64 },
     /// Department versions for `gold/dim_department` (SCD type 2).
-    Departments(Vec<dims::Version>),
+    Departments(Vec<crate::dims::Version>),
 }
 
 /// The pipeline's end of the lake writer.
@@ -346,8 +347,8 @@ impl LakeWriter {
             LakeMessage::Departments(versions) => {
                 match self.dim(Dimension::Department) {
                     Ok(d) => {
-                        for v in versions {
-                            d.apply(v);
+                        if let Some(at) = versions.first().map(|v| v.effective_from) {
+                            d.sync(versions, at);
                         }
                     }
                     Err(e) => warn!(error = %e, "cannot read gold/dim_department"),
@@ -369,7 +370,7 @@ impl LakeWriter {
     fn patient_version(&mut self, row: &SilverRow) {
         let e = &row.record.event;
         let key = crate::model::patient_ref(row.patient.unwrap_or_default());
-        let version = dims::patient_version(
+        let version = crate::dims::patient_version(
             &key,
             e.gender.as_deref(),
             e.age,
@@ -408,7 +409,7 @@ impl LakeWriter {
                     .block_on(tables::read_data_file(&store, &path))
                     .map_err(|e| err(table, e))?;
                 for batch in batches {
-                    scd.load(&batch).map_err(|e| err(table, e))?;
+                    dims::load(&mut scd, &batch).map_err(|e| err(table, e))?;
                 }
             }
             self.dims.insert(d, scd);
@@ -428,7 +429,7 @@ impl LakeWriter {
         if !scd.changed() {
             return Ok(());
         }
-        let batch = scd.batch().map_err(|e| err(table, e))?;
+        let batch = dims::batch(scd).map_err(|e| err(table, e))?;
         let rows = batch.num_rows() as u64;
         let txns = match d {
             Dimension::Patient => transactions(self.dim_positions.iter()),

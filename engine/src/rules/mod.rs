@@ -19,8 +19,9 @@ use tracing::{info, warn};
 
 pub use context::{ctx_event, ctx_vitals, ContextSnapshot, ContextState};
 
-use crate::gold::{micros, Document};
+use crate::gold::micros;
 use crate::metrics::Metrics;
+use crate::model::Document;
 use crate::model::{format_time, Network};
 use crate::silver::SilverRecord;
 

@@ -7,7 +7,7 @@
 pub mod cosmos;
 pub mod sqlite;
 
-use crate::gold::Document;
+use crate::model::Document;
 
 /// The containers of DESIGN.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

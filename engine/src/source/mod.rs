@@ -2,7 +2,6 @@
 //! trait; it hands raw payloads (one JSON object each) in batches to Silver, with positions.
 
 pub mod bronze;
-pub mod departments;
 pub mod file;
 pub mod format;
 pub mod kafka;

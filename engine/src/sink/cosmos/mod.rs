@@ -52,9 +52,9 @@ pub use config::{
 pub use azure_data_cosmos::fault_injection;
 
 use super::{Container, Sink, SinkError};
-use crate::gold::Document;
 use crate::lake::JsonlTable;
 use crate::metrics::Metrics;
+use crate::model::Document;
 use crate::support::Backoff;
 
 /// The partition key path of both containers (DESIGN.md).

@@ -2,7 +2,6 @@
 //! doc)` with the document JSON exactly as Cosmos DB would hold it.
 
 mod config;
-mod dim_department;
 
 use std::time::Duration;
 
@@ -11,10 +10,9 @@ use rusqlite::{params, Connection, OpenFlags};
 use serde_json::Value;
 
 pub use config::SqliteConfig;
-pub use dim_department::DimDepartmentStore;
 
 use super::{Container, Sink, SinkError};
-use crate::gold::Document;
+use crate::model::Document;
 use crate::support::Backoff;
 
 /// The SQLite sink.

@@ -1,6 +1,7 @@
 //! Department metadata: the departments file (bed capacity, staff), watched while the engine
 //! runs. A change reaches the KPI documents at once (occupancy percentages are rendered with
-//! the new capacity) and lands as SCD type 2 history in the store's `dim_department` table.
+//! the new capacity) and lands as SCD type 2 history in the store's `dim_department` table
+//! ([`super::store`]) and, through the caller, in the lake's.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -10,8 +11,8 @@ use std::time::Duration;
 
 use chrono::Utc;
 
-use crate::model::{format_time, Network};
-use crate::sink::sqlite::DimDepartmentStore;
+use super::store::DimDepartmentStore;
+use crate::model::Network;
 
 /// How often the file is read for changes.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(500);
@@ -29,7 +30,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("cds-departments".into())
         .spawn(move || {
-            let now = || format_time(&Utc::now().fixed_offset());
+            let now = || Utc::now().timestamp_micros();
             let mut dim = match DimDepartmentStore::open(&store) {
                 Ok(d) => Some(d),
                 Err(e) => {
@@ -39,7 +40,7 @@ pub fn spawn(
             };
             let record = |dim: &mut Option<DimDepartmentStore>, network: &Network| {
                 if let Some(d) = dim.as_mut() {
-                    if let Err(e) = d.apply(network, &now()) {
+                    if let Err(e) = d.apply(network, now()) {
                         tracing::warn!(error = %e, "dim_department not updated");
                     }
                 }
