@@ -105,7 +105,7 @@ pub fn simulate(args: SimulateArgs, network: &Network) -> anyhow::Result<ExitCod
                 );
                 Ok(n)
             }
-            SourceConfig::Simulator | SourceConfig::Mllp(_) | SourceConfig::Bronze(_) => {
+            _ => {
                 anyhow::bail!("`--to` takes file:PATH, kafka://… or stdout")
             }
         },
