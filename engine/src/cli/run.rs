@@ -201,6 +201,8 @@ impl RunArgs {
         Ok((secs > 0.0).then(|| Duration::from_secs_f64(secs)))
     }
 
+    /// The run of `source` with this stop and these checkpoints; every other setting comes
+    /// from the flags.
     fn into_run(
         self,
         source: SourceConfig,
