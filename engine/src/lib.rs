@@ -10,12 +10,14 @@
 //!
 //! - [`model`]: the event model, the canonical vocabulary, the hospital network, pseudonyms.
 //! - [`source`]: where payloads come from (the simulator, files, Kafka, the HL7 v2 MLLP
-//!   listener) behind one trait; the payload formats (event JSON, FHIR R4, HL7 v2, EHR CSV);
-//!   the departments file, watched for capacity changes.
+//!   listener) behind one trait, and the one `--source` names ([`source::SourceConfig`]); the
+//!   payload formats (event JSON, FHIR R4, HL7 v2, EHR CSV); the departments file, watched for
+//!   capacity changes.
 //! - [`silver`]: data-quality rules that flag and repair; duplicates; dead letters.
 //! - [`gold`]: facts, the differential dataflow of the KPIs, and the KPI documents.
 //! - [`rules`]: the stage that runs the clinical rule pack and turns fired rules into alerts.
-//! - [`sink`]: where documents go: the embedded SQLite store or Azure Cosmos DB, behind one trait.
+//! - [`sink`]: where documents go: the embedded SQLite store or Azure Cosmos DB, behind one trait,
+//!   and the one `--sink` names ([`sink::SinkConfig`]).
 //! - [`lake`]: the local lake: dead-letter store and quarantined Silver records.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`metrics`]: the Prometheus registry of a run.
@@ -24,7 +26,8 @@
 //! - [`pipeline`]: the job that wires the stages with bounded channels and threads.
 //! - [`support`]: what several stages share: retries with backoff, files private to the
 //!   engine's user.
-//! - [`cli`]: the `cds` command line; `main.rs` only calls [`cli::main`].
+//! - [`cli`]: the `cds` command line, which reads the flags of a run into one typed
+//!   configuration; `main.rs` only calls [`cli::main`].
 
 pub mod cli;
 pub mod dims;

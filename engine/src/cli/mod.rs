@@ -1,11 +1,13 @@
 //! The command line of DESIGN.md: `cds run`, `cds simulate`, `cds rules`, `cds export`,
 //! `cds ingest` for daily extracts, `cds replay --from-bronze` and `cds lake compact`.
 
+mod config;
 mod export;
 mod ingest;
 mod lake;
 mod rules;
 mod run;
+mod serve;
 mod simulate;
 mod status;
 
@@ -81,7 +83,7 @@ pub fn main() -> ExitCode {
     let result = load_network(cli.departments.as_deref()).and_then(|network| match cli.command {
         Command::Run(mut args) => {
             args.departments = departments_file(cli.departments);
-            run::run(*args, network)
+            run::run(args.into_config()?, network)
         }
         Command::Simulate(args) => simulate::simulate(args, &network),
         Command::Export(args) => export::export(args),
@@ -89,9 +91,9 @@ pub fn main() -> ExitCode {
         Command::Rules(cmd) => rules::rules(cmd),
         Command::Replay(args) => {
             anyhow::ensure!(args.from_bronze, "cds replay needs --from-bronze");
-            let mut run = args.run.into_replay()?;
+            let mut run = args.run;
             run.departments = departments_file(cli.departments);
-            run::run(run, network)
+            run::run(run.into_replay()?, network)
         }
         Command::Lake(cmd) => lake::lake(cmd),
     });

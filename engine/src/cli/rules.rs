@@ -3,7 +3,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
-use super::run::DEFAULT_RULES;
+use super::config::DEFAULT_RULES;
 
 #[derive(Debug, Subcommand)]
 pub enum RulesCommand {

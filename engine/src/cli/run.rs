@@ -1,4 +1,7 @@
-use std::path::{Path, PathBuf};
+//! `cds run`: its flags, the [`RunConfig`] they make, and the run itself (source -> Silver ->
+//! Gold -> rules -> sink, with the HTTP endpoints).
+
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -8,31 +11,24 @@ use anyhow::Context;
 use clap::Args;
 use tracing::info;
 
+use super::config::{
+    cluster, default_lake, HttpConfig, RulePack, RunConfig, Switch, TlsFiles, DEFAULT_BATCH_SIZE,
+    DEFAULT_RULES, DEFAULT_STALL_AFTER_SECS,
+};
+use super::serve::{self, Shared};
 use super::simulate::SimulatorArgs;
 use super::status;
-use crate::http::acks::AckStore;
-use crate::http::audit::Audit;
-use crate::http::auth::{Tokens, TOKENS_FILE_ENV};
-use crate::http::feed::LiveFeed;
-use crate::http::{self, HttpState};
+use crate::http::auth::TOKENS_FILE_ENV;
+use crate::http::HttpLimits;
 use crate::lake::writer::LakeConfig;
 use crate::metrics::Metrics;
 use crate::model::{Network, Pseudonymiser};
-use crate::pipeline::{self, ClusterConfig, PipelineConfig, Until};
+use crate::ops::OpsAlerts;
+use crate::pipeline::{self, PipelineConfig, Until};
 use crate::rules::RulesStage;
-use crate::sink::cosmos::{CosmosConfig, CosmosSink};
-use crate::sink::sqlite::{SqliteConfig, SqliteSink};
-use crate::sink::Sink;
-use crate::source::bronze::{BronzeConfig, BronzeSource};
-use crate::source::file::{FileConfig, FileSource, Framing};
 use crate::source::format::Format;
-use crate::source::kafka::{parse_setting, KafkaConfig, KafkaSource, PartitionShare};
-use crate::source::mllp::MllpSource;
-use crate::source::simulator::SimulatorSource;
-use crate::source::{Source, SourceSpec};
-
-/// Where `cds run` looks for the rule pack when `--rules` is not given.
-pub const DEFAULT_RULES: &str = "cds-rules";
+use crate::source::kafka::{parse_setting, PartitionShare};
+use crate::source::{KafkaSettings, SourceConfig, SourceSettings};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -45,7 +41,7 @@ pub struct RunArgs {
     /// Bundles), `hl7v2`, `ehr-csv` (a daily extract with a header line) or `auto` (FHIR, HL7 v2
     /// or JSON, told apart per payload). An `mllp://` source is always `hl7v2`.
     #[arg(long, default_value = "json", value_name = "FORMAT")]
-    pub(super) format: String,
+    format: String,
     /// The departments file to watch for changes (from the global `--departments`).
     #[arg(skip)]
     pub(super) departments: Option<PathBuf>,
@@ -62,14 +58,14 @@ pub struct RunArgs {
     data_dir: PathBuf,
     /// Rule pack directory (`.rhai` MLMs); default `cds-rules` when present; `off` disables.
     #[arg(long, value_name = "DIR")]
-    rules: Option<String>,
+    rules: Option<Switch<PathBuf>>,
     /// Tokens file (TOML `[[token]]`: name, sha256, role, hospitals, departments); default
     /// CDS_TOKENS_FILE, else `DATA_DIR/tokens.toml`, created with one admin token on first start.
     #[arg(long, value_name = "FILE")]
     tokens: Option<PathBuf>,
     /// HTTP address for /healthz, /readyz, /metrics; port 0 picks a free port; `off` disables.
     #[arg(long, default_value = "127.0.0.1:8080", value_name = "ADDR")]
-    http: String,
+    http: Switch<String>,
     /// Open HTTP connections at most; beyond, a new connection is answered 503 and closed.
     #[arg(long, default_value_t = 512, value_name = "N")]
     http_max_connections: usize,
@@ -112,7 +108,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     hosts: Option<PathBuf>,
     /// Most events per input batch (one dataflow epoch).
-    #[arg(long, default_value_t = 16_384, value_name = "N")]
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE, value_name = "N")]
     batch_size: usize,
     /// Seconds between checkpoints (one is also written at a clean stop); 0 turns checkpoints
     /// off, and every run then starts from empty state.
@@ -120,13 +116,13 @@ pub struct RunArgs {
     checkpoint_interval: f64,
     /// Seconds a pipeline stage may be busy without progress before `/readyz` answers 503
     /// naming it.
-    #[arg(long, default_value_t = 30.0, value_name = "SECS")]
+    #[arg(long, default_value_t = DEFAULT_STALL_AFTER_SECS, value_name = "SECS")]
     stall_after: f64,
     /// Where the Bronze/Silver/Gold Delta tables go: a directory, `az://CONTAINER/PATH` or
     /// `abfss://CONTAINER@ACCOUNT.dfs.core.windows.net/PATH` (credentials from the AZURE_STORAGE_*
     /// environment); default `DATA_DIR/lake`; `off` writes none.
     #[arg(long, value_name = "LOCATION")]
-    lake: Option<String>,
+    lake: Option<Switch<String>>,
     /// Kafka consumer group.
     #[arg(long, default_value = "cds", value_name = "GROUP")]
     group: String,
@@ -152,378 +148,440 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
-    /// Turns a run into a replay of the lake's Bronze table (`cds replay --from-bronze`): the
-    /// source is Bronze, the run ends with it, starts from empty state (no checkpoint is read
-    /// or written), and the local dead-letter and quarantine stores start empty, because the
-    /// replay writes all of them again. The lake it reads is the lake it writes: its
-    /// exactly-once records keep every row that is there already from being added twice.
-    pub(super) fn into_replay(mut self: Box<Self>) -> anyhow::Result<Self> {
-        let lake = match self.lake.as_deref() {
-            Some("off") => {
+    /// The run these flags describe.
+    pub(super) fn into_config(self) -> anyhow::Result<RunConfig> {
+        let source: SourceConfig = self.source.parse()?;
+        let until = self.until()?;
+        let checkpoint_interval = self.checkpoint_every()?;
+        self.into_run(source, until, checkpoint_interval)
+    }
+
+    /// A replay of the lake's Bronze table (`cds replay --from-bronze`): the source is Bronze,
+    /// the run ends with it, starts from empty state (no checkpoint is read or written), and
+    /// the local dead-letter and quarantine stores start empty, because the replay writes all
+    /// of them again. The lake it reads is the lake it writes: its exactly-once records keep
+    /// every row that is there already from being added twice.
+    pub(super) fn into_replay(self) -> anyhow::Result<RunConfig> {
+        let lake = match &self.lake {
+            Some(Switch::Off) => {
                 anyhow::bail!("a replay reads the lake's Bronze table: `--lake off` has none")
             }
-            Some(location) => location.to_owned(),
-            None => self.data_dir.join("lake").display().to_string(),
+            Some(Switch::On(location)) => location.clone(),
+            None => default_lake(&self.data_dir),
         };
-        self.source = format!("bronze:{lake}");
-        self.until_end = true;
-        self.until_idle = None;
-        self.checkpoint_interval = 0.0;
-        crate::lake::Lake::open(&self.data_dir)
+        let config = self.into_run(SourceConfig::Bronze(lake), Until::End, None)?;
+        crate::lake::Lake::open(&config.data_dir)
             .truncate_to((0, 0))
             .context("emptying the local dead-letter and quarantine stores")?;
-        Ok(*self)
+        Ok(config)
     }
-}
 
-pub fn run(args: RunArgs, network: Network) -> anyhow::Result<ExitCode> {
-    if !(args.checkpoint_interval.is_finite() && args.checkpoint_interval >= 0.0) {
-        anyhow::bail!(
-            "--checkpoint-interval must be a number of seconds (0 turns checkpoints off)"
+    /// When the run stops by itself: `--until-end`, `--until-idle`, or at shutdown.
+    fn until(&self) -> anyhow::Result<Until> {
+        Ok(match (self.until_end, self.until_idle) {
+            (true, _) => Until::End,
+            (false, Some(secs)) if secs.is_finite() && secs >= 0.0 => {
+                Until::Idle(Duration::from_secs_f64(secs))
+            }
+            (false, Some(secs)) => {
+                anyhow::bail!("--until-idle must be a number of seconds, got {secs}")
+            }
+            (false, None) => Until::Shutdown,
+        })
+    }
+
+    /// `--checkpoint-interval`; `None` when 0 turns checkpoints off.
+    fn checkpoint_every(&self) -> anyhow::Result<Option<Duration>> {
+        let secs = self.checkpoint_interval;
+        if !(secs.is_finite() && secs >= 0.0) {
+            anyhow::bail!(
+                "--checkpoint-interval must be a number of seconds (0 turns checkpoints off)"
+            );
+        }
+        Ok((secs > 0.0).then(|| Duration::from_secs_f64(secs)))
+    }
+
+    /// The run of `source` with this stop and these checkpoints; every other setting comes
+    /// from the flags.
+    fn into_run(
+        self,
+        source: SourceConfig,
+        until: Until,
+        checkpoint_interval: Option<Duration>,
+    ) -> anyhow::Result<RunConfig> {
+        if self.workers == 0 || self.batch_size == 0 {
+            anyhow::bail!("--workers and --batch-size must be at least 1");
+        }
+        anyhow::ensure!(
+            self.stall_after.is_finite() && self.stall_after > 0.0,
+            "--stall-after must be a positive number of seconds"
         );
-    }
-    if args.workers == 0 || args.batch_size == 0 {
-        anyhow::bail!("--workers and --batch-size must be at least 1");
-    }
-    let until = match (args.until_end, args.until_idle) {
-        (true, _) => Until::End,
-        (false, Some(secs)) if secs.is_finite() && secs >= 0.0 => {
-            Until::Idle(Duration::from_secs_f64(secs))
-        }
-        (false, Some(secs)) => {
-            anyhow::bail!("--until-idle must be a number of seconds, got {secs}")
-        }
-        (false, None) => Until::Shutdown,
-    };
-    crate::support::private::create_private_dir(&args.data_dir)
-        .with_context(|| format!("creating the data directory {}", args.data_dir.display()))?;
-    let pseudonyms = Pseudonymiser::from_env_or_dir(&args.data_dir)?;
-    let source = open_source(&args, &network, until)?;
-    let metrics = Arc::new(Metrics::new());
-    anyhow::ensure!(
-        args.stall_after.is_finite() && args.stall_after > 0.0,
-        "--stall-after must be a positive number of seconds"
-    );
-    metrics
-        .stages
-        .set_stall_after(Duration::from_secs_f64(args.stall_after));
-    let ops = crate::ops::OpsAlerts::start(&args.ops.config(), metrics.clone())?;
-    let mut flush_interval = None;
-    let sink: Box<dyn Sink> = match args.sink.as_str() {
-        "sqlite" => {
-            let config = SqliteConfig::in_data_dir(&args.data_dir);
-            Box::new(
-                SqliteSink::open(&config)
-                    .with_context(|| format!("opening {}", config.path.display()))?
-                    .counting_retries(metrics.sink_retries.clone()),
-            )
-        }
-        "cosmos" => {
-            let config = CosmosConfig::load(args.cosmos_config.as_deref())?;
-            flush_interval = Some(config.flush_interval());
-            info!(database = %config.database, "connecting to Cosmos DB");
-            Box::new(
-                CosmosSink::open(config, metrics.clone(), &args.data_dir)
-                    .context("opening the Cosmos DB sink")?
-                    .with_ops(ops.clone()),
-            )
-        }
-        other => anyhow::bail!("unknown sink {other:?}: expected `sqlite` or `cosmos`"),
-    };
-
-    let rules = match args.rules.as_deref() {
-        Some("off") => None,
-        Some(dir) => Some(RulesStage::load(
-            Path::new(dir),
-            network.clone(),
-            metrics.clone(),
-        )?),
-        None if Path::new(DEFAULT_RULES).is_dir() => Some(RulesStage::load(
-            Path::new(DEFAULT_RULES),
-            network.clone(),
-            metrics.clone(),
-        )?),
-        None => {
-            info!("no rule pack in ./{DEFAULT_RULES}: running without clinical rules");
-            None
-        }
-    };
-    let shutdown = Arc::new(AtomicBool::new(false));
-    let ready = Arc::new(AtomicBool::new(false));
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .thread_name("cds-http")
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let stop_http = Arc::new(tokio::sync::Notify::new());
-    let mut feed = None;
-    if args.http != "off" {
-        let (listener, addr) = runtime
-            .block_on(http::bind(&args.http))
-            .with_context(|| format!("binding the HTTP address {}", args.http))?;
-        let tokens_file = args
-            .tokens
+        let source_settings = self.source_settings(&source, until)?;
+        let sink = self
+            .sink
+            .parse::<crate::sink::SinkConfig>()?
+            .with_cosmos_tuning(self.cosmos_config.clone());
+        let http = self
+            .http
             .clone()
-            .or_else(|| std::env::var_os(TOKENS_FILE_ENV).map(PathBuf::from));
-        let (tokens, new_token) = match tokens_file {
-            Some(path) => (Tokens::load(&path)?, None),
-            None => Tokens::bootstrap(&args.data_dir)?,
+            .on()
+            .map(|address| self.http_config(address))
+            .transpose()?;
+        let cluster = cluster(self.processes, self.process, self.hosts.as_deref(), &source)?;
+        let lake = match self.lake {
+            Some(given) => given.on(),
+            None => Some(default_lake(&self.data_dir)),
         };
-        let scheme = if args.tls_cert.is_some() {
-            "https"
-        } else {
-            "http"
+        Ok(RunConfig {
+            source,
+            source_settings,
+            sink,
+            rules: self.rules.into(),
+            http,
+            lake,
+            until,
+            checkpoint_interval,
+            workers: self.workers,
+            batch_size: self.batch_size,
+            cluster,
+            stall_after: Duration::from_secs_f64(self.stall_after),
+            ops: self.ops.config(),
+            departments: self.departments,
+            data_dir: self.data_dir,
+        })
+    }
+
+    /// What the source-specific flags say; the simulator's are read only when it runs.
+    fn source_settings(
+        &self,
+        source: &SourceConfig,
+        until: Until,
+    ) -> anyhow::Result<SourceSettings> {
+        let format: Format = self.format.parse().map_err(anyhow::Error::msg)?;
+        let simulator = match source {
+            SourceConfig::Simulator => {
+                let mut config = self.sim.config()?;
+                // A live demo by default; `--rate` overrides, and `--until-end` with a bounded
+                // simulator runs as fast as possible.
+                if config.rate.is_none() && !(until == Until::End && config.max_events.is_some()) {
+                    config.rate = Some(2_000.0);
+                }
+                Some(config)
+            }
+            _ => None,
         };
-        eprintln!("cds: HTTP on {scheme}://{addr} (/healthz, /readyz, /metrics need no token)");
-        match new_token {
-            Some(t) => eprintln!(
-                "cds: created an admin token (shown once; only its hash is stored in {}):\n  dashboard: {scheme}://{addr}/?token={t}",
-                args.data_dir.join("tokens.toml").display()
-            ),
-            None => eprintln!("cds: dashboard: {scheme}://{addr}/?token=<your token>"),
-        }
-        let acks = AckStore::open(&args.data_dir).context("opening the acknowledgement store")?;
-        http::publish_rates(&metrics, &acks);
-        let (feed_tx, _) = tokio::sync::broadcast::channel(16_384);
-        let live = {
-            let _entered = runtime.enter();
-            LiveFeed::spawn(&feed_tx)
-        };
-        feed = Some(feed_tx);
-        let audit = Audit::open(Some(&args.data_dir.join("audit.jsonl")))
-            .with_context(|| "opening the access audit log".to_owned())?;
+        Ok(SourceSettings {
+            simulator,
+            follow: until != Until::End,
+            format,
+            mllp: self.mllp.clone(),
+            mllp_log_dir: self.data_dir.join("mllp"),
+            kafka: KafkaSettings {
+                group: self.group.clone(),
+                settings: self.kafka_config.clone(),
+                deadletter_topic: self.deadletter_topic.clone(),
+                eventhub_connection_string_env: self.eventhub_connection_string_env.clone(),
+                share: PartitionShare {
+                    process: self.process,
+                    processes: self.processes,
+                    workers: self.workers,
+                },
+            },
+        })
+    }
+
+    /// The HTTP server's settings, read only when it runs.
+    fn http_config(&self, address: String) -> anyhow::Result<HttpConfig> {
         let secs = |value: f64, flag: &str| {
             Duration::try_from_secs_f64(value)
                 .ok()
                 .filter(|d| !d.is_zero())
                 .with_context(|| format!("{flag} must be a positive number of seconds"))
         };
-        let limits = http::HttpLimits {
-            max_connections: args.http_max_connections,
-            header_read_timeout: secs(args.http_header_timeout, "--http-header-timeout")?,
-            request_timeout: secs(args.http_request_timeout, "--http-request-timeout")?,
-            streams_per_token: args.http_streams_per_token,
-            streams_total: args.http_streams_total,
+        let limits = HttpLimits {
+            max_connections: self.http_max_connections,
+            header_read_timeout: secs(self.http_header_timeout, "--http-header-timeout")?,
+            request_timeout: secs(self.http_request_timeout, "--http-request-timeout")?,
+            streams_per_token: self.http_streams_per_token,
+            streams_total: self.http_streams_total,
         };
-        let tokens = Arc::new(tokens);
-        let tls = match (&args.tls_cert, &args.tls_key) {
-            (Some(cert), Some(key)) => Some(http::tls_config(cert, key)?),
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
             _ => None,
         };
-        {
-            let _entered = runtime.enter();
-            Tokens::watch(&tokens, Duration::from_secs(2));
-        }
-        let state = HttpState {
-            metrics: metrics.clone(),
-            ready: ready.clone(),
-            tokens,
-            sessions: Default::default(),
-            store: (args.sink == "sqlite").then(|| SqliteConfig::in_data_dir(&args.data_dir)),
-            feed: Some(live),
-            http_metrics: http::HttpMetrics::register(&metrics, &audit),
-            audit,
-            acks: Some(acks),
-            pseudonyms: Some(pseudonyms.clone()),
+        Ok(HttpConfig {
+            address,
+            tokens: self
+                .tokens
+                .clone()
+                .or_else(|| std::env::var_os(TOKENS_FILE_ENV).map(PathBuf::from)),
             limits,
-            streams: http::feed::StreamSlots::new(limits.streams_per_token, limits.streams_total),
             tls,
-        };
-        let stop = stop_http.clone();
-        runtime.spawn(async move {
-            if let Err(e) = http::serve(listener, state, async move { stop.notified().await }).await
-            {
-                tracing::error!(error = %e, "HTTP server stopped");
-            }
-        });
+        })
     }
-    {
-        // First Ctrl-C: stop reading, flush, exit cleanly. Second: leave at once.
-        let shutdown = shutdown.clone();
-        runtime.spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ncds: stopping (Ctrl-C again to abort)");
-                shutdown.store(true, Ordering::Relaxed);
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(130);
-                }
-            }
-        });
-    }
+}
+
+/// Runs the engine until its source ends, it is idle, or Ctrl-C.
+pub fn run(config: RunConfig, network: Network) -> anyhow::Result<ExitCode> {
+    crate::support::private::create_private_dir(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let pseudonyms = Pseudonymiser::from_env_or_dir(&config.data_dir)?;
+    let source = config.source.open(&config.source_settings, &network)?;
+    let metrics = Arc::new(Metrics::new());
+    metrics.stages.set_stall_after(config.stall_after);
+    let ops = OpsAlerts::start(&config.ops, metrics.clone())?;
+    let opened = config.sink.open(&config.data_dir, &metrics, &ops)?;
+    let rules = load_rules(&config.rules, &network, &metrics)?;
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("cds-http")
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let shared = Shared {
+        metrics: metrics.clone(),
+        ready: Arc::new(AtomicBool::new(false)),
+        pseudonyms: pseudonyms.clone(),
+        stop: Arc::new(tokio::sync::Notify::new()),
+    };
+    let feed = match &config.http {
+        Some(http) => Some(serve::start(&runtime, http, &config, &shared)?),
+        None => None,
+    };
+    stop_on_ctrl_c(&runtime, &shutdown);
 
     let total_beds = network.total_beds();
-    let mut config = PipelineConfig::new(args.data_dir.clone(), network);
-    config.workers = args.workers;
-    config.cluster = cluster(&args)?;
-    config.batch_size = args.batch_size;
-    config.until = until;
-    config.feed = feed;
-    config.checkpoint_interval =
-        (args.checkpoint_interval > 0.0).then(|| Duration::from_secs_f64(args.checkpoint_interval));
-    config.lake = match args.lake.as_deref() {
-        Some("off") => None,
-        Some(location) => Some(LakeConfig::new(location)),
-        None => Some(LakeConfig::new(
-            args.data_dir.join("lake").display().to_string(),
-        )),
-    };
-    config.format = source_format(&args)?;
-    config.departments_file = args.departments.clone();
-    config.ops = ops.clone();
-    if let Some(interval) = flush_interval {
-        config.flush_interval = interval;
+    let mut pipeline_config = pipeline_config(&config, network, &ops);
+    pipeline_config.feed = feed;
+    if let Some(interval) = opened.flush_interval {
+        pipeline_config.flush_interval = interval;
     }
-    info!(source = source.name(), sink = %args.sink, workers = args.workers, "starting");
-    ready.store(true, Ordering::Relaxed);
+    info!(source = source.name(), sink = %config.sink, workers = config.workers, "starting");
+    shared.ready.store(true, Ordering::Relaxed);
     let stop_status = Arc::new(AtomicBool::new(false));
     let status_thread = status::spawn(metrics.clone(), total_beds, stop_status.clone());
-    let result = pipeline::run(config, source, sink, rules, pseudonyms, metrics, shutdown);
+    let result = pipeline::run(
+        pipeline_config,
+        source,
+        opened.sink,
+        rules,
+        pseudonyms,
+        metrics,
+        shutdown,
+    );
     // The notice of what stopped the run (a sink that failed for good) still goes out.
     ops.finish(Duration::from_secs(10));
     stop_status.store(true, Ordering::Relaxed);
     if let Some(t) = status_thread {
         let _ = t.join();
     }
-    stop_http.notify_waiters();
+    shared.stop.notify_waiters();
     runtime.shutdown_timeout(Duration::from_secs(2));
     let summary = result?;
     println!("{}", status::summary(&summary, total_beds));
     Ok(ExitCode::SUCCESS)
 }
 
-fn open_source(args: &RunArgs, network: &Network, until: Until) -> anyhow::Result<Box<dyn Source>> {
-    Ok(match args.source.parse::<SourceSpec>()? {
-        SourceSpec::Simulator => {
-            let mut config = args.sim.config()?;
-            // A live demo by default; `--rate` overrides, and `--until-end` with a bounded
-            // simulator runs as fast as possible.
-            if config.rate.is_none() && !(until == Until::End && config.max_events.is_some()) {
-                config.rate = Some(2_000.0);
-            }
-            Box::new(SimulatorSource::new(config, network))
+/// The clinical rule pack of the run, if it has one.
+fn load_rules(
+    pack: &RulePack,
+    network: &Network,
+    metrics: &Arc<Metrics>,
+) -> anyhow::Result<Option<RulesStage>> {
+    let dir = match pack {
+        RulePack::Off => return Ok(None),
+        RulePack::Dir(dir) => dir.as_path(),
+        RulePack::Default if std::path::Path::new(DEFAULT_RULES).is_dir() => {
+            std::path::Path::new(DEFAULT_RULES)
         }
-        SourceSpec::File(path) => {
-            let framing = framing(&path, source_format(args)?);
-            let config = FileConfig {
-                path,
-                follow: until != Until::End,
-            };
-            Box::new(FileSource::open(&config)?.with_framing(framing))
+        RulePack::Default => {
+            info!("no rule pack in ./{DEFAULT_RULES}: running without clinical rules");
+            return Ok(None);
         }
-        SourceSpec::Bronze(lake) => {
-            let source = BronzeSource::open(&BronzeConfig { lake })?;
-            info!(payloads = source.remaining(), "replaying the Bronze table");
-            Box::new(source)
-        }
-        SourceSpec::Mllp(url) => {
-            let config = args.mllp.config(&url, args.data_dir.join("mllp"))?;
-            Box::new(MllpSource::open(&config)?)
-        }
-        SourceSpec::Kafka(url) => {
-            let mut config = KafkaConfig::from_url(&url)?;
-            config.group = args.group.clone();
-            config.settings = args.kafka_config.clone();
-            config.deadletter_topic = args.deadletter_topic.clone();
-            config.eventhub_connection_string_env = args.eventhub_connection_string_env.clone();
-            config.share = PartitionShare {
-                process: args.process,
-                processes: args.processes,
-                workers: args.workers,
-            };
-            Box::new(KafkaSource::open(config)?)
-        }
-    })
-}
-
-/// This process's place in the cluster (`--processes`, `--process`, `--hosts`), if it has one.
-fn cluster(args: &RunArgs) -> anyhow::Result<Option<ClusterConfig>> {
-    if args.processes == 0 {
-        anyhow::bail!("--processes must be at least 1");
-    }
-    if args.process >= args.processes {
-        anyhow::bail!(
-            "--process {} is not one of the {} processes (0 to {})",
-            args.process,
-            args.processes,
-            args.processes - 1
-        );
-    }
-    if args.processes == 1 {
-        return Ok(None);
-    }
-    if !args.source.starts_with("kafka://") {
-        anyhow::bail!(
-            "a cluster reads a Kafka source (every process would read all of {:?})",
-            args.source
-        );
-    }
-    let file = args
-        .hosts
-        .as_ref()
-        .context("--processes above 1 needs --hosts FILE (one HOST:PORT per process)")?;
-    let text = std::fs::read_to_string(file)
-        .with_context(|| format!("reading the hosts file {}", file.display()))?;
-    let addresses: Vec<String> = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#'))
-        .map(str::to_owned)
-        .take(args.processes)
-        .collect();
-    if addresses.len() < args.processes {
-        anyhow::bail!(
-            "the hosts file {} names {} processes, --processes says {}",
-            file.display(),
-            addresses.len(),
-            args.processes
-        );
-    }
-    if let Some(bad) = addresses.iter().find(|a| !a.contains(':')) {
-        anyhow::bail!("hosts file line {bad:?}: expected HOST:PORT");
-    }
-    Ok(Some(ClusterConfig {
-        process: args.process,
-        addresses,
-    }))
-}
-
-/// The decoding format of the run's source: `--format`, and always HL7 v2 over MLLP.
-fn source_format(args: &RunArgs) -> anyhow::Result<Format> {
-    let format: Format = args.format.parse().map_err(anyhow::Error::msg)?;
-    let mllp = args.source.starts_with("mllp://") || args.source.starts_with("mllps://");
-    Ok(if mllp { Format::Hl7v2 } else { format })
-}
-
-/// How a file of this format is cut into payloads: HL7 v2 by message, FHIR by line unless the
-/// file is one pretty-printed resource (its first line is not a whole JSON value).
-fn framing(path: &Path, format: Format) -> Framing {
-    let first_line = || -> Option<Vec<u8>> {
-        use std::io::BufRead;
-        let file = std::fs::File::open(path).ok()?;
-        let mut line = Vec::new();
-        std::io::BufReader::new(file)
-            .read_until(b'\n', &mut line)
-            .ok()?;
-        Some(line)
     };
-    let whole_json = |line: &[u8]| serde_json::from_slice::<serde::de::IgnoredAny>(line).is_ok();
-    match format {
-        Format::Hl7v2 => Framing::Hl7,
-        Format::Fhir | Format::Auto => match first_line() {
-            Some(l)
-                if l.iter()
-                    .skip_while(|b| b.is_ascii_whitespace())
-                    .take(3)
-                    .eq(b"MSH".iter()) =>
-            {
-                Framing::Hl7
+    Ok(Some(RulesStage::load(
+        dir,
+        network.clone(),
+        metrics.clone(),
+    )?))
+}
+
+/// First Ctrl-C: stop reading, flush, exit cleanly. Second: leave at once.
+fn stop_on_ctrl_c(runtime: &tokio::runtime::Runtime, shutdown: &Arc<AtomicBool>) {
+    let shutdown = shutdown.clone();
+    runtime.spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\ncds: stopping (Ctrl-C again to abort)");
+            shutdown.store(true, Ordering::Relaxed);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
             }
-            Some(l) if !l.iter().all(u8::is_ascii_whitespace) && !whole_json(&l) => {
-                Framing::Document
+        }
+    });
+}
+
+/// The pipeline's settings from the run's; the feed and the flush interval come later, from
+/// the HTTP server and the sink.
+fn pipeline_config(config: &RunConfig, network: Network, ops: &OpsAlerts) -> PipelineConfig {
+    let mut pipeline = PipelineConfig::new(config.data_dir.clone(), network);
+    pipeline.workers = config.workers;
+    pipeline.cluster = config.cluster.clone();
+    pipeline.batch_size = config.batch_size;
+    pipeline.until = config.until;
+    pipeline.checkpoint_interval = config.checkpoint_interval;
+    pipeline.lake = config.lake.as_deref().map(LakeConfig::new);
+    pipeline.format = config.format();
+    pipeline.departments_file = config.departments.clone();
+    pipeline.ops = ops.clone();
+    pipeline
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use std::path::Path;
+
+    use clap::Parser;
+
+    use super::*;
+    use crate::sink::SinkConfig;
+
+    #[derive(Debug, Parser)]
+    struct Run {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+
+    /// The flags of `cds run` as clap reads them.
+    pub(in crate::cli) fn run_args(flags: &[&str]) -> RunArgs {
+        Run::try_parse_from(std::iter::once("cds").chain(flags.iter().copied()))
+            .expect("valid flags")
+            .run
+    }
+
+    /// A data directory of its own for one test.
+    fn data_dir(test: &str) -> PathBuf {
+        std::env::temp_dir().join(format!("cds-run-config-{}-{test}", std::process::id()))
+    }
+
+    #[test]
+    fn without_flags_a_run_reads_the_simulator_into_sqlite_and_serves_http() {
+        let config = run_args(&[]).into_config().expect("the defaults are valid");
+        assert_eq!(config.source, SourceConfig::Simulator);
+        assert_eq!(config.sink, SinkConfig::Sqlite);
+        assert_eq!(config.rules, RulePack::Default);
+        let http = config.http.as_ref().expect("HTTP is on by default");
+        assert_eq!(http.address, "127.0.0.1:8080");
+        assert!(http.tls.is_none());
+        assert_eq!(
+            config.lake.as_deref(),
+            Some(default_lake(Path::new("./cds-data")).as_str())
+        );
+        assert_eq!(config.until, Until::Shutdown);
+        assert_eq!(config.checkpoint_interval, Some(Duration::from_secs(10)));
+        assert_eq!(config.format(), Format::Json);
+        let simulator = config
+            .source_settings
+            .simulator
+            .expect("the simulator runs");
+        assert_eq!(simulator.rate, Some(2_000.0), "a live demo by default");
+        assert!(config.source_settings.follow);
+    }
+
+    #[test]
+    fn off_turns_http_rules_and_lake_off() {
+        let config = run_args(&["--http", "off", "--rules", "off", "--lake", "off"])
+            .into_config()
+            .expect("valid");
+        assert!(config.http.is_none());
+        assert_eq!(config.rules, RulePack::Off);
+        assert_eq!(config.lake, None);
+        let config = run_args(&[
+            "--rules",
+            "pack",
+            "--lake",
+            "az://c/p",
+            "--http",
+            "0.0.0.0:0",
+        ])
+        .into_config()
+        .expect("valid");
+        assert_eq!(config.rules, RulePack::Dir("pack".into()));
+        assert_eq!(config.lake.as_deref(), Some("az://c/p"));
+        assert_eq!(config.http.expect("on").address, "0.0.0.0:0");
+    }
+
+    #[test]
+    fn source_sink_and_format_are_typed() {
+        let config = run_args(&[
+            "--source",
+            "mllp://127.0.0.1:2575",
+            "--sink",
+            "cosmos",
+            "--cosmos-config",
+            "cosmos.toml",
+            "--until-end",
+        ])
+        .into_config()
+        .expect("valid");
+        assert_eq!(
+            config.source,
+            SourceConfig::Mllp("mllp://127.0.0.1:2575".into())
+        );
+        assert_eq!(
+            config.sink,
+            SinkConfig::Cosmos {
+                tuning: Some("cosmos.toml".into())
             }
-            _ => Framing::Lines,
-        },
-        Format::Json | Format::EhrCsv => Framing::Lines,
+        );
+        assert_eq!(config.format(), Format::Hl7v2);
+        assert!(config.source_settings.simulator.is_none());
+        assert!(!config.source_settings.follow);
+    }
+
+    #[test]
+    fn a_bad_source_sink_or_format_is_an_error_naming_what_is_accepted() {
+        let error = |flags: &[&str]| {
+            run_args(flags)
+                .into_config()
+                .expect_err("refused")
+                .to_string()
+        };
+        assert!(error(&["--source", "ftp://x"]).contains("`file:PATH`"));
+        assert!(error(&["--sink", "postgres"]).contains("`sqlite` or `cosmos`"));
+        assert!(error(&["--format", "xml"]).contains("json, fhir, hl7v2, ehr-csv or auto"));
+    }
+
+    #[test]
+    fn the_simulator_flags_are_checked_only_when_it_runs() {
+        let flags = ["--dirty-rate", "2", "--source", "file:x.jsonl"];
+        assert!(run_args(&flags).into_config().is_ok());
+        assert!(run_args(&flags[..2]).into_config().is_err());
+    }
+
+    #[test]
+    fn a_replay_reads_the_bronze_table_of_its_lake_to_the_end() {
+        let dir = data_dir("replay");
+        let dir_text = dir.display().to_string();
+        let config = run_args(&["--data-dir", &dir_text, "--checkpoint-interval", "5"])
+            .into_replay()
+            .expect("a replay of the default lake");
+        let lake = default_lake(&dir);
+        assert_eq!(config.source, SourceConfig::Bronze(lake.clone()));
+        assert_eq!(config.lake, Some(lake));
+        assert_eq!(config.until, Until::End);
+        assert_eq!(config.checkpoint_interval, None);
+        let config = run_args(&["--data-dir", &dir_text, "--lake", "az://c/p"])
+            .into_replay()
+            .expect("a replay of a remote lake");
+        assert_eq!(config.source, SourceConfig::Bronze("az://c/p".into()));
+        let e = run_args(&["--data-dir", &dir_text, "--lake", "off"])
+            .into_replay()
+            .expect_err("no lake to replay");
+        assert!(e.to_string().contains("`--lake off`"), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

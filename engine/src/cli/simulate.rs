@@ -7,7 +7,7 @@ use clap::Args;
 use crate::model::{parse_time, Network};
 use crate::source::kafka::{produce_lines, KafkaConfig};
 use crate::source::simulator::{write_jsonl, Pacer, Simulator, SimulatorConfig};
-use crate::source::SourceSpec;
+use crate::source::SourceConfig;
 
 /// Flags shared by `cds simulate` and `cds run --source simulator`.
 #[derive(Debug, Clone, Args)]
@@ -71,8 +71,8 @@ pub fn simulate(args: SimulateArgs, network: &Network) -> anyhow::Result<ExitCod
             let stdout = std::io::stdout();
             write_jsonl(config, network, stdout.lock())
         }
-        Some(to) => match to.parse::<SourceSpec>()? {
-            SourceSpec::File(path) => {
+        Some(to) => match to.parse::<SourceConfig>()? {
+            SourceConfig::File(path) => {
                 let f = std::fs::File::create(&path)
                     .with_context(|| format!("creating {}", path.display()))?;
                 let mut out = std::io::BufWriter::new(f);
@@ -80,7 +80,7 @@ pub fn simulate(args: SimulateArgs, network: &Network) -> anyhow::Result<ExitCod
                 out.flush()?;
                 Ok(n)
             }
-            SourceSpec::Kafka(url) => {
+            SourceConfig::Kafka(url) => {
                 let kafka = KafkaConfig::from_url(&url)?;
                 let paced = config.rate.is_some();
                 let mut pacer = Pacer::new(config.rate);
@@ -105,7 +105,7 @@ pub fn simulate(args: SimulateArgs, network: &Network) -> anyhow::Result<ExitCod
                 );
                 Ok(n)
             }
-            SourceSpec::Simulator | SourceSpec::Mllp(_) | SourceSpec::Bronze(_) => {
+            _ => {
                 anyhow::bail!("`--to` takes file:PATH, kafka://… or stdout")
             }
         },

@@ -48,6 +48,17 @@ impl Default for OpsConfig {
 }
 
 impl OpsConfig {
+    /// The settings of a run given no `--ops-*` flag: the defaults, with the webhook of
+    /// `CDS_OPS_WEBHOOK` when it is set.
+    pub fn from_env() -> Self {
+        OpsConfig {
+            webhook: std::env::var(WEBHOOK_ENV)
+                .ok()
+                .filter(|u| !u.trim().is_empty()),
+            ..OpsConfig::default()
+        }
+    }
+
     pub fn source_outage(&self) -> Duration {
         Duration::from_secs(self.source_outage_secs)
     }

@@ -2,10 +2,13 @@
 //! same document twice leaves one document, so replays are harmless.
 //!
 //! One folder per sink behind the small [`Sink`] trait: [`sqlite`] is the embedded default,
-//! [`cosmos`] writes to Azure Cosmos DB.
+//! [`cosmos`] writes to Azure Cosmos DB; [`SinkConfig`] names the one `--sink` chose.
 
 pub mod cosmos;
+mod spec;
 pub mod sqlite;
+
+pub use spec::{OpenedSink, SinkConfig, SinkOpenError, UnknownSink};
 
 use crate::model::Document;
 

@@ -1,5 +1,6 @@
 //! Sources: where payloads come from. Each source is a folder behind the small [`Source`]
 //! trait; it hands raw payloads (one JSON object each) in batches to Silver, with positions.
+//! [`SourceConfig`] names the one `--source` chose and opens it.
 
 pub mod bronze;
 pub mod file;
@@ -7,6 +8,9 @@ pub mod format;
 pub mod kafka;
 pub mod mllp;
 pub mod simulator;
+mod spec;
+
+pub use spec::{KafkaSettings, SourceConfig, SourceSettings};
 
 use std::time::Duration;
 
@@ -187,37 +191,5 @@ pub trait Source: Send {
     /// committed, which never run ahead of a checkpoint.
     fn skip_to(&mut self, _upto: &[Position]) -> Result<(), SourceError> {
         Ok(())
-    }
-}
-
-/// Which source `--source` names.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceSpec {
-    Simulator,
-    File(std::path::PathBuf),
-    Kafka(String),
-    /// An HL7 v2 MLLP listener: `mllp://HOST:PORT`, or `mllps://HOST:PORT` over TLS.
-    Mllp(String),
-    /// A lake's Bronze table, replayed: `bronze:LAKE`.
-    Bronze(String),
-}
-
-impl std::str::FromStr for SourceSpec {
-    type Err = SourceError;
-
-    fn from_str(s: &str) -> Result<Self, SourceError> {
-        if s == "simulator" {
-            Ok(SourceSpec::Simulator)
-        } else if let Some(path) = s.strip_prefix("file:") {
-            Ok(SourceSpec::File(path.into()))
-        } else if s.starts_with("kafka://") || s == "kafka" {
-            Ok(SourceSpec::Kafka(s.to_owned()))
-        } else if let Some(lake) = s.strip_prefix("bronze:") {
-            Ok(SourceSpec::Bronze(lake.to_owned()))
-        } else if s.starts_with("mllp://") || s.starts_with("mllps://") {
-            Ok(SourceSpec::Mllp(s.to_owned()))
-        } else {
-            Err(SourceError::Unknown(s.to_owned()))
-        }
     }
 }

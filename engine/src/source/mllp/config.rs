@@ -123,6 +123,19 @@ pub struct MllpArgs {
     pub tls_key: Option<PathBuf>,
 }
 
+/// The settings of a run given no `--mllp-*` flag.
+impl Default for MllpArgs {
+    fn default() -> Self {
+        MllpArgs {
+            idle_timeout_secs: default_idle_timeout_secs(),
+            max_per_peer: default_max_per_peer(),
+            allow: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+        }
+    }
+}
+
 impl MllpArgs {
     /// The listener's configuration for `--source URL`.
     pub fn config(&self, url: &str, log_dir: PathBuf) -> Result<MllpConfig, SourceError> {

@@ -1,0 +1,95 @@
+//! The HTTP server of `cds run`: binds it, loads or creates the tokens, and serves the API,
+//! the dashboard and the live feed beside the pipeline.
+
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+
+use super::config::{HttpConfig, RunConfig};
+use crate::http::acks::AckStore;
+use crate::http::audit::Audit;
+use crate::http::auth::Tokens;
+use crate::http::feed::LiveFeed;
+use crate::http::{self, HttpState};
+use crate::metrics::Metrics;
+use crate::model::Pseudonymiser;
+use crate::sink::Feed;
+
+/// What the HTTP server shares with the rest of the run.
+pub struct Shared {
+    pub metrics: Arc<Metrics>,
+    /// Set once the pipeline starts: `/readyz` answers 503 until then.
+    pub ready: Arc<AtomicBool>,
+    pub pseudonyms: Pseudonymiser,
+    /// Notified when the run is over: the server stops.
+    pub stop: Arc<tokio::sync::Notify>,
+}
+
+/// Starts the server on `runtime`; returns the feed the sink announces its writes on.
+pub fn start(
+    runtime: &tokio::runtime::Runtime,
+    http: &HttpConfig,
+    config: &RunConfig,
+    shared: &Shared,
+) -> anyhow::Result<Feed> {
+    let data_dir = &config.data_dir;
+    let (listener, addr) = runtime
+        .block_on(http::bind(&http.address))
+        .with_context(|| format!("binding the HTTP address {}", http.address))?;
+    let (tokens, new_token) = match &http.tokens {
+        Some(path) => (Tokens::load(path)?, None),
+        None => Tokens::bootstrap(data_dir)?,
+    };
+    let scheme = if http.tls.is_some() { "https" } else { "http" };
+    eprintln!("cds: HTTP on {scheme}://{addr} (/healthz, /readyz, /metrics need no token)");
+    match new_token {
+        Some(t) => eprintln!(
+            "cds: created an admin token (shown once; only its hash is stored in {}):\n  dashboard: {scheme}://{addr}/?token={t}",
+            data_dir.join("tokens.toml").display()
+        ),
+        None => eprintln!("cds: dashboard: {scheme}://{addr}/?token=<your token>"),
+    }
+    let acks = AckStore::open(data_dir).context("opening the acknowledgement store")?;
+    http::publish_rates(&shared.metrics, &acks);
+    let (feed, _) = tokio::sync::broadcast::channel(16_384);
+    let live = {
+        let _entered = runtime.enter();
+        LiveFeed::spawn(&feed)
+    };
+    let audit = Audit::open(Some(&data_dir.join("audit.jsonl")))
+        .with_context(|| "opening the access audit log".to_owned())?;
+    let tokens = Arc::new(tokens);
+    let tls = match &http.tls {
+        Some(files) => Some(http::tls_config(&files.cert, &files.key)?),
+        None => None,
+    };
+    {
+        let _entered = runtime.enter();
+        Tokens::watch(&tokens, Duration::from_secs(2));
+    }
+    let limits = http.limits;
+    let state = HttpState {
+        metrics: shared.metrics.clone(),
+        ready: shared.ready.clone(),
+        tokens,
+        sessions: Default::default(),
+        store: config.sink.store(data_dir),
+        feed: Some(live),
+        http_metrics: http::HttpMetrics::register(&shared.metrics, &audit),
+        audit,
+        acks: Some(acks),
+        pseudonyms: Some(shared.pseudonyms.clone()),
+        limits,
+        streams: http::feed::StreamSlots::new(limits.streams_per_token, limits.streams_total),
+        tls,
+    };
+    let stop = shared.stop.clone();
+    runtime.spawn(async move {
+        if let Err(e) = http::serve(listener, state, async move { stop.notified().await }).await {
+            tracing::error!(error = %e, "HTTP server stopped");
+        }
+    });
+    Ok(feed)
+}
