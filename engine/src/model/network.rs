@@ -77,11 +77,13 @@ impl Network {
             .trim(csv::Trim::All)
             .from_reader(text.as_bytes());
         for row in rows.records() {
-            let line_no = match &row {
-                Ok(r) => r.position().map_or(0, csv::Position::line),
-                Err(e) => e.position().map_or(0, csv::Position::line),
-            };
-            let line_no = usize::try_from(line_no).unwrap_or(usize::MAX);
+            let line_no = line_of(
+                text,
+                match &row {
+                    Ok(r) => r.position(),
+                    Err(e) => e.position(),
+                },
+            );
             let invalid = |reason: String| NetworkError::Invalid {
                 line: line_no,
                 reason,
@@ -154,6 +156,16 @@ impl Network {
     }
 }
 
+/// The line a row starts on. The reader's position of a row is where the row before it ended,
+/// before the line break and any blank lines that follow.
+fn line_of(text: &str, position: Option<&csv::Position>) -> usize {
+    let from = position.map_or(0, |p| usize::try_from(p.byte()).unwrap_or(usize::MAX));
+    let start = text.get(from..).map_or(text.len(), |rest| {
+        from + rest.len() - rest.trim_start_matches(['\r', '\n']).len()
+    });
+    text.bytes().take(start).filter(|b| *b == b'\n').count() + 1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,6 +197,9 @@ mod tests {
         assert_eq!(err.to_string(), "line 2: expected 5 columns, found 4");
         let err = Network::parse("h\n\n1,A,Surgery,3,4,5\n").expect_err("6 columns");
         assert_eq!(err.to_string(), "line 3: expected 5 columns, found 6");
+        let err = Network::parse("h\r\n1,A,ICU,3,4\r\n\r\n \r\n1,A,Nowhere,3,4\r\n")
+            .expect_err("bad department");
+        assert_eq!(err.to_string(), "line 5: unknown department \"Nowhere\"");
     }
 
     #[test]
