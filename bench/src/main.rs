@@ -130,25 +130,28 @@ struct Args {
     /// Small sizes: checks that everything runs and that the outputs agree; asserts no timing.
     #[arg(long)]
     quick: bool,
-    /// Sections to run (throughput,rules,baseline,memory,latency,recovery,cluster).
+    /// Sections to run (throughput,rules,baseline,memory,latency,recovery,cluster); all by
+    /// default.
     #[arg(long, value_name = "S[,S]")]
     sections: Option<Commas<String>>,
-    /// Simulated events of the input file.
+    /// Simulated events of the input file (1,000,000; 20,000 with `--quick`).
     #[arg(long, value_name = "N")]
     events: Option<u64>,
-    /// Worker counts of the throughput runs.
+    /// Worker counts of the throughput runs (1,2).
     #[arg(long, value_name = "N[,N]")]
     workers: Option<Commas<usize>>,
     /// Rule pack directory, or `off`.
     #[arg(long, value_name = "DIR|off", default_value = "cds-rules")]
     rules: String,
-    /// Baseline comparisons: batch size B over the first PREFIX events.
+    /// Baseline comparisons: batch size B over the first PREFIX events
+    /// (1:5000,100:100000,10000:1000000; 1:300,100:3000,10000:20000 with `--quick`).
     #[arg(long, value_name = "B:PREFIX[,B:PREFIX]")]
     baseline: Option<Commas<BaselineRun>>,
-    /// Admitted patients of the memory and recovery measurements.
+    /// Admitted patients of the memory and recovery measurements (100000,1000000; 2000 with
+    /// `--quick`).
     #[arg(long, value_name = "N[,N]")]
     patients: Option<Commas<u64>>,
-    /// Vitals readings per patient of the memory measurement.
+    /// Vitals readings per patient of the memory measurement (0,3).
     #[arg(long, value_name = "R[,R]")]
     readings: Option<Commas<u64>>,
     /// Vitals readings per patient before the recovery checkpoint.
@@ -157,16 +160,17 @@ struct Args {
     /// The Kafka-protocol broker of the latency and cluster sections (else `CDS_TEST_KAFKA`).
     #[arg(long, value_name = "HOST:PORT")]
     kafka: Option<String>,
-    /// Offered loads of the latency section, events per second.
+    /// Offered loads of the latency section, events per second (1000,10000,50000; 1000 with
+    /// `--quick`).
     #[arg(long, value_name = "R[,R]")]
     rates: Option<Commas<u64>>,
-    /// Seconds each offered load lasts.
+    /// Seconds each offered load lasts (10; 1 with `--quick`).
     #[arg(long, value_name = "S")]
     latency_secs: Option<f64>,
-    /// Engine tunings of the latency section.
+    /// Engine tunings of the latency section (20/500/10,5/10/10).
     #[arg(long, value_name = "FLUSH_MS/FETCH_WAIT_MS|default[,...]")]
     latency_configs: Option<Commas<latency::Tuning>>,
-    /// Where the plots go.
+    /// Where the plots go (`bench/plots`; none with `--quick`).
     #[arg(long, value_name = "DIR")]
     plots: Option<PathBuf>,
     /// With `--sections baseline`: only the incremental side, for a profiler.
