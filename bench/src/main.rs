@@ -51,6 +51,7 @@ use cds_engine::sink::sqlite::{SqliteConfig, SqliteSink};
 use cds_engine::sink::Container;
 use cds_engine::source::file::{FileConfig, FileSource};
 use cds_engine::source::simulator::{write_jsonl, SimulatorConfig};
+use clap::Parser;
 
 use report::Report;
 
@@ -87,122 +88,200 @@ struct Options {
     profile_incremental: bool,
 }
 
-fn list<T: std::str::FromStr>(s: Option<String>, what: &str) -> anyhow::Result<Vec<T>> {
-    s.with_context(|| format!("{what} needs a value"))?
-        .split(',')
-        .map(|x| x.trim().parse::<T>().ok())
-        .collect::<Option<Vec<T>>>()
-        .with_context(|| format!("{what}: expected a comma-separated list"))
+/// A comma-separated list (`1,2` or `1, 2`).
+#[derive(Debug, Clone)]
+struct Commas<T>(Vec<T>);
+
+impl<T: std::str::FromStr> std::str::FromStr for Commas<T> {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.split(',')
+            .map(|x| x.trim().parse::<T>().ok())
+            .collect::<Option<Vec<T>>>()
+            .map(Commas)
+            .ok_or_else(|| "expected a comma-separated list".into())
+    }
 }
 
-fn one<T: std::str::FromStr>(s: Option<String>, what: &str) -> anyhow::Result<T> {
-    s.with_context(|| format!("{what} needs a value"))?
-        .parse()
-        .ok()
-        .with_context(|| format!("{what}: not a valid value"))
+/// One baseline comparison, `B:PREFIX`: batches of B records over the first PREFIX events.
+#[derive(Debug, Clone, Copy)]
+struct BaselineRun(usize, usize);
+
+impl std::str::FromStr for BaselineRun {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        s.trim()
+            .split_once(':')
+            .and_then(|(b, n)| Some(BaselineRun(b.parse().ok()?, n.parse().ok()?)))
+            .ok_or_else(|| "expected B:PREFIX[,B:PREFIX]".into())
+    }
 }
 
-const HELP: &str = "cds-bench [--quick] [--sections throughput,rules,baseline,memory,latency,recovery,cluster]
-  [--events N] [--workers N[,N]] [--rules DIR|off]
-  [--baseline B:PREFIX[,B:PREFIX]] [--patients N[,N]] [--readings R[,R]] [--recovery-readings R]
-  [--kafka HOST:PORT] [--rates R[,R]] [--latency-secs S] [--latency-configs FLUSH_MS/FETCH_WAIT_MS|default[,...]]
-  [--plots DIR] [--profile-incremental (with --sections baseline: only the incremental side)]";
+/// The command line; what is left out takes the full run's size, or the smoke test's with
+/// `--quick`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "cds-bench",
+    about = "Throughput, latency, memory and recovery benchmarks for cds"
+)]
+struct Args {
+    /// Small sizes: checks that everything runs and that the outputs agree; asserts no timing.
+    #[arg(long)]
+    quick: bool,
+    /// Sections to run (throughput,rules,baseline,memory,latency,recovery,cluster); all by
+    /// default.
+    #[arg(long, value_name = "S[,S]")]
+    sections: Option<Commas<String>>,
+    /// Simulated events of the input file (1,000,000; 20,000 with `--quick`).
+    #[arg(long, value_name = "N")]
+    events: Option<u64>,
+    /// Worker counts of the throughput runs (1,2).
+    #[arg(long, value_name = "N[,N]")]
+    workers: Option<Commas<usize>>,
+    /// Rule pack directory, or `off`.
+    #[arg(long, value_name = "DIR|off", default_value = "cds-rules")]
+    rules: String,
+    /// Baseline comparisons: batch size B over the first PREFIX events
+    /// (1:5000,100:100000,10000:1000000; 1:300,100:3000,10000:20000 with `--quick`).
+    #[arg(long, value_name = "B:PREFIX[,B:PREFIX]")]
+    baseline: Option<Commas<BaselineRun>>,
+    /// Admitted patients of the memory and recovery measurements (100000,1000000; 2000 with
+    /// `--quick`).
+    #[arg(long, value_name = "N[,N]")]
+    patients: Option<Commas<u64>>,
+    /// Vitals readings per patient of the memory measurement (0,3).
+    #[arg(long, value_name = "R[,R]")]
+    readings: Option<Commas<u64>>,
+    /// Vitals readings per patient before the recovery checkpoint.
+    #[arg(long, value_name = "R", default_value_t = 3)]
+    recovery_readings: u64,
+    /// The Kafka-protocol broker of the latency and cluster sections (else `CDS_TEST_KAFKA`).
+    #[arg(long, value_name = "HOST:PORT")]
+    kafka: Option<String>,
+    /// Offered loads of the latency section, events per second (1000,10000,50000; 1000 with
+    /// `--quick`).
+    #[arg(long, value_name = "R[,R]")]
+    rates: Option<Commas<u64>>,
+    /// Seconds each offered load lasts (10; 1 with `--quick`).
+    #[arg(long, value_name = "S")]
+    latency_secs: Option<f64>,
+    /// Engine tunings of the latency section (20/500/10,5/10/10).
+    #[arg(long, value_name = "FLUSH_MS/FETCH_WAIT_MS|default[,...]")]
+    latency_configs: Option<Commas<latency::Tuning>>,
+    /// Where the plots go (`bench/plots`; none with `--quick`).
+    #[arg(long, value_name = "DIR")]
+    plots: Option<PathBuf>,
+    /// With `--sections baseline`: only the incremental side, for a profiler.
+    #[arg(long)]
+    profile_incremental: bool,
+    /// Internal: one memory measurement in this process (patients, readings).
+    #[arg(long, num_args = 2, value_names = ["N", "R"], hide = true)]
+    memory_child: Option<Vec<u64>>,
+    /// Internal: one recovery measurement in this process (data directory, patients, readings).
+    #[arg(long, num_args = 3, value_names = ["DATA_DIR", "N", "R"], hide = true)]
+    recovery_child: Option<Vec<String>>,
+}
 
 fn options() -> anyhow::Result<Options> {
-    let mut o = Options {
-        events: 1_000_000,
-        workers: vec![1, 2],
-        quick: false,
-        rules: "cds-rules".into(),
-        sections: SECTIONS.iter().map(|s| s.to_string()).collect(),
-        kafka: std::env::var("CDS_TEST_KAFKA")
-            .ok()
-            .filter(|s| !s.is_empty()),
-        rates: vec![1_000, 10_000, 50_000],
-        latency_secs: 10.0,
-        latency_configs: vec![
-            latency::Tuning {
-                flush_ms: 20,
-                fetch_wait_ms: Some(500),
-                checkpoint_secs: Some(10),
-            },
-            latency::Tuning {
-                flush_ms: 5,
-                fetch_wait_ms: Some(10),
-                checkpoint_secs: Some(10),
-            },
-        ],
-        patients: vec![100_000, 1_000_000],
-        readings: vec![0, 3],
-        baseline: vec![(1, 5_000), (100, 100_000), (10_000, 1_000_000)],
-        plots: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("plots")),
-        memory_child: None,
-        recovery_readings: 3,
-        recovery_child: None,
-        profile_incremental: false,
+    let a = Args::parse();
+    let quick = a.quick;
+    let sections = match a.sections {
+        Some(Commas(s)) => s,
+        None => SECTIONS.iter().map(|s| s.to_string()).collect(),
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--quick" => {
-                o.quick = true;
-                o.events = 20_000;
-                o.workers = vec![1, 2];
-                o.rates = vec![1_000];
-                o.latency_secs = 1.0;
-                o.patients = vec![2_000];
-                o.baseline = vec![(1, 300), (100, 3_000), (10_000, 20_000)];
-                o.plots = None;
-            }
-            "--events" => o.events = one(args.next(), "--events")?,
-            "--workers" => o.workers = list(args.next(), "--workers")?,
-            "--rules" => o.rules = args.next().context("--rules DIR")?,
-            "--sections" => {
-                o.sections = list(args.next(), "--sections")?;
-                if let Some(s) = o.sections.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
-                    bail!("unknown section {s:?}; sections: {}", SECTIONS.join(","));
-                }
-            }
-            "--kafka" => o.kafka = Some(args.next().context("--kafka HOST:PORT")?),
-            "--rates" => o.rates = list(args.next(), "--rates")?,
-            "--latency-secs" => o.latency_secs = one(args.next(), "--latency-secs")?,
-            "--latency-configs" => o.latency_configs = list(args.next(), "--latency-configs")?,
-            "--patients" => o.patients = list(args.next(), "--patients")?,
-            "--readings" => o.readings = list(args.next(), "--readings")?,
-            "--recovery-readings" => o.recovery_readings = one(args.next(), "--recovery-readings")?,
-            "--recovery-child" => {
-                o.recovery_child = Some((
-                    args.next().context("--recovery-child DATA_DIR N R")?.into(),
-                    one(args.next(), "--recovery-child")?,
-                    one(args.next(), "--recovery-child")?,
-                ))
-            }
-            "--baseline" => {
-                let pairs: Vec<String> = list(args.next(), "--baseline")?;
-                o.baseline = pairs
-                    .iter()
-                    .map(|p| {
-                        let (b, n) = p.split_once(':')?;
-                        Some((b.parse().ok()?, n.parse().ok()?))
-                    })
-                    .collect::<Option<_>>()
-                    .context("--baseline B:PREFIX[,B:PREFIX]")?;
-            }
-            "--profile-incremental" => o.profile_incremental = true,
-            "--plots" => o.plots = Some(args.next().context("--plots DIR")?.into()),
-            "--memory-child" => {
-                o.memory_child = Some((
-                    one(args.next(), "--memory-child")?,
-                    one(args.next(), "--memory-child")?,
-                ))
-            }
-            "-h" | "--help" => {
-                println!("{HELP}");
-                std::process::exit(0);
-            }
-            other => bail!("unknown argument {other:?}\n{HELP}"),
-        }
+    if let Some(s) = sections.iter().find(|s| !SECTIONS.contains(&s.as_str())) {
+        bail!("unknown section {s:?}; sections: {}", SECTIONS.join(","));
     }
+    let recovery_child = match a.recovery_child.as_deref() {
+        None => None,
+        Some([data, patients, readings]) => Some((
+            PathBuf::from(data),
+            patients
+                .parse()
+                .context("--recovery-child: not a valid value")?,
+            readings
+                .parse()
+                .context("--recovery-child: not a valid value")?,
+        )),
+        Some(_) => bail!("--recovery-child DATA_DIR N R"),
+    };
+    let memory_child = match a.memory_child.as_deref() {
+        None => None,
+        Some(&[patients, readings]) => Some((patients, readings)),
+        Some(_) => bail!("--memory-child N R"),
+    };
+    let o = Options {
+        events: a.events.unwrap_or(if quick { 20_000 } else { 1_000_000 }),
+        workers: a.workers.map_or_else(|| vec![1, 2], |w| w.0),
+        quick,
+        rules: a.rules,
+        sections,
+        kafka: a.kafka.or_else(|| {
+            std::env::var("CDS_TEST_KAFKA")
+                .ok()
+                .filter(|s| !s.is_empty())
+        }),
+        rates: a.rates.map_or_else(
+            || {
+                if quick {
+                    vec![1_000]
+                } else {
+                    vec![1_000, 10_000, 50_000]
+                }
+            },
+            |r| r.0,
+        ),
+        latency_secs: a.latency_secs.unwrap_or(if quick { 1.0 } else { 10.0 }),
+        latency_configs: a.latency_configs.map_or_else(
+            || {
+                vec![
+                    latency::Tuning {
+                        flush_ms: 20,
+                        fetch_wait_ms: Some(500),
+                        checkpoint_secs: Some(10),
+                    },
+                    latency::Tuning {
+                        flush_ms: 5,
+                        fetch_wait_ms: Some(10),
+                        checkpoint_secs: Some(10),
+                    },
+                ]
+            },
+            |c| c.0,
+        ),
+        patients: a.patients.map_or_else(
+            || {
+                if quick {
+                    vec![2_000]
+                } else {
+                    vec![100_000, 1_000_000]
+                }
+            },
+            |p| p.0,
+        ),
+        readings: a.readings.map_or_else(|| vec![0, 3], |r| r.0),
+        baseline: a.baseline.map_or_else(
+            || {
+                if quick {
+                    vec![(1, 300), (100, 3_000), (10_000, 20_000)]
+                } else {
+                    vec![(1, 5_000), (100, 100_000), (10_000, 1_000_000)]
+                }
+            },
+            |b| b.0.into_iter().map(|BaselineRun(b, n)| (b, n)).collect(),
+        ),
+        plots: match a.plots {
+            Some(dir) => Some(dir),
+            None if quick => None,
+            None => Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("plots")),
+        },
+        memory_child,
+        recovery_readings: a.recovery_readings,
+        recovery_child,
+        profile_incremental: a.profile_incremental,
+    };
     if o.workers.is_empty() || o.rates.contains(&0) || o.baseline.iter().any(|(b, _)| *b == 0) {
         bail!("worker lists, rates and batch sizes must be non-empty and positive");
     }

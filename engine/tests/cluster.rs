@@ -16,17 +16,18 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Instant;
 
-use common::kafka::{broker, create_topics, produce, scratch, unique};
-use common::{cds, differences, free_port};
+use common::kafka::{broker, create_topics, produce};
+use common::{cds, differences, events_processed, free_port, ok, rules_dir, scratch, unique};
 use serde_json::Value;
 
-const RULES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../cds-rules");
 /// Rules whose alerts depend only on one patient's events (one partition, in order).
 const PATIENT_SCOPE: [&str; 4] = ["news2", "qsofa", "sirs", "hypoxia"];
 
 fn start(source: &str, data: &Path, group: &str, extra: &[&str]) -> Child {
     cds()
-        .args(["run", "--http", "off", "--rules", RULES, "--source", source])
+        .args(["run", "--http", "off", "--rules"])
+        .arg(rules_dir())
+        .args(["--source", source])
         .args(["--group", group, "--until-idle", "10", "--data-dir"])
         .arg(data)
         .args(extra)
@@ -38,26 +39,8 @@ fn start(source: &str, data: &Path, group: &str, extra: &[&str]) -> Child {
 
 /// Waits for a run; its summary line (stdout).
 fn finish(child: Child, what: &str) -> String {
-    let out = child.wait_with_output().expect("wait");
-    assert!(
-        out.status.success(),
-        "{what} failed ({}):\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = ok(child.wait_with_output().expect("wait"), what);
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn events_processed(summary: &str) -> u64 {
-    // timely prints its own connection progress on stdout before the summary line.
-    summary
-        .lines()
-        .find(|l| l.starts_with("processed "))
-        .unwrap_or_default()
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no event count in {summary:?}"))
 }
 
 /// The documents of a container by id, and how many stores held each id.

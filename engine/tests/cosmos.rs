@@ -13,7 +13,7 @@
 mod common;
 
 use common::servers::CosmosServer;
-use common::{cds, free_port, ok};
+use common::{cds, free_port, ok, rules_dir, scratch};
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -96,13 +96,6 @@ fn endpoint() -> String {
     })
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cds-cosmos-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
-
 /// A database of its own for each test, so tests never see each other's documents.
 fn database(name: &str) -> String {
     format!("cds-test-{name}-{}", std::process::id())
@@ -122,28 +115,17 @@ fn cosmos_config(endpoint: &str, database: &str) -> CosmosConfig {
 
 /// Simulated events (with dirty data) as a JSON-lines file.
 fn simulate(dir: &Path, seed: u64, events: u64) -> PathBuf {
-    let out = ok(
-        cds()
-            .args([
-                "simulate",
-                "--seed",
-                &seed.to_string(),
-                "--max-events",
-                &events.to_string(),
-                "--dirty-rate",
-                "0.05",
-            ])
-            .output()
-            .expect("simulate"),
-        "cds simulate",
-    );
+    let out = common::simulate(&[
+        "--seed",
+        &seed.to_string(),
+        "--max-events",
+        &events.to_string(),
+        "--dirty-rate",
+        "0.05",
+    ]);
     let path = dir.join("events.jsonl");
-    std::fs::write(&path, out.stdout).expect("write events");
+    std::fs::write(&path, out).expect("write events");
     path
-}
-
-fn rules_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../cds-rules")
 }
 
 /// Runs the pipeline in this process on a file, as `cds run --source file:… --until-end` does.
@@ -259,6 +241,27 @@ fn assert_same(what: &str, expected: &BTreeMap<String, Value>, got: &BTreeMap<St
         got.len(),
         common::differences(expected, got)
     );
+}
+
+/// Nothing was dead-lettered, Cosmos DB holds the reference KPIs and every alert the sink
+/// confirmed; returns the alerts it holds.
+fn assert_all_arrived(
+    metrics: &Metrics,
+    endpoint: &str,
+    db: &str,
+    dir: &Path,
+    kpis: &BTreeMap<String, Value>,
+    confirmed: &Confirmed,
+) -> BTreeMap<String, Value> {
+    assert_eq!(dead_lettered(metrics), 0, "nothing may be dead-lettered");
+    let (got_kpis, got_alerts) = cosmos_docs(cosmos_config(endpoint, db), dir);
+    assert_same("kpis", kpis, &got_kpis);
+    assert_same(
+        "alerts",
+        &confirmed_in(confirmed, Container::Alerts),
+        &got_alerts,
+    );
+    got_alerts
 }
 
 fn retries(metrics: &Metrics) -> BTreeMap<String, u64> {
@@ -425,17 +428,10 @@ fn throttling_and_server_errors_are_retried_and_every_document_arrives_once() {
         retried.values().sum::<u64>() > 0,
         "the injected faults must reach the sink's retries: {retried:?}"
     );
-    assert_eq!(dead_lettered(&metrics), 0, "nothing may be dead-lettered");
-    let (got_kpis, got_alerts) = cosmos_docs(cosmos_config(&endpoint, &db), &dir);
     // KPIs equal a run without faults; alerts are what the rules stage produced in this run
     // (its time budget per evaluation makes alerts depend on the machine's load, not on the
     // sink), and each of them is in Cosmos DB as confirmed.
-    assert_same("kpis", &kpis, &got_kpis);
-    assert_same(
-        "alerts",
-        &confirmed_in(&confirmed, Container::Alerts),
-        &got_alerts,
-    );
+    let got_alerts = assert_all_arrived(&metrics, &endpoint, &db, &dir, &kpis, &confirmed);
     // Once: every alert handed to the sink was written by exactly one successful upsert.
     let alerts_written = metrics.alerts_written.get();
     let alert_upserts = metrics
@@ -689,14 +685,7 @@ fn a_slow_server_holds_the_stream_back_without_losing_anything() {
         "memory grew by {} MiB",
         peak.saturating_sub(before) >> 20
     );
-    assert_eq!(dead_lettered(&metrics), 0, "nothing may be dead-lettered");
-    let (got_kpis, got_alerts) = cosmos_docs(cosmos_config(&endpoint, &db), &dir);
-    assert_same("kpis", &kpis, &got_kpis);
-    assert_same(
-        "alerts",
-        &confirmed_in(&confirmed, Container::Alerts),
-        &got_alerts,
-    );
+    let got_alerts = assert_all_arrived(&metrics, &endpoint, &db, &dir, &kpis, &confirmed);
     assert_eq!(got_alerts.len() as u64, metrics.alerts_written.get());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -4,19 +4,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use cds_engine::model::Network;
 use cds_engine::silver::{Outcome, Silver, SourcePosition};
-use common::{cds, comparable, differences, ok, recompute};
+use common::{cds, differences, documents, ok, recompute, scratch, simulate};
 use serde_json::Value;
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cds-e2e-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
 
 fn read_jsonl(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
@@ -27,28 +20,29 @@ fn read_jsonl(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// `cds run --until-end` of a source without HTTP.
+fn run_until_end(source: &str, data_dir: &str) -> std::process::Output {
+    cds()
+        .args(["run", "--source", source, "--until-end", "--http", "off"])
+        .args(["--data-dir", data_dir])
+        .output()
+        .expect("run")
+}
+
 #[test]
 fn simulate_run_export_equals_recomputation() {
     let dir = scratch("sim");
     let events = dir.join("events.jsonl");
     let data = dir.join("data");
 
-    let out = ok(
-        cds()
-            .args([
-                "simulate",
-                "--seed",
-                "1",
-                "--max-events",
-                "20000",
-                "--dirty-rate",
-                "0.05",
-            ])
-            .output()
-            .expect("simulate"),
-        "cds simulate",
-    );
-    let mut file = out.stdout;
+    let mut file = simulate(&[
+        "--seed",
+        "1",
+        "--max-events",
+        "20000",
+        "--dirty-rate",
+        "0.05",
+    ]);
     // Three lines that are not events, in the middle of the stream.
     let bad = [
         "this is not json",
@@ -72,43 +66,14 @@ fn simulate_run_export_equals_recomputation() {
 
     let source = format!("file:{}", events.display());
     let data_dir = data.to_str().expect("utf-8 path");
-    let run = ok(
-        cds()
-            .args([
-                "run",
-                "--source",
-                &source,
-                "--until-end",
-                "--http",
-                "off",
-                "--data-dir",
-                data_dir,
-            ])
-            .output()
-            .expect("run"),
-        "cds run",
-    );
+    let run = ok(run_until_end(&source, data_dir), "cds run");
     let summary = String::from_utf8_lossy(&run.stdout);
     assert!(
         summary.contains("events/s"),
         "the run prints its throughput: {summary}"
     );
 
-    let export = ok(
-        cds()
-            .args(["export", "kpis", "--data-dir", data_dir])
-            .output()
-            .expect("export"),
-        "cds export",
-    );
-    let docs: Vec<Value> = String::from_utf8_lossy(&export.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("exported JSON"))
-        .collect();
-    let got = comparable(
-        docs.into_iter()
-            .map(|d| (d["id"].as_str().unwrap_or_default().to_owned(), d)),
-    );
+    let got = documents(&data, "kpis");
 
     // The recomputation reads the same file through a fresh Silver stage.
     let network = Network::default_network();
@@ -176,19 +141,7 @@ fn simulate_run_export_equals_recomputation() {
 fn a_missing_file_is_a_clear_error() {
     let dir = scratch("missing");
     let data_dir = dir.to_str().expect("utf-8 path");
-    let out = cds()
-        .args([
-            "run",
-            "--source",
-            "file:/nonexistent/events.jsonl",
-            "--until-end",
-            "--http",
-            "off",
-            "--data-dir",
-            data_dir,
-        ])
-        .output()
-        .expect("run");
+    let out = run_until_end("file:/nonexistent/events.jsonl", data_dir);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -201,14 +154,8 @@ fn a_missing_file_is_a_clear_error() {
 #[test]
 fn json_logs_are_one_object_per_line() {
     let dir = scratch("jsonlog");
-    let events = ok(
-        cds()
-            .args(["simulate", "--seed", "2", "--max-events", "500"])
-            .output()
-            .expect("simulate"),
-        "simulate",
-    );
-    std::fs::write(dir.join("events.jsonl"), &events.stdout).expect("events");
+    let events = simulate(&["--seed", "2", "--max-events", "500"]);
+    std::fs::write(dir.join("events.jsonl"), &events).expect("events");
     let out = ok(
         cds()
             .args([

@@ -8,23 +8,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{cds, free_port, ok};
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cds-failure-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
-
-fn rules_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../cds-rules")
-}
+use common::http::response;
+use common::{cds, free_port, ok, rules_dir, scratch, simulate};
 
 /// Waits for the child to exit, at most `limit`; kills it after that.
 fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
@@ -42,15 +31,12 @@ fn wait_exit(child: &mut Child, limit: Duration) -> Option<std::process::ExitSta
 
 /// Status and body of `GET path`, or `None` while nothing answers.
 fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
+    let text = response(
+        &format!("127.0.0.1:{port}"),
+        path,
+        &[],
+        Duration::from_secs(5),
+    )?;
     let status = text.split(' ').nth(1)?.parse().ok()?;
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
     Some((status, body))
@@ -87,29 +73,43 @@ fn a_panic_in_any_stage_ends_the_process_with_one_line_and_a_non_zero_exit() {
     }
 }
 
+/// `cds run` on the simulator at `rate` events per second with HTTP on `port`; a stage that
+/// makes no progress for `stall_after` seconds turns readiness to 503.
+fn simulator_run(rate: &str, seed: &str, stall_after: &str, port: u16, dir: &Path) -> Command {
+    let mut c = cds();
+    c.args([
+        "run",
+        "--source",
+        "simulator",
+        "--rate",
+        rate,
+        "--seed",
+        seed,
+    ])
+    .args([
+        "--rules",
+        "off",
+        "--lake",
+        "off",
+        "--stall-after",
+        stall_after,
+    ])
+    .arg("--http")
+    .arg(format!("127.0.0.1:{port}"))
+    .arg("--data-dir")
+    .arg(dir.join("data"))
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    c
+}
+
 #[test]
 fn a_stalled_stage_turns_readiness_to_503_naming_it() {
     for stage in ["sink", "gold", "ingest"] {
         let dir = scratch(&format!("stall-{stage}"));
         let port = free_port();
-        let mut child = cds()
-            .args([
-                "run",
-                "--source",
-                "simulator",
-                "--rate",
-                "500",
-                "--seed",
-                "4",
-            ])
-            .args(["--rules", "off", "--lake", "off", "--stall-after", "1"])
-            .arg("--http")
-            .arg(format!("127.0.0.1:{port}"))
-            .arg("--data-dir")
-            .arg(dir.join("data"))
+        let mut child = simulator_run("500", "4", "1", port, &dir)
             .env("CDS_CHAOS", format!("stall:{stage}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .expect("start cds");
         let start = Instant::now();
@@ -204,23 +204,7 @@ fn a_payload_that_panics_its_decoder_is_a_dead_letter_and_the_run_goes_on() {
 fn a_healthy_run_stays_ready() {
     let dir = scratch("healthy");
     let port = free_port();
-    let mut child = cds()
-        .args([
-            "run",
-            "--source",
-            "simulator",
-            "--rate",
-            "2000",
-            "--seed",
-            "5",
-        ])
-        .args(["--rules", "off", "--lake", "off", "--stall-after", "5"])
-        .arg("--http")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+    let mut child = simulator_run("2000", "5", "5", port, &dir)
         .spawn()
         .expect("start cds");
     let start = Instant::now();
@@ -252,22 +236,8 @@ fn the_data_directory_and_its_files_are_private() {
     std::fs::create_dir_all(&data).expect("data dir");
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let events = dir.join("events.jsonl");
-    let out = ok(
-        cds()
-            .args([
-                "simulate",
-                "--seed",
-                "6",
-                "--max-events",
-                "3000",
-                "--dirty-rate",
-                "0.2",
-            ])
-            .output()
-            .expect("simulate"),
-        "simulate",
-    );
-    std::fs::write(&events, out.stdout).expect("events");
+    let out = simulate(&["--seed", "6", "--max-events", "3000", "--dirty-rate", "0.2"]);
+    std::fs::write(&events, out).expect("events");
     // The key comes from the data directory this time, so that its file is checked too.
     ok(
         cds()

@@ -352,6 +352,7 @@ fn the_hostile_corpus_is_dead_lettered_and_the_stream_goes_on() {
             for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
                 all.extend(decoder.ingest(&mut silver, line, position));
             }
+            all.extend(decoder.finish(position));
             all
         } else {
             let mut s = Stream::new(format, &network);

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::Path;
 
-use common::{cds, exported, ok};
+use common::{cds, exported, ok, rules_dir, scratch};
 use serde_json::Value;
 
 fn gunzip(path: &Path) -> Vec<u8> {
@@ -24,9 +24,7 @@ fn gunzip(path: &Path) -> Vec<u8> {
 fn the_pack_gives_the_recorded_alerts_on_a_fixed_stream() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let golden = root.join("tests/fixtures/golden");
-    let dir = std::env::temp_dir().join(format!("cds-golden-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch");
+    let dir = scratch("golden");
     let stream = dir.join("stream.jsonl");
     std::fs::write(&stream, gunzip(&golden.join("stream-seed7.jsonl.gz"))).expect("stream");
     let data = dir.join("data");
@@ -36,7 +34,7 @@ fn the_pack_gives_the_recorded_alerts_on_a_fixed_stream() {
             .arg("--source")
             .arg(format!("file:{}", stream.display()))
             .arg("--rules")
-            .arg(root.join("../cds-rules"))
+            .arg(rules_dir())
             .arg("--data-dir")
             .arg(&data)
             .output()

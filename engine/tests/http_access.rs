@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::process::Command;
 
 use common::http::{get, json, start, stream_ids};
 
@@ -113,12 +112,8 @@ fn access_matrix_stream_resume_and_no_leaks() {
     );
     bodies.push(audit);
     bodies.push(std::fs::read_to_string(&engine.stderr).unwrap_or_default());
-    let store = Command::new(env!("CARGO_BIN_EXE_cds"))
-        .args(["export", "alerts", "--data-dir"])
-        .arg(engine.dir.join("data"))
-        .output()
-        .expect("export");
-    bodies.push(String::from_utf8_lossy(&store.stdout).into_owned());
+    let store = common::exported(&engine.dir.join("data"), "alerts");
+    bodies.extend(store.into_iter().map(|(_, alert)| alert.to_string()));
     assert!(patients.len() > 100);
     for p in &patients {
         for b in &bodies {

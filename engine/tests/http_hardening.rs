@@ -301,9 +301,7 @@ impl Drop for Child {
 #[test]
 fn https_with_the_given_certificate() {
     use std::process::{Command, Stdio};
-    let dir = std::env::temp_dir().join(format!("cds-https-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
+    let dir = common::scratch("https");
     let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
     let made = Command::new("openssl")
         .args([
@@ -330,7 +328,7 @@ fn https_with_the_given_certificate() {
     std::fs::write(dir.join("events.jsonl"), "").expect("events");
     let log = dir.join("engine.log");
     let _engine = Child(
-        Command::new(env!("CARGO_BIN_EXE_cds"))
+        common::cds()
             .args(["run", "--http", "127.0.0.1:0", "--rules", "off", "--source"])
             .arg(format!("file:{}", dir.join("events.jsonl").display()))
             .arg("--tokens")

@@ -7,7 +7,7 @@ mod common;
 
 use std::io::Write;
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,59 +15,23 @@ use cds_engine::model::Network;
 use cds_engine::silver::{Outcome, Silver, SourcePosition};
 use cds_engine::source::mllp;
 use common::formats::{self, cancel_message, encounter_ids, fhir_bundle, hl7_message};
-use common::{cds, comparable, differences, ok, recompute};
+use common::{cds, differences, documents, ok, recompute, scratch, simulate};
 use serde_json::{json, Value};
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cds-interop-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
 
 /// Clean simulated events (JSON values, in file order).
 fn simulated(n: usize) -> Vec<Value> {
-    let out = ok(
-        cds()
-            .args([
-                "simulate",
-                "--seed",
-                "11",
-                "--max-events",
-                &n.to_string(),
-                "--dirty-rate",
-                "0",
-            ])
-            .output()
-            .expect("simulate"),
-        "cds simulate",
-    );
-    String::from_utf8_lossy(&out.stdout)
+    let out = simulate(&[
+        "--seed",
+        "11",
+        "--max-events",
+        &n.to_string(),
+        "--dirty-rate",
+        "0",
+    ]);
+    String::from_utf8_lossy(&out)
         .lines()
         .map(|l| serde_json::from_str(l).expect("JSON event"))
         .collect()
-}
-
-/// The KPI documents a run left in its data directory.
-fn exported(data_dir: &Path) -> std::collections::BTreeMap<String, Value> {
-    let out = ok(
-        cds()
-            .args([
-                "export",
-                "kpis",
-                "--data-dir",
-                data_dir.to_str().expect("utf-8"),
-            ])
-            .output()
-            .expect("export"),
-        "cds export",
-    );
-    comparable(
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(|l| serde_json::from_str::<Value>(l).expect("exported JSON"))
-            .map(|d| (d["id"].as_str().unwrap_or_default().to_owned(), d)),
-    )
 }
 
 /// The recomputation over events in the model's JSON.
@@ -159,8 +123,8 @@ fn fhir_bundles_give_the_same_kpis_as_json() {
     run_on(&format!("file:{}", fhir_file.display()), "fhir", &fhir_data);
 
     let want = expected(&events);
-    assert_same("JSON", &want, &exported(&json_data));
-    assert_same("FHIR", &want, &exported(&fhir_data));
+    assert_same("JSON", &want, &documents(&json_data, "kpis"));
+    assert_same("FHIR", &want, &documents(&fhir_data, "kpis"));
 
     let letters = std::fs::read_to_string(fhir_data.join("lake/deadletter/deadletter.jsonl"))
         .unwrap_or_default();
@@ -175,7 +139,7 @@ fn fhir_bundles_give_the_same_kpis_as_json() {
     // `auto` tells the same lines apart.
     let auto_data = dir.join("auto");
     run_on(&format!("file:{}", fhir_file.display()), "auto", &auto_data);
-    assert_same("FHIR (auto)", &want, &exported(&auto_data));
+    assert_same("FHIR (auto)", &want, &documents(&auto_data, "kpis"));
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -196,27 +160,31 @@ fn free_port() -> u16 {
         .expect("a free port")
 }
 
-fn start_listener(port: u16, data_dir: &Path) -> Child {
+/// `cds GLOBAL run --source SOURCE --until-idle IDLE EXTRA` without HTTP and rules; its
+/// stderr is kept for [`finish`].
+fn spawn_until_idle(
+    global: &[&str],
+    source: &str,
+    idle: &str,
+    extra: &[&str],
+    data_dir: &Path,
+) -> Child {
     cds()
-        .args([
-            "run",
-            "--source",
-            &format!("mllp://127.0.0.1:{port}"),
-            "--until-idle",
-            "2",
-            "--http",
-            "off",
-            "--rules",
-            "off",
-            "--checkpoint-interval",
-            "1",
-            "--data-dir",
-            data_dir.to_str().expect("utf-8"),
-        ])
+        .args(global)
+        .args(["run", "--source", source, "--until-idle", idle])
+        .args(["--http", "off", "--rules", "off"])
+        .args(extra)
+        .arg("--data-dir")
+        .arg(data_dir)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
         .expect("cds run")
+}
+
+fn start_listener(port: u16, data_dir: &Path) -> Child {
+    let source = format!("mllp://127.0.0.1:{port}");
+    spawn_until_idle(&[], &source, "2", &["--checkpoint-interval", "1"], data_dir)
 }
 
 fn connect(port: u16) -> TcpStream {
@@ -234,12 +202,7 @@ fn connect(port: u16) -> TcpStream {
 }
 
 fn finish(child: Child) {
-    let out = child.wait_with_output().expect("wait");
-    assert!(
-        out.status.success(),
-        "cds run failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(child.wait_with_output().expect("wait"), "cds run");
 }
 
 fn send_all(stream: &mut TcpStream, messages: &[String]) -> Vec<String> {
@@ -331,7 +294,7 @@ fn hl7v2_over_mllp_with_cancels_and_a_restart_gives_the_same_kpis() {
         events.remove(*i);
     }
     let want = expected(&events);
-    assert_same("HL7 v2 over MLLP", &want, &exported(&data));
+    assert_same("HL7 v2 over MLLP", &want, &documents(&data, "kpis"));
 
     // Every message was logged once; the two that could not be taken are dead letters.
     let letters =
@@ -359,24 +322,55 @@ fn a_csv_extract_gives_the_same_kpis_as_json() {
     let path = dir.join("extract.csv");
     std::fs::write(&path, csv).expect("write");
     let data = dir.join("data");
+    ingest(&path, &data, "cds ingest");
+    assert_same("CSV extract", &expected(&events), &documents(&data, "kpis"));
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_quoted_cell_over_several_lines_stays_in_its_row() {
+    let dir = scratch("multiline");
+    let events = simulated(3_000);
+    // Every row gains a last column, a note; every third note has line breaks, a comma and
+    // quotes, as a cell typed in the EHR (or an Excel cell of several lines) is exported.
+    let csv = formats::csv_extract(&events, true);
+    let mut rows = csv.split("\r\n").filter(|l| !l.is_empty());
+    let mut extract = format!("{},note\r\n", rows.next().expect("a header"));
+    for (i, row) in rows.enumerate() {
+        let note = if i % 3 == 0 {
+            "\"seen by the night team,\r\nsaid \"\"better\"\"\r\n\r\nreview at 8\""
+        } else {
+            "stable"
+        };
+        extract.push_str(&format!("{row},{note}\r\n"));
+    }
+    let path = dir.join("extract.csv");
+    std::fs::write(&path, extract).expect("write");
+    let data = dir.join("data");
+    ingest(&path, &data, "cds ingest");
+    let dead = data.join("lake/deadletter/deadletter.jsonl");
+    let dead = std::fs::read_to_string(dead).unwrap_or_default();
+    assert!(dead.is_empty(), "no row is a dead letter: {dead}");
+    assert_same(
+        "CSV extract with notes over several lines",
+        &expected(&events),
+        &documents(&data, "kpis"),
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// `cds ingest --kind ehr` of an extract, without rules.
+fn ingest(extract: &Path, data: &Path, what: &str) {
     ok(
         cds()
-            .args([
-                "ingest",
-                "--kind",
-                "ehr",
-                path.to_str().expect("utf-8"),
-                "--rules",
-                "off",
-                "--data-dir",
-                data.to_str().expect("utf-8"),
-            ])
+            .args(["ingest", "--kind", "ehr"])
+            .arg(extract)
+            .args(["--rules", "off", "--data-dir"])
+            .arg(data)
             .output()
             .expect("ingest"),
-        "cds ingest",
+        what,
     );
-    assert_same("CSV extract", &expected(&events), &exported(&data));
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -395,26 +389,13 @@ fn a_capacity_change_updates_occupancy_live_and_keeps_history() {
     let departments = dir.join("departments.csv");
     std::fs::write(&departments, cds_engine::model::DEFAULT_DEPARTMENTS_CSV).expect("write");
     let data = dir.join("data");
-    let child = cds()
-        .args([
-            "--departments",
-            departments.to_str().expect("utf-8"),
-            "run",
-            "--source",
-            &format!("file:{}", file.display()),
-            "--until-idle",
-            "4",
-            "--http",
-            "off",
-            "--rules",
-            "off",
-            "--data-dir",
-            data.to_str().expect("utf-8"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run");
+    let child = spawn_until_idle(
+        &["--departments", departments.to_str().expect("utf-8")],
+        &format!("file:{}", file.display()),
+        "4",
+        &[],
+        &data,
+    );
     // Once the events are in, Emergency of hospital 1 gets twice the beds.
     std::thread::sleep(Duration::from_millis(1500));
     let original = cds_engine::model::DEFAULT_DEPARTMENTS_CSV;
@@ -446,7 +427,7 @@ fn a_capacity_change_updates_occupancy_live_and_keeps_history() {
         })
         .collect();
     let want = recompute(&network, &records);
-    let got = exported(&data);
+    let got = documents(&data, "kpis");
     let id = "occupancy:1:Emergency";
     assert_eq!(want[id], got[id], "occupancy with the new capacity");
     assert_eq!(got[id]["bed_capacity"], json!(beds * 2));
@@ -573,22 +554,7 @@ fn an_excel_extract_equals_its_csv() {
     let mut kpis = Vec::new();
     for name in ["extract.csv", "extract.xlsx"] {
         let data = dir.join(name.replace('.', "-"));
-        ok(
-            cds()
-                .args([
-                    "ingest",
-                    "--kind",
-                    "ehr",
-                    fixtures.join(name).to_str().expect("utf-8"),
-                    "--rules",
-                    "off",
-                    "--data-dir",
-                    data.to_str().expect("utf-8"),
-                ])
-                .output()
-                .expect("ingest"),
-            &format!("cds ingest {name}"),
-        );
+        ingest(&fixtures.join(name), &data, &format!("cds ingest {name}"));
         assert!(
             !data.join("lake/deadletter/deadletter.jsonl").exists()
                 || std::fs::read_to_string(data.join("lake/deadletter/deadletter.jsonl"))
@@ -596,7 +562,7 @@ fn an_excel_extract_equals_its_csv() {
                     .is_empty(),
             "{name}: every row is an event"
         );
-        kpis.push(exported(&data));
+        kpis.push(documents(&data, "kpis"));
     }
     assert!(kpis[0]
         .iter()

@@ -8,37 +8,17 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::differences;
-use common::free_port;
-use common::kafka::{
-    broker, create_topics, produce, produce_lines_unbatched, produce_unbatched, scratch, unique,
-};
+use common::http::response;
+use common::kafka::{broker, create_topics, produce, produce_lines_unbatched, produce_unbatched};
 use common::servers::{metric, Tansu};
+use common::{cds, differences, documents, events_processed, free_port, scratch, simulate, unique};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::Message;
-use serde_json::Value;
-
-fn cds() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_cds"));
-    c.env("CDS_PSEUDONYM_KEY", "kafka-test")
-        .env("CDS_LOG", "warn");
-    c
-}
-
-fn simulate(args: &[&str]) -> Vec<u8> {
-    let out = cds().arg("simulate").args(args).output().expect("simulate");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
 
 fn run(data: &Path, source: &str, extra: &[&str]) -> String {
     let out = cds()
@@ -62,18 +42,6 @@ fn run(data: &Path, source: &str, extra: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn events_processed(summary: &str) -> u64 {
-    summary
-        .split_whitespace()
-        .nth(1)
-        .and_then(|n| n.parse().ok())
-        .unwrap_or_else(|| panic!("no event count in {summary:?}"))
-}
-
-fn kpis(data: &Path) -> BTreeMap<String, Value> {
-    common::comparable(common::exported(data, "kpis"))
 }
 
 #[test]
@@ -115,7 +83,10 @@ fn four_partitions_give_the_same_kpis_as_a_file() {
         "consumed 100,000 events from 4 partitions in {:.1} s (5 s idle included)",
         started.elapsed().as_secs_f64()
     );
-    let (a, b) = (kpis(&from_file), kpis(&from_kafka));
+    let (a, b) = (
+        documents(&from_file, "kpis"),
+        documents(&from_kafka, "kpis"),
+    );
     assert!(a.len() > 100);
     assert_eq!(
         a,
@@ -368,7 +339,10 @@ fn the_engine_survives_a_broker_restart_and_catches_up() {
         "every event is read once: {}",
         String::from_utf8_lossy(&out.stdout)
     );
-    let (a, b) = (kpis(&dir.join("file")), kpis(&data));
+    let (a, b) = (
+        documents(&dir.join("file"), "kpis"),
+        documents(&data, "kpis"),
+    );
     assert_eq!(
         a,
         b,
@@ -464,7 +438,12 @@ fn a_deadletter_topic_that_cannot_be_written_is_counted_logged_once_and_kept_loc
         if let Ok(Some(_)) = child.try_wait() {
             break;
         }
-        if let Some(body) = metrics_body(port) {
+        if let Some(body) = response(
+            &format!("127.0.0.1:{port}"),
+            "/metrics",
+            &[],
+            Duration::from_secs(2),
+        ) {
             if body.contains("cds_deadletter_publish_failures_total 3") {
                 metrics = body;
             }
@@ -497,19 +476,4 @@ fn a_deadletter_topic_that_cannot_be_written_is_counted_logged_once_and_kept_loc
         .expect("local dead letters");
     assert_eq!(local.lines().count(), 3, "{local}");
     let _ = std::fs::remove_dir_all(dir);
-}
-
-/// The body of `/metrics`, once the server answers.
-fn metrics_body(port: u16) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    Some(text)
 }

@@ -16,39 +16,23 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 
 use common::delta::{self, TableRead};
-use common::kafka::unique;
-use common::ok;
+use common::{cds, ok, scratch, simulate, unique};
 use serde_json::Value;
-
-fn cds() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_cds"));
-    c.env("CDS_PSEUDONYM_KEY", "lake-test")
-        .env("CDS_LOG", "warn");
-    c
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(unique(&format!("cds-lake-{name}")));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
 
 /// Simulated events, with `new_attribute` added to every line from the middle on.
 fn input(dir: &Path, events: usize) -> (PathBuf, usize) {
-    let out = ok(
-        cds()
-            .args(["simulate", "--seed", "31", "--max-events"])
-            .arg(events.to_string())
-            .args(["--dirty-rate", "0.03"])
-            .output()
-            .expect("simulate"),
-        "simulate",
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let out = simulate(&[
+        "--seed",
+        "31",
+        "--max-events",
+        &events.to_string(),
+        "--dirty-rate",
+        "0.03",
+    ]);
+    let text = String::from_utf8_lossy(&out);
     let mut lines = Vec::new();
     let mut evolved = 0;
     for (i, line) in text.lines().enumerate() {
@@ -458,14 +442,8 @@ fn replay_from_bronze_rebuilds_every_output_and_compaction_keeps_every_row() {
 
     // A second input into the same lake: its partitions now hold several files each.
     let second = dir.join("second.jsonl");
-    let out = ok(
-        cds()
-            .args(["simulate", "--seed", "32", "--max-events", "3000"])
-            .output()
-            .expect("simulate"),
-        "simulate",
-    );
-    std::fs::write(&second, out.stdout).expect("second input");
+    let out = simulate(&["--seed", "32", "--max-events", "3000"]);
+    std::fs::write(&second, out).expect("second input");
     run(&second, &dir.join("second"), Some(&lake), &[]);
     let before: Vec<(&str, usize)> = ["bronze/events", "silver/events", "gold/fact_patient_flow"]
         .into_iter()

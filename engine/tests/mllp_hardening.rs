@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use cds_engine::source::mllp;
 use common::servers::metric;
-use common::{cds, free_port};
+use common::{cds, free_port, scratch};
 
 const IDLE_TIMEOUTS: &str = "cds_mllp_idle_timeouts_total";
 
@@ -46,13 +46,6 @@ impl Drop for Engine {
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cds-mllp-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
 }
 
 /// Starts the engine listening on `scheme://127.0.0.1:PORT` with `extra` flags, and waits

@@ -12,7 +12,7 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use cds_engine::http::auth::hash_token;
 use cds_engine::source::mllp;
 use common::formats::{csv_extract, encounter_ids, fhir_bundle, hl7_message};
-use common::{cds, free_port, ok};
+use common::http::response;
+use common::{cds, free_port, ok, rules_dir, scratch, simulate};
 use serde_json::Value;
 
 const ADMIN: &str = "leak-test-admin-token";
@@ -35,27 +36,16 @@ const RAW_STORES: [&str; 5] = [
     "ingest",
 ];
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cds-leak-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
-
-fn rules_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../cds-rules")
-}
-
 fn simulated(n: usize, dirty: &str) -> Vec<Value> {
-    let out = ok(
-        cds()
-            .args(["simulate", "--seed", "21", "--max-events", &n.to_string()])
-            .args(["--dirty-rate", dirty])
-            .output()
-            .expect("simulate"),
-        "simulate",
-    );
-    String::from_utf8_lossy(&out.stdout)
+    let out = simulate(&[
+        "--seed",
+        "21",
+        "--max-events",
+        &n.to_string(),
+        "--dirty-rate",
+        dirty,
+    ]);
+    String::from_utf8_lossy(&out)
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
@@ -153,16 +143,14 @@ fn start(dir: &Path, source: &str, format: &str) -> Engine {
 }
 
 fn get(port: u16, path: &str) -> Option<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\nConnection: close\r\n\r\n"
+    let auth = format!("Bearer {ADMIN}");
+    let headers = [("Authorization", auth.as_str())];
+    response(
+        &format!("127.0.0.1:{port}"),
+        path,
+        &headers,
+        Duration::from_secs(10),
     )
-    .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).ok()?;
-    Some(text)
 }
 
 /// Polls the API while the engine runs; returns every body seen, the logs and the feed.
@@ -275,6 +263,27 @@ fn check(name: &str, data: &Path, outputs: &[String], ids: &BTreeSet<String>) {
     );
 }
 
+/// `cds ingest --kind ehr` of an extract with the rule pack; what it printed (stdout, stderr).
+fn ingest(extract: &Path, data: &Path, what: &str) -> [String; 2] {
+    let out = ok(
+        cds()
+            .env("CDS_LOG", "info")
+            .args(["ingest", "--kind", "ehr"])
+            .arg(extract)
+            .arg("--rules")
+            .arg(rules_dir())
+            .arg("--data-dir")
+            .arg(data)
+            .output()
+            .expect("ingest"),
+        what,
+    );
+    [
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ]
+}
+
 /// A file source with the HTTP API and feed read while it runs.
 fn through_file(name: &str, file_name: &str, content: &str, format: &str, ids: &BTreeSet<String>) {
     let dir = scratch(name);
@@ -335,23 +344,7 @@ fn a_csv_extract_without_event_ids_through_run_and_ingest() {
     let file = dir.join("extract.csv");
     std::fs::write(&file, &csv).expect("write");
     let data = dir.join("data");
-    let out = ok(
-        cds()
-            .env("CDS_LOG", "info")
-            .args(["ingest", "--kind", "ehr"])
-            .arg(&file)
-            .arg("--rules")
-            .arg(rules_dir())
-            .arg("--data-dir")
-            .arg(&data)
-            .output()
-            .expect("ingest"),
-        "cds ingest",
-    );
-    let outputs = [
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ];
+    let outputs = ingest(&file, &data, "cds ingest");
     check("csv-ingest", &data, &outputs, &ids);
     let _ = std::fs::remove_dir_all(dir);
 }
@@ -369,23 +362,7 @@ fn an_excel_workbook() {
         .collect();
     let dir = scratch("xlsx");
     let data = dir.join("data");
-    let out = ok(
-        cds()
-            .env("CDS_LOG", "info")
-            .args(["ingest", "--kind", "ehr"])
-            .arg(fixtures.join("extract.xlsx"))
-            .arg("--rules")
-            .arg(rules_dir())
-            .arg("--data-dir")
-            .arg(&data)
-            .output()
-            .expect("ingest"),
-        "cds ingest xlsx",
-    );
-    let outputs = [
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    ];
+    let outputs = ingest(&fixtures.join("extract.xlsx"), &data, "cds ingest xlsx");
     check("xlsx", &data, &outputs, &ids);
     let _ = std::fs::remove_dir_all(dir);
 }

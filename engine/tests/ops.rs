@@ -16,20 +16,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::cds;
 use common::servers::{metric, CosmosServer, Tansu};
+use common::{cds, scratch, simulate};
 use serde_json::Value;
 
 /// The test's ports: each test has its own block of ten.
 fn port(test: u16, n: u16) -> u16 {
     18600 + test * 10 + n
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cds-ops-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
 }
 
 /// A webhook receiver: answers 200 to every POST and keeps the JSON bodies.
@@ -147,13 +140,9 @@ fn spawn(mut command: Command, log: &Path) -> Engine {
 }
 
 fn events(dir: &Path, n: u32) -> PathBuf {
-    let out = cds()
-        .args(["simulate", "--seed", "5", "--max-events", &n.to_string()])
-        .output()
-        .expect("simulate");
-    assert!(out.status.success());
+    let out = simulate(&["--seed", "5", "--max-events", &n.to_string()]);
     let file = dir.join("events.jsonl");
-    std::fs::write(&file, out.stdout).expect("events file");
+    std::fs::write(&file, out).expect("events file");
     file
 }
 

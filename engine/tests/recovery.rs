@@ -11,26 +11,13 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::kafka::{broker, create_topics, produce_unbatched, unique};
-use common::{delta, differences};
-
-fn cds() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_cds"));
-    c.env("CDS_PSEUDONYM_KEY", "recovery-test")
-        .env("CDS_LOG", "warn");
-    c
-}
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(unique(&format!("cds-recovery-{name}")));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
-}
+use common::kafka::{broker, create_topics, produce_unbatched};
+use common::{cds, delta, differences, rules_dir, scratch, simulate, unique};
 
 /// A small deterministic generator for the kill moments.
 struct Moments(u64);
@@ -65,7 +52,7 @@ fn run_args(source: &str, data: &Path) -> Vec<String> {
         "--http".into(),
         "off".into(),
         "--rules".into(),
-        concat!(env!("CARGO_MANIFEST_DIR"), "/../cds-rules").into(),
+        rules_dir().display().to_string(),
         "--source".into(),
         source.into(),
         "--data-dir".into(),
@@ -265,12 +252,14 @@ fn corrupt_newest_checkpoint(data: &Path) {
 #[test]
 fn killed_five_times_through_a_file_ends_equal_to_an_uninterrupted_run() {
     let dir = scratch("file");
-    let events = cds()
-        .args(["simulate", "--seed", "21", "--max-events", "60000"])
-        .args(["--dirty-rate", "0.03"])
-        .output()
-        .expect("simulate")
-        .stdout;
+    let events = simulate(&[
+        "--seed",
+        "21",
+        "--max-events",
+        "60000",
+        "--dirty-rate",
+        "0.03",
+    ]);
     let file = dir.join("events.jsonl");
     std::fs::write(&file, events).expect("events");
     let source = format!("file:{}", file.display());

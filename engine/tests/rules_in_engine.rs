@@ -2,8 +2,9 @@
 //! sandbox while the engine and the other rules go on, and a broken edit during a run keeps
 //! the previous version of the rule running.
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,17 +12,13 @@ use cds_engine::metrics::Metrics;
 use cds_engine::model::Network;
 use cds_engine::rules::RulesStage;
 use cds_engine::silver::{Outcome, Silver};
+use common::{cds, exported, rules_dir, scratch, simulate};
 use serde_json::{json, Value};
-
-fn pack_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../cds-rules")
-}
 
 /// A private copy of the shipped rule pack (rules, shared lib, fixtures).
 fn copy_pack(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cds-rules-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    copy_dir(&pack_dir(), &dir);
+    let dir = scratch(name);
+    copy_dir(&rules_dir(), &dir);
     dir
 }
 
@@ -52,27 +49,13 @@ fn runaway_rules_are_stopped_and_the_run_goes_on() {
     let rules = copy_pack("runaway");
     runaway(&rules, "endless", "let x = 0; loop { x += 1; }");
     runaway(&rules, "hoarder", "let s = \"xxxxxxxx\"; loop { s += s; }");
-    let work = std::env::temp_dir().join(format!("cds-runaway-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).expect("mkdir");
+    let work = scratch("work");
     let events = work.join("events.jsonl");
-    let cds = env!("CARGO_BIN_EXE_cds");
-    let out = Command::new(cds)
-        .args([
-            "simulate",
-            "--seed",
-            "3",
-            "--max-events",
-            "1500",
-            "--dirty-rate",
-            "0",
-        ])
-        .output()
-        .expect("simulate");
-    std::fs::write(&events, &out.stdout).expect("write events");
+    let out = simulate(&["--seed", "3", "--max-events", "1500", "--dirty-rate", "0"]);
+    std::fs::write(&events, &out).expect("write events");
 
     let started = std::time::Instant::now();
-    let run = Command::new(cds)
+    let run = cds()
         .env("CDS_LOG", "error")
         .args(["run", "--until-end", "--http", "off"])
         .arg("--source")
@@ -95,14 +78,9 @@ fn runaway_rules_are_stopped_and_the_run_goes_on() {
         "{per_evaluation:?} per stopped evaluation"
     );
 
-    let export = Command::new(cds)
-        .args(["export", "alerts", "--data-dir"])
-        .arg(work.join("data"))
-        .output()
-        .expect("export");
-    let alerts: Vec<Value> = String::from_utf8_lossy(&export.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("alert JSON"))
+    let alerts: Vec<Value> = exported(&work.join("data"), "alerts")
+        .into_iter()
+        .map(|(_, alert)| alert)
         .collect();
     let rules_fired: std::collections::BTreeSet<&str> = alerts
         .iter()

@@ -91,19 +91,12 @@ pub(crate) fn alert_id(mlmname: &str, version: &str, key: &str, event_id: &str) 
     s
 }
 
-/// The 32-hex id written as a UUID (8-4-4-4-12), so the card uuid is deterministic too.
+/// The 32-hex id written as a UUID (8-4-4-4-12), so the card uuid is deterministic too; an id
+/// that is not 32 hex digits stays as it is.
 pub(crate) fn as_uuid(id: &str) -> String {
-    if id.len() < 32 || !id.is_ascii() {
-        return id.to_string();
-    }
-    format!(
-        "{}-{}-{}-{}-{}",
-        &id[0..8],
-        &id[8..12],
-        &id[12..16],
-        &id[16..20],
-        &id[20..32]
-    )
+    id.get(..32)
+        .and_then(|hex| uuid::Uuid::try_parse(hex).ok())
+        .map_or_else(|| id.to_string(), |u| u.hyphenated().to_string())
 }
 
 /// Cuts to at most `max` characters (not bytes), ending with an ellipsis when cut.
@@ -114,4 +107,22 @@ pub(crate) fn truncate_chars(s: &str, max: usize) -> String {
     let mut out: String = s.chars().take(max.saturating_sub(1)).collect();
     out.push('…');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_alert_id_is_written_as_its_uuid() {
+        let id = alert_id("news2", "1.0", "patient-key", "event-1");
+        let uuid = as_uuid(&id);
+        assert_eq!(uuid.len(), 36);
+        assert_eq!(uuid.replace('-', ""), id);
+        assert_eq!(
+            as_uuid("0123456789abcdef0123456789abcdef"),
+            "01234567-89ab-cdef-0123-456789abcdef"
+        );
+        assert_eq!(as_uuid("short"), "short");
+    }
 }

@@ -69,16 +69,30 @@ impl Network {
     /// Parses the CSV text of a departments file (a header line, then one row per department).
     pub fn parse(text: &str) -> Result<Self, NetworkError> {
         let mut hospitals: BTreeMap<u16, Hospital> = BTreeMap::new();
-        for (i, line) in text.lines().enumerate().skip(1) {
-            let line_no = i + 1;
-            if line.trim().is_empty() {
-                continue;
-            }
+        // The first line is the header whatever it holds; rows are checked for their five
+        // columns here, so that the error names the line.
+        let mut rows = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .trim(csv::Trim::All)
+            .from_reader(text.as_bytes());
+        for row in rows.records() {
+            let line_no = line_of(
+                text,
+                match &row {
+                    Ok(r) => r.position(),
+                    Err(e) => e.position(),
+                },
+            );
             let invalid = |reason: String| NetworkError::Invalid {
                 line: line_no,
                 reason,
             };
-            let cols: Vec<&str> = line.split(',').map(str::trim).collect();
+            let row = row.map_err(|e| invalid(e.to_string()))?;
+            if line_no <= 1 || (row.len() == 1 && row.get(0) == Some("")) {
+                continue;
+            }
+            let cols: Vec<&str> = row.iter().collect();
             if cols.len() != 5 {
                 return Err(invalid(format!("expected 5 columns, found {}", cols.len())));
             }
@@ -142,6 +156,16 @@ impl Network {
     }
 }
 
+/// The line a row starts on. The reader's position of a row is where the row before it ended,
+/// before the line break and any blank lines that follow.
+fn line_of(text: &str, position: Option<&csv::Position>) -> usize {
+    let from = position.map_or(0, |p| usize::try_from(p.byte()).unwrap_or(usize::MAX));
+    let start = text.get(from..).map_or(text.len(), |rest| {
+        from + rest.len() - rest.trim_start_matches(['\r', '\n']).len()
+    });
+    text.bytes().take(start).filter(|b| *b == b'\n').count() + 1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +179,27 @@ mod tests {
             n.capacity(3, Department::Icu).map(|c| c.bed_capacity),
             Some(10)
         );
+    }
+
+    #[test]
+    fn a_quoted_hospital_name_may_hold_a_comma() {
+        let n = Network::parse(
+            "hospital_id,hospital_name,department,bed_capacity,staff_count\r\n\
+             \r\n\
+             4,\"St Anne, North\",ICU, 12 ,30\r\n",
+        )
+        .expect("parses");
+        assert_eq!(
+            n.hospital(4).map(|h| h.name.as_str()),
+            Some("St Anne, North")
+        );
+        let err = Network::parse("h\n1,A,ICU,3\n\n1,A,Surgery,3,4,5\n").expect_err("4 columns");
+        assert_eq!(err.to_string(), "line 2: expected 5 columns, found 4");
+        let err = Network::parse("h\n\n1,A,Surgery,3,4,5\n").expect_err("6 columns");
+        assert_eq!(err.to_string(), "line 3: expected 5 columns, found 6");
+        let err = Network::parse("h\r\n1,A,ICU,3,4\r\n\r\n \r\n1,A,Nowhere,3,4\r\n")
+            .expect_err("bad department");
+        assert_eq!(err.to_string(), "line 5: unknown department \"Nowhere\"");
     }
 
     #[test]

@@ -43,18 +43,8 @@ pub fn match_department(raw: &str) -> DepartmentMatch {
 
 /// Levenshtein distance over bytes (department names are ASCII; anything else is far anyway).
 fn edit_distance(a: &str, b: &str) -> usize {
-    let (a, b) = (a.as_bytes(), b.as_bytes());
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    let mut cur = vec![0; b.len() + 1];
-    for (i, ca) in a.iter().enumerate() {
-        cur[0] = i + 1;
-        for (j, cb) in b.iter().enumerate() {
-            let substitution = prev[j] + usize::from(ca != cb);
-            cur[j + 1] = substitution.min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
-    prev[b.len()]
+    let (a, b) = (a.as_bytes().to_vec(), b.as_bytes().to_vec());
+    strsim::generic_levenshtein(&a, &b)
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use cds_engine::http::auth::hash_token;
@@ -57,23 +57,8 @@ pub fn start() -> (Engine, Vec<String>) {
 
 /// The engine with extra `run` flags and extra tokens-file entries (already hashed).
 pub fn start_with(flags: &[&str], more_tokens: &str) -> (Engine, Vec<String>) {
-    let dir = std::env::temp_dir().join(format!("cds-http-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
-    let cds = env!("CARGO_BIN_EXE_cds");
-    let events = Command::new(cds)
-        .args([
-            "simulate",
-            "--seed",
-            "5",
-            "--max-events",
-            "6000",
-            "--dirty-rate",
-            "0",
-        ])
-        .output()
-        .expect("simulate")
-        .stdout;
+    let dir = super::scratch("engine");
+    let events = super::simulate(&["--seed", "5", "--max-events", "6000", "--dirty-rate", "0"]);
     let patients: BTreeSet<String> = String::from_utf8_lossy(&events)
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -88,9 +73,9 @@ pub fn start_with(flags: &[&str], more_tokens: &str) -> (Engine, Vec<String>) {
         + more_tokens;
     std::fs::write(dir.join("tokens.toml"), tokens).expect("tokens");
     let stderr = dir.join("engine.log");
-    let child = Command::new(cds)
+    let child = super::cds()
         .args(["run", "--http", "127.0.0.1:0", "--rules"])
-        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/../cds-rules"))
+        .arg(super::rules_dir())
         .arg("--source")
         .arg(format!("file:{}", dir.join("events.jsonl").display()))
         .arg("--tokens")
@@ -132,6 +117,27 @@ pub fn start_with(flags: &[&str], more_tokens: &str) -> (Engine, Vec<String>) {
         std::thread::sleep(Duration::from_millis(300));
     }
     (engine, patients.into_iter().collect())
+}
+
+/// The whole answer (head and body) to a GET, or `None` while nothing answers (or within
+/// `timeout`).
+pub fn response(
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    timeout: Duration,
+) -> Option<String> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(timeout)).ok()?;
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    Some(text)
 }
 
 pub fn request(addr: &str, path: &str, headers: &[(&str, &str)]) -> TcpStream {

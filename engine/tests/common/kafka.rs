@@ -2,9 +2,6 @@
 //! `CDS_TEST_KAFKA=HOST:PORT` (and `CDS_TEST_TANSU=PATH`). Without it the tests fail with a
 //! clear message: a missing broker is never a skipped test.
 
-use std::path::PathBuf;
-use std::process::Command;
-
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -12,20 +9,6 @@ use rdkafka::config::ClientConfig;
 pub fn broker() -> String {
     std::env::var("CDS_TEST_KAFKA")
         .expect("CDS_TEST_KAFKA is not set: run the suite with `bash tests/run.sh`, which starts a Kafka broker")
-}
-
-pub fn unique(name: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{name}-{}-{}", std::process::id(), nanos % 1_000_000_000)
-}
-
-pub fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(unique(&format!("cds-kafka-{name}")));
-    std::fs::create_dir_all(&dir).expect("scratch dir");
-    dir
 }
 
 pub fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
@@ -51,8 +34,7 @@ pub fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
 
 /// Produces simulator events (`cds simulate ARGS --to kafka://...`) to a topic.
 pub fn produce(brokers: &str, topic: &str, args: &[&str]) {
-    let out = Command::new(env!("CARGO_BIN_EXE_cds"))
-        .env("CDS_LOG", "warn")
+    let out = super::cds()
         .arg("simulate")
         .args(args)
         .args(["--to", &format!("kafka://{brokers}/{topic}")])
@@ -71,15 +53,8 @@ pub fn produce(brokers: &str, topic: &str, args: &[&str]) {
 /// test must not mistake for the engine losing events (Apache Kafka and Event Hubs return the
 /// batch that contains the offset).
 pub fn produce_unbatched(brokers: &str, topic: &str, args: &[&str]) -> usize {
-    let out = Command::new(env!("CARGO_BIN_EXE_cds"))
-        .env("CDS_LOG", "warn")
-        .arg("simulate")
-        .args(args)
-        .output()
-        .expect("simulate");
-    assert!(out.status.success());
+    let out = super::simulate(args);
     let lines: Vec<&[u8]> = out
-        .stdout
         .split(|b| *b == b'\n')
         .filter(|l| !l.is_empty())
         .collect();

@@ -1,6 +1,10 @@
-//! Shared by the integration tests: the pseudonymisation key they run with and the oracle,
-//! [`cds_engine::gold::reference`] (KPIs recomputed from scratch, independent of the
-//! engine's incremental Gold code).
+//! Shared by the integration tests: the `cds` binary as they run it, their scratch
+//! directories, what `cds simulate` and `cds export` give, the pseudonymisation key they run
+//! with and the oracle, [`cds_engine::gold::reference`] (KPIs recomputed from scratch,
+//! independent of the engine's incremental Gold code).
+//!
+//! Each test binary compiles this module on its own and uses a part of it, hence the
+//! `dead_code` allowance.
 
 #![allow(dead_code)]
 
@@ -11,6 +15,7 @@ pub mod kafka;
 pub mod servers;
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 use cds_engine::model::{Network, Pseudonymiser};
 use cds_engine::silver::SilverRecord;
@@ -38,6 +43,37 @@ pub fn cds() -> std::process::Command {
     c
 }
 
+/// A name no other test run uses at the same time: `name-PID-NANOS`.
+pub fn unique(name: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{name}-{}-{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+/// A new, empty directory under the system's temporary directory, named after the test
+/// binary and `name`.
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(unique(&format!(
+        "cds-{}-{name}",
+        env!("CARGO_CRATE_NAME").replace('_', "-")
+    )));
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+/// The rule pack shipped with the engine.
+pub fn rules_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../cds-rules")
+}
+
+/// What `cds simulate ARGS` prints (JSON lines), which must have succeeded.
+pub fn simulate(args: &[&str]) -> Vec<u8> {
+    let out = cds().arg("simulate").args(args).output().expect("simulate");
+    ok(out, "cds simulate").stdout
+}
+
 /// The output of a command that must have succeeded, with its stderr when it did not.
 pub fn ok(out: std::process::Output, what: &str) -> std::process::Output {
     assert!(
@@ -59,7 +95,7 @@ pub fn free_port() -> u16 {
 
 /// The documents of a container as `cds export` prints them, each with its id, in the order
 /// printed (an id twice stays twice).
-pub fn exported(data: &std::path::Path, container: &str) -> Vec<(String, Value)> {
+pub fn exported(data: &Path, container: &str) -> Vec<(String, Value)> {
     let out = ok(
         cds()
             .args(["export", container, "--data-dir"])
@@ -75,4 +111,22 @@ pub fn exported(data: &std::path::Path, container: &str) -> Vec<(String, Value)>
             (v["id"].as_str().unwrap_or_default().to_owned(), v)
         })
         .collect()
+}
+
+/// The documents of a container by id, without what depends on when they were written.
+pub fn documents(data: &Path, container: &str) -> BTreeMap<String, Value> {
+    comparable(exported(data, container))
+}
+
+/// The event count of a run's summary line (`processed N events …` on stdout; a process of a
+/// cluster prints timely's connection progress before it).
+pub fn events_processed(summary: &str) -> u64 {
+    summary
+        .lines()
+        .find(|l| l.starts_with("processed "))
+        .unwrap_or_default()
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no event count in {summary:?}"))
 }

@@ -1,7 +1,7 @@
 //! Servers a test starts, stops and restarts on its own port: a Kafka broker (tansu) that keeps
 //! its log on disk, and the Cosmos DB test server. Both die with the value that owns them.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -127,11 +127,7 @@ impl Drop for CosmosServer {
 /// The value of a series on the engine's `/metrics`: `name` alone takes its first series,
 /// `name{labels}` as rendered takes that one. `None` while the HTTP server is not up yet.
 pub fn metric(http: &str, series: &str) -> Option<f64> {
-    let mut stream = std::net::TcpStream::connect(http).ok()?;
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).ok()?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).ok()?;
+    let body = super::http::response(http, "/metrics", &[], Duration::from_secs(30))?;
     body.lines().find_map(|l| {
         let rest = l.strip_prefix(series)?;
         let rest = match rest.strip_prefix('{') {

@@ -4,11 +4,20 @@
 //! the README); a column the mapping does not know is kept in the event's `extra` map, as event
 //! JSON keeps unknown fields. A row becomes event JSON and is parsed by the event model's own
 //! parser, so that an extract row and a JSON event with the same values are the same event.
+//!
+//! Rows are read as RFC 4180 records (`csv-core`: the extract arrives a line at a time). A
+//! quoted cell may go on over the next lines (a note typed with line breaks, an Excel cell
+//! with several lines): the row is kept open until its quote closes, and decoded with the line
+//! that closes it. A line that is a whole row on its own, while a row is open, shows that the
+//! open row's quote was a stray one: that row becomes a dead letter ("unterminated quoted
+//! field", as a one-line row with a stray quote always was) and the line is read as the next
+//! row. An open row is not part of a checkpoint, and one still open when the stream ends is
+//! dead-lettered only through [`super::Decoder::finish`].
 
 use chrono::{NaiveDateTime, TimeZone, Utc};
 use serde_json::{Map, Value};
 
-use super::FormatError;
+use super::{Decoded, FormatError};
 use crate::model::{format_time, parse_time, Event, Pseudonymiser};
 
 /// Extract column names (lower case) and the event-model field each fills.
@@ -53,52 +62,165 @@ pub const COLUMNS: &[(&str, &str)] = &[
 
 const TIME_FIELDS: [&str; 3] = ["event_timestamp", "admission_time", "discharge_time"];
 
-/// Splits one CSV line (RFC 4180 quoting; a quoted field does not span lines).
-pub fn split_line(line: &str) -> Result<Vec<String>, FormatError> {
-    let mut fields = Vec::new();
-    let mut field = String::new();
-    let mut chars = line.chars().peekable();
-    let mut quoted = false;
-    let mut was_quoted = false;
-    while let Some(c) = chars.next() {
-        match (quoted, c) {
-            (true, '"') if chars.peek() == Some(&'"') => {
-                field.push('"');
-                chars.next();
+/// The most one row may hold when a quoted cell goes on over several lines; beyond it the row
+/// is a dead letter (a stray quote must not hold every later line).
+const MAX_ROW_BYTES: usize = 1 << 20;
+
+/// One CSV record, as far as the text goes.
+#[derive(Debug, PartialEq)]
+enum Record {
+    Complete(Vec<String>),
+    /// The text ends inside a quoted cell: the record goes on over the next line.
+    Open,
+}
+
+fn unterminated() -> FormatError {
+    FormatError::Csv("unterminated quoted field".into())
+}
+
+/// Reads the text (one line, or the lines of one row joined by `\n`) as one CSV record.
+fn read_record(text: &str) -> Result<Record, FormatError> {
+    use csv_core::ReadRecordResult;
+    let mut input = Vec::with_capacity(text.len() + 1);
+    input.extend_from_slice(text.as_bytes());
+    // The line's own end: a complete record ends with it, an open quoted cell takes it in.
+    input.push(b'\n');
+    // A record's text is never longer than its input, nor are its fields more than its bytes.
+    let mut output = vec![0u8; input.len()];
+    let mut ends = vec![0usize; input.len() + 1];
+    let (result, read, _, fields) =
+        csv_core::Reader::new().read_record(&input, &mut output, &mut ends);
+    match result {
+        ReadRecordResult::Record if read == input.len() => {
+            let mut start = 0;
+            let mut out = Vec::with_capacity(fields);
+            for &end in ends.iter().take(fields) {
+                // Only ASCII quotes are taken out of UTF-8 text: every field is UTF-8.
+                let field = output.get(start..end).unwrap_or_default();
+                out.push(String::from_utf8_lossy(field).into_owned());
+                start = end;
             }
-            (true, '"') => quoted = false,
-            (true, c) => field.push(c),
-            (false, '"') if field.is_empty() && !was_quoted => {
-                quoted = true;
-                was_quoted = true;
-            }
-            (false, ',') => {
-                fields.push(std::mem::take(&mut field));
-                was_quoted = false;
-            }
-            (false, c) => field.push(c),
+            Ok(Record::Complete(out))
+        }
+        ReadRecordResult::Record => Err(FormatError::Csv(
+            "a line break outside quotes: more than one row in the line".into(),
+        )),
+        // Nothing but line breaks (an empty line is one empty field, as it always was).
+        ReadRecordResult::InputEmpty if !text.contains('"') => {
+            Ok(Record::Complete(vec![String::new()]))
+        }
+        ReadRecordResult::InputEmpty => Ok(Record::Open),
+        ReadRecordResult::OutputFull | ReadRecordResult::OutputEndsFull | ReadRecordResult::End => {
+            Err(FormatError::Csv("the line could not be read".into()))
         }
     }
-    if quoted {
-        return Err(FormatError::Csv("unterminated quoted field".into()));
-    }
-    fields.push(field);
-    Ok(fields)
 }
 
 /// Decodes one line: the first line of a stream is the header (no event); every further one
 /// is a row. A row without an event id gets one derived from its identity, keyed by
-/// `pseudonyms` (see `derived_id`).
+/// `pseudonyms` (see `derived_id`). The line is a whole row: a quote left open is an error.
 pub fn decode_line(
     line: &[u8],
     header: &mut Option<Vec<String>>,
     pseudonyms: Option<&Pseudonymiser>,
 ) -> Result<Option<Event>, FormatError> {
-    let text = std::str::from_utf8(line)
+    match read_record(line_text(line)?)? {
+        Record::Complete(fields) => decode_fields(fields, header, pseudonyms),
+        Record::Open => Err(unterminated()),
+    }
+}
+
+/// The text of a line, without a byte-order mark and its line end.
+fn line_text(line: &[u8]) -> Result<&str, FormatError> {
+    Ok(std::str::from_utf8(line)
         .map_err(|_| FormatError::Csv("the line is not UTF-8 text".into()))?
         .trim_start_matches('\u{feff}')
-        .trim_end_matches(['\r', '\n']);
-    let fields = split_line(text)?;
+        .trim_end_matches(['\r', '\n']))
+}
+
+/// Decodes one line of a stream, where a quoted cell may go on over the next lines (`open`
+/// holds the row so far). An error of this line alone is the `Err`; a row of several lines
+/// that cannot be read is a `Rejected` part, with all its lines.
+pub fn decode_stream_line(
+    line: &[u8],
+    header: &mut Option<Vec<String>>,
+    open: &mut Option<String>,
+    pseudonyms: Option<&Pseudonymiser>,
+) -> Result<Vec<Decoded>, FormatError> {
+    let text = line_text(line)?;
+    let mut out = Vec::new();
+    let whole_row = |fields: &[String]| header.as_ref().is_some_and(|h| h.len() == fields.len());
+    let (fields, row) = match open.take() {
+        None => match read_record(text)? {
+            Record::Complete(fields) => (fields, None),
+            Record::Open if text.len() > MAX_ROW_BYTES => return Err(unterminated()),
+            Record::Open => {
+                *open = Some(text.to_owned());
+                return Ok(out);
+            }
+        },
+        Some(start) => {
+            let joined = format!("{start}\n{text}");
+            match read_record(&joined) {
+                Ok(Record::Complete(fields)) if header.is_none() || whole_row(&fields) => {
+                    (fields, Some(joined))
+                }
+                merged => match read_record(text) {
+                    Ok(Record::Complete(fields)) if whole_row(&fields) => {
+                        out.push(Decoded::Rejected {
+                            error: unterminated(),
+                            part: start,
+                        });
+                        (fields, None)
+                    }
+                    _ => match merged {
+                        Ok(Record::Complete(fields)) => (fields, Some(joined)),
+                        Ok(Record::Open) if joined.len() <= MAX_ROW_BYTES => {
+                            *open = Some(joined);
+                            return Ok(out);
+                        }
+                        Ok(Record::Open) => {
+                            out.push(Decoded::Rejected {
+                                error: unterminated(),
+                                part: joined,
+                            });
+                            return Ok(out);
+                        }
+                        Err(error) => {
+                            out.push(Decoded::Rejected {
+                                error,
+                                part: joined,
+                            });
+                            return Ok(out);
+                        }
+                    },
+                },
+            }
+        }
+    };
+    match (decode_fields(fields, header, pseudonyms), row) {
+        (Ok(event), _) => out.extend(event.map(|e| Decoded::Event(Box::new(e)))),
+        (Err(error), Some(part)) => out.push(Decoded::Rejected { error, part }),
+        (Err(error), None) if out.is_empty() => return Err(error),
+        (Err(error), None) => out.push(Decoded::Rejected {
+            error,
+            part: text.to_owned(),
+        }),
+    }
+    Ok(out)
+}
+
+/// A row still open when its stream ends (its quote was never closed), with why it is no row.
+pub fn finish(open: &mut Option<String>) -> Option<(FormatError, String)> {
+    open.take().map(|part| (unterminated(), part))
+}
+
+/// The header (no event) or a row.
+fn decode_fields(
+    fields: Vec<String>,
+    header: &mut Option<Vec<String>>,
+    pseudonyms: Option<&Pseudonymiser>,
+) -> Result<Option<Event>, FormatError> {
     let Some(names) = header.as_ref() else {
         let names: Vec<String> = fields.iter().map(|f| f.trim().to_lowercase()).collect();
         if !names.iter().any(|n| field_of(n) == Some("event_type")) {
@@ -238,5 +360,46 @@ mod tests {
             decode_line(b"P8,ADMISSION", &mut header, None),
             Err(FormatError::Csv(_))
         ));
+    }
+
+    #[test]
+    fn a_quoted_cell_may_go_on_over_the_next_lines() {
+        let (mut header, mut open) = (None, None);
+        let mut read = |line: &str| {
+            decode_stream_line(line.as_bytes(), &mut header, &mut open, None).expect("lines")
+        };
+        assert!(read("MRN,Movement,Event_Time,Ward,Note,Bed\r\n").is_empty());
+        assert!(read("P7,ADMISSION,2026-03-02 10:00,ICU,\"first line\r\n").is_empty());
+        assert!(read("\r\n").is_empty());
+        let decoded = read("said \"\"hi\"\", left\",ICU-03\r\n");
+        let [Decoded::Event(e)] = decoded.as_slice() else {
+            panic!("one event: {decoded:?}");
+        };
+        assert_eq!(e.patient_id.as_deref(), Some("P7"));
+        assert_eq!(e.bed_id.as_deref(), Some("ICU-03"));
+        assert_eq!(
+            e.extra.get("note"),
+            Some(&Value::from("first line\n\nsaid \"hi\", left"))
+        );
+
+        // A stray quote: the next whole row shows it, and only its own row is lost.
+        assert!(read("P8,ADMISSION,2026-03-02 11:00,ICU,\"oops,ICU-04").is_empty());
+        let decoded = read("P9,ADMISSION,2026-03-02 12:00,ICU,fine,ICU-05");
+        let [Decoded::Rejected { error, part }, Decoded::Event(e)] = decoded.as_slice() else {
+            panic!("a dead letter and an event: {decoded:?}");
+        };
+        assert_eq!(
+            error.to_string(),
+            FormatError::Csv("unterminated quoted field".into()).to_string()
+        );
+        assert_eq!(part, "P8,ADMISSION,2026-03-02 11:00,ICU,\"oops,ICU-04");
+        assert_eq!(e.patient_id.as_deref(), Some("P9"));
+
+        // Still open at the end of the stream: a dead letter, not nothing.
+        assert!(read("P10,ADMISSION,2026-03-02 13:00,ICU,\"never closed").is_empty());
+        let (error, part) = finish(&mut open).expect("the open row");
+        assert!(matches!(error, FormatError::Csv(_)));
+        assert_eq!(part, "P10,ADMISSION,2026-03-02 13:00,ICU,\"never closed");
+        assert!(finish(&mut open).is_none());
     }
 }

@@ -180,6 +180,8 @@ pub struct Decoder {
     census: Census,
     fhir: fhir::State,
     csv_header: Option<Vec<String>>,
+    /// An extract row whose quoted cell goes on over the next line (not in a checkpoint).
+    csv_open_row: Option<String>,
 }
 
 impl Decoder {
@@ -192,6 +194,7 @@ impl Decoder {
             },
             fhir: fhir::State::new(Some(pseudonyms)),
             csv_header: None,
+            csv_open_row: None,
         }
     }
 
@@ -216,6 +219,23 @@ impl Decoder {
         self.fhir = state.fhir.into_owned();
         self.fhir.set_pseudonyms(pseudonyms);
         self.csv_header = state.csv_header.into_owned();
+        self.csv_open_row = None;
+    }
+
+    /// At the end of a stream: an extract row still open (its quote never closed) becomes a
+    /// dead letter, for it is no event and must not vanish.
+    pub fn finish(&mut self, position: impl Fn() -> SourcePosition) -> Vec<Outcome> {
+        ehr::finish(&mut self.csv_open_row)
+            .map(|(error, part)| {
+                Outcome::DeadLetter(DeadLetter {
+                    reason_code: error.class(),
+                    reason: error.to_string(),
+                    position: position(),
+                    payload: part,
+                })
+            })
+            .into_iter()
+            .collect()
     }
 
     /// Decodes one payload into events (or rejected parts). Event JSON is parsed by Silver.
@@ -232,12 +252,12 @@ impl Decoder {
                     .map(|e| Decoded::Event(Box::new(e)))
                     .collect()
             }),
-            Format::EhrCsv => ehr::decode_line(
+            Format::EhrCsv => ehr::decode_stream_line(
                 payload,
                 &mut self.csv_header,
+                &mut self.csv_open_row,
                 self.census.pseudonyms.as_ref(),
-            )
-            .map(|e| e.map(|e| Decoded::Event(Box::new(e))).into_iter().collect()),
+            ),
             Format::Json | Format::Auto => Err(FormatError::Unknown),
         }
     }
