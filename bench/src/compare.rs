@@ -7,8 +7,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
+use cds_engine::model::SourcePosition;
 use cds_engine::model::{Network, Pseudonymiser};
-use cds_engine::silver::{Outcome, Silver, SilverRecord, SourcePosition};
+use cds_engine::silver::{Outcome, Silver, SilverRecord};
 
 use crate::report::Report;
 use crate::{baseline, incremental};
@@ -33,7 +34,7 @@ pub fn silver_prefix(
             partition: 0,
             offset: n as i64,
         };
-        if let Outcome::Record(r) = silver.ingest(payload, position) {
+        if let Outcome::Record(r) = silver.admit(cds_engine::decode::json(payload, position)) {
             records.push(*r);
         }
         line.clear();

@@ -30,6 +30,7 @@
 //!   configuration; `main.rs` only calls [`cli::main`].
 
 pub mod cli;
+pub mod decode;
 pub mod dims;
 pub mod gold;
 pub mod http;

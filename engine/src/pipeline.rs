@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tracing::{info, instrument};
 
+use crate::decode::{Decoder, DecoderState, Format};
 use crate::dims::department_versions;
 use crate::gold::{self, FactBuilder, GoldBatch, GoldOutput, GoldState, KpiState, Micros};
 use crate::lake::checkpoint::{Checkpoint, CheckpointStore};
@@ -31,12 +32,12 @@ use crate::lake::writer::{LakeConfig, LakeHandle, LakeMessage, LakeWriteError};
 use crate::lake::{Lake, LakeError};
 use crate::metrics::Metrics;
 use crate::model::Document;
+use crate::model::SourcePosition;
 use crate::model::{format_time, Network, Pseudonymiser};
 use crate::ops::{Condition, OpsAlerts};
 use crate::rules::{RulesStage, RELOAD_INTERVAL};
-use crate::silver::{DedupWindow, Outcome, Silver, SilverRecord, SourcePosition};
+use crate::silver::{DedupWindow, Outcome, Silver, SilverRecord};
 use crate::sink::{announce, Container, Feed, Sink, SinkError};
-use crate::source::format::{Decoder, DecoderState, Format};
 use crate::source::{DeadLetterDeliveries, Poll, Position, RawBatch, Source, SourceError};
 use crate::support::{codec, Stage, StageHealth};
 
@@ -798,7 +799,11 @@ fn ingest(
                 partition: pos.partition,
                 offset: pos.offset,
             });
-            let outcomes = decoder.ingest(&mut silver, payload, position);
+            let outcomes: Vec<Outcome> = decoder
+                .decode_payload(payload, position)
+                .into_iter()
+                .map(|d| silver.admit(d))
+                .collect();
             if let Some(p) = &row_position {
                 // Bronze keeps the payload once, however many records it decodes into.
                 bronze_rows.push(BronzeRow {

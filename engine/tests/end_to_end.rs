@@ -7,7 +7,8 @@ mod common;
 use std::path::Path;
 
 use cds_engine::model::Network;
-use cds_engine::silver::{Outcome, Silver, SourcePosition};
+use cds_engine::model::SourcePosition;
+use cds_engine::silver::{Outcome, Silver};
 use common::{cds, differences, documents, ok, recompute, scratch, simulate};
 use serde_json::Value;
 
@@ -90,7 +91,7 @@ fn simulate_run_export_equals_recomputation() {
             partition: 0,
             offset: i as i64 + 1,
         };
-        match silver.ingest(line, pos) {
+        match silver.admit(cds_engine::decode::json(line, pos)) {
             Outcome::Record(r) => records.push(*r),
             Outcome::DeadLetter(_) => dead += 1,
             Outcome::Duplicate => {}

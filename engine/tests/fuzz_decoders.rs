@@ -10,9 +10,10 @@ mod common;
 
 use std::path::Path;
 
+use cds_engine::decode::{Decoder, Format, DECODER_PANIC};
+use cds_engine::model::SourcePosition;
 use cds_engine::model::{Network, Pseudonymiser};
-use cds_engine::silver::{Outcome, Silver, SourcePosition};
-use cds_engine::source::format::{Decoder, Format, DECODER_PANIC};
+use cds_engine::silver::{Outcome, Silver};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -106,7 +107,8 @@ impl Stream {
     }
 
     fn feed(&mut self, payload: &[u8]) -> Vec<Outcome> {
-        self.decoder.ingest(&mut self.silver, payload, position)
+        let decoded = self.decoder.decode_payload(payload, position);
+        decoded.into_iter().map(|d| self.silver.admit(d)).collect()
     }
 }
 
@@ -350,9 +352,14 @@ fn the_hostile_corpus_is_dead_lettered_and_the_stream_goes_on() {
             let mut silver = Silver::new(network.clone());
             let mut all = Vec::new();
             for line in bytes.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-                all.extend(decoder.ingest(&mut silver, line, position));
+                all.extend(
+                    decoder
+                        .decode_payload(line, position)
+                        .into_iter()
+                        .map(|d| silver.admit(d)),
+                );
             }
-            all.extend(decoder.finish(position));
+            all.extend(decoder.finish(position).map(Outcome::DeadLetter));
             all
         } else {
             let mut s = Stream::new(format, &network);

@@ -12,7 +12,8 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use cds_engine::model::Network;
-use cds_engine::silver::{Outcome, Silver, SourcePosition};
+use cds_engine::model::SourcePosition;
+use cds_engine::silver::{Outcome, Silver};
 use cds_engine::source::mllp;
 use common::formats::{self, cancel_message, encounter_ids, fhir_bundle, hl7_message};
 use common::{cds, differences, documents, ok, recompute, scratch, simulate};
@@ -45,7 +46,9 @@ fn expected(events: &[Value]) -> std::collections::BTreeMap<String, Value> {
             partition: 0,
             offset: i as i64,
         };
-        if let Outcome::Record(r) = silver.ingest(e.to_string().as_bytes(), pos) {
+        if let Outcome::Record(r) =
+            silver.admit(cds_engine::decode::json(e.to_string().as_bytes(), pos))
+        {
             records.push(*r);
         }
     }
@@ -416,11 +419,12 @@ fn a_capacity_change_updates_occupancy_live_and_keeps_history() {
     let records: Vec<_> = events
         .iter()
         .filter_map(|e| {
-            match silver.ingest(e.to_string().as_bytes(), || SourcePosition {
+            let position = || SourcePosition {
                 source: "t".into(),
                 partition: 0,
                 offset: 0,
-            }) {
+            };
+            match silver.admit(cds_engine::decode::json(e.to_string().as_bytes(), position)) {
                 Outcome::Record(r) => Some(*r),
                 _ => None,
             }
@@ -480,7 +484,7 @@ fn fixture(name: &str) -> Vec<u8> {
 
 #[test]
 fn public_hl7v2_samples_parse_and_map() {
-    use cds_engine::source::format::{hl7v2, Census, FormatError};
+    use cds_engine::decode::{hl7v2, Census, FormatError};
 
     // An ADT^A01 from a hospital feed: PID-3 repetitions (the MR one is taken), PV1, DG1, IN1.
     let msh = fixture("sample_msh.hl7");

@@ -130,7 +130,9 @@ fn alerts_for(
 ) -> Vec<String> {
     let mut batch = Vec::new();
     for p in payloads {
-        if let Outcome::Record(r) = silver.ingest(p, || unreachable!("valid events")) {
+        if let Outcome::Record(r) =
+            silver.admit(cds_engine::decode::json(p, || unreachable!("valid events")))
+        {
             batch.push((key, r));
         }
     }

@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::decode::Format;
 use crate::http::HttpLimits;
 use crate::ops::OpsConfig;
 use crate::pipeline::{ClusterConfig, Until};
 use crate::sink::SinkConfig;
-use crate::source::format::Format;
 use crate::source::mllp::MllpArgs;
 use crate::source::{KafkaSettings, SourceConfig, SourceSettings};
 

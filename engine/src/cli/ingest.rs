@@ -9,9 +9,9 @@ use clap::Args;
 
 use super::config::{RunConfig, Switch};
 use super::run;
+use crate::decode::Format;
 use crate::model::Network;
 use crate::sink::SinkConfig;
-use crate::source::format::Format;
 use crate::source::SourceConfig;
 
 #[derive(Debug, Args)]

@@ -18,6 +18,7 @@ use super::config::{
 use super::serve::{self, Shared};
 use super::simulate::SimulatorArgs;
 use super::status;
+use crate::decode::Format;
 use crate::http::auth::TOKENS_FILE_ENV;
 use crate::http::HttpLimits;
 use crate::lake::writer::LakeConfig;
@@ -26,7 +27,6 @@ use crate::model::{Network, Pseudonymiser};
 use crate::ops::OpsAlerts;
 use crate::pipeline::{self, PipelineConfig, Until};
 use crate::rules::RulesStage;
-use crate::source::format::Format;
 use crate::source::kafka::{parse_setting, PartitionShare};
 use crate::source::{KafkaSettings, SourceConfig, SourceSettings};
 

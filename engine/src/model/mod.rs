@@ -1,12 +1,14 @@
 //! The event model of DESIGN.md: what an event is, the canonical vocabulary, the hospital
 //! network, and the pseudonymisation of patient identifiers.
 
+mod dead_letter;
 mod document;
 mod event;
 mod network;
 mod pseudonym;
 mod vocabulary;
 
+pub use dead_letter::{DeadLetter, SourcePosition};
 pub use document::Document;
 pub use event::{format_time, parse_time, Event, EventType, ParseError, Timestamp, Vitals};
 pub use network::{Capacity, Hospital, Network, NetworkError, DEFAULT_DEPARTMENTS_CSV};

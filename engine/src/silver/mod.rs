@@ -12,7 +12,7 @@ mod flags;
 use chrono::Duration;
 use serde::Serialize;
 
-use crate::model::{Department, Event, EventType, Network, Vitals};
+use crate::model::{DeadLetter, Department, Event, EventType, Network, Vitals};
 
 pub use dedup::DedupWindow;
 pub use department::{match_department, DepartmentMatch};
@@ -35,29 +35,6 @@ impl SilverRecord {
     pub fn quarantined(&self) -> bool {
         self.dq_flags.quarantined()
     }
-}
-
-/// Where a payload came from, for dead letters and (later) checkpoints.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SourcePosition {
-    /// `file:PATH`, `simulator`, `kafka:TOPIC`.
-    pub source: String,
-    /// Partition (0 for files and the simulator).
-    pub partition: i32,
-    /// Line number (files, 1-based), sequence number (simulator) or offset (Kafka).
-    pub offset: i64,
-}
-
-/// A payload that could not become an event, kept with the reason.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct DeadLetter {
-    /// A fixed label for the kind of failure (metrics, dashboards).
-    pub reason_code: &'static str,
-    /// What exactly was wrong, for the person fixing the feed.
-    pub reason: String,
-    pub position: SourcePosition,
-    /// The payload as received (lossy UTF-8).
-    pub payload: String,
 }
 
 /// What Silver made of one payload.
@@ -125,16 +102,12 @@ impl Silver {
         &self.network
     }
 
-    /// Parses one payload and applies every rule.
-    pub fn ingest(&mut self, payload: &[u8], position: impl FnOnce() -> SourcePosition) -> Outcome {
-        match Event::from_json(payload) {
+    /// What Silver makes of one decoded payload: a dead letter stays one; an event is
+    /// cleaned.
+    pub fn admit(&mut self, decoded: Result<Event, DeadLetter>) -> Outcome {
+        match decoded {
             Ok(event) => self.clean(event),
-            Err(e) => Outcome::DeadLetter(DeadLetter {
-                reason_code: e.class(),
-                reason: e.to_string(),
-                position: position(),
-                payload: String::from_utf8_lossy(payload).into_owned(),
-            }),
+            Err(letter) => Outcome::DeadLetter(letter),
         }
     }
 

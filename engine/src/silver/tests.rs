@@ -3,7 +3,7 @@
 #![allow(clippy::type_complexity)]
 
 use super::*;
-use crate::model::parse_time;
+use crate::model::{parse_time, SourcePosition};
 
 fn silver() -> Silver {
     Silver::new(Network::default_network())
@@ -209,7 +209,7 @@ fn not_an_event_is_a_dead_letter_with_its_position() {
         partition: 0,
         offset: 7,
     };
-    match s.ingest(b"{\"event_id\": \"x\"", pos) {
+    match s.admit(crate::decode::json(b"{\"event_id\": \"x\"", pos)) {
         Outcome::DeadLetter(d) => {
             assert!(d.reason.starts_with("malformed JSON"), "{}", d.reason);
             assert_eq!(d.position.offset, 7);

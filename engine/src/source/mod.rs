@@ -4,7 +4,6 @@
 
 pub mod bronze;
 pub mod file;
-pub mod format;
 pub mod kafka;
 pub mod mllp;
 pub mod simulator;
@@ -14,7 +13,7 @@ pub use spec::{KafkaSettings, SourceConfig, SourceSettings};
 
 use std::time::Duration;
 
-use crate::silver::DeadLetter;
+use crate::model::DeadLetter;
 
 /// Counts of the dead letters a source published to its own channel, since it opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -12,11 +12,11 @@ use tracing::info;
 
 use super::bronze::{BronzeConfig, BronzeSource};
 use super::file::{FileConfig, FileSource, Framing};
-use super::format::Format;
 use super::kafka::{KafkaConfig, KafkaSource, PartitionShare};
 use super::mllp::{MllpArgs, MllpSource};
 use super::simulator::{SimulatorConfig, SimulatorSource};
 use super::{Source, SourceError};
+use crate::decode::Format;
 use crate::model::Network;
 
 /// Which source `--source` names.

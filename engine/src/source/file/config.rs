@@ -2,7 +2,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::source::format::Format;
+use crate::decode::Format;
 
 /// Configuration of a JSON-lines file source.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

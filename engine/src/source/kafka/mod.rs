@@ -40,7 +40,7 @@ use tracing::{info, warn};
 pub use config::{parse_setting, KafkaConfig, PartitionShare, EVENTHUB_CONNECTION_STRING_ENV};
 
 use super::{DeadLetterDeliveries, Poll, Position, RawBatch, Source, SourceError};
-use crate::silver::DeadLetter;
+use crate::model::DeadLetter;
 
 fn kafka(e: KafkaError) -> SourceError {
     SourceError::Kafka(e.to_string())

@@ -38,8 +38,8 @@ use tokio_rustls::TlsAcceptor;
 pub use config::{Cidr, CidrError, MllpArgs, MllpConfig, MllpTls};
 use framer::{Framed, Framer, CR, END, START};
 
-use super::format::{hl7v2, Census, FormatError};
 use super::{Poll, Position, RawBatch, Source, SourceError};
+use crate::decode::{hl7v2, Census, FormatError};
 
 /// The file of received messages, in MLLP framing, under the log directory.
 const LOG_FILE: &str = "received.hl7";

@@ -19,8 +19,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Event, Pseudonymiser, Vitals};
-use crate::silver::{DeadLetter, Outcome, Silver, SourcePosition};
+use crate::model::{DeadLetter, Event, Pseudonymiser, SourcePosition, Vitals};
 
 /// Why a payload (or one resource of a Bundle) could not become events.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -173,7 +172,7 @@ pub struct DecoderState<'a> {
     csv_header: Cow<'a, Option<Vec<String>>>,
 }
 
-/// Turns payloads into Silver outcomes, in the source's format.
+/// Turns payloads into events (and dead letters), in the source's format.
 #[derive(Debug)]
 pub struct Decoder {
     format: Format,
@@ -224,21 +223,16 @@ impl Decoder {
 
     /// At the end of a stream: an extract row still open (its quote never closed) becomes a
     /// dead letter, for it is no event and must not vanish.
-    pub fn finish(&mut self, position: impl Fn() -> SourcePosition) -> Vec<Outcome> {
-        ehr::finish(&mut self.csv_open_row)
-            .map(|(error, part)| {
-                Outcome::DeadLetter(DeadLetter {
-                    reason_code: error.class(),
-                    reason: error.to_string(),
-                    position: position(),
-                    payload: part,
-                })
-            })
-            .into_iter()
-            .collect()
+    pub fn finish(&mut self, position: impl Fn() -> SourcePosition) -> Option<DeadLetter> {
+        ehr::finish(&mut self.csv_open_row).map(|(error, part)| DeadLetter {
+            reason_code: error.class(),
+            reason: error.to_string(),
+            position: position(),
+            payload: part,
+        })
     }
 
-    /// Decodes one payload into events (or rejected parts). Event JSON is parsed by Silver.
+    /// Decodes one payload of a mapped format (not event JSON) into events or rejected parts.
     pub fn decode(&mut self, payload: &[u8]) -> Result<Vec<Decoded>, FormatError> {
         let format = match self.format {
             Format::Auto => detect(payload)?,
@@ -262,18 +256,18 @@ impl Decoder {
         }
     }
 
-    /// Decodes one payload and runs Silver on every event it holds. A panic on the way is this
-    /// payload's fault, not the stream's (the failure contract): the payload becomes a dead
-    /// letter `decoder_panic`, kept whole for a fix and a replay, and the next one goes on.
-    pub fn ingest(
+    /// Decodes one payload into its events, and dead letters for what is not one (Silver
+    /// cleans the events; the decoder never judges them). A panic on the way is this payload's
+    /// fault, not the stream's (the failure contract): the payload becomes a dead letter
+    /// `decoder_panic`, kept whole for a fix and a replay, and the next one goes on.
+    pub fn decode_payload(
         &mut self,
-        silver: &mut Silver,
         payload: &[u8],
         position: impl Fn() -> SourcePosition,
-    ) -> Vec<Outcome> {
-        match crate::support::fault::isolate(|| self.ingest_payload(silver, payload, &position)) {
-            Ok(outcomes) => outcomes,
-            Err(_) => vec![Outcome::DeadLetter(DeadLetter {
+    ) -> Vec<Result<Event, DeadLetter>> {
+        match crate::support::fault::isolate(|| self.decode_isolated(payload, &position)) {
+            Ok(decoded) => decoded,
+            Err(_) => vec![Err(DeadLetter {
                 reason_code: DECODER_PANIC,
                 reason: "the decoder failed on this payload (a defect of the engine; the \
                          payload is kept to be replayed once it is fixed)"
@@ -284,39 +278,52 @@ impl Decoder {
         }
     }
 
-    fn ingest_payload(
+    fn decode_isolated(
         &mut self,
-        silver: &mut Silver,
         payload: &[u8],
         position: &impl Fn() -> SourcePosition,
-    ) -> Vec<Outcome> {
+    ) -> Vec<Result<Event, DeadLetter>> {
         crate::support::fault::drill_payload(payload);
         let format = match self.format {
             Format::Auto => detect(payload).unwrap_or(Format::Json),
             f => f,
         };
         if format == Format::Json {
-            return vec![silver.ingest(payload, position)];
+            return vec![json(payload, position)];
         }
-        let letter = |error: FormatError, part: String| {
-            Outcome::DeadLetter(DeadLetter {
-                reason_code: error.class(),
-                reason: error.to_string(),
-                position: position(),
-                payload: part,
-            })
+        let letter = |error: FormatError, part: String| DeadLetter {
+            reason_code: error.class(),
+            reason: error.to_string(),
+            position: position(),
+            payload: part,
         };
         match self.decode(payload) {
             Ok(decoded) => decoded
                 .into_iter()
                 .map(|d| match d {
-                    Decoded::Event(e) => silver.clean(*e),
-                    Decoded::Rejected { error, part } => letter(error, part),
+                    Decoded::Event(e) => Ok(*e),
+                    Decoded::Rejected { error, part } => Err(letter(error, part)),
                 })
                 .collect(),
-            Err(error) => vec![letter(error, String::from_utf8_lossy(payload).into_owned())],
+            Err(error) => vec![Err(letter(
+                error,
+                String::from_utf8_lossy(payload).into_owned(),
+            ))],
         }
     }
+}
+
+/// One payload of the event model's own JSON: the event, or a dead letter saying why not.
+pub fn json(
+    payload: &[u8],
+    position: impl FnOnce() -> SourcePosition,
+) -> Result<Event, DeadLetter> {
+    Event::from_json(payload).map_err(|e| DeadLetter {
+        reason_code: e.class(),
+        reason: e.to_string(),
+        position: position(),
+        payload: String::from_utf8_lossy(payload).into_owned(),
+    })
 }
 
 /// Tells FHIR (a JSON object with `resourceType`), HL7 v2 (`MSH`) and event JSON apart.
