@@ -359,7 +359,7 @@ pub fn one_load(
         longest_commit: source_log.longest_commit,
         longest_lag: source_log.longest_lag,
         longest_gap: source_log.longest_gap,
-        checkpoints: metrics.checkpoints_written.get(),
+        checkpoints: metrics.checkpoint.checkpoints_written.get(),
     })
 }
 

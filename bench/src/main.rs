@@ -521,7 +521,7 @@ fn throughput(
         report.figure("throughput", &what, summary.events_per_second(), "events/s");
         if with_rules {
             let alerts = SqliteSink::read_all(&sink_config, Container::Alerts)?.len() as u64;
-            let written = metrics.alerts_written.get();
+            let written = metrics.rules.alerts_written.get();
             if alerts == 0 || alerts > written {
                 bail!("{alerts} alert documents after {written} writes");
             }

@@ -513,9 +513,9 @@ pub fn run(
                     .ops
                     .raise(Condition::CheckpointFailed, CHECKPOINT_FAILED)
             })?;
-        metrics.checkpoints_written.inc();
-        metrics.checkpoint_bytes.set(bytes as i64);
-        metrics.checkpoint_age_seconds.set(0);
+        metrics.checkpoint.checkpoints_written.inc();
+        metrics.checkpoint.checkpoint_bytes.set(bytes as i64);
+        metrics.checkpoint.checkpoint_age_seconds.set(0);
     }
     commits.commit_through(source.as_mut(), u64::MAX)?;
     summary.documents_written = documents_written;
@@ -541,7 +541,7 @@ impl DeadLetterWatch {
         let failed = now.failed.saturating_sub(self.seen.failed);
         let delivered = now.delivered.saturating_sub(self.seen.delivered);
         if failed > 0 {
-            metrics.deadletter_publish_failures.inc_by(failed);
+            metrics.source.deadletter_publish_failures.inc_by(failed);
             ops.raise(
                 Condition::DeadLetterTopic,
                 "dead letters cannot be published to the dead-letter topic; they stay in the local dead-letter store",
@@ -566,15 +566,16 @@ impl OutageWatch {
             Some(since) => {
                 if !self.down {
                     self.down = true;
-                    metrics.source_outages.inc();
+                    metrics.source.source_outages.inc();
                 }
                 metrics
+                    .source
                     .source_unavailable_seconds
                     .set(i64::try_from(since.elapsed().as_secs()).unwrap_or(i64::MAX));
             }
             None if self.down => {
                 self.down = false;
-                metrics.source_unavailable_seconds.set(0);
+                metrics.source.source_unavailable_seconds.set(0);
             }
             None => {}
         }
@@ -620,7 +621,7 @@ fn ingest(
     let mut last_lake_flush = Instant::now();
     let mut ended = false;
     let source_name = source.name().to_owned();
-    let events_in = metrics.events_in.with_label_values(&[&source_name]);
+    let events_in = metrics.source.events_in.with_label_values(&[&source_name]);
     let mut flag_counts = [0u64; crate::silver::DqFlag::ALL.len()];
     let mut commits = Commits::default();
     let mut lag_read = Instant::now();
@@ -697,6 +698,7 @@ fn ingest(
                 last_checkpoint = Instant::now();
             }
             metrics
+                .checkpoint
                 .checkpoint_age_seconds
                 .set(last_checkpoint.elapsed().as_secs() as i64);
         }
@@ -709,6 +711,7 @@ fn ingest(
             lag_read = Instant::now();
             if let Some(lag) = source.lag() {
                 metrics
+                    .source
                     .source_lag
                     .set(i64::try_from(lag).unwrap_or(i64::MAX));
             }
@@ -861,6 +864,7 @@ fn ingest(
                     Outcome::DeadLetter(letter) => {
                         dead += 1;
                         metrics
+                            .silver
                             .dead_letters
                             .with_label_values(&[letter.reason_code])
                             .inc();
@@ -876,12 +880,13 @@ fn ingest(
         }
         let n = raw.len() as u64 - skipped;
         events_in.inc_by(n);
-        metrics.duplicates.inc_by(dups);
-        metrics.quarantined.inc_by(quarantined);
-        metrics.gold_records.inc_by(gold);
+        metrics.silver.duplicates.inc_by(dups);
+        metrics.silver.quarantined.inc_by(quarantined);
+        metrics.gold.gold_records.inc_by(gold);
         for (i, count) in flag_counts.iter_mut().enumerate() {
             if *count > 0 {
                 metrics
+                    .silver
                     .dq_flags
                     .with_label_values(&[crate::silver::DqFlag::ALL[i].name()])
                     .inc_by(*count);
@@ -1069,8 +1074,8 @@ impl Checkpointing {
         self.ops.clear(Condition::CheckpointFailed);
         self.failed = false;
         self.through = p.epoch + 1;
-        metrics.checkpoints_written.inc();
-        metrics.checkpoint_bytes.set(bytes as i64);
+        metrics.checkpoint.checkpoints_written.inc();
+        metrics.checkpoint.checkpoint_bytes.set(bytes as i64);
         tracing::debug!(epoch = p.epoch, bytes, "checkpoint written");
         Ok(Some(self.through))
     }
@@ -1150,7 +1155,7 @@ struct Writer {
 impl Writer {
     fn write(&mut self, container: Container, docs: &[Document]) -> Result<(), PipelineError> {
         if let Err(e) = self.sink.upsert(container, docs) {
-            self.metrics.sink_errors.inc();
+            self.metrics.sink.sink_errors.inc();
             let detail = "a sink write failed for good; the run stops";
             self.ops.raise(Condition::SinkRetriesExhausted, detail);
             return Err(e.into());
@@ -1204,16 +1209,21 @@ fn write_kpis(
                 .get("type")
                 .and_then(|t| t.as_str())
                 .unwrap_or("unknown");
-            metrics.documents_written.with_label_values(&[kind]).inc();
+            metrics
+                .sink
+                .documents_written
+                .with_label_values(&[kind])
+                .inc();
         }
         *written += docs.len() as u64;
     }
     writer.written_through(Some(epoch), None);
-    metrics.occupied_beds.set(state.occupied());
+    metrics.gold.occupied_beds.set(state.occupied());
     if watermark > Micros::MIN {
-        metrics.watermark_seconds.set(watermark / 1_000_000);
+        metrics.gold.watermark_seconds.set(watermark / 1_000_000);
     }
     metrics
+        .gold
         .processing_latency
         .observe(read_at.elapsed().as_secs_f64());
     Ok(())
@@ -1250,8 +1260,9 @@ fn sink_loop(
             }) => {
                 if !documents.is_empty() {
                     writer.write(Container::Alerts, &documents)?;
-                    metrics.alerts_written.inc_by(documents.len() as u64);
+                    metrics.rules.alerts_written.inc_by(documents.len() as u64);
                     metrics
+                        .rules
                         .alert_latency
                         .observe(read_at.elapsed().as_secs_f64());
                 }
@@ -1264,7 +1275,7 @@ fn sink_loop(
                 }
             }
             Ok(SinkMessage::Gold(GoldOutput::Changes(changes))) => {
-                metrics.kpi_changes.inc_by(changes.len() as u64);
+                metrics.gold.kpi_changes.inc_by(changes.len() as u64);
                 for c in changes {
                     state.apply(c);
                 }
@@ -1288,7 +1299,7 @@ fn sink_loop(
                         }
                         pending.retain(|e, _| *e > min);
                         flushed = Some(min);
-                        metrics.epochs_completed.inc();
+                        metrics.gold.epochs_completed.inc();
                     }
                 }
             }

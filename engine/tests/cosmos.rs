@@ -267,6 +267,7 @@ fn assert_all_arrived(
 fn retries(metrics: &Metrics) -> BTreeMap<String, u64> {
     use prometheus::core::Collector;
     metrics
+        .sink
         .cosmos_retries
         .collect()
         .iter()
@@ -287,7 +288,7 @@ fn retries(metrics: &Metrics) -> BTreeMap<String, u64> {
 }
 
 fn dead_lettered(metrics: &Metrics) -> u64 {
-    Metrics::total(&metrics.cosmos_dead_lettered)
+    Metrics::total(&metrics.sink.cosmos_dead_lettered)
 }
 
 #[test]
@@ -433,8 +434,9 @@ fn throttling_and_server_errors_are_retried_and_every_document_arrives_once() {
     // sink), and each of them is in Cosmos DB as confirmed.
     let got_alerts = assert_all_arrived(&metrics, &endpoint, &db, &dir, &kpis, &confirmed);
     // Once: every alert handed to the sink was written by exactly one successful upsert.
-    let alerts_written = metrics.alerts_written.get();
+    let alerts_written = metrics.rules.alerts_written.get();
     let alert_upserts = metrics
+        .sink
         .cosmos_documents
         .with_label_values(&["alerts"])
         .get();
@@ -667,8 +669,8 @@ fn a_slow_server_holds_the_stream_back_without_losing_anything() {
     let _ = sampler.join();
     let peak = peak.lock().map(|p| *p).unwrap_or(0);
 
-    let requests = metrics.cosmos_request_seconds.get_sample_count();
-    let busy = metrics.cosmos_request_seconds.get_sample_sum();
+    let requests = metrics.sink.cosmos_request_seconds.get_sample_count();
+    let busy = metrics.sink.cosmos_request_seconds.get_sample_sum();
     let concurrency = busy / elapsed.as_secs_f64();
     eprintln!(
         "{requests} upserts in {:.1} s, mean concurrency {concurrency:.2}, memory {} -> peak {} MiB",
@@ -686,6 +688,6 @@ fn a_slow_server_holds_the_stream_back_without_losing_anything() {
         peak.saturating_sub(before) >> 20
     );
     let got_alerts = assert_all_arrived(&metrics, &endpoint, &db, &dir, &kpis, &confirmed);
-    assert_eq!(got_alerts.len() as u64, metrics.alerts_written.get());
+    assert_eq!(got_alerts.len() as u64, metrics.rules.alerts_written.get());
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -27,17 +27,17 @@ pub fn spawn(
                 if last.0.elapsed() < Duration::from_secs(1) {
                     continue;
                 }
-                let events = Metrics::total(&metrics.events_in);
+                let events = Metrics::total(&metrics.source.events_in);
                 let rate = (events - last.1) as f64 / last.0.elapsed().as_secs_f64();
                 last = (Instant::now(), events);
-                let occupied = metrics.occupied_beds.get();
+                let occupied = metrics.gold.occupied_beds.get();
                 let pct = if total_beds > 0 { 100.0 * occupied as f64 / total_beds as f64 } else { 0.0 };
                 let line = format!(
                     "events {events:>10} | {rate:>9.0} ev/s | dead letters {:>6} | dq flags {:>7} | dup {:>6} | occupied {occupied}/{total_beds} beds ({pct:.1}%) | docs {:>8}",
-                    Metrics::total(&metrics.dead_letters),
-                    Metrics::total(&metrics.dq_flags),
-                    metrics.duplicates.get(),
-                    Metrics::total(&metrics.documents_written),
+                    Metrics::total(&metrics.silver.dead_letters),
+                    Metrics::total(&metrics.silver.dq_flags),
+                    metrics.silver.duplicates.get(),
+                    Metrics::total(&metrics.sink.documents_written),
                 );
                 let mut err = std::io::stderr().lock();
                 let _ = write!(err, "\r\x1b[2K{line}");

@@ -28,10 +28,12 @@ pub fn publish_rates(metrics: &Metrics, acks: &AckStore) {
                 if acted > 0.0 {
                     let labels = [rule.as_str()];
                     metrics
+                        .http
                         .rule_accept_rate
                         .with_label_values(&labels)
                         .set(n.accepted as f64 / acted);
                     metrics
+                        .http
                         .rule_override_rate
                         .with_label_values(&labels)
                         .set(n.overridden as f64 / acted);
@@ -100,6 +102,7 @@ pub async fn ack(
     };
     state
         .metrics
+        .http
         .alert_acks
         .with_label_values(&[mlmname.as_str(), ack.action.as_str()])
         .inc();
@@ -163,10 +166,10 @@ pub async fn stats(State(state): State<HttpState>, Extension(token): Extension<T
             unacknowledged: 0,
             accept_rate: None,
             override_rate: None,
-            evaluations: counter(&m.rule_evaluations, rule),
-            fires: counter(&m.rule_fires, rule),
-            suppressed: counter(&m.rule_suppressed, rule),
-            errors: counter(&m.rule_errors, rule),
+            evaluations: counter(&m.rules.rule_evaluations, rule),
+            fires: counter(&m.rules.rule_fires, rule),
+            suppressed: counter(&m.rules.rule_suppressed, rule),
+            errors: counter(&m.rules.rule_errors, rule),
         });
         entry.alerts += 1;
         match alert["id"].as_str().and_then(|id| acks.get(id)) {

@@ -282,7 +282,7 @@ impl LakeWriter {
                         flush_asked = false;
                     }
                     Err(e) => {
-                        self.metrics.lake_errors.inc();
+                        self.metrics.lake.lake_errors.inc();
                         warn!(error = %e, "lake commit failed; retrying");
                         backoff = COMMIT_RETRY.delay(failures);
                         failures = failures.saturating_add(1);
@@ -307,7 +307,7 @@ impl LakeWriter {
             match self.commit() {
                 Ok(()) => return Ok(self.stats),
                 Err(e) => {
-                    self.metrics.lake_errors.inc();
+                    self.metrics.lake.lake_errors.inc();
                     last = e;
                 }
             }
@@ -473,6 +473,7 @@ impl LakeWriter {
             scd.written();
         }
         self.metrics
+            .lake
             .lake_rows
             .with_label_values(&[table.path()])
             .inc_by(rows);
@@ -651,6 +652,7 @@ impl LakeWriter {
             *entry = (*entry).max(*v);
         }
         self.metrics
+            .lake
             .lake_rows
             .with_label_values(&[table.path()])
             .inc_by(rows);

@@ -146,11 +146,15 @@ impl OpsAlerts {
     pub fn start(config: &OpsConfig, metrics: Arc<Metrics>) -> Result<Self, OpsError> {
         for c in Condition::ALL {
             metrics
+                .ops
                 .ops_condition_active
                 .with_label_values(&[c.name()])
                 .set(0);
             for s in [State::Raised, State::Recovered] {
-                metrics.ops_alerts.with_label_values(&[c.name(), s.name()]);
+                metrics
+                    .ops
+                    .ops_alerts
+                    .with_label_values(&[c.name(), s.name()]);
             }
         }
         let (notifier, done) = match &config.webhook {
@@ -310,10 +314,12 @@ impl OpsAlerts {
 
     fn count(&self, condition: Condition, state: State, active: i64) {
         if let Some(m) = &self.inner.metrics {
-            m.ops_alerts
+            m.ops
+                .ops_alerts
                 .with_label_values(&[condition.name(), state.name()])
                 .inc();
-            m.ops_condition_active
+            m.ops
+                .ops_condition_active
                 .with_label_values(&[condition.name()])
                 .set(active);
         }
@@ -401,7 +407,10 @@ mod tests {
     use super::*;
 
     fn counted(m: &Metrics, c: Condition, s: State) -> u64 {
-        m.ops_alerts.with_label_values(&[c.name(), s.name()]).get()
+        m.ops
+            .ops_alerts
+            .with_label_values(&[c.name(), s.name()])
+            .get()
     }
 
     #[test]
@@ -421,6 +430,7 @@ mod tests {
         assert_eq!(counted(&metrics, c, State::Raised), 1);
         let gauge = || {
             metrics
+                .ops
                 .ops_condition_active
                 .with_label_values(&[c.name()])
                 .get()

@@ -98,7 +98,8 @@ impl Notifier {
                     let delivered = runtime.block_on(post(&client, &url, body, &delivery));
                     if let Some(m) = &thread_metrics {
                         let result = if delivered { "delivered" } else { "failed" };
-                        m.ops_webhook_notifications
+                        m.ops
+                            .ops_webhook_notifications
                             .with_label_values(&[result])
                             .inc();
                     }
@@ -122,7 +123,8 @@ impl Notifier {
             Ok(()) => {}
             Err(TrySendError::Full(n) | TrySendError::Disconnected(n)) => {
                 if let Some(m) = &self.metrics {
-                    m.ops_webhook_notifications
+                    m.ops
+                        .ops_webhook_notifications
                         .with_label_values(&["dropped"])
                         .inc();
                 }

@@ -264,22 +264,29 @@ impl RulesStage {
             let before = self.reported.get(&s.mlmname);
             let grow = |now: u64, then: Option<u64>| now.saturating_sub(then.unwrap_or(0));
             let labels = [s.mlmname.as_str()];
-            m.rule_evaluations
+            m.rules
+                .rule_evaluations
                 .with_label_values(&labels)
                 .inc_by(grow(s.evaluations, before.map(|b| b.evaluations)));
-            m.rule_fires
+            m.rules
+                .rule_fires
                 .with_label_values(&labels)
                 .inc_by(grow(s.fires, before.map(|b| b.fires)));
-            m.rule_suppressed
+            m.rules
+                .rule_suppressed
                 .with_label_values(&labels)
                 .inc_by(grow(s.suppressed, before.map(|b| b.suppressed)));
             let failed = grow(s.errors, before.map(|b| b.errors));
             errors += failed;
-            m.rule_errors.with_label_values(&labels).inc_by(failed);
+            m.rules
+                .rule_errors
+                .with_label_values(&labels)
+                .inc_by(failed);
             let spent = s
                 .eval_time
                 .saturating_sub(before.map_or(Duration::ZERO, |b| b.eval_time));
-            m.rule_eval_seconds
+            m.rules
+                .rule_eval_seconds
                 .with_label_values(&labels)
                 .inc_by(spent.as_secs_f64());
             self.reported.insert(s.mlmname.clone(), s);

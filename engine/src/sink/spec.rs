@@ -110,7 +110,7 @@ impl SinkConfig {
                         path: config.path.display().to_string(),
                         source,
                     })?
-                    .counting_retries(metrics.sink_retries.clone());
+                    .counting_retries(metrics.sink.sink_retries.clone());
                 Ok(OpenedSink {
                     sink: Box::new(sink),
                     flush_interval: None,

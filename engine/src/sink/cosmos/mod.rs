@@ -257,14 +257,19 @@ impl CosmosSink {
             )
             .await;
             self.metrics
+                .sink
                 .cosmos_request_seconds
                 .observe(started.elapsed().as_secs_f64());
             let verdict = match result {
                 Ok(Ok(response)) => {
                     if let Some(charge) = response.headers().request_charge() {
-                        self.metrics.cosmos_request_units.inc_by(charge.value());
+                        self.metrics
+                            .sink
+                            .cosmos_request_units
+                            .inc_by(charge.value());
                     }
                     self.metrics
+                        .sink
                         .cosmos_documents
                         .with_label_values(&[container.name()])
                         .inc();
@@ -292,6 +297,7 @@ impl CosmosSink {
                         });
                     }
                     self.metrics
+                        .sink
                         .cosmos_retries
                         .with_label_values(&[label])
                         .inc();
@@ -370,6 +376,7 @@ impl CosmosSink {
             .flush()
             .map_err(|e| SinkError::DeadLetter(e.to_string()))?;
         self.metrics
+            .sink
             .cosmos_dead_lettered
             .with_label_values(&[container.name()])
             .inc_by(failed.len() as u64);
@@ -424,6 +431,7 @@ impl Sink for CosmosSink {
                 break;
             }
             self.metrics
+                .sink
                 .cosmos_retries
                 .with_label_values(&["404"])
                 .inc_by(pending.len() as u64);
