@@ -16,16 +16,21 @@
 //! - [`gold`]: facts, the differential dataflow of the KPIs, and the KPI documents.
 //! - [`rules`]: the stage that runs the clinical rule pack and turns fired rules into alerts.
 //! - [`sink`]: where documents go: the embedded SQLite store or Azure Cosmos DB, behind one trait.
-//! - [`lake`]: the local lake: dead-letter store and quarantined Silver records.
+//! - [`lake`]: the lake: Bronze/Silver/Gold Delta tables, the dead-letter store and the
+//!   quarantined Silver records.
+//! - [`checkpoint`]: what each stateful stage gives a checkpoint ([`checkpoint::Checkpointed`]),
+//!   the checkpoint files, when checkpoints are taken and written, and restoring a run from one.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics`.
 //! - [`metrics`]: the Prometheus registry of a run.
 //! - `ops`: operational alerts (sink retries exhausted, source unreachable, checkpoint failed,
 //!   rule errors): metrics, log lines and a Teams/Slack webhook, one notice per outage.
-//! - [`pipeline`]: the job that wires the stages with bounded channels and threads.
+//! - [`pipeline`]: the job that wires the stages with bounded channels and threads: the
+//!   ingest loop, the timely workers, the rules thread and the sink thread, one file each.
 //! - [`support`]: what several stages share: retries with backoff, files private to the
 //!   engine's user.
 //! - [`cli`]: the `cds` command line; `main.rs` only calls [`cli::main`].
 
+pub mod checkpoint;
 pub mod cli;
 pub mod gold;
 pub mod http;

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::Checkpointed;
 use crate::model::{Event, Pseudonymiser, Vitals};
 use crate::silver::{DeadLetter, Outcome, Silver, SourcePosition};
 
@@ -182,6 +183,29 @@ pub struct Decoder {
     csv_header: Option<Vec<String>>,
 }
 
+/// A checkpoint keeps what the decoder remembers (FHIR encounters, where patients lie); the
+/// pseudonymiser stays this run's.
+impl Checkpointed for Decoder {
+    type State<'a> = DecoderState<'a>;
+
+    fn snapshot(&self) -> DecoderState<'_> {
+        DecoderState {
+            census: Cow::Borrowed(&self.census),
+            fhir: Cow::Borrowed(&self.fhir),
+            csv_header: Cow::Borrowed(&self.csv_header),
+        }
+    }
+
+    fn restore(&mut self, state: DecoderState<'static>) {
+        let pseudonyms = self.census.pseudonyms.take();
+        self.census = state.census.into_owned();
+        self.census.pseudonyms = pseudonyms.clone();
+        self.fhir = state.fhir.into_owned();
+        self.fhir.set_pseudonyms(pseudonyms);
+        self.csv_header = state.csv_header.into_owned();
+    }
+}
+
 impl Decoder {
     pub fn new(format: Format, pseudonyms: Pseudonymiser) -> Self {
         Decoder {
@@ -197,25 +221,6 @@ impl Decoder {
 
     pub fn format(&self) -> Format {
         self.format
-    }
-
-    /// The state, for a checkpoint.
-    pub fn snapshot(&self) -> DecoderState<'_> {
-        DecoderState {
-            census: Cow::Borrowed(&self.census),
-            fhir: Cow::Borrowed(&self.fhir),
-            csv_header: Cow::Borrowed(&self.csv_header),
-        }
-    }
-
-    /// Continues with a checkpoint's state.
-    pub fn restore(&mut self, state: DecoderState<'static>) {
-        let pseudonyms = self.census.pseudonyms.take();
-        self.census = state.census.into_owned();
-        self.census.pseudonyms = pseudonyms.clone();
-        self.fhir = state.fhir.into_owned();
-        self.fhir.set_pseudonyms(pseudonyms);
-        self.csv_header = state.csv_header.into_owned();
     }
 
     /// Decodes one payload into events (or rejected parts). Event JSON is parsed by Silver.
