@@ -675,7 +675,7 @@ impl<'a> Ingest<'a> {
 #[cfg(test)]
 mod tests {
     use std::collections::VecDeque;
-    use std::path::PathBuf;
+    use std::path::{Path, PathBuf};
     use std::sync::mpsc::{sync_channel, Receiver};
 
     use super::*;
@@ -734,8 +734,8 @@ mod tests {
     }
 
     /// Runs the ingest loop over `polls` with two workers and an always-durable sink.
-    fn ingest_polls(dir: &PathBuf, polls: Vec<Vec<String>>, every: Option<Duration>) -> Sent {
-        let config = PipelineConfig::new(dir.clone(), Network::default_network());
+    fn ingest_polls(dir: &Path, polls: Vec<Vec<String>>, every: Option<Duration>) -> Sent {
+        let config = PipelineConfig::new(dir.to_path_buf(), Network::default_network());
         let metrics = Metrics::new();
         let (to_workers, from_ingest): (Vec<_>, Vec<Receiver<WorkerBatch>>) =
             (0..2).map(|_| sync_channel(64)).unzip();
