@@ -14,7 +14,7 @@ use tracing::info;
 
 use super::messages::{Epoch, PatientRecord, RulesBatch, WorkerBatch};
 use super::sink_thread::Commits;
-use super::{PipelineConfig, PipelineError, RunSummary, Until};
+use super::{DataflowError, PipelineConfig, PipelineError, RunSummary, Until};
 use crate::checkpoint::{Coordinator, IngestStages, IngestState};
 use crate::gold::{FactBuilder, GoldBatch, Micros};
 use crate::lake::tables::{BronzeRow, RowPosition, SilverRow};
@@ -61,7 +61,7 @@ impl Downstream<'_> {
                 snapshot: epoch.snapshot,
             };
             if tx.send(batch).is_err() {
-                return Err(PipelineError::Dataflow("the rules thread stopped".into()));
+                return Err(DataflowError::RulesStopped.into());
             }
         }
         for (tx, batch) in self.to_workers.iter().zip(epoch.batches) {
@@ -72,7 +72,7 @@ impl Downstream<'_> {
                 read_at: epoch.read_at,
             };
             if tx.send(msg).is_err() {
-                return Err(PipelineError::Dataflow("a dataflow worker stopped".into()));
+                return Err(DataflowError::WorkerStopped.into());
             }
         }
         Ok(())

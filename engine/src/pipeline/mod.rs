@@ -135,9 +135,30 @@ pub enum PipelineError {
     #[error(transparent)]
     LakeWrite(#[from] LakeWriteError),
     #[error("the dataflow failed: {0}")]
-    Dataflow(String),
+    Dataflow(#[from] DataflowError),
     #[error("checkpoint: {0}")]
     Checkpoint(#[from] CheckpointError),
+}
+
+/// Why the job's threads could not run together.
+#[derive(Debug, thiserror::Error)]
+pub enum DataflowError {
+    #[error("the rules thread stopped")]
+    RulesStopped,
+    #[error("a dataflow worker stopped")]
+    WorkerStopped,
+    #[error("the rules thread panicked")]
+    RulesPanicked,
+    #[error("the sink thread panicked")]
+    SinkPanicked,
+    #[error("a dataflow worker panicked")]
+    WorkerPanicked,
+    /// A thread could not be started.
+    #[error("{0}")]
+    Spawn(#[from] std::io::Error),
+    /// Timely could not start its workers (or connect to the other processes of a cluster).
+    #[error("{0}")]
+    Timely(String),
 }
 
 /// What a run did, for the final summary.
@@ -338,18 +359,13 @@ impl Threads {
         stop_watch.store(true, Ordering::Relaxed);
         let _ = watcher.join();
         let rules = match rules {
-            Some(t) => Some(
-                t.join()
-                    .map_err(|_| PipelineError::Dataflow("the rules thread panicked".into()))?,
-            ),
+            Some(t) => Some(t.join().map_err(|_| DataflowError::RulesPanicked)?),
             None => None,
         };
         let joined = workers.join();
-        let sunk = sink
-            .join()
-            .map_err(|_| PipelineError::Dataflow("the sink thread panicked".into()))?;
+        let sunk = sink.join().map_err(|_| DataflowError::SinkPanicked)?;
         if joined.iter().any(Result::is_err) {
-            return Err(PipelineError::Dataflow("a dataflow worker panicked".into()));
+            return Err(DataflowError::WorkerPanicked.into());
         }
         Ok(Joined { rules, sunk, lake })
     }
@@ -395,7 +411,7 @@ fn spawn_watcher(
         },
         stop,
     )
-    .map_err(|e| PipelineError::Dataflow(e.to_string()))
+    .map_err(|e| PipelineError::Dataflow(e.into()))
 }
 
 /// Once every thread has stopped: the lake commits, the last checkpoint is written, and the

@@ -28,7 +28,7 @@ pub(super) fn spawn(
     std::thread::Builder::new()
         .name("cds-rules".into())
         .spawn(move || rules_loop(channels, stage, stages))
-        .map_err(|e| PipelineError::Dataflow(e.to_string()))
+        .map_err(|e| PipelineError::Dataflow(e.into()))
 }
 
 /// The rules loop: evaluate each batch, send its alerts, answer snapshot requests, and reload

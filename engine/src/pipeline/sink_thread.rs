@@ -329,5 +329,5 @@ pub(super) fn spawn(
             };
             sink_loop(rx, writer, state, workers, interval)
         })
-        .map_err(|e| PipelineError::Dataflow(e.to_string()))
+        .map_err(|e| PipelineError::Dataflow(e.into()))
 }

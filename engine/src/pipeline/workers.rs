@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use timely::communication::WorkerGuards;
 
 use super::messages::{SinkMessage, WorkerBatch};
-use super::{ClusterConfig, PipelineError};
+use super::{ClusterConfig, DataflowError, PipelineError};
 use crate::gold::{self, GoldOutput};
 use crate::support::{Stage, StageHealth};
 
@@ -86,5 +86,5 @@ pub(super) fn start(workers: Workers) -> Result<WorkerGuards<()>, PipelineError>
             }
         }
     })
-    .map_err(PipelineError::Dataflow)
+    .map_err(|e| PipelineError::Dataflow(DataflowError::Timely(e)))
 }
