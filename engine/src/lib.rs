@@ -26,12 +26,14 @@
 //!   rule errors): metrics, log lines and a Teams/Slack webhook, one notice per outage.
 //! - [`pipeline`]: the job that wires the stages with bounded channels and threads: the
 //!   ingest loop, the timely workers, the rules thread and the sink thread, one file each.
+//! - `cluster`: who owns what across the timely workers (patients, hospitals), one rule each.
 //! - [`support`]: what several stages share: retries with backoff, files private to the
 //!   engine's user.
 //! - [`cli`]: the `cds` command line; `main.rs` only calls [`cli::main`].
 
 pub mod checkpoint;
 pub mod cli;
+mod cluster;
 pub mod gold;
 pub mod http;
 pub mod lake;

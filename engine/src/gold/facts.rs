@@ -210,7 +210,7 @@ impl FactBuilder {
     /// dataflow to the same KPIs as the run the checkpoint was taken from.
     pub fn restored_facts(&self, batches: &mut [GoldBatch]) {
         let workers = self.workers.min(batches.len()).max(1);
-        let owner = |patient: u64| (patient % workers as u64) as usize;
+        let owner = |patient: u64| crate::cluster::patient_worker(patient, workers);
         for (patient, facts) in &self.latest_adt {
             if let Some(b) = batches.get_mut(owner(*patient)) {
                 b.adt
@@ -256,7 +256,7 @@ impl FactBuilder {
             e.patient_id.as_deref()?,
         );
         let patient = self.patient_key(patient_id);
-        let batch = batches.get_mut((patient % self.workers as u64) as usize)?;
+        let batch = batches.get_mut(crate::cluster::patient_worker(patient, self.workers))?;
         let at = micros(&e.event_timestamp);
         let dept = department.index();
         let adt = |kind| AdtFact {
