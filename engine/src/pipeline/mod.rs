@@ -11,6 +11,11 @@
 //! so that all advance together; when every worker reports an epoch complete, the sink writes
 //! the documents it changed, stamped with that epoch's event-time watermark. Bounded channels
 //! carry backpressure from a slow sink back to the source.
+//!
+//! This file starts the threads and joins them; each thread's loop has its own file (`ingest`,
+//! `workers`, `rules_thread`, `sink_thread`), and `messages` holds what they send each other.
+//! When checkpoints are taken and written, and how a run continues from one, is
+//! [`crate::checkpoint`]'s.
 
 mod ingest;
 mod messages;
