@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use cds_engine::lake::checkpoint::CheckpointStore;
+use cds_engine::checkpoint::CheckpointStore;
 use cds_engine::metrics::Metrics;
 use cds_engine::model::Document;
 use cds_engine::model::{parse_time, Network, Pseudonymiser, Timestamp};

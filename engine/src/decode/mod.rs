@@ -19,6 +19,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::Checkpointed;
 use crate::model::{DeadLetter, Event, Pseudonymiser, SourcePosition, Vitals};
 
 /// Why a payload (or one resource of a Bundle) could not become events.
@@ -183,6 +184,30 @@ pub struct Decoder {
     csv_open_row: Option<String>,
 }
 
+/// A checkpoint keeps what the decoder remembers (FHIR encounters, where patients lie); the
+/// pseudonymiser stays this run's.
+impl Checkpointed for Decoder {
+    type State<'a> = DecoderState<'a>;
+
+    fn snapshot(&self) -> DecoderState<'_> {
+        DecoderState {
+            census: Cow::Borrowed(&self.census),
+            fhir: Cow::Borrowed(&self.fhir),
+            csv_header: Cow::Borrowed(&self.csv_header),
+        }
+    }
+
+    fn restore(&mut self, state: DecoderState<'static>) {
+        let pseudonyms = self.census.pseudonyms.take();
+        self.census = state.census.into_owned();
+        self.census.pseudonyms = pseudonyms.clone();
+        self.fhir = state.fhir.into_owned();
+        self.fhir.set_pseudonyms(pseudonyms);
+        self.csv_header = state.csv_header.into_owned();
+        self.csv_open_row = None;
+    }
+}
+
 impl Decoder {
     pub fn new(format: Format, pseudonyms: Pseudonymiser) -> Self {
         Decoder {
@@ -199,26 +224,6 @@ impl Decoder {
 
     pub fn format(&self) -> Format {
         self.format
-    }
-
-    /// The state, for a checkpoint.
-    pub fn snapshot(&self) -> DecoderState<'_> {
-        DecoderState {
-            census: Cow::Borrowed(&self.census),
-            fhir: Cow::Borrowed(&self.fhir),
-            csv_header: Cow::Borrowed(&self.csv_header),
-        }
-    }
-
-    /// Continues with a checkpoint's state.
-    pub fn restore(&mut self, state: DecoderState<'static>) {
-        let pseudonyms = self.census.pseudonyms.take();
-        self.census = state.census.into_owned();
-        self.census.pseudonyms = pseudonyms.clone();
-        self.fhir = state.fhir.into_owned();
-        self.fhir.set_pseudonyms(pseudonyms);
-        self.csv_header = state.csv_header.into_owned();
-        self.csv_open_row = None;
     }
 
     /// At the end of a stream: an extract row still open (its quote never closed) becomes a

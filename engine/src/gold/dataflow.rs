@@ -307,7 +307,7 @@ fn emit<'s, K, R, F, M>(
         .map(move |(k, t, r)| (to_delta(k, r), t))
         // Each hospital's changes to one worker: its sink then holds whole documents, also
         // when the workers are spread over the processes of a cluster.
-        .exchange(|(delta, _)| u64::from(delta.hospital()))
+        .exchange(|(delta, _)| crate::cluster::hospital_key(delta.hospital()))
         .inspect_core(move |event| {
             if let Ok((_, updates)) = event {
                 if !updates.is_empty() {

@@ -48,7 +48,7 @@ pub struct KpiState {
 /// Whether the hospital's documents are written under this share (see `only_workers`).
 fn owns(share: Option<(usize, usize, usize)>, hospital: u16) -> bool {
     share.is_none_or(|(first, count, of)| {
-        let worker = usize::from(hospital) % of;
+        let worker = crate::cluster::hospital_worker(hospital, of);
         (first..first + count).contains(&worker)
     })
 }

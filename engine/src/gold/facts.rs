@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use chrono::Datelike;
 use serde::{Deserialize, Serialize};
 
+use crate::checkpoint::Checkpointed;
 use crate::model::{AgeBand, EventType, Gender, Priority, Pseudonymiser, Timestamp};
 use crate::silver::SilverRecord;
 
@@ -168,6 +169,30 @@ pub struct GoldState<'a> {
     cancellable: Cow<'a, HashMap<u64, Cancellable>>,
 }
 
+/// A checkpoint keeps the compacted inputs; [`FactBuilder::restored_facts`] hands them to the
+/// new dataflow.
+impl Checkpointed for FactBuilder {
+    type State<'a> = GoldState<'a>;
+
+    fn snapshot(&self) -> GoldState<'_> {
+        GoldState {
+            latest_vitals: Cow::Borrowed(&self.latest),
+            latest_adt: Cow::Borrowed(&self.latest_adt),
+            stays: Cow::Borrowed(&self.stays),
+            admissions: Cow::Borrowed(&self.admissions),
+            cancellable: Cow::Borrowed(&self.cancellable),
+        }
+    }
+
+    fn restore(&mut self, state: GoldState<'static>) {
+        self.latest = state.latest_vitals.into_owned();
+        self.latest_adt = state.latest_adt.into_owned();
+        self.stays = state.stays.into_owned();
+        self.admissions = state.admissions.into_owned();
+        self.cancellable = state.cancellable.into_owned();
+    }
+}
+
 impl FactBuilder {
     pub fn new(pseudonyms: Pseudonymiser, workers: usize) -> Self {
         FactBuilder {
@@ -181,27 +206,11 @@ impl FactBuilder {
         }
     }
 
-    /// The compacted inputs, for a checkpoint.
-    pub fn snapshot(&self) -> GoldState<'_> {
-        GoldState {
-            latest_vitals: Cow::Borrowed(&self.latest),
-            latest_adt: Cow::Borrowed(&self.latest_adt),
-            stays: Cow::Borrowed(&self.stays),
-            admissions: Cow::Borrowed(&self.admissions),
-            cancellable: Cow::Borrowed(&self.cancellable),
-        }
-    }
-
-    /// Continues from a checkpoint: takes its state and adds to `batches` the facts that bring
-    /// a new, empty dataflow to the same KPIs.
-    pub fn restore(&mut self, state: GoldState<'static>, batches: &mut [GoldBatch]) {
-        self.latest = state.latest_vitals.into_owned();
-        self.latest_adt = state.latest_adt.into_owned();
-        self.stays = state.stays.into_owned();
-        self.admissions = state.admissions.into_owned();
-        self.cancellable = state.cancellable.into_owned();
+    /// After [`Checkpointed::restore`]: adds to `batches` the facts that bring a new, empty
+    /// dataflow to the same KPIs as the run the checkpoint was taken from.
+    pub fn restored_facts(&self, batches: &mut [GoldBatch]) {
         let workers = self.workers.min(batches.len()).max(1);
-        let owner = |patient: u64| (patient % workers as u64) as usize;
+        let owner = |patient: u64| crate::cluster::patient_worker(patient, workers);
         for (patient, facts) in &self.latest_adt {
             if let Some(b) = batches.get_mut(owner(*patient)) {
                 b.adt
@@ -247,7 +256,7 @@ impl FactBuilder {
             e.patient_id.as_deref()?,
         );
         let patient = self.patient_key(patient_id);
-        let batch = batches.get_mut((patient % self.workers as u64) as usize)?;
+        let batch = batches.get_mut(crate::cluster::patient_worker(patient, self.workers))?;
         let at = micros(&e.event_timestamp);
         let dept = department.index();
         let adt = |kind| AdtFact {

@@ -1,10 +1,9 @@
 //! The lake: Bronze, Silver and Gold Delta tables ([`tables`], SCD2 [`dims`], written by
-//! [`writer`] to a local directory or Azure Blob Storage / ADLS Gen2); the engine's
-//! [`checkpoint`]s; and two append-only JSON-lines files in the local data directory that must
-//! never be lost: the dead-letter store (`deadletter/`) and the quarantined Silver records
-//! (`silver/quarantine/`), cut back to a checkpoint's length on restart.
+//! [`writer`] to a local directory or Azure Blob Storage / ADLS Gen2); and two append-only
+//! JSON-lines files in the local data directory that must never be lost: the dead-letter store
+//! (`deadletter/`) and the quarantined Silver records (`silver/quarantine/`), cut back to a
+//! checkpoint's length on restart.
 
-pub mod checkpoint;
 pub mod compact;
 pub mod dims;
 pub mod tables;

@@ -19,6 +19,7 @@ use tracing::{info, warn};
 
 pub use context::{ctx_event, ctx_vitals, ContextSnapshot, ContextState};
 
+use crate::checkpoint::Checkpointed;
 use crate::gold::micros;
 use crate::metrics::Metrics;
 use crate::model::Document;
@@ -39,9 +40,9 @@ pub enum RulesError {
     Load { dir: String, errors: String },
 }
 
-/// What a checkpoint keeps of the rules stage.
+/// What a checkpoint keeps of the rules stage (borrowed when written, owned when read).
 #[derive(serde::Serialize, serde::Deserialize)]
-struct RulesSnapshot<'a> {
+pub struct RulesSnapshot<'a> {
     context: ContextSnapshot<'a>,
     suppressor: std::borrow::Cow<'a, cds_rules::Suppressor>,
     delayed: std::borrow::Cow<'a, DelayedEvokes>,
@@ -66,6 +67,28 @@ impl std::fmt::Debug for RulesStage {
         f.debug_struct("RulesStage")
             .field("dir", &self.pack.dir())
             .finish()
+    }
+}
+
+/// Everything the stage needs to continue after a restart: patient contexts, suppression
+/// windows, pending delayed evokes, the event-time watermark.
+impl Checkpointed for RulesStage {
+    type State<'a> = RulesSnapshot<'a>;
+
+    fn snapshot(&self) -> RulesSnapshot<'_> {
+        RulesSnapshot {
+            context: self.state.snapshot(),
+            suppressor: std::borrow::Cow::Borrowed(self.pack.suppressor()),
+            delayed: std::borrow::Cow::Borrowed(&self.delayed),
+            watermark: self.watermark,
+        }
+    }
+
+    fn restore(&mut self, state: RulesSnapshot<'static>) {
+        self.state.restore(state.context);
+        self.pack.set_suppressor(state.suppressor.into_owned());
+        self.delayed = state.delayed.into_owned();
+        self.watermark = state.watermark;
     }
 }
 
@@ -106,29 +129,6 @@ impl RulesStage {
             metrics,
             error_watch: None,
         })
-    }
-
-    /// Everything the stage needs to continue after a restart (patient contexts, suppression
-    /// windows, pending delayed evokes, the event-time watermark), encoded for a checkpoint.
-    pub fn snapshot(&self) -> Result<Vec<u8>, String> {
-        crate::support::codec::encode(&RulesSnapshot {
-            context: self.state.snapshot(),
-            suppressor: std::borrow::Cow::Borrowed(self.pack.suppressor()),
-            delayed: std::borrow::Cow::Borrowed(&self.delayed),
-            watermark: self.watermark,
-        })
-        .map_err(|e| e.to_string())
-    }
-
-    /// Continues from a [`RulesStage::snapshot`].
-    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
-        let s: RulesSnapshot<'static> =
-            crate::support::codec::decode(bytes).map_err(|e| e.to_string())?;
-        self.state.restore(s.context);
-        self.pack.set_suppressor(s.suppressor.into_owned());
-        self.delayed = s.delayed.into_owned();
-        self.watermark = s.watermark;
-        Ok(())
     }
 
     /// Raises and clears the `rule_errors` operational alert from this stage's errors.

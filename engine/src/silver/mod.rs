@@ -9,9 +9,12 @@ mod dedup;
 mod department;
 mod flags;
 
+use std::borrow::Cow;
+
 use chrono::Duration;
 use serde::Serialize;
 
+use crate::checkpoint::Checkpointed;
 use crate::model::{DeadLetter, Department, Event, EventType, Network, Vitals};
 
 pub use dedup::DedupWindow;
@@ -79,22 +82,25 @@ pub struct Silver {
     dedup: DedupWindow,
 }
 
+/// A checkpoint keeps the duplicate window: a restarted run still drops what this one saw.
+impl Checkpointed for Silver {
+    type State<'a> = Cow<'a, DedupWindow>;
+
+    fn snapshot(&self) -> Cow<'_, DedupWindow> {
+        Cow::Borrowed(&self.dedup)
+    }
+
+    fn restore(&mut self, state: Cow<'static, DedupWindow>) {
+        self.dedup = state.into_owned();
+    }
+}
+
 impl Silver {
     pub fn new(network: Network) -> Self {
         Silver {
             network,
             dedup: DedupWindow::default(),
         }
-    }
-
-    /// The duplicate window, for a checkpoint.
-    pub fn dedup(&self) -> &DedupWindow {
-        &self.dedup
-    }
-
-    /// Continues with a checkpoint's duplicate window.
-    pub fn restore_dedup(&mut self, dedup: DedupWindow) {
-        self.dedup = dedup;
     }
 
     /// The hospital network the rules check against.

@@ -1,14 +1,6 @@
-//! Checkpoints: the state the engine needs to continue, written atomically beside the lake.
+//! The checkpoint files: format, atomic writes, rotation, and finding the newest usable one.
 //!
-//! A checkpoint holds the compacted Gold inputs (latest ADT fact and latest vitals per
-//! patient, stays and admissions with their multiplicities), the duplicate window, the rules
-//! stage (patient contexts, suppression windows, pending delayed evokes), the last processed
-//! position per source partition, and the length of each lake file. It is taken at an epoch
-//! boundary and written only once every output of that epoch is durable, so a restart from it
-//! neither loses nor repeats anything: the new dataflow starts from the same facts, the source
-//! skips what the checkpoint covers, and the lake files are cut back to their recorded length.
-//!
-//! File format (`DATA_DIR/lake/checkpoints/checkpoint-<seq>.bin`): the magic `CDSCKPT1`, the
+//! File format (`DATA_DIR/lake/checkpoints/checkpoint-<seq>.bin`): the magic `CDSCKPT2`, the
 //! body length (u64, little endian), the SHA-256 of the body, the body ([`crate::support::codec`]). It is
 //! written to a temporary name, synced and renamed, so a checkpoint exists whole or not at
 //! all; a torn or corrupt file fails its length or hash check and the previous one is used.
@@ -19,6 +11,9 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tracing::warn;
+
+use super::CheckpointError;
+use crate::support::codec::{self, CodecError};
 
 /// Format 2: the body in postcard. Format 1 (bincode) is recognised and refused with advice.
 const MAGIC: &[u8; 8] = b"CDSCKPT2";
@@ -35,7 +30,7 @@ pub struct Checkpoint {
     /// The ingest side: duplicate window, Gold inputs, positions, lake lengths (encoded).
     #[serde(with = "block")]
     pub ingest: Vec<u8>,
-    /// The rules stage, when rules ran ([`crate::rules::RulesStage::snapshot`]).
+    /// The rules stage, when rules ran ([`crate::rules::RulesSnapshot`]).
     #[serde(with = "block_opt")]
     pub rules: Option<Vec<u8>>,
 }
@@ -113,22 +108,19 @@ mod block_opt {
     }
 }
 
-/// Why checkpoints could not be written or read.
+/// Why one checkpoint file cannot be used (the previous one is tried instead).
 #[derive(Debug, thiserror::Error)]
-pub enum CheckpointError {
-    #[error("checkpoint {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("checkpoint encoding: {0}")]
-    Encode(#[from] crate::support::codec::CodecError),
-    #[error(
-        "the newest checkpoint ({path}) was written by an earlier version of cds in a format this \
-         version does not read; rebuild the state with `cds replay --from-bronze` into a new data \
-         directory, or move the checkpoints away to start from empty state"
-    )]
-    EarlierFormat { path: String },
+pub enum UnusableCheckpoint {
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("not a checkpoint (no header)")]
+    NoHeader,
+    #[error("torn: {found} of {expected} bytes")]
+    Torn { found: usize, expected: usize },
+    #[error("corrupt: checksum mismatch")]
+    Corrupt,
+    #[error("undecodable: {0}")]
+    Undecodable(CodecError),
 }
 
 /// The checkpoint directory; keeps the newest `keep` checkpoints.
@@ -181,7 +173,7 @@ impl CheckpointStore {
     /// Writes a checkpoint atomically and drops the oldest beyond `keep`; returns its size.
     pub fn write(&self, checkpoint: &Checkpoint) -> Result<u64, CheckpointError> {
         std::fs::create_dir_all(&self.dir).map_err(|e| self.io(&self.dir, e))?;
-        let body = crate::support::codec::encode(checkpoint)?;
+        let body = codec::encode(checkpoint)?;
         let seq = self.list().first().map_or(1, |(s, _)| s + 1);
         let path = self.dir.join(format!("checkpoint-{seq:012}.bin"));
         let tmp = self.dir.join(format!(".checkpoint-{seq:012}.tmp"));
@@ -206,22 +198,25 @@ impl CheckpointStore {
     }
 
     /// Reads and checks one checkpoint file.
-    pub fn read(path: &Path) -> Result<Checkpoint, String> {
-        let bytes = std::fs::read(path).map_err(|e| e.to_string())?;
+    pub fn read(path: &Path) -> Result<Checkpoint, UnusableCheckpoint> {
+        let bytes = std::fs::read(path)?;
         if bytes.len() < HEADER || &bytes[..8] != MAGIC {
-            return Err("not a checkpoint (no header)".into());
+            return Err(UnusableCheckpoint::NoHeader);
         }
         let mut len = [0u8; 8];
         len.copy_from_slice(&bytes[8..16]);
-        let len = u64::from_le_bytes(len) as usize;
+        let expected = u64::from_le_bytes(len) as usize;
         let body = &bytes[HEADER..];
-        if body.len() != len {
-            return Err(format!("torn: {} of {len} bytes", body.len()));
+        if body.len() != expected {
+            return Err(UnusableCheckpoint::Torn {
+                found: body.len(),
+                expected,
+            });
         }
         if Sha256::digest(body).as_slice() != &bytes[16..48] {
-            return Err("corrupt: checksum mismatch".into());
+            return Err(UnusableCheckpoint::Corrupt);
         }
-        crate::support::codec::decode(body).map_err(|e| format!("undecodable: {e}"))
+        codec::decode(body).map_err(UnusableCheckpoint::Undecodable)
     }
 
     /// The newest valid checkpoint of `source`; torn or corrupt files are skipped with a
@@ -270,15 +265,15 @@ mod tests {
             ingest: (0..=255).collect(),
             ..checkpoint(0)
         };
-        let bytes = crate::support::codec::encode(&c).expect("encode");
-        let back: Checkpoint = crate::support::codec::decode(&bytes).expect("decode");
+        let bytes = codec::encode(&c).expect("encode");
+        let back: Checkpoint = codec::decode(&bytes).expect("decode");
         assert_eq!(
             (back.ingest, back.rules),
             (c.ingest.clone(), c.rules.clone())
         );
         let none = Checkpoint { rules: None, ..c };
-        let bytes = crate::support::codec::encode(&none).expect("encode");
-        let back: Checkpoint = crate::support::codec::decode(&bytes).expect("decode");
+        let bytes = codec::encode(&none).expect("encode");
+        let back: Checkpoint = codec::decode(&bytes).expect("decode");
         assert_eq!(back.rules, None);
     }
 

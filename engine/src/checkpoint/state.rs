@@ -1,0 +1,95 @@
+//! What a checkpoint keeps of the ingest side, and how it is captured and given back.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use super::{CheckpointError, Checkpointed};
+use crate::decode::{Decoder, DecoderState};
+use crate::gold::{FactBuilder, GoldState, Micros};
+use crate::silver::{DedupWindow, Silver};
+use crate::source::Position;
+use crate::support::codec;
+
+/// The ingest side of a checkpoint (borrowed when written, owned when read). The field order
+/// is the stored format.
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct IngestState<'a> {
+    dedup: Cow<'a, DedupWindow>,
+    gold: GoldState<'a>,
+    /// The last processed position per stream and partition.
+    positions: Vec<Position>,
+    watermark: Micros,
+    /// Lake table lengths: dead letters, quarantine.
+    lake: (u64, u64),
+    /// What the payload decoder remembers (FHIR encounters, where patients lie).
+    decoder: DecoderState<'a>,
+}
+
+/// The ingest thread's stateful stages.
+pub(crate) struct IngestStages<'a> {
+    pub silver: &'a mut Silver,
+    pub decoder: &'a mut Decoder,
+    pub facts: &'a mut FactBuilder,
+}
+
+impl IngestState<'_> {
+    /// The ingest side now, encoded. `processed` is the last processed offset per (stream,
+    /// partition); `lake` the lake's lengths, synced to disk.
+    pub(crate) fn encode(
+        stages: &IngestStages<'_>,
+        processed: &BTreeMap<(u16, i32), i64>,
+        watermark: Micros,
+        lake: (u64, u64),
+    ) -> Result<Vec<u8>, CheckpointError> {
+        let state = IngestState {
+            dedup: stages.silver.snapshot(),
+            gold: stages.facts.snapshot(),
+            positions: processed
+                .iter()
+                .map(|(&(stream, partition), &offset)| Position {
+                    stream,
+                    partition,
+                    offset,
+                })
+                .collect(),
+            watermark,
+            lake,
+            decoder: stages.decoder.snapshot(),
+        };
+        Ok(codec::encode(&state)?)
+    }
+}
+
+/// What is left to apply once the stages have their state back.
+#[derive(Debug)]
+pub(crate) struct Resume {
+    /// Where the source continues: the last processed position per stream and partition.
+    pub positions: Vec<Position>,
+    pub watermark: Micros,
+    /// The lengths to cut the lake files back to: dead letters, quarantine.
+    pub lake: (u64, u64),
+}
+
+impl IngestState<'static> {
+    /// Reads what [`IngestState::encode`] wrote.
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Self, CheckpointError> {
+        codec::decode(bytes).map_err(CheckpointError::IngestState)
+    }
+
+    /// Where the checkpoint had read to.
+    pub(crate) fn positions(&self) -> &[Position] {
+        &self.positions
+    }
+
+    /// Gives the stages their state back.
+    pub(crate) fn restore(self, stages: IngestStages<'_>) -> Resume {
+        stages.silver.restore(self.dedup);
+        stages.decoder.restore(self.decoder);
+        stages.facts.restore(self.gold);
+        Resume {
+            positions: self.positions,
+            watermark: self.watermark,
+            lake: self.lake,
+        }
+    }
+}

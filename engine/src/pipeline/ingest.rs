@@ -1,0 +1,888 @@
+//! The ingest loop: poll the source, decode, clean (Silver), build facts, and send each
+//! epoch to every worker, to the rules thread and to the lake; take checkpoints at epoch
+//! boundaries and commit source positions once what they produced is durable.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use prometheus::IntCounter;
+use tracing::info;
+
+use super::messages::{Epoch, PatientRecord, RulesBatch, WorkerBatch};
+use super::sink_thread::Commits;
+use super::{DataflowError, PipelineConfig, PipelineError, RunSummary, Until};
+use crate::checkpoint::{Coordinator, IngestStages, IngestState};
+use crate::decode::Decoder;
+use crate::gold::{FactBuilder, GoldBatch, Micros};
+use crate::lake::tables::{BronzeRow, RowPosition, SilverRow};
+use crate::lake::writer::{LakeHandle, LakeMessage};
+use crate::lake::Lake;
+use crate::metrics::Metrics;
+use crate::model::Pseudonymiser;
+use crate::model::{DeadLetter, SourcePosition};
+use crate::ops::{Condition, OpsAlerts};
+use crate::silver::{DqFlag, Outcome, Silver, SilverRecord};
+use crate::source::{DeadLetterDeliveries, Poll, Position, RawBatch, Source};
+use crate::support::Stage;
+
+/// How often a clustered process closes an empty epoch while its input is quiet: the other
+/// processes' epochs complete only when every process has moved past them.
+const CLUSTER_HEARTBEAT: Duration = Duration::from_millis(100);
+
+/// Where the ingest thread sends its work, and how it learns what is durable.
+pub(super) struct Downstream<'a> {
+    pub to_workers: &'a [SyncSender<WorkerBatch>],
+    pub to_rules: Option<&'a SyncSender<RulesBatch>>,
+    /// Epochs below this number are durably written (KPIs and alerts).
+    pub durable: &'a AtomicU64,
+    /// The lake writer, when the Delta tables are written.
+    pub lake: Option<&'a LakeHandle>,
+}
+
+impl Downstream<'_> {
+    /// What is durable for a checkpoint: the sink's outputs and the lake's tables.
+    fn durable_now(&self) -> u64 {
+        let sunk = self.durable.load(Ordering::Acquire);
+        self.lake.map_or(sunk, |l| sunk.min(l.durable()))
+    }
+
+    /// Sends one epoch: the rules thread's records (it reports every epoch, even an empty
+    /// one) and every worker's facts (every worker gets every epoch, so that all advance
+    /// together).
+    fn send(&self, epoch: Epoch) -> Result<(), PipelineError> {
+        if let Some(tx) = self.to_rules {
+            let batch = RulesBatch {
+                epoch: epoch.number,
+                records: epoch.records,
+                read_at: epoch.read_at,
+                snapshot: epoch.snapshot,
+            };
+            if tx.send(batch).is_err() {
+                return Err(DataflowError::RulesStopped.into());
+            }
+        }
+        for (tx, batch) in self.to_workers.iter().zip(epoch.batches) {
+            let msg = WorkerBatch {
+                epoch: epoch.number,
+                batch,
+                watermark: epoch.watermark,
+                read_at: epoch.read_at,
+            };
+            if tx.send(msg).is_err() {
+                return Err(DataflowError::WorkerStopped.into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the ingest thread starts with.
+pub(super) struct IngestStart<'a> {
+    pub config: &'a PipelineConfig,
+    pub source: &'a mut dyn Source,
+    pub pseudonyms: Pseudonymiser,
+    pub downstream: Downstream<'a>,
+    /// The ingest side of the checkpoint the run continues from, if any.
+    pub restore: Option<IngestState<'static>>,
+    /// `None` when no checkpoints are taken.
+    pub checkpoints: Option<Coordinator>,
+    pub metrics: &'a Metrics,
+}
+
+/// What the ingest thread hands back when it stops.
+pub(super) struct Ingested {
+    pub summary: RunSummary,
+    pub commits: Commits,
+    /// The ingest side of the final checkpoint, when checkpointing.
+    pub final_state: Option<Vec<u8>>,
+    pub checkpoints: Option<Coordinator>,
+}
+
+/// Runs the ingest loop until the source ends, input stays idle, or `shutdown` is set.
+pub(super) fn ingest(
+    start: IngestStart<'_>,
+    shutdown: &AtomicBool,
+) -> Result<Ingested, PipelineError> {
+    let restore = start.restore;
+    let mut ingest = Ingest::new(IngestStart {
+        restore: None,
+        ..start
+    });
+    match restore {
+        Some(state) => ingest.resume(state)?,
+        None => ingest.first_checkpoint(shutdown)?,
+    }
+    ingest.run(shutdown)?;
+    ingest.finish()
+}
+
+/// Turns the source's dead-letter deliveries into `cds_deadletter_publish_failures_total` and
+/// the operational alert: raised when letters fail, cleared when letters get through again.
+#[derive(Default)]
+struct DeadLetterWatch {
+    seen: DeadLetterDeliveries,
+}
+
+impl DeadLetterWatch {
+    fn observe(&mut self, now: DeadLetterDeliveries, metrics: &Metrics, ops: &OpsAlerts) {
+        let failed = now.failed.saturating_sub(self.seen.failed);
+        let delivered = now.delivered.saturating_sub(self.seen.delivered);
+        if failed > 0 {
+            metrics.source.deadletter_publish_failures.inc_by(failed);
+            ops.raise(
+                Condition::DeadLetterTopic,
+                "dead letters cannot be published to the dead-letter topic; they stay in the local dead-letter store",
+            );
+        } else if delivered > 0 {
+            ops.clear(Condition::DeadLetterTopic);
+        }
+        self.seen = now;
+    }
+}
+
+/// Turns the source's availability into the outage metrics: one count per outage, and its
+/// length while it lasts.
+#[derive(Default)]
+struct OutageWatch {
+    down: bool,
+}
+
+impl OutageWatch {
+    fn observe(&mut self, unavailable_since: Option<Instant>, metrics: &Metrics) {
+        match unavailable_since {
+            Some(since) => {
+                if !self.down {
+                    self.down = true;
+                    metrics.source.source_outages.inc();
+                }
+                metrics
+                    .source
+                    .source_unavailable_seconds
+                    .set(i64::try_from(since.elapsed().as_secs()).unwrap_or(i64::MAX));
+            }
+            None if self.down => {
+                self.down = false;
+                metrics.source.source_unavailable_seconds.set(0);
+            }
+            None => {}
+        }
+    }
+}
+
+/// Source positions: what has been processed, and what a checkpoint covers (skipped).
+#[derive(Debug, Default)]
+struct Positions {
+    /// The last processed position per (stream, partition).
+    processed: BTreeMap<(u16, i32), i64>,
+    covered: HashMap<(u16, i32), i64>,
+}
+
+/// What one epoch gathers as its payloads are decoded.
+struct EpochWork {
+    /// Facts, one batch per worker.
+    batches: Vec<GoldBatch>,
+    for_rules: Vec<PatientRecord>,
+    bronze: Vec<BronzeRow>,
+    silver: Vec<SilverRow>,
+    dead: u64,
+    duplicates: u64,
+    quarantined: u64,
+    gold: u64,
+    /// Payloads a checkpoint covers.
+    skipped: u64,
+}
+
+impl EpochWork {
+    fn new(workers: usize) -> Self {
+        EpochWork {
+            batches: vec![GoldBatch::default(); workers],
+            for_rules: Vec::new(),
+            bronze: Vec::new(),
+            silver: Vec::new(),
+            dead: 0,
+            duplicates: 0,
+            quarantined: 0,
+            gold: 0,
+            skipped: 0,
+        }
+    }
+}
+
+/// What to do after a poll.
+enum Next {
+    /// Close an epoch with what was read.
+    Epoch,
+    /// Poll again.
+    Wait,
+    Stop,
+}
+
+/// The ingest thread's state.
+struct Ingest<'a> {
+    config: &'a PipelineConfig,
+    source: &'a mut dyn Source,
+    downstream: Downstream<'a>,
+    metrics: &'a Metrics,
+    checkpoints: Option<Coordinator>,
+    workers: usize,
+    silver: Silver,
+    decoder: Decoder,
+    facts: FactBuilder,
+    lake: Lake,
+    positions: Positions,
+    watermark: Micros,
+    summary: RunSummary,
+    commits: Commits,
+    stream_names: HashMap<u16, Arc<str>>,
+    source_name: String,
+    events_in: IntCounter,
+    flag_counts: [u64; DqFlag::ALL.len()],
+    outages: OutageWatch,
+    deadletters: DeadLetterWatch,
+    last_input: Instant,
+    last_epoch: Instant,
+    last_lake_flush: Instant,
+    lag_read: Instant,
+    /// The source is exhausted; service mode keeps serving until shutdown.
+    ended: bool,
+    /// Where the last payload came from: an end-of-input dead letter points there.
+    last_position: Option<Position>,
+}
+
+impl<'a> Ingest<'a> {
+    fn new(start: IngestStart<'a>) -> Self {
+        let workers = start.downstream.to_workers.len();
+        let config = start.config;
+        let source_name = start.source.name().to_owned();
+        let now = Instant::now();
+        Ingest {
+            silver: Silver::new(config.network.clone()),
+            decoder: Decoder::new(config.format, start.pseudonyms.clone()),
+            facts: FactBuilder::new(start.pseudonyms, workers),
+            lake: Lake::open(&config.data_dir),
+            events_in: start
+                .metrics
+                .source
+                .events_in
+                .with_label_values(&[&source_name]),
+            source_name,
+            config,
+            source: start.source,
+            downstream: start.downstream,
+            metrics: start.metrics,
+            checkpoints: start.checkpoints,
+            workers,
+            positions: Positions::default(),
+            watermark: Micros::MIN,
+            summary: RunSummary::default(),
+            commits: Commits::default(),
+            stream_names: HashMap::new(),
+            flag_counts: [0; DqFlag::ALL.len()],
+            outages: OutageWatch::default(),
+            deadletters: DeadLetterWatch::default(),
+            last_input: now,
+            last_epoch: now,
+            last_lake_flush: now,
+            lag_read: now,
+            ended: false,
+            last_position: None,
+        }
+    }
+
+    fn stages(&mut self) -> IngestStages<'_> {
+        IngestStages {
+            silver: &mut self.silver,
+            decoder: &mut self.decoder,
+            facts: &mut self.facts,
+        }
+    }
+
+    /// Continues from a checkpoint. Epoch 0 hands the new dataflow the checkpoint's facts;
+    /// its outputs rewrite the same documents the previous run wrote.
+    fn resume(&mut self, state: IngestState<'static>) -> Result<(), PipelineError> {
+        let resume = state.restore(self.stages());
+        self.lake.truncate_to(resume.lake)?;
+        self.watermark = resume.watermark;
+        for p in &resume.positions {
+            let key = (p.stream, p.partition);
+            self.positions.processed.insert(key, p.offset);
+            self.positions.covered.insert(key, p.offset);
+        }
+        self.source.skip_to(&resume.positions)?;
+        let mut epoch = Epoch::empty(0, self.workers, self.watermark, false);
+        self.facts.restored_facts(&mut epoch.batches);
+        self.downstream.send(epoch)?;
+        self.summary.epochs = 1;
+        Ok(())
+    }
+
+    /// A first, empty checkpoint before any input, when checkpointing: it records where the
+    /// lake files stood, so that a crash before the next checkpoint cuts back what this run
+    /// appended instead of leaving it to be appended again.
+    fn first_checkpoint(&mut self, shutdown: &AtomicBool) -> Result<(), PipelineError> {
+        if self.checkpoints.is_none() {
+            return Ok(());
+        }
+        let epoch = Epoch::empty(0, self.workers, self.watermark, true);
+        self.downstream.send(epoch)?;
+        self.take_checkpoint(0)?;
+        self.summary.epochs = 1;
+        while !shutdown.load(Ordering::Relaxed) {
+            let durable = self.downstream.durable_now();
+            let written = match self.checkpoints.as_mut() {
+                Some(c) => c.poll(durable)?,
+                None => true,
+            };
+            if written {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(())
+    }
+
+    /// The loop: one epoch per poll that brought input (or, while quiet, carries a
+    /// checkpoint or a cluster heartbeat).
+    fn run(&mut self, shutdown: &AtomicBool) -> Result<(), PipelineError> {
+        let metrics = self.metrics;
+        let mut raw = RawBatch::default();
+        while !shutdown.load(Ordering::Relaxed) {
+            self.housekeeping()?;
+            raw.clear();
+            if self.ended {
+                // Service mode after a finite source: keep serving until shutdown.
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+            metrics.stages.progress(Stage::Ingest);
+            let polled =
+                self.source
+                    .poll(&mut raw, self.config.batch_size, self.config.poll_wait)?;
+            // From here to the end of this pass the ingest has input in hand.
+            let _busy = metrics.stages.busy(Stage::Ingest);
+            if !raw.is_empty() {
+                crate::support::fault::drill(Stage::Ingest);
+            }
+            self.observe_source();
+            if matches!(polled, Poll::End) && raw.is_empty() {
+                self.end_of_input()?;
+            }
+            match self.after_poll(polled, raw.is_empty()) {
+                Next::Epoch => self.close_epoch(&raw)?,
+                Next::Wait => continue,
+                Next::Stop => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Between polls: write a checkpoint that is ready, commit what is durable, read the lag.
+    fn housekeeping(&mut self) -> Result<(), PipelineError> {
+        let committable = match self.checkpoints.as_mut() {
+            Some(c) => {
+                c.poll(self.downstream.durable_now())?;
+                c.through()
+            }
+            None => self.downstream.durable.load(Ordering::Acquire),
+        };
+        self.commits.commit_durable(self.source, committable)?;
+        if self.lag_read.elapsed() >= Duration::from_secs(5) {
+            self.lag_read = Instant::now();
+            if let Some(lag) = self.source.lag() {
+                self.metrics
+                    .source
+                    .source_lag
+                    .set(i64::try_from(lag).unwrap_or(i64::MAX));
+            }
+        }
+        Ok(())
+    }
+
+    fn observe_source(&mut self) {
+        let unavailable = self.source.unavailable_since();
+        self.outages.observe(unavailable, self.metrics);
+        let deliveries = self.source.dead_letter_deliveries();
+        self.deadletters
+            .observe(deliveries, self.metrics, &self.config.ops);
+        self.config.ops.observe_source(unavailable);
+    }
+
+    /// Whether a poll closes an epoch, and when the loop stops (per `until`).
+    fn after_poll(&mut self, polled: Poll, nothing_read: bool) -> Next {
+        match polled {
+            Poll::End if nothing_read => {
+                if self.config.until == Until::Shutdown {
+                    info!("source exhausted; serving until shutdown");
+                    self.ended = true;
+                    return Next::Wait;
+                }
+                Next::Stop
+            }
+            Poll::Idle => {
+                if let Until::Idle(limit) = self.config.until {
+                    if self.last_input.elapsed() >= limit {
+                        info!("input idle; stopping");
+                        return Next::Stop;
+                    }
+                }
+                // While the input is quiet, an empty epoch carries a checkpoint of what came
+                // before, so that a crash in a lull replays nothing.
+                let checkpoint_due = self
+                    .checkpoints
+                    .as_ref()
+                    .is_some_and(Coordinator::due_while_idle);
+                // In a cluster, the other processes wait for this one's epochs.
+                let heartbeat =
+                    self.config.cluster.is_some() && self.last_epoch.elapsed() >= CLUSTER_HEARTBEAT;
+                if checkpoint_due || heartbeat {
+                    Next::Epoch
+                } else {
+                    Next::Wait
+                }
+            }
+            Poll::End | Poll::Ready => Next::Epoch,
+        }
+    }
+
+    /// Decodes and cleans what was read, then sends it as one epoch.
+    fn close_epoch(&mut self, raw: &RawBatch) -> Result<(), PipelineError> {
+        let read_at = Instant::now();
+        self.last_epoch = read_at;
+        if !raw.is_empty() {
+            self.last_input = read_at;
+        }
+        if self.summary.events == 0 {
+            if let Some((_, first)) = raw.iter().next() {
+                tracing::debug!(?first, "first position read");
+            }
+        }
+        let mut work = EpochWork::new(self.workers);
+        let ingested_at = Utc::now().timestamp_micros();
+        for (payload, pos) in raw.iter() {
+            self.payload(payload, pos, ingested_at, &mut work)?;
+        }
+        let events = raw.len() as u64 - work.skipped;
+        self.count(events, &work);
+        self.commits
+            .record(self.summary.epochs, raw.iter().map(|(_, pos)| pos));
+        self.send_epoch(work, read_at, events)
+    }
+
+    /// One payload: skipped if a checkpoint covers it, else decoded into outcomes.
+    fn payload(
+        &mut self,
+        payload: &[u8],
+        pos: Position,
+        ingested_at: i64,
+        work: &mut EpochWork,
+    ) -> Result<(), PipelineError> {
+        let key = (pos.stream, pos.partition);
+        let covered = self.positions.covered.get(&key);
+        if covered.is_some_and(|last| pos.offset <= *last) {
+            work.skipped += 1;
+            return Ok(());
+        }
+        let seen = self.positions.processed.entry(key).or_insert(pos.offset);
+        *seen = (*seen).max(pos.offset);
+        self.last_position = Some(pos);
+        let source = &*self.source;
+        let position = || SourcePosition {
+            source: source.stream_name(pos.stream),
+            partition: pos.partition,
+            offset: pos.offset,
+        };
+        let row_position = self.downstream.lake.map(|_| RowPosition {
+            source: self
+                .stream_names
+                .entry(pos.stream)
+                .or_insert_with(|| source.stream_name(pos.stream).into())
+                .clone(),
+            partition: pos.partition,
+            offset: pos.offset,
+        });
+        let decoded = self.decoder.decode_payload(payload, position);
+        let outcomes: Vec<Outcome> = decoded.into_iter().map(|d| self.silver.admit(d)).collect();
+        if let Some(p) = &row_position {
+            // Bronze keeps the payload once, however many records it decodes into.
+            work.bronze.push(BronzeRow {
+                position: p.clone(),
+                payload: payload.to_vec(),
+                ingested_at,
+                event_time: outcomes.iter().find_map(|o| match o {
+                    Outcome::Record(r) => Some(r.event.event_timestamp.timestamp_micros()),
+                    _ => None,
+                }),
+            });
+        }
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Record(record) => self.record(record, row_position.as_ref(), work)?,
+                Outcome::Duplicate => work.duplicates += 1,
+                Outcome::DeadLetter(letter) => {
+                    work.dead += 1;
+                    self.dead_letter(&letter)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A payload that is no event: counted, kept in the dead-letter store, and handed to the
+    /// source (a Kafka source also publishes it to its dead-letter topic).
+    fn dead_letter(&mut self, letter: &DeadLetter) -> Result<(), PipelineError> {
+        self.metrics
+            .silver
+            .dead_letters
+            .with_label_values(&[letter.reason_code])
+            .inc();
+        self.lake.dead_letters.append(letter)?;
+        self.source.dead_letter(letter)?;
+        Ok(())
+    }
+
+    /// At the end of a finite input: what the decoder still holds (an extract row whose quote
+    /// never closed) becomes a dead letter instead of vanishing.
+    fn end_of_input(&mut self) -> Result<(), PipelineError> {
+        let Some(pos) = self.last_position else {
+            return Ok(());
+        };
+        let source = &*self.source;
+        let position = || SourcePosition {
+            source: source.stream_name(pos.stream),
+            partition: pos.partition,
+            offset: pos.offset,
+        };
+        if let Some(letter) = self.decoder.finish(position) {
+            self.summary.dead_letters += 1;
+            self.dead_letter(&letter)?;
+        }
+        Ok(())
+    }
+
+    /// One Silver record: quarantined, or facts for the workers (and the rules); and a row for
+    /// the lake when it is written.
+    fn record(
+        &mut self,
+        record: Box<SilverRecord>,
+        row_position: Option<&RowPosition>,
+        work: &mut EpochWork,
+    ) -> Result<(), PipelineError> {
+        let mut patient_key = None;
+        let mut to_rules_too = false;
+        for f in record.dq_flags.iter() {
+            self.flag_counts[f as usize] += 1;
+        }
+        if record.quarantined() {
+            work.quarantined += 1;
+            self.lake.quarantine.append(&record)?;
+        } else if let Some((patient, at)) = self.facts.add(&record, &mut work.batches) {
+            patient_key = Some(patient);
+            work.gold += 1;
+            self.watermark = self.watermark.max(at);
+            // A cancel retracts Gold facts; the rules saw the event it cancels.
+            to_rules_too =
+                self.downstream.to_rules.is_some() && !record.kind.is_some_and(|k| k.is_cancel());
+        }
+        // The record goes to the lake and the rules: copied only when both take it.
+        match (row_position.cloned(), patient_key) {
+            (Some(position), Some(patient)) if to_rules_too => {
+                work.for_rules.push((patient, record.clone()));
+                work.silver.push(SilverRow {
+                    position,
+                    record,
+                    patient: patient_key,
+                });
+            }
+            (Some(position), _) => work.silver.push(SilverRow {
+                position,
+                record,
+                patient: patient_key,
+            }),
+            (None, Some(patient)) if to_rules_too => work.for_rules.push((patient, record)),
+            (None, _) => {}
+        }
+        Ok(())
+    }
+
+    /// Counts one epoch in the metrics and the run's summary.
+    fn count(&mut self, events: u64, work: &EpochWork) {
+        let metrics = self.metrics;
+        if work.dead > 0 {
+            // Counted in /metrics and the status line; per-batch detail only when asked for.
+            tracing::debug!(count = work.dead, source = %self.source_name, "payloads sent to the dead-letter store");
+        }
+        self.events_in.inc_by(events);
+        metrics.silver.duplicates.inc_by(work.duplicates);
+        metrics.silver.quarantined.inc_by(work.quarantined);
+        metrics.gold.gold_records.inc_by(work.gold);
+        for (i, count) in self.flag_counts.iter_mut().enumerate() {
+            if *count > 0 {
+                metrics
+                    .silver
+                    .dq_flags
+                    .with_label_values(&[DqFlag::ALL[i].name()])
+                    .inc_by(*count);
+                *count = 0;
+            }
+        }
+        self.summary.events += events;
+        self.summary.dead_letters += work.dead;
+        self.summary.duplicates += work.duplicates;
+        self.summary.quarantined += work.quarantined;
+        self.summary.gold_records += work.gold;
+    }
+
+    /// Sends the epoch to the lake, the rules and the workers; takes a checkpoint after it
+    /// when one is due.
+    fn send_epoch(
+        &mut self,
+        work: EpochWork,
+        read_at: Instant,
+        events: u64,
+    ) -> Result<(), PipelineError> {
+        let number = self.summary.epochs;
+        if let (Some(l), false) = (self.downstream.lake, work.bronze.is_empty()) {
+            l.send(LakeMessage::Events {
+                epoch: number,
+                bronze: work.bronze,
+                silver: work.silver,
+            })?;
+        }
+        let snapshot = self.checkpoints.as_ref().is_some_and(Coordinator::due);
+        self.downstream.send(Epoch {
+            number,
+            batches: work.batches,
+            records: work.for_rules,
+            watermark: self.watermark,
+            read_at,
+            snapshot,
+        })?;
+        if let Some(c) = self.checkpoints.as_mut() {
+            c.record_input(events);
+        }
+        if snapshot {
+            self.take_checkpoint(number)?;
+        }
+        self.summary.epochs += 1;
+        if self.last_lake_flush.elapsed() >= Duration::from_secs(1) {
+            self.lake.flush()?;
+            self.last_lake_flush = Instant::now();
+        }
+        Ok(())
+    }
+
+    /// The state after `epoch`; written once its outputs are durable.
+    fn take_checkpoint(&mut self, epoch: u64) -> Result<(), PipelineError> {
+        let ingest = self.encode_state()?;
+        if let Some(c) = self.checkpoints.as_mut() {
+            c.take(epoch, ingest);
+        }
+        if let Some(l) = self.downstream.lake {
+            l.send(LakeMessage::Flush { epoch })?;
+        }
+        Ok(())
+    }
+
+    /// The ingest side of a checkpoint, encoded now (the lake is synced first, so the lengths
+    /// recorded are on disk).
+    fn encode_state(&mut self) -> Result<Vec<u8>, PipelineError> {
+        let lake = self.lake.lengths()?;
+        let (processed, watermark) = (&self.positions.processed, self.watermark);
+        let stages = IngestStages {
+            silver: &mut self.silver,
+            decoder: &mut self.decoder,
+            facts: &mut self.facts,
+        };
+        Ok(IngestState::encode(&stages, processed, watermark, lake)?)
+    }
+
+    fn finish(mut self) -> Result<Ingested, PipelineError> {
+        self.lake.flush()?;
+        let final_state = match self.checkpoints {
+            Some(_) => Some(self.encode_state()?),
+            None => None,
+        };
+        Ok(Ingested {
+            summary: self.summary,
+            commits: self.commits,
+            final_state,
+            checkpoints: self.checkpoints,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::VecDeque;
+    use std::path::{Path, PathBuf};
+    use std::sync::mpsc::{sync_channel, Receiver};
+
+    use super::*;
+    use crate::checkpoint::CheckpointStore;
+    use crate::model::Network;
+    use crate::source::SourceError;
+
+    /// Payloads in memory, one list per poll; then the end.
+    struct Payloads {
+        polls: VecDeque<Vec<String>>,
+        offset: i64,
+    }
+
+    impl Source for Payloads {
+        fn name(&self) -> &str {
+            "memory"
+        }
+
+        fn poll(
+            &mut self,
+            batch: &mut RawBatch,
+            _max: usize,
+            _wait: Duration,
+        ) -> Result<Poll, SourceError> {
+            let Some(payloads) = self.polls.pop_front() else {
+                return Ok(Poll::End);
+            };
+            for p in payloads {
+                batch.push(p.as_bytes(), 0, self.offset);
+                self.offset += 1;
+            }
+            Ok(Poll::Ready)
+        }
+    }
+
+    fn admission(n: u32) -> String {
+        format!(
+            r#"{{"event_id":"EV-{n}","event_type":"ADMISSION","event_timestamp":"2026-03-02T00:00:{n:02}Z","patient_id":"P10000{n:02}","hospital_id":1,"department":"Emergency","bed_id":"H1-EMR-{n}","gender":"F","age":50,"admission_time":"2026-03-01T15:37:00Z","admission_priority":"Emergency","diagnosis_code":"S72.0","insurance_type":"Public"}}"#
+        )
+    }
+
+    fn data_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("cds-ingest-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        dir
+    }
+
+    /// What a run of the ingest loop sent.
+    struct Sent {
+        ingested: Ingested,
+        /// Per worker, the epochs it received.
+        workers: Vec<Vec<u64>>,
+        /// The epochs the rules thread was asked to snapshot after.
+        snapshots: Vec<u64>,
+        metrics: Metrics,
+    }
+
+    /// Runs the ingest loop over `polls` with two workers and an always-durable sink.
+    fn ingest_polls(dir: &Path, polls: Vec<Vec<String>>, every: Option<Duration>) -> Sent {
+        let config = PipelineConfig::new(dir.to_path_buf(), Network::default_network());
+        let metrics = Metrics::new();
+        let (to_workers, from_ingest): (Vec<_>, Vec<Receiver<WorkerBatch>>) =
+            (0..2).map(|_| sync_channel(64)).unzip();
+        let (to_rules, rules_rx) = sync_channel(64);
+        let durable = AtomicU64::new(u64::MAX);
+        let mut source = Payloads {
+            polls: polls.into(),
+            offset: 0,
+        };
+        let checkpoints = every.map(|interval| {
+            let store = CheckpointStore::in_data_dir(dir);
+            let ops = OpsAlerts::detached();
+            Coordinator::new(
+                store,
+                interval,
+                "memory".into(),
+                ops,
+                Arc::new(Metrics::new()),
+            )
+        });
+        let start = IngestStart {
+            config: &config,
+            source: &mut source,
+            pseudonyms: Pseudonymiser::new(b"k"),
+            downstream: Downstream {
+                to_workers: &to_workers,
+                to_rules: Some(&to_rules),
+                durable: &durable,
+                lake: None,
+            },
+            restore: None,
+            checkpoints,
+            metrics: &metrics,
+        };
+        let ingested = ingest(start, &AtomicBool::new(false)).expect("ingest");
+        let workers = from_ingest
+            .iter()
+            .map(|rx| rx.try_iter().map(|b| b.epoch).collect())
+            .collect();
+        let snapshots = rules_rx
+            .try_iter()
+            .filter(|b: &RulesBatch| b.snapshot)
+            .map(|b| b.epoch)
+            .collect();
+        Sent {
+            ingested,
+            workers,
+            snapshots,
+            metrics,
+        }
+    }
+
+    #[test]
+    fn every_worker_gets_every_epoch_and_dead_letters_are_counted() {
+        let dir = data_dir("epochs");
+        let polls = vec![
+            vec![admission(1), admission(2)],
+            vec!["not an event".into()],
+            vec![admission(3), "{\"event_id\":".into()],
+        ];
+        let sent = ingest_polls(&dir, polls, None);
+        assert_eq!(sent.workers, vec![vec![0, 1, 2], vec![0, 1, 2]]);
+        let summary = &sent.ingested.summary;
+        assert_eq!((summary.epochs, summary.events), (3, 5));
+        assert_eq!((summary.dead_letters, summary.gold_records), (2, 3));
+        let counted: u64 = sent
+            .metrics
+            .silver
+            .dead_letters
+            .with_label_values(&["malformed_json"])
+            .get();
+        assert_eq!(counted, 2, "dead letters by reason");
+        assert!(sent.ingested.final_state.is_none(), "no checkpointing");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_checkpoint_is_requested_at_the_epoch_it_is_taken() {
+        // A long interval: only the first, empty checkpoint before any input (epoch 0).
+        let dir = data_dir("hourly");
+        let polls = vec![vec![admission(1)], vec![admission(2)]];
+        let sent = ingest_polls(&dir, polls, Some(Duration::from_secs(3600)));
+        assert_eq!(sent.snapshots, vec![0]);
+        assert_eq!(
+            sent.workers[0],
+            vec![0, 1, 2],
+            "epoch 0 carries the first checkpoint"
+        );
+        let c = sent.ingested.checkpoints.as_ref().expect("checkpointing");
+        assert_eq!(c.through(), 1, "the first checkpoint covers epoch 0");
+        assert!(
+            sent.ingested.final_state.is_some(),
+            "the final checkpoint's state"
+        );
+        let _ = std::fs::remove_dir_all(dir);
+
+        // No interval: every epoch takes one, each written once its outputs are durable.
+        let dir = data_dir("always");
+        let polls = vec![vec![admission(1)], vec![admission(2)], vec![admission(3)]];
+        let sent = ingest_polls(&dir, polls, Some(Duration::ZERO));
+        assert_eq!(sent.snapshots, vec![0, 1, 2, 3]);
+        let c = sent.ingested.checkpoints.as_ref().expect("checkpointing");
+        assert!(c.through() >= 3, "written through {}", c.through());
+        assert!(!CheckpointStore::in_data_dir(&dir).list().is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -1,0 +1,91 @@
+//! What the job's threads send each other.
+
+use std::time::Instant;
+
+use crate::gold::{GoldBatch, GoldOutput, Micros};
+use crate::model::Document;
+use crate::model::Network;
+use crate::silver::SilverRecord;
+
+/// What the sink thread receives.
+pub(super) enum SinkMessage {
+    Gold(GoldOutput),
+    /// A changed departments file: capacities for the occupancy documents.
+    Departments(Network),
+    /// The alerts of one epoch (possibly none: the rules thread reports every epoch).
+    Alerts {
+        epoch: u64,
+        documents: Vec<Document>,
+        read_at: Instant,
+    },
+}
+
+impl From<GoldOutput> for SinkMessage {
+    fn from(g: GoldOutput) -> Self {
+        SinkMessage::Gold(g)
+    }
+}
+
+/// A Gold-eligible record for the rules, with its patient key.
+pub(super) type PatientRecord = (u64, Box<SilverRecord>);
+
+/// One batch of Gold-eligible records, in arrival order, for the rules thread.
+pub(super) struct RulesBatch {
+    pub epoch: u64,
+    pub records: Vec<PatientRecord>,
+    pub read_at: Instant,
+    /// Send the stage's state after this batch: a checkpoint is being taken at this epoch.
+    pub snapshot: bool,
+}
+
+/// One epoch's facts for one worker.
+pub(super) struct WorkerBatch {
+    pub epoch: u64,
+    pub batch: GoldBatch,
+    pub watermark: Micros,
+    pub read_at: Instant,
+}
+
+/// One epoch as the ingest closes it: every worker's facts and the rules' records.
+pub(super) struct Epoch {
+    pub number: u64,
+    /// One batch per worker, in worker order.
+    pub batches: Vec<GoldBatch>,
+    pub records: Vec<PatientRecord>,
+    /// The event-time watermark after this epoch.
+    pub watermark: Micros,
+    /// When its input was read, for the latency metrics.
+    pub read_at: Instant,
+    /// Whether a checkpoint is taken at this epoch.
+    pub snapshot: bool,
+}
+
+impl Epoch {
+    /// An epoch without input: facts for no worker, records for no rule.
+    pub fn empty(number: u64, workers: usize, watermark: Micros, snapshot: bool) -> Self {
+        Epoch {
+            number,
+            batches: vec![GoldBatch::default(); workers],
+            records: Vec::new(),
+            watermark,
+            read_at: Instant::now(),
+            snapshot,
+        }
+    }
+}
+
+/// An epoch every worker has completed, whose KPI documents can be written.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CompletedEpoch {
+    pub epoch: u64,
+    /// The event-time watermark the documents are stamped with.
+    pub watermark: Micros,
+    pub read_at: Instant,
+}
+
+/// What the sink thread hands back when it stops.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Sunk {
+    pub documents_written: u64,
+    pub occupied: i64,
+}

@@ -1,0 +1,449 @@
+//! The job: source → Silver → Gold dataflow → sink, on bounded channels.
+//!
+//! ```text
+//! ingest thread                     timely workers (N)                sink thread
+//! source.poll ─► Silver ─► facts ─► [bounded, per worker] ─► dataflow ─► [bounded] ─► KpiState ─► Sink
+//!                  │         └────► [bounded] ─► rules thread: rule pack ─► alerts ──┘
+//!                  └─► dead letters, quarantine (lake)
+//! ```
+//!
+//! Each poll becomes one epoch. Every worker receives a batch for every epoch (possibly empty)
+//! so that all advance together; when every worker reports an epoch complete, the sink writes
+//! the documents it changed, stamped with that epoch's event-time watermark. Bounded channels
+//! carry backpressure from a slow sink back to the source.
+//!
+//! This file starts the threads and joins them; each thread's loop has its own file (`ingest`,
+//! `workers`, `rules_thread`, `sink_thread`), and `messages` holds what they send each other.
+//! When checkpoints are taken and written, and how a run continues from one, is
+//! [`crate::checkpoint`]'s.
+
+mod ingest;
+mod messages;
+mod rules_thread;
+mod sink_thread;
+mod workers;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use timely::communication::WorkerGuards;
+use tracing::{info, instrument};
+
+use crate::checkpoint::{self, CheckpointError, CheckpointStore, Coordinator, RulesStateAt};
+use crate::decode::Format;
+use crate::dims::department_versions;
+use crate::lake::writer::{LakeConfig, LakeHandle, LakeMessage, LakeWriteError};
+use crate::lake::LakeError;
+use crate::metrics::Metrics;
+use crate::model::{Network, Pseudonymiser};
+use crate::ops::OpsAlerts;
+use crate::rules::RulesStage;
+use crate::sink::{Feed, Sink, SinkError};
+use crate::source::{Source, SourceError};
+
+use ingest::{Downstream, IngestStart, Ingested};
+use messages::{RulesBatch, SinkMessage, Sunk, WorkerBatch};
+use rules_thread::RulesChannels;
+use sink_thread::Writer;
+
+/// When `run` stops by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// Only on shutdown (Ctrl-C): the service mode.
+    Shutdown,
+    /// When a finite source is exhausted.
+    End,
+    /// After this long without input.
+    Idle(Duration),
+}
+
+/// How the job runs.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub data_dir: PathBuf,
+    pub network: Network,
+    pub workers: usize,
+    /// Most payloads per epoch.
+    pub batch_size: usize,
+    /// Longest wait for input before an epoch is closed with what arrived.
+    pub poll_wait: Duration,
+    /// Shortest time between two sink writes (changes in between are coalesced).
+    pub flush_interval: Duration,
+    pub until: Until,
+    /// Where written documents are announced (the HTTP live feed); `None` when nobody reads.
+    pub feed: Option<Feed>,
+    /// How often a checkpoint is taken (also once at the end); `None`: never, and a run
+    /// starts from empty state.
+    pub checkpoint_interval: Option<Duration>,
+    /// Where the Bronze/Silver/Gold Delta tables go; `None`: not written (`cds run` writes
+    /// them to `DATA_DIR/lake` unless told otherwise).
+    pub lake: Option<LakeConfig>,
+    /// How payloads are decoded (`--format`).
+    pub format: Format,
+    /// The departments file to watch for capacity and staff changes, if any.
+    pub departments_file: Option<PathBuf>,
+    /// Where the stages raise operational alerts.
+    pub(crate) ops: OpsAlerts,
+    /// This process's place in a timely cluster; `None`: the process runs alone.
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// A process of a timely cluster: `P` processes with `workers` threads each form one dataflow,
+/// exchanging data by patient and by hospital over TCP. Each process reads its own Kafka
+/// partitions, keeps its own checkpoints and writes its own share of the documents (those of
+/// the hospitals its workers own).
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// This process's index, 0-based.
+    pub process: usize,
+    /// `HOST:PORT` of every process, in process order.
+    pub addresses: Vec<String>,
+}
+
+impl PipelineConfig {
+    pub fn new(data_dir: PathBuf, network: Network) -> Self {
+        PipelineConfig {
+            data_dir,
+            network,
+            workers: 1,
+            batch_size: 16_384,
+            poll_wait: Duration::from_millis(20),
+            // The embedded store commits cheaply (WAL): a short interval keeps event-to-KPI
+            // latency low; sinks that pay per write set their own (Cosmos DB: 250 ms).
+            flush_interval: Duration::from_millis(5),
+            until: Until::End,
+            feed: None,
+            checkpoint_interval: None,
+            lake: None,
+            format: Format::Json,
+            departments_file: None,
+            ops: OpsAlerts::detached(),
+            cluster: None,
+        }
+    }
+}
+
+/// Why the job stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error(transparent)]
+    Lake(#[from] LakeError),
+    #[error(transparent)]
+    LakeWrite(#[from] LakeWriteError),
+    #[error("the dataflow failed: {0}")]
+    Dataflow(#[from] DataflowError),
+    #[error("checkpoint: {0}")]
+    Checkpoint(#[from] CheckpointError),
+}
+
+/// Why the job's threads could not run together.
+#[derive(Debug, thiserror::Error)]
+pub enum DataflowError {
+    #[error("the rules thread stopped")]
+    RulesStopped,
+    #[error("a dataflow worker stopped")]
+    WorkerStopped,
+    #[error("the rules thread panicked")]
+    RulesPanicked,
+    #[error("the sink thread panicked")]
+    SinkPanicked,
+    #[error("a dataflow worker panicked")]
+    WorkerPanicked,
+    /// A thread could not be started.
+    #[error("{0}")]
+    Spawn(#[from] std::io::Error),
+    /// Timely could not start its workers (or connect to the other processes of a cluster).
+    #[error("{0}")]
+    Timely(String),
+}
+
+/// What a run did, for the final summary.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RunSummary {
+    pub events: u64,
+    pub dead_letters: u64,
+    pub duplicates: u64,
+    pub quarantined: u64,
+    pub gold_records: u64,
+    pub documents_written: u64,
+    pub epochs: u64,
+    pub elapsed: Duration,
+    pub occupied: i64,
+}
+
+impl RunSummary {
+    /// Events per second over the whole run.
+    pub fn events_per_second(&self) -> f64 {
+        self.events as f64 / self.elapsed.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Runs the job until the source ends, input stays idle, or `shutdown` is set (per `until`).
+#[instrument(skip_all, fields(source = source.name(), workers = config.workers))]
+pub fn run(
+    config: PipelineConfig,
+    mut source: Box<dyn Source>,
+    sink: Box<dyn Sink>,
+    rules: Option<RulesStage>,
+    pseudonyms: Pseudonymiser,
+    metrics: Arc<Metrics>,
+    shutdown: Arc<AtomicBool>,
+) -> Result<RunSummary, PipelineError> {
+    let started = Instant::now();
+    for collector in source.collectors() {
+        metrics.register(collector);
+    }
+    let mut rules = rules;
+    if let Some(stage) = rules.as_mut() {
+        stage.watch_errors(config.ops.rule_error_watch());
+    }
+    let store = config
+        .checkpoint_interval
+        .map(|_| CheckpointStore::in_data_dir(&config.data_dir));
+    let identity = source.identity();
+    let restore = checkpoint::recover(store.as_ref(), &identity, rules.as_mut())?;
+    let mut threads = Threads::start(&config, sink, rules, &metrics)?;
+    let checkpoints = match (store, config.checkpoint_interval) {
+        (Some(store), Some(interval)) => {
+            let c = Coordinator::new(
+                store,
+                interval,
+                identity,
+                config.ops.clone(),
+                metrics.clone(),
+            );
+            Some(match threads.rules_states.take() {
+                Some(rx) => c.with_rules(rx),
+                None => c,
+            })
+        }
+        _ => None,
+    };
+    let start = IngestStart {
+        config: &config,
+        source: source.as_mut(),
+        pseudonyms,
+        downstream: threads.downstream(),
+        restore,
+        checkpoints,
+        metrics: &metrics,
+    };
+    let ingested = ingest::ingest(start, &shutdown);
+    let joined = threads.join()?;
+    let mut summary = finish(ingested, joined, source.as_mut())?;
+    summary.elapsed = started.elapsed();
+    info!(
+        events = summary.events,
+        elapsed_ms = summary.elapsed.as_millis() as u64,
+        "run finished"
+    );
+    Ok(summary)
+}
+
+/// The threads of a run, started before the ingest and joined after it, with the ingest's
+/// ends of their channels.
+struct Threads {
+    to_workers: Vec<SyncSender<WorkerBatch>>,
+    to_rules: Option<SyncSender<RulesBatch>>,
+    /// Where the rules thread sends its state for a checkpoint; taken by the coordinator.
+    rules_states: Option<Receiver<RulesStateAt>>,
+    /// Epochs below this number are durably written by the sink (KPIs and alerts).
+    durable: Arc<AtomicU64>,
+    lake: Option<LakeHandle>,
+    sink: JoinHandle<Result<Sunk, PipelineError>>,
+    watcher: JoinHandle<()>,
+    stop_watch: Arc<AtomicBool>,
+    rules: Option<JoinHandle<RulesStage>>,
+    workers: WorkerGuards<()>,
+}
+
+/// What the threads hand back once joined.
+struct Joined {
+    /// The rules stage as it stopped, for the final checkpoint.
+    rules: Option<RulesStage>,
+    sunk: Result<Sunk, PipelineError>,
+    lake: Option<LakeHandle>,
+}
+
+impl Threads {
+    /// Starts the lake writer, the sink, the departments watcher, the rules thread and the
+    /// timely workers.
+    fn start(
+        config: &PipelineConfig,
+        sink: Box<dyn Sink>,
+        rules: Option<RulesStage>,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, PipelineError> {
+        let count = config.workers.max(1);
+        let durable = Arc::new(AtomicU64::new(0));
+        let (out_tx, out_rx) = sync_channel::<SinkMessage>(1024);
+        let (to_workers, from_ingest) = (0..count).map(|_| sync_channel::<WorkerBatch>(4)).unzip();
+        let lake = start_lake(config, metrics)?;
+        let writer = Writer {
+            sink,
+            feed: config.feed.clone(),
+            metrics: metrics.clone(),
+            kpi_epochs: 0,
+            alert_epochs: rules.as_ref().map(|_| 0),
+            durable: durable.clone(),
+            lake: lake.as_ref().and_then(LakeHandle::sender),
+            ops: config.ops.clone(),
+        };
+        let sink = sink_thread::spawn(config, writer, out_rx)?;
+        let stop_watch = Arc::new(AtomicBool::new(false));
+        let watcher = spawn_watcher(config, out_tx.clone(), lake.as_ref(), stop_watch.clone())?;
+        let (to_rules, rules, rules_states) = match rules {
+            Some(stage) => {
+                let (tx, batches) = sync_channel::<RulesBatch>(2);
+                let (snapshots, states) = sync_channel::<RulesStateAt>(2);
+                let channels = RulesChannels {
+                    batches,
+                    alerts: out_tx.clone(),
+                    snapshots,
+                };
+                let handle = rules_thread::spawn(stage, channels, metrics.stages.clone())?;
+                (Some(tx), Some(handle), Some(states))
+            }
+            None => (None, None, None),
+        };
+        let workers = workers::start(workers::Workers {
+            count,
+            cluster: config.cluster.clone(),
+            from_ingest,
+            to_sink: out_tx,
+            stages: metrics.stages.clone(),
+        })?;
+        Ok(Threads {
+            to_workers,
+            to_rules,
+            rules_states,
+            durable,
+            lake,
+            sink,
+            watcher,
+            stop_watch,
+            rules,
+            workers,
+        })
+    }
+
+    fn downstream(&self) -> Downstream<'_> {
+        Downstream {
+            to_workers: &self.to_workers,
+            to_rules: self.to_rules.as_ref(),
+            durable: &self.durable,
+            lake: self.lake.as_ref(),
+        }
+    }
+
+    /// Closes the ingest's channels and joins every thread: the workers finish their epochs
+    /// and close theirs; the sink then drains and flushes.
+    fn join(self) -> Result<Joined, PipelineError> {
+        let Threads {
+            to_workers,
+            to_rules,
+            lake,
+            sink,
+            watcher,
+            stop_watch,
+            rules,
+            workers,
+            ..
+        } = self;
+        drop(to_workers);
+        drop(to_rules);
+        stop_watch.store(true, Ordering::Relaxed);
+        let _ = watcher.join();
+        let rules = match rules {
+            Some(t) => Some(t.join().map_err(|_| DataflowError::RulesPanicked)?),
+            None => None,
+        };
+        let joined = workers.join();
+        let sunk = sink.join().map_err(|_| DataflowError::SinkPanicked)?;
+        if joined.iter().any(Result::is_err) {
+            return Err(DataflowError::WorkerPanicked.into());
+        }
+        Ok(Joined { rules, sunk, lake })
+    }
+}
+
+/// The lake writer, when the Delta tables are written, with the departments as they start.
+fn start_lake(
+    config: &PipelineConfig,
+    metrics: &Arc<Metrics>,
+) -> Result<Option<LakeHandle>, PipelineError> {
+    let Some(lake) = config.lake.clone() else {
+        return Ok(None);
+    };
+    let handle = LakeHandle::start(lake, metrics.clone())?;
+    let now = Utc::now().timestamp_micros();
+    handle.send(LakeMessage::Departments(department_versions(
+        &config.network,
+        now,
+    )))?;
+    Ok(Some(handle))
+}
+
+/// Watches the departments file: a changed capacity or staff count goes to the sink (for the
+/// occupancy documents) and to the lake.
+fn spawn_watcher(
+    config: &PipelineConfig,
+    to_sink: SyncSender<SinkMessage>,
+    lake: Option<&LakeHandle>,
+    stop: Arc<AtomicBool>,
+) -> Result<JoinHandle<()>, PipelineError> {
+    let to_lake = lake.and_then(LakeHandle::sender);
+    crate::dims::watcher::spawn(
+        config.departments_file.clone(),
+        config.network.clone(),
+        crate::sink::sqlite::SqliteConfig::in_data_dir(&config.data_dir).path,
+        move |network| {
+            // A changed capacity or staff count is a new version of `gold/dim_department`.
+            if let Some(lake) = &to_lake {
+                let now = Utc::now().timestamp_micros();
+                let _ = lake.send(LakeMessage::Departments(department_versions(&network, now)));
+            }
+            let _ = to_sink.send(SinkMessage::Departments(network));
+        },
+        stop,
+    )
+    .map_err(|e| PipelineError::Dataflow(e.into()))
+}
+
+/// Once every thread has stopped: the lake commits, the last checkpoint is written, and the
+/// source positions left are committed.
+fn finish(
+    ingested: Result<Ingested, PipelineError>,
+    joined: Joined,
+    source: &mut dyn Source,
+) -> Result<RunSummary, PipelineError> {
+    let Ingested {
+        mut summary,
+        mut commits,
+        final_state,
+        checkpoints,
+    } = ingested?;
+    let sunk = joined.sunk?;
+    // The lake commits what it holds before the final checkpoint records it as done.
+    if let Some(lake) = joined.lake {
+        lake.finish()?;
+    }
+    // Every output is written now: a last checkpoint, then commit what is left.
+    if let (Some(mut c), Some(ingest)) = (checkpoints, final_state) {
+        let last_epoch = summary.epochs.saturating_sub(1);
+        c.finish(last_epoch, ingest, joined.rules.as_ref())?;
+    }
+    commits.commit_through(source, u64::MAX)?;
+    summary.documents_written = sunk.documents_written;
+    summary.occupied = sunk.occupied;
+    Ok(summary)
+}
