@@ -136,6 +136,9 @@ fi
 # same features, so nothing is built twice.
 FEATURES=(--features cds-engine/cosmos-fault-injection,cds-engine/chaos)
 
+log "clippy (every crate, every target, warnings are errors)"
+cargo clippy --workspace --all-targets "${FEATURES[@]}" -- -D warnings
+
 log "build (release: one profile for the binary, the tests and the benchmarks)"
 cargo build --release --workspace --all-targets "${FEATURES[@]}"
 

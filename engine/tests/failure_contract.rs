@@ -1,4 +1,4 @@
-//! The failure contract (DESIGN.md) through the real binary: a thread of the engine that
+//! The failure contract (docs/design.md) through the real binary: a thread of the engine that
 //! panics ends the process with a non-zero exit and one log line without the payload; a stage
 //! that stops advancing with input in hand turns `/readyz` to 503 naming it. The failures are
 //! injected with the `chaos` drills (`CDS_CHAOS`), which only test builds have.

@@ -3,7 +3,7 @@
 //! after every batch, a from-scratch recomputation over the Silver records received so far.
 //!
 //! The recomputation below is written independently of the engine's Gold code: plain Rust over
-//! the Silver records, following DESIGN.md's KPI definitions literally.
+//! the Silver records, following docs/design.md's KPI definitions literally.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! The command line of DESIGN.md: `cds run`, `cds simulate`, `cds rules`, `cds export`,
+//! The command line of docs/design.md: `cds run`, `cds simulate`, `cds rules`, `cds export`,
 //! `cds ingest` for daily extracts, `cds replay --from-bronze` and `cds lake compact`.
 
 mod config;

@@ -47,14 +47,7 @@ impl State {
     }
 
     fn key(&self, patient: &str) -> u64 {
-        match &self.pseudonyms {
-            Some(p) => p.key(patient),
-            None => {
-                use std::hash::{BuildHasher, BuildHasherDefault};
-                BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-                    .hash_one(patient)
-            }
-        }
+        super::patient_key(self.pseudonyms.as_ref(), patient)
     }
 }
 

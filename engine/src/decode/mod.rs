@@ -107,17 +107,22 @@ pub struct Census {
     places: HashMap<u64, Place>,
 }
 
+/// The key a decoder keeps a patient's state under: the pseudonym key, never the raw
+/// identifier (only unit tests, which give no pseudonymiser, get a stable hash instead).
+fn patient_key(pseudonyms: Option<&Pseudonymiser>, patient: &str) -> u64 {
+    match pseudonyms {
+        Some(p) => p.key(patient),
+        None => {
+            use std::hash::{BuildHasher, BuildHasherDefault};
+            BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
+                .hash_one(patient)
+        }
+    }
+}
+
 impl Census {
     fn key(&self, patient: &str) -> u64 {
-        match &self.pseudonyms {
-            Some(p) => p.key(patient),
-            // Only in unit tests: a stable hash stands in for the pseudonym key.
-            None => {
-                use std::hash::{BuildHasher, BuildHasherDefault};
-                BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default()
-                    .hash_one(patient)
-            }
-        }
+        patient_key(self.pseudonyms.as_ref(), patient)
     }
 
     /// Where the patient lies, if known.

@@ -249,7 +249,7 @@ pub fn department_versions(network: &Network, at: i64) -> Vec<Version> {
 }
 
 /// A patient's tracked attributes, as a version effective from the event time. The age is
-/// kept as its band (DESIGN.md's bands); an unknown age is no statement, like a missing gender.
+/// kept as its band (docs/design.md's bands); an unknown age is no statement, like a missing gender.
 pub fn patient_version(
     patient_key: &str,
     gender: Option<&str>,

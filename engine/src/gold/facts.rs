@@ -27,7 +27,7 @@ pub enum AdtKind {
 /// One ADMISSION, TRANSFER or DISCHARGE, keyed by patient in the dataflow.
 ///
 /// Field order matters: the derived `Ord` sorts by event time, then event id, which is exactly
-/// DESIGN.md's "latest event decides; ties: larger event_id".
+/// docs/design.md's "latest event decides; ties: larger event_id".
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct AdtFact {
     pub at: Micros,

@@ -1,7 +1,7 @@
 //! Gold: live KPIs maintained incrementally with differential dataflow.
 //!
 //! [`FactBuilder`] turns Silver records into small interned facts; [`dataflow::build`] keeps the
-//! KPIs of DESIGN.md up to date and emits one [`KpiDelta`] per changed key and epoch;
+//! KPIs of docs/design.md up to date and emits one [`KpiDelta`] per changed key and epoch;
 //! [`KpiState`] adds those up and renders the changed documents for the sinks.
 
 mod dataflow;

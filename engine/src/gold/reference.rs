@@ -1,5 +1,5 @@
 //! The reference: every KPI document recomputed from scratch over all Silver records, in
-//! plain Rust that follows DESIGN.md's KPI definitions literally and shares nothing with the
+//! plain Rust that follows docs/design.md's KPI definitions literally and shares nothing with the
 //! incremental dataflow ([`super::build`]).
 //!
 //! Two users: the integration tests, whose oracle it is (the incremental output must equal it
@@ -25,7 +25,7 @@ fn hundredths(x: Option<f64>) -> Option<i64> {
 }
 
 /// Every KPI document by id (without `as_of` / `updated_at`), recomputed from scratch over
-/// all Silver records so far: plain Rust following DESIGN.md literally, independent of the
+/// all Silver records so far: plain Rust following docs/design.md literally, independent of the
 /// engine's Gold code (the same logic as the integration tests' oracle).
 pub fn recompute(
     network: &Network,

@@ -30,7 +30,7 @@ pub enum ParseError {
     MissingTimestamp,
 }
 
-/// The kinds of event of the event model: the four of DESIGN.md, and the two cancels that
+/// The kinds of event of the event model: the four of docs/design.md, and the two cancels that
 /// registration systems send when an admission or a discharge was entered by mistake (HL7 v2
 /// A11 and A13, a FHIR Encounter `cancelled` or `entered-in-error`). A cancel retracts the
 /// patient's latest admission or discharge, so that every KPI comes out as if it had never

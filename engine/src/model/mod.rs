@@ -1,4 +1,4 @@
-//! The event model of DESIGN.md: what an event is, the canonical vocabulary, the hospital
+//! The event model of docs/design.md: what an event is, the canonical vocabulary, the hospital
 //! network, and the pseudonymisation of patient identifiers.
 
 mod dead_letter;

@@ -5,7 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The seven canonical departments of DESIGN.md.
+/// The seven canonical departments of docs/design.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Department {
     Emergency,

@@ -6,7 +6,7 @@ use std::fmt;
 use serde::ser::{SerializeSeq, Serializer};
 use serde::Serialize;
 
-/// One data-quality finding of DESIGN.md's table, in the order the rules apply.
+/// One data-quality finding of docs/design.md's table, in the order the rules apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DqFlag {
     DuplicateEvent,

@@ -1,6 +1,6 @@
 //! Silver: data-quality rules that flag and repair, never silently drop.
 //!
-//! The rules of DESIGN.md apply in the order of its table, each to the record as the rules above
+//! The rules of docs/design.md apply in the order of its table, each to the record as the rules above
 //! it left it. Duplicates are the one thing dropped (and counted); quarantined records stay in
 //! Silver with their flags and are kept out of Gold. A payload that is not an event at all never
 //! reaches the rules: it becomes a [`DeadLetter`] with the reason.
@@ -51,8 +51,8 @@ pub enum Outcome {
     DeadLetter(DeadLetter),
 }
 
-/// Physiological bounds of DESIGN.md; a reading outside them is nulled. Diastolic pressure is
-/// not in DESIGN.md's list but a diastolic of 900 would distort the census as much as any other
+/// Physiological bounds of docs/design.md; a reading outside them is nulled. Diastolic pressure is
+/// not in docs/design.md's list but a diastolic of 900 would distort the census as much as any other
 /// vital, so it gets a bound too.
 const VITAL_BOUNDS: VitalBounds = VitalBounds {
     heart_rate: (20.0, 300.0),
@@ -117,7 +117,7 @@ impl Silver {
         }
     }
 
-    /// Applies the rules of DESIGN.md, in order, to a parsed event.
+    /// Applies the rules of docs/design.md, in order, to a parsed event.
     pub fn clean(&mut self, mut event: Event) -> Outcome {
         if !self.dedup.first_sighting(&event.event_id) {
             return Outcome::Duplicate;

@@ -1,4 +1,4 @@
-//! One test per rule of DESIGN.md's Silver table, with the boundary values.
+//! One test per rule of docs/design.md's Silver table, with the boundary values.
 
 #![allow(clippy::type_complexity)]
 

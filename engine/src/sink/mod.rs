@@ -12,7 +12,7 @@ pub use spec::{OpenedSink, SinkConfig, SinkOpenError, UnknownSink};
 
 use crate::model::Document;
 
-/// The containers of DESIGN.md.
+/// The containers of docs/design.md.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Container {
     Kpis,

@@ -1,4 +1,4 @@
-//! The failure contract for panics (DESIGN.md): a panic while handling one payload is that
+//! The failure contract for panics (docs/design.md): a panic while handling one payload is that
 //! payload's fault and becomes a dead letter ([`isolate`]); a panic anywhere else is the
 //! engine's fault, and the process ends at once with a non-zero exit and one log line, so that
 //! a supervisor restarts it, instead of hanging with a dead thread while `/healthz` says ok.

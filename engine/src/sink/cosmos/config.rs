@@ -107,7 +107,7 @@ impl AccountKey {
 pub const EMULATOR_KEY: &str =
     "C2y6yDjf5/R+ob0N8A7Cgv30VRDJIWEHLM+4QDU5DE2nQ9nDuVTqobD4b8mGGyPMbIZnqyMsEcaGQy67XIw/Jw==";
 
-/// Default database name (DESIGN.md).
+/// Default database name (docs/design.md).
 pub const DEFAULT_DATABASE: &str = "cds";
 
 impl Default for CosmosConfig {

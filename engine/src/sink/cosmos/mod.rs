@@ -1,4 +1,4 @@
-//! The Azure Cosmos DB sink: the `kpis` and `alerts` containers of DESIGN.md, partition key
+//! The Azure Cosmos DB sink: the `kpis` and `alerts` containers of docs/design.md, partition key
 //! `/hospital_id`, written with the official Rust SDK (`azure_data_cosmos`).
 //!
 //! [`Sink::upsert`] is synchronous and returns only once every document of the batch is
@@ -57,7 +57,7 @@ use crate::metrics::Metrics;
 use crate::model::Document;
 use crate::support::Backoff;
 
-/// The partition key path of both containers (DESIGN.md).
+/// The partition key path of both containers (docs/design.md).
 pub const PARTITION_KEY_PATH: &str = "/hospital_id";
 
 /// What the operator sees when documents are dead-lettered: fixed, with no patient data.
