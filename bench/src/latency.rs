@@ -267,12 +267,14 @@ pub fn one_load(
         std::thread::spawn(move || {
             pipeline::run(
                 config,
-                Box::new(source),
-                Box::new(sink),
-                None,
-                Pseudonymiser::new(b"bench"),
-                metrics,
-                shutdown,
+                pipeline::Parts {
+                    source: Box::new(source),
+                    sink: Box::new(sink),
+                    rules: None,
+                    pseudonyms: Pseudonymiser::new(b"bench"),
+                    metrics,
+                    shutdown,
+                },
             )
         })
     };

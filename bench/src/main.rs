@@ -493,12 +493,14 @@ fn throughput(
         };
         let summary = pipeline::run(
             config,
-            Box::new(source),
-            Box::new(sink),
-            rules,
-            Pseudonymiser::new(b"bench"),
-            metrics.clone(),
-            Arc::new(AtomicBool::new(false)),
+            pipeline::Parts {
+                source: Box::new(source),
+                sink: Box::new(sink),
+                rules,
+                pseudonyms: Pseudonymiser::new(b"bench"),
+                metrics: metrics.clone(),
+                shutdown: Arc::new(AtomicBool::new(false)),
+            },
         )?;
         if summary.events != lines {
             bail!("the pipeline read {} events of {lines}", summary.events);

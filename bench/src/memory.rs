@@ -136,12 +136,14 @@ pub fn measure(
     let before = rss_bytes().context("no /proc/self/status: cannot read RSS")?;
     let summary = pipeline::run(
         config,
-        Box::new(source),
-        Box::new(sink),
-        None,
-        Pseudonymiser::new(b"bench"),
-        Arc::new(Metrics::new()),
-        Arc::new(AtomicBool::new(false)),
+        pipeline::Parts {
+            source: Box::new(source),
+            sink: Box::new(sink),
+            rules: None,
+            pseudonyms: Pseudonymiser::new(b"bench"),
+            metrics: Arc::new(Metrics::new()),
+            shutdown: Arc::new(AtomicBool::new(false)),
+        },
     )?;
     let after = rss_after
         .lock()

@@ -181,12 +181,14 @@ pub fn child(data: &Path, network: &Network, patients: u64, readings: u64) -> an
     };
     let summary = pipeline::run(
         config(data, network),
-        Box::new(source),
-        Box::new(sink),
-        None,
-        Pseudonymiser::new(b"bench"),
-        Arc::new(Metrics::new()),
-        Arc::new(AtomicBool::new(false)),
+        pipeline::Parts {
+            source: Box::new(source),
+            sink: Box::new(sink),
+            rules: None,
+            pseudonyms: Pseudonymiser::new(b"bench"),
+            metrics: Arc::new(Metrics::new()),
+            shutdown: Arc::new(AtomicBool::new(false)),
+        },
     )?;
     say(&format!("recovery-child occupied {}", summary.occupied));
     Ok(())
@@ -213,12 +215,14 @@ pub fn report(
     };
     let summary = pipeline::run(
         config(&data, network),
-        Box::new(source),
-        Box::new(SqliteSink::open(&SqliteConfig::in_data_dir(&data))?),
-        None,
-        Pseudonymiser::new(b"bench"),
-        Arc::new(Metrics::new()),
-        Arc::new(AtomicBool::new(false)),
+        pipeline::Parts {
+            source: Box::new(source),
+            sink: Box::new(SqliteSink::open(&SqliteConfig::in_data_dir(&data))?),
+            rules: None,
+            pseudonyms: Pseudonymiser::new(b"bench"),
+            metrics: Arc::new(Metrics::new()),
+            shutdown: Arc::new(AtomicBool::new(false)),
+        },
     )?;
     if summary.occupied != patients as i64 {
         bail!(

@@ -150,12 +150,14 @@ fn run_file(
     tune(&mut config);
     pipeline::run(
         config,
-        Box::new(source),
-        sink,
-        Some(rules),
-        Pseudonymiser::new(common::KEY),
-        metrics,
-        Arc::new(AtomicBool::new(false)),
+        pipeline::Parts {
+            source: Box::new(source),
+            sink,
+            rules: Some(rules),
+            pseudonyms: Pseudonymiser::new(common::KEY),
+            metrics,
+            shutdown: Arc::new(AtomicBool::new(false)),
+        },
     )
     .expect("pipeline run")
 }

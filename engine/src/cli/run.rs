@@ -366,12 +366,14 @@ pub fn run(config: RunConfig, network: Network) -> anyhow::Result<ExitCode> {
     let status_thread = status::spawn(metrics.clone(), total_beds, stop_status.clone());
     let result = pipeline::run(
         pipeline_config,
-        source,
-        opened.sink,
-        rules,
-        pseudonyms,
-        metrics,
-        shutdown,
+        pipeline::Parts {
+            source,
+            sink: opened.sink,
+            rules,
+            pseudonyms,
+            metrics,
+            shutdown,
+        },
     );
     // The notice of what stopped the run (a sink that failed for good) still goes out.
     ops.finish(Duration::from_secs(10));

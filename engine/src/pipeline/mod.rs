@@ -187,17 +187,30 @@ impl RunSummary {
     }
 }
 
+/// What a run is made of besides its settings: the stages that differ from one deployment to
+/// another, and what it shares with the rest of the process.
+pub struct Parts {
+    pub source: Box<dyn Source>,
+    pub sink: Box<dyn Sink>,
+    /// `None`: no rules (`--rules off`).
+    pub rules: Option<RulesStage>,
+    pub pseudonyms: Pseudonymiser,
+    pub metrics: Arc<Metrics>,
+    /// Set to stop the run (Ctrl-C, SIGTERM, a test).
+    pub shutdown: Arc<AtomicBool>,
+}
+
 /// Runs the job until the source ends, input stays idle, or `shutdown` is set (per `until`).
-#[instrument(skip_all, fields(source = source.name(), workers = config.workers))]
-pub fn run(
-    config: PipelineConfig,
-    mut source: Box<dyn Source>,
-    sink: Box<dyn Sink>,
-    rules: Option<RulesStage>,
-    pseudonyms: Pseudonymiser,
-    metrics: Arc<Metrics>,
-    shutdown: Arc<AtomicBool>,
-) -> Result<RunSummary, PipelineError> {
+#[instrument(skip_all, fields(source = parts.source.name(), workers = config.workers))]
+pub fn run(config: PipelineConfig, parts: Parts) -> Result<RunSummary, PipelineError> {
+    let Parts {
+        mut source,
+        sink,
+        rules,
+        pseudonyms,
+        metrics,
+        shutdown,
+    } = parts;
     let started = Instant::now();
     for collector in source.collectors() {
         metrics.register(collector);
