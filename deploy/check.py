@@ -166,7 +166,7 @@ for name in sorted(PENDING_METRICS):
         notes.append(f"PENDING metric {name} ({PENDING_METRICS[name]}): not exported by this engine build; its alerts and panels stay empty until it is")
 for name in sorted(FIRST_SAMPLE_METRICS):
     if name not in registered:
-        fail(f"metric {name} of the first-sample list is not registered in engine/src/metrics.rs")
+        fail(f"metric {name} of the first-sample list is not registered in engine/src/metrics/")
 print(f"  metrics: {len(used)} names used in alerts.yml and the dashboard; "
       f"{sum(1 for n in used if n in live)} seen on a live /metrics, "
       f"{sum(1 for n in used if n not in live and n in FIRST_SAMPLE_METRICS)} registered (first-sample families), "
