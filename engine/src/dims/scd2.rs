@@ -133,7 +133,14 @@ impl Scd2 {
     /// leaves null is not stated (a vitals event carries no insurance), so the current value
     /// stays.
     pub fn apply(&mut self, mut v: Version) -> bool {
-        let rows = self.members.entry(v.key.clone()).or_default();
+        // The key is copied only for a member not seen before (the lake applies a version
+        // for every Gold record, nearly all of known patients).
+        if !self.members.contains_key(&v.key) {
+            self.members.insert(v.key.clone(), Vec::new());
+        }
+        let Some(rows) = self.members.get_mut(&v.key) else {
+            return false;
+        };
         if let Some(current) = rows.last_mut().filter(|r| r.to.is_none()) {
             for (new, old) in v.attributes.iter_mut().zip(&current.attributes) {
                 if matches!(new, Value::Text(None) | Value::Int(None)) {
