@@ -565,19 +565,26 @@ impl std::str::FromStr for Tuning {
     }
 }
 
+/// The offered loads of a measurement, events per second, each lasting `seconds`.
+#[derive(Debug, Clone, Copy)]
+pub struct Loads<'a> {
+    pub rates: &'a [u64],
+    pub seconds: f64,
+}
+
 /// Runs every offered load and reports its percentiles.
 pub fn measure(
     report: &mut Report,
     scratch: &Path,
     network: &Network,
     brokers: &str,
-    rates: &[u64],
-    seconds: f64,
+    loads: Loads<'_>,
     tuning: Tuning,
     written: Written<'_>,
 ) -> anyhow::Result<Vec<LoadResult>> {
     let mut results = Vec::new();
     let section = written.section();
+    let Loads { rates, seconds } = loads;
     for &rate in rates {
         let r = one_load(scratch, network, brokers, rate, seconds, tuning, written)?;
         let what = match written {

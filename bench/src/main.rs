@@ -429,8 +429,10 @@ fn run(o: &Options, network: &Network, dir: &Path) -> anyhow::Result<()> {
                         dir,
                         network,
                         brokers,
-                        &o.rates,
-                        o.latency_secs,
+                        latency::Loads {
+                            rates: &o.rates,
+                            seconds: o.latency_secs,
+                        },
                         tuning,
                         latency::Written::Kpis,
                     )?;
@@ -520,8 +522,10 @@ fn alert_latency(
         dir,
         network,
         brokers,
-        &o.alert_rates,
-        o.latency_secs,
+        latency::Loads {
+            rates: &o.alert_rates,
+            seconds: o.latency_secs,
+        },
         tuning,
         latency::Written::News2Alert { rules },
     )?;

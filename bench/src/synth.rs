@@ -140,7 +140,7 @@ impl Flow {
     fn next_deteriorates_at(&self, seq: u64) -> bool {
         let slot = seq % self.slots;
         let stage = (seq / self.slots) % 10;
-        stage == 1 && self.deteriorating_every > 0 && slot % self.deteriorating_every == 0
+        stage == 1 && self.deteriorating_every > 0 && slot.is_multiple_of(self.deteriorating_every)
     }
 
     /// The event time of the next line.
