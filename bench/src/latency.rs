@@ -422,7 +422,7 @@ pub fn one_load(
         );
         // The first write of each measured reading's alert, by event number.
         let mut alerted: std::collections::BTreeMap<usize, Instant> = Default::default();
-        for (written, event_id) in alerts {
+        for (at, event_id) in alerts {
             let Some(seq) = event_id
                 .strip_prefix("B-")
                 .and_then(|n| n.parse::<usize>().ok())
@@ -430,17 +430,17 @@ pub fn one_load(
                 bail!("an alert names event {event_id:?}, not one of the bench's");
             };
             if seq >= warmup {
-                alerted.entry(seq).or_insert(written);
+                alerted.entry(seq).or_insert(at);
             }
         }
         if let Some(seq) = deteriorating.iter().find(|s| !alerted.contains_key(s)) {
             bail!("the deteriorating reading B-{seq} at {rate}/s fired no NEWS2 alert");
         }
-        for (&seq, written) in &alerted {
+        for (&seq, alert_written) in &alerted {
             let Some(due) = due.get(seq - warmup) else {
                 bail!("an alert names event B-{seq}, beyond the {measured} measured");
             };
-            hist.record((written.saturating_duration_since(*due).as_micros() as u64).max(1))?;
+            hist.record((alert_written.saturating_duration_since(*due).as_micros() as u64).max(1))?;
             // The topic is new and has one producer: event number n is at offset n.
             let offset = seq as i64;
             let a = source_log
@@ -448,8 +448,9 @@ pub fn one_load(
                 .partition_point(|(_, high)| *high < offset);
             if let Some((read, _)) = source_log.arrivals.get(a) {
                 to_read.record((read.saturating_duration_since(*due).as_micros() as u64).max(1))?;
-                read_to_written
-                    .record((written.saturating_duration_since(*read).as_micros() as u64).max(1))?;
+                read_to_written.record(
+                    (alert_written.saturating_duration_since(*read).as_micros() as u64).max(1),
+                )?;
             }
         }
     }
