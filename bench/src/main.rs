@@ -135,8 +135,8 @@ struct Args {
     /// Small sizes: checks that everything runs and that the outputs agree; asserts no timing.
     #[arg(long)]
     quick: bool,
-    /// Sections to run (throughput,rules,baseline,memory,latency,recovery,cluster); all by
-    /// default.
+    /// Sections to run (throughput,rules,baseline,memory,latency,alert-latency,recovery,cluster);
+    /// all by default.
     #[arg(long, value_name = "S[,S]")]
     sections: Option<Commas<String>>,
     /// Simulated events of the input file (1,000,000; 20,000 with `--quick`).
