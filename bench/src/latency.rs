@@ -8,6 +8,11 @@
 //!
 //! Which write includes an event is exact: the stream's event times strictly increase on one
 //! partition, and every KPI write carries `as_of`, the watermark of the epochs it includes.
+//!
+//! Event to alert, the delay clinicians feel, is measured the same way with the rule pack and
+//! the lake on: the flow has deteriorating patients whose readings fire NEWS2, and each NEWS2
+//! alert is timed from its reading's due time to the return of the sink write that carries it
+//! (the alert names the reading's `event_id`).
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,10 +21,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use cds_engine::gold::micros;
+use cds_engine::lake::writer::LakeConfig;
 use cds_engine::metrics::Metrics;
 use cds_engine::model::DeadLetter;
 use cds_engine::model::{parse_time, Network, Pseudonymiser};
-use cds_engine::pipeline::{self, PipelineConfig, Until};
+use cds_engine::pipeline::{self, PipelineConfig};
+use cds_engine::rules::RulesStage;
 use cds_engine::sink::sqlite::{SqliteConfig, SqliteSink};
 use cds_engine::source::kafka::{KafkaConfig, KafkaSource};
 use cds_engine::source::{Poll, Position, RawBatch, Source, SourceError};
@@ -29,7 +36,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
-use crate::observe::{latest, ObservedSink, WriteLog};
+use crate::observe::{latest, AlertLog, AlertWatch, ObservedSink, WriteLog};
 use crate::report::Report;
 use crate::synth::Flow;
 
@@ -213,6 +220,67 @@ fn wait_written(log: &WriteLog, at: i64, limit: Duration) -> bool {
     false
 }
 
+/// Waits until the alert for the reading `event_id` is written, or `limit` passes.
+fn wait_alerted(log: &AlertLog, event_id: &str, limit: Duration) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < limit {
+        if log
+            .lock()
+            .is_ok_and(|l| l.iter().rev().any(|(_, e)| e == event_id))
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    false
+}
+
+/// What a load measures the latency to.
+#[derive(Debug, Clone, Copy)]
+pub enum Written<'a> {
+    /// The first KPI write that includes the event (rules and lake off).
+    Kpis,
+    /// The NEWS2 alert on a deteriorating reading, with the rule pack in this directory and
+    /// the lake on.
+    News2Alert { rules: &'a Path },
+}
+
+impl Written<'_> {
+    /// The report section.
+    pub fn section(&self) -> &'static str {
+        match self {
+            Written::Kpis => "latency",
+            Written::News2Alert { .. } => "alert-latency",
+        }
+    }
+
+    /// What is written at the end of the span measured.
+    pub fn what(&self) -> &'static str {
+        match self {
+            Written::Kpis => "KPI written",
+            Written::News2Alert { .. } => "NEWS2 alert written",
+        }
+    }
+
+    /// The span measured.
+    pub fn span(&self) -> &'static str {
+        match self {
+            Written::Kpis => "produce -> KPI written",
+            Written::News2Alert { .. } => "reading due -> NEWS2 alert written",
+        }
+    }
+}
+
+/// The rule whose alerts the event-to-alert latency times.
+const NEWS2: &str = "news2";
+
+/// Beds in rotation of the event-to-alert flow, and every how many beds a stay starts with a
+/// deteriorating reading: 100 beds, so that the 200-event warm-up includes the first alerts
+/// (events 100 to 199 are the first readings); one stay in four, so that 1 event in 40 fires
+/// NEWS2 (and, with it, the other rules that watch vital signs).
+const ALERT_BEDS: u64 = 100;
+const DETERIORATING_EVERY: u64 = 4;
+
 /// Runs one offered load for `seconds` after a warm-up; returns its percentiles.
 pub fn one_load(
     scratch: &Path,
@@ -221,6 +289,7 @@ pub fn one_load(
     rate: u64,
     seconds: f64,
     tuning: Tuning,
+    written: Written<'_>,
 ) -> anyhow::Result<LoadResult> {
     let topic = unique("bench-latency");
     create_topic(brokers, &topic, 1)?;
@@ -228,11 +297,21 @@ pub fn one_load(
     let start = parse_time("2026-03-02T00:00:00Z").context("start time")?;
     let warmup = 200usize;
     let measured = ((rate as f64 * seconds) as usize).max(1);
-    // 5,000 beds in rotation: a steady census, each stay ten events.
-    let mut flow = Flow::new(network, start, 5_000);
+    let mut flow = match written {
+        // 5,000 beds in rotation: a steady census, each stay ten events.
+        Written::Kpis => Flow::new(network, start, 5_000),
+        Written::News2Alert { .. } => {
+            Flow::new(network, start, ALERT_BEDS).deteriorating(DETERIORATING_EVERY)
+        }
+    };
     let mut times = Vec::with_capacity(warmup + measured);
     let mut lines = Vec::with_capacity(warmup + measured);
-    for _ in 0..warmup + measured {
+    // Event numbers of the measured readings that must fire NEWS2.
+    let mut deteriorating = Vec::new();
+    for seq in 0..warmup + measured {
+        if seq >= warmup && flow.next_deteriorates() {
+            deteriorating.push(seq);
+        }
         times.push(micros(&flow.next_time()));
         let mut line = String::new();
         flow.next_line(&mut line);
@@ -252,15 +331,30 @@ pub fn one_load(
         log: source_log.clone(),
     };
     let log: WriteLog = Arc::default();
+    let alert_log: AlertLog = Arc::default();
     let sink = ObservedSink {
         inner: Box::new(SqliteSink::open(&SqliteConfig::in_data_dir(&data))?),
         log: log.clone(),
+        alerts: match written {
+            Written::Kpis => None,
+            Written::News2Alert { .. } => Some(AlertWatch {
+                mlmname: NEWS2,
+                log: alert_log.clone(),
+            }),
+        },
     };
     let mut config = PipelineConfig::new(data.clone(), network.clone());
-    config.until = Until::Shutdown;
+    config.until = pipeline::Until::Shutdown;
     config.flush_interval = Duration::from_millis(tuning.flush_ms);
     config.checkpoint_interval = tuning.checkpoint_secs.map(Duration::from_secs);
     let metrics = Arc::new(Metrics::new());
+    let rules = match written {
+        Written::Kpis => None,
+        Written::News2Alert { rules } => {
+            config.lake = Some(LakeConfig::new(data.join("lake").display().to_string()));
+            Some(RulesStage::load(rules, network.clone(), metrics.clone())?)
+        }
+    };
     let shutdown = Arc::new(AtomicBool::new(false));
     let job = {
         let (shutdown, metrics) = (shutdown.clone(), metrics.clone());
@@ -270,7 +364,7 @@ pub fn one_load(
                 pipeline::Parts {
                     source: Box::new(source),
                     sink: Box::new(sink),
-                    rules: None,
+                    rules,
                     pseudonyms: Pseudonymiser::new(b"bench"),
                     metrics,
                     shutdown,
@@ -295,6 +389,11 @@ pub fn one_load(
         if !wait_written(&log, last, Duration::from_secs(120)) {
             bail!("the events at {rate}/s were not all written within 120 s");
         }
+        if let Some(&seq) = deteriorating.last() {
+            if !wait_alerted(&alert_log, &format!("B-{seq}"), Duration::from_secs(120)) {
+                bail!("the last deteriorating reading at {rate}/s was not alerted on within 120 s");
+            }
+        }
         Ok(due)
     })();
     shutdown.store(true, Ordering::Relaxed);
@@ -315,8 +414,52 @@ pub fn one_load(
     );
     let new_hist = || Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3);
     let (mut hist, mut to_read, mut read_to_written) = (new_hist()?, new_hist()?, new_hist()?);
+    if let Written::News2Alert { .. } = written {
+        let alerts = std::mem::take(
+            &mut *alert_log
+                .lock()
+                .map_err(|_| anyhow::anyhow!("alert log poisoned"))?,
+        );
+        // The first write of each measured reading's alert, by event number.
+        let mut alerted: std::collections::BTreeMap<usize, Instant> = Default::default();
+        for (at, event_id) in alerts {
+            let Some(seq) = event_id
+                .strip_prefix("B-")
+                .and_then(|n| n.parse::<usize>().ok())
+            else {
+                bail!("an alert names event {event_id:?}, not one of the bench's");
+            };
+            if seq >= warmup {
+                alerted.entry(seq).or_insert(at);
+            }
+        }
+        if let Some(seq) = deteriorating.iter().find(|s| !alerted.contains_key(s)) {
+            bail!("the deteriorating reading B-{seq} at {rate}/s fired no NEWS2 alert");
+        }
+        for (&seq, alert_written) in &alerted {
+            let Some(due) = due.get(seq - warmup) else {
+                bail!("an alert names event B-{seq}, beyond the {measured} measured");
+            };
+            hist.record((alert_written.saturating_duration_since(*due).as_micros() as u64).max(1))?;
+            // The topic is new and has one producer: event number n is at offset n.
+            let offset = seq as i64;
+            let a = source_log
+                .arrivals
+                .partition_point(|(_, high)| *high < offset);
+            if let Some((read, _)) = source_log.arrivals.get(a) {
+                to_read.record((read.saturating_duration_since(*due).as_micros() as u64).max(1))?;
+                read_to_written.record(
+                    (alert_written.saturating_duration_since(*read).as_micros() as u64).max(1),
+                )?;
+            }
+        }
+    }
     let (mut w, mut a) = (0usize, 0usize);
-    for (i, due) in due.iter().enumerate() {
+    let kpis = match written {
+        Written::Kpis => due.len(),
+        Written::News2Alert { .. } => 0,
+    };
+    for (i, due) in due.iter().enumerate().take(kpis) {
         let at = times[warmup + i];
         while writes.get(w).is_some_and(|(_, as_of)| *as_of < at) {
             w += 1;
@@ -350,7 +493,7 @@ pub fn one_load(
     }
     Ok(LoadResult {
         rate,
-        events: measured as u64,
+        events: hist.len(),
         p50: hist.value_at_quantile(0.5),
         p99: hist.value_at_quantile(0.99),
         p999: hist.value_at_quantile(0.999),
@@ -423,20 +566,35 @@ impl std::str::FromStr for Tuning {
     }
 }
 
+/// The offered loads of a measurement, events per second, each lasting `seconds`.
+#[derive(Debug, Clone, Copy)]
+pub struct Loads<'a> {
+    pub rates: &'a [u64],
+    pub seconds: f64,
+}
+
 /// Runs every offered load and reports its percentiles.
 pub fn measure(
     report: &mut Report,
     scratch: &Path,
     network: &Network,
     brokers: &str,
-    rates: &[u64],
-    seconds: f64,
+    loads: Loads<'_>,
     tuning: Tuning,
+    written: Written<'_>,
 ) -> anyhow::Result<Vec<LoadResult>> {
     let mut results = Vec::new();
+    let section = written.section();
+    let Loads { rates, seconds } = loads;
     for &rate in rates {
-        let r = one_load(scratch, network, brokers, rate, seconds, tuning)?;
-        let what = format!("{rate} events/s offered, {} events, {tuning}", r.events);
+        let r = one_load(scratch, network, brokers, rate, seconds, tuning, written)?;
+        let what = match written {
+            Written::Kpis => format!("{rate} events/s offered, {} events, {tuning}", r.events),
+            Written::News2Alert { .. } => format!(
+                "{rate} events/s offered, {} NEWS2 alerts, rule pack and lake on, {tuning}",
+                r.events
+            ),
+        };
         for (name, v) in [
             ("p50", r.p50),
             ("p99", r.p99),
@@ -444,8 +602,8 @@ pub fn measure(
             ("max", r.max),
         ] {
             report.figure(
-                "latency",
-                &format!("{what}: produce -> KPI written, {name}"),
+                section,
+                &format!("{what}: {}, {name}", written.span()),
                 v as f64 / 1000.0,
                 "ms",
             );
@@ -453,11 +611,11 @@ pub fn measure(
         let ms = |us: u64| us as f64 / 1000.0;
         let (a, b) = (r.to_read, r.read_to_written);
         report.line(
-            "latency",
+            section,
             &format!("{what}: where the time went"),
             &format!(
-                "due -> read by the source p50/p99/max {:.1}/{:.1}/{:.1} ms; read -> KPI written {:.1}/{:.1}/{:.1} ms; longest poll {:.0} ms, commit {:.0} ms, lag {:.0} ms, gap between polls {:.0} ms; {} checkpoints",
-                ms(a.0), ms(a.1), ms(a.2), ms(b.0), ms(b.1), ms(b.2),
+                "due -> read by the source p50/p99/max {:.1}/{:.1}/{:.1} ms; read -> {} {:.1}/{:.1}/{:.1} ms; longest poll {:.0} ms, commit {:.0} ms, lag {:.0} ms, gap between polls {:.0} ms; {} checkpoints",
+                ms(a.0), ms(a.1), ms(a.2), written.what(), ms(b.0), ms(b.1), ms(b.2),
                 r.longest_poll.as_secs_f64() * 1000.0,
                 r.longest_commit.as_secs_f64() * 1000.0,
                 r.longest_lag.as_secs_f64() * 1000.0,

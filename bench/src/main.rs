@@ -14,6 +14,8 @@
 //! - **memory**: RSS per admitted patient, each size in a fresh child process.
 //! - **latency**: produce → KPI written through a Kafka-protocol broker (`--kafka HOST:PORT`,
 //!   or `CDS_TEST_KAFKA`), HDR histogram measured from the intended send times.
+//! - **alert-latency**: a deteriorating patient's vitals reading due → its NEWS2 alert written,
+//!   through the same broker, with the rule pack and the lake on; measured the same way.
 //! - **recovery**: checkpoint size and restart time (a fresh process restoring from the newest
 //!   checkpoint) with N patients admitted.
 //! - **cluster**: a 4-partition Kafka topic read by 1 process × 1 and 2 workers and by timely
@@ -55,12 +57,13 @@ use clap::Parser;
 
 use report::Report;
 
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "throughput",
     "rules",
     "baseline",
     "memory",
     "latency",
+    "alert-latency",
     "recovery",
     "cluster",
 ];
@@ -75,6 +78,8 @@ struct Options {
     rates: Vec<u64>,
     latency_secs: f64,
     latency_configs: Vec<latency::Tuning>,
+    alert_rates: Vec<u64>,
+    alert_config: latency::Tuning,
     patients: Vec<u64>,
     readings: Vec<u64>,
     /// (B, prefix in events) per baseline comparison.
@@ -130,8 +135,8 @@ struct Args {
     /// Small sizes: checks that everything runs and that the outputs agree; asserts no timing.
     #[arg(long)]
     quick: bool,
-    /// Sections to run (throughput,rules,baseline,memory,latency,recovery,cluster); all by
-    /// default.
+    /// Sections to run (throughput,rules,baseline,memory,latency,alert-latency,recovery,cluster);
+    /// all by default.
     #[arg(long, value_name = "S[,S]")]
     sections: Option<Commas<String>>,
     /// Simulated events of the input file (1,000,000; 20,000 with `--quick`).
@@ -170,6 +175,17 @@ struct Args {
     /// Engine tunings of the latency section (20/500/10,5/10/10).
     #[arg(long, value_name = "FLUSH_MS/FETCH_WAIT_MS|default[,...]")]
     latency_configs: Option<Commas<latency::Tuning>>,
+    /// Offered loads of the alert-latency section, events per second (1000,10000; 1000 with
+    /// `--quick`); each lasts `--latency-secs`.
+    #[arg(long, value_name = "R[,R]")]
+    alert_rates: Option<Commas<u64>>,
+    /// Engine tuning of the alert-latency section.
+    #[arg(
+        long,
+        value_name = "FLUSH_MS/FETCH_WAIT_MS|default[/CHECKPOINT_S]",
+        default_value = "5/10/10"
+    )]
+    alert_latency_config: latency::Tuning,
     /// Where the plots go (`bench/plots`; none with `--quick`).
     #[arg(long, value_name = "DIR")]
     plots: Option<PathBuf>,
@@ -251,6 +267,17 @@ fn options() -> anyhow::Result<Options> {
             },
             |c| c.0,
         ),
+        alert_rates: a.alert_rates.map_or_else(
+            || {
+                if quick {
+                    vec![1_000]
+                } else {
+                    vec![1_000, 10_000]
+                }
+            },
+            |r| r.0,
+        ),
+        alert_config: a.alert_latency_config,
         patients: a.patients.map_or_else(
             || {
                 if quick {
@@ -282,7 +309,11 @@ fn options() -> anyhow::Result<Options> {
         recovery_child,
         profile_incremental: a.profile_incremental,
     };
-    if o.workers.is_empty() || o.rates.contains(&0) || o.baseline.iter().any(|(b, _)| *b == 0) {
+    if o.workers.is_empty()
+        || o.rates.contains(&0)
+        || o.alert_rates.contains(&0)
+        || o.baseline.iter().any(|(b, _)| *b == 0)
+    {
         bail!("worker lists, rates and batch sizes must be non-empty and positive");
     }
     Ok(o)
@@ -398,9 +429,12 @@ fn run(o: &Options, network: &Network, dir: &Path) -> anyhow::Result<()> {
                         dir,
                         network,
                         brokers,
-                        &o.rates,
-                        o.latency_secs,
+                        latency::Loads {
+                            rates: &o.rates,
+                            seconds: o.latency_secs,
+                        },
                         tuning,
+                        latency::Written::Kpis,
                     )?;
                     if let Some(plots) = &o.plots {
                         std::fs::create_dir_all(plots)?;
@@ -412,12 +446,18 @@ fn run(o: &Options, network: &Network, dir: &Path) -> anyhow::Result<()> {
                                 .map_or("default".to_owned(), |ms| format!("{ms}ms"))
                         ));
                         let title = format!("produce → KPI written via Kafka (loopback): {tuning}");
-                        std::fs::write(&path, plot::latency_svg(&results, &title))?;
+                        std::fs::write(
+                            &path,
+                            plot::latency_svg(&results, &title, "produce → KPI written"),
+                        )?;
                         report.line("latency", "plot written", &path.display().to_string());
                     }
                 }
             }
         }
+    }
+    if on("alert-latency") {
+        alert_latency(&mut report, o, network, dir)?;
     }
 
     if on("cluster") {
@@ -444,6 +484,61 @@ fn run(o: &Options, network: &Network, dir: &Path) -> anyhow::Result<()> {
         println!("quick mode: every section ran and the outputs agree (no timing is asserted)");
     }
     println!("\n{}", report.markdown());
+    Ok(())
+}
+
+/// Reading due -> NEWS2 alert written through the broker, with the rule pack and the lake on.
+fn alert_latency(
+    report: &mut Report,
+    o: &Options,
+    network: &Network,
+    dir: &Path,
+) -> anyhow::Result<()> {
+    let section = "alert-latency";
+    let rules = Path::new(&o.rules);
+    let brokers = match o.kafka.as_deref() {
+        None if o.quick => {
+            report.line(
+                section,
+                "skipped",
+                "no broker given (--kafka HOST:PORT or CDS_TEST_KAFKA)",
+            );
+            return Ok(());
+        }
+        None => bail!("the alert-latency benchmark needs a broker: --kafka HOST:PORT (or leave it out of --sections)"),
+        Some(brokers) => brokers,
+    };
+    if !rules.is_dir() {
+        report.line(
+            section,
+            "skipped",
+            &format!("no rule directory {:?}", o.rules),
+        );
+        return Ok(());
+    }
+    let tuning = o.alert_config;
+    let results = latency::measure(
+        report,
+        dir,
+        network,
+        brokers,
+        latency::Loads {
+            rates: &o.alert_rates,
+            seconds: o.latency_secs,
+        },
+        tuning,
+        latency::Written::News2Alert { rules },
+    )?;
+    if let Some(plots) = &o.plots {
+        std::fs::create_dir_all(plots)?;
+        let path = plots.join("alert-latency.svg");
+        let title = format!("reading due → NEWS2 alert written via Kafka (loopback): {tuning}");
+        std::fs::write(
+            &path,
+            plot::latency_svg(&results, &title, "reading due → NEWS2 alert written"),
+        )?;
+        report.line(section, "plot written", &path.display().to_string());
+    }
     Ok(())
 }
 

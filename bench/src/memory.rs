@@ -132,6 +132,7 @@ pub fn measure(
     let sink = ObservedSink {
         inner: Box::new(SqliteSink::open(&SqliteConfig::in_data_dir(&data))?),
         log,
+        alerts: None,
     };
     let before = rss_bytes().context("no /proc/self/status: cannot read RSS")?;
     let summary = pipeline::run(

@@ -18,8 +18,9 @@ fn log_scale(v: f64, lo: f64, hi: f64, a: f64, b: f64) -> f64 {
 /// One line of the plot: its name, colour and the percentile it draws.
 type Series = (&'static str, &'static str, fn(&LoadResult) -> u64);
 
-/// The SVG of the latency percentiles (microseconds) against offered load.
-pub fn latency_svg(results: &[LoadResult], title: &str) -> String {
+/// The SVG of the latency percentiles (microseconds) against offered load; `span` names what
+/// the latency runs from and to (the y axis).
+pub fn latency_svg(results: &[LoadResult], title: &str, span: &str) -> String {
     let xs: Vec<f64> = results.iter().map(|r| r.rate as f64).collect();
     let (xlo, xhi) = (
         xs.iter().copied().fold(f64::MAX, f64::min) / 1.5,
@@ -48,7 +49,7 @@ pub fn latency_svg(results: &[LoadResult], title: &str) -> String {
 <line x1="{LEFT}" y1="{}" x2="{}" y2="{}" stroke="black"/>
 <line x1="{LEFT}" y1="{TOP}" x2="{LEFT}" y2="{}" stroke="black"/>
 <text x="{}" y="{}" text-anchor="middle">offered load (events/s, log scale)</text>
-<text x="18" y="{}" text-anchor="middle" transform="rotate(-90 18 {})">latency produce → KPI written (ms, log scale)</text>
+<text x="18" y="{}" text-anchor="middle" transform="rotate(-90 18 {})">latency {span} (ms, log scale)</text>
 "##,
         (LEFT + W - RIGHT) / 2.0,
         H - BOTTOM,

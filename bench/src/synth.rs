@@ -1,6 +1,7 @@
 //! Synthetic event streams with properties the simulator does not promise: a chosen number of
 //! patients admitted at once (memory), and strictly increasing event times, one second apart
-//! (latency: a KPI document's `as_of` watermark then tells exactly which events it includes).
+//! (latency: a KPI document's `as_of` watermark then tells exactly which events it includes),
+//! and deteriorating patients whose readings the NEWS2 rule must alert on (alert latency).
 
 use std::fmt::Write as _;
 
@@ -54,6 +55,24 @@ pub fn vitals(out: &mut String, seq: u64, at: Timestamp, patient: u64, place: (u
     );
 }
 
+/// A vitals reading of a deteriorating patient: NEWS2 11 (respiration 26, SpO2 90, pulse 125,
+/// systolic 95, temperature 38.5), the high band, so the NEWS2 rule fires on it unless an
+/// alert for the same patient is still within its suppression window.
+pub fn deteriorating_vitals(
+    out: &mut String,
+    seq: u64,
+    at: Timestamp,
+    patient: u64,
+    place: (u16, &str),
+) {
+    let t = format_time(&at);
+    let _ = write!(
+        out,
+        r#"{{"event_id":"B-{seq}","event_type":"VITALS","event_timestamp":"{t}","patient_id":"BP{patient}","hospital_id":{},"department":"{}","vitals":{{"heart_rate":125.0,"bp_systolic":95.0,"bp_diastolic":60.0,"temperature_c":38.5,"oxygen_saturation":90.0,"respiratory_rate":26.0,"consciousness":"A","supplemental_o2":false}}}}"#,
+        place.0, place.1,
+    );
+}
+
 /// A transfer or discharge of patient `patient` (admitted at `admitted`) from `place`.
 pub fn adt(
     out: &mut String,
@@ -90,6 +109,8 @@ pub struct Flow {
     slots: u64,
     places: Vec<(u16, &'static str)>,
     seq: u64,
+    /// Every this many beds, the first reading of a stay is a deteriorating one; 0: none.
+    deteriorating_every: u64,
 }
 
 impl Flow {
@@ -99,7 +120,27 @@ impl Flow {
             slots: slots.max(1),
             places: places(network),
             seq: 0,
+            deteriorating_every: 0,
         }
+    }
+
+    /// The same flow where the first reading of every `every`-th bed's stay is a deteriorating
+    /// patient's (NEWS2 high band). Only the first reading after admission: a patient's later
+    /// readings may fall within the rule's suppression window of that alert.
+    pub fn deteriorating(mut self, every: u64) -> Self {
+        self.deteriorating_every = every;
+        self
+    }
+
+    /// Whether the next line is a deteriorating reading, one the NEWS2 rule must alert on.
+    pub fn next_deteriorates(&self) -> bool {
+        self.next_deteriorates_at(self.seq)
+    }
+
+    fn next_deteriorates_at(&self, seq: u64) -> bool {
+        let slot = seq % self.slots;
+        let stage = (seq / self.slots) % 10;
+        stage == 1 && self.deteriorating_every > 0 && slot.is_multiple_of(self.deteriorating_every)
     }
 
     /// The event time of the next line.
@@ -121,6 +162,10 @@ impl Flow {
         let there = self.places[((patient + 1) % n) as usize];
         let at = event_time(self.start, seq);
         let admitted = event_time(self.start, stay * self.slots * 10 + slot);
+        if self.next_deteriorates_at(seq) {
+            deteriorating_vitals(out, seq, at, patient, here);
+            return;
+        }
         match stage {
             0 => admission(out, seq, at, patient, here),
             5 => adt(out, seq, at, "TRANSFER", patient, there, admitted),
