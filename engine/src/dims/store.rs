@@ -75,12 +75,13 @@ impl DimDepartmentStore {
         Ok(DimDepartmentStore { conn })
     }
 
-    /// Every row, oldest key first.
+    /// Every row, by hospital and department, each department's oldest version first (the
+    /// surrogate keys are hashes: their order says nothing).
     pub fn rows(&self) -> Result<Vec<DepartmentRow>, DimStoreError> {
         let mut stmt = self.conn.prepare(
             "SELECT department_key, hospital_id, hospital_name, department, bed_capacity,
                     staff_count, effective_from, effective_to, is_current
-             FROM dim_department ORDER BY department_key",
+             FROM dim_department ORDER BY hospital_id, department, effective_from, is_current",
         )?;
         let rows = stmt.query_map([], |r| {
             Ok(DepartmentRow {
