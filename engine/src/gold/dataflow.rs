@@ -22,13 +22,14 @@ use timely::dataflow::operators::vec::Map;
 use timely::dataflow::operators::{Exchange, Inspect, Probe};
 use timely::dataflow::Scope;
 
+use super::admissions::AdmissionCounts;
+use super::census::VitalsCensus;
 use super::facts::{AdmissionFact, AdtFact, GoldBatch, Micros, StayFact, VitalsValues};
 use super::location::LatestLocation;
+use super::occupancy::Occupancy;
+use super::stays::LengthOfStay;
 use super::tally::Tally;
 use super::{OccupancyTally, StayTally, VitalsTally};
-
-/// How many diagnoses the `diagnoses` document lists per hospital.
-pub const TOP_DIAGNOSES: usize = 10;
 
 /// One net change of one KPI key in one epoch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,53 +169,30 @@ where
 
     let location = inputs.adt.to_collection(scope).latest_location();
 
-    let occupancy = location
-        .clone()
-        .explode(|(_, p)| {
-            let mut t = [0i64; 11];
-            t[0] = 1;
-            t[1 + usize::from(p.gender)] = 1;
-            t[5 + usize::from(p.age_band)] = 1;
-            Some(((p.hospital, p.department), Tally::new(t)))
-        })
-        .consolidate();
-    emit(occupancy, &out, &probe, |(hospital, department), change| {
-        KpiDelta::Occupancy {
+    emit(
+        location.clone().occupancy(),
+        &out,
+        &probe,
+        |(hospital, department), change| KpiDelta::Occupancy {
             hospital,
             department,
             change,
-        }
-    });
-
-    let census = location
-        .join(inputs.vitals.to_collection(scope))
-        .explode(|(_, (p, VitalsValues(values)))| {
-            let mut t = [0i64; 13];
-            t[0] = 1;
-            for (i, v) in values.iter().enumerate() {
-                if let Some(v) = v {
-                    t[1 + i] = 1;
-                    t[7 + i] = i64::from(*v);
-                }
-            }
-            Some(((p.hospital, p.department), Tally::new(t)))
-        })
-        .consolidate();
-    emit(census, &out, &probe, |(hospital, department), change| {
-        KpiDelta::Vitals {
+        },
+    );
+    emit(
+        location.vitals_census(inputs.vitals.to_collection(scope)),
+        &out,
+        &probe,
+        |(hospital, department), change| KpiDelta::Vitals {
             hospital,
             department,
             change,
-        }
-    });
+        },
+    );
 
     let stays = inputs.stays.to_collection(scope);
-    let by_department = stays
-        .clone()
-        .explode(|s| Some(((s.hospital, s.department), Tally::new([1, s.seconds]))))
-        .consolidate();
     emit(
-        by_department,
+        stays.clone().stays_by_department(),
         &out,
         &probe,
         |(hospital, department), change| KpiDelta::Stay {
@@ -223,16 +201,8 @@ where
             change,
         },
     );
-    let by_patient = stays
-        .explode(|s| {
-            Some((
-                (s.hospital, s.department, s.patient),
-                Tally::new([1, s.seconds]),
-            ))
-        })
-        .consolidate();
     emit(
-        by_patient,
+        stays.stays_by_patient(),
         &out,
         &probe,
         |(hospital, department, patient), change| KpiDelta::PatientStay {
@@ -244,13 +214,8 @@ where
     );
 
     let admissions = inputs.admissions.to_collection(scope);
-    let by_priority = admissions
-        .clone()
-        .flat_map(|a| a.priority.map(|p| (a.hospital, p, a.weekday)))
-        .explode(|key| Some((key, Tally::new([1]))))
-        .consolidate();
     emit(
-        by_priority,
+        admissions.clone().admissions_by_priority(),
         &out,
         &probe,
         |(hospital, priority, weekday), change: Tally<1>| KpiDelta::Admissions {
@@ -260,31 +225,16 @@ where
             change: change.get(0),
         },
     );
-
-    let top = admissions
-        .flat_map(|a| a.diagnosis.map(|d| (a.hospital, d)))
-        .count()
-        .map(|((hospital, code), n)| (hospital, (n as i64, code)))
-        .reduce_named("TopDiagnoses", |_hospital, counts, output| {
-            // Sorted ascending by (count, code): take from the end, most frequent first, and
-            // break count ties by the smaller code.
-            let mut ranked: Vec<(i64, &String)> =
-                counts.iter().map(|((n, c), _)| (*n, c)).collect();
-            ranked.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(b.1)));
-            let top: Vec<(String, i64)> = ranked
-                .into_iter()
-                .take(TOP_DIAGNOSES)
-                .map(|(n, c)| (c.clone(), n))
-                .collect();
-            output.push((top, 1));
-        });
-    emit(top, &out, &probe, |(hospital, top), change| {
-        KpiDelta::Diagnoses {
+    emit(
+        admissions.top_diagnoses(),
+        &out,
+        &probe,
+        |(hospital, top), change| KpiDelta::Diagnoses {
             hospital,
             top,
             change: change as i64,
-        }
-    });
+        },
+    );
 
     (inputs, probe)
 }
