@@ -18,7 +18,7 @@ use super::VitalsTally;
 /// timely::example(|scope| {
 ///     let (mut located, patients) = scope.new_collection::<(u64, Placement), isize>();
 ///     let (mut latest, readings) = scope.new_collection::<(u64, VitalsValues), isize>();
-///     patients.vitals_census(readings).inspect(|((place, tally), _time, _diff)| {
+///     patients.vitals_census(readings).inspect(|(place, _time, tally)| {
 ///         // One patient, a heart rate of 80.00 (in hundredths) and nothing else.
 ///         assert_eq!((*place, tally.get(0), tally.get(1), tally.get(7)), ((1, 3), 1, 1, 8000));
 ///     });

@@ -18,10 +18,10 @@ use super::OccupancyTally;
 ///
 /// timely::example(|scope| {
 ///     let (mut located, patients) = scope.new_collection::<(u64, Placement), isize>();
-///     patients.occupancy().inspect(|((place, tally), _time, diff)| {
-///         // Two patients in hospital 1, department 3; one of them a woman (gender index 1).
+///     patients.occupancy().inspect(|(place, _time, tally)| {
+///         // Two patients in hospital 1, department 3 (the tally is the difference: it is
+///         // what adds up); one of them a woman (gender index 1).
 ///         assert_eq!((*place, tally.get(0), tally.get(2)), ((1, 3), 2, 1));
-///         assert_eq!(*diff, 1);
 ///     });
 ///     let place = |gender| Placement { hospital: 1, department: 3, gender, age_band: 2 };
 ///     located.insert((7, place(0)));
