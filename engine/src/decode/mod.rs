@@ -275,16 +275,31 @@ impl Decoder {
         payload: &[u8],
         position: impl Fn() -> SourcePosition,
     ) -> Vec<Result<Event, DeadLetter>> {
-        match crate::support::fault::isolate(|| self.decode_isolated(payload, &position)) {
-            Ok(decoded) => decoded,
-            Err(_) => vec![Err(DeadLetter {
+        let mut out = Vec::new();
+        self.decode_into(payload, position, &mut out);
+        out
+    }
+
+    /// [`Decoder::decode_payload`] into a buffer the caller reuses: the ingest loop decodes
+    /// every payload, most into one event, and allocates nothing for the list.
+    pub fn decode_into(
+        &mut self,
+        payload: &[u8],
+        position: impl Fn() -> SourcePosition,
+        out: &mut Vec<Result<Event, DeadLetter>>,
+    ) {
+        let start = out.len();
+        if crate::support::fault::isolate(|| self.decode_isolated(payload, &position, out)).is_err()
+        {
+            out.truncate(start);
+            out.push(Err(DeadLetter {
                 reason_code: DECODER_PANIC,
                 reason: "the decoder failed on this payload (a defect of the engine; the \
                          payload is kept to be replayed once it is fixed)"
                     .into(),
                 position: position(),
                 payload: String::from_utf8_lossy(payload).into_owned(),
-            })],
+            }));
         }
     }
 
@@ -292,14 +307,16 @@ impl Decoder {
         &mut self,
         payload: &[u8],
         position: &impl Fn() -> SourcePosition,
-    ) -> Vec<Result<Event, DeadLetter>> {
+        out: &mut Vec<Result<Event, DeadLetter>>,
+    ) {
         crate::support::fault::drill_payload(payload);
         let format = match self.format {
             Format::Auto => detect(payload).unwrap_or(Format::Json),
             f => f,
         };
         if format == Format::Json {
-            return vec![json(payload, position)];
+            out.push(json(payload, position));
+            return;
         }
         let letter = |error: FormatError, part: String| DeadLetter {
             reason_code: error.class(),
@@ -308,17 +325,14 @@ impl Decoder {
             payload: part,
         };
         match self.decode(payload) {
-            Ok(decoded) => decoded
-                .into_iter()
-                .map(|d| match d {
-                    Decoded::Event(e) => Ok(*e),
-                    Decoded::Rejected { error, part } => Err(letter(error, part)),
-                })
-                .collect(),
-            Err(error) => vec![Err(letter(
+            Ok(decoded) => out.extend(decoded.into_iter().map(|d| match d {
+                Decoded::Event(e) => Ok(*e),
+                Decoded::Rejected { error, part } => Err(letter(error, part)),
+            })),
+            Err(error) => out.push(Err(letter(
                 error,
                 String::from_utf8_lossy(payload).into_owned(),
-            ))],
+            ))),
         }
     }
 }

@@ -114,7 +114,7 @@ impl Table {
                     Field::new("diagnosis_code", DataType::Utf8, true),
                     Field::new("insurance_type", DataType::Utf8, true),
                 ];
-                for v in VITALS {
+                for v in crate::gold::VITAL_NAMES {
                     f.push(Field::new(v, DataType::Float64, true));
                 }
                 f.push(Field::new("consciousness", DataType::Utf8, true));
@@ -165,15 +165,6 @@ impl Table {
 fn flag_item() -> Arc<Field> {
     Arc::new(Field::new("element", DataType::Utf8, true))
 }
-
-const VITALS: [&str; 6] = [
-    "heart_rate",
-    "bp_systolic",
-    "bp_diastolic",
-    "temperature_c",
-    "oxygen_saturation",
-    "respiratory_rate",
-];
 
 /// Where a row came from: the stream's name (`kafka:TOPIC`, `file:PATH`), partition, offset.
 #[derive(Debug, Clone)]

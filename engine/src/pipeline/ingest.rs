@@ -23,7 +23,7 @@ use crate::lake::writer::{LakeHandle, LakeMessage};
 use crate::lake::Lake;
 use crate::metrics::Metrics;
 use crate::model::Pseudonymiser;
-use crate::model::{DeadLetter, SourcePosition};
+use crate::model::{DeadLetter, Event, SourcePosition};
 use crate::ops::{Condition, OpsAlerts};
 use crate::silver::{DqFlag, Outcome, Silver, SilverRecord};
 use crate::source::{DeadLetterDeliveries, Poll, Position, RawBatch, Source};
@@ -251,6 +251,9 @@ struct Ingest<'a> {
     ended: bool,
     /// Where the last payload came from: an end-of-input dead letter points there.
     last_position: Option<Position>,
+    /// What one payload decodes into, and what Silver makes of it: buffers reused per payload.
+    decoded: Vec<Result<Event, DeadLetter>>,
+    outcomes: Vec<Outcome>,
 }
 
 impl<'a> Ingest<'a> {
@@ -290,6 +293,8 @@ impl<'a> Ingest<'a> {
             lag_read: now,
             ended: false,
             last_position: None,
+            decoded: Vec::new(),
+            outcomes: Vec::new(),
         }
     }
 
@@ -504,8 +509,12 @@ impl<'a> Ingest<'a> {
             partition: pos.partition,
             offset: pos.offset,
         });
-        let decoded = self.decoder.decode_payload(payload, position);
-        let outcomes: Vec<Outcome> = decoded.into_iter().map(|d| self.silver.admit(d)).collect();
+        // Both lists are buffers of this loop, reused payload after payload.
+        let mut decoded = std::mem::take(&mut self.decoded);
+        let mut outcomes = std::mem::take(&mut self.outcomes);
+        self.decoder.decode_into(payload, position, &mut decoded);
+        outcomes.extend(decoded.drain(..).map(|d| self.silver.admit(d)));
+        self.decoded = decoded;
         if let Some(p) = &row_position {
             // Bronze keeps the payload once, however many records it decodes into.
             work.bronze.push(BronzeRow {
@@ -518,7 +527,7 @@ impl<'a> Ingest<'a> {
                 }),
             });
         }
-        for outcome in outcomes {
+        for outcome in outcomes.drain(..) {
             match outcome {
                 Outcome::Record(record) => self.record(record, row_position.as_ref(), work)?,
                 Outcome::Duplicate => work.duplicates += 1,
@@ -528,6 +537,7 @@ impl<'a> Ingest<'a> {
                 }
             }
         }
+        self.outcomes = outcomes;
         Ok(())
     }
 
