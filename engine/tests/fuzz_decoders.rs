@@ -145,7 +145,26 @@ fn sandwich(format: Format, network: &Network, hostile: &[u8]) -> Result<(), Str
     check_good_after("the first good payload", &before)?;
     let outcomes = s.feed(hostile);
     check_hostile("hostile payload", &outcomes)?;
-    let after = s.feed(&payload(format, &admission(2), 2));
+    let good = payload(format, &admission(2), 2);
+    let after = s.feed(&good);
+    // An edit may turn the hostile payload into this very event, its id included: then the
+    // good one is rightly a duplicate (deduplication working), not a payload lost.
+    let id_of = |o: &Outcome| match o {
+        Outcome::Record(r) => Some(r.event.event_id.clone()),
+        _ => None,
+    };
+    let good_ids: Vec<String> = Stream::new(format, network)
+        .feed(&good)
+        .iter()
+        .filter_map(id_of)
+        .collect();
+    let hostile_took_it = outcomes
+        .iter()
+        .filter_map(id_of)
+        .any(|id| good_ids.contains(&id));
+    if hostile_took_it && after.iter().all(|o| matches!(o, Outcome::Duplicate)) {
+        return Ok(());
+    }
     check_good_after("after", &after)
 }
 
