@@ -1,6 +1,6 @@
 //! The rule pack's alerts on a fixed, checked-in stream equal the alerts recorded for it
 //! (`tests/fixtures/golden/`): ids, rules, severities, evidence and cards. A faster rules stage
-//! must change none of them.
+//! must change none of them, and neither must the number of threads the rules run on.
 
 mod common;
 
@@ -22,9 +22,19 @@ fn gunzip(path: &Path) -> Vec<u8> {
 
 #[test]
 fn the_pack_gives_the_recorded_alerts_on_a_fixed_stream() {
+    recorded_alerts_with(1);
+}
+
+/// Three shares of the patients, share 0 with the department rules: the same alerts.
+#[test]
+fn the_pack_on_three_threads_gives_the_recorded_alerts() {
+    recorded_alerts_with(3);
+}
+
+fn recorded_alerts_with(rules_threads: usize) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let golden = root.join("tests/fixtures/golden");
-    let dir = scratch("golden");
+    let dir = scratch(&format!("golden{rules_threads}"));
     let stream = dir.join("stream.jsonl");
     std::fs::write(&stream, gunzip(&golden.join("stream-seed7.jsonl.gz"))).expect("stream");
     let data = dir.join("data");
@@ -35,6 +45,8 @@ fn the_pack_gives_the_recorded_alerts_on_a_fixed_stream() {
             .arg(format!("file:{}", stream.display()))
             .arg("--rules")
             .arg(rules_dir())
+            .arg("--rules-threads")
+            .arg(rules_threads.to_string())
             .arg("--data-dir")
             .arg(&data)
             .output()
@@ -63,7 +75,7 @@ fn the_pack_gives_the_recorded_alerts_on_a_fixed_stream() {
         .collect();
     assert!(
         missing.is_empty() && extra.is_empty() && changed.is_empty(),
-        "alerts differ from the recording: {} missing {:?}, {} extra {:?}, {} changed:\n{}",
+        "alerts on {rules_threads} thread(s) differ from the recording: {} missing {:?}, {} extra {:?}, {} changed:\n{}",
         missing.len(),
         missing.iter().take(5).collect::<Vec<_>>(),
         extra.len(),

@@ -264,20 +264,29 @@ fn killed_five_times_through_a_file_ends_equal_to_an_uninterrupted_run() {
     std::fs::write(&file, events).expect("events");
     let source = format!("file:{}", file.display());
     let (reference, crashed) = (dir.join("reference"), dir.join("crashed"));
-    run_to_end(&source, &reference, &["--until-end"]);
 
+    run_to_end(
+        &source,
+        &reference,
+        &["--until-end", "--rules-threads", "1"],
+    );
+
+    // Each restart with another number of rules threads: a checkpoint holds the whole rules
+    // stage, split again by the run that continues from it.
+    let threads = ["3", "1", "2", "4", "2"];
     let mut moments = Moments::new();
     let mut kills = 0;
     while kills < 5 {
         let after = Duration::from_millis(moments.next(0, 300));
-        if !run_and_kill_after_a_checkpoint(&source, &crashed, &["--until-end"], after) {
+        let extra = ["--until-end", "--rules-threads", threads[kills]];
+        if !run_and_kill_after_a_checkpoint(&source, &crashed, &extra, after) {
             break; // it finished before the kill: nothing left to interrupt
         }
         kills += 1;
     }
     assert!(kills >= 3, "the run was interrupted only {kills} times");
     corrupt_newest_checkpoint(&crashed);
-    run_to_end(&source, &crashed, &["--until-end"]);
+    run_to_end(&source, &crashed, &["--until-end", "--rules-threads", "3"]);
     assert_same_outputs(&reference, &crashed);
     assert_lake_exactly_once(&reference, &crashed, 60_000);
     let _ = std::fs::remove_dir_all(dir);

@@ -116,11 +116,57 @@ impl DelayedEvokes {
         out
     }
 
+    /// Keeps only the entries `keep` accepts: when the engine splits the rules over threads,
+    /// each thread keeps what it will fire.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Due) -> bool) {
+        self.queue.retain(|_, d| keep(d));
+        let queue = &self.queue;
+        self.by_patient.retain(|_, keys| {
+            keys.retain(|k| queue.contains_key(k));
+            !keys.is_empty()
+        });
+    }
+
+    /// Adds another thread's entries (for a checkpoint of the whole stage).
+    pub fn merge(&mut self, other: &DelayedEvokes) {
+        for d in other.queue.values() {
+            self.schedule(
+                &d.mlmname,
+                &d.patient_key,
+                &d.admission_event_id,
+                d.due_time,
+            );
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.queue.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_by_patient_and_merged_back_fires_the_same() {
+        let mut whole = DelayedEvokes::new();
+        whole.schedule("long_stay", "a1", "e1", 300);
+        whole.schedule("long_stay", "b2", "e2", 100);
+        whole.schedule("other", "a1", "e1", 200);
+        let mut first = whole.clone();
+        first.retain(|d| d.patient_key == "a1");
+        let mut second = whole.clone();
+        second.retain(|d| d.patient_key != "a1");
+        assert_eq!((first.len(), second.len()), (2, 1));
+        first.cancel("b2"); // not this thread's: nothing happens
+        first.merge(&second);
+        assert_eq!(first.due(1000), whole.clone().due(1000));
+        second.cancel("b2");
+        assert!(second.is_empty());
     }
 }

@@ -17,8 +17,8 @@
 //! - `error`    — typed errors ([`LoadError`], [`LoadErrors`], [`RuleError`]).
 //! - [`cli`]    — `cds rules test | check | eval`, writing to any `Write`.
 //!
-//! The engine owns one [`RulePack`] per worker, calls [`RulePack::evaluate`] for every Silver
-//! event, drives [`DelayedEvokes`] with its event-time watermark and polls
+//! The engine owns one [`RulePack`] per rules thread (each evaluating the rules of the
+//! [`Scopes`] it owns for an event), calls [`RulePack::evaluate`] for every Silver event, drives [`DelayedEvokes`] with its event-time watermark and polls
 //! [`RulePack::reload_changed`]. A failing rule yields [`RuleOutcome::Error`]; it never panics or
 //! stops the other rules.
 
@@ -39,7 +39,7 @@ pub use context::{Context, CtxDepartment, CtxEvent, CtxPatient, CtxReading, CtxV
 pub use delayed::{DelayedEvokes, Due};
 pub use error::{LoadError, LoadErrors, Location, RuleError, RuleErrorKind};
 pub use mlm::{AlertScope, Citation, Evoke, Mlm, EVENT_TYPES};
-pub use pack::{DelayedRule, ReloadEvent, RuleOutcome, RulePack, RuleStats};
+pub use pack::{DelayedRule, ReloadEvent, RuleOutcome, RulePack, RuleStats, Scopes};
 pub use sandbox::Limits;
 pub use suppress::Suppressor;
 

@@ -30,6 +30,40 @@ pub enum RuleOutcome {
     Error(RuleError),
 }
 
+/// Which of the pack's rules an evaluation runs, by the scope of their alerts.
+///
+/// When the engine runs the rules on several threads, a patient's rules run on the thread that
+/// owns the patient and the department rules on one thread, so that every suppression window
+/// and every delayed evoke lives in exactly one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scopes {
+    /// Rules whose alerts are about the patient (`scope: "patient"`, the default).
+    pub patient: bool,
+    /// Rules whose alerts are about the department (`scope: "department"`).
+    pub department: bool,
+}
+
+impl Scopes {
+    /// Every rule: a pack that runs on one thread.
+    pub const ALL: Scopes = Scopes {
+        patient: true,
+        department: true,
+    };
+
+    /// Whether a rule of this scope runs.
+    pub fn admits(self, scope: AlertScope) -> bool {
+        match scope {
+            AlertScope::Patient => self.patient,
+            AlertScope::Department => self.department,
+        }
+    }
+
+    /// Whether any rule runs.
+    pub fn any(self) -> bool {
+        self.patient || self.department
+    }
+}
+
 /// Per-rule counters, a plain snapshot for the engine's metrics exporter.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct RuleStats {
@@ -359,7 +393,22 @@ impl RulePack {
     /// Whether any rule's evoke lists `event_type`: when none does, the engine need not build
     /// a context for the event at all.
     pub fn evokes(&self, event_type: &str) -> bool {
-        self.rules.values().any(|r| r.mlm.evoke.lists(event_type))
+        self.evokes_in(event_type, Scopes::ALL)
+    }
+
+    /// [`RulePack::evokes`] among the rules of `scopes`.
+    pub fn evokes_in(&self, event_type: &str, scopes: Scopes) -> bool {
+        self.rules
+            .values()
+            .any(|r| scopes.admits(r.mlm.scope) && r.mlm.evoke.lists(event_type))
+    }
+
+    /// The alert scope of the rule `mlmname`, if loaded.
+    pub fn scope_of(&self, mlmname: &str) -> Option<AlertScope> {
+        self.rules
+            .values()
+            .find(|r| r.mlm.mlmname == mlmname)
+            .map(|r| r.mlm.scope)
     }
 
     /// Evaluates every rule whose evoke lists `ctx.event.event_type`, in file-name order.
@@ -373,6 +422,11 @@ impl RulePack {
     /// [`RulePack::evaluate`] on a context the caller already shares: the rules read it in
     /// place, nothing of it is copied.
     pub fn evaluate_shared(&mut self, ctx: &Arc<Context>) -> Vec<RuleOutcome> {
+        self.evaluate_in(ctx, Scopes::ALL)
+    }
+
+    /// [`RulePack::evaluate_shared`] for the rules of `scopes` only.
+    pub fn evaluate_in(&mut self, ctx: &Arc<Context>, scopes: Scopes) -> Vec<RuleOutcome> {
         let ctx_dyn = to_dynamic(ctx);
         let RulePack {
             sandbox,
@@ -383,7 +437,7 @@ impl RulePack {
         } = self;
         rules
             .values_mut()
-            .filter(|r| r.mlm.evoke.lists(&ctx.event.event_type))
+            .filter(|r| scopes.admits(r.mlm.scope) && r.mlm.evoke.lists(&ctx.event.event_type))
             .filter_map(|rule| evaluate_one(sandbox, stats, suppressor, rule, ctx, &ctx_dyn))
             .collect()
     }
@@ -408,12 +462,18 @@ impl RulePack {
     /// type schedules it at `admission_time` (or the event time) + hours; a DISCHARGE cancels
     /// everything of the patient. Call it for every ADT event, before [`DelayedEvokes::due`].
     pub fn schedule_delayed(&self, evokes: &mut DelayedEvokes, ctx: &Context) {
+        self.schedule_delayed_in(evokes, ctx, Scopes::ALL);
+    }
+
+    /// [`RulePack::schedule_delayed`] for the rules of `scopes` only (a DISCHARGE still
+    /// cancels everything of the patient).
+    pub fn schedule_delayed_in(&self, evokes: &mut DelayedEvokes, ctx: &Context, scopes: Scopes) {
         let patient = &ctx.patient.patient;
         if ctx.event.event_type == "DISCHARGE" {
             evokes.cancel(patient);
             return;
         }
-        for r in self.rules.values() {
+        for r in self.rules.values().filter(|r| scopes.admits(r.mlm.scope)) {
             if let Evoke::Delayed { after, hours } = &r.mlm.evoke {
                 if *after != ctx.event.event_type {
                     continue;

@@ -65,6 +65,27 @@ impl Suppressor {
         });
     }
 
+    /// Keeps only the windows of the (mlmname, scope key) pairs `keep` accepts: when the engine
+    /// splits the rules over threads, each thread keeps the windows of the keys it owns.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &str) -> bool) {
+        self.windows.retain(|k, _| {
+            let (mlmname, scope_key) = k.split_once('\u{1f}').unwrap_or((k.as_str(), ""));
+            keep(mlmname, scope_key)
+        });
+    }
+
+    /// Adds another thread's windows (for a checkpoint of the whole stage); a band open in
+    /// both keeps the later end.
+    pub fn merge(&mut self, other: &Suppressor) {
+        for (k, bands) in &other.windows {
+            let mine = self.windows.entry(k.clone()).or_default();
+            for (band, until) in bands {
+                let end = mine.entry(*band).or_insert(*until);
+                *end = (*end).max(*until);
+            }
+        }
+    }
+
     /// Number of (rule, key) pairs with an open window.
     pub fn len(&self) -> usize {
         self.windows.len()
@@ -72,5 +93,25 @@ impl Suppressor {
 
     pub fn is_empty(&self) -> bool {
         self.windows.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_by_key_and_merged_back_is_the_same() {
+        let mut whole = Suppressor::new();
+        assert!(!whole.check_and_record("news2", "a1", Severity::Warning, 100, 60));
+        assert!(!whole.check_and_record("news2", "b2", Severity::Critical, 100, 60));
+        assert!(!whole.check_and_record("capacity", "1:ICU", Severity::Warning, 100, 60));
+        let mut first = whole.clone();
+        first.retain(|_, key| key.starts_with('a'));
+        let mut second = whole.clone();
+        second.retain(|_, key| !key.starts_with('a'));
+        assert_eq!((first.len(), second.len()), (1, 2));
+        first.merge(&second);
+        assert_eq!(first, whole);
     }
 }

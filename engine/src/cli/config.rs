@@ -111,6 +111,8 @@ pub struct RunConfig {
     pub checkpoint_interval: Option<Duration>,
     /// Dataflow worker threads per process.
     pub workers: usize,
+    /// Threads the rule pack runs on (per process).
+    pub rules_threads: usize,
     /// Most events per input batch.
     pub batch_size: usize,
     /// This process's place in a cluster; `None`: the process runs alone.
@@ -143,6 +145,7 @@ impl RunConfig {
             until: Until::End,
             checkpoint_interval: None,
             workers: 1,
+            rules_threads: 1,
             batch_size: DEFAULT_BATCH_SIZE,
             cluster: None,
             stall_after: Duration::from_secs_f64(DEFAULT_STALL_AFTER_SECS),

@@ -96,6 +96,10 @@ pub struct RunArgs {
     /// Dataflow worker threads (per process).
     #[arg(long, default_value_t = 1, value_name = "N")]
     workers: usize,
+    /// Threads the rule pack runs on (per process), each with its share of the patients;
+    /// `auto`: one per CPU core, at most 8.
+    #[arg(long, default_value = "auto", value_name = "N|auto")]
+    rules_threads: String,
     /// Processes of the timely cluster, each with `--workers` threads; 1 runs alone. A cluster
     /// reads Kafka: partition p belongs to worker p mod (P × N).
     #[arg(long, default_value_t = 1, value_name = "P")]
@@ -212,6 +216,7 @@ impl RunArgs {
         if self.workers == 0 || self.batch_size == 0 {
             anyhow::bail!("--workers and --batch-size must be at least 1");
         }
+        let rules_threads = rules_threads(&self.rules_threads)?;
         anyhow::ensure!(
             self.stall_after.is_finite() && self.stall_after > 0.0,
             "--stall-after must be a positive number of seconds"
@@ -242,6 +247,7 @@ impl RunArgs {
             until,
             checkpoint_interval,
             workers: self.workers,
+            rules_threads,
             batch_size: self.batch_size,
             cluster,
             stall_after: Duration::from_secs_f64(self.stall_after),
@@ -426,11 +432,26 @@ fn stop_on_ctrl_c(runtime: &tokio::runtime::Runtime, shutdown: &Arc<AtomicBool>)
     });
 }
 
+/// `--rules-threads`: a number from 1 to 64, or `auto` (one per CPU core, at most 8).
+fn rules_threads(given: &str) -> anyhow::Result<usize> {
+    if given == "auto" {
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        return Ok(cores.clamp(1, 8));
+    }
+    match given.parse::<usize>() {
+        Ok(n) if (1..=64).contains(&n) => Ok(n),
+        _ => {
+            anyhow::bail!("--rules-threads must be `auto` or a number from 1 to 64, not '{given}'")
+        }
+    }
+}
+
 /// The pipeline's settings from the run's; the feed and the flush interval come later, from
 /// the HTTP server and the sink.
 fn pipeline_config(config: &RunConfig, network: Network, ops: &OpsAlerts) -> PipelineConfig {
     let mut pipeline = PipelineConfig::new(config.data_dir.clone(), network);
     pipeline.workers = config.workers;
+    pipeline.rules_threads = config.rules_threads;
     pipeline.cluster = config.cluster.clone();
     pipeline.batch_size = config.batch_size;
     pipeline.until = config.until;

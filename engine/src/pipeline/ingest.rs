@@ -36,7 +36,8 @@ const CLUSTER_HEARTBEAT: Duration = Duration::from_millis(100);
 /// Where the ingest thread sends its work, and how it learns what is durable.
 pub(super) struct Downstream<'a> {
     pub to_workers: &'a [SyncSender<WorkerBatch>],
-    pub to_rules: Option<&'a SyncSender<RulesBatch>>,
+    /// One sender per rules thread; each gets every epoch.
+    pub to_rules: Option<&'a [SyncSender<RulesBatch>]>,
     /// Epochs below this number are durably written (KPIs and alerts).
     pub durable: &'a AtomicU64,
     /// The lake writer, when the Delta tables are written.
@@ -50,19 +51,22 @@ impl Downstream<'_> {
         self.lake.map_or(sunk, |l| sunk.min(l.durable()))
     }
 
-    /// Sends one epoch: the rules thread's records (it reports every epoch, even an empty
+    /// Sends one epoch: the rules threads' records (each reports every epoch, even an empty
     /// one) and every worker's facts (every worker gets every epoch, so that all advance
     /// together).
     fn send(&self, epoch: Epoch) -> Result<(), PipelineError> {
-        if let Some(tx) = self.to_rules {
-            let batch = RulesBatch {
-                epoch: epoch.number,
-                records: epoch.records,
-                read_at: epoch.read_at,
-                snapshot: epoch.snapshot,
-            };
-            if tx.send(batch).is_err() {
-                return Err(DataflowError::RulesStopped.into());
+        if let Some(threads) = self.to_rules {
+            let records = std::sync::Arc::new(epoch.records);
+            for tx in threads {
+                let batch = RulesBatch {
+                    epoch: epoch.number,
+                    records: records.clone(),
+                    read_at: epoch.read_at,
+                    snapshot: epoch.snapshot,
+                };
+                if tx.send(batch).is_err() {
+                    return Err(DataflowError::RulesStopped.into());
+                }
             }
         }
         for (tx, batch) in self.to_workers.iter().zip(epoch.batches) {
@@ -815,7 +819,7 @@ mod tests {
             pseudonyms: Pseudonymiser::new(b"k"),
             downstream: Downstream {
                 to_workers: &to_workers,
-                to_rules: Some(&to_rules),
+                to_rules: Some(std::slice::from_ref(&to_rules)),
                 durable: &durable,
                 lake: None,
             },

@@ -12,8 +12,11 @@ pub(super) enum SinkMessage {
     Gold(GoldOutput),
     /// A changed departments file: capacities for the occupancy documents.
     Departments(Network),
-    /// The alerts of one epoch (possibly none: the rules thread reports every epoch).
+    /// The alerts of one epoch from one rules thread (possibly none: every rules thread
+    /// reports every epoch).
     Alerts {
+        /// Which rules thread (its [`crate::rules::Share`] index).
+        share: usize,
         epoch: u64,
         documents: Vec<Document>,
         read_at: Instant,
@@ -29,10 +32,11 @@ impl From<GoldOutput> for SinkMessage {
 /// A Gold-eligible record for the rules, with its patient key.
 pub(super) type PatientRecord = (u64, Box<SilverRecord>);
 
-/// One batch of Gold-eligible records, in arrival order, for the rules thread.
+/// One batch of Gold-eligible records, in arrival order, for the rules threads (each reads
+/// all of them: one copy shared by all).
 pub(super) struct RulesBatch {
     pub epoch: u64,
-    pub records: Vec<PatientRecord>,
+    pub records: std::sync::Arc<Vec<PatientRecord>>,
     pub read_at: Instant,
     /// Send the stage's state after this batch: a checkpoint is being taken at this epoch.
     pub snapshot: bool,

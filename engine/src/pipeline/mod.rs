@@ -3,7 +3,7 @@
 //! ```text
 //! ingest thread                     timely workers (N)                sink thread
 //! source.poll ─► Silver ─► facts ─► [bounded, per worker] ─► dataflow ─► [bounded] ─► KpiState ─► Sink
-//!                  │         └────► [bounded] ─► rules thread: rule pack ─► alerts ──┘
+//!                  │         └────► [bounded, per rules thread] ─► rule pack share ─► alerts ──┘
 //!                  └─► dead letters, quarantine (lake)
 //! ```
 //!
@@ -25,7 +25,7 @@ mod workers;
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -34,7 +34,7 @@ use chrono::Utc;
 use timely::communication::WorkerGuards;
 use tracing::{info, instrument};
 
-use crate::checkpoint::{self, CheckpointError, CheckpointStore, Coordinator, RulesStateAt};
+use crate::checkpoint::{self, CheckpointError, CheckpointStore, Coordinator};
 use crate::decode::Format;
 use crate::dims::department_versions;
 use crate::lake::writer::{LakeConfig, LakeHandle, LakeMessage, LakeWriteError};
@@ -47,8 +47,8 @@ use crate::sink::{Feed, Sink, SinkError};
 use crate::source::{Source, SourceError};
 
 use ingest::{Downstream, IngestStart, Ingested};
-use messages::{RulesBatch, SinkMessage, Sunk, WorkerBatch};
-use rules_thread::RulesChannels;
+use messages::{SinkMessage, Sunk, WorkerBatch};
+use rules_thread::RulesThreads;
 use sink_thread::Writer;
 
 /// When `run` stops by itself.
@@ -68,6 +68,9 @@ pub struct PipelineConfig {
     pub data_dir: PathBuf,
     pub network: Network,
     pub workers: usize,
+    /// Threads the rule pack runs on, each with its share of the patients
+    /// ([`crate::rules::Share`]).
+    pub rules_threads: usize,
     /// Most payloads per epoch.
     pub batch_size: usize,
     /// Longest wait for input before an epoch is closed with what arrived.
@@ -111,6 +114,7 @@ impl PipelineConfig {
             data_dir,
             network,
             workers: 1,
+            rules_threads: 1,
             batch_size: 16_384,
             poll_wait: Duration::from_millis(20),
             // The embedded store commits cheaply (WAL): a short interval keeps event-to-KPI
@@ -143,6 +147,8 @@ pub enum PipelineError {
     Dataflow(#[from] DataflowError),
     #[error("checkpoint: {0}")]
     Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Rules(#[from] crate::rules::RulesError),
 }
 
 /// Why the job's threads could not run together.
@@ -216,14 +222,23 @@ pub fn run(config: PipelineConfig, parts: Parts) -> Result<RunSummary, PipelineE
         metrics.register(collector);
     }
     let mut rules = rules;
-    if let Some(stage) = rules.as_mut() {
-        stage.watch_errors(config.ops.rule_error_watch());
-    }
     let store = config
         .checkpoint_interval
         .map(|_| CheckpointStore::in_data_dir(&config.data_dir));
     let identity = source.identity();
     let restore = checkpoint::recover(store.as_ref(), &identity, rules.as_mut())?;
+    // Split after the restore: a checkpoint holds the whole stage, whatever the number of
+    // threads that wrote it.
+    let rules = match rules {
+        Some(stage) => {
+            let mut shares = stage.into_shares(config.rules_threads)?;
+            for share in &mut shares {
+                share.watch_errors(config.ops.rule_error_watch());
+            }
+            Some(shares)
+        }
+        None => None,
+    };
     let mut threads = Threads::start(&config, sink, rules, &metrics)?;
     let checkpoints = match (store, config.checkpoint_interval) {
         (Some(store), Some(interval)) => {
@@ -234,7 +249,7 @@ pub fn run(config: PipelineConfig, parts: Parts) -> Result<RunSummary, PipelineE
                 config.ops.clone(),
                 metrics.clone(),
             );
-            Some(match threads.rules_states.take() {
+            Some(match threads.rules.as_mut().and_then(|r| r.states.take()) {
                 Some(rx) => c.with_rules(rx),
                 None => c,
             })
@@ -266,16 +281,14 @@ pub fn run(config: PipelineConfig, parts: Parts) -> Result<RunSummary, PipelineE
 /// ends of their channels.
 struct Threads {
     to_workers: Vec<SyncSender<WorkerBatch>>,
-    to_rules: Option<SyncSender<RulesBatch>>,
-    /// Where the rules thread sends its state for a checkpoint; taken by the coordinator.
-    rules_states: Option<Receiver<RulesStateAt>>,
+    /// The rules threads, when rules run.
+    rules: Option<RulesThreads>,
     /// Epochs below this number are durably written by the sink (KPIs and alerts).
     durable: Arc<AtomicU64>,
     lake: Option<LakeHandle>,
     sink: JoinHandle<Result<Sunk, PipelineError>>,
     watcher: JoinHandle<()>,
     stop_watch: Arc<AtomicBool>,
-    rules: Option<JoinHandle<RulesStage>>,
     workers: WorkerGuards<()>,
 }
 
@@ -288,12 +301,12 @@ struct Joined {
 }
 
 impl Threads {
-    /// Starts the lake writer, the sink, the departments watcher, the rules thread and the
-    /// timely workers.
+    /// Starts the lake writer, the sink, the departments watcher, the rules threads (one per
+    /// share) and the timely workers.
     fn start(
         config: &PipelineConfig,
         sink: Box<dyn Sink>,
-        rules: Option<RulesStage>,
+        rules: Option<Vec<RulesStage>>,
         metrics: &Arc<Metrics>,
     ) -> Result<Self, PipelineError> {
         let count = config.workers.max(1);
@@ -306,7 +319,7 @@ impl Threads {
             feed: config.feed.clone(),
             metrics: metrics.clone(),
             kpi_epochs: 0,
-            alert_epochs: rules.as_ref().map(|_| 0),
+            alert_epochs: rules.as_ref().map(|shares| vec![0; shares.len()]),
             durable: durable.clone(),
             lake: lake.as_ref().and_then(LakeHandle::sender),
             ops: config.ops.clone(),
@@ -314,20 +327,9 @@ impl Threads {
         let sink = sink_thread::spawn(config, writer, out_rx)?;
         let stop_watch = Arc::new(AtomicBool::new(false));
         let watcher = spawn_watcher(config, out_tx.clone(), lake.as_ref(), stop_watch.clone())?;
-        let (to_rules, rules, rules_states) = match rules {
-            Some(stage) => {
-                let (tx, batches) = sync_channel::<RulesBatch>(2);
-                let (snapshots, states) = sync_channel::<RulesStateAt>(2);
-                let channels = RulesChannels {
-                    batches,
-                    alerts: out_tx.clone(),
-                    snapshots,
-                };
-                let handle = rules_thread::spawn(stage, channels, metrics.stages.clone())?;
-                (Some(tx), Some(handle), Some(states))
-            }
-            None => (None, None, None),
-        };
+        let rules = rules
+            .map(|shares| RulesThreads::spawn(shares, &out_tx, &metrics.stages))
+            .transpose()?;
         let workers = workers::start(workers::Workers {
             count,
             cluster: config.cluster.clone(),
@@ -337,14 +339,12 @@ impl Threads {
         })?;
         Ok(Threads {
             to_workers,
-            to_rules,
-            rules_states,
+            rules,
             durable,
             lake,
             sink,
             watcher,
             stop_watch,
-            rules,
             workers,
         })
     }
@@ -352,7 +352,7 @@ impl Threads {
     fn downstream(&self) -> Downstream<'_> {
         Downstream {
             to_workers: &self.to_workers,
-            to_rules: self.to_rules.as_ref(),
+            to_rules: self.rules.as_ref().map(|r| r.inputs.as_slice()),
             durable: &self.durable,
             lake: self.lake.as_ref(),
         }
@@ -363,7 +363,6 @@ impl Threads {
     fn join(self) -> Result<Joined, PipelineError> {
         let Threads {
             to_workers,
-            to_rules,
             lake,
             sink,
             watcher,
@@ -373,11 +372,10 @@ impl Threads {
             ..
         } = self;
         drop(to_workers);
-        drop(to_rules);
         stop_watch.store(true, Ordering::Relaxed);
         let _ = watcher.join();
         let rules = match rules {
-            Some(t) => Some(t.join().map_err(|_| DataflowError::RulesPanicked)?),
+            Some(threads) => threads.join()?,
             None => None,
         };
         let joined = workers.join();

@@ -83,8 +83,8 @@ pub(super) struct Writer {
     pub metrics: Arc<Metrics>,
     /// Epochs whose KPI documents are written (all epochs below this number).
     pub kpi_epochs: u64,
-    /// Epochs whose alerts are written; `None` when no rules run.
-    pub alert_epochs: Option<u64>,
+    /// Per rules thread, the epochs whose alerts are written; `None` when no rules run.
+    pub alert_epochs: Option<Vec<u64>>,
     /// min(kpi_epochs, alert_epochs): what the ingest may commit to the source.
     pub durable: Arc<AtomicU64>,
     /// Where written KPI documents go as snapshots (`gold/kpi_snapshots`).
@@ -104,14 +104,23 @@ impl Writer {
         Ok(())
     }
 
-    fn written_through(&mut self, kpi_epoch: Option<u64>, alert_epoch: Option<u64>) {
+    /// Records what is written: KPIs through `kpi_epoch`, the alerts of rules thread `share`
+    /// through `epoch` (`alerts`).
+    fn written_through(&mut self, kpi_epoch: Option<u64>, alerts: Option<(usize, u64)>) {
         if let Some(e) = kpi_epoch {
             self.kpi_epochs = self.kpi_epochs.max(e + 1);
         }
-        if let (Some(e), Some(done)) = (alert_epoch, self.alert_epochs.as_mut()) {
-            *done = (*done).max(e + 1);
+        if let (Some((share, e)), Some(done)) = (alerts, self.alert_epochs.as_mut()) {
+            if let Some(done) = done.get_mut(share) {
+                *done = (*done).max(e + 1);
+            }
         }
-        let durable = self.kpi_epochs.min(self.alert_epochs.unwrap_or(u64::MAX));
+        let alerts_done = self
+            .alert_epochs
+            .as_ref()
+            .and_then(|d| d.iter().min().copied())
+            .unwrap_or(u64::MAX);
+        let durable = self.kpi_epochs.min(alerts_done);
         self.durable.store(durable, Ordering::Release);
     }
 }
@@ -192,6 +201,7 @@ impl SinkLoop {
     fn handle(&mut self, message: SinkMessage) -> Result<(), PipelineError> {
         match message {
             SinkMessage::Alerts {
+                share,
                 epoch,
                 documents,
                 read_at,
@@ -207,7 +217,7 @@ impl SinkLoop {
                         .alert_latency
                         .observe(read_at.elapsed().as_secs_f64());
                 }
-                self.writer.written_through(None, Some(epoch));
+                self.writer.written_through(None, Some((share, epoch)));
             }
             SinkMessage::Departments(network) => {
                 self.state.set_network(network);

@@ -108,7 +108,7 @@ pub struct ContextSnapshot<'a> {
 }
 
 /// Per-patient and per-department state for building rule contexts.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ContextState {
     network: Network,
     patients: HashMap<u64, PatientState>,
@@ -173,15 +173,28 @@ impl ContextState {
         self.occupied = snapshot.occupied.into_owned();
     }
 
+    /// Forgets the readings of the patients `keep` does not accept (a rules share that never
+    /// builds their context).
+    pub fn forget_readings(&mut self, keep: impl Fn(u64) -> bool) {
+        for (patient, state) in &mut self.patients {
+            if !keep(*patient) {
+                state.readings.clear();
+            }
+        }
+    }
+
     /// Applies a Gold-eligible record and returns the context to evaluate it in: the patient's
     /// readings and last discharge as they were before the event, their placement and the
     /// department's occupancy as they are with it. With `want_context` false (no rule is
-    /// evoked by the event and nothing is scheduled from it) only the state is updated.
+    /// evoked by the event and nothing is scheduled from it) only the state is updated; with
+    /// `keep_readings` false a reading is not kept (a rules share that never builds this
+    /// patient's context).
     pub fn observe(
         &mut self,
         patient: u64,
         r: &SilverRecord,
         want_context: bool,
+        keep_readings: bool,
     ) -> Option<Context> {
         let e = &r.event;
         let at = micros(&e.event_timestamp);
@@ -199,7 +212,7 @@ impl ContextState {
 
         match r.kind {
             Some(EventType::Vitals) => {
-                if let Some(v) = &e.vitals {
+                if let Some(v) = e.vitals.as_ref().filter(|_| keep_readings) {
                     let reading = CtxReading {
                         time: format_time(&e.event_timestamp),
                         vitals: ctx_vitals(v),

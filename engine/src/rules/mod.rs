@@ -5,6 +5,14 @@
 //! event's type, schedules and fires delayed evokes from the event-time watermark, reloads
 //! changed rule files, and turns fired rules into alert documents for the sink. A rule that
 //! fails is logged with file, line and event id and counted; the other rules go on.
+//!
+//! The stage can be split into [`Share`]s, one per rules thread (`--rules-threads`): every
+//! share reads every record, so that each follows every placement (department occupancy) and
+//! the same event-time watermark, but it evaluates the patient rules only for the patients it
+//! owns (patient key mod the number of shares), and share 0 alone the department rules. Each
+//! suppression window and each delayed evoke therefore lives in one share, and the shares
+//! together give the alerts of one stage. A checkpoint holds them merged into one stage's
+//! state, so a run may continue with another number of threads.
 
 mod context;
 
@@ -13,18 +21,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cds_rules::{DelayedEvokes, ReloadEvent, RuleOutcome, RulePack, RuleStats};
+use cds_rules::{
+    AlertScope, DelayedEvokes, ReloadEvent, RuleOutcome, RulePack, RuleStats, Scopes, Suppressor,
+};
 use chrono::DateTime;
 use tracing::{info, warn};
 
 pub use context::{ctx_event, ctx_vitals, ContextSnapshot, ContextState};
 
-use crate::checkpoint::Checkpointed;
+use crate::checkpoint::{self, Checkpointed};
 use crate::gold::micros;
 use crate::metrics::Metrics;
 use crate::model::Document;
 use crate::model::{format_time, Network};
 use crate::silver::SilverRecord;
+use crate::support::codec::CodecError;
 
 /// How often rule files are checked for changes.
 pub const RELOAD_INTERVAL: Duration = Duration::from_millis(250);
@@ -40,6 +51,58 @@ pub enum RulesError {
     Load { dir: String, errors: String },
 }
 
+/// Which part of the rules work a [`RulesStage`] does, when the rules run on several threads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    /// This share's number, 0-based; share 0 also runs the department rules.
+    pub index: usize,
+    /// How many shares the work is split into.
+    pub count: usize,
+}
+
+impl Share {
+    /// All of it: one rules thread.
+    pub const WHOLE: Share = Share { index: 0, count: 1 };
+
+    /// The share that owns a patient's rules.
+    fn owner(count: usize, patient: u64) -> usize {
+        (patient % count.max(1) as u64) as usize
+    }
+
+    fn owns(self, patient: u64) -> bool {
+        Share::owner(self.count, patient) == self.index
+    }
+
+    /// The rules this share runs on an event of `patient`.
+    fn scopes(self, patient: u64) -> Scopes {
+        Scopes {
+            patient: self.owns(patient),
+            department: self.index == 0,
+        }
+    }
+
+    /// The share that keeps a suppression window or a delayed evoke of rule `mlmname` for
+    /// `patient_key` (the patient's key as rules see it): its patient's owner for a patient
+    /// rule, share 0 for a department rule or a rule no longer loaded.
+    fn keeps(self, pack: &RulePack, mlmname: &str, patient_key: &str) -> bool {
+        let owner = match pack.scope_of(mlmname) {
+            Some(AlertScope::Patient) => u64::from_str_radix(patient_key, 16)
+                .map_or(0, |patient| Share::owner(self.count, patient)),
+            _ => 0,
+        };
+        owner == self.index
+    }
+}
+
+/// What a share other than share 0 adds to a checkpoint of the stage: its suppression windows
+/// and pending delayed evokes (the patient contexts and the watermark are the same in every
+/// share).
+#[derive(Debug, Clone)]
+pub struct SharePart {
+    suppressor: Suppressor,
+    delayed: DelayedEvokes,
+}
+
 /// What a checkpoint keeps of the rules stage (borrowed when written, owned when read).
 #[derive(serde::Serialize, serde::Deserialize)]
 pub struct RulesSnapshot<'a> {
@@ -49,9 +112,30 @@ pub struct RulesSnapshot<'a> {
     watermark: i64,
 }
 
+/// Loads the pack in `dir`: files that do not load are reported and left out; an error only
+/// when no rule at all loads.
+fn load_pack(dir: &Path) -> Result<RulePack, RulesError> {
+    match RulePack::load(dir) {
+        Ok(pack) => Ok(pack),
+        Err(e) => {
+            for err in &e.errors {
+                warn!(error = %err, "rule file not loaded");
+            }
+            match e.partial {
+                Some(pack) if !pack.rules().is_empty() => Ok(*pack),
+                _ => Err(RulesError::Load {
+                    dir: dir.display().to_string(),
+                    errors: e.to_string(),
+                }),
+            }
+        }
+    }
+}
+
 /// The rules stage of a run.
 pub struct RulesStage {
     pack: RulePack,
+    share: Share,
     state: ContextState,
     delayed: DelayedEvokes,
     watermark: i64,
@@ -100,27 +184,12 @@ impl RulesStage {
         network: Network,
         metrics: std::sync::Arc<Metrics>,
     ) -> Result<Self, RulesError> {
-        let pack = match RulePack::load(dir) {
-            Ok(pack) => pack,
-            Err(e) => {
-                for err in &e.errors {
-                    warn!(error = %err, "rule file not loaded");
-                }
-                match e.partial {
-                    Some(pack) if !pack.rules().is_empty() => *pack,
-                    _ => {
-                        return Err(RulesError::Load {
-                            dir: dir.display().to_string(),
-                            errors: e.to_string(),
-                        })
-                    }
-                }
-            }
-        };
+        let pack = load_pack(dir)?;
         let names: Vec<&str> = pack.rules().iter().map(|m| m.mlmname.as_str()).collect();
         info!(rules = names.len(), names = %names.join(","), "rule pack loaded");
         Ok(RulesStage {
             pack,
+            share: Share::WHOLE,
             state: ContextState::new(network),
             delayed: DelayedEvokes::new(),
             watermark: i64::MIN,
@@ -129,6 +198,88 @@ impl RulesStage {
             metrics,
             error_watch: None,
         })
+    }
+
+    /// Splits the stage (as loaded or restored) into `count` shares, one per rules thread
+    /// (see the module's documentation). Each share compiles the pack on its own: rhai's
+    /// engine and scopes are not shared between threads.
+    pub fn into_shares(mut self, count: usize) -> Result<Vec<RulesStage>, RulesError> {
+        let count = count.max(1);
+        let mut shares = Vec::with_capacity(count);
+        for index in 1..count {
+            let mut share = RulesStage {
+                pack: load_pack(self.pack.dir())?,
+                share: Share { index, count },
+                state: self.state.clone(),
+                delayed: self.delayed.clone(),
+                watermark: self.watermark,
+                last_reload: Instant::now(),
+                reported: HashMap::new(),
+                metrics: self.metrics.clone(),
+                error_watch: None,
+            };
+            let mut suppressor = self.pack.suppressor().clone();
+            share.keep_own(&mut suppressor);
+            share.pack.set_suppressor(suppressor);
+            share
+                .state
+                .forget_readings(|patient| share.share.owns(patient));
+            shares.push(share);
+        }
+        self.share = Share { index: 0, count };
+        let mut suppressor = self.pack.suppressor().clone();
+        self.keep_own(&mut suppressor);
+        self.pack.set_suppressor(suppressor);
+        shares.insert(0, self);
+        Ok(shares)
+    }
+
+    /// Drops what another share keeps: suppression windows and delayed evokes.
+    fn keep_own(&mut self, suppressor: &mut Suppressor) {
+        let (share, pack) = (self.share, &self.pack);
+        suppressor.retain(|mlmname, key| share.keeps(pack, mlmname, key));
+        self.delayed
+            .retain(|due| share.keeps(pack, &due.mlmname, &due.patient_key));
+    }
+
+    /// This share's part of a checkpoint (a copy, sent to share 0).
+    pub fn part(&self) -> SharePart {
+        SharePart {
+            suppressor: self.pack.suppressor().clone(),
+            delayed: self.delayed.clone(),
+        }
+    }
+
+    /// The whole stage's checkpoint state, encoded by share 0 with the other shares' parts.
+    pub fn encode_with(&self, parts: &[SharePart]) -> Result<Vec<u8>, CodecError> {
+        if parts.is_empty() {
+            return checkpoint::encode(self);
+        }
+        let mut snapshot = self.snapshot();
+        let mut suppressor = self.pack.suppressor().clone();
+        let mut delayed = self.delayed.clone();
+        for part in parts {
+            suppressor.merge(&part.suppressor);
+            delayed.merge(&part.delayed);
+        }
+        snapshot.suppressor = std::borrow::Cow::Owned(suppressor);
+        snapshot.delayed = std::borrow::Cow::Owned(delayed);
+        crate::support::codec::encode(&snapshot)
+    }
+
+    /// Takes back another share's suppression windows and delayed evokes, so that share 0
+    /// holds the whole stage's state again (for the final checkpoint).
+    pub fn absorb(&mut self, other: RulesStage) {
+        let mut suppressor = self.pack.suppressor().clone();
+        suppressor.merge(other.pack.suppressor());
+        self.pack.set_suppressor(suppressor);
+        self.delayed.merge(&other.delayed);
+        self.share = Share::WHOLE;
+    }
+
+    /// Which share this is.
+    pub fn share(&self) -> Share {
+        self.share
     }
 
     /// Raises and clears the `rule_errors` operational alert from this stage's errors.
@@ -145,17 +296,26 @@ impl RulesStage {
     pub fn process(&mut self, batch: &[(u64, Box<SilverRecord>)]) -> Vec<Document> {
         let mut alerts = Vec::new();
         for (patient, record) in batch {
-            let adt = record.kind.is_some_and(|k| k.is_adt());
-            let evoked = record.kind.is_some_and(|k| self.pack.evokes(k.as_str()));
+            let scopes = self.share.scopes(*patient);
+            let adt = scopes.any() && record.kind.is_some_and(|k| k.is_adt());
+            let evoked = record
+                .kind
+                .is_some_and(|k| self.pack.evokes_in(k.as_str(), scopes));
+            // Share 0 keeps every patient's readings: its department rules see whole contexts.
+            let readings = scopes.patient || self.share.index == 0;
             // The context is built once, only for an event that needs it, and shared by the
             // rules it evokes.
-            if let Some(ctx) = self.state.observe(*patient, record, adt || evoked) {
+            if let Some(ctx) = self
+                .state
+                .observe(*patient, record, adt || evoked, readings)
+            {
                 let ctx = Arc::new(ctx);
                 if adt {
-                    self.pack.schedule_delayed(&mut self.delayed, &ctx);
+                    self.pack
+                        .schedule_delayed_in(&mut self.delayed, &ctx, scopes);
                 }
                 if evoked {
-                    for outcome in self.pack.evaluate_shared(&ctx) {
+                    for outcome in self.pack.evaluate_in(&ctx, scopes) {
                         self.handle(outcome, &mut alerts);
                     }
                 }
