@@ -9,6 +9,8 @@
 //!   engine's own parser over the same file, whose time is subtracted to give the rate with
 //!   parsing excluded.
 //! - **rules**: the rule pack's evaluation rate on one rules thread.
+//! - **configs**: `cds run` (the binary beside this one) on the same file with the rule pack and
+//!   the lake each on and off, the configurations taking turns, with their ratios to both off.
 //! - **baseline**: incremental Gold against a job that recomputes every KPI from scratch after
 //!   each batch of B records; the final documents of both must be equal.
 //! - **memory**: RSS per admitted patient, each size in a fresh child process.
@@ -27,6 +29,7 @@
 mod baseline;
 mod cluster;
 mod compare;
+mod configs;
 mod incremental;
 mod latency;
 mod machine;
@@ -57,9 +60,10 @@ use clap::Parser;
 
 use report::Report;
 
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
     "throughput",
     "rules",
+    "configs",
     "baseline",
     "memory",
     "latency",
@@ -353,7 +357,7 @@ fn run(o: &Options, network: &Network, dir: &Path) -> anyhow::Result<()> {
         "shared machine: other builds may run on the same cores; compare ratios measured in one run",
     );
 
-    let needs_file = on("throughput") || on("rules") || on("baseline");
+    let needs_file = on("throughput") || on("rules") || on("baseline") || on("configs");
     let file = dir.join("events.jsonl");
     let mut lines = 0;
     if needs_file {
@@ -390,6 +394,18 @@ fn run(o: &Options, network: &Network, dir: &Path) -> anyhow::Result<()> {
         } else {
             report.line(
                 "rules",
+                "skipped",
+                &format!("no rule directory {:?}", o.rules),
+            );
+        }
+    }
+    if on("configs") {
+        if Path::new(&o.rules).is_dir() {
+            let rounds = if o.quick { 1 } else { 3 };
+            configs::measure(&mut report, &file, Path::new(&o.rules), dir, rounds)?;
+        } else {
+            report.line(
+                "configs",
                 "skipped",
                 &format!("no rule directory {:?}", o.rules),
             );

@@ -210,10 +210,13 @@ impl Rule {
         let data = self
             .call(sandbox, "data", (ctx.clone(),))
             .map_err(|e| rhai_err(self, "data", e))?;
-        // `logic` gets its own copy: what it changes in `data` must not reach the evidence or
-        // `action`.
+        // What `logic` changes in `data` must not reach the evidence or `action`. Rather than
+        // copying `data` for every evaluation, `logic` takes it, and in the rare case that the
+        // rule fires `data` is computed again (it depends on `ctx` alone). `cds rules test`
+        // (evidence always) keeps a copy instead.
+        let kept = (evidence == Evidence::Always).then(|| data.clone());
         let fired_d = self
-            .call(sandbox, "logic", (ctx.clone(), data.clone()))
+            .call(sandbox, "logic", (ctx.clone(), data))
             .map_err(|e| rhai_err(self, "logic", e))?;
         let fired = fired_d.as_bool().map_err(|t| {
             self.contract(
@@ -222,6 +225,13 @@ impl Rule {
                 format!("logic() must return a bool, returned {t}"),
             )
         })?;
+        let data = match kept {
+            Some(data) => data,
+            None if fired => self
+                .call(sandbox, "data", (ctx.clone(),))
+                .map_err(|e| rhai_err(self, "data", e))?,
+            None => Dynamic::UNIT,
+        };
         let data_json = if fired || evidence == Evidence::Always {
             crate::view::to_json(&data).map_err(|e| {
                 self.contract(

@@ -366,3 +366,27 @@ fn ten_thousand_vitals_events() {
     println!("evaluated 10000 VITALS events x 4 rules in {took:?}: {rate:.0} events/s");
     let _ = Duration::ZERO;
 }
+
+/// `logic` may change the `data` it is given: neither the alert's evidence nor `action` sees it.
+#[test]
+fn what_logic_changes_in_data_reaches_neither_evidence_nor_action() {
+    let dir = temp_dir("logic-changes-data");
+    let src = rule_src("meddler", r#"["VITALS"]"#, "#{ x: 1, nested: #{ y: 2 } }")
+        .replace(
+            "fn logic(ctx, data) { true }",
+            "fn logic(ctx, data) { data.x = 99; data.nested.y = 99; true }",
+        )
+        .replace(
+            r#"summary: "s""#,
+            r#"summary: `x=${data.x} y=${data.nested.y}`"#,
+        );
+    std::fs::write(dir.join("meddler.rhai"), src).unwrap();
+    let mut pack = RulePack::load(&dir).expect("pack loads");
+    let out = pack.evaluate(&vitals_ctx("e-1", "2025-01-01T10:00:00Z", sick()));
+    let a = fired(&out, "meddler").expect("fires");
+    assert_eq!(
+        a.evidence,
+        serde_json::json!({ "x": 1, "nested": { "y": 2 } })
+    );
+    assert_eq!(a.card.summary, "x=1 y=2");
+}
