@@ -7,12 +7,13 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use super::config::{RunConfig, Switch};
+use super::config::{default_lake, RunConfig, Switch};
 use super::run;
 use crate::decode::Format;
 use crate::model::Network;
 use crate::sink::SinkConfig;
 use crate::source::SourceConfig;
+use crate::support::lock::EngineLock;
 
 #[derive(Debug, Args)]
 pub struct IngestArgs {
@@ -41,6 +42,9 @@ pub fn ingest(
     if args.kind != "ehr" {
         anyhow::bail!("unknown --kind {:?}: expected `ehr`", args.kind);
     }
+    // Before the workbook's CSV is written into the data directory.
+    let lake = default_lake(&args.data_dir);
+    let _held = EngineLock::take(&args.data_dir, Some(&lake), "ingest")?;
     let is_xlsx = args
         .path
         .extension()

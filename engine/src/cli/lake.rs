@@ -28,6 +28,8 @@ pub struct CompactArgs {
     min_files: usize,
 }
 
+/// Takes no lock on the data directory or lake (unlike `cds run`): compaction is meant to
+/// run beside the engine, and Delta's commit protocol keeps the two apart.
 pub fn lake(command: LakeCommand) -> anyhow::Result<ExitCode> {
     match command {
         LakeCommand::Compact(args) => {

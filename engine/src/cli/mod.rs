@@ -82,6 +82,7 @@ pub fn main() -> ExitCode {
     crate::support::private::restrict_new_files();
     let result = load_network(cli.departments.as_deref()).and_then(|network| match cli.command {
         Command::Run(mut args) => {
+            let _held = args.lock("run")?;
             args.departments = departments_file(cli.departments);
             run::run(args.into_config()?, network)
         }
@@ -92,6 +93,8 @@ pub fn main() -> ExitCode {
         Command::Replay(args) => {
             anyhow::ensure!(args.from_bronze, "cds replay needs --from-bronze");
             let mut run = args.run;
+            // Before the replay empties the local stores.
+            let _held = run.lock("replay")?;
             run.departments = departments_file(cli.departments);
             run::run(run.into_replay()?, network)
         }

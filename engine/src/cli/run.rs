@@ -29,6 +29,7 @@ use crate::pipeline::{self, PipelineConfig, Until};
 use crate::rules::RulesStage;
 use crate::source::kafka::{parse_setting, PartitionShare};
 use crate::source::{KafkaSettings, SourceConfig, SourceSettings};
+use crate::support::lock::{EngineLock, LockError};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -178,6 +179,17 @@ impl RunArgs {
             .truncate_to((0, 0))
             .context("emptying the local dead-letter and quarantine stores")?;
         Ok(config)
+    }
+
+    /// Keeps every other engine off this run's data directory and local lake until the
+    /// returned lock is dropped; taken before anything there is opened.
+    pub(super) fn lock(&self, command: &str) -> Result<EngineLock, LockError> {
+        let lake = match &self.lake {
+            Some(Switch::Off) => None,
+            Some(Switch::On(location)) => Some(location.clone()),
+            None => Some(default_lake(&self.data_dir)),
+        };
+        EngineLock::take(&self.data_dir, lake.as_deref(), command)
     }
 
     /// When the run stops by itself: `--until-end`, `--until-idle`, or at shutdown.
