@@ -44,6 +44,9 @@ pub const RELOAD_INTERVAL: Duration = Duration::from_millis(250);
 /// arriving a little late still cancels a "still admitted after 72 h" alert.
 const DELAYED_LATENESS_SECS: i64 = 3600;
 
+/// How often (in event time) ended suppression windows are forgotten.
+const PRUNE_EVERY_SECS: i64 = 600;
+
 /// Why the rule pack could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
@@ -325,12 +328,31 @@ impl RulesStage {
             // the source happened to batch them (a restart batches differently).
             let watermark = micros(&record.event.event_timestamp) / 1_000_000;
             if watermark > self.watermark {
+                let before = self.watermark;
                 self.watermark = watermark;
                 self.fire_delayed(&mut alerts);
+                self.prune_suppression(before);
             }
         }
         self.report_stats();
         alerts
+    }
+
+    /// Forgets the suppression windows that ended more than the allowed lateness before the
+    /// watermark, each time the watermark crosses a multiple of [`PRUNE_EVERY_SECS`]: without
+    /// it the windows of every patient ever alerted would stay in memory and in checkpoints.
+    /// The moments depend on the watermark alone, so a restarted run prunes where an
+    /// uninterrupted one does; a window pruned could only have suppressed an event more than
+    /// the lateness behind the watermark.
+    fn prune_suppression(&mut self, before: i64) {
+        if before == i64::MIN
+            || before.div_euclid(PRUNE_EVERY_SECS) == self.watermark.div_euclid(PRUNE_EVERY_SECS)
+        {
+            return;
+        }
+        self.pack
+            .suppressor_mut()
+            .prune(self.watermark - DELAYED_LATENESS_SECS);
     }
 
     /// Fires the delayed evokes that came due, for patients still admitted.
@@ -454,5 +476,123 @@ impl RulesStage {
         if let Some(watch) = self.error_watch.as_mut() {
             watch.record(errors);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{parse_time, Event, Pseudonymiser};
+    use crate::silver::{Outcome, Silver};
+    use crate::source::simulator::{write_jsonl, SimulatorConfig};
+
+    fn pack_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../cds-rules")
+    }
+
+    /// A simulated stream's records as the ingest hands them to the rules (quarantined and
+    /// cancelling records left out), with their patient keys.
+    fn records(events: u64) -> Vec<(u64, Box<SilverRecord>)> {
+        let network = Network::default_network();
+        let config = SimulatorConfig {
+            seed: 5,
+            max_events: Some(events),
+            rate: None,
+            dirty_rate: 0.0,
+            start: parse_time("2026-03-02T00:00:00Z").expect("time"),
+        };
+        let mut jsonl = Vec::new();
+        write_jsonl(config, &network, &mut jsonl).expect("simulate");
+        let pseudonyms = Pseudonymiser::new(b"test");
+        let mut silver = Silver::new(network);
+        jsonl
+            .split(|b| *b == b'\n')
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| match silver.clean(Event::from_json(l).ok()?) {
+                Outcome::Record(r)
+                    if !r.quarantined() && !r.kind.is_some_and(|k| k.is_cancel()) =>
+                {
+                    Some((pseudonyms.key(r.event.patient_id.as_deref()?), r))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn stage() -> RulesStage {
+        let network = Network::default_network();
+        RulesStage::load(&pack_dir(), network, Arc::new(Metrics::new())).expect("the pack loads")
+    }
+
+    fn ids(documents: &[Document]) -> Vec<String> {
+        let mut ids: Vec<String> = documents.iter().map(|d| d.id.clone()).collect();
+        ids.sort();
+        ids
+    }
+
+    #[test]
+    fn three_shares_give_the_alerts_and_the_state_of_one_stage() {
+        let records = records(20_000);
+        let (first, second) = records.split_at(records.len() / 2);
+        let mut whole = stage();
+        let mut want = whole.process(first);
+        let mut shares = stage().into_shares(3).expect("shares");
+        let mut got: Vec<Document> = shares.iter_mut().flat_map(|s| s.process(first)).collect();
+        assert_eq!(ids(&got), ids(&want));
+
+        // A checkpoint of the shares, restored into a stage split another way, goes on alike.
+        let parts: Vec<SharePart> = shares[1..].iter().map(RulesStage::part).collect();
+        let merged = shares[0].encode_with(&parts).expect("encode");
+        let mut restored = stage();
+        checkpoint::decode_into(&mut restored, &merged).expect("decode");
+        assert!(windows_and_dues(&restored) == windows_and_dues(&whole));
+        let mut shares = restored.into_shares(2).expect("shares");
+        want.extend(whole.process(second));
+        got.extend(shares.iter_mut().flat_map(|s| s.process(second)));
+        assert_eq!(ids(&got), ids(&want));
+        assert!(
+            want.iter().any(|d| d.body["mlmname"] == "capacity")
+                && want.iter().any(|d| d.body["mlmname"] == "long_stay")
+                && want.iter().any(|d| d.body["mlmname"] == "news2"),
+            "department, delayed and patient rules all fired"
+        );
+
+        let mut back = shares.remove(0);
+        for other in shares {
+            back.absorb(other);
+        }
+        assert!(windows_and_dues(&back) == windows_and_dues(&whole));
+        assert!(!whole.delayed.is_empty() && !whole.pack.suppressor().is_empty());
+    }
+
+    /// The suppression windows and the delayed evokes of a stage, in a comparable form.
+    fn windows_and_dues(stage: &RulesStage) -> (Suppressor, Vec<cds_rules::Due>) {
+        let dues = stage.delayed.clone().due(i64::MAX);
+        (stage.pack.suppressor().clone(), dues)
+    }
+
+    #[test]
+    fn ended_suppression_windows_are_forgotten_as_event_time_passes() {
+        let records = records(60_000);
+        let start = micros(&records[0].1.event.event_timestamp) / 1_000_000;
+        let mut stage = stage();
+        let alerts = stage.process(&records).len();
+        let span = stage.watermark - start;
+        assert!(
+            span > 4 * (DELAYED_LATENESS_SECS + PRUNE_EVERY_SECS),
+            "the stream spans {span} s of event time"
+        );
+        let open = stage.pack.suppressor().len();
+        let mut long_ended = stage.pack.suppressor().clone();
+        long_ended.prune(stage.watermark - DELAYED_LATENESS_SECS - PRUNE_EVERY_SECS);
+        assert_eq!(
+            long_ended.len(),
+            open,
+            "no window ended long before the watermark is kept"
+        );
+        assert!(
+            0 < open && open < alerts,
+            "{open} windows kept after {alerts} alerts"
+        );
     }
 }
