@@ -352,6 +352,8 @@ pub fn one_load(
         Written::Kpis => None,
         Written::News2Alert { rules } => {
             config.lake = Some(LakeConfig::new(data.join("lake").display().to_string()));
+            // As `cds run` has it by default: one rules thread per core.
+            config.rules_threads = pipeline::auto_rules_threads();
             Some(RulesStage::load(rules, network.clone(), metrics.clone())?)
         }
     };

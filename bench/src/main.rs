@@ -585,6 +585,7 @@ fn throughput(
         let _ = std::fs::remove_dir_all(&data);
         let mut config = PipelineConfig::new(data.clone(), network.clone());
         config.workers = workers;
+        config.rules_threads = pipeline::auto_rules_threads();
         config.until = Until::End;
         let source = FileSource::open(&FileConfig {
             path: file.to_path_buf(),

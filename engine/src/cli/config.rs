@@ -122,14 +122,6 @@ pub struct RunConfig {
     pub ops: OpsConfig,
 }
 
-/// `--rules-threads auto`: one rules thread per CPU core, at most 8 (each thread keeps every
-/// patient's placement, so more threads cost memory).
-pub fn auto_rules_threads() -> usize {
-    std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .clamp(1, 8)
-}
-
 impl RunConfig {
     /// One pass over a finite source with the defaults of `cds run`, as `cds run --source SRC
     /// --data-dir DIR --until-end --http off --checkpoint-interval 0` has it: no HTTP server,
@@ -153,7 +145,7 @@ impl RunConfig {
             until: Until::End,
             checkpoint_interval: None,
             workers: 1,
-            rules_threads: auto_rules_threads(),
+            rules_threads: crate::pipeline::auto_rules_threads(),
             batch_size: DEFAULT_BATCH_SIZE,
             cluster: None,
             stall_after: Duration::from_secs_f64(DEFAULT_STALL_AFTER_SECS),

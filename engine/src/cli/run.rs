@@ -447,7 +447,7 @@ fn stop_on_ctrl_c(runtime: &tokio::runtime::Runtime, shutdown: &Arc<AtomicBool>)
 /// `--rules-threads`: a number from 1 to 64, or `auto` (one per CPU core, at most 8).
 fn rules_threads(given: &str) -> anyhow::Result<usize> {
     if given == "auto" {
-        return Ok(super::config::auto_rules_threads());
+        return Ok(crate::pipeline::auto_rules_threads());
     }
     match given.parse::<usize>() {
         Ok(n) if (1..=64).contains(&n) => Ok(n),

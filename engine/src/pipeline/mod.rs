@@ -132,6 +132,14 @@ impl PipelineConfig {
     }
 }
 
+/// `--rules-threads auto`: one rules thread per CPU core, at most 8 (each thread keeps every
+/// patient's placement, so more threads cost memory).
+pub fn auto_rules_threads() -> usize {
+    std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .clamp(1, 8)
+}
+
 /// Why the job stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
