@@ -105,6 +105,21 @@ fn assert_refused(what: &str, (out, took): (Output, Duration), dir: &Path, pid: 
     eprintln!("{what}: refused in {took:?}: {}", stderr.trim());
 }
 
+/// A service `cds run` of the simulator without rules or HTTP; the caller adds the directories.
+fn simulator_run() -> std::process::Command {
+    let mut command = cds();
+    command.args([
+        "run",
+        "--source",
+        "simulator",
+        "--http",
+        "off",
+        "--rules",
+        "off",
+    ]);
+    command
+}
+
 #[test]
 fn a_second_engine_on_a_held_data_directory_is_refused_until_the_holder_is_killed() {
     let dir = scratch("held");
@@ -115,36 +130,13 @@ fn a_second_engine_on_a_held_data_directory_is_refused_until_the_holder_is_kille
     let limit = Duration::from_secs(30);
 
     // A second service on the same data directory.
-    let second = finish_within(
-        cds()
-            .args([
-                "run",
-                "--source",
-                "simulator",
-                "--http",
-                "off",
-                "--rules",
-                "off",
-            ])
-            .arg("--data-dir")
-            .arg(&data),
-        limit,
-    );
+    let second = finish_within(simulator_run().arg("--data-dir").arg(&data), limit);
     assert_refused("a second cds run", second, &data, pid, "--data-dir");
 
     // Another data directory but the holder's lake.
     let lake = data.join("lake");
     let other = finish_within(
-        cds()
-            .args([
-                "run",
-                "--source",
-                "simulator",
-                "--http",
-                "off",
-                "--rules",
-                "off",
-            ])
+        simulator_run()
             .arg("--data-dir")
             .arg(dir.join("other"))
             .arg("--lake")
