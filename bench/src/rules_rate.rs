@@ -21,7 +21,8 @@ pub fn measure(
     network: &Network,
     records: &[SilverRecord],
 ) -> anyhow::Result<()> {
-    let mut stage = RulesStage::load(dir, network.clone(), Arc::new(Metrics::new()))?;
+    let metrics = Arc::new(Metrics::new());
+    let mut stage = RulesStage::load(dir, network.clone(), metrics.clone())?;
     let facts = FactBuilder::new(Pseudonymiser::new(b"bench"), 1);
     let eligible: Vec<(u64, Box<SilverRecord>)> = records
         .iter()
@@ -57,6 +58,30 @@ pub fn measure(
         vitals as f64 / secs,
         "events/s",
     );
+
+    // Where the time goes: each rule's own evaluation time (its `data`, `logic` and, when it
+    // fires, `action`), from the stage's per-rule counters.
+    for mlm in stage.rules() {
+        let labels = [mlm.as_str()];
+        let evaluations = metrics
+            .rules
+            .rule_evaluations
+            .with_label_values(&labels)
+            .get();
+        let seconds = metrics
+            .rules
+            .rule_eval_seconds
+            .with_label_values(&labels)
+            .get();
+        if evaluations > 0 {
+            report.figure(
+                "rules",
+                &format!("{mlm}: time per evaluation ({evaluations} evaluations)"),
+                seconds * 1e6 / evaluations as f64,
+                "µs",
+            );
+        }
+    }
 
     let threads = cds_engine::pipeline::auto_rules_threads();
     let shares =

@@ -280,6 +280,15 @@ impl RulesStage {
         self.share = Share::WHOLE;
     }
 
+    /// The names of the loaded rules, in evaluation order.
+    pub fn rules(&self) -> Vec<String> {
+        self.pack
+            .rules()
+            .iter()
+            .map(|m| m.mlmname.clone())
+            .collect()
+    }
+
     /// Which share this is.
     pub fn share(&self) -> Share {
         self.share
