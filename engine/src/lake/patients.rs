@@ -93,7 +93,9 @@ mod tests {
             1,
         ));
         let mut cache = CurrentPatients::of(&d);
-        let records: [(u64, Option<&str>, Option<i64>, Option<&str>); 7] = [
+        // (patient, gender, age, insurance)
+        type Record<'a> = (u64, Option<&'a str>, Option<i64>, Option<&'a str>);
+        let records: [Record; 7] = [
             (7, Some("F"), Some(41), None),
             (7, None, None, Some("A")),
             (7, Some("F"), None, Some("A")),

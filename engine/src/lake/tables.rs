@@ -252,8 +252,16 @@ pub async fn read_data_file(
         .collect()
 }
 
-/// Days since 1970-01-01 of a UTC instant in microseconds.
+/// Days since 1970-01-01 of a UTC instant in microseconds (0 outside chrono's dates).
 pub fn date32(micros: i64) -> i32 {
+    // Every row needs its date: plain division within ±90 million days (about ±246,000
+    // years, inside chrono's range), chrono for the rest.
+    const DAY: i64 = 86_400_000_000;
+    const NEAR: i64 = 90_000_000;
+    let days = micros.div_euclid(DAY);
+    if (-NEAR..=NEAR).contains(&days) {
+        return days as i32;
+    }
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
     DateTime::<Utc>::from_timestamp_micros(micros)
         .map(|t| (t.date_naive() - epoch).num_days() as i32)
@@ -788,5 +796,37 @@ impl<'a> PatientColumns<'a> {
     pub fn stated(&self, i: usize) -> [Option<&'a str>; 3] {
         let (gender, age, insurance, _) = self.version(i);
         [gender, age.map(|a| AgeBand::of(Some(a)).label()), insurance]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The division gives the date chrono gives, around the epoch, at day boundaries and far out.
+    #[test]
+    fn date32_is_the_utc_date() {
+        let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
+        let by_chrono = |m: i64| {
+            DateTime::<Utc>::from_timestamp_micros(m)
+                .map(|t| (t.date_naive() - epoch).num_days() as i32)
+                .unwrap_or(0)
+        };
+        let day = 86_400_000_000i64;
+        let mut samples = vec![0, -1, 1, day - 1, day, -day, -day - 1, i64::MIN, i64::MAX];
+        for d in [
+            19_000i64,
+            -719_162,
+            2_932_896,
+            89_999_999,
+            90_000_000,
+            90_000_001,
+            -95_000_000,
+        ] {
+            samples.extend([d * day - 1, d * day, d * day + 1, d * day + 43_200_000_000]);
+        }
+        for m in samples {
+            assert_eq!(date32(m), by_chrono(m), "{m}");
+        }
     }
 }

@@ -77,10 +77,7 @@ impl LakeConfig {
     pub fn new(location: impl Into<String>) -> Self {
         LakeConfig {
             location: location.into(),
-            flush_rows: std::env::var("CDS_LAKE_FLUSH_ROWS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(100_000),
+            flush_rows: 100_000,
             flush_interval: Duration::from_secs(5),
         }
     }
@@ -743,27 +740,7 @@ fn file_properties() -> deltalake::parquet::file::properties::WriterProperties {
     use deltalake::parquet::basic::Compression;
     use deltalake::parquet::file::properties::{EnabledStatistics, WriterProperties};
     use deltalake::parquet::schema::types::ColumnPath;
-    let knob = |k: &str| std::env::var(k).unwrap_or_default();
-    let comp = match knob("CDS_LAKE_COMP").as_str() {
-        "none" => Compression::UNCOMPRESSED,
-        "lz4" => Compression::LZ4_RAW,
-        _ => Compression::SNAPPY,
-    };
-    let mut b = WriterProperties::builder().set_compression(comp);
-    if knob("CDS_LAKE_DICT") == "off" {
-        b = b.set_dictionary_enabled(false);
-    }
-    match knob("CDS_LAKE_STATS").as_str() {
-        "chunk" => b = b.set_statistics_enabled(EnabledStatistics::Chunk),
-        "none" => b = b.set_statistics_enabled(EnabledStatistics::None),
-        _ => {}
-    }
-    if let Ok(n) = knob("CDS_LAKE_PAGE").parse::<usize>() {
-        b = b.set_data_page_size_limit(n);
-    }
-    if knob("CDS_LAKE_PAYLOAD_COMP") == "none" {
-        b = b.set_column_compression(ColumnPath::from("payload"), Compression::UNCOMPRESSED);
-    }
+    let mut b = WriterProperties::builder().set_compression(Compression::SNAPPY);
     for column in ["payload", "event_id", "offset"] {
         b = b
             .set_column_dictionary_enabled(ColumnPath::from(column), false)
