@@ -31,7 +31,8 @@ use deltalake::DeltaTable;
 use tracing::{info, warn};
 
 use super::dims;
-use super::tables::{self, BronzeRow, KpiRow, SilverRow, Table};
+use super::patients::CurrentPatients;
+use super::tables::{self, EpochRows, KpiRow, Positioned, Span, Table};
 use crate::dims::{Dimension, Scd2};
 use crate::metrics::Metrics;
 use crate::support::{Backoff, Stage};
@@ -105,12 +106,8 @@ pub fn table_url(location: &str, path: &str) -> Result<url::Url, LakeWriteError>
 /// What the pipeline sends to the lake.
 #[derive(Debug)]
 pub enum LakeMessage {
-    /// The rows of one epoch.
-    Events {
-        epoch: u64,
-        bronze: Vec<BronzeRow>,
-        silver: Vec<SilverRow>,
-    },
+    /// The rows of one epoch, in columns.
+    Events { epoch: u64, rows: Box<EpochRows> },
     /// KPI documents as the sink wrote them.
     Kpis(Vec<KpiRow>),
     /// Commit everything up to and including this epoch now (a checkpoint waits for it).
@@ -192,14 +189,16 @@ struct LakeWriter {
     tables: HashMap<Table, DeltaTable>,
     /// The highest offset each table holds per (source, partition), as its `txn` records.
     committed: HashMap<(Table, Arc<str>, i32), i64>,
-    bronze: Vec<BronzeRow>,
-    /// Silver rows, with whether Silver and the patient-flow facts still need them.
-    silver: Vec<(SilverRow, bool, bool)>,
+    /// Rows waiting for the next commit of Bronze, Silver and the patient-flow facts.
+    pending: BTreeMap<Table, Pending>,
     kpis: Vec<KpiRow>,
     /// The dimensions, loaded from their tables on first use.
     dims: HashMap<Dimension, Scd2>,
-    /// Positions whose patient versions are applied but not committed.
-    dim_positions: Vec<tables::RowPosition>,
+    /// The current version of each patient in `gold/dim_patient`, once it is loaded.
+    patients: Option<CurrentPatients>,
+    /// The highest position per (source, partition) whose patient version is applied but not
+    /// committed.
+    dim_positions: BTreeMap<(Arc<str>, i32), i64>,
     /// The newest epoch received (its rows are buffered or committed).
     received: Option<u64>,
     stats: LakeStats,
@@ -227,11 +226,11 @@ impl LakeWriter {
             runtime,
             tables: HashMap::new(),
             committed: HashMap::new(),
-            bronze: Vec::new(),
-            silver: Vec::new(),
+            pending: BTreeMap::new(),
             kpis: Vec::new(),
             dims: HashMap::new(),
-            dim_positions: Vec::new(),
+            patients: None,
+            dim_positions: BTreeMap::new(),
             received: None,
             stats: LakeStats::default(),
         })
@@ -239,7 +238,8 @@ impl LakeWriter {
 
     fn waiting(&self) -> usize {
         let dims = self.dims.values().filter(|d| d.changed()).count();
-        self.bronze.len() + self.silver.len() + self.kpis.len() + dims
+        let rows: usize = self.pending.values().map(|p| p.rows).sum();
+        rows + self.kpis.len() + dims
     }
 
     fn run(mut self, rx: Receiver<LakeMessage>) -> Result<LakeStats, LakeWriteError> {
@@ -318,30 +318,23 @@ impl LakeWriter {
     /// Takes one message; true when it asks for a commit now.
     fn receive(&mut self, message: LakeMessage) -> bool {
         match message {
-            LakeMessage::Events {
-                epoch,
-                bronze,
-                silver,
-            } => {
+            LakeMessage::Events { epoch, rows } => {
                 self.received = Some(epoch);
-                for row in bronze {
-                    if self.is_new(Table::Bronze, &row.position) {
-                        self.bronze.push(row);
-                    }
+                let EpochRows {
+                    bronze,
+                    silver,
+                    facts,
+                    patients,
+                    patient_spans,
+                } = *rows;
+                // Each table keeps its own record: after a crash between two commits one table
+                // may hold rows that another does not.
+                self.take(Table::Bronze, bronze);
+                self.take(Table::FactPatientFlow, facts);
+                if !patients.is_empty() {
+                    self.patient_versions(&silver, &patients, &patient_spans);
                 }
-                for row in silver {
-                    // Each table keeps its own record: after a crash between the two commits
-                    // the facts may hold rows that Silver does not.
-                    let to_silver = self.is_new(Table::Silver, &row.position);
-                    let to_facts = tables::is_flow_fact(&row)
-                        && self.is_new(Table::FactPatientFlow, &row.position);
-                    if row.patient.is_some() && self.is_new(Table::DimPatient, &row.position) {
-                        self.patient_version(&row);
-                    }
-                    if to_silver || to_facts {
-                        self.silver.push((row, to_silver, to_facts));
-                    }
-                }
+                self.take(Table::Silver, silver);
                 false
             }
             LakeMessage::Departments(versions) => {
@@ -366,23 +359,131 @@ impl LakeWriter {
         }
     }
 
-    /// Applies a Gold record's patient attributes to `gold/dim_patient`.
-    fn patient_version(&mut self, row: &SilverRow) {
-        let e = &row.record.event;
-        let key = crate::model::patient_ref(row.patient.unwrap_or_default());
-        let version = crate::dims::patient_version(
-            &key,
-            e.gender.as_deref(),
-            e.age,
-            e.insurance_type.as_deref(),
-            e.event_timestamp.timestamp_micros(),
-        );
-        match self.dim(Dimension::Patient) {
-            Ok(d) => {
-                d.apply(version);
-                self.dim_positions.push(row.position.clone());
+    /// Keeps the rows of a batch that `table` does not hold yet for its next commit.
+    fn take(&mut self, table: Table, rows: Positioned) {
+        let Some(rows) = self.fresh(table, rows) else {
+            return;
+        };
+        let pending = self.pending.entry(table).or_default();
+        pending.rows += rows.batch.num_rows();
+        pending.batches.push(rows.batch);
+        for s in rows.spans {
+            let high = pending
+                .high
+                .entry((s.source, s.partition))
+                .or_insert(s.last);
+            *high = (*high).max(s.last);
+        }
+    }
+
+    /// The rows of a batch that `table` does not hold yet (all of them, but after a restart),
+    /// with their spans; None when there are none.
+    fn fresh(&mut self, table: Table, rows: Positioned) -> Option<Positioned> {
+        if rows.batch.num_rows() == 0 {
+            return None;
+        }
+        let recorded: Vec<i64> = rows
+            .spans
+            .iter()
+            .map(|s| self.recorded(table, &s.source, s.partition))
+            .collect();
+        if rows.spans.iter().zip(&recorded).all(|(s, r)| s.first > *r) {
+            return Some(rows);
+        }
+        if rows.spans.iter().zip(&recorded).all(|(s, r)| s.last <= *r) {
+            return None;
+        }
+        let keep = rows
+            .spans
+            .iter()
+            .zip(&recorded)
+            .map(|(s, r)| ((s.source.clone(), s.partition), *r))
+            .collect::<HashMap<_, _>>();
+        match tables::rows_after(&rows.batch, |source, partition, offset| {
+            keep.get(&(Arc::from(source), partition))
+                .is_none_or(|r| offset > *r)
+        }) {
+            Ok(batch) => {
+                let spans = rows
+                    .spans
+                    .into_iter()
+                    .zip(recorded)
+                    .filter(|(s, r)| s.last > *r)
+                    .map(|(s, r)| Span {
+                        first: s.first.max(r.saturating_add(1)),
+                        ..s
+                    })
+                    .collect();
+                Some(Positioned { batch, spans })
             }
-            Err(e) => warn!(error = %e, "cannot read gold/dim_patient"),
+            Err(e) => {
+                warn!(error = %e, table = table.path(), "cannot select the rows the lake lacks; writing all");
+                Some(rows)
+            }
+        }
+    }
+
+    /// Applies the patient attributes of Gold records to `gold/dim_patient`: `patients` are
+    /// the rows of the Silver batch with a patient key.
+    fn patient_versions(&mut self, silver: &Positioned, patients: &[(u32, u64)], spans: &[Span]) {
+        let recorded: Vec<i64> = spans
+            .iter()
+            .map(|s| self.recorded(Table::DimPatient, &s.source, s.partition))
+            .collect();
+        if spans.iter().zip(&recorded).all(|(s, r)| s.last <= *r) {
+            return;
+        }
+        let all_new = spans.iter().zip(&recorded).all(|(s, r)| s.first > *r);
+        let columns = match tables::PatientColumns::of(&silver.batch) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "cannot read the patients of a Silver batch");
+                return;
+            }
+        };
+        if let Err(e) = self.dim(Dimension::Patient) {
+            warn!(error = %e, "cannot read gold/dim_patient");
+            return;
+        }
+        let Some(d) = self.dims.get_mut(&Dimension::Patient) else {
+            return;
+        };
+        let current = self.patients.get_or_insert_with(|| CurrentPatients::of(d));
+        for &(row, patient) in patients {
+            let row = row as usize;
+            if !all_new {
+                let (source, partition, offset) = columns.position(row);
+                let r = spans
+                    .iter()
+                    .zip(&recorded)
+                    .find(|(s, _)| s.partition == partition && &*s.source == source)
+                    .map_or(i64::MIN, |(_, r)| *r);
+                if offset <= r {
+                    continue;
+                }
+            }
+            let stated = columns.stated(row);
+            if !current.changes(patient, &stated) {
+                continue;
+            }
+            let (gender, age, insurance, at) = columns.version(row);
+            d.apply(crate::dims::patient_version(
+                &crate::model::patient_ref(patient),
+                gender,
+                age,
+                insurance,
+                at,
+            ));
+            current.applied(patient, &stated);
+        }
+        for (s, r) in spans.iter().zip(recorded) {
+            if s.last > r {
+                let high = self
+                    .dim_positions
+                    .entry((s.source.clone(), s.partition))
+                    .or_insert(s.last);
+                *high = (*high).max(s.last);
+            }
         }
     }
 
@@ -432,7 +533,11 @@ impl LakeWriter {
         let batch = dims::batch(scd).map_err(|e| err(table, e))?;
         let rows = batch.num_rows() as u64;
         let txns = match d {
-            Dimension::Patient => transactions(self.dim_positions.iter()),
+            Dimension::Patient => self
+                .dim_positions
+                .iter()
+                .map(|((s, p), v)| (s.clone(), *p, *v))
+                .collect(),
             Dimension::Department => Vec::new(),
         };
         let properties = commit_properties(&txns);
@@ -481,26 +586,23 @@ impl LakeWriter {
         Ok(())
     }
 
-    /// Whether the table does not hold this position yet.
-    fn is_new(&mut self, table: Table, p: &tables::RowPosition) -> bool {
-        let key = (table, p.source.clone(), p.partition);
-        let recorded = match self.committed.get(&key) {
-            Some(v) => *v,
-            None => {
-                let v = match self.recorded_version(table, &p.source, p.partition) {
-                    Ok(v) => v.unwrap_or(i64::MIN),
-                    Err(e) => {
-                        // Without the table's record every row is written; a duplicate then
-                        // is possible only if the lake was unreadable here but not before.
-                        warn!(error = %e, "cannot read the lake's transaction record");
-                        i64::MIN
-                    }
-                };
-                self.committed.insert(key, v);
-                v
+    /// The highest offset of this source partition that the table holds (i64::MIN for none).
+    fn recorded(&mut self, table: Table, source: &Arc<str>, partition: i32) -> i64 {
+        let key = (table, source.clone(), partition);
+        if let Some(v) = self.committed.get(&key) {
+            return *v;
+        }
+        let v = match self.recorded_version(table, source, partition) {
+            Ok(v) => v.unwrap_or(i64::MIN),
+            Err(e) => {
+                // Without the table's record every row is written; a duplicate then
+                // is possible only if the lake was unreadable here but not before.
+                warn!(error = %e, "cannot read the lake's transaction record");
+                i64::MIN
             }
         };
-        p.offset > recorded
+        self.committed.insert(key, v);
+        v
     }
 
     fn recorded_version(
@@ -550,58 +652,24 @@ impl LakeWriter {
     /// Commits every buffered row, one Delta version per table; on failure the rows stay
     /// buffered for the next try.
     fn commit(&mut self) -> Result<(), LakeWriteError> {
-        if !self.bronze.is_empty() {
-            for r in &mut self.bronze {
-                if r.event_time.is_none() {
-                    r.event_time = event_time_of(&r.payload);
-                }
-            }
-            let batch = tables::bronze_batch(&self.bronze).map_err(|e| err(Table::Bronze, e))?;
-            let positions = self.bronze.iter().map(|r| &r.position);
-            let txns = transactions(positions);
-            self.write(Table::Bronze, batch, &txns)?;
-            self.bronze.clear();
-        }
-        if !self.silver.is_empty() {
-            // The facts first: a crash between the two commits leaves Silver behind, and the
-            // replay writes Silver while the facts' own record skips what they hold.
-            // Each buffered row says whether Silver and the facts still need it.
-            let needed = |pick: fn(&(SilverRow, bool, bool)) -> bool| -> Vec<&SilverRow> {
-                self.silver
-                    .iter()
-                    .filter(|r| pick(r))
-                    .map(|(r, _, _)| r)
-                    .collect()
+        // The facts before Silver: a crash between the two commits leaves Silver behind, and
+        // the replay writes Silver while the facts' own record skips what they hold.
+        for table in [Table::Bronze, Table::FactPatientFlow, Table::Silver] {
+            let Some(pending) = self.pending.get(&table) else {
+                continue;
             };
-            let facts = needed(|(_, _, to_facts)| *to_facts);
-            let flow = if facts.is_empty() {
-                None
-            } else {
-                let batch =
-                    tables::flow_batch(&facts).map_err(|e| err(Table::FactPatientFlow, e))?;
-                Some((batch, transactions(facts.iter().map(|r| &r.position))))
-            };
-            let rows = needed(|(_, to_silver, _)| *to_silver);
-            let clean = if rows.is_empty() {
-                None
-            } else {
-                let batch = tables::silver_batch(&rows).map_err(|e| err(Table::Silver, e))?;
-                Some((batch, transactions(rows.iter().map(|r| &r.position))))
-            };
-            if let Some((batch, txns)) = flow {
-                self.write(Table::FactPatientFlow, batch, &txns)?;
-                for (_, _, to_facts) in &mut self.silver {
-                    *to_facts = false;
-                }
-            }
-            if let Some((batch, txns)) = clean {
-                self.write(Table::Silver, batch, &txns)?;
-            }
-            self.silver.clear();
+            let batches = pending.batches.clone();
+            let txns: Vec<(Arc<str>, i32, i64)> = pending
+                .high
+                .iter()
+                .map(|((s, p), v)| (s.clone(), *p, *v))
+                .collect();
+            self.write(table, batches, &txns)?;
+            self.pending.remove(&table);
         }
         if !self.kpis.is_empty() {
             let batch = tables::kpi_batch(&self.kpis).map_err(|e| err(Table::KpiSnapshots, e))?;
-            self.write(Table::KpiSnapshots, batch, &[])?;
+            self.write(Table::KpiSnapshots, vec![batch], &[])?;
             self.kpis.clear();
         }
         self.write_dimension(Dimension::Patient)?;
@@ -616,7 +684,7 @@ impl LakeWriter {
     fn write(
         &mut self,
         table: Table,
-        batch: RecordBatch,
+        batches: Vec<RecordBatch>,
         txns: &[(Arc<str>, i32, i64)],
     ) -> Result<(), LakeWriteError> {
         if table.positioned() {
@@ -631,7 +699,7 @@ impl LakeWriter {
                 }
             }
         }
-        let rows = batch.num_rows() as u64;
+        let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
         let properties = commit_properties(txns);
         self.table(table)?;
         let runtime = &self.runtime;
@@ -641,7 +709,9 @@ impl LakeWriter {
                 .map_err(|e| err(table, e))?
                 .with_writer_properties(file_properties())
                 .with_commit_properties(properties);
-            writer.write(batch).await.map_err(|e| err(table, e))?;
+            for batch in batches {
+                writer.write(batch).await.map_err(|e| err(table, e))?;
+            }
             writer.flush_and_commit(t).await.map_err(|e| err(table, e))
         })?;
         for (s, p, v) in txns {
@@ -695,27 +765,11 @@ fn err(table: Table, e: impl std::fmt::Display) -> LakeWriteError {
     }
 }
 
-/// The highest offset per (source, partition) among these positions.
-fn transactions<'a>(
-    positions: impl Iterator<Item = &'a tables::RowPosition>,
-) -> Vec<(Arc<str>, i32, i64)> {
-    let mut high: BTreeMap<(Arc<str>, i32), i64> = BTreeMap::new();
-    for p in positions {
-        let e = high
-            .entry((p.source.clone(), p.partition))
-            .or_insert(p.offset);
-        *e = (*e).max(p.offset);
-    }
-    high.into_iter().map(|((s, p), v)| (s, p, v)).collect()
-}
-
-/// The event time of a payload that Silver did not turn into a record (a duplicate or a
-/// dead letter), when it has one, for its partition.
-fn event_time_of(payload: &[u8]) -> Option<i64> {
-    #[derive(serde::Deserialize)]
-    struct Probe {
-        event_timestamp: Option<String>,
-    }
-    let probe: Probe = serde_json::from_slice(payload).ok()?;
-    crate::model::parse_time(probe.event_timestamp.as_deref()?).map(|t| t.timestamp_micros())
+/// Rows of Bronze, Silver or the facts that wait for their table's next commit.
+#[derive(Debug, Default)]
+struct Pending {
+    batches: Vec<RecordBatch>,
+    rows: usize,
+    /// The highest offset per (source, partition) among them: the commit's `txn` versions.
+    high: BTreeMap<(Arc<str>, i32), i64>,
 }

@@ -18,8 +18,8 @@ use super::{DataflowError, PipelineConfig, PipelineError, RunSummary, Until};
 use crate::checkpoint::{Coordinator, IngestStages, IngestState};
 use crate::decode::Decoder;
 use crate::gold::{FactBuilder, GoldBatch, Micros};
-use crate::lake::tables::{BronzeRow, RowPosition, SilverRow};
-use crate::lake::writer::{LakeHandle, LakeMessage};
+use crate::lake::tables::{EpochColumns, RowPosition};
+use crate::lake::writer::{LakeHandle, LakeMessage, LakeWriteError};
 use crate::lake::Lake;
 use crate::metrics::Metrics;
 use crate::model::Pseudonymiser;
@@ -190,8 +190,8 @@ struct EpochWork {
     /// Facts, one batch per worker.
     batches: Vec<GoldBatch>,
     for_rules: Vec<PatientRecord>,
-    bronze: Vec<BronzeRow>,
-    silver: Vec<SilverRow>,
+    /// The lake's rows, when the lake is written.
+    lake: Option<Box<EpochColumns>>,
     dead: u64,
     duplicates: u64,
     quarantined: u64,
@@ -205,8 +205,7 @@ impl EpochWork {
         EpochWork {
             batches: vec![GoldBatch::default(); workers],
             for_rules: Vec::new(),
-            bronze: Vec::new(),
-            silver: Vec::new(),
+            lake: None,
             dead: 0,
             duplicates: 0,
             quarantined: 0,
@@ -521,15 +520,13 @@ impl<'a> Ingest<'a> {
         self.decoded = decoded;
         if let Some(p) = &row_position {
             // Bronze keeps the payload once, however many records it decodes into.
-            work.bronze.push(BronzeRow {
-                position: p.clone(),
-                payload: payload.to_vec(),
-                ingested_at,
-                event_time: outcomes.iter().find_map(|o| match o {
-                    Outcome::Record(r) => Some(r.event.event_timestamp.timestamp_micros()),
-                    _ => None,
-                }),
+            let event_time = outcomes.iter().find_map(|o| match o {
+                Outcome::Record(r) => Some(r.event.event_timestamp.timestamp_micros()),
+                _ => None,
             });
+            work.lake
+                .get_or_insert_with(Box::default)
+                .payload(p, payload, ingested_at, event_time);
         }
         for outcome in outcomes.drain(..) {
             match outcome {
@@ -601,23 +598,14 @@ impl<'a> Ingest<'a> {
             to_rules_too =
                 self.downstream.to_rules.is_some() && !record.kind.is_some_and(|k| k.is_cancel());
         }
-        // The record goes to the lake and the rules: copied only when both take it.
-        match (row_position.cloned(), patient_key) {
-            (Some(position), Some(patient)) if to_rules_too => {
-                work.for_rules.push((patient, record.clone()));
-                work.silver.push(SilverRow {
-                    position,
-                    record,
-                    patient: patient_key,
-                });
-            }
-            (Some(position), _) => work.silver.push(SilverRow {
-                position,
-                record,
-                patient: patient_key,
-            }),
-            (None, Some(patient)) if to_rules_too => work.for_rules.push((patient, record)),
-            (None, _) => {}
+        // The lake takes the record into its columns; the rules take the record itself.
+        if let Some(position) = row_position {
+            work.lake
+                .get_or_insert_with(Box::default)
+                .record(&record, patient_key, position);
+        }
+        if let (Some(patient), true) = (patient_key, to_rules_too) {
+            work.for_rules.push((patient, record));
         }
         Ok(())
     }
@@ -659,11 +647,14 @@ impl<'a> Ingest<'a> {
         events: u64,
     ) -> Result<(), PipelineError> {
         let number = self.summary.epochs;
-        if let (Some(l), false) = (self.downstream.lake, work.bronze.is_empty()) {
+        if let (Some(l), Some(rows)) = (self.downstream.lake, work.lake) {
+            let rows = (*rows).finish().map_err(|e| LakeWriteError::Table {
+                table: "bronze/events",
+                message: e.to_string(),
+            })?;
             l.send(LakeMessage::Events {
                 epoch: number,
-                bronze: work.bronze,
-                silver: work.silver,
+                rows: Box::new(rows),
             })?;
         }
         let snapshot = self.checkpoints.as_ref().is_some_and(Coordinator::due);
