@@ -219,10 +219,21 @@ sts = doc("k8s/statefulset.yaml")
 pod = sts.get("spec", {}).get("template", {}).get("spec", {})
 containers = pod.get("containers", [])
 container = containers[0] if containers else {}
-wrapper = "\n".join(container.get("args", []))
-check_flags(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", wrapper), run_flags, "k8s/statefulset.yaml")
-if "exec cds" not in wrapper:
-    fail("k8s/statefulset.yaml: the start script must `exec cds` (the engine as process 1 gets the stop signal)")
+sts_args = container.get("args", [])
+if container.get("command") or sts_args[:1] != ["run"]:
+    fail("k8s/statefulset.yaml: the container must run the image's `cds` with args starting `run`, "
+         "no start script (the engine as process 1 gets the stop signal)")
+check_flags(sts_args[1:], run_flags, "k8s/statefulset.yaml args")
+# Settings come from CDS_ variables: each names a flag of `cds run` (docs/configuration.md), except
+# the variables that are not options and the tokens file's older name.
+NOT_OPTIONS = {"CDS_PSEUDONYM_KEY", "CDS_LOG", "CDS_OPS_WEBHOOK", "CDS_CONFIG"}
+OLDER_NAMES = {"CDS_TOKENS_FILE": "--tokens"}
+sts_env = {e["name"]: e for e in container.get("env", [])}
+for name in sts_env:
+    if not name.startswith("CDS_") or name in NOT_OPTIONS:
+        continue
+    flag = OLDER_NAMES.get(name, "--" + name[4:].lower().replace("_", "-"))
+    check_flags([flag], run_flags, f"k8s/statefulset.yaml env {name}")
 
 
 # --- 4. The Dockerfile builds what CI builds, from paths that exist -----------------------------
@@ -399,8 +410,8 @@ for f in sorted((RULES_DIR / "lib").glob("*.rhai")):
     if f"lib/{f.name}" not in lib_items:
         fail(f"k8s/statefulset.yaml: rule module cds-rules/lib/{f.name} is not projected into the rules volume")
 rules_mount = next((m["mountPath"] for m in container.get("volumeMounts", []) if m["name"] == "rules"), None)
-if rules_mount and f"--rules {rules_mount}" not in wrapper:
-    fail(f"k8s/statefulset.yaml: the engine's --rules is not the rules volume's mount path {rules_mount}")
+if rules_mount and env.get("CDS_RULES", {}).get("value") != rules_mount:
+    fail(f"k8s/statefulset.yaml: the engine's CDS_RULES is not the rules volume's mount path {rules_mount}")
 
 # The cluster: replicas, the hosts file, the headless Service and the ports agree.
 replicas = sts.get("spec", {}).get("replicas")
@@ -418,16 +429,29 @@ if not headless or headless["spec"].get("clusterIP") != "None":
 elif not headless["spec"].get("publishNotReadyAddresses"):
     fail("k8s: the headless Service must publish not-ready addresses (peers connect before readiness)")
 container_ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
-host_line = re.search(r'"cds-\$\{i\}\.([a-z0-9-]+)\.\$\{POD_NAMESPACE\}\.svc\.cluster\.local:(\d+)"', wrapper)
-if not host_line:
-    fail("k8s/statefulset.yaml: the start script does not write hosts lines cds-I.SERVICE.NAMESPACE.svc.cluster.local:PORT")
+# The hosts file: CDS_HOSTS names a key of a ConfigMap volume whose line I is pod cds-I of the
+# headless Service on the timely port; as many lines as replicas. CDS_PROCESS is the pod's index.
+hosts_path = env.get("CDS_HOSTS", {}).get("value", "")
+hosts_text = None
+for m in container.get("volumeMounts", []):
+    prefix = m["mountPath"].rstrip("/") + "/"
+    v = volumes.get(m["name"], {})
+    if hosts_path.startswith(prefix) and "configMap" in v:
+        inside = hosts_path[len(prefix):]
+        key = next((it["key"] for it in v["configMap"].get("items", []) if it["path"] == inside), inside)
+        cm = next((d for _, d in k8s_docs if d.get("kind") == "ConfigMap"
+                   and d["metadata"]["name"] == v["configMap"]["name"]), {})
+        hosts_text = (cm.get("data") or {}).get(key)
+if hosts_text is None:
+    fail(f"k8s/statefulset.yaml: CDS_HOSTS {hosts_path!r} is not a key of a mounted ConfigMap")
 else:
-    if host_line.group(1) != svc_name:
-        fail(f"k8s/statefulset.yaml: hosts lines name Service {host_line.group(1)}, not {svc_name}")
-    if int(host_line.group(2)) != container_ports.get("timely"):
-        fail(f"k8s/statefulset.yaml: hosts lines use port {host_line.group(2)}, the container's timely port is {container_ports.get('timely')}")
-if sts.get("metadata", {}).get("name") != "cds" or not wrapper.count('"cds-${i}'):
-    fail("k8s/statefulset.yaml: pod names (cds-I) and hosts lines disagree")
+    want = [f"{sts['metadata']['name']}-{i}.{svc_name}.{namespace}.svc.cluster.local:{container_ports.get('timely')}"
+            for i in range(int(replicas or 0))]
+    if hosts_text.split() != want:
+        fail(f"k8s: the hosts file {hosts_path} is not {want} (pods cds-I of Service {svc_name}, the timely port, one per replica)")
+process_ref = env.get("CDS_PROCESS", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+if process_ref != "metadata.labels['apps.kubernetes.io/pod-index']":
+    fail("k8s/statefulset.yaml: CDS_PROCESS must be the pod's index (fieldRef metadata.labels['apps.kubernetes.io/pod-index'])")
 for name, s in services_k8s.items():
     sel = s["spec"].get("selector", {})
     if any(pod_labels.get(k) != v for k, v in sel.items()):
@@ -441,8 +465,8 @@ for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
     want = "/readyz" if probe == "readinessProbe" else "/healthz"
     if path != want:
         fail(f"k8s/statefulset.yaml: {probe} must ask {want}, not {path}")
-if "--http 0.0.0.0:8080" not in wrapper or container_ports.get("http") != 8080:
-    fail("k8s/statefulset.yaml: the engine's --http and the container's http port disagree")
+if env.get("CDS_HTTP", {}).get("value") != "0.0.0.0:8080" or container_ports.get("http") != 8080:
+    fail("k8s/statefulset.yaml: the engine's CDS_HTTP and the container's http port disagree")
 if user and str(pod.get("securityContext", {}).get("runAsUser")) != user.group(1):
     fail("k8s/statefulset.yaml: runAsUser differs from the image's USER")
 for r in ("requests", "limits"):

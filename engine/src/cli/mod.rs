@@ -5,9 +5,11 @@ mod config;
 mod export;
 mod ingest;
 mod lake;
+mod properties;
 mod rules;
 mod run;
 mod serve;
+mod settings;
 mod simulate;
 mod status;
 
@@ -15,7 +17,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::Subcommand;
 
 use crate::model::Network;
 
@@ -46,6 +48,7 @@ enum LogFormat {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the engine: source -> Silver -> Gold -> sink, with the HTTP endpoints.
+    #[command(after_help = SETTINGS_HELP)]
     Run(Box<run::RunArgs>),
     /// Generate simulated hospital events (JSON lines on stdout by default).
     Simulate(simulate::SimulateArgs),
@@ -59,11 +62,18 @@ enum Command {
     /// Rebuild every piece of state and every output from the lake's Bronze table: the
     /// options of `cds run`, with the source set to Bronze (of `--lake`, default
     /// `DATA_DIR/lake`), no checkpoint, and a stop at its end.
+    #[command(after_help = SETTINGS_HELP)]
     Replay(ReplayArgs),
     /// Maintain the lake's Delta tables.
     #[command(subcommand)]
     Lake(lake::LakeCommand),
 }
+
+/// How `cds run --help` tells of the other ways to give its options.
+const SETTINGS_HELP: &str = "Every option also comes from a CDS_ variable named after it \
+(--checkpoint-interval: CDS_CHECKPOINT_INTERVAL; --tokens: CDS_TOKENS_FILE) and from the \
+--config file (checkpoint-interval = 5). A flag wins over its variable, the variable over \
+the file, the file over the default. See docs/configuration.md.";
 
 #[derive(Debug, clap::Args)]
 struct ReplayArgs {
@@ -76,7 +86,14 @@ struct ReplayArgs {
 
 /// Parses the command line, runs the command, and maps errors to a message and exit code 1.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match settings::parse(std::env::args_os(), &|name| std::env::var_os(name)) {
+        Ok(cli) => cli,
+        Err(settings::Refused::Clap(e)) => e.exit(),
+        Err(settings::Refused::Settings(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     init_logging(cli.log_format);
     crate::support::fault::exit_on_panic();
     crate::support::private::restrict_new_files();

@@ -15,11 +15,11 @@ use super::config::{
     cluster, default_lake, HttpConfig, RulePack, RunConfig, Switch, TlsFiles, DEFAULT_BATCH_SIZE,
     DEFAULT_RULES, DEFAULT_STALL_AFTER_SECS,
 };
+use super::properties;
 use super::serve::{self, Shared};
 use super::simulate::SimulatorArgs;
 use super::status;
 use crate::decode::Format;
-use crate::http::auth::TOKENS_FILE_ENV;
 use crate::http::HttpLimits;
 use crate::lake::writer::LakeConfig;
 use crate::metrics::Metrics;
@@ -33,6 +33,11 @@ use crate::support::lock::{EngineLock, LockError};
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
+    /// Settings file (TOML): any option of `cds run` as a key without `--`, e.g.
+    /// `checkpoint-interval = 5`; default CDS_CONFIG. A flag wins over its CDS_… variable,
+    /// the variable over the file.
+    #[arg(long, value_name = "FILE")]
+    pub(super) config: Option<PathBuf>,
     /// `simulator`, `file:PATH` (JSON lines; `file:-` for stdin), `kafka://HOST:PORT/TOPIC`,
     /// `mllp://HOST:PORT` (an HL7 v2 listener) or `bronze:LAKE` (a lake's Bronze table, as
     /// `cds replay --from-bronze` reads it).
@@ -134,6 +139,10 @@ pub struct RunArgs {
     /// Extra librdkafka setting for the Kafka source (repeatable), e.g. `fetch.min.bytes=1`.
     #[arg(long = "kafka-config", value_name = "KEY=VALUE", value_parser = parse_setting)]
     kafka_config: Vec<(String, String)>,
+    /// Kafka client settings from a properties file (`key=value` lines, `#` comments), e.g. a
+    /// mounted secret with the SASL settings; `--kafka-config` wins for the same key.
+    #[arg(long, value_name = "FILE")]
+    kafka_config_file: Option<PathBuf>,
     /// Dead-letter topic for malformed messages (default `<topic>.deadletter`).
     #[arg(long, value_name = "TOPIC")]
     deadletter_topic: Option<String>,
@@ -229,6 +238,11 @@ impl RunArgs {
             anyhow::bail!("--workers and --batch-size must be at least 1");
         }
         let rules_threads = rules_threads(&self.rules_threads)?;
+        // clap checks this pair on the command line only; either may come from the settings.
+        anyhow::ensure!(
+            self.tls_cert.is_some() == self.tls_key.is_some(),
+            "--tls-cert and --tls-key go together"
+        );
         anyhow::ensure!(
             self.stall_after.is_finite() && self.stall_after > 0.0,
             "--stall-after must be a positive number of seconds"
@@ -276,6 +290,10 @@ impl RunArgs {
         until: Until,
     ) -> anyhow::Result<SourceSettings> {
         let format: Format = self.format.parse().map_err(anyhow::Error::msg)?;
+        let from_file = match &self.kafka_config_file {
+            Some(file) => properties::read(file)?,
+            None => Vec::new(),
+        };
         let simulator = match source {
             SourceConfig::Simulator => {
                 let mut config = self.sim.config()?;
@@ -296,7 +314,7 @@ impl RunArgs {
             mllp_log_dir: self.data_dir.join("mllp"),
             kafka: KafkaSettings {
                 group: self.group.clone(),
-                settings: self.kafka_config.clone(),
+                settings: properties::merge(from_file, &self.kafka_config),
                 deadletter_topic: self.deadletter_topic.clone(),
                 eventhub_connection_string_env: self.eventhub_connection_string_env.clone(),
                 share: PartitionShare {
@@ -332,10 +350,7 @@ impl RunArgs {
         };
         Ok(HttpConfig {
             address,
-            tokens: self
-                .tokens
-                .clone()
-                .or_else(|| std::env::var_os(TOKENS_FILE_ENV).map(PathBuf::from)),
+            tokens: self.tokens.clone(),
             limits,
             tls,
         })
