@@ -38,8 +38,8 @@ FIRST_SAMPLE_METRICS = {
     "cds_cosmos_retries_total",
     "cds_cosmos_dead_lettered_total",
     "cds_alert_acks_total",
-    "cds_rule_accept_rate",
-    "cds_rule_override_rate",
+    "cds_rule_accept_ratio",
+    "cds_rule_override_ratio",
 }
 # The rule pack ConfigMaps are made with kubectl from cds-rules/ (deploy/README.md), not kept
 # as manifests: the keys are the files that `kubectl create configmap --from-file=DIR` takes.
@@ -109,7 +109,7 @@ used = {}  # metric name -> where
 
 
 def collect(expr, where):
-    for name in re.findall(r"\bcds_[a-z0-9_]+\b", expr):
+    for name in re.findall(r"\b(?:cds|process)_[a-z0-9_]+\b", expr):
         used.setdefault(name, set()).add(where)
 
 

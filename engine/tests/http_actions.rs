@@ -144,8 +144,8 @@ fn clinicians_act_on_alerts_and_the_ehr_sees_active_ones() {
         )),
         "acks counted per rule"
     );
-    assert!(metrics.contains("cds_rule_override_rate{rule="));
-    assert!(metrics.contains("cds_rule_accept_rate{rule="));
+    assert!(metrics.contains("cds_rule_override_ratio{rule="));
+    assert!(metrics.contains("cds_rule_accept_ratio{rule="));
 
     // CDS Hooks: discovery, then the active alerts of one patient as cards.
     let (s, body) = get(&engine, "/cds-services", Some("tok-admin"));

@@ -212,6 +212,10 @@ impl Coordinator {
         self.metrics.checkpoint.checkpoints_written.inc();
         self.metrics.checkpoint.checkpoint_bytes.set(bytes as i64);
         self.metrics.checkpoint.checkpoint_age_seconds.set(0);
+        self.metrics
+            .checkpoint
+            .last_success_timestamp_seconds
+            .set(crate::support::unix_seconds());
         tracing::debug!(epoch = p.epoch, bytes, "checkpoint written");
         Ok(())
     }
@@ -308,6 +312,8 @@ mod tests {
             "counted alike"
         );
         assert_eq!(metrics.checkpoint.checkpoint_age_seconds.get(), 0);
+        let written_at = metrics.checkpoint.last_success_timestamp_seconds.get();
+        assert!((crate::support::unix_seconds() - written_at).abs() <= 5, "{written_at}");
         assert!(metrics.checkpoint.checkpoint_bytes.get() > 0);
         let store = CheckpointStore::in_data_dir(&dir);
         assert_eq!(store.list().len(), 2);

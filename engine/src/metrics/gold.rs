@@ -48,7 +48,7 @@ impl GoldMetrics {
             occupied_beds: gauge(r, "cds_occupied_beds", "Patients located in the network"),
             watermark_seconds: gauge(
                 r,
-                "cds_event_time_watermark_seconds",
+                "cds_event_time_watermark_timestamp_seconds",
                 "Latest event time seen in Gold",
             ),
             epochs_completed: counter(

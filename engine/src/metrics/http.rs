@@ -24,11 +24,11 @@ impl HttpMetrics {
             g
         };
         let rule_accept_rate = rate(
-            "cds_rule_accept_rate",
+            "cds_rule_accept_ratio",
             "Share of a rule's acted-on alerts that clinicians accepted",
         );
         let rule_override_rate = rate(
-            "cds_rule_override_rate",
+            "cds_rule_override_ratio",
             "Share of a rule's acted-on alerts that clinicians overrode",
         );
         HttpMetrics {

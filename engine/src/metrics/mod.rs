@@ -2,6 +2,10 @@
 //!
 //! Stages hold an `Arc<Metrics>` and add per batch (not per event) where they can, so the
 //! counters cost nothing measurable on the hot path. `/metrics` renders the registry.
+//!
+//! Names follow Prometheus' conventions: a Unix time ends in `_timestamp_seconds`, a share in
+//! `_ratio`, a counter in `_total`; `cds_build_info` carries the version as a label, and the
+//! standard `process_*` metrics (CPU, memory, open files, start time) come with it on Linux.
 
 mod checkpoint;
 mod gold;
@@ -13,7 +17,9 @@ mod silver;
 mod sink;
 mod source;
 
-use prometheus::{Encoder, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 
 pub use checkpoint::CheckpointMetrics;
 pub use gold::GoldMetrics;
@@ -66,6 +72,17 @@ pub(super) fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     g
 }
 
+/// `cds_build_info{version} 1`: which build runs, for joins in queries and dashboards.
+fn register_build_info(r: &Registry) {
+    let info = IntGaugeVec::new(
+        Opts::new("cds_build_info", "The engine's build; always 1"),
+        &["version"],
+    )
+    .unwrap_or_else(|e| unreachable!("cds_build_info: {e}"));
+    info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+    let _ = r.register(Box::new(info));
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -75,6 +92,13 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let r = Registry::new();
+        register_build_info(&r);
+        #[cfg(target_os = "linux")]
+        {
+            let _ = r.register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ));
+        }
         Metrics {
             source: SourceMetrics::new(&r),
             silver: SilverMetrics::new(&r),

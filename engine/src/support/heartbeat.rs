@@ -98,7 +98,7 @@ impl StageHealth {
     /// sink retry with backoff), far below what an operator would tolerate.
     pub const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(30);
 
-    /// Registers `cds_stage_busy{stage}` and `cds_stage_last_progress_seconds{stage}`.
+    /// Registers `cds_stage_busy{stage}` and `cds_stage_last_progress_timestamp_seconds{stage}`.
     pub fn new(registry: &Registry) -> Arc<Self> {
         let vec = |name: &str, help: &str| {
             let v = IntGaugeVec::new(Opts::new(name, help), &["stage"])
@@ -111,7 +111,7 @@ impl StageHealth {
             "Threads of a pipeline stage working on input now",
         );
         let progress = vec(
-            "cds_stage_last_progress_seconds",
+            "cds_stage_last_progress_timestamp_seconds",
             "Unix time of a pipeline stage's last progress",
         );
         let now = unix_seconds();
@@ -182,7 +182,8 @@ impl StageHealth {
     }
 }
 
-fn unix_seconds() -> i64 {
+/// Now, in whole seconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn unix_seconds() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))

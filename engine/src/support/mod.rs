@@ -10,4 +10,4 @@ pub(crate) mod lock;
 pub mod private;
 
 pub use backoff::Backoff;
-pub use heartbeat::{Stage, StageHealth};
+pub use heartbeat::{unix_seconds, Stage, StageHealth};
