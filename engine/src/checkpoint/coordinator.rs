@@ -313,7 +313,10 @@ mod tests {
         );
         assert_eq!(metrics.checkpoint.checkpoint_age_seconds.get(), 0);
         let written_at = metrics.checkpoint.last_success_timestamp_seconds.get();
-        assert!((crate::support::unix_seconds() - written_at).abs() <= 5, "{written_at}");
+        assert!(
+            (crate::support::unix_seconds() - written_at).abs() <= 5,
+            "{written_at}"
+        );
         assert!(metrics.checkpoint.checkpoint_bytes.get() > 0);
         let store = CheckpointStore::in_data_dir(&dir);
         assert_eq!(store.list().len(), 2);

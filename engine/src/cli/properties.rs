@@ -59,10 +59,7 @@ pub fn parse(text: &str, file: &Path) -> Result<Vec<(String, String)>, Propertie
 
 /// The file's settings overridden by the flag's (`--kafka-config KEY=VALUE`), each key once,
 /// in the order first seen.
-pub fn merge(
-    file: Vec<(String, String)>,
-    flags: &[(String, String)],
-) -> Vec<(String, String)> {
+pub fn merge(file: Vec<(String, String)>, flags: &[(String, String)]) -> Vec<(String, String)> {
     let mut merged: Vec<(String, String)> = Vec::new();
     for (key, value) in file.into_iter().chain(flags.iter().cloned()) {
         match merged.iter_mut().find(|(k, _)| *k == key) {
@@ -125,6 +122,9 @@ mod tests {
             pairs(&[("a", "file"), ("b", "file")]),
             &pairs(&[("b", "flag"), ("c", "flag")]),
         );
-        assert_eq!(merged, pairs(&[("a", "file"), ("b", "flag"), ("c", "flag")]));
+        assert_eq!(
+            merged,
+            pairs(&[("a", "file"), ("b", "flag"), ("c", "flag")])
+        );
     }
 }

@@ -162,7 +162,11 @@ fn layered(
         })
         .unwrap_or_default();
     if let Some(file) = file {
-        let known: Vec<&str> = global.iter().chain(&run).filter_map(Arg::get_long).collect();
+        let known: Vec<&str> = global
+            .iter()
+            .chain(&run)
+            .filter_map(Arg::get_long)
+            .collect();
         if let Some(key) = file.values.keys().find(|k| !known.contains(&k.as_str())) {
             let kebab = key.replace('_', "-");
             let hint = if known.contains(&kebab.as_str()) {
@@ -440,7 +444,11 @@ mod tests {
 
     #[test]
     fn an_unknown_key_is_refused_with_its_name_and_the_file() {
-        let e = refused(run(&[], &[], Some("source = \"simulator\"\nbogus-key = 1\n")));
+        let e = refused(run(
+            &[],
+            &[],
+            Some("source = \"simulator\"\nbogus-key = 1\n"),
+        ));
         assert!(e.contains("unknown key `bogus-key`"), "{e}");
         assert!(e.contains("cds.toml"), "{e}");
         let e = refused(run(&[], &[], Some("checkpoint_interval = 1\n")));
@@ -457,7 +465,10 @@ mod tests {
         let e = refused(run(&[], &[], Some("workers = [1, 2]\n")));
         assert!(e.contains("takes one value"), "{e}");
         let e = refused(run(&[], &[], Some("until-end = \"maybe\"\n")));
-        assert!(e.contains("`until-end` in") && e.contains("true or false"), "{e}");
+        assert!(
+            e.contains("`until-end` in") && e.contains("true or false"),
+            "{e}"
+        );
         let e = refused(run(&[], &[("CDS_KAFKA_CONFIG", "sasl.password")], None));
         assert_eq!(e, "CDS_KAFKA_CONFIG: not a valid value for --kafka-config");
         let e = refused(run(&[], &[], Some("source = [\n")));

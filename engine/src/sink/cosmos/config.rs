@@ -55,6 +55,12 @@ pub struct CosmosConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EntraCredential {
+    /// The first that gives a token of: the workload identity (when AKS provides one, i.e.
+    /// `AZURE_FEDERATED_TOKEN_FILE` is set), the managed identity, developer credentials.
+    Auto,
+    /// The pod's AKS workload identity: `AZURE_FEDERATED_TOKEN_FILE`, `AZURE_CLIENT_ID` and
+    /// `AZURE_TENANT_ID`, which the workload identity webhook sets.
+    WorkloadIdentity,
     /// The managed identity of the Azure resource the engine runs on (system-assigned, or the
     /// user-assigned one whose client id is in `AZURE_CLIENT_ID`): production.
     ManagedIdentity,
@@ -65,6 +71,8 @@ pub enum EntraCredential {
 impl EntraCredential {
     fn parse(s: &str) -> Option<Self> {
         match s.trim().to_ascii_lowercase().replace('-', "_").as_str() {
+            "auto" => Some(EntraCredential::Auto),
+            "workload_identity" => Some(EntraCredential::WorkloadIdentity),
             "managed_identity" => Some(EntraCredential::ManagedIdentity),
             "developer" => Some(EntraCredential::Developer),
             _ => None,
@@ -115,7 +123,7 @@ impl Default for CosmosConfig {
         CosmosConfig {
             endpoint: String::new(),
             key: None,
-            credential: EntraCredential::ManagedIdentity,
+            credential: EntraCredential::Auto,
             database: DEFAULT_DATABASE.to_owned(),
             flush_interval_ms: 250,
             max_in_flight: 32,
@@ -171,7 +179,7 @@ impl CosmosConfig {
         if let Ok(c) = std::env::var("COSMOS_CREDENTIAL") {
             config.credential = EntraCredential::parse(&c).ok_or_else(|| {
                 CosmosConfigError::Invalid(format!(
-                    "COSMOS_CREDENTIAL must be managed-identity or developer, got {c:?}"
+                    "COSMOS_CREDENTIAL must be auto, workload-identity, managed-identity or developer, got {c:?}"
                 ))
             })?;
         }

@@ -20,6 +20,7 @@
 //! the pipeline goes on.
 
 mod config;
+mod credential;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -486,7 +487,10 @@ async fn connect(
         Some(key) => {
             AccountReference::with_authentication_key(endpoint, Secret::new(key.0.clone()))
         }
-        None => AccountReference::with_credential(endpoint, entra_credential(config.credential)?),
+        None => AccountReference::with_credential(
+            endpoint,
+            credential::entra_credential(config.credential)?,
+        ),
     };
     let mut pool = ConnectionPoolOptions::builder();
     if let Some(http2) = config.http2 {
@@ -541,31 +545,6 @@ async fn connect(
             what: "connecting",
             source,
         })
-}
-
-/// Microsoft Entra ID: the managed identity in Azure, developer credentials elsewhere. The
-/// identity needs a Cosmos DB data-plane role (Built-in Data Contributor) on the account.
-fn entra_credential(
-    which: EntraCredential,
-) -> Result<Arc<dyn azure_core::credentials::TokenCredential>, CosmosSinkError> {
-    let credential: Arc<dyn azure_core::credentials::TokenCredential> = match which {
-        EntraCredential::ManagedIdentity => {
-            let user_assigned_id = std::env::var("AZURE_CLIENT_ID")
-                .ok()
-                .filter(|s| !s.trim().is_empty())
-                .map(azure_identity::UserAssignedId::ClientId);
-            azure_identity::ManagedIdentityCredential::new(Some(
-                azure_identity::ManagedIdentityCredentialOptions {
-                    user_assigned_id,
-                    ..Default::default()
-                },
-            ))
-            .map_err(|e| CosmosSinkError::Credential(e.to_string()))?
-        }
-        EntraCredential::Developer => azure_identity::DeveloperToolsCredential::new(None)
-            .map_err(|e| CosmosSinkError::Credential(e.to_string()))?,
-    };
-    Ok(credential)
 }
 
 /// Gets clients for both containers, creating the database and the containers when missing.
