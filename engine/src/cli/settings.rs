@@ -89,8 +89,9 @@ where
         Command::Replay(replay) => (true, replay.run.config.clone()),
         _ => (false, None),
     };
-    let file = match flag.or_else(|| runs.then(|| set(env, CONFIG_ENV)).flatten()) {
-        Some(path) => Some(ConfigFile::read(&PathBuf::from(path))?),
+    let from_env = || runs.then(|| set(env, CONFIG_ENV)).flatten().map(PathBuf::from);
+    let file = match flag.or_else(from_env) {
+        Some(path) => Some(ConfigFile::read(&path)?),
         None => None,
     };
     let command = layered(Cli::command(), env, file.as_ref())?;

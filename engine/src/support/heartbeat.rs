@@ -183,7 +183,7 @@ impl StageHealth {
 }
 
 /// Now, in whole seconds since the Unix epoch (0 if the clock is before it).
-pub(crate) fn unix_seconds() -> i64 {
+pub fn unix_seconds() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
