@@ -12,7 +12,6 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use clap::builder::{BoolishValueParser, TypedValueParser};
 use clap::{Arg, ArgAction, CommandFactory, FromArgMatches};
 
 use super::{Cli, Command};
@@ -89,7 +88,11 @@ where
         Command::Replay(replay) => (true, replay.run.config.clone()),
         _ => (false, None),
     };
-    let from_env = || runs.then(|| set(env, CONFIG_ENV)).flatten().map(PathBuf::from);
+    let from_env = || {
+        runs.then(|| set(env, CONFIG_ENV))
+            .flatten()
+            .map(PathBuf::from)
+    };
     let file = match flag.or_else(from_env) {
         Some(path) => Some(ConfigFile::read(&path)?),
         None => None,
@@ -312,6 +315,16 @@ fn scalar(value: &toml::Value, origin: &str) -> Result<String, SettingsError> {
     })
 }
 
+/// A switch's value as clap's boolish parser reads it (which needs a built command to report
+/// an error, so it is not called here).
+fn boolish(value: &str) -> Option<bool> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "y" | "on" | "1" => Some(true),
+        "false" | "no" | "n" | "off" | "0" => Some(false),
+        _ => None,
+    }
+}
+
 /// `values` if clap takes them for `arg`; a switch (`--until-end`) takes `true`/`false`
 /// (also `yes`/`no`, `on`/`off`, `1`/`0`).
 fn checked(arg: &Arg, values: Vec<String>, origin: String) -> Result<Vec<String>, SettingsError> {
@@ -324,10 +337,9 @@ fn checked(arg: &Arg, values: Vec<String>, origin: String) -> Result<Vec<String>
         return values
             .iter()
             .map(|v| {
-                BoolishValueParser::new()
-                    .parse_ref(&clap::Command::new("cds"), Some(arg), v.as_ref())
+                boolish(v)
                     .map(|b| b.to_string())
-                    .map_err(|_| refused(format!("--{long} takes true or false")))
+                    .ok_or_else(|| refused(format!("--{long} takes true or false")))
             })
             .collect();
     }
