@@ -44,9 +44,6 @@ pub const RELOAD_INTERVAL: Duration = Duration::from_millis(250);
 /// arriving a little late still cancels a "still admitted after 72 h" alert.
 const DELAYED_LATENESS_SECS: i64 = 3600;
 
-/// How often (in event time) ended suppression windows are forgotten.
-const PRUNE_EVERY_SECS: i64 = 600;
-
 /// Why the rule pack could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
@@ -337,31 +334,12 @@ impl RulesStage {
             // the source happened to batch them (a restart batches differently).
             let watermark = micros(&record.event.event_timestamp) / 1_000_000;
             if watermark > self.watermark {
-                let before = self.watermark;
                 self.watermark = watermark;
                 self.fire_delayed(&mut alerts);
-                self.prune_suppression(before);
             }
         }
         self.report_stats();
         alerts
-    }
-
-    /// Forgets the suppression windows that ended more than the allowed lateness before the
-    /// watermark, each time the watermark crosses a multiple of [`PRUNE_EVERY_SECS`]: without
-    /// it the windows of every patient ever alerted would stay in memory and in checkpoints.
-    /// The moments depend on the watermark alone, so a restarted run prunes where an
-    /// uninterrupted one does; a window pruned could only have suppressed an event more than
-    /// the lateness behind the watermark.
-    fn prune_suppression(&mut self, before: i64) {
-        if before == i64::MIN
-            || before.div_euclid(PRUNE_EVERY_SECS) == self.watermark.div_euclid(PRUNE_EVERY_SECS)
-        {
-            return;
-        }
-        self.pack
-            .suppressor_mut()
-            .prune(self.watermark - DELAYED_LATENESS_SECS);
     }
 
     /// Fires the delayed evokes that came due, for patients still admitted.
@@ -578,30 +556,5 @@ mod tests {
     fn windows_and_dues(stage: &RulesStage) -> (Suppressor, Vec<cds_rules::Due>) {
         let dues = stage.delayed.clone().due(i64::MAX);
         (stage.pack.suppressor().clone(), dues)
-    }
-
-    #[test]
-    fn ended_suppression_windows_are_forgotten_as_event_time_passes() {
-        let records = records(60_000);
-        let start = micros(&records[0].1.event.event_timestamp) / 1_000_000;
-        let mut stage = stage();
-        let alerts = stage.process(&records).len();
-        let span = stage.watermark - start;
-        assert!(
-            span > 4 * (DELAYED_LATENESS_SECS + PRUNE_EVERY_SECS),
-            "the stream spans {span} s of event time"
-        );
-        let open = stage.pack.suppressor().len();
-        let mut long_ended = stage.pack.suppressor().clone();
-        long_ended.prune(stage.watermark - DELAYED_LATENESS_SECS - PRUNE_EVERY_SECS);
-        assert_eq!(
-            long_ended.len(),
-            open,
-            "no window ended long before the watermark is kept"
-        );
-        assert!(
-            0 < open && open < alerts,
-            "{open} windows kept after {alerts} alerts"
-        );
     }
 }
