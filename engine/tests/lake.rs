@@ -11,6 +11,8 @@
 //! - Schema evolution: an attribute that appears in the middle of the stream lands in Bronze
 //!   (the payload) and in Silver's `extra` column; the schema and every reader stay the same.
 //! - Gold holds no patient identifier: only pseudonymous keys.
+//! - Checkpoints in Blob Storage (`--checkpoints az://...`): a run continues from them, with
+//!   nothing of them on the local disk, and ends where an uninterrupted run ends.
 
 mod common;
 
@@ -525,6 +527,103 @@ fn azure_lake_on_the_emulator_is_read_back_by_an_independent_reader() {
         .expect("runtime");
     let lake = read_all(|t| rt.block_on(delta::read_table(store.clone(), &format!("cds/{t}"))));
     check(&lake, &data, lines, evolved);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A container of a unique name on the emulator, created.
+fn emulator_container(prefix: &str) -> String {
+    let container: String = unique(prefix)
+        .to_ascii_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .take(60)
+        .collect();
+    create_container(&azurite(), &container);
+    container
+}
+
+#[test]
+fn checkpoints_in_blob_storage_carry_a_run_on() {
+    let endpoint = azurite();
+    let container = emulator_container("ckpt");
+    let env = [
+        ("AZURE_STORAGE_USE_EMULATOR", "true"),
+        ("AZURITE_BLOB_STORAGE_URL", endpoint.as_str()),
+        ("AZURE_STORAGE_ACCOUNT_NAME", ACCOUNT),
+        ("AZURE_STORAGE_ACCOUNT_KEY", ACCOUNT_KEY),
+    ];
+    let dir = scratch("ckpt-blob");
+    let events = simulate(&["--seed", "37", "--max-events", "4000", "--dirty-rate", "0.03"]);
+    let text = String::from_utf8_lossy(&events).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    let (first, second) = lines.split_at(lines.len() / 2);
+    let file = dir.join("events.jsonl");
+    let location = format!("az://{container}/cds/checkpoints");
+    let run = |data: &Path, checkpoints: Option<&str>| -> u64 {
+        let mut c = cds();
+        // Only the checkpoint of the clean stop: one per run.
+        c.args(["run", "--http", "off", "--rules", "off", "--lake", "off", "--until-end"])
+            .args(["--checkpoint-interval", "3600"])
+            .arg("--source")
+            .arg(format!("file:{}", file.display()))
+            .arg("--data-dir")
+            .arg(data);
+        if let Some(at) = checkpoints {
+            c.args(["--checkpoints", at]);
+        }
+        c.envs(env);
+        let out = ok(c.output().expect("run"), "cds run");
+        common::events_processed(&String::from_utf8_lossy(&out.stdout))
+    };
+
+    // The first half, then the whole file: the second run continues from the checkpoint that
+    // the first left in Blob Storage.
+    let data = dir.join("data");
+    std::fs::write(&file, first.join("\n") + "\n").expect("write");
+    assert_eq!(run(&data, Some(&location)), first.len() as u64);
+    assert!(
+        !data.join("lake/checkpoints").exists(),
+        "the checkpoints went to Blob Storage, not the data directory"
+    );
+    std::fs::write(&file, lines.join("\n") + "\n").expect("write");
+    assert_eq!(
+        run(&data, Some(&location)),
+        second.len() as u64,
+        "continued from the checkpoint: only the second half was read"
+    );
+
+    // What the checkpoints hold, read back with object_store: the newest three.
+    std::env::set_var("AZURITE_BLOB_STORAGE_URL", &endpoint);
+    let store = object_store::azure::MicrosoftAzureBuilder::new()
+        .with_use_emulator(true)
+        .with_container_name(&container)
+        .build()
+        .expect("an Azure store on the emulator");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let names: Vec<String> = rt.block_on(async {
+        use futures_util::TryStreamExt;
+        use object_store::ObjectStore;
+        store
+            .list(Some(&object_store::path::Path::from("cds/checkpoints")))
+            .map_ok(|m| m.location.to_string())
+            .try_collect()
+            .await
+            .expect("listed")
+    });
+    assert_eq!(names.len(), 2, "one checkpoint per run: {names:?}");
+    assert!(names.iter().all(|n| n.starts_with("cds/checkpoints/checkpoint-")));
+
+    // The same events in one uninterrupted run, checkpoints on the local disk.
+    let whole = dir.join("whole");
+    assert_eq!(run(&whole, None), lines.len() as u64);
+    assert_eq!(
+        common::documents(&data, "kpis"),
+        common::documents(&whole, "kpis"),
+        "the continued run ends where the uninterrupted one does"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -73,6 +73,8 @@ pub enum CheckpointError {
         path: String,
         source: std::io::Error,
     },
+    #[error("checkpoint location {location:?}: {reason}")]
+    Location { location: String, reason: String },
     #[error("checkpoint encoding: {0}")]
     Encode(#[from] CodecError),
     #[error(

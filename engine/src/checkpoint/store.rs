@@ -1,12 +1,21 @@
 //! The checkpoint files: format, atomic writes, rotation, and finding the newest usable one.
 //!
-//! File format (`DATA_DIR/lake/checkpoints/checkpoint-<seq>.bin`): the magic `CDSCKPT2`, the
+//! They live in `DATA_DIR/lake/checkpoints/` by default, or in object storage
+//! (`--checkpoints az://…`) so that a process can continue on another machine.
+//!
+//! File format (`checkpoint-<seq>.bin`): the magic `CDSCKPT2`, the
 //! body length (u64, little endian), the SHA-256 of the body, the body ([`crate::support::codec`]). It is
 //! written to a temporary name, synced and renamed, so a checkpoint exists whole or not at
 //! all; a torn or corrupt file fails its length or hash check and the previous one is used.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -123,83 +132,196 @@ pub enum UnusableCheckpoint {
     Undecodable(CodecError),
 }
 
-/// The checkpoint directory; keeps the newest `keep` checkpoints.
+/// Where checkpoints are kept, with the newest `keep` of them.
 #[derive(Debug, Clone)]
 pub struct CheckpointStore {
-    dir: PathBuf,
+    place: Place,
     keep: usize,
+}
+
+/// A local directory, or a prefix in object storage.
+#[derive(Debug, Clone)]
+enum Place {
+    /// Written to a temporary name, synced and renamed.
+    Dir(PathBuf),
+    /// One PUT per checkpoint: object stores make a PUT atomic, so the temporary name and the
+    /// rename are not needed.
+    Objects {
+        /// The location as given, for messages.
+        url: String,
+        store: Arc<dyn ObjectStore>,
+        prefix: ObjectPath,
+    },
+}
+
+/// The name of checkpoint `seq`; it sorts by sequence.
+fn name_of(seq: u64) -> String {
+    format!("checkpoint-{seq:012}.bin")
+}
+
+/// The sequence of a checkpoint's name.
+fn seq_of(name: &str) -> Option<u64> {
+    name.strip_prefix("checkpoint-")?
+        .strip_suffix(".bin")?
+        .parse()
+        .ok()
 }
 
 impl CheckpointStore {
     /// The store under `DATA_DIR/lake/checkpoints`.
     pub fn in_data_dir(data_dir: &Path) -> Self {
+        Self::in_dir(data_dir.join("lake").join("checkpoints"))
+    }
+
+    fn in_dir(dir: PathBuf) -> Self {
         CheckpointStore {
-            dir: data_dir.join("lake").join("checkpoints"),
+            place: Place::Dir(dir),
             keep: 3,
         }
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
+    /// The store at `location`: a local directory, or object storage by URL (`az://CONTAINER/PATH`
+    /// and `abfss://CONTAINER@ACCOUNT.dfs.core.windows.net/PATH` with the credentials of the
+    /// lake's variables, `AZURE_STORAGE_…`; `file:///PATH`; `memory:///` for tests), so that a
+    /// process can continue on another machine.
+    pub fn at(location: &str) -> Result<Self, CheckpointError> {
+        if !location.contains("://") {
+            return Ok(Self::in_dir(PathBuf::from(location)));
+        }
+        let refused = |reason: String| CheckpointError::Location {
+            location: location.to_owned(),
+            reason,
+        };
+        let url = url::Url::parse(location).map_err(|e| refused(e.to_string()))?;
+        let (store, prefix) = object_store::parse_url_opts(&url, std::env::vars())
+            .map_err(|e| refused(e.to_string()))?;
+        Ok(CheckpointStore {
+            place: Place::Objects {
+                url: location.to_owned(),
+                store: Arc::from(store),
+                prefix,
+            },
+            keep: 3,
+        })
     }
 
-    fn io(&self, path: &Path, source: std::io::Error) -> CheckpointError {
+    /// Where the store is, for messages.
+    pub fn location(&self) -> String {
+        match &self.place {
+            Place::Dir(dir) => dir.display().to_string(),
+            Place::Objects { url, .. } => url.clone(),
+        }
+    }
+
+    fn io(&self, name: &str, source: std::io::Error) -> CheckpointError {
         CheckpointError::Io {
-            path: path.display().to_string(),
+            path: format!("{}/{name}", self.location().trim_end_matches('/')),
             source,
         }
     }
 
-    /// Checkpoint files, newest first, with their sequence numbers.
-    pub fn list(&self) -> Vec<(u64, PathBuf)> {
-        let mut found: Vec<(u64, PathBuf)> = std::fs::read_dir(&self.dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| {
-                let name = e.file_name().to_string_lossy().into_owned();
-                let seq = name
-                    .strip_prefix("checkpoint-")?
-                    .strip_suffix(".bin")?
-                    .parse()
-                    .ok()?;
-                Some((seq, e.path()))
-            })
-            .collect();
+    /// Checkpoints, newest first: sequence numbers and names.
+    pub fn list(&self) -> Vec<(u64, String)> {
+        let mut found: Vec<(u64, String)> = match &self.place {
+            Place::Dir(dir) => std::fs::read_dir(dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            Place::Objects { store, prefix, .. } => {
+                let listed = blocking(async {
+                    store
+                        .list(Some(prefix))
+                        .map_ok(|meta| meta.location.filename().unwrap_or_default().to_owned())
+                        .try_collect::<Vec<String>>()
+                        .await
+                });
+                match listed {
+                    Ok(names) => names,
+                    Err(e) => {
+                        warn!(error = %e, "the checkpoints could not be listed");
+                        Vec::new()
+                    }
+                }
+            }
+        }
+        .into_iter()
+        .filter_map(|name| Some((seq_of(&name)?, name)))
+        .collect();
         found.sort_by_key(|(seq, _)| std::cmp::Reverse(*seq));
         found
     }
 
-    /// Writes a checkpoint atomically and drops the oldest beyond `keep`; returns its size.
-    pub fn write(&self, checkpoint: &Checkpoint) -> Result<u64, CheckpointError> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| self.io(&self.dir, e))?;
-        let body = codec::encode(checkpoint)?;
-        let seq = self.list().first().map_or(1, |(s, _)| s + 1);
-        let path = self.dir.join(format!("checkpoint-{seq:012}.bin"));
-        let tmp = self.dir.join(format!(".checkpoint-{seq:012}.tmp"));
-        {
-            let mut f = std::fs::File::create(&tmp).map_err(|e| self.io(&tmp, e))?;
-            f.write_all(MAGIC)
-                .and_then(|_| f.write_all(&(body.len() as u64).to_le_bytes()))
-                .and_then(|_| f.write_all(&Sha256::digest(&body)))
-                .and_then(|_| f.write_all(&body))
-                .and_then(|_| f.sync_all())
-                .map_err(|e| self.io(&tmp, e))?;
+    /// The bytes of the checkpoint `name`.
+    fn bytes(&self, name: &str) -> std::io::Result<Vec<u8>> {
+        match &self.place {
+            Place::Dir(dir) => std::fs::read(dir.join(name)),
+            Place::Objects { store, prefix, .. } => blocking(async {
+                let got = store.get(&prefix.clone().join(name)).await?;
+                got.bytes().await.map(|b| b.to_vec())
+            })
+            .map_err(std::io::Error::other),
         }
-        std::fs::rename(&tmp, &path).map_err(|e| self.io(&path, e))?;
-        // The rename is durable once the directory is synced.
-        if let Ok(d) = std::fs::File::open(&self.dir) {
-            let _ = d.sync_all();
-        }
-        for (_, old) in self.list().into_iter().skip(self.keep) {
-            let _ = std::fs::remove_file(old);
-        }
-        Ok((HEADER + body.len()) as u64)
     }
 
-    /// Reads and checks one checkpoint file.
-    pub fn read(path: &Path) -> Result<Checkpoint, UnusableCheckpoint> {
-        let bytes = std::fs::read(path)?;
+    /// Writes a checkpoint atomically and drops the oldest beyond `keep`; returns its size.
+    pub fn write(&self, checkpoint: &Checkpoint) -> Result<u64, CheckpointError> {
+        let body = codec::encode(checkpoint)?;
+        let seq = self.list().first().map_or(1, |(s, _)| s + 1);
+        let name = name_of(seq);
+        let mut header = Vec::with_capacity(HEADER);
+        header.extend_from_slice(MAGIC);
+        header.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        header.extend_from_slice(&Sha256::digest(&body));
+        let size = (HEADER + body.len()) as u64;
+        match &self.place {
+            Place::Dir(dir) => {
+                std::fs::create_dir_all(dir).map_err(|e| self.io("", e))?;
+                let path = dir.join(&name);
+                let tmp = dir.join(format!(".checkpoint-{seq:012}.tmp"));
+                std::fs::File::create(&tmp)
+                    .and_then(|mut f| {
+                        f.write_all(&header)?;
+                        f.write_all(&body)?;
+                        f.sync_all()
+                    })
+                    .map_err(|e| self.io(&name, e))?;
+                std::fs::rename(&tmp, &path).map_err(|e| self.io(&name, e))?;
+                // The rename is durable once the directory is synced.
+                if let Ok(d) = std::fs::File::open(dir) {
+                    let _ = d.sync_all();
+                }
+            }
+            Place::Objects { store, prefix, .. } => {
+                let location = prefix.clone().join(name.as_str());
+                let payload: PutPayload = [header, body].into_iter().map(Bytes::from).collect();
+                blocking(store.put(&location, payload))
+                    .map_err(|e| self.io(&name, std::io::Error::other(e)))?;
+            }
+        }
+        for (_, old) in self.list().into_iter().skip(self.keep) {
+            self.remove(&old);
+        }
+        Ok(size)
+    }
+
+    /// Removes the checkpoint `name`; a failure only leaves an old checkpoint behind.
+    fn remove(&self, name: &str) {
+        let removed = match &self.place {
+            Place::Dir(dir) => std::fs::remove_file(dir.join(name)),
+            Place::Objects { store, prefix, .. } => {
+                blocking(store.delete(&prefix.clone().join(name))).map_err(std::io::Error::other)
+            }
+        };
+        if let Err(e) = removed {
+            warn!(error = %e, "an old checkpoint could not be removed");
+        }
+    }
+
+    /// Reads and checks the checkpoint `name`.
+    pub fn read(&self, name: &str) -> Result<Checkpoint, UnusableCheckpoint> {
+        let bytes = self.bytes(name)?;
         if bytes.len() < HEADER || &bytes[..8] != MAGIC {
             return Err(UnusableCheckpoint::NoHeader);
         }
@@ -223,13 +345,16 @@ impl CheckpointStore {
     /// warning, checkpoints of another source are not used. A newest checkpoint of an earlier
     /// format is an error: starting from empty state would silently lose the state it holds.
     pub fn load_newest(&self, source: &str) -> Result<Option<Checkpoint>, CheckpointError> {
-        for (seq, path) in self.list() {
-            if std::fs::read(&path).is_ok_and(|b| b.starts_with(MAGIC_FORMAT_1)) {
+        for (seq, name) in self.list() {
+            if self
+                .bytes(&name)
+                .is_ok_and(|b| b.starts_with(MAGIC_FORMAT_1))
+            {
                 return Err(CheckpointError::EarlierFormat {
-                    path: path.display().to_string(),
+                    path: format!("{}/{name}", self.location().trim_end_matches('/')),
                 });
             }
-            match Self::read(&path) {
+            match self.read(&name) {
                 Ok(c) if c.source == source => return Ok(Some(c)),
                 Ok(_) => {
                     warn!(
@@ -243,6 +368,37 @@ impl CheckpointStore {
         }
         Ok(None)
     }
+}
+
+/// Runs one object-store request to its end on a thread of its own, with a runtime of its own:
+/// the checkpoint is written from the ingest thread, and read at start from wherever the
+/// pipeline is started, inside an async runtime or not. Checkpoints are seconds apart, so the
+/// thread costs nothing that matters.
+fn blocking<F, T>(request: F) -> object_store::Result<T>
+where
+    F: std::future::Future<Output = object_store::Result<T>> + Send,
+    T: Send,
+{
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| object_store::Error::Generic {
+                        store: "checkpoints",
+                        source: Box::new(e),
+                    })?;
+                runtime.block_on(request)
+            })
+            .join()
+            .unwrap_or_else(|_| {
+                Err(object_store::Error::Generic {
+                    store: "checkpoints",
+                    source: "the request's thread panicked".into(),
+                })
+            })
+    })
 }
 
 #[cfg(test)]
@@ -285,7 +441,11 @@ mod tests {
         store.write(&checkpoint(1)).expect("write");
         let mut old = MAGIC_FORMAT_1.to_vec();
         old.extend_from_slice(&[0; HEADER]);
-        std::fs::write(store.dir().join("checkpoint-000000000009.bin"), old).expect("old");
+        std::fs::write(
+            dir.join("lake/checkpoints/checkpoint-000000000009.bin"),
+            old,
+        )
+        .expect("old");
         let err = store.load_newest("file:x").expect_err("refused");
         assert!(
             err.to_string().contains("cds replay --from-bronze"),
@@ -309,14 +469,46 @@ mod tests {
 
         // Corrupt the newest: the one before is used. Tear the next: the oldest.
         let files = store.list();
-        let mut bytes = std::fs::read(&files[0].1).expect("read");
+        let path = |i: usize| dir.join("lake/checkpoints").join(&files[i].1);
+        let mut bytes = std::fs::read(path(0)).expect("read");
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
-        std::fs::write(&files[0].1, &bytes).expect("corrupt");
+        std::fs::write(path(0), &bytes).expect("corrupt");
         assert_eq!(newest("file:x").map(|c| c.ingest[0]), Some(4));
-        let torn = std::fs::read(&files[1].1).expect("read");
-        std::fs::write(&files[1].1, &torn[..torn.len() / 2]).expect("tear");
+        let torn = std::fs::read(path(1)).expect("read");
+        std::fs::write(path(1), &torn[..torn.len() / 2]).expect("tear");
         assert_eq!(newest("file:x").map(|c| c.ingest[0]), Some(3));
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn object_storage_keeps_the_newest_three_and_finds_the_newest_valid() {
+        let store = CheckpointStore::at("memory:///cds/checkpoints").expect("an object store");
+        assert!(store.list().is_empty());
+        assert!(store.load_newest("file:x").expect("readable").is_none());
+        for n in 1..=5 {
+            let size = store.write(&checkpoint(n)).expect("write");
+            assert!(size > HEADER as u64);
+        }
+        let names: Vec<String> = store.list().into_iter().map(|(_, name)| name).collect();
+        assert_eq!(
+            names,
+            [
+                "checkpoint-000000000005.bin",
+                "checkpoint-000000000004.bin",
+                "checkpoint-000000000003.bin"
+            ]
+        );
+        let newest = store.load_newest("file:x").expect("readable");
+        assert_eq!(newest.map(|c| c.ingest), Some(vec![5; 100]));
+        assert!(store.load_newest("file:y").expect("readable").is_none());
+    }
+
+    #[test]
+    fn a_local_path_is_a_directory_and_a_bad_url_is_refused() {
+        let store = CheckpointStore::at("some/dir").expect("a directory");
+        assert_eq!(store.location(), "some/dir");
+        let e = CheckpointStore::at("nosuch://x/y").expect_err("unknown scheme");
+        assert!(e.to_string().contains("nosuch://x/y"), "{e}");
     }
 }

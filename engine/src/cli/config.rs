@@ -109,6 +109,8 @@ pub struct RunConfig {
     pub until: Until,
     /// `None`: no checkpoints, and the run starts from empty state.
     pub checkpoint_interval: Option<Duration>,
+    /// Where checkpoints go (`--checkpoints`); `None`: `DATA_DIR/lake/checkpoints`.
+    pub checkpoints: Option<String>,
     /// Dataflow worker threads per process.
     pub workers: usize,
     /// Threads the rule pack runs on (per process).
@@ -144,6 +146,7 @@ impl RunConfig {
             lake: Some(default_lake(&data_dir)),
             until: Until::End,
             checkpoint_interval: None,
+            checkpoints: None,
             workers: 1,
             rules_threads: crate::pipeline::auto_rules_threads(),
             batch_size: DEFAULT_BATCH_SIZE,

@@ -124,6 +124,12 @@ pub struct RunArgs {
     /// off, and every run then starts from empty state.
     #[arg(long, default_value_t = 10.0, value_name = "SECS")]
     checkpoint_interval: f64,
+    /// Where checkpoints go: a directory, or object storage (`az://CONTAINER/PATH`,
+    /// `abfss://CONTAINER@ACCOUNT.dfs.core.windows.net/PATH`, with the lake's `AZURE_STORAGE_…`
+    /// credentials) so that the process can continue on another machine; default
+    /// `DATA_DIR/lake/checkpoints`.
+    #[arg(long, value_name = "DIR|URL")]
+    checkpoints: Option<String>,
     /// Seconds a pipeline stage may be busy without progress before `/readyz` answers 503
     /// naming it.
     #[arg(long, default_value_t = DEFAULT_STALL_AFTER_SECS, value_name = "SECS")]
@@ -272,6 +278,7 @@ impl RunArgs {
             lake,
             until,
             checkpoint_interval,
+            checkpoints: self.checkpoints.clone(),
             workers: self.workers,
             rules_threads,
             batch_size: self.batch_size,
@@ -482,6 +489,7 @@ fn pipeline_config(config: &RunConfig, network: Network, ops: &OpsAlerts) -> Pip
     pipeline.batch_size = config.batch_size;
     pipeline.until = config.until;
     pipeline.checkpoint_interval = config.checkpoint_interval;
+    pipeline.checkpoints = config.checkpoints.clone();
     pipeline.lake = config.lake.as_deref().map(LakeConfig::new);
     pipeline.format = config.format();
     pipeline.departments_file = config.departments.clone();

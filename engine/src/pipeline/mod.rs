@@ -83,6 +83,9 @@ pub struct PipelineConfig {
     /// How often a checkpoint is taken (also once at the end); `None`: never, and a run
     /// starts from empty state.
     pub checkpoint_interval: Option<Duration>,
+    /// Where checkpoints go: a directory or an object-storage URL
+    /// ([`CheckpointStore::at`]); `None`: `DATA_DIR/lake/checkpoints`.
+    pub checkpoints: Option<String>,
     /// Where the Bronze/Silver/Gold Delta tables go; `None`: not written (`cds run` writes
     /// them to `DATA_DIR/lake` unless told otherwise).
     pub lake: Option<LakeConfig>,
@@ -123,6 +126,7 @@ impl PipelineConfig {
             until: Until::End,
             feed: None,
             checkpoint_interval: None,
+            checkpoints: None,
             lake: None,
             format: Format::Json,
             departments_file: None,
@@ -230,9 +234,20 @@ pub fn run(config: PipelineConfig, parts: Parts) -> Result<RunSummary, PipelineE
         metrics.register(collector);
     }
     let mut rules = rules;
-    let store = config
-        .checkpoint_interval
-        .map(|_| CheckpointStore::in_data_dir(&config.data_dir));
+    let store = match (config.checkpoint_interval, &config.checkpoints) {
+        (None, _) => None,
+        (Some(_), None) => Some(CheckpointStore::in_data_dir(&config.data_dir)),
+        // The processes of a cluster each keep their own checkpoints, as they each keep their
+        // own data directory.
+        (Some(_), Some(location)) => Some(CheckpointStore::at(&match &config.cluster {
+            Some(cluster) => format!(
+                "{}/process-{}",
+                location.trim_end_matches('/'),
+                cluster.process
+            ),
+            None => location.clone(),
+        })?),
+    };
     let identity = source.identity();
     let restore = checkpoint::recover(store.as_ref(), &identity, rules.as_mut())?;
     // Split after the restore: a checkpoint holds the whole stage, whatever the number of
