@@ -553,7 +553,14 @@ fn checkpoints_in_blob_storage_carry_a_run_on() {
         ("AZURE_STORAGE_ACCOUNT_KEY", ACCOUNT_KEY),
     ];
     let dir = scratch("ckpt-blob");
-    let events = simulate(&["--seed", "37", "--max-events", "4000", "--dirty-rate", "0.03"]);
+    let events = simulate(&[
+        "--seed",
+        "37",
+        "--max-events",
+        "4000",
+        "--dirty-rate",
+        "0.03",
+    ]);
     let text = String::from_utf8_lossy(&events).into_owned();
     let lines: Vec<&str> = text.lines().collect();
     let (first, second) = lines.split_at(lines.len() / 2);
@@ -562,12 +569,21 @@ fn checkpoints_in_blob_storage_carry_a_run_on() {
     let run = |data: &Path, checkpoints: Option<&str>| -> u64 {
         let mut c = cds();
         // Only the checkpoint of the clean stop: one per run.
-        c.args(["run", "--http", "off", "--rules", "off", "--lake", "off", "--until-end"])
-            .args(["--checkpoint-interval", "3600"])
-            .arg("--source")
-            .arg(format!("file:{}", file.display()))
-            .arg("--data-dir")
-            .arg(data);
+        c.args([
+            "run",
+            "--http",
+            "off",
+            "--rules",
+            "off",
+            "--lake",
+            "off",
+            "--until-end",
+        ])
+        .args(["--checkpoint-interval", "3600"])
+        .arg("--source")
+        .arg(format!("file:{}", file.display()))
+        .arg("--data-dir")
+        .arg(data);
         if let Some(at) = checkpoints {
             c.args(["--checkpoints", at]);
         }
@@ -614,7 +630,9 @@ fn checkpoints_in_blob_storage_carry_a_run_on() {
             .expect("listed")
     });
     assert_eq!(names.len(), 2, "one checkpoint per run: {names:?}");
-    assert!(names.iter().all(|n| n.starts_with("cds/checkpoints/checkpoint-")));
+    assert!(names
+        .iter()
+        .all(|n| n.starts_with("cds/checkpoints/checkpoint-")));
 
     // The same events in one uninterrupted run, checkpoints on the local disk.
     let whole = dir.join("whole");
