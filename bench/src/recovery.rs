@@ -236,7 +236,7 @@ pub fn report(
         .into_iter()
         .next()
         .context("the run wrote no checkpoint")?;
-    let size = std::fs::metadata(&newest)?.len();
+    let size = std::fs::metadata(data.join("lake/checkpoints").join(&newest))?.len();
     let what = format!(
         "{patients} patients admitted, {readings} vitals readings each ({} events)",
         summary.events
@@ -290,7 +290,9 @@ pub fn report(
     }
     // Reading and checking the file alone (from the page cache, as the restart read it).
     let t = Instant::now();
-    CheckpointStore::read(&newest).map_err(|e| anyhow::anyhow!("checkpoint: {e}"))?;
+    store
+        .read(&newest)
+        .map_err(|e| anyhow::anyhow!("checkpoint: {e}"))?;
     let read = t.elapsed();
     let _ = std::fs::remove_dir_all(&data);
     report.figure(
