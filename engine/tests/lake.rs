@@ -568,7 +568,6 @@ fn checkpoints_in_blob_storage_carry_a_run_on() {
     let location = format!("az://{container}/cds/checkpoints");
     let run = |data: &Path, checkpoints: Option<&str>| -> u64 {
         let mut c = cds();
-        // Only the checkpoint of the clean stop: one per run.
         c.args([
             "run",
             "--http",
@@ -608,7 +607,8 @@ fn checkpoints_in_blob_storage_carry_a_run_on() {
         "continued from the checkpoint: only the second half was read"
     );
 
-    // What the checkpoints hold, read back with object_store: the newest three.
+    // The checkpoints in Blob Storage, listed with object_store: at least one per run, and
+    // no more than the newest three.
     std::env::set_var("AZURITE_BLOB_STORAGE_URL", &endpoint);
     let store = object_store::azure::MicrosoftAzureBuilder::new()
         .with_use_emulator(true)
@@ -629,7 +629,7 @@ fn checkpoints_in_blob_storage_carry_a_run_on() {
             .await
             .expect("listed")
     });
-    assert_eq!(names.len(), 2, "one checkpoint per run: {names:?}");
+    assert!((2..=3).contains(&names.len()), "{names:?}");
     assert!(names
         .iter()
         .all(|n| n.starts_with("cds/checkpoints/checkpoint-")));
