@@ -300,7 +300,7 @@ fn seconds_between(a: &Dynamic, b: &Dynamic) -> Result<Option<i64>, Box<EvalAltR
 
 /// Time helpers for rule authors. Each accepts RFC 3339 strings or epoch seconds and returns
 /// `()` when an argument is `()` (a missing time), so a rule can test for it instead of failing.
-fn register_helpers(engine: &mut Engine) {
+pub(crate) fn register_helpers(engine: &mut Engine) {
     // `latest_vital(ctx, name)` (see `view::latest_vital`): native because it runs several
     // times per rule and event.
     crate::view::register(engine);
@@ -341,6 +341,50 @@ fn register_helpers(engine: &mut Engine) {
                 .map_or(Dynamic::UNIT, |s| Dynamic::from_float(s as FLOAT / 86400.0)))
         },
     );
+}
+
+/// `highest_vital_within(ctx, name, minutes)`: the highest value of vital `name` among the
+/// patient's recent readings (`ctx.patient.recent_vitals`, the readings before this event) taken
+/// at most `minutes` before `ctx.now` and not after it; `()` when there is none. The window stays
+/// in the rule file; this only walks the readings, natively, because rules such as hypoxia run
+/// it on every VITALS event. A reading time that is not RFC 3339 is an error, as it is for
+/// `minutes_between`.
+pub(crate) fn highest_vital_within(
+    ctx: &crate::context::Context,
+    name: &str,
+    minutes: &Dynamic,
+) -> Result<Dynamic, Box<EvalAltResult>> {
+    let readings = &ctx.patient.recent_vitals;
+    if readings.is_empty() {
+        return Ok(Dynamic::UNIT);
+    }
+    let limit = number(minutes).ok_or_else(|| {
+        format!(
+            "highest_vital_within: minutes must be a number, got {}",
+            minutes.type_name()
+        )
+    })?;
+    let seconds = |s: &str| -> Result<i64, Box<EvalAltResult>> {
+        epoch_seconds(s).ok_or_else(|| format!("not an RFC 3339 time: '{s}'").into())
+    };
+    let now = seconds(&ctx.now)?;
+    let mut highest: Option<(f64, Dynamic)> = None;
+    for reading in readings {
+        let age = (now - seconds(&reading.time)?) as FLOAT / 60.0;
+        if !(0.0..=limit).contains(&age) {
+            continue;
+        }
+        let Some(value) = crate::view::vital(&reading.vitals, name) else {
+            continue;
+        };
+        let Some(x) = number(&value) else {
+            continue;
+        };
+        if highest.as_ref().is_none_or(|(h, _)| x > *h) {
+            highest = Some((x, value));
+        }
+    }
+    Ok(highest.map_or(Dynamic::UNIT, |(_, value)| value))
 }
 
 /// A number of rhai (integer or float) as `f64`, for comparing with thresholds.

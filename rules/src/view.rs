@@ -266,7 +266,8 @@ macro_rules! register_view {
     }};
 }
 
-/// Registers the handle types, their getters and `latest_vital` on them.
+/// Registers the handle types, their getters, and `latest_vital` and `highest_vital_within` on
+/// them.
 pub(crate) fn register(engine: &mut Engine) {
     register_view!(engine, RuleContext, "Context", CTX_FIELDS);
     register_view!(engine, EventView, "Event", EVENT_FIELDS);
@@ -276,6 +277,15 @@ pub(crate) fn register(engine: &mut Engine) {
     engine.register_fn(
         "latest_vital",
         |ctx: &mut RuleContext, name: ImmutableString| -> Dynamic { latest_vital(&ctx.0, &name) },
+    );
+    engine.register_fn(
+        "highest_vital_within",
+        |ctx: &mut RuleContext,
+         name: ImmutableString,
+         minutes: Dynamic|
+         -> Result<Dynamic, Box<rhai::EvalAltResult>> {
+            crate::sandbox::highest_vital_within(&ctx.0, &name, &minutes)
+        },
     );
 }
 
@@ -356,9 +366,10 @@ mod tests {
     use super::*;
     use crate::context::{CtxEvent, CtxReading};
 
+    /// An engine with the built-ins of the sandbox (these handles among them).
     fn engine() -> Engine {
         let mut engine = Engine::new();
-        register(&mut engine);
+        crate::sandbox::register_helpers(&mut engine);
         engine
     }
 
@@ -415,6 +426,40 @@ mod tests {
             Ok(91.0)
         );
         assert!(eval(r#"latest_vital(ctx, "consciousness")"#).is_unit());
+    }
+
+    #[test]
+    fn the_highest_reading_within_a_window_is_the_loop_a_rule_would_write() {
+        // The loop hypoxia.rhai had before the built-in, as the reference.
+        let by_hand = |minutes: i64| {
+            eval(&format!(
+                r#"
+                let best = ();
+                let now = parse_time(ctx.now);
+                for r in ctx.patient.recent_vitals {{
+                    let m = minutes_between(r.time, now);
+                    if m != () && m >= 0.0 && m <= {minutes}.0 && r.oxygen_saturation != () {{
+                        if best == () || r.oxygen_saturation > best {{ best = r.oxygen_saturation; }}
+                    }}
+                }}
+                best"#
+            ))
+        };
+        let native = |minutes: i64| {
+            eval(&format!(
+                r#"highest_vital_within(ctx, "oxygen_saturation", {minutes})"#
+            ))
+        };
+        for minutes in [0, 29, 30, 60] {
+            assert_eq!(
+                native(minutes).as_float().ok(),
+                by_hand(minutes).as_float().ok(),
+                "{minutes} minutes"
+            );
+        }
+        assert_eq!(native(30).as_float(), Ok(91.0), "30 minutes before now");
+        assert!(native(29).is_unit(), "outside the window");
+        assert!(eval(r#"highest_vital_within(ctx, "heart_rate", 60)"#).is_unit());
     }
 
     #[test]
