@@ -8,6 +8,10 @@
 //! department-scope rules (capacity) and delayed evokes follow the order in which records of
 //! different partitions arrive, which differs from run to run even on one process (docs/cluster.md,
 //! a known limit).
+//!
+//! A process killed with SIGKILL mid-stream: the other stops with its own exit code and a clear
+//! message, and when both are started again each continues from its newest checkpoint, with
+//! the outputs of an uninterrupted run.
 
 mod common;
 
@@ -16,7 +20,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Instant;
 
-use common::kafka::{broker, create_topics, produce};
+use common::kafka::{broker, create_topics, produce, produce_lines_unbatched_keyed};
 use common::{cds, differences, events_processed, free_port, ok, rules_dir, scratch, unique};
 use serde_json::Value;
 
@@ -181,6 +185,104 @@ fn two_processes_of_two_workers_equal_one_process_of_one() {
         more,
         "the cluster continues where it stopped: {per_process:?}"
     );
+    assert_same_outputs(&dir);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_process_killed_stops_the_other_and_the_restarted_cluster_continues_from_checkpoints() {
+    let brokers = broker();
+    let topic = unique("cluster-kill");
+    create_topics(
+        &brokers,
+        &[(&topic, 4), (&format!("{topic}.deadletter"), 1)],
+    );
+    // One message per record batch: the test broker answers a fetch from inside a batch with
+    // the next batch, and restarts fetch from checkpointed offsets (tests/recovery.rs). Keyed
+    // by patient, as a cluster needs today (docs/cluster.md: a patient's events in one
+    // partition).
+    let events = common::simulate(&[
+        "--seed",
+        "43",
+        "--max-events",
+        "12000",
+        "--dirty-rate",
+        "0.02",
+    ]);
+    let lines: Vec<&[u8]> = events
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let (first, rest) = lines.split_at(lines.len() / 2);
+    let source = format!("kafka://{brokers}/{topic}");
+    let dir = scratch("cluster-kill");
+    let hosts = dir.join("hosts");
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .expect("hosts file");
+    let hosts = hosts.display().to_string();
+    let (one, two) = (unique("one"), unique("two"));
+    let process = |index: &str| -> Child {
+        let args = [
+            "--workers",
+            "2",
+            "--processes",
+            "2",
+            "--process",
+            index,
+            "--hosts",
+            &hosts,
+            "--checkpoint-interval",
+            "0.5",
+        ];
+        start(&source, &dir.join(format!("p{index}")), &two, &args)
+    };
+
+    let p0 = process("0");
+    let mut p1 = process("1");
+    let by_patient = |line: &[u8]| {
+        serde_json::from_slice::<Value>(line)
+            .ok()?
+            .get("patient_id")?
+            .as_str()
+            .map(str::to_owned)
+    };
+    produce_lines_unbatched_keyed(&brokers, &topic, first, by_patient);
+    // Killed once it has written a checkpoint or two of the first half.
+    let checkpoints = dir.join("p1/lake/checkpoints");
+    let waited = Instant::now();
+    while std::fs::read_dir(&checkpoints).map_or(0, |d| d.count()) < 2 {
+        assert!(
+            waited.elapsed().as_secs() < 120,
+            "process 1 wrote no checkpoint"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    p1.kill().expect("SIGKILL process 1");
+    let _ = p1.wait();
+    let out = p0.wait_with_output().expect("process 0 ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(69),
+        "the survivor stops with the peer-lost exit code: {stderr}"
+    );
+    assert!(
+        stderr.contains("the connection to process 1 of the cluster broke"),
+        "{stderr}"
+    );
+
+    // The rest of the stream, then the whole cluster started again: each process continues
+    // from its own newest checkpoint, and the single process reads everything uninterrupted.
+    produce_lines_unbatched_keyed(&brokers, &topic, rest, by_patient);
+    let again: Vec<Child> = ["0", "1"].into_iter().map(process).collect();
+    for (i, c) in again.into_iter().enumerate() {
+        finish(c, &format!("process {i}, restarted"));
+    }
+    let single = finish(start(&source, &dir.join("single"), &one, &[]), "1 × 1");
+    assert_eq!(events_processed(&single), lines.len() as u64);
     assert_same_outputs(&dir);
     let _ = std::fs::remove_dir_all(dir);
 }

@@ -9,6 +9,19 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 /// The exit code of a process ended by a panic (EX_SOFTWARE).
 pub const PANIC_EXIT_CODE: i32 = 70;
 
+/// The exit code of a cluster process whose connection to another process of the cluster broke
+/// (EX_UNAVAILABLE): that process stopped or is unreachable, and the dataflow cannot go on
+/// without it. Restarting every process resumes from their checkpoints (docs/cluster.md).
+pub const PEER_LOST_EXIT_CODE: i32 = 69;
+
+/// Which process of the cluster a thread of timely's network layer talks to (`timely:recv-I`,
+/// `timely:send-I`); `None` for every other thread.
+fn peer_of(thread: &str) -> Option<&str> {
+    thread
+        .strip_prefix("timely:recv-")
+        .or_else(|| thread.strip_prefix("timely:send-"))
+}
+
 thread_local! {
     /// How many [`isolate`] calls are running on this thread.
     static ISOLATED: Cell<u32> = const { Cell::new(0) };
@@ -43,6 +56,18 @@ pub fn exit_on_panic() {
             return;
         }
         let thread = std::thread::current();
+        if let Some(peer) = thread.name().and_then(peer_of) {
+            tracing::error!(
+                peer,
+                "the connection to another process of the cluster broke; this process stops so that the cluster can be restarted"
+            );
+            eprintln!(
+                "error: the connection to process {peer} of the cluster broke (it stopped or is unreachable); \
+                 exiting with code {PEER_LOST_EXIT_CODE}: restart every process of the cluster, each \
+                 continues from its newest checkpoint"
+            );
+            std::process::exit(PEER_LOST_EXIT_CODE);
+        }
         let location = info
             .location()
             .map(|l| format!("{}:{}", l.file(), l.line()))
@@ -109,6 +134,14 @@ pub fn drill_payload(payload: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_timely_network_threads_name_a_peer() {
+        assert_eq!(peer_of("timely:recv-1"), Some("1"));
+        assert_eq!(peer_of("timely:send-12"), Some("12"));
+        assert_eq!(peer_of("timely:work-0"), None);
+        assert_eq!(peer_of("cds-rules-0"), None);
+    }
 
     #[test]
     fn isolate_catches_and_resets() {

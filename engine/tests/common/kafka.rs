@@ -61,8 +61,20 @@ pub fn produce_unbatched(brokers: &str, topic: &str, args: &[&str]) -> usize {
     produce_lines_unbatched(brokers, topic, &lines)
 }
 
-/// Produces the given payloads one message per record batch (see [`produce_unbatched`]).
+/// Produces the given payloads one message per record batch (see [`produce_unbatched`]),
+/// without keys.
 pub fn produce_lines_unbatched(brokers: &str, topic: &str, lines: &[&[u8]]) -> usize {
+    produce_lines_unbatched_keyed(brokers, topic, lines, |_| None)
+}
+
+/// The same, each payload keyed by `key(payload)` when it gives one: keyed by patient, a
+/// patient's events share a partition, as `cds simulate --to kafka` produces them.
+pub fn produce_lines_unbatched_keyed(
+    brokers: &str,
+    topic: &str,
+    lines: &[&[u8]],
+    key: impl Fn(&[u8]) -> Option<String>,
+) -> usize {
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -73,7 +85,11 @@ pub fn produce_lines_unbatched(brokers: &str, topic: &str, lines: &[&[u8]]) -> u
         .expect("producer");
     let mut n = 0;
     for line in lines.iter().copied() {
-        let mut record = BaseRecord::<(), [u8]>::to(topic).payload(line);
+        let key = key(line);
+        let mut record = BaseRecord::<str, [u8]>::to(topic).payload(line);
+        if let Some(k) = key.as_deref() {
+            record = record.key(k);
+        }
         loop {
             match producer.send(record) {
                 Ok(()) => break,
