@@ -16,7 +16,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Instant;
 
@@ -101,6 +101,19 @@ fn round(source: &str, dir: &Path, hosts: &Path, groups: (&str, &str)) -> (u64, 
     )
 }
 
+/// A scratch directory and, in it, the hosts file of a cluster of two processes on free
+/// loopback ports.
+fn two_processes(name: &str) -> (PathBuf, PathBuf) {
+    let dir = scratch(name);
+    let hosts = dir.join("hosts");
+    std::fs::write(
+        &hosts,
+        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
+    )
+    .expect("hosts file");
+    (dir, hosts)
+}
+
 /// The union of the processes' stores against the single process's store.
 fn assert_same_outputs(dir: &Path) {
     let (single, a, b) = (dir.join("single"), dir.join("p0"), dir.join("p1"));
@@ -154,13 +167,7 @@ fn two_processes_of_two_workers_equal_one_process_of_one() {
     };
     produce_seed("41", events);
     let source = format!("kafka://{brokers}/{topic}");
-    let dir = scratch("cluster");
-    let hosts = dir.join("hosts");
-    std::fs::write(
-        &hosts,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
-    )
-    .expect("hosts file");
+    let (dir, hosts) = two_processes("cluster");
     let (one, two) = (unique("one"), unique("two"));
 
     let (single, per_process) = round(&source, &dir, &hosts, (&one, &two));
@@ -215,13 +222,7 @@ fn a_process_killed_stops_the_other_and_the_restarted_cluster_continues_from_che
         .collect();
     let (first, rest) = lines.split_at(lines.len() / 2);
     let source = format!("kafka://{brokers}/{topic}");
-    let dir = scratch("cluster-kill");
-    let hosts = dir.join("hosts");
-    std::fs::write(
-        &hosts,
-        format!("127.0.0.1:{}\n127.0.0.1:{}\n", free_port(), free_port()),
-    )
-    .expect("hosts file");
+    let (dir, hosts) = two_processes("cluster-kill");
     let hosts = hosts.display().to_string();
     let (one, two) = (unique("one"), unique("two"));
     let process = |index: &str| -> Child {
