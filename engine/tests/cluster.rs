@@ -41,6 +41,29 @@ fn start(source: &str, data: &Path, group: &str, extra: &[&str]) -> Child {
         .expect("start cds run")
 }
 
+/// Process `index` of a cluster of two, with two workers, in `dir/pINDEX`.
+fn start_process(
+    source: &str,
+    dir: &Path,
+    group: &str,
+    hosts: &str,
+    index: &str,
+    extra: &[&str],
+) -> Child {
+    let mut args = vec![
+        "--workers",
+        "2",
+        "--processes",
+        "2",
+        "--process",
+        index,
+        "--hosts",
+        hosts,
+    ];
+    args.extend_from_slice(extra);
+    start(source, &dir.join(format!("p{index}")), group, &args)
+}
+
 /// Waits for a run; its summary line (stdout).
 fn finish(child: Child, what: &str) -> String {
     let out = ok(child.wait_with_output().expect("wait"), what);
@@ -71,20 +94,7 @@ fn round(source: &str, dir: &Path, hosts: &Path, groups: (&str, &str)) -> (u64, 
     let started = Instant::now();
     let cluster: Vec<Child> = ["0", "1"]
         .into_iter()
-        .map(|index| {
-            let data = dir.join(format!("p{index}"));
-            let cluster = [
-                "--workers",
-                "2",
-                "--processes",
-                "2",
-                "--process",
-                index,
-                "--hosts",
-                &hosts,
-            ];
-            start(source, &data, groups.1, &cluster)
-        })
+        .map(|index| start_process(source, dir, groups.1, &hosts, index, &[]))
         .collect();
     let summaries: Vec<String> = cluster
         .into_iter()
@@ -226,19 +236,8 @@ fn a_process_killed_stops_the_other_and_the_restarted_cluster_continues_from_che
     let hosts = hosts.display().to_string();
     let (one, two) = (unique("one"), unique("two"));
     let process = |index: &str| -> Child {
-        let args = [
-            "--workers",
-            "2",
-            "--processes",
-            "2",
-            "--process",
-            index,
-            "--hosts",
-            &hosts,
-            "--checkpoint-interval",
-            "0.5",
-        ];
-        start(&source, &dir.join(format!("p{index}")), &two, &args)
+        let checkpoints = ["--checkpoint-interval", "0.5"];
+        start_process(&source, &dir, &two, &hosts, index, &checkpoints)
     };
 
     let p0 = process("0");
