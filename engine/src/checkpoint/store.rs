@@ -268,7 +268,8 @@ impl CheckpointStore {
     /// Writes a checkpoint atomically and drops the oldest beyond `keep`; returns its size.
     pub fn write(&self, checkpoint: &Checkpoint) -> Result<u64, CheckpointError> {
         let body = codec::encode(checkpoint)?;
-        let seq = self.list().first().map_or(1, |(s, _)| s + 1);
+        let existing = self.list();
+        let seq = existing.first().map_or(1, |(s, _)| s + 1);
         let name = name_of(seq);
         let mut header = Vec::with_capacity(HEADER);
         header.extend_from_slice(MAGIC);
@@ -300,7 +301,8 @@ impl CheckpointStore {
                     .map_err(|e| self.io(&name, std::io::Error::other(e)))?;
             }
         }
-        for (_, old) in self.list().into_iter().skip(self.keep) {
+        // The new one and the newest `keep - 1` of those before it stay.
+        for (_, old) in existing.into_iter().skip(self.keep.saturating_sub(1)) {
             self.remove(&old);
         }
         Ok(size)
@@ -321,7 +323,11 @@ impl CheckpointStore {
 
     /// Reads and checks the checkpoint `name`.
     pub fn read(&self, name: &str) -> Result<Checkpoint, UnusableCheckpoint> {
-        let bytes = self.bytes(name)?;
+        Self::parse(&self.bytes(name)?)
+    }
+
+    /// Checks and decodes the bytes of one checkpoint.
+    fn parse(bytes: &[u8]) -> Result<Checkpoint, UnusableCheckpoint> {
         if bytes.len() < HEADER || &bytes[..8] != MAGIC {
             return Err(UnusableCheckpoint::NoHeader);
         }
@@ -346,15 +352,14 @@ impl CheckpointStore {
     /// format is an error: starting from empty state would silently lose the state it holds.
     pub fn load_newest(&self, source: &str) -> Result<Option<Checkpoint>, CheckpointError> {
         for (seq, name) in self.list() {
-            if self
-                .bytes(&name)
-                .is_ok_and(|b| b.starts_with(MAGIC_FORMAT_1))
-            {
+            // Each checkpoint is read once (it may be a download of a hundred megabytes).
+            let bytes = self.bytes(&name).map_err(UnusableCheckpoint::Io);
+            if bytes.as_ref().is_ok_and(|b| b.starts_with(MAGIC_FORMAT_1)) {
                 return Err(CheckpointError::EarlierFormat {
                     path: format!("{}/{name}", self.location().trim_end_matches('/')),
                 });
             }
-            match self.read(&name) {
+            match bytes.and_then(|b| Self::parse(&b)) {
                 Ok(c) if c.source == source => return Ok(Some(c)),
                 Ok(_) => {
                     warn!(

@@ -363,6 +363,19 @@ fn event_time_of(payload: &[u8]) -> Option<i64> {
     crate::model::parse_time(probe.event_timestamp.as_deref()?).map(|t| t.timestamp_micros())
 }
 
+/// The finished string columns of a table, one per call, in the order their builders were
+/// made; the caller interleaves them with its typed columns.
+fn string_columns(builders: Vec<StringBuilder>) -> impl FnMut() -> ArrayRef {
+    let mut finished = builders
+        .into_iter()
+        .map(|mut b| Arc::new(b.finish()) as ArrayRef);
+    move || {
+        finished
+            .next()
+            .unwrap_or_else(|| unreachable!("a table asked for more string columns than it made"))
+    }
+}
+
 fn opt_str(b: &mut StringBuilder, v: Option<&str>) {
     b.append_option(v);
 }
@@ -460,14 +473,7 @@ impl SilverColumns {
     }
 
     fn finish(mut self) -> Result<Positioned, ArrowError> {
-        let mut it = self
-            .s
-            .into_iter()
-            .map(|mut b| Arc::new(b.finish()) as ArrayRef);
-        let mut next = || {
-            it.next()
-                .unwrap_or_else(|| unreachable!("ten string columns"))
-        };
+        let mut next = string_columns(self.s);
         let mut columns: Vec<ArrayRef> = vec![next(), next(), Arc::new(self.ts.finish()), next()];
         columns.push(Arc::new(self.hospital.finish()));
         columns.push(next());
@@ -559,14 +565,7 @@ impl FlowColumns {
     }
 
     fn finish(mut self) -> Result<Positioned, ArrowError> {
-        let mut it = self
-            .s
-            .into_iter()
-            .map(|mut b| Arc::new(b.finish()) as ArrayRef);
-        let mut next = || {
-            it.next()
-                .unwrap_or_else(|| unreachable!("eight string columns"))
-        };
+        let mut next = string_columns(self.s);
         let mut columns: Vec<ArrayRef> = vec![next(), next(), Arc::new(self.ts.finish()), next()];
         columns.push(Arc::new(self.hospital.finish()));
         columns.push(next());

@@ -270,9 +270,7 @@ impl RulesStage {
     /// Takes back another share's suppression windows and delayed evokes, so that share 0
     /// holds the whole stage's state again (for the final checkpoint).
     pub fn absorb(&mut self, other: RulesStage) {
-        let mut suppressor = self.pack.suppressor().clone();
-        suppressor.merge(other.pack.suppressor());
-        self.pack.set_suppressor(suppressor);
+        self.pack.suppressor_mut().merge(other.pack.suppressor());
         self.delayed.merge(&other.delayed);
         self.share = Share::WHOLE;
     }
