@@ -9,7 +9,7 @@ use std::time::Instant;
 use cds_engine::gold::FactBuilder;
 use cds_engine::metrics::Metrics;
 use cds_engine::model::{EventType, Network, Pseudonymiser};
-use cds_engine::rules::RulesStage;
+use cds_engine::rules::{RuleInput, RulesStage};
 use cds_engine::silver::SilverRecord;
 
 use crate::report::Report;
@@ -24,17 +24,17 @@ pub fn measure(
     let metrics = Arc::new(Metrics::new());
     let mut stage = RulesStage::load(dir, network.clone(), metrics.clone())?;
     let facts = FactBuilder::new(Pseudonymiser::new(b"bench"), 1);
-    let eligible: Vec<(u64, Box<SilverRecord>)> = records
+    let eligible: Vec<RuleInput> = records
         .iter()
         .filter(|r| !r.quarantined() && r.kind.is_some() && r.department.is_some())
         .filter_map(|r| {
             let p = r.event.patient_id.as_deref()?;
-            Some((facts.patient_key(p), Box::new(r.clone())))
+            Some(RuleInput::new(facts.patient_key(p), Box::new(r.clone())))
         })
         .collect();
     let vitals = eligible
         .iter()
-        .filter(|(_, r)| r.kind == Some(EventType::Vitals))
+        .filter(|input| input.record.kind == Some(EventType::Vitals))
         .count();
     let t = Instant::now();
     let mut alerts = 0usize;

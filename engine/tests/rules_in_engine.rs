@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use cds_engine::metrics::Metrics;
 use cds_engine::model::Network;
-use cds_engine::rules::RulesStage;
+use cds_engine::rules::{RuleInput, RulesStage};
 use cds_engine::silver::{Outcome, Silver};
 use common::{cds, exported, rules_dir, scratch, simulate};
 use serde_json::{json, Value};
@@ -133,7 +133,7 @@ fn alerts_for(
         if let Outcome::Record(r) =
             silver.admit(cds_engine::decode::json(p, || unreachable!("valid events")))
         {
-            batch.push((key, r));
+            batch.push(RuleInput::new(key, r));
         }
     }
     stage

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use super::{CheckpointError, Checkpointed};
 use crate::decode::{Decoder, DecoderState};
 use crate::gold::{FactBuilder, GoldState, Micros};
+use crate::rules::{ReorderState, ReorderWindow};
 use crate::silver::{DedupWindow, Silver};
 use crate::source::Position;
 use crate::support::codec;
@@ -23,6 +24,20 @@ pub(crate) struct IngestState<'a> {
     lake: (u64, u64),
     /// What the payload decoder remembers (FHIR encounters, where patients lie).
     decoder: DecoderState<'a>,
+    /// The records the reorder window holds for the rules.
+    reorder: ReorderState,
+}
+
+/// The ingest side as checkpoints before the reorder window stored it: read so that an
+/// upgraded engine continues from its predecessor's checkpoint (with nothing held).
+#[derive(serde::Deserialize)]
+struct IngestStateBeforeReorder {
+    dedup: Cow<'static, DedupWindow>,
+    gold: GoldState<'static>,
+    positions: Vec<Position>,
+    watermark: Micros,
+    lake: (u64, u64),
+    decoder: DecoderState<'static>,
 }
 
 /// The ingest thread's stateful stages.
@@ -30,6 +45,7 @@ pub(crate) struct IngestStages<'a> {
     pub silver: &'a mut Silver,
     pub decoder: &'a mut Decoder,
     pub facts: &'a mut FactBuilder,
+    pub reorder: &'a mut ReorderWindow,
 }
 
 impl IngestState<'_> {
@@ -55,6 +71,7 @@ impl IngestState<'_> {
             watermark,
             lake,
             decoder: stages.decoder.snapshot(),
+            reorder: stages.reorder.snapshot(),
         };
         Ok(codec::encode(&state)?)
     }
@@ -73,7 +90,20 @@ pub(crate) struct Resume {
 impl IngestState<'static> {
     /// Reads what [`IngestState::encode`] wrote.
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, CheckpointError> {
-        codec::decode(bytes).map_err(CheckpointError::IngestState)
+        codec::decode(bytes)
+            .or_else(|e| {
+                let before: IngestStateBeforeReorder = codec::decode(bytes).map_err(|_| e)?;
+                Ok(IngestState {
+                    dedup: before.dedup,
+                    gold: before.gold,
+                    positions: before.positions,
+                    watermark: before.watermark,
+                    lake: before.lake,
+                    decoder: before.decoder,
+                    reorder: ReorderState::default(),
+                })
+            })
+            .map_err(CheckpointError::IngestState)
     }
 
     /// Where the checkpoint had read to.
@@ -86,6 +116,7 @@ impl IngestState<'static> {
         stages.silver.restore(self.dedup);
         stages.decoder.restore(self.decoder);
         stages.facts.restore(self.gold);
+        stages.reorder.restore(self.reorder);
         Resume {
             positions: self.positions,
             watermark: self.watermark,

@@ -115,6 +115,8 @@ pub struct RunConfig {
     pub workers: usize,
     /// Threads the rule pack runs on (per process).
     pub rules_threads: usize,
+    /// How far the event time moves past a record before the rules read it (`--reorder-window`).
+    pub reorder_window: Duration,
     /// Most events per input batch.
     pub batch_size: usize,
     /// This process's place in a cluster; `None`: the process runs alone.
@@ -149,6 +151,7 @@ impl RunConfig {
             checkpoints: None,
             workers: 1,
             rules_threads: crate::pipeline::auto_rules_threads(),
+            reorder_window: crate::pipeline::DEFAULT_REORDER_WINDOW,
             batch_size: DEFAULT_BATCH_SIZE,
             cluster: None,
             stall_after: Duration::from_secs_f64(DEFAULT_STALL_AFTER_SECS),

@@ -106,6 +106,12 @@ pub struct RunArgs {
     /// `auto`: one per CPU core, at most 8.
     #[arg(long, default_value = "auto", value_name = "N|auto")]
     rules_threads: String,
+    /// Seconds of event time the rules wait for earlier events before they read a record, so
+    /// that they read each patient's events in event-time order whatever the arrival order; a
+    /// record waits at most as long in wall time. A record later than the window is still
+    /// evaluated and its alert marked `"late": true`. 0: the rules read the arrival order.
+    #[arg(long, default_value_t = crate::pipeline::DEFAULT_REORDER_WINDOW.as_secs_f64(), value_name = "SECS")]
+    reorder_window: f64,
     /// Processes of the timely cluster, each with `--workers` threads; 1 runs alone. A cluster
     /// reads Kafka: partition p belongs to worker p mod (P × N).
     #[arg(long, default_value_t = 1, value_name = "P")]
@@ -253,6 +259,10 @@ impl RunArgs {
             self.stall_after.is_finite() && self.stall_after > 0.0,
             "--stall-after must be a positive number of seconds"
         );
+        let reorder_window = Duration::try_from_secs_f64(self.reorder_window)
+            .ok()
+            .filter(|w| *w <= Duration::from_secs(3600))
+            .context("--reorder-window must be a number of seconds from 0 to 3600")?;
         let source_settings = self.source_settings(&source, until)?;
         let sink = self
             .sink
@@ -281,6 +291,7 @@ impl RunArgs {
             checkpoints: self.checkpoints.clone(),
             workers: self.workers,
             rules_threads,
+            reorder_window,
             batch_size: self.batch_size,
             cluster,
             stall_after: Duration::from_secs_f64(self.stall_after),
@@ -485,6 +496,7 @@ fn pipeline_config(config: &RunConfig, network: Network, ops: &OpsAlerts) -> Pip
     let mut pipeline = PipelineConfig::new(config.data_dir.clone(), network);
     pipeline.workers = config.workers;
     pipeline.rules_threads = config.rules_threads;
+    pipeline.reorder_window = config.reorder_window;
     pipeline.cluster = config.cluster.clone();
     pipeline.batch_size = config.batch_size;
     pipeline.until = config.until;

@@ -12,7 +12,7 @@ use chrono::Utc;
 use prometheus::IntCounter;
 use tracing::info;
 
-use super::messages::{Epoch, PatientRecord, RulesBatch, WorkerBatch};
+use super::messages::{Epoch, RulesBatch, WorkerBatch};
 use super::sink_thread::Commits;
 use super::{DataflowError, PipelineConfig, PipelineError, RunSummary, Until};
 use crate::checkpoint::{Coordinator, IngestStages, IngestState};
@@ -25,6 +25,7 @@ use crate::metrics::Metrics;
 use crate::model::Pseudonymiser;
 use crate::model::{DeadLetter, Event, SourcePosition};
 use crate::ops::{Condition, OpsAlerts};
+use crate::rules::{ReorderWindow, RuleInput};
 use crate::silver::{DqFlag, Outcome, Silver, SilverRecord};
 use crate::source::{DeadLetterDeliveries, Poll, Position, RawBatch, Source};
 use crate::support::Stage;
@@ -189,7 +190,10 @@ struct Positions {
 struct EpochWork {
     /// Facts, one batch per worker.
     batches: Vec<GoldBatch>,
-    for_rules: Vec<PatientRecord>,
+    /// What the reorder window released for the rules, in order.
+    for_rules: Vec<RuleInput>,
+    /// When its input was read (a held record's arrival).
+    read_at: Instant,
     /// The lake's rows, when the lake is written.
     lake: Option<Box<EpochColumns>>,
     dead: u64,
@@ -201,10 +205,11 @@ struct EpochWork {
 }
 
 impl EpochWork {
-    fn new(workers: usize) -> Self {
+    fn new(workers: usize, read_at: Instant) -> Self {
         EpochWork {
             batches: vec![GoldBatch::default(); workers],
             for_rules: Vec::new(),
+            read_at,
             lake: None,
             dead: 0,
             duplicates: 0,
@@ -235,6 +240,8 @@ struct Ingest<'a> {
     silver: Silver,
     decoder: Decoder,
     facts: FactBuilder,
+    /// Holds the rules' records until the event time has passed them.
+    reorder: ReorderWindow,
     lake: Lake,
     positions: Positions,
     watermark: Micros,
@@ -269,6 +276,10 @@ impl<'a> Ingest<'a> {
             silver: Silver::new(config.network.clone()),
             decoder: Decoder::new(config.format, start.pseudonyms.clone()),
             facts: FactBuilder::new(start.pseudonyms, workers),
+            reorder: match start.downstream.to_rules {
+                Some(_) => ReorderWindow::new(Some(config.reorder_window), config.reorder_window),
+                None => ReorderWindow::off(),
+            },
             lake: Lake::open(&config.data_dir),
             events_in: start
                 .metrics
@@ -306,6 +317,7 @@ impl<'a> Ingest<'a> {
             silver: &mut self.silver,
             decoder: &mut self.decoder,
             facts: &mut self.facts,
+            reorder: &mut self.reorder,
         }
     }
 
@@ -382,10 +394,30 @@ impl<'a> Ingest<'a> {
             match self.after_poll(polled, raw.is_empty()) {
                 Next::Epoch => self.close_epoch(&raw)?,
                 Next::Wait => continue,
-                Next::Stop => break,
+                Next::Stop => {
+                    self.release_held()?;
+                    return Ok(());
+                }
             }
         }
+        // Stopped from outside: a checkpoint keeps what the window holds; without one, the
+        // rules read it now rather than never.
+        if self.checkpoints.is_none() {
+            self.release_held()?;
+        }
         Ok(())
+    }
+
+    /// The input ended: whatever the reorder window holds goes to the rules, in order, as one
+    /// more epoch.
+    fn release_held(&mut self) -> Result<(), PipelineError> {
+        if self.reorder.is_empty() {
+            return Ok(());
+        }
+        let read_at = Instant::now();
+        let mut work = EpochWork::new(self.workers, read_at);
+        self.reorder.release_all(&mut work.for_rules);
+        self.send_epoch(work, read_at, 0)
     }
 
     /// Between polls: write a checkpoint that is ready, commit what is durable, read the lag.
@@ -426,7 +458,12 @@ impl<'a> Ingest<'a> {
                 if self.config.until == Until::Shutdown {
                     info!("source exhausted; serving until shutdown");
                     self.ended = true;
-                    return Next::Wait;
+                    // Nothing more comes: what the reorder window holds goes to the rules.
+                    return if self.reorder.is_empty() {
+                        Next::Wait
+                    } else {
+                        Next::Epoch
+                    };
                 }
                 Next::Stop
             }
@@ -446,7 +483,9 @@ impl<'a> Ingest<'a> {
                 // In a cluster, the other processes wait for this one's epochs.
                 let heartbeat =
                     self.config.cluster.is_some() && self.last_epoch.elapsed() >= CLUSTER_HEARTBEAT;
-                if checkpoint_due || heartbeat {
+                // Records the window held while the event time stood still have waited enough.
+                let overdue = self.reorder.overdue(Instant::now());
+                if checkpoint_due || heartbeat || overdue {
                     Next::Epoch
                 } else {
                     Next::Wait
@@ -468,10 +507,18 @@ impl<'a> Ingest<'a> {
                 tracing::debug!(?first, "first position read");
             }
         }
-        let mut work = EpochWork::new(self.workers);
+        let mut work = EpochWork::new(self.workers, read_at);
         let ingested_at = Utc::now().timestamp_micros();
         for (payload, pos) in raw.iter() {
             self.payload(payload, pos, ingested_at, &mut work)?;
+        }
+        if self.ended {
+            self.reorder.release_all(&mut work.for_rules);
+        } else if raw.is_empty() {
+            // A quiet poll: the event time did not move; the wall-time bound applies.
+            self.reorder.release_overdue(read_at, &mut work.for_rules);
+        } else {
+            self.reorder.release(&mut work.for_rules);
         }
         let events = raw.len() as u64 - work.skipped;
         self.count(events, &work);
@@ -605,7 +652,8 @@ impl<'a> Ingest<'a> {
                 .record(&record, patient_key, position);
         }
         if let (Some(patient), true) = (patient_key, to_rules_too) {
-            work.for_rules.push((patient, record));
+            self.reorder
+                .hold(patient, record, work.read_at, &mut work.for_rules);
         }
         Ok(())
     }
@@ -701,6 +749,7 @@ impl<'a> Ingest<'a> {
             silver: &mut self.silver,
             decoder: &mut self.decoder,
             facts: &mut self.facts,
+            reorder: &mut self.reorder,
         };
         Ok(IngestState::encode(&stages, processed, watermark, lake)?)
     }
@@ -778,12 +827,25 @@ mod tests {
         workers: Vec<Vec<u64>>,
         /// The epochs the rules thread was asked to snapshot after.
         snapshots: Vec<u64>,
+        /// The event ids the rules received, in order.
+        for_rules: Vec<String>,
         metrics: Metrics,
     }
 
-    /// Runs the ingest loop over `polls` with two workers and an always-durable sink.
+    /// Runs the ingest loop over `polls` with two workers and an always-durable sink, without
+    /// a reorder window.
     fn ingest_polls(dir: &Path, polls: Vec<Vec<String>>, every: Option<Duration>) -> Sent {
-        let config = PipelineConfig::new(dir.to_path_buf(), Network::default_network());
+        ingest_polls_with(dir, polls, every, Duration::ZERO)
+    }
+
+    fn ingest_polls_with(
+        dir: &Path,
+        polls: Vec<Vec<String>>,
+        every: Option<Duration>,
+        reorder_window: Duration,
+    ) -> Sent {
+        let mut config = PipelineConfig::new(dir.to_path_buf(), Network::default_network());
+        config.reorder_window = reorder_window;
         let metrics = Metrics::new();
         let (to_workers, from_ingest): (Vec<_>, Vec<Receiver<WorkerBatch>>) =
             (0..2).map(|_| sync_channel(64)).unzip();
@@ -823,15 +885,22 @@ mod tests {
             .iter()
             .map(|rx| rx.try_iter().map(|b| b.epoch).collect())
             .collect();
-        let snapshots = rules_rx
-            .try_iter()
-            .filter(|b: &RulesBatch| b.snapshot)
+        let batches: Vec<RulesBatch> = rules_rx.try_iter().collect();
+        let snapshots = batches
+            .iter()
+            .filter(|b| b.snapshot)
             .map(|b| b.epoch)
+            .collect();
+        let for_rules = batches
+            .iter()
+            .flat_map(|b| b.records.iter())
+            .map(|r| r.record.event.event_id.clone())
             .collect();
         Sent {
             ingested,
             workers,
             snapshots,
+            for_rules,
             metrics,
         }
     }
@@ -857,6 +926,19 @@ mod tests {
             .get();
         assert_eq!(counted, 2, "dead letters by reason");
         assert!(sent.ingested.final_state.is_none(), "no checkpointing");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_rules_read_event_time_order_and_the_end_releases_what_is_held() {
+        let dir = data_dir("reorder");
+        // Admissions 3 s, 1 s and 2 s into the minute; a window of half a second.
+        let polls = vec![vec![admission(3), admission(1)], vec![admission(2)]];
+        let sent = ingest_polls_with(&dir, polls, None, Duration::from_millis(500));
+        assert_eq!(sent.for_rules, ["EV-1", "EV-2", "EV-3"]);
+        // EV-3 was held until the input ended: it went in one more epoch.
+        assert_eq!(sent.workers[0], vec![0, 1, 2]);
+        assert_eq!(sent.ingested.summary.events, 3);
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -5,7 +5,7 @@ use std::time::Instant;
 use crate::gold::{GoldBatch, GoldOutput, Micros};
 use crate::model::Document;
 use crate::model::Network;
-use crate::silver::SilverRecord;
+use crate::rules::RuleInput;
 
 /// What the sink thread receives.
 pub(super) enum SinkMessage {
@@ -29,14 +29,11 @@ impl From<GoldOutput> for SinkMessage {
     }
 }
 
-/// A Gold-eligible record for the rules, with its patient key.
-pub(super) type PatientRecord = (u64, Box<SilverRecord>);
-
-/// One batch of Gold-eligible records, in arrival order, for the rules threads (each reads
-/// all of them: one copy shared by all).
+/// One batch of Gold-eligible records, in the reorder window's order, for the rules threads
+/// (each reads all of them: one copy shared by all).
 pub(super) struct RulesBatch {
     pub epoch: u64,
-    pub records: std::sync::Arc<Vec<PatientRecord>>,
+    pub records: std::sync::Arc<Vec<RuleInput>>,
     pub read_at: Instant,
     /// Send the stage's state after this batch: a checkpoint is being taken at this epoch.
     pub snapshot: bool,
@@ -55,7 +52,7 @@ pub(super) struct Epoch {
     pub number: u64,
     /// One batch per worker, in worker order.
     pub batches: Vec<GoldBatch>,
-    pub records: Vec<PatientRecord>,
+    pub records: Vec<RuleInput>,
     /// The event-time watermark after this epoch.
     pub watermark: Micros,
     /// When its input was read, for the latency metrics.

@@ -71,6 +71,9 @@ pub struct PipelineConfig {
     /// Threads the rule pack runs on, each with its share of the patients
     /// ([`crate::rules::Share`]).
     pub rules_threads: usize,
+    /// How far the event time must move past a record before the rules read it, so that they
+    /// read event-time order ([`crate::rules::ReorderWindow`]); zero: arrival order.
+    pub reorder_window: Duration,
     /// Most payloads per epoch.
     pub batch_size: usize,
     /// Longest wait for input before an epoch is closed with what arrived.
@@ -118,6 +121,7 @@ impl PipelineConfig {
             network,
             workers: 1,
             rules_threads: 1,
+            reorder_window: DEFAULT_REORDER_WINDOW,
             batch_size: 16_384,
             poll_wait: Duration::from_millis(20),
             // The embedded store commits cheaply (WAL): a short interval keeps event-to-KPI
@@ -135,6 +139,10 @@ impl PipelineConfig {
         }
     }
 }
+
+/// `--reorder-window`'s default: see docs/rules.md ("Event-time order") for the latency it
+/// costs and why.
+pub const DEFAULT_REORDER_WINDOW: Duration = Duration::from_millis(500);
 
 /// `--rules-threads auto`: one rules thread per CPU core, at most 8 (each thread keeps every
 /// patient's placement, so more threads cost memory).

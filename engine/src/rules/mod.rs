@@ -15,6 +15,7 @@
 //! state, so a run may continue with another number of threads.
 
 mod context;
+mod reorder;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,7 @@ use chrono::DateTime;
 use tracing::{info, warn};
 
 pub use context::{ctx_event, ctx_vitals, ContextSnapshot, ContextState};
+pub use reorder::{ReorderState, ReorderWindow};
 
 use crate::checkpoint::{self, Checkpointed};
 use crate::gold::micros;
@@ -49,6 +51,27 @@ const DELAYED_LATENESS_SECS: i64 = 3600;
 pub enum RulesError {
     #[error("no rule loaded from {dir}: {errors}")]
     Load { dir: String, errors: String },
+}
+
+/// One Gold-eligible record for the rules, with its patient key.
+#[derive(Debug)]
+pub struct RuleInput {
+    pub patient: u64,
+    pub record: Box<SilverRecord>,
+    /// It arrived after a later record had gone to the rules ([`ReorderWindow`]): its alerts
+    /// say `"late": true`.
+    pub late: bool,
+}
+
+impl RuleInput {
+    /// A record in order (not late).
+    pub fn new(patient: u64, record: Box<SilverRecord>) -> Self {
+        RuleInput {
+            patient,
+            record,
+            late: false,
+        }
+    }
 }
 
 /// Which part of the rules work a [`RulesStage`] does, when the rules run on several threads.
@@ -299,10 +322,16 @@ impl RulesStage {
         self.pack.dir().to_path_buf()
     }
 
-    /// Evaluates a batch (patient key, record) in arrival order; returns the alert documents.
-    pub fn process(&mut self, batch: &[(u64, Box<SilverRecord>)]) -> Vec<Document> {
+    /// Evaluates a batch in its order (the reorder window's: event time); returns the alert
+    /// documents.
+    pub fn process(&mut self, batch: &[RuleInput]) -> Vec<Document> {
         let mut alerts = Vec::new();
-        for (patient, record) in batch {
+        for RuleInput {
+            patient,
+            record,
+            late,
+        } in batch
+        {
             let scopes = self.share.scopes(*patient);
             let adt = scopes.any() && record.kind.is_some_and(|k| k.is_adt());
             let evoked = record
@@ -323,7 +352,7 @@ impl RulesStage {
                 }
                 if evoked {
                     for outcome in self.pack.evaluate_in(&ctx, scopes) {
-                        self.handle(outcome, &mut alerts);
+                        self.handle(outcome, *late, &mut alerts);
                     }
                 }
             }
@@ -357,21 +386,28 @@ impl RulesStage {
                 .unwrap_or_default();
             let ctx = self.state.delayed(patient, &due.admission_event_id, &now);
             if let Some(outcome) = self.pack.evaluate_delayed(&ctx, &due.mlmname) {
-                self.handle(outcome, alerts);
+                self.handle(outcome, false, alerts);
             }
         }
     }
 
-    fn handle(&mut self, outcome: RuleOutcome, alerts: &mut Vec<Document>) {
+    /// Turns a fired rule into its alert document (`late`: the record that evoked it was
+    /// late for the reorder window, and the document says so).
+    fn handle(&mut self, outcome: RuleOutcome, late: bool, alerts: &mut Vec<Document>) {
         match outcome {
             RuleOutcome::Fired(alert) => {
                 let hospital_id = alert.hospital_id.unwrap_or(0);
                 match serde_json::to_value(&*alert) {
-                    Ok(body) => alerts.push(Document {
-                        id: alert.id.clone(),
-                        hospital_id,
-                        body,
-                    }),
+                    Ok(mut body) => {
+                        if let (true, Some(fields)) = (late, body.as_object_mut()) {
+                            fields.insert("late".into(), serde_json::Value::Bool(true));
+                        }
+                        alerts.push(Document {
+                            id: alert.id.clone(),
+                            hospital_id,
+                            body,
+                        });
+                    }
                     Err(e) => warn!(rule = %alert.mlmname, error = %e, "alert not serialisable"),
                 }
             }
@@ -477,7 +513,7 @@ mod tests {
 
     /// A simulated stream's records as the ingest hands them to the rules (quarantined and
     /// cancelling records left out), with their patient keys.
-    fn records(events: u64) -> Vec<(u64, Box<SilverRecord>)> {
+    fn records(events: u64) -> Vec<RuleInput> {
         let network = Network::default_network();
         let config = SimulatorConfig {
             seed: 5,
@@ -497,7 +533,10 @@ mod tests {
                 Outcome::Record(r)
                     if !r.quarantined() && !r.kind.is_some_and(|k| k.is_cancel()) =>
                 {
-                    Some((pseudonyms.key(r.event.patient_id.as_deref()?), r))
+                    Some(RuleInput::new(
+                        pseudonyms.key(r.event.patient_id.as_deref()?),
+                        r,
+                    ))
                 }
                 _ => None,
             })

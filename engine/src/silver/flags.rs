@@ -94,6 +94,16 @@ impl DqFlags {
         self.0 == 0
     }
 
+    /// The set as bits (flag `i` of [`DqFlag::ALL`] is bit `i`), as a checkpoint keeps it.
+    pub fn bits(self) -> u16 {
+        self.0
+    }
+
+    /// The set that [`DqFlags::bits`] gave.
+    pub fn from_bits(bits: u16) -> Self {
+        DqFlags(bits)
+    }
+
     /// True when any flag quarantines the record.
     pub fn quarantined(self) -> bool {
         self.iter().any(DqFlag::quarantines)
