@@ -25,7 +25,7 @@ use crate::metrics::Metrics;
 use crate::model::Pseudonymiser;
 use crate::model::{DeadLetter, Event, SourcePosition};
 use crate::ops::{Condition, OpsAlerts};
-use crate::rules::{ReorderWindow, RuleInput};
+use crate::rules::{PartitionId, ReorderWindow, RuleInput};
 use crate::silver::{DqFlag, Outcome, Silver, SilverRecord};
 use crate::source::{DeadLetterDeliveries, Poll, Position, RawBatch, Source};
 use crate::support::Stage;
@@ -508,6 +508,9 @@ impl<'a> Ingest<'a> {
             }
         }
         let mut work = EpochWork::new(self.workers, read_at);
+        if self.reorder.is_on() {
+            self.reorder.expect(self.source.partitions());
+        }
         let ingested_at = Utc::now().timestamp_micros();
         for (payload, pos) in raw.iter() {
             self.payload(payload, pos, ingested_at, &mut work)?;
@@ -518,7 +521,7 @@ impl<'a> Ingest<'a> {
             // A quiet poll: the event time did not move; the wall-time bound applies.
             self.reorder.release_overdue(read_at, &mut work.for_rules);
         } else {
-            self.reorder.release(&mut work.for_rules);
+            self.reorder.release(read_at, &mut work.for_rules);
         }
         let events = raw.len() as u64 - work.skipped;
         self.count(events, &work);
@@ -577,7 +580,10 @@ impl<'a> Ingest<'a> {
         }
         for outcome in outcomes.drain(..) {
             match outcome {
-                Outcome::Record(record) => self.record(record, row_position.as_ref(), work)?,
+                Outcome::Record(record) => {
+                    let partition = (pos.stream, pos.partition);
+                    self.record(record, row_position.as_ref(), partition, work)?
+                }
                 Outcome::Duplicate => work.duplicates += 1,
                 Outcome::DeadLetter(letter) => {
                     work.dead += 1;
@@ -627,6 +633,7 @@ impl<'a> Ingest<'a> {
         &mut self,
         record: Box<SilverRecord>,
         row_position: Option<&RowPosition>,
+        partition: PartitionId,
         work: &mut EpochWork,
     ) -> Result<(), PipelineError> {
         let mut patient_key = None;
@@ -652,8 +659,13 @@ impl<'a> Ingest<'a> {
                 .record(&record, patient_key, position);
         }
         if let (Some(patient), true) = (patient_key, to_rules_too) {
-            self.reorder
-                .hold(patient, record, work.read_at, &mut work.for_rules);
+            self.reorder.hold(
+                patient,
+                record,
+                partition,
+                work.read_at,
+                &mut work.for_rules,
+            );
         }
         Ok(())
     }

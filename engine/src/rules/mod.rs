@@ -29,7 +29,7 @@ use chrono::DateTime;
 use tracing::{info, warn};
 
 pub use context::{ctx_event, ctx_vitals, ContextSnapshot, ContextState};
-pub use reorder::{ReorderState, ReorderWindow};
+pub use reorder::{PartitionId, ReorderState, ReorderWindow, PARTITION_IDLE};
 
 use crate::checkpoint::{self, Checkpointed};
 use crate::gold::micros;

@@ -8,18 +8,27 @@
 //! what they see, so without this window the alerts of the same events would follow the
 //! arrival order.
 //!
-//! The window holds each record until the stream's event time (the newest event time seen)
-//! has moved `window` past it, then releases the held records in event-time order (ties: event
-//! id). So events displaced by less than the window, in any arrival order, in any batching into
-//! epochs, through any layout, after a restart from a checkpoint (which keeps what is held),
-//! reach the rules as one sequence, and give the same alerts.
+//! Each partition (of each stream) has a clock: the newest event time read from it. The
+//! window holds each record until every active partition's clock has moved `window` past it,
+//! then releases the held records in event-time order (ties: event id). A consumer catching up
+//! on a backlog reads one partition thousands of events ahead of another; the slowest clock
+//! holds the others' records back, so the order does not depend on how the fetches
+//! interleave. Events displaced by less than the window within their partition, in any
+//! arrival order across partitions, in any batching into epochs, through any layout, after a
+//! restart from a checkpoint (which keeps what is held and the clocks), reach the rules as one
+//! sequence, and give the same alerts.
 //!
-//! A record that arrives after a later record was released is **late**: it goes to the rules
-//! at once, never dropped, and its alert says `"late": true`. While the input is quiet the event
-//! time stands still, so a record also leaves once it has waited `window` in wall time: that
-//! bounds what the window adds to event-to-alert latency. The wall-time bound applies only to
-//! quiet polls, so that a busy stream (a replay, a backlog) stays in event-time order however
-//! slowly the engine takes it.
+//! A record more than `window` behind its own partition's clock is **late**: it is not
+//! dropped; it takes its place in the order where it arrived (at that clock minus the window),
+//! which is again the same in every layout, and its alert says `"late": true`. (So is a record
+//! that found later records already released: one from a partition that had gone idle.)
+//!
+//! While the input is quiet the clocks stand still, so a record also leaves once it has waited
+//! `window` in wall time: that bounds what the window adds to event-to-alert latency. The
+//! wall-time bound applies only to quiet polls, so that a busy stream (a replay, a backlog)
+//! stays in event-time order however slowly the engine takes it. A partition that brought
+//! nothing for [`PARTITION_IDLE`] of wall time while others did stops holding them back (a
+//! partition nobody writes to); its next record brings it back.
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -38,18 +47,19 @@
 //! let mut window = ReorderWindow::new(Some(Duration::from_secs(60)), Duration::from_secs(60));
 //! let (now, mut out) = (Instant::now(), Vec::<RuleInput>::new());
 //! // The 10:00:30 reading arrives before the 10:00:10 one: both are held.
-//! window.hold(1, reading("b", "2026-03-02T10:00:30Z"), now, &mut out);
-//! window.hold(1, reading("a", "2026-03-02T10:00:10Z"), now, &mut out);
-//! window.release(&mut out);
+//! window.hold(1, reading("b", "2026-03-02T10:00:30Z"), (0, 0), now, &mut out);
+//! window.hold(1, reading("a", "2026-03-02T10:00:10Z"), (0, 0), now, &mut out);
+//! window.release(now, &mut out);
 //! assert!(out.is_empty());
-//! // Event time moves 60 s past both: they leave in event-time order.
-//! window.hold(1, reading("c", "2026-03-02T10:01:30Z"), now, &mut out);
-//! window.release(&mut out);
+//! // The partition's clock moves 60 s past both: they leave in event-time order.
+//! window.hold(1, reading("c", "2026-03-02T10:01:30Z"), (0, 0), now, &mut out);
+//! window.release(now, &mut out);
 //! let ids: Vec<&str> = out.iter().map(|r| r.record.event.event_id.as_str()).collect();
 //! assert_eq!(ids, ["a", "b"]);
-//! // A reading from before what was released is late: it goes at once, flagged.
-//! window.hold(1, reading("d", "2026-03-02T10:00:20Z"), now, &mut out);
-//! window.release(&mut out);
+//! // A reading more than 60 s behind its partition's clock is late: evaluated where it
+//! // arrived, flagged.
+//! window.hold(1, reading("d", "2026-03-02T10:00:20Z"), (0, 0), now, &mut out);
+//! window.release(now, &mut out);
 //! assert!(out[2].late && out[2].record.event.event_id == "d");
 //! ```
 
@@ -64,11 +74,18 @@ use crate::gold::{micros, Micros};
 use crate::model::{Department, Event, EventType};
 use crate::silver::{DqFlags, SilverRecord};
 
-/// Where a held record goes in the release order: event time, event id, then arrival (a tie
-/// of both is the same event twice; the arrival keeps both).
+/// How long a partition may bring nothing while others bring records before it stops holding
+/// their records back.
+pub const PARTITION_IDLE: Duration = Duration::from_secs(5);
+
+/// A stream and a partition of it, as source positions name them.
+pub type PartitionId = (u16, i32);
+
+/// Where a held record goes in the release order: its place in event time, event id, then
+/// arrival (a tie of both is the same event twice; the arrival keeps both).
 type Key = (Micros, String, u64);
 
-/// A record waiting for the event time to pass it.
+/// A record waiting for the clocks to pass it.
 #[derive(Debug)]
 struct Held {
     patient: u64,
@@ -76,23 +93,34 @@ struct Held {
     late: bool,
 }
 
+/// One partition's clock.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    /// The newest event time read from the partition.
+    newest: Micros,
+    /// When it last brought a record; `None`: not since the input began in this run.
+    seen: Option<Instant>,
+}
+
 /// The records held for the rules, released in event-time order (see the module's
 /// documentation).
 #[derive(Debug)]
 pub struct ReorderWindow {
-    /// How far the event time must move past a record before it is released; `None`: no
-    /// window, the rules read the arrival order.
+    /// How far every clock must move past a record before it is released; `None`: no window,
+    /// the rules read the arrival order.
     window: Option<Micros>,
     /// How long a record waits at most while the input is quiet.
     wait: Duration,
-    /// The newest event time seen.
-    newest: Micros,
-    /// The event time and id of the last record released: an arrival before it is late.
+    clocks: BTreeMap<PartitionId, Clock>,
+    /// When the first record of this run arrived: the idle and wait times of what was there
+    /// before it (expected partitions, a checkpoint's held records) count from then.
+    input_began: Option<Instant>,
+    /// The place of the last record released: one placed before it is late.
     released: Option<(Micros, String)>,
     held: BTreeMap<Key, Held>,
-    /// When each held record arrived, oldest first, with its event time (entries of records
-    /// already released are dropped as the release passes them).
-    arrivals: VecDeque<(Instant, Micros)>,
+    /// When each held record arrived (`None`: before the input began), oldest first, with its
+    /// place (entries of released records are dropped as the release passes them).
+    arrivals: VecDeque<(Option<Instant>, Micros)>,
     next_arrival: u64,
 }
 
@@ -106,7 +134,8 @@ impl ReorderWindow {
         ReorderWindow {
             window,
             wait,
-            newest: Micros::MIN,
+            clocks: BTreeMap::new(),
+            input_began: None,
             released: None,
             held: BTreeMap::new(),
             arrivals: VecDeque::new(),
@@ -133,29 +162,62 @@ impl ReorderWindow {
         self.held.is_empty()
     }
 
-    /// Takes one record that arrived `now`: held, or (without a window) straight into `out`.
+    /// Partitions the source reads, before they bring anything: their clocks hold the others
+    /// back from the start, so that the first fetch of one partition is not released before
+    /// the first fetch of another arrives.
+    pub fn expect(&mut self, partitions: impl IntoIterator<Item = PartitionId>) {
+        if self.window.is_none() {
+            return;
+        }
+        for p in partitions {
+            self.clocks.entry(p).or_insert(Clock {
+                newest: Micros::MIN,
+                seen: self.input_began,
+            });
+        }
+    }
+
+    /// Takes one record that arrived `now` from `partition`: held, or (without a window)
+    /// straight into `out`.
     pub fn hold(
         &mut self,
         patient: u64,
         record: Box<SilverRecord>,
+        partition: PartitionId,
         now: Instant,
         out: &mut Vec<RuleInput>,
     ) {
-        if self.window.is_none() {
+        let Some(window) = self.window else {
             out.push(RuleInput {
                 patient,
                 record,
                 late: false,
             });
             return;
+        };
+        if self.input_began.is_none() {
+            self.input_began = Some(now);
+            for clock in self.clocks.values_mut() {
+                clock.seen = Some(now);
+            }
         }
         let at = micros(&record.event.event_timestamp);
-        let late = self
-            .released
-            .as_ref()
-            .is_some_and(|(t, id)| (at, record.event.event_id.as_str()) < (*t, id.as_str()));
-        self.newest = self.newest.max(at);
-        let key = (at, record.event.event_id.clone(), self.next_arrival);
+        let clock = self.clocks.entry(partition).or_insert(Clock {
+            newest: Micros::MIN,
+            seen: Some(now),
+        });
+        // Its place: its event time, or where it arrived when that is beyond the window.
+        let floor = clock.newest.saturating_sub(window);
+        let place = at.max(floor);
+        clock.newest = clock.newest.max(at);
+        clock.seen = Some(now);
+        let id = record.event.event_id.as_str();
+        let late = at < floor
+            || self
+                .released
+                .as_ref()
+                .is_some_and(|(t, i)| (place, id) < (*t, i.as_str()));
+        let key = (place, record.event.event_id.clone(), self.next_arrival);
         self.next_arrival += 1;
         self.held.insert(
             key,
@@ -165,26 +227,36 @@ impl ReorderWindow {
                 late,
             },
         );
-        self.arrivals.push_back((now, at));
+        self.arrivals.push_back((Some(now), place));
     }
 
-    /// Releases, in event-time order, every held record the event time has moved `window`
-    /// past (and every late record).
-    pub fn release(&mut self, out: &mut Vec<RuleInput>) {
+    /// Releases, in event-time order, every held record that every active partition's clock
+    /// has moved `window` past (and every late record placed before them).
+    pub fn release(&mut self, now: Instant, out: &mut Vec<RuleInput>) {
         let Some(window) = self.window else { return };
-        let cutoff = self.newest.saturating_sub(window);
-        self.release_through(cutoff, out);
+        let active = self
+            .clocks
+            .values()
+            .filter(|c| {
+                c.seen
+                    .is_none_or(|seen| now.saturating_duration_since(seen) < PARTITION_IDLE)
+            })
+            .map(|c| c.newest)
+            .min();
+        if let Some(slowest) = active {
+            self.release_through(slowest.saturating_sub(window), out);
+        }
     }
 
     /// While the input is quiet: releases, in event-time order, the records that have waited
     /// `wait` in wall time, with every record before them.
     pub fn release_overdue(&mut self, now: Instant, out: &mut Vec<RuleInput>) {
         let mut cutoff = None;
-        while let Some(&(arrived, at)) = self.arrivals.front() {
-            if now.saturating_duration_since(arrived) < self.wait {
+        while let Some(&(arrived, place)) = self.arrivals.front() {
+            if !self.waited(arrived, now) {
                 break;
             }
-            cutoff = cutoff.max(Some(at));
+            cutoff = cutoff.max(Some(place));
             self.arrivals.pop_front();
         }
         if let Some(cutoff) = cutoff {
@@ -198,7 +270,14 @@ impl ReorderWindow {
             && self
                 .arrivals
                 .front()
-                .is_some_and(|(arrived, _)| now.saturating_duration_since(*arrived) >= self.wait)
+                .is_some_and(|(arrived, _)| self.waited(*arrived, now))
+    }
+
+    /// Whether a record that arrived at `arrived` has waited `wait` by `now`.
+    fn waited(&self, arrived: Option<Instant>, now: Instant) -> bool {
+        arrived
+            .or(self.input_began)
+            .is_some_and(|at| now.saturating_duration_since(at) >= self.wait)
     }
 
     /// Releases everything held, in event-time order (the input ended).
@@ -219,13 +298,13 @@ impl ReorderWindow {
             None => BTreeMap::new(),
         };
         let released = std::mem::replace(&mut self.held, rest);
-        if let Some(((at, id, _), _)) = released.last_key_value() {
+        if let Some(((place, id, _), _)) = released.last_key_value() {
             if self
                 .released
                 .as_ref()
-                .is_none_or(|(t, i)| (*t, i) < (*at, id))
+                .is_none_or(|(t, i)| (*t, i) < (*place, id))
             {
-                self.released = Some((*at, id.clone()));
+                self.released = Some((*place, id.clone()));
             }
         }
         out.extend(released.into_values().map(|h| RuleInput {
@@ -236,16 +315,21 @@ impl ReorderWindow {
         // Arrivals of released records are no longer needed (those still held stay: they
         // bound the wait).
         let through = self.released.as_ref().map_or(Micros::MIN, |(t, _)| *t);
-        while self.arrivals.front().is_some_and(|(_, at)| *at <= through) {
+        while self
+            .arrivals
+            .front()
+            .is_some_and(|(_, place)| *place <= through)
+        {
             self.arrivals.pop_front();
         }
     }
 }
 
 /// A held record as a checkpoint keeps it: the event in the event model's JSON, with what
-/// Silver decided about it.
+/// Silver decided about it and its place.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HeldRecord {
+    place: Micros,
     patient: u64,
     event: String,
     kind: Option<EventType>,
@@ -254,11 +338,11 @@ pub struct HeldRecord {
     late: bool,
 }
 
-/// What a checkpoint keeps of the window: the held records, the newest event time and the
+/// What a checkpoint keeps of the window: the held records, the partitions' clocks and the
 /// last record released, so that a restarted run releases the same sequence.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ReorderState {
-    newest: Micros,
+    clocks: Vec<(PartitionId, Micros)>,
     released: Option<(Micros, String)>,
     held: Vec<HeldRecord>,
 }
@@ -268,12 +352,13 @@ impl Checkpointed for ReorderWindow {
 
     fn snapshot(&self) -> ReorderState {
         ReorderState {
-            newest: self.newest,
+            clocks: self.clocks.iter().map(|(p, c)| (*p, c.newest)).collect(),
             released: self.released.clone(),
             held: self
                 .held
-                .values()
-                .map(|h| HeldRecord {
+                .iter()
+                .map(|((place, _, _), h)| HeldRecord {
+                    place: *place,
                     patient: h.patient,
                     event: h.record.event.to_json(),
                     kind: h.record.kind,
@@ -285,20 +370,23 @@ impl Checkpointed for ReorderWindow {
         }
     }
 
-    /// Held records come back as if they had just arrived (they wait at most `wait` more).
+    /// Held records and clocks come back as if they had arrived when the input begins again.
     fn restore(&mut self, state: ReorderState) {
-        self.newest = state.newest;
+        self.clocks = state
+            .clocks
+            .into_iter()
+            .map(|(p, newest)| (p, Clock { newest, seen: None }))
+            .collect();
+        self.input_began = None;
         self.released = state.released;
         self.held.clear();
         self.arrivals.clear();
-        let now = Instant::now();
         for h in state.held {
             // What `snapshot` wrote from a parsed event parses again.
             let Ok(event) = Event::from_json(h.event.as_bytes()) else {
                 continue;
             };
-            let at = micros(&event.event_timestamp);
-            let key = (at, event.event_id.clone(), self.next_arrival);
+            let key = (h.place, event.event_id.clone(), self.next_arrival);
             self.next_arrival += 1;
             let record = Box::new(SilverRecord {
                 event,
@@ -314,7 +402,7 @@ impl Checkpointed for ReorderWindow {
                     late: h.late,
                 },
             );
-            self.arrivals.push_back((now, at));
+            self.arrivals.push_back((None, h.place));
         }
     }
 }
@@ -343,39 +431,49 @@ mod tests {
             .collect()
     }
 
-    /// Events one to ten seconds apart, in three arrival orders, in batches of any size: the
-    /// same sequence leaves.
+    /// 300 events about 3 s apart over three partitions, each partition's own order shuffled
+    /// by a few places: read round robin, one partition after the other (a backlog), and in
+    /// chunks, in batches of any size: the same sequence leaves, in event-time order.
     #[test]
-    fn any_arrival_order_within_the_window_releases_one_sequence() {
-        let mut silver = Silver::new(Network::default_network());
-        let seconds: Vec<u32> = (0..200).map(|i| i * 3 + (i * 7) % 5).collect();
-        let orders: [Vec<usize>; 3] = [
-            (0..200).collect(),
-            (0..200)
-                .rev()
-                .collect::<Vec<_>>()
-                .chunks(4)
-                .rev()
-                .flatten()
-                .copied()
-                .collect(),
-            (0..200).map(|i| (i / 5) * 5 + (4 - i % 5)).collect(),
-        ];
+    fn any_interleaving_of_partitions_releases_one_sequence() {
+        let seconds: Vec<u32> = (0..300).map(|i| i * 3 + (i * 7) % 3).collect();
+        // Each partition's events in time order, then every pair of neighbours swapped.
+        let partitions: Vec<Vec<usize>> = (0..3)
+            .map(|p| {
+                let mut own: Vec<usize> = (0..300).filter(|i| i % 3 == p).collect();
+                for pair in own.chunks_mut(2) {
+                    pair.reverse();
+                }
+                own
+            })
+            .collect();
+        let round_robin: Vec<(usize, usize)> =
+            (0..100).flat_map(|k| (0..3).map(move |p| (p, k))).collect();
+        let backlog: Vec<(usize, usize)> =
+            (0..3).flat_map(|p| (0..100).map(move |k| (p, k))).collect();
+        let chunks: Vec<(usize, usize)> = (0..100)
+            .step_by(17)
+            .flat_map(|k0| {
+                [2, 0, 1]
+                    .into_iter()
+                    .flat_map(move |p| (k0..(k0 + 17).min(100)).map(move |k| (p, k)))
+            })
+            .collect();
         let mut sequences = Vec::new();
-        for (n, order) in orders.iter().enumerate() {
+        for (n, order) in [round_robin, backlog, chunks].iter().enumerate() {
+            // Silver drops a second sighting of an id: each order gets a new Silver.
+            let mut silver = Silver::new(Network::default_network());
             let mut window =
                 ReorderWindow::new(Some(Duration::from_secs(30)), Duration::from_secs(3600));
+            window.expect((0..3).map(|p| (0, p)));
             let mut out = Vec::new();
             let now = Instant::now();
-            for (i, &e) in order.iter().enumerate() {
-                window.hold(
-                    1,
-                    reading(&mut silver, &format!("e{e:03}"), seconds[e]),
-                    now,
-                    &mut out,
-                );
-                if i % (n + 1) * 3 == 0 {
-                    window.release(&mut out);
+            for (i, &(p, k)) in order.iter().enumerate() {
+                let e = partitions[p][k];
+                let record = reading(&mut silver, &format!("e{e:03}"), seconds[e]);
+                window.hold(1, record, (0, p as i32), now, &mut out);
+                if i % (n + 2) == 0 {
+                    window.release(now, &mut out);
                 }
             }
             window.release_all(&mut out);
@@ -384,9 +482,6 @@ mod tests {
                 "nothing is late within the window"
             );
             sequences.push(ids(&out));
-            // Silver drops a second sighting of an id: each order gets fresh ids from a new
-            // Silver.
-            silver = Silver::new(Network::default_network());
         }
         let mut sorted = sequences[0].clone();
         sorted.sort_by_key(|id| seconds[id[1..].parse::<usize>().expect("n")]);
@@ -396,17 +491,34 @@ mod tests {
     }
 
     #[test]
+    fn a_record_beyond_the_window_is_late_and_placed_where_it_arrived() {
+        let mut silver = Silver::new(Network::default_network());
+        let mut window =
+            ReorderWindow::new(Some(Duration::from_secs(30)), Duration::from_secs(3600));
+        let (now, mut out) = (Instant::now(), Vec::new());
+        window.hold(1, reading(&mut silver, "a", 0), (0, 0), now, &mut out);
+        window.hold(1, reading(&mut silver, "b", 100), (0, 0), now, &mut out);
+        window.hold(1, reading(&mut silver, "c", 10), (0, 0), now, &mut out);
+        window.hold(1, reading(&mut silver, "d", 80), (0, 0), now, &mut out);
+        window.release_all(&mut out);
+        // c is 90 s behind its partition's clock: placed at 100 - 30 = 70 s, before d.
+        assert_eq!(ids(&out), ["a", "c", "d", "b"]);
+        let late: Vec<bool> = out.iter().map(|r| r.late).collect();
+        assert_eq!(late, [false, true, false, false]);
+    }
+
+    #[test]
     fn a_quiet_input_releases_what_waited_and_a_checkpoint_keeps_the_rest() {
         let mut silver = Silver::new(Network::default_network());
         let mut window =
             ReorderWindow::new(Some(Duration::from_secs(600)), Duration::from_millis(50));
         let mut out = Vec::new();
         let start = Instant::now();
-        window.hold(7, reading(&mut silver, "a", 20), start, &mut out);
-        window.hold(7, reading(&mut silver, "b", 10), start, &mut out);
+        window.hold(7, reading(&mut silver, "a", 20), (0, 0), start, &mut out);
+        window.hold(7, reading(&mut silver, "b", 10), (0, 0), start, &mut out);
         assert!(!window.overdue(start));
         let later = start + Duration::from_millis(60);
-        window.hold(7, reading(&mut silver, "c", 15), later, &mut out);
+        window.hold(7, reading(&mut silver, "c", 15), (0, 0), later, &mut out);
         assert!(window.overdue(later));
         window.release_overdue(later, &mut out);
         // `a` waited long enough; `b` is before it and goes too; `c` (15 s, after `b`,
@@ -414,8 +526,8 @@ mod tests {
         assert_eq!(ids(&out), ["b", "c", "a"]);
 
         out.clear();
-        window.hold(7, reading(&mut silver, "d", 30), later, &mut out);
-        window.hold(7, reading(&mut silver, "e", 5), later, &mut out);
+        window.hold(7, reading(&mut silver, "d", 30), (0, 0), later, &mut out);
+        window.hold(7, reading(&mut silver, "e", 5), (0, 0), later, &mut out);
         let state = window.snapshot();
         let mut restored =
             ReorderWindow::new(Some(Duration::from_secs(600)), Duration::from_millis(50));
@@ -437,8 +549,8 @@ mod tests {
         let mut window = ReorderWindow::off();
         let mut out = Vec::new();
         let now = Instant::now();
-        window.hold(1, reading(&mut silver, "b", 20), now, &mut out);
-        window.hold(1, reading(&mut silver, "a", 10), now, &mut out);
+        window.hold(1, reading(&mut silver, "b", 20), (0, 0), now, &mut out);
+        window.hold(1, reading(&mut silver, "a", 10), (0, 0), now, &mut out);
         assert_eq!(ids(&out), ["b", "a"]);
         assert!(window.is_empty() && !window.is_on());
     }

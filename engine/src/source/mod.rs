@@ -183,6 +183,13 @@ pub trait Source: Send {
         self.name().to_owned()
     }
 
+    /// The (stream, partition) pairs the source reads now, as its positions name them, when it
+    /// knows them before they bring anything (Kafka's assigned partitions): the rules' reorder
+    /// window waits for each of them ([`crate::rules::ReorderWindow::expect`]).
+    fn partitions(&self) -> Vec<(u16, i32)> {
+        Vec::new()
+    }
+
     /// Moves past everything up to and including `upto` (the last processed position per
     /// stream and partition), if the source can do so itself: the simulator and files
     /// regenerate or re-read from the start otherwise. Whatever the source returns at or

@@ -367,6 +367,19 @@ impl Source for KafkaSource {
         &self.name
     }
 
+    fn partitions(&self) -> Vec<(u16, i32)> {
+        let mut owned = Vec::new();
+        for (topic, n) in &self.assigned {
+            let stream = self.stream_of(topic);
+            owned.extend(
+                (0..*n)
+                    .filter(|p| self.config.share.owns(*p))
+                    .map(|p| (stream, p)),
+            );
+        }
+        owned
+    }
+
     fn stream_name(&self, stream: u16) -> String {
         let topic = self
             .config
