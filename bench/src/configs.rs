@@ -21,6 +21,8 @@ struct Configuration {
     lake: bool,
     /// `--rules-threads`; `None`: the default (one per core).
     rules_threads: Option<&'static str>,
+    /// `--reorder-window`; `None`: the default.
+    reorder_window: Option<&'static str>,
 }
 
 impl Configuration {
@@ -38,40 +40,55 @@ impl Configuration {
         if let Some(n) = self.rules_threads {
             flags.extend(["--rules-threads".into(), n.into()]);
         }
+        if let Some(w) = self.reorder_window {
+            flags.extend(["--reorder-window".into(), w.into()]);
+        }
         flags
     }
 }
 
-const CONFIGURATIONS: [Configuration; 5] = [
+const CONFIGURATIONS: [Configuration; 6] = [
     Configuration {
         name: "rules off, lake off",
         rules: false,
         lake: false,
         rules_threads: None,
+        reorder_window: None,
     },
     Configuration {
         name: "rules on (one rules thread), lake off",
         rules: true,
         lake: false,
         rules_threads: Some("1"),
+        reorder_window: None,
     },
     Configuration {
         name: "rules on, lake off",
         rules: true,
         lake: false,
         rules_threads: None,
+        reorder_window: None,
     },
     Configuration {
         name: "rules off, lake on",
         rules: false,
         lake: true,
         rules_threads: None,
+        reorder_window: None,
     },
     Configuration {
         name: "default (rules and lake on)",
         rules: true,
         lake: true,
         rules_threads: None,
+        reorder_window: None,
+    },
+    Configuration {
+        name: "default without the reorder window (--reorder-window 0)",
+        rules: true,
+        lake: true,
+        rules_threads: None,
+        reorder_window: Some("0"),
     },
 ];
 

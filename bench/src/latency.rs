@@ -242,7 +242,11 @@ pub enum Written<'a> {
     Kpis,
     /// The NEWS2 alert on a deteriorating reading, with the rule pack in this directory and
     /// the lake on.
-    News2Alert { rules: &'a Path },
+    News2Alert {
+        rules: &'a Path,
+        /// The engine's `--reorder-window`.
+        reorder_window: Duration,
+    },
 }
 
 impl Written<'_> {
@@ -300,9 +304,11 @@ pub fn one_load(
     let mut flow = match written {
         // 5,000 beds in rotation: a steady census, each stay ten events.
         Written::Kpis => Flow::new(network, start, 5_000),
-        Written::News2Alert { .. } => {
-            Flow::new(network, start, ALERT_BEDS).deteriorating(DETERIORATING_EVERY)
-        }
+        // Event time advances as fast as the readings are sent, as a live feed's does: the
+        // reorder window then costs what it costs a hospital.
+        Written::News2Alert { .. } => Flow::new(network, start, ALERT_BEDS)
+            .deteriorating(DETERIORATING_EVERY)
+            .spaced((1_000_000 / rate.max(1)) as i64),
     };
     let mut times = Vec::with_capacity(warmup + measured);
     let mut lines = Vec::with_capacity(warmup + measured);
@@ -350,7 +356,11 @@ pub fn one_load(
     let metrics = Arc::new(Metrics::new());
     let rules = match written {
         Written::Kpis => None,
-        Written::News2Alert { rules } => {
+        Written::News2Alert {
+            rules,
+            reorder_window,
+        } => {
+            config.reorder_window = reorder_window;
             config.lake = Some(LakeConfig::new(data.join("lake").display().to_string()));
             // As `cds run` has it by default: one rules thread per core.
             config.rules_threads = pipeline::auto_rules_threads();
@@ -592,9 +602,10 @@ pub fn measure(
         let r = one_load(scratch, network, brokers, rate, seconds, tuning, written)?;
         let what = match written {
             Written::Kpis => format!("{rate} events/s offered, {} events, {tuning}", r.events),
-            Written::News2Alert { .. } => format!(
-                "{rate} events/s offered, {} NEWS2 alerts, rule pack and lake on, {tuning}",
-                r.events
+            Written::News2Alert { reorder_window, .. } => format!(
+                "{rate} events/s offered, {} NEWS2 alerts, rule pack and lake on, reorder window {} ms, {tuning}",
+                r.events,
+                reorder_window.as_millis()
             ),
         };
         for (name, v) in [

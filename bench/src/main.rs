@@ -84,6 +84,8 @@ struct Options {
     latency_configs: Vec<latency::Tuning>,
     alert_rates: Vec<u64>,
     alert_config: latency::Tuning,
+    /// Seconds.
+    alert_reorder_windows: Vec<f64>,
     patients: Vec<u64>,
     readings: Vec<u64>,
     /// (B, prefix in events) per baseline comparison.
@@ -190,6 +192,10 @@ struct Args {
         default_value = "5/10/10"
     )]
     alert_latency_config: latency::Tuning,
+    /// Reorder windows of the alert-latency section, seconds (`cds run --reorder-window`); each
+    /// is measured at every rate, the event time advancing as fast as the readings are sent.
+    #[arg(long, value_name = "SECS[,SECS]", default_value = "0,0.25")]
+    alert_reorder_windows: Commas<f64>,
     /// Where the plots go (`bench/plots`; none with `--quick`).
     #[arg(long, value_name = "DIR")]
     plots: Option<PathBuf>,
@@ -282,6 +288,7 @@ fn options() -> anyhow::Result<Options> {
             |r| r.0,
         ),
         alert_config: a.alert_latency_config,
+        alert_reorder_windows: a.alert_reorder_windows.0,
         patients: a.patients.map_or_else(
             || {
                 if quick {
@@ -533,27 +540,37 @@ fn alert_latency(
         return Ok(());
     }
     let tuning = o.alert_config;
-    let results = latency::measure(
-        report,
-        dir,
-        network,
-        brokers,
-        latency::Loads {
-            rates: &o.alert_rates,
-            seconds: o.latency_secs,
-        },
-        tuning,
-        latency::Written::News2Alert { rules },
-    )?;
-    if let Some(plots) = &o.plots {
-        std::fs::create_dir_all(plots)?;
-        let path = plots.join("alert-latency.svg");
-        let title = format!("reading due → NEWS2 alert written via Kafka (loopback): {tuning}");
-        std::fs::write(
-            &path,
-            plot::latency_svg(&results, &title, "reading due → NEWS2 alert written"),
+    for &window in &o.alert_reorder_windows {
+        let reorder_window = Duration::try_from_secs_f64(window)
+            .map_err(|_| anyhow::anyhow!("--alert-reorder-windows: {window} is not seconds"))?;
+        let results = latency::measure(
+            report,
+            dir,
+            network,
+            brokers,
+            latency::Loads {
+                rates: &o.alert_rates,
+                seconds: o.latency_secs,
+            },
+            tuning,
+            latency::Written::News2Alert {
+                rules,
+                reorder_window,
+            },
         )?;
-        report.line(section, "plot written", &path.display().to_string());
+        if let Some(plots) = &o.plots {
+            std::fs::create_dir_all(plots)?;
+            let ms = reorder_window.as_millis();
+            let path = plots.join(format!("alert-latency-window-{ms}ms.svg"));
+            let title = format!(
+                "reading due → NEWS2 alert written via Kafka (loopback): reorder window {ms} ms, {tuning}"
+            );
+            std::fs::write(
+                &path,
+                plot::latency_svg(&results, &title, "reading due → NEWS2 alert written"),
+            )?;
+            report.line(section, "plot written", &path.display().to_string());
+        }
     }
     Ok(())
 }

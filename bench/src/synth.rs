@@ -102,7 +102,8 @@ pub fn adt(
 
 /// A steady hospital flow, one line per call: `slots` beds in rotation; each stay is an
 /// admission, four vitals readings, a transfer, three readings and a discharge (ten events),
-/// then the bed takes a new patient. Event times strictly increase, one second apart.
+/// then the bed takes a new patient. Event times strictly increase, one second apart (or as
+/// [`Flow::spaced`] sets).
 #[derive(Debug)]
 pub struct Flow {
     start: Timestamp,
@@ -111,6 +112,8 @@ pub struct Flow {
     seq: u64,
     /// Every this many beds, the first reading of a stay is a deteriorating one; 0: none.
     deteriorating_every: u64,
+    /// Event time between two events, microseconds.
+    spacing_us: i64,
 }
 
 impl Flow {
@@ -121,7 +124,20 @@ impl Flow {
             places: places(network),
             seq: 0,
             deteriorating_every: 0,
+            spacing_us: 1_000_000,
         }
+    }
+
+    /// The same flow with events `us` microseconds of event time apart: `1e6 / rate` makes the
+    /// event time advance as fast as a producer at `rate` events/s sends, as a live feed's does.
+    pub fn spaced(mut self, us: i64) -> Self {
+        self.spacing_us = us.max(1);
+        self
+    }
+
+    /// The event time of event `seq`.
+    fn time(&self, seq: u64) -> Timestamp {
+        self.start + Duration::microseconds((seq as i64 + 1).saturating_mul(self.spacing_us))
     }
 
     /// The same flow where the first reading of every `every`-th bed's stay is a deteriorating
@@ -145,7 +161,7 @@ impl Flow {
 
     /// The event time of the next line.
     pub fn next_time(&self) -> Timestamp {
-        event_time(self.start, self.seq)
+        self.time(self.seq)
     }
 
     /// Writes the next event into `out` (cleared first).
@@ -160,8 +176,8 @@ impl Flow {
         let n = self.places.len().max(1) as u64;
         let here = self.places[(patient % n) as usize];
         let there = self.places[((patient + 1) % n) as usize];
-        let at = event_time(self.start, seq);
-        let admitted = event_time(self.start, stay * self.slots * 10 + slot);
+        let at = self.time(seq);
+        let admitted = self.time(stay * self.slots * 10 + slot);
         if self.next_deteriorates_at(seq) {
             deteriorating_vitals(out, seq, at, patient, here);
             return;

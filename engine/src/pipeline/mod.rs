@@ -142,7 +142,7 @@ impl PipelineConfig {
 
 /// `--reorder-window`'s default: see docs/rules.md ("Event-time order") for the latency it
 /// costs and why.
-pub const DEFAULT_REORDER_WINDOW: Duration = Duration::from_millis(500);
+pub const DEFAULT_REORDER_WINDOW: Duration = Duration::from_millis(250);
 
 /// `--rules-threads auto`: one rules thread per CPU core, at most 8 (each thread keeps every
 /// patient's placement, so more threads cost memory).
