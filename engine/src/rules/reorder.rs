@@ -81,9 +81,10 @@ pub const PARTITION_IDLE: Duration = Duration::from_secs(5);
 /// A stream and a partition of it, as source positions name them.
 pub type PartitionId = (u16, i32);
 
-/// Where a held record goes in the release order: its place in event time, event id, then
-/// arrival (a tie of both is the same event twice; the arrival keeps both).
-type Key = (Micros, String, u64);
+/// Where a held record goes in the release order: its place in event time, then its arrival
+/// (records of one place leave in event-id order: [`ReorderWindow::release_through`] sorts
+/// them, so that the key needs no copy of the id).
+type Key = (Micros, u64);
 
 /// A record waiting for the clocks to pass it.
 #[derive(Debug)]
@@ -217,7 +218,7 @@ impl ReorderWindow {
                 .released
                 .as_ref()
                 .is_some_and(|(t, i)| (place, id) < (*t, i.as_str()));
-        let key = (place, record.event.event_id.clone(), self.next_arrival);
+        let key = (place, self.next_arrival);
         self.next_arrival += 1;
         self.held.insert(
             key,
@@ -294,20 +295,30 @@ impl ReorderWindow {
             return;
         }
         let rest = match cutoff.checked_add(1) {
-            Some(next) => self.held.split_off(&(next, String::new(), 0)),
+            Some(next) => self.held.split_off(&(next, 0)),
             None => BTreeMap::new(),
         };
         let released = std::mem::replace(&mut self.held, rest);
-        if let Some(((place, id, _), _)) = released.last_key_value() {
+        let mut released: Vec<(Micros, Held)> = released
+            .into_iter()
+            .map(|((place, _), held)| (place, held))
+            .collect();
+        // Sorted by place already; within a place, by event id (a stable sort of sorted runs
+        // is one pass).
+        released.sort_by(|(a, x), (b, y)| {
+            (a, x.record.event.event_id.as_str()).cmp(&(b, y.record.event.event_id.as_str()))
+        });
+        if let Some((place, last)) = released.last() {
+            let id = last.record.event.event_id.as_str();
             if self
                 .released
                 .as_ref()
-                .is_none_or(|(t, i)| (*t, i) < (*place, id))
+                .is_none_or(|(t, i)| (*t, i.as_str()) < (*place, id))
             {
-                self.released = Some((*place, id.clone()));
+                self.released = Some((*place, id.to_owned()));
             }
         }
-        out.extend(released.into_values().map(|h| RuleInput {
+        out.extend(released.into_iter().map(|(_, h)| RuleInput {
             patient: h.patient,
             record: h.record,
             late: h.late,
@@ -357,7 +368,7 @@ impl Checkpointed for ReorderWindow {
             held: self
                 .held
                 .iter()
-                .map(|((place, _, _), h)| HeldRecord {
+                .map(|((place, _), h)| HeldRecord {
                     place: *place,
                     patient: h.patient,
                     event: h.record.event.to_json(),
@@ -386,7 +397,7 @@ impl Checkpointed for ReorderWindow {
             let Ok(event) = Event::from_json(h.event.as_bytes()) else {
                 continue;
             };
-            let key = (h.place, event.event_id.clone(), self.next_arrival);
+            let key = (h.place, self.next_arrival);
             self.next_arrival += 1;
             let record = Box::new(SilverRecord {
                 event,
