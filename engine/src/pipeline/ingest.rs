@@ -521,7 +521,8 @@ impl<'a> Ingest<'a> {
             // A quiet poll: the event time did not move; the wall-time bound applies.
             self.reorder.release_overdue(read_at, &mut work.for_rules);
         } else {
-            self.reorder.release(read_at, &mut work.for_rules);
+            let backlog = raw.len() >= self.config.batch_size;
+            self.reorder.release(read_at, backlog, &mut work.for_rules);
         }
         let events = raw.len() as u64 - work.skipped;
         self.count(events, &work);

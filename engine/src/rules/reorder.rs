@@ -28,7 +28,8 @@
 //! wall-time bound applies only to quiet polls, so that a busy stream (a replay, a backlog)
 //! stays in event-time order however slowly the engine takes it. A partition that brought
 //! nothing for [`PARTITION_IDLE`] of wall time while others did stops holding them back (a
-//! partition nobody writes to); its next record brings it back.
+//! partition nobody writes to), unless the source is behind (its last poll was full); its
+//! next record brings it back.
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -49,17 +50,17 @@
 //! // The 10:00:30 reading arrives before the 10:00:10 one: both are held.
 //! window.hold(1, reading("b", "2026-03-02T10:00:30Z"), (0, 0), now, &mut out);
 //! window.hold(1, reading("a", "2026-03-02T10:00:10Z"), (0, 0), now, &mut out);
-//! window.release(now, &mut out);
+//! window.release(now, false, &mut out);
 //! assert!(out.is_empty());
 //! // The partition's clock moves 60 s past both: they leave in event-time order.
 //! window.hold(1, reading("c", "2026-03-02T10:01:30Z"), (0, 0), now, &mut out);
-//! window.release(now, &mut out);
+//! window.release(now, false, &mut out);
 //! let ids: Vec<&str> = out.iter().map(|r| r.record.event.event_id.as_str()).collect();
 //! assert_eq!(ids, ["a", "b"]);
 //! // A reading more than 60 s behind its partition's clock is late: evaluated where it
 //! // arrived, flagged.
 //! window.hold(1, reading("d", "2026-03-02T10:00:20Z"), (0, 0), now, &mut out);
-//! window.release(now, &mut out);
+//! window.release(now, false, &mut out);
 //! assert!(out[2].late && out[2].record.event.event_id == "d");
 //! ```
 
@@ -232,15 +233,19 @@ impl ReorderWindow {
     }
 
     /// Releases, in event-time order, every held record that every active partition's clock
-    /// has moved `window` past (and every late record placed before them).
-    pub fn release(&mut self, now: Instant, out: &mut Vec<RuleInput>) {
+    /// has moved `window` past (and every late record placed before them). `backlog`: the
+    /// source returned as much as it was asked for, so there is more to read; then no partition
+    /// counts as idle, whatever the wall time: in a backlog a partition's next fetch may come
+    /// seconds after its last one.
+    pub fn release(&mut self, now: Instant, backlog: bool, out: &mut Vec<RuleInput>) {
         let Some(window) = self.window else { return };
         let active = self
             .clocks
             .values()
             .filter(|c| {
-                c.seen
-                    .is_none_or(|seen| now.saturating_duration_since(seen) < PARTITION_IDLE)
+                backlog
+                    || c.seen
+                        .is_none_or(|seen| now.saturating_duration_since(seen) < PARTITION_IDLE)
             })
             .map(|c| c.newest)
             .min();
@@ -484,7 +489,7 @@ mod tests {
                 let record = reading(&mut silver, &format!("e{e:03}"), seconds[e]);
                 window.hold(1, record, (0, p as i32), now, &mut out);
                 if i % (n + 2) == 0 {
-                    window.release(now, &mut out);
+                    window.release(now, false, &mut out);
                 }
             }
             window.release_all(&mut out);
