@@ -107,9 +107,10 @@ pub struct RunArgs {
     #[arg(long, default_value = "auto", value_name = "N|auto")]
     rules_threads: String,
     /// Seconds of event time the rules wait for earlier events before they read a record, so
-    /// that they read each patient's events in event-time order whatever the arrival order; a
-    /// record waits at most as long in wall time. A record later than the window is still
-    /// evaluated and its alert marked `"late": true`. 0: the rules read the arrival order.
+    /// that they read each patient's events in event-time order whatever the arrival order (and
+    /// once the input has been quiet that long in wall time, whatever is held goes). A record
+    /// later than the window is still evaluated and its alert marked `"late": true`. 0: the
+    /// rules read the arrival order.
     #[arg(long, default_value_t = crate::pipeline::DEFAULT_REORDER_WINDOW.as_secs_f64(), value_name = "SECS")]
     reorder_window: f64,
     /// Processes of the timely cluster, each with `--workers` threads; 1 runs alone. A cluster

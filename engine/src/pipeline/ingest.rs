@@ -277,7 +277,7 @@ impl<'a> Ingest<'a> {
             decoder: Decoder::new(config.format, start.pseudonyms.clone()),
             facts: FactBuilder::new(start.pseudonyms, workers),
             reorder: match start.downstream.to_rules {
-                Some(_) => ReorderWindow::new(Some(config.reorder_window), config.reorder_window),
+                Some(_) => ReorderWindow::new(Some(config.reorder_window)),
                 None => ReorderWindow::off(),
             },
             lake: Lake::open(&config.data_dir),
@@ -408,6 +408,12 @@ impl<'a> Ingest<'a> {
         Ok(())
     }
 
+    /// Whether the input has brought nothing for the reorder window's length by `now`: a lull,
+    /// not a backlog (whose polls come back with records far more often).
+    fn quiet_for_window(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.last_input) >= self.config.reorder_window
+    }
+
     /// The input ended: whatever the reorder window holds goes to the rules, in order, as one
     /// more epoch.
     fn release_held(&mut self) -> Result<(), PipelineError> {
@@ -483,9 +489,9 @@ impl<'a> Ingest<'a> {
                 // In a cluster, the other processes wait for this one's epochs.
                 let heartbeat =
                     self.config.cluster.is_some() && self.last_epoch.elapsed() >= CLUSTER_HEARTBEAT;
-                // Records the window held while the event time stood still have waited enough.
-                let overdue = self.reorder.overdue(Instant::now());
-                if checkpoint_due || heartbeat || overdue {
+                // The event time stood still for the window's length: what it holds goes.
+                let lull = self.reorder.waiting() && self.quiet_for_window(Instant::now());
+                if checkpoint_due || heartbeat || lull {
                     Next::Epoch
                 } else {
                     Next::Wait
@@ -518,8 +524,9 @@ impl<'a> Ingest<'a> {
         if self.ended {
             self.reorder.release_all(&mut work.for_rules);
         } else if raw.is_empty() {
-            // A quiet poll: the event time did not move; the wall-time bound applies.
-            self.reorder.release_overdue(read_at, &mut work.for_rules);
+            if self.quiet_for_window(read_at) {
+                self.reorder.release_quiet(&mut work.for_rules);
+            }
         } else {
             let backlog = raw.len() >= self.config.batch_size;
             self.reorder.release(read_at, backlog, &mut work.for_rules);

@@ -23,10 +23,10 @@
 //! which is again the same in every layout, and its alert says `"late": true`. (So is a record
 //! that found later records already released: one from a partition that had gone idle.)
 //!
-//! While the input is quiet the clocks stand still, so a record also leaves once it has waited
-//! `window` in wall time: that bounds what the window adds to event-to-alert latency. The
-//! wall-time bound applies only to quiet polls, so that a busy stream (a replay, a backlog)
-//! stays in event-time order however slowly the engine takes it. A partition that brought
+//! While the input is quiet the clocks stand still, so once the input has brought nothing for
+//! `window` in wall time everything held leaves: that bounds what the window adds to
+//! event-to-alert latency in a lull. A busy stream (a replay, a backlog) is never quiet that
+//! long, so it stays in event-time order however slowly the engine takes it. A partition that brought
 //! nothing for [`PARTITION_IDLE`] of wall time while others did stops holding them back (a
 //! partition nobody writes to), unless the source is behind (its last poll was full); its
 //! next record brings it back.
@@ -45,7 +45,7 @@
 //!         other => panic!("{other:?}"),
 //!     }
 //! };
-//! let mut window = ReorderWindow::new(Some(Duration::from_secs(60)), Duration::from_secs(60));
+//! let mut window = ReorderWindow::new(Some(Duration::from_secs(60)));
 //! let (now, mut out) = (Instant::now(), Vec::<RuleInput>::new());
 //! // The 10:00:30 reading arrives before the 10:00:10 one: both are held.
 //! window.hold(1, reading("b", "2026-03-02T10:00:30Z"), (0, 0), now, &mut out);
@@ -64,7 +64,7 @@
 //! assert!(out[2].late && out[2].record.event.event_id == "d");
 //! ```
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -111,43 +111,36 @@ pub struct ReorderWindow {
     /// How far every clock must move past a record before it is released; `None`: no window,
     /// the rules read the arrival order.
     window: Option<Micros>,
-    /// How long a record waits at most while the input is quiet.
-    wait: Duration,
     clocks: BTreeMap<PartitionId, Clock>,
-    /// When the first record of this run arrived: the idle and wait times of what was there
-    /// before it (expected partitions, a checkpoint's held records) count from then.
+    /// When the first record of this run arrived: the idle time of the partitions known before
+    /// it counts from then, and a quiet input releases nothing before it (a restarted run's
+    /// consumer connecting is not a lull).
     input_began: Option<Instant>,
     /// The place of the last record released: one placed before it is late.
     released: Option<(Micros, String)>,
     held: BTreeMap<Key, Held>,
-    /// When each held record arrived (`None`: before the input began), oldest first, with its
-    /// place (entries of released records are dropped as the release passes them).
-    arrivals: VecDeque<(Option<Instant>, Micros)>,
     next_arrival: u64,
 }
 
 impl ReorderWindow {
-    /// A window of `window` event time (`None` or zero: none), with records leaving after
-    /// `wait` of wall time while the input is quiet.
-    pub fn new(window: Option<Duration>, wait: Duration) -> Self {
+    /// A window of `window` event time (`None` or zero: none).
+    pub fn new(window: Option<Duration>) -> Self {
         let window = window
             .filter(|w| !w.is_zero())
             .map(|w| Micros::try_from(w.as_micros()).unwrap_or(Micros::MAX));
         ReorderWindow {
             window,
-            wait,
             clocks: BTreeMap::new(),
             input_began: None,
             released: None,
             held: BTreeMap::new(),
-            arrivals: VecDeque::new(),
             next_arrival: 0,
         }
     }
 
     /// No window: every record goes to the rules as it arrives.
     pub fn off() -> Self {
-        Self::new(None, Duration::ZERO)
+        Self::new(None)
     }
 
     /// Whether records are held at all.
@@ -229,7 +222,6 @@ impl ReorderWindow {
                 late,
             },
         );
-        self.arrivals.push_back((Some(now), place));
     }
 
     /// Releases, in event-time order, every held record that every active partition's clock
@@ -254,42 +246,24 @@ impl ReorderWindow {
         }
     }
 
-    /// While the input is quiet: releases, in event-time order, the records that have waited
-    /// `wait` in wall time, with every record before them.
-    pub fn release_overdue(&mut self, now: Instant, out: &mut Vec<RuleInput>) {
-        let mut cutoff = None;
-        while let Some(&(arrived, place)) = self.arrivals.front() {
-            if !self.waited(arrived, now) {
-                break;
-            }
-            cutoff = cutoff.max(Some(place));
-            self.arrivals.pop_front();
-        }
-        if let Some(cutoff) = cutoff {
-            self.release_through(cutoff, out);
-        }
+    /// Whether records that arrived in this run are held: the input going quiet for the window
+    /// should then release them ([`ReorderWindow::release_quiet`]).
+    pub fn waiting(&self) -> bool {
+        !self.held.is_empty() && self.input_began.is_some()
     }
 
-    /// Whether a quiet poll should close an epoch to release records that waited long enough.
-    pub fn overdue(&self, now: Instant) -> bool {
-        !self.held.is_empty()
-            && self
-                .arrivals
-                .front()
-                .is_some_and(|(arrived, _)| self.waited(*arrived, now))
-    }
-
-    /// Whether a record that arrived at `arrived` has waited `wait` by `now`.
-    fn waited(&self, arrived: Option<Instant>, now: Instant) -> bool {
-        arrived
-            .or(self.input_began)
-            .is_some_and(|at| now.saturating_duration_since(at) >= self.wait)
+    /// The input has brought nothing for the window's length in wall time: the clocks stand
+    /// still, so everything held leaves, in event-time order. Nothing leaves before the first
+    /// record of this run (a restarted run keeps what its checkpoint held until input flows).
+    pub fn release_quiet(&mut self, out: &mut Vec<RuleInput>) {
+        if self.input_began.is_some() {
+            self.release_through(Micros::MAX, out);
+        }
     }
 
     /// Releases everything held, in event-time order (the input ended).
     pub fn release_all(&mut self, out: &mut Vec<RuleInput>) {
         self.release_through(Micros::MAX, out);
-        self.arrivals.clear();
     }
 
     fn release_through(&mut self, cutoff: Micros, out: &mut Vec<RuleInput>) {
@@ -328,16 +302,6 @@ impl ReorderWindow {
             record: h.record,
             late: h.late,
         }));
-        // Arrivals of released records are no longer needed (those still held stay: they
-        // bound the wait).
-        let through = self.released.as_ref().map_or(Micros::MIN, |(t, _)| *t);
-        while self
-            .arrivals
-            .front()
-            .is_some_and(|(_, place)| *place <= through)
-        {
-            self.arrivals.pop_front();
-        }
     }
 }
 
@@ -386,7 +350,8 @@ impl Checkpointed for ReorderWindow {
         }
     }
 
-    /// Held records and clocks come back as if they had arrived when the input begins again.
+    /// Held records and clocks come back; the clocks' idle time counts from when the input
+    /// begins again.
     fn restore(&mut self, state: ReorderState) {
         self.clocks = state
             .clocks
@@ -396,7 +361,6 @@ impl Checkpointed for ReorderWindow {
         self.input_began = None;
         self.released = state.released;
         self.held.clear();
-        self.arrivals.clear();
         for h in state.held {
             // What `snapshot` wrote from a parsed event parses again.
             let Ok(event) = Event::from_json(h.event.as_bytes()) else {
@@ -418,7 +382,6 @@ impl Checkpointed for ReorderWindow {
                     late: h.late,
                 },
             );
-            self.arrivals.push_back((None, h.place));
         }
     }
 }
@@ -479,8 +442,7 @@ mod tests {
         for (n, order) in [round_robin, backlog, chunks].iter().enumerate() {
             // Silver drops a second sighting of an id: each order gets a new Silver.
             let mut silver = Silver::new(Network::default_network());
-            let mut window =
-                ReorderWindow::new(Some(Duration::from_secs(30)), Duration::from_secs(3600));
+            let mut window = ReorderWindow::new(Some(Duration::from_secs(30)));
             window.expect((0..3).map(|p| (0, p)));
             let mut out = Vec::new();
             let now = Instant::now();
@@ -509,8 +471,7 @@ mod tests {
     #[test]
     fn a_record_beyond_the_window_is_late_and_placed_where_it_arrived() {
         let mut silver = Silver::new(Network::default_network());
-        let mut window =
-            ReorderWindow::new(Some(Duration::from_secs(30)), Duration::from_secs(3600));
+        let mut window = ReorderWindow::new(Some(Duration::from_secs(30)));
         let (now, mut out) = (Instant::now(), Vec::new());
         window.hold(1, reading(&mut silver, "a", 0), (0, 0), now, &mut out);
         window.hold(1, reading(&mut silver, "b", 100), (0, 0), now, &mut out);
@@ -524,36 +485,30 @@ mod tests {
     }
 
     #[test]
-    fn a_quiet_input_releases_what_waited_and_a_checkpoint_keeps_the_rest() {
+    fn a_quiet_input_releases_what_is_held_and_a_checkpoint_keeps_it() {
         let mut silver = Silver::new(Network::default_network());
-        let mut window =
-            ReorderWindow::new(Some(Duration::from_secs(600)), Duration::from_millis(50));
-        let mut out = Vec::new();
-        let start = Instant::now();
-        window.hold(7, reading(&mut silver, "a", 20), (0, 0), start, &mut out);
-        window.hold(7, reading(&mut silver, "b", 10), (0, 0), start, &mut out);
-        assert!(!window.overdue(start));
-        let later = start + Duration::from_millis(60);
-        window.hold(7, reading(&mut silver, "c", 15), (0, 0), later, &mut out);
-        assert!(window.overdue(later));
-        window.release_overdue(later, &mut out);
-        // `a` waited long enough; `b` is before it and goes too; `c` (15 s, after `b`,
-        // before `a`) arrived later but is before `a`: it goes along.
-        assert_eq!(ids(&out), ["b", "c", "a"]);
+        let window = || ReorderWindow::new(Some(Duration::from_secs(600)));
+        let mut w = window();
+        let (now, mut out) = (Instant::now(), Vec::new());
+        w.hold(7, reading(&mut silver, "a", 20), (0, 0), now, &mut out);
+        w.hold(7, reading(&mut silver, "b", 10), (0, 0), now, &mut out);
+        w.release(now, false, &mut out);
+        assert!(out.is_empty() && w.waiting());
+        w.release_quiet(&mut out);
+        assert_eq!(ids(&out), ["b", "a"]);
 
         out.clear();
-        window.hold(7, reading(&mut silver, "d", 30), (0, 0), later, &mut out);
-        window.hold(7, reading(&mut silver, "e", 5), (0, 0), later, &mut out);
-        let state = window.snapshot();
-        let mut restored =
-            ReorderWindow::new(Some(Duration::from_secs(600)), Duration::from_millis(50));
-        restored.restore(
-            crate::support::codec::decode(&crate::support::codec::encode(&state).expect("encode"))
-                .expect("decode"),
-        );
+        w.hold(7, reading(&mut silver, "d", 30), (0, 0), now, &mut out);
+        w.hold(7, reading(&mut silver, "e", 5), (0, 0), now, &mut out);
+        let state = crate::support::codec::encode(&w.snapshot()).expect("encode");
+        let mut restored = window();
+        restored.restore(crate::support::codec::decode(&state).expect("decode"));
+        // A restarted run releases nothing in a lull before its input flows again.
+        restored.release_quiet(&mut out);
+        assert!(out.is_empty() && !restored.waiting());
         restored.release_all(&mut out);
         assert_eq!(ids(&out), ["e", "d"]);
-        assert!(out[0].late, "e (5 s) arrived after a (20 s) was released");
+        assert!(out[0].late, "e (5 s) came after a (20 s) was released");
         assert!(!out[1].late);
         assert_eq!(out[1].record.kind, Some(EventType::Vitals));
         assert_eq!(out[1].patient, 7);
