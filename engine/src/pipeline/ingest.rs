@@ -408,10 +408,12 @@ impl<'a> Ingest<'a> {
         Ok(())
     }
 
-    /// Whether the input has brought nothing for the reorder window's length by `now`: a lull,
-    /// not a backlog (whose polls come back with records far more often).
-    fn quiet_for_window(&self, now: Instant) -> bool {
+    /// Whether the stream is in a lull by `now`: the input has brought nothing for the reorder
+    /// window's length, and the source has nothing waiting (in a backlog a pause is the
+    /// engine's or the broker's, and what comes next still belongs before what is held).
+    fn lull(&mut self, now: Instant) -> bool {
         now.saturating_duration_since(self.last_input) >= self.config.reorder_window
+            && !self.source.behind().unwrap_or(false)
     }
 
     /// The input ended: whatever the reorder window holds goes to the rules, in order, as one
@@ -490,7 +492,7 @@ impl<'a> Ingest<'a> {
                 let heartbeat =
                     self.config.cluster.is_some() && self.last_epoch.elapsed() >= CLUSTER_HEARTBEAT;
                 // The event time stood still for the window's length: what it holds goes.
-                let lull = self.reorder.waiting() && self.quiet_for_window(Instant::now());
+                let lull = self.reorder.waiting() && self.lull(Instant::now());
                 if checkpoint_due || heartbeat || lull {
                     Next::Epoch
                 } else {
@@ -524,11 +526,12 @@ impl<'a> Ingest<'a> {
         if self.ended {
             self.reorder.release_all(&mut work.for_rules);
         } else if raw.is_empty() {
-            if self.quiet_for_window(read_at) {
+            if self.lull(read_at) {
                 self.reorder.release_quiet(&mut work.for_rules);
             }
         } else {
-            let backlog = raw.len() >= self.config.batch_size;
+            let backlog = raw.len() >= self.config.batch_size
+                || (self.reorder.is_on() && self.source.behind().unwrap_or(false));
             self.reorder.release(read_at, backlog, &mut work.for_rules);
         }
         let events = raw.len() as u64 - work.skipped;

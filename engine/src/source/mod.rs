@@ -163,6 +163,14 @@ pub trait Source: Send {
         None
     }
 
+    /// Whether messages wait in the source behind what has been read: `Some(true)` while it
+    /// catches up (or cannot tell yet), `Some(false)` once it has read everything there is,
+    /// `None` for a source that cannot tell. The rules' reorder window waits out lulls only
+    /// when the source is not behind: in a backlog a pause is the engine's, not the stream's.
+    fn behind(&mut self) -> Option<bool> {
+        None
+    }
+
     /// The source's own metrics (the MLLP listener's refusals and timeouts), registered in the
     /// run's registry when the pipeline starts. They count from the source's opening, so
     /// nothing that happened before the registry existed is lost.

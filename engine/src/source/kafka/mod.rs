@@ -481,6 +481,10 @@ impl Source for KafkaSource {
         self.outage
     }
 
+    fn behind(&mut self) -> Option<bool> {
+        Some(self.lag() != Some(0))
+    }
+
     fn dead_letter(&mut self, letter: &DeadLetter) -> Result<(), SourceError> {
         if self.deadletters.is_none() {
             self.deadletters = Some(deadletter_producer(&self.config, self.deliveries.clone())?);
