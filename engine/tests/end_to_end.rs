@@ -94,7 +94,7 @@ fn simulate_run_export_equals_recomputation() {
         match silver.admit(cds_engine::decode::json(line, pos)) {
             Outcome::Record(r) => records.push(*r),
             Outcome::DeadLetter(_) => dead += 1,
-            Outcome::Duplicate => {}
+            Outcome::Duplicate(_) => {}
         }
     }
     let expected = recompute(&network, &records);

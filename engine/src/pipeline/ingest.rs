@@ -17,7 +17,7 @@ use super::sink_thread::Commits;
 use super::{DataflowError, PipelineConfig, PipelineError, RunSummary, Until};
 use crate::checkpoint::{Coordinator, IngestStages, IngestState};
 use crate::decode::Decoder;
-use crate::gold::{FactBuilder, GoldBatch, Micros};
+use crate::gold::{micros, FactBuilder, GoldBatch, Micros};
 use crate::lake::tables::{EpochColumns, RowPosition};
 use crate::lake::writer::{LakeHandle, LakeMessage, LakeWriteError};
 use crate::lake::Lake;
@@ -595,7 +595,12 @@ impl<'a> Ingest<'a> {
                     let partition = (pos.stream, pos.partition);
                     self.record(record, row_position.as_ref(), partition, work)?
                 }
-                Outcome::Duplicate => work.duplicates += 1,
+                Outcome::Duplicate(copy) => {
+                    work.duplicates += 1;
+                    let partition = (pos.stream, pos.partition);
+                    self.reorder
+                        .duplicate(&copy.event_id, micros(&copy.event_time), partition);
+                }
                 Outcome::DeadLetter(letter) => {
                     work.dead += 1;
                     self.dead_letter(&letter)?;

@@ -64,7 +64,8 @@
 //! assert!(out[2].late && out[2].record.event.event_id == "d");
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, RandomState};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -119,6 +120,10 @@ pub struct ReorderWindow {
     /// The place of the last record released: one placed before it is late.
     released: Option<(Micros, String)>,
     held: BTreeMap<Key, Held>,
+    hasher: RandomState,
+    /// Where each held record is, by a hash of its event id (a hash, not the id: no copy of
+    /// the id per record), for a duplicate copy to find it.
+    by_id: HashMap<u64, Key>,
     next_arrival: u64,
 }
 
@@ -134,6 +139,8 @@ impl ReorderWindow {
             input_began: None,
             released: None,
             held: BTreeMap::new(),
+            hasher: RandomState::new(),
+            by_id: HashMap::new(),
             next_arrival: 0,
         }
     }
@@ -214,6 +221,7 @@ impl ReorderWindow {
                 .is_some_and(|(t, i)| (place, id) < (*t, i.as_str()));
         let key = (place, self.next_arrival);
         self.next_arrival += 1;
+        self.by_id.insert(self.id_hash(&record.event.event_id), key);
         self.held.insert(
             key,
             Held {
@@ -222,6 +230,45 @@ impl ReorderWindow {
                 late,
             },
         );
+    }
+
+    /// A second copy of an event that Silver dropped as a duplicate, from `partition`. Which
+    /// copy arrives first follows the arrival order; so that the outcome does not, the copy
+    /// moves its partition's clock as the first did, and while the first copy is held it takes
+    /// the earlier of the two places and is late only if both copies are. A copy of a record
+    /// no longer held (or never meant for the rules) changes nothing.
+    pub fn duplicate(&mut self, event_id: &str, at: Micros, partition: PartitionId) {
+        let Some(window) = self.window else { return };
+        let hash = self.id_hash(event_id);
+        let Some(&key) = self.by_id.get(&hash) else {
+            return;
+        };
+        if self
+            .held
+            .get(&key)
+            .is_none_or(|first| first.record.event.event_id != event_id)
+        {
+            // Not held (or another event with the same hash).
+            return;
+        }
+        let clock = self.clocks.entry(partition).or_insert(Clock {
+            newest: Micros::MIN,
+            seen: self.input_began,
+        });
+        let floor = clock.newest.saturating_sub(window);
+        let (place, late) = (at.max(floor), at < floor);
+        clock.newest = clock.newest.max(at);
+        let Some(mut first) = self.held.remove(&key) else {
+            return;
+        };
+        first.late &= late;
+        let key = (key.0.min(place), key.1);
+        self.by_id.insert(hash, key);
+        self.held.insert(key, first);
+    }
+
+    fn id_hash(&self, event_id: &str) -> u64 {
+        self.hasher.hash_one(event_id)
     }
 
     /// Releases, in event-time order, every held record that every active partition's clock
@@ -280,7 +327,13 @@ impl ReorderWindow {
         let released = std::mem::replace(&mut self.held, rest);
         let mut released: Vec<(Micros, Held)> = released
             .into_iter()
-            .map(|((place, _), held)| (place, held))
+            .map(|(key, held)| {
+                let hash = self.id_hash(&held.record.event.event_id);
+                if self.by_id.get(&hash) == Some(&key) {
+                    self.by_id.remove(&hash);
+                }
+                (key.0, held)
+            })
             .collect();
         // Sorted by place already; within a place, by event id (a stable sort of sorted runs
         // is one pass).
@@ -361,6 +414,7 @@ impl Checkpointed for ReorderWindow {
         self.input_began = None;
         self.released = state.released;
         self.held.clear();
+        self.by_id.clear();
         for h in state.held {
             // What `snapshot` wrote from a parsed event parses again.
             let Ok(event) = Event::from_json(h.event.as_bytes()) else {
@@ -368,6 +422,7 @@ impl Checkpointed for ReorderWindow {
             };
             let key = (h.place, self.next_arrival);
             self.next_arrival += 1;
+            self.by_id.insert(self.id_hash(&event.event_id), key);
             let record = Box::new(SilverRecord {
                 event,
                 kind: h.kind,
@@ -512,6 +567,35 @@ mod tests {
         assert!(!out[1].late);
         assert_eq!(out[1].record.kind, Some(EventType::Vitals));
         assert_eq!(out[1].patient, 7);
+    }
+
+    /// One event written twice to two partitions, within the window in one and beyond it in
+    /// the other: whichever copy arrives first, it is placed and flagged alike.
+    #[test]
+    fn a_duplicate_from_another_partition_counts_as_the_copy_in_order() {
+        let mut sequences = Vec::new();
+        for in_order_first in [true, false] {
+            let mut silver = Silver::new(Network::default_network());
+            let mut w = ReorderWindow::new(Some(Duration::from_secs(30)));
+            w.expect([(0, 0), (0, 1)]);
+            let (now, mut out) = (Instant::now(), Vec::new());
+            // Partition 0 has moved to 100 s, partition 1 to 50 s; the event is at 40 s.
+            w.hold(1, reading(&mut silver, "p0", 100), (0, 0), now, &mut out);
+            w.hold(1, reading(&mut silver, "p1", 50), (0, 1), now, &mut out);
+            let copy = reading(&mut silver, "x", 40);
+            let at = micros(&copy.event.event_timestamp);
+            let (first, second) = if in_order_first { (1, 0) } else { (0, 1) };
+            w.hold(1, copy, (0, first), now, &mut out);
+            w.duplicate("x", at, (0, second));
+            w.release_all(&mut out);
+            sequences.push(
+                out.iter()
+                    .map(|r| (r.record.event.event_id.clone(), r.late))
+                    .collect::<Vec<_>>(),
+            );
+        }
+        assert_eq!(sequences[0], sequences[1]);
+        assert!(sequences[0].contains(&("x".to_owned(), false)));
     }
 
     #[test]

@@ -45,10 +45,18 @@ impl SilverRecord {
 pub enum Outcome {
     /// A Silver record (possibly quarantined). Boxed: it is large and the other outcomes small.
     Record(Box<SilverRecord>),
-    /// The event id was seen before: dropped and counted.
-    Duplicate,
+    /// The event id was seen before: dropped and counted. Its id and event time stay, for the
+    /// rules' reorder window (a second copy from another partition may be the one in order).
+    Duplicate(Duplicate),
     /// Not an event.
     DeadLetter(DeadLetter),
+}
+
+/// What is left of a duplicate: its event id and event time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Duplicate {
+    pub event_id: String,
+    pub event_time: crate::model::Timestamp,
 }
 
 /// Physiological bounds of docs/design.md; a reading outside them is nulled. Diastolic pressure is
@@ -120,7 +128,10 @@ impl Silver {
     /// Applies the rules of docs/design.md, in order, to a parsed event.
     pub fn clean(&mut self, mut event: Event) -> Outcome {
         if !self.dedup.first_sighting(&event.event_id) {
-            return Outcome::Duplicate;
+            return Outcome::Duplicate(Duplicate {
+                event_id: event.event_id,
+                event_time: event.event_timestamp,
+            });
         }
         let mut flags = DqFlags::default();
         let kind = event.event_type.as_deref().and_then(EventType::parse);
