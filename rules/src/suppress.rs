@@ -28,11 +28,25 @@ impl Suppressor {
         Self::default()
     }
 
-    /// Whether an alert at `now` would be suppressed (does not record anything).
-    pub fn is_suppressed(&self, mlmname: &str, scope_key: &str, band: Severity, now: i64) -> bool {
+    /// Whether an alert at `now` would be suppressed by the rule's windows of `minutes` (does
+    /// not record anything). A window covers `[end - minutes, end)` of event time: a window
+    /// opened by a later reading does not suppress an earlier one that arrived late.
+    pub fn is_suppressed(
+        &self,
+        mlmname: &str,
+        scope_key: &str,
+        band: Severity,
+        now: i64,
+        minutes: i64,
+    ) -> bool {
+        let span = minutes.saturating_mul(60);
         self.windows
             .get(&key(mlmname, scope_key))
-            .is_some_and(|bands| bands.iter().any(|(b, until)| *b >= band && now < *until))
+            .is_some_and(|bands| {
+                bands.iter().any(|(b, until)| {
+                    *b >= band && now < *until && now >= until.saturating_sub(span)
+                })
+            })
     }
 
     /// Decides and records: returns `true` if the alert must be suppressed, otherwise opens a
@@ -45,14 +59,20 @@ impl Suppressor {
         now: i64,
         minutes: i64,
     ) -> bool {
-        if self.is_suppressed(mlmname, scope_key, band, now) {
+        if self.is_suppressed(mlmname, scope_key, band, now, minutes) {
             return true;
         }
         if minutes > 0 {
-            self.windows
+            // A late alert (earlier in event time than the window open for its band) never
+            // shortens that window.
+            let until = now.saturating_add(minutes.saturating_mul(60));
+            let end = self
+                .windows
                 .entry(key(mlmname, scope_key))
                 .or_default()
-                .insert(band, now.saturating_add(minutes.saturating_mul(60)));
+                .entry(band)
+                .or_insert(until);
+            *end = (*end).max(until);
         }
         false
     }
@@ -99,6 +119,20 @@ impl Suppressor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_covers_its_own_stretch_of_event_time() {
+        let mut s = Suppressor::new();
+        assert!(!s.check_and_record("news2", "a1", Severity::Warning, 10_000, 60));
+        // Inside the hour after it: suppressed.
+        assert!(s.check_and_record("news2", "a1", Severity::Warning, 10_000 + 600, 60));
+        // A reading from before it that arrived late: not suppressed, and the window it opens
+        // does not shorten the later one.
+        assert!(!s.check_and_record("news2", "a1", Severity::Warning, 10_000 - 600, 60));
+        assert!(s.check_and_record("news2", "a1", Severity::Warning, 10_000 + 3000, 60));
+        // After the window: alerts again.
+        assert!(!s.check_and_record("news2", "a1", Severity::Warning, 10_000 + 3600, 60));
+    }
 
     #[test]
     fn split_by_key_and_merged_back_is_the_same() {
