@@ -1,8 +1,10 @@
 //! The rules stage: evaluations, fires, suppressions, errors and time per rule; alerts written and their latency.
 
-use prometheus::{CounterVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{
+    CounterVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
-use super::{counter, counter_vec};
+use super::{counter, counter_vec, gauge};
 
 /// The rules stage: evaluations, fires, suppressions, errors and time per rule; alerts written and their latency.
 #[derive(Debug, Clone)]
@@ -21,6 +23,10 @@ pub struct RulesMetrics {
     pub alerts_written: IntCounter,
     /// Seconds from a batch being read to its alerts being written.
     pub alert_latency: Histogram,
+    /// Records the reorder window holds for the rules now.
+    pub reorder_held: IntGauge,
+    /// Records that reached the rules later than the reorder window (their alerts say so).
+    pub late_records: IntCounter,
 }
 
 impl RulesMetrics {
@@ -77,6 +83,16 @@ impl RulesMetrics {
                 "Alert documents written to the sink",
             ),
             alert_latency,
+            reorder_held: gauge(
+                r,
+                "cds_reorder_held_records",
+                "Records the reorder window holds for the rules",
+            ),
+            late_records: counter(
+                r,
+                "cds_rules_late_records_total",
+                "Records that reached the rules later than the reorder window",
+            ),
         }
     }
 }

@@ -723,6 +723,13 @@ impl<'a> Ingest<'a> {
         events: u64,
     ) -> Result<(), PipelineError> {
         let number = self.summary.epochs;
+        if self.reorder.is_on() {
+            let rules = &self.metrics.rules;
+            rules.reorder_held.set(self.reorder.len() as i64);
+            rules
+                .late_records
+                .inc_by(work.for_rules.iter().filter(|r| r.late).count() as u64);
+        }
         if let (Some(l), Some(rows)) = (self.downstream.lake, work.lake) {
             let rows = (*rows).finish().map_err(|e| LakeWriteError::Table {
                 table: "bronze/events",
