@@ -40,7 +40,7 @@
 //! let mut silver = Silver::new(Network::default_network());
 //! let mut reading = |id: &str, at: &str| {
 //!     let json = format!(r#"{{"event_id":"{id}","event_type":"VITALS","event_timestamp":"{at}","patient_id":"P1","hospital_id":1,"department":"ICU","vitals":{{"heart_rate":80}}}}"#);
-//!     match silver.clean(Event::from_json(json.as_bytes()).unwrap()) {
+//!     match silver.clean(Event::from_json(json.as_bytes()).expect("a valid event")) {
 //!         Outcome::Record(r) => r,
 //!         other => panic!("{other:?}"),
 //!     }
