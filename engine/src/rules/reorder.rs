@@ -358,8 +358,18 @@ impl ReorderWindow {
     }
 }
 
-/// A held record as a checkpoint keeps it: the event in the event model's JSON, with what
-/// Silver decided about it and its place.
+/// The event as a checkpoint keeps it: without the raw patient id (the rules read the patient
+/// key, which the record carries beside it) and without attributes the model does not know
+/// (one of them could be an identifier), so that no patient identifier reaches storage.
+fn without_identifiers(event: &Event) -> Event {
+    let mut event = event.clone();
+    event.patient_id = None;
+    event.extra.clear();
+    event
+}
+
+/// A held record as a checkpoint keeps it: the event in the event model's JSON (without
+/// identifiers), with what Silver decided about it and its place.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HeldRecord {
     place: Micros,
@@ -393,7 +403,7 @@ impl Checkpointed for ReorderWindow {
                 .map(|((place, _), h)| HeldRecord {
                     place: *place,
                     patient: h.patient,
-                    event: h.record.event.to_json(),
+                    event: without_identifiers(&h.record.event).to_json(),
                     kind: h.record.kind,
                     department: h.record.department,
                     flags: h.record.dq_flags.bits(),
@@ -556,6 +566,10 @@ mod tests {
         w.hold(7, reading(&mut silver, "d", 30), (0, 0), now, &mut out);
         w.hold(7, reading(&mut silver, "e", 5), (0, 0), now, &mut out);
         let state = crate::support::codec::encode(&w.snapshot()).expect("encode");
+        assert!(
+            !String::from_utf8_lossy(&state).contains("\"P1\""),
+            "no raw patient id in a checkpoint"
+        );
         let mut restored = window();
         restored.restore(crate::support::codec::decode(&state).expect("decode"));
         // A restarted run releases nothing in a lull before its input flows again.
