@@ -2,6 +2,15 @@
 //! to one worker, and each hospital's KPI changes to one worker, whose process writes that
 //! hospital's documents. One rule each, used alike by the facts, the dataflow's exchange and
 //! the documents, so that they cannot drift apart.
+//!
+//! Before the dataflow, a cluster splits the input by patient: what is decided per patient
+//! there (duplicates, the latest reading, what a cancel takes back, the rules' context) needs
+//! all of a patient's events in one process. Producers that key by patient put them in one
+//! partition, and each process can read only its own partitions ([`partition_process`]);
+//! producers without keys spread them over every partition, so every process reads every
+//! partition and cleans only its own patients' records ([`PatientSplit`]).
+
+use crate::model::Event;
 
 /// The worker, of `workers`, whose batch receives a patient's facts.
 pub(crate) fn patient_worker(patient: u64, workers: usize) -> usize {
@@ -19,9 +28,111 @@ pub(crate) fn hospital_worker(hospital: u16, workers: usize) -> usize {
     (hospital_key(hospital) % workers.max(1) as u64) as usize
 }
 
+/// The process, of `processes` with `workers` workers each, that reads partition `partition`
+/// when the producers key by patient: partition `p` belongs to the global worker
+/// `p mod (processes × workers)`, which runs in process `worker / workers`. When every process
+/// reads every partition, this process keeps what belongs to no patient (dead letters, the
+/// Bronze payload), so that it is kept once.
+pub(crate) fn partition_process(partition: i32, processes: usize, workers: usize) -> usize {
+    let workers = workers.max(1);
+    let total = processes.max(1) * workers;
+    usize::try_from(partition).unwrap_or(0) % total / workers
+}
+
+/// The process, of `processes`, that cleans a patient's records, from the identifier as the
+/// source gave it. FNV-1a: fixed by this definition, so the same in every process, build and
+/// release (a patient's state stays in the process that checkpointed it), and no secret (the
+/// pseudonym key is per deployment, this is not an identifier that leaves the engine).
+pub(crate) fn patient_process(patient_id: &str, processes: usize) -> usize {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in patient_id.as_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    (hash % processes.max(1) as u64) as usize
+}
+
+/// One process's share of a cluster whose every process reads every partition: the records of
+/// its own patients, and what belongs to no patient from the partitions it would read alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct PatientSplit {
+    pub process: usize,
+    pub processes: usize,
+    pub workers: usize,
+}
+
+impl PatientSplit {
+    /// Whether this process cleans `event`, read from `partition`: its patient is this
+    /// process's, or it has no patient (Silver quarantines it) and the partition is.
+    pub fn cleans(&self, event: &Event, partition: i32) -> bool {
+        match event.patient_id.as_deref() {
+            Some(id) if !id.trim().is_empty() => {
+                patient_process(id, self.processes) == self.process
+            }
+            _ => self.keeps(partition),
+        }
+    }
+
+    /// Whether this process keeps the dead letters and the Bronze payloads of `partition`.
+    pub fn keeps(&self, partition: i32) -> bool {
+        partition_process(partition, self.processes, self.workers) == self.process
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_patient_and_every_partition_has_one_process() {
+        // 2 processes × 2 workers over 10 partitions: worker p mod 4, process worker / 2.
+        let of = |p| partition_process(p, 2, 2);
+        let first: Vec<i32> = (0..10).filter(|p| of(*p) == 0).collect();
+        assert_eq!(first, [0, 1, 4, 5, 8, 9]);
+        assert_eq!(
+            partition_process(7, 1, 4),
+            0,
+            "one process reads everything"
+        );
+        // Fixed values: a patient's process never changes between builds.
+        assert_eq!(patient_process("", 1000), 37);
+        assert_eq!(
+            patient_process("a", 1000),
+            996,
+            "FNV-1a of \"a\" is 0xaf63dc4c8601ec8c"
+        );
+        assert_eq!(patient_process("P1", 7), patient_process("P1", 7));
+        let split = |process| PatientSplit {
+            process,
+            processes: 3,
+            workers: 2,
+        };
+        let event = |patient: Option<&str>| Event {
+            patient_id: patient.map(str::to_owned),
+            ..Event::default()
+        };
+        for n in 0..300 {
+            let e = event(Some(&format!("MRN{n}")));
+            let cleaning = (0..3).filter(|i| split(*i).cleans(&e, 5)).count();
+            assert_eq!(cleaning, 1, "one process cleans each patient");
+        }
+        let shares: Vec<usize> = (0..3)
+            .map(|i| {
+                (0..300)
+                    .filter(|n| split(i).cleans(&event(Some(&format!("MRN{n}"))), 0))
+                    .count()
+            })
+            .collect();
+        assert!(shares.iter().all(|n| *n > 70), "spread evenly: {shares:?}");
+        // No patient: the process of the partition, which also keeps its dead letters.
+        for p in 0..12 {
+            let owners: Vec<usize> = (0..3)
+                .filter(|i| split(*i).cleans(&event(Some("  ")), p))
+                .collect();
+            assert_eq!(owners, [partition_process(p, 3, 2)]);
+            assert!(split(owners[0]).keeps(p));
+        }
+    }
 
     #[test]
     fn patients_and_hospitals_are_spread_by_remainder() {

@@ -2,12 +2,15 @@
 //! broker (`tests/run.sh` starts it) and end with the same KPI documents and alerts as one
 //! process with one worker on the same data.
 //!
-//! Each process reads its own partitions (partition p belongs to worker p mod 4), writes its
-//! own share of the documents into its own data directory, and the union of the two stores is
-//! compared with the single process's store. Alerts are compared for the patient-scope rules:
-//! department-scope rules (capacity) and delayed evokes follow the order in which records of
-//! different partitions arrive, which differs from run to run even on one process (docs/cluster.md,
-//! a known limit).
+//! By default every process reads every partition and cleans the records of its own patients,
+//! so the producers need no key: a stream written without keys (a patient's events over all
+//! four partitions, duplicates in two of them) gives the KPIs, alerts, dead letters and
+//! quarantine of one process and of a file. With `--partitions-by-patient` each process reads
+//! only its own partitions (partition p belongs to worker p mod 4), for producers that key by
+//! patient. Each process writes its own share of the documents into its own data directory,
+//! and the union of the stores is compared with the single process's store. Alerts are
+//! compared for every rule but the department-scope one (capacity), which sees only its
+//! process's patients (docs/cluster.md, a known limit).
 //!
 //! A process killed with SIGKILL mid-stream: the other stops with its own exit code and a clear
 //! message, and when both are started again each continues from its newest checkpoint, with
@@ -20,12 +23,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Instant;
 
-use common::kafka::{broker, create_topics, produce, produce_lines_unbatched_keyed};
+use common::kafka::{broker, create_topics, produce, produce_lines_unbatched};
 use common::{cds, differences, events_processed, free_port, ok, rules_dir, scratch, unique};
 use serde_json::Value;
 
-/// Rules whose alerts depend only on one patient's events (one partition, in order).
-const PATIENT_SCOPE: [&str; 4] = ["news2", "qsofa", "sirs", "hypoxia"];
+/// Rules that read a whole department: in a cluster each process's rules see only its own
+/// patients of it.
+const DEPARTMENT_SCOPE: [&str; 1] = ["capacity"];
 
 fn start(source: &str, data: &Path, group: &str, extra: &[&str]) -> Child {
     cds()
@@ -85,16 +89,22 @@ fn export(stores: &[&Path], container: &str) -> (BTreeMap<String, Value>, BTreeM
 
 /// One round: the single process and the cluster each read what is new on the topic (from
 /// their own checkpoints and committed offsets); returns the events each read.
-fn round(source: &str, dir: &Path, hosts: &Path, groups: (&str, &str)) -> (u64, Vec<u64>) {
+fn round(
+    source: &str,
+    dir: &Path,
+    hosts: &Path,
+    groups: (&str, &str),
+    extra: &[&str],
+) -> (u64, Vec<u64>) {
     let started = Instant::now();
-    let summary = finish(start(source, &dir.join("single"), groups.0, &[]), "1 × 1");
+    let summary = finish(start(source, &dir.join("single"), groups.0, extra), "1 × 1");
     eprintln!("1 process × 1 worker: {summary} ({:?})", started.elapsed());
     let single = events_processed(&summary);
     let hosts = hosts.display().to_string();
     let started = Instant::now();
     let cluster: Vec<Child> = ["0", "1"]
         .into_iter()
-        .map(|index| start_process(source, dir, groups.1, &hosts, index, &[]))
+        .map(|index| start_process(source, dir, groups.1, &hosts, index, extra))
         .collect();
     let summaries: Vec<String> = cluster
         .into_iter()
@@ -124,6 +134,26 @@ fn two_processes(name: &str) -> (PathBuf, PathBuf) {
     (dir, hosts)
 }
 
+/// The alerts of a store, without the department-scope rules'.
+fn alerts(stores: &[&Path]) -> (BTreeMap<String, Value>, BTreeMap<String, usize>) {
+    let (docs, seen) = export(stores, "alerts");
+    let docs = docs
+        .into_iter()
+        .filter(|(_, v)| !DEPARTMENT_SCOPE.contains(&v["mlmname"].as_str().unwrap_or("")))
+        .collect();
+    (docs, seen)
+}
+
+fn assert_equal(what: &str, expected: &BTreeMap<String, Value>, got: &BTreeMap<String, Value>) {
+    assert!(
+        expected == got,
+        "{what} differ ({} vs {}):\n{}",
+        expected.len(),
+        got.len(),
+        differences(expected, got)
+    );
+}
+
 /// The union of the processes' stores against the single process's store.
 fn assert_same_outputs(dir: &Path) {
     let (single, a, b) = (dir.join("single"), dir.join("p0"), dir.join("p1"));
@@ -134,32 +164,42 @@ fn assert_same_outputs(dir: &Path) {
         seen.values().all(|n| *n == 1),
         "each KPI document is written by one process"
     );
-    assert!(
-        expected == got,
-        "KPIs of the cluster differ from one process ({} vs {} documents):\n{}",
-        expected.len(),
-        got.len(),
-        differences(&expected, &got)
-    );
-    let patient_scope = |docs: BTreeMap<String, Value>| -> BTreeMap<String, Value> {
-        docs.into_iter()
-            .filter(|(_, v)| PATIENT_SCOPE.contains(&v["mlmname"].as_str().unwrap_or("")))
-            .collect()
-    };
-    let (expected, _) = export(&[&single], "alerts");
-    let (got, seen) = export(&[&a, &b], "alerts");
+    assert_equal("KPIs of the cluster and of one process", &expected, &got);
+    let (expected, _) = alerts(&[&single]);
+    let (got, seen) = alerts(&[&a, &b]);
     assert!(seen.values().all(|n| *n == 1), "each alert is raised once");
-    let (expected, got) = (patient_scope(expected), patient_scope(got));
-    assert!(!expected.is_empty(), "the patient-scope rules fired");
-    assert!(
-        expected == got,
-        "alerts of the cluster differ from one process ({} vs {}):\n{}",
-        expected.len(),
-        got.len(),
-        differences(&expected, &got)
-    );
+    assert!(!expected.is_empty(), "the rules fired");
+    assert_equal("alerts of the cluster and of one process", &expected, &got);
 }
 
+/// The positions of the payloads a run kept as dead letters and of the records it
+/// quarantined, sorted.
+fn kept_aside(stores: &[&Path]) -> (Vec<String>, Vec<String>) {
+    let read = |file: &str| -> Vec<String> {
+        let mut positions: Vec<String> = stores
+            .iter()
+            .flat_map(|data| {
+                std::fs::read_to_string(data.join("lake").join(file))
+                    .unwrap_or_default()
+                    .lines()
+                    .map(|row| {
+                        let v: Value = serde_json::from_str(row).expect("a lake row");
+                        v["position"].to_string()
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        positions.sort();
+        positions
+    };
+    (
+        read("deadletter/deadletter.jsonl"),
+        read("silver/quarantine/quarantine.jsonl"),
+    )
+}
+
+/// Producers that key by patient (`cds simulate --to kafka`), and a cluster told so: each
+/// process reads only its own partitions.
 #[test]
 fn two_processes_of_two_workers_equal_one_process_of_one() {
     let brokers = broker();
@@ -180,7 +220,8 @@ fn two_processes_of_two_workers_equal_one_process_of_one() {
     let (dir, hosts) = two_processes("cluster");
     let (one, two) = (unique("one"), unique("two"));
 
-    let (single, per_process) = round(&source, &dir, &hosts, (&one, &two));
+    let keyed = ["--partitions-by-patient"];
+    let (single, per_process) = round(&source, &dir, &hosts, (&one, &two), &keyed);
     assert_eq!(single, events);
     assert!(
         per_process.iter().all(|n| *n > 0),
@@ -192,7 +233,7 @@ fn two_processes_of_two_workers_equal_one_process_of_one() {
     // A restart of the whole cluster: every process continues from its own newest checkpoint
     // (written at the clean stop) and reads only what is new.
     produce_seed("42", more);
-    let (single, per_process) = round(&source, &dir, &hosts, (&one, &two));
+    let (single, per_process) = round(&source, &dir, &hosts, (&one, &two), &keyed);
     assert_eq!(
         single, more,
         "the single process continues where it stopped"
@@ -215,9 +256,8 @@ fn a_process_killed_stops_the_other_and_the_restarted_cluster_continues_from_che
         &[(&topic, 4), (&format!("{topic}.deadletter"), 1)],
     );
     // One message per record batch: the test broker answers a fetch from inside a batch with
-    // the next batch, and restarts fetch from checkpointed offsets (tests/recovery.rs). Keyed
-    // by patient, as a cluster needs today (docs/cluster.md: a patient's events in one
-    // partition).
+    // the next batch, and restarts fetch from checkpointed offsets (tests/recovery.rs). Without
+    // keys: each patient's events spread over the four partitions.
     let events = common::simulate(&[
         "--seed",
         "43",
@@ -242,14 +282,7 @@ fn a_process_killed_stops_the_other_and_the_restarted_cluster_continues_from_che
 
     let p0 = process("0");
     let mut p1 = process("1");
-    let by_patient = |line: &[u8]| {
-        serde_json::from_slice::<Value>(line)
-            .ok()?
-            .get("patient_id")?
-            .as_str()
-            .map(str::to_owned)
-    };
-    produce_lines_unbatched_keyed(&brokers, &topic, first, by_patient);
+    produce_lines_unbatched(&brokers, &topic, first);
     // Killed once it has written a checkpoint or two of the first half.
     let checkpoints = dir.join("p1/lake/checkpoints");
     let waited = Instant::now();
@@ -276,7 +309,7 @@ fn a_process_killed_stops_the_other_and_the_restarted_cluster_continues_from_che
 
     // The rest of the stream, then the whole cluster started again: each process continues
     // from its own newest checkpoint, and the single process reads everything uninterrupted.
-    produce_lines_unbatched_keyed(&brokers, &topic, rest, by_patient);
+    produce_lines_unbatched(&brokers, &topic, rest);
     let again: Vec<Child> = ["0", "1"].into_iter().map(process).collect();
     for (i, c) in again.into_iter().enumerate() {
         finish(c, &format!("process {i}, restarted"));
@@ -285,4 +318,105 @@ fn a_process_killed_stops_the_other_and_the_restarted_cluster_continues_from_che
     assert_eq!(events_processed(&single), lines.len() as u64);
     assert_same_outputs(&dir);
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A stream written without keys (each patient's events over all four partitions), with
+/// duplicates, out-of-order events, malformed payloads and records to quarantine: one process
+/// and a cluster of two give the same KPI documents, alerts (their late flags too), dead
+/// letters and quarantine, with the default reorder window; with a window no event of it
+/// exceeds, so does a file of the same stream, read in its own order.
+#[test]
+fn a_stream_without_keys_gives_the_same_outputs_from_a_file_one_process_and_a_cluster() {
+    let brokers = broker();
+    let topic = unique("cluster-unkeyed");
+    create_topics(
+        &brokers,
+        &[(&topic, 4), (&format!("{topic}.deadletter"), 1)],
+    );
+    let stream = common::simulate(&[
+        "--seed",
+        "44",
+        "--max-events",
+        "12000",
+        "--dirty-rate",
+        "0.02",
+    ]);
+    let lines: Vec<&[u8]> = stream
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    produce_lines_unbatched(&brokers, &topic, &lines);
+    let source = format!("kafka://{brokers}/{topic}");
+
+    for window in ["0.25", "3600"] {
+        let (dir, hosts) = two_processes(&format!("cluster-unkeyed-{window}"));
+        let reorder = ["--reorder-window", window];
+        let single = finish(
+            start(&source, &dir.join("single"), &unique("one"), &reorder),
+            "1 × 1",
+        );
+        assert_eq!(events_processed(&single), lines.len() as u64);
+        let group = unique("two");
+        let hosts = hosts.display().to_string();
+        let cluster: Vec<Child> = ["0", "1"]
+            .into_iter()
+            .map(|index| start_process(&source, &dir, &group, &hosts, index, &reorder))
+            .collect();
+        for (i, c) in cluster.into_iter().enumerate() {
+            let summary = finish(c, &format!("process {i} of 2 × 2"));
+            assert_eq!(
+                events_processed(&summary),
+                lines.len() as u64,
+                "every process reads every partition: {summary}"
+            );
+            assert!(summary.contains("records of the other processes' patients"));
+        }
+        assert_same_outputs(&dir);
+        let (single_store, a, b) = (dir.join("single"), dir.join("p0"), dir.join("p1"));
+        let (dead, quarantined) = kept_aside(&[&single_store]);
+        assert!(!dead.is_empty() && !quarantined.is_empty());
+        assert_eq!(
+            kept_aside(&[&a, &b]),
+            (dead, quarantined),
+            "the cluster keeps each dead letter and quarantined record once"
+        );
+        let (late, _) = alerts(&[&single_store]);
+        let late = late.values().filter(|a| a["late"] == true).count();
+        if window == "0.25" {
+            assert!(
+                late > 0,
+                "out-of-order events beyond the window alert as late"
+            );
+            let _ = std::fs::remove_dir_all(dir);
+            continue;
+        }
+        assert_eq!(late, 0, "no event is later than an hour");
+        // The file: one partition, the stream's own order.
+        let file = dir.join("stream.jsonl");
+        std::fs::write(&file, &stream).expect("stream file");
+        let data = dir.join("file");
+        ok(
+            cds()
+                .args(["run", "--http", "off", "--until-end", "--rules"])
+                .arg(rules_dir())
+                .args(["--source", &format!("file:{}", file.display())])
+                .args(reorder)
+                .arg("--data-dir")
+                .arg(&data)
+                .output()
+                .expect("run the file"),
+            "file run",
+        );
+        assert_equal(
+            "KPIs of the file and of one process",
+            &export(&[&single_store], "kpis").0,
+            &export(&[&data], "kpis").0,
+        );
+        assert_equal(
+            "alerts of the file and of one process",
+            &export(&[&single_store], "alerts").0,
+            &export(&[&data], "alerts").0,
+        );
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

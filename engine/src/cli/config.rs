@@ -219,7 +219,11 @@ pub fn cluster(
     if let Some(bad) = addresses.iter().find(|a| !a.contains(':')) {
         anyhow::bail!("hosts file line {bad:?}: expected HOST:PORT");
     }
-    Ok(Some(ClusterConfig { process, addresses }))
+    Ok(Some(ClusterConfig {
+        process,
+        addresses,
+        partitions_by_patient: false,
+    }))
 }
 
 #[cfg(test)]

@@ -114,9 +114,15 @@ pub struct RunArgs {
     #[arg(long, default_value_t = crate::pipeline::DEFAULT_REORDER_WINDOW.as_secs_f64(), value_name = "SECS")]
     reorder_window: f64,
     /// Processes of the timely cluster, each with `--workers` threads; 1 runs alone. A cluster
-    /// reads Kafka: partition p belongs to worker p mod (P × N).
+    /// reads Kafka: every process reads every partition and cleans its own patients' records.
     #[arg(long, default_value_t = 1, value_name = "P")]
     processes: usize,
+    /// In a cluster: every producer keys its events by patient (one patient's events all in
+    /// one partition), so each process reads only its own partitions (partition p belongs to
+    /// worker p mod (P × N)) instead of every partition. With producers that do not key by
+    /// patient this gives wrong KPIs; keep it the same for a deployment's life.
+    #[arg(long)]
+    partitions_by_patient: bool,
     /// This process's index in the cluster, 0-based (its line in the hosts file).
     #[arg(long, default_value_t = 0, value_name = "I")]
     process: usize,
@@ -275,7 +281,10 @@ impl RunArgs {
             .on()
             .map(|address| self.http_config(address))
             .transpose()?;
-        let cluster = cluster(self.processes, self.process, self.hosts.as_deref(), &source)?;
+        let mut cluster = cluster(self.processes, self.process, self.hosts.as_deref(), &source)?;
+        if let Some(c) = cluster.as_mut() {
+            c.partitions_by_patient = self.partitions_by_patient;
+        }
         let lake = match self.lake {
             Some(given) => given.on(),
             None => Some(default_lake(&self.data_dir)),
@@ -340,6 +349,7 @@ impl RunArgs {
                     process: self.process,
                     processes: self.processes,
                     workers: self.workers,
+                    keyed: self.partitions_by_patient,
                 },
             },
         })

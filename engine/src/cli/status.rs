@@ -50,8 +50,13 @@ pub fn spawn(
 
 /// The summary printed when a run ends.
 pub fn summary(s: &RunSummary, total_beds: u64) -> String {
+    // In a cluster whose processes read every partition, each reads every event.
+    let elsewhere = match s.elsewhere {
+        0 => String::new(),
+        n => format!("; {n} records of the other processes' patients"),
+    };
     format!(
-        "processed {} events in {:.2} s ({:.0} events/s): {} to Gold, {} quarantined, {} duplicates, {} dead letters; {} documents written; {} of {} beds occupied",
+        "processed {} events in {:.2} s ({:.0} events/s{elsewhere}): {} to Gold, {} quarantined, {} duplicates, {} dead letters; {} documents written; {} of {} beds occupied",
         s.events,
         s.elapsed.as_secs_f64(),
         s.events_per_second(),

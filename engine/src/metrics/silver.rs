@@ -16,6 +16,8 @@ pub struct SilverMetrics {
     pub duplicates: IntCounter,
     /// Silver records kept out of Gold.
     pub quarantined: IntCounter,
+    /// Records read that another process of the cluster cleans (its patients').
+    pub elsewhere: IntCounter,
 }
 
 impl SilverMetrics {
@@ -47,6 +49,11 @@ impl SilverMetrics {
                 r,
                 "cds_quarantined_total",
                 "Silver records quarantined (kept out of Gold)",
+            ),
+            elsewhere: counter(
+                r,
+                "cds_records_other_processes_total",
+                "Records read that another process of the cluster cleans (its patients')",
             ),
         }
     }

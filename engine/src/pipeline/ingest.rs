@@ -16,6 +16,7 @@ use super::messages::{Epoch, RulesBatch, WorkerBatch};
 use super::sink_thread::Commits;
 use super::{DataflowError, PipelineConfig, PipelineError, RunSummary, Until};
 use crate::checkpoint::{Coordinator, IngestStages, IngestState};
+use crate::cluster::PatientSplit;
 use crate::decode::Decoder;
 use crate::gold::{micros, FactBuilder, GoldBatch, Micros};
 use crate::lake::tables::{EpochColumns, RowPosition};
@@ -200,6 +201,8 @@ struct EpochWork {
     duplicates: u64,
     quarantined: u64,
     gold: u64,
+    /// Records that other processes of the cluster clean.
+    elsewhere: u64,
     /// Payloads a checkpoint covers.
     skipped: u64,
 }
@@ -215,6 +218,7 @@ impl EpochWork {
             duplicates: 0,
             quarantined: 0,
             gold: 0,
+            elsewhere: 0,
             skipped: 0,
         }
     }
@@ -240,6 +244,8 @@ struct Ingest<'a> {
     silver: Silver,
     decoder: Decoder,
     facts: FactBuilder,
+    /// This process's share of a cluster's records, when every process reads every partition.
+    split: Option<PatientSplit>,
     /// Holds the rules' records until the event time has passed them.
     reorder: ReorderWindow,
     lake: Lake,
@@ -276,6 +282,10 @@ impl<'a> Ingest<'a> {
             silver: Silver::new(config.network.clone()),
             decoder: Decoder::new(config.format, start.pseudonyms.clone()),
             facts: FactBuilder::new(start.pseudonyms, workers),
+            split: config
+                .cluster
+                .as_ref()
+                .and_then(|c| c.patient_split(config.workers)),
             reorder: match start.downstream.to_rules {
                 Some(_) => ReorderWindow::new(Some(config.reorder_window)),
                 None => ReorderWindow::off(),
@@ -577,14 +587,33 @@ impl<'a> Ingest<'a> {
         let mut decoded = std::mem::take(&mut self.decoded);
         let mut outcomes = std::mem::take(&mut self.outcomes);
         self.decoder.decode_into(payload, position, &mut decoded);
-        outcomes.extend(decoded.drain(..).map(|d| self.silver.admit(d)));
+        // In a cluster whose every process reads every partition, this process keeps the
+        // payload and its dead letters if the partition is its own, and cleans the records of
+        // its own patients.
+        let keeps = self.split.is_none_or(|s| s.keeps(pos.partition));
+        let partition = (pos.stream, pos.partition);
+        let event_time = decoded
+            .iter()
+            .find_map(|d| d.as_ref().ok())
+            .map(|e| micros(&e.event_timestamp));
+        for d in decoded.drain(..) {
+            match d {
+                Ok(event) => {
+                    let at = micros(&event.event_timestamp);
+                    self.reorder.observe(partition, at, work.read_at);
+                    if self.split.is_none_or(|s| s.cleans(&event, pos.partition)) {
+                        outcomes.push(self.silver.clean(event));
+                    } else {
+                        work.elsewhere += 1;
+                    }
+                }
+                Err(letter) if keeps => outcomes.push(Outcome::DeadLetter(letter)),
+                Err(_) => {}
+            }
+        }
         self.decoded = decoded;
-        if let Some(p) = &row_position {
+        if let (Some(p), true) = (&row_position, keeps) {
             // Bronze keeps the payload once, however many records it decodes into.
-            let event_time = outcomes.iter().find_map(|o| match o {
-                Outcome::Record(r) => Some(r.event.event_timestamp.timestamp_micros()),
-                _ => None,
-            });
             work.lake
                 .get_or_insert_with(Box::default)
                 .payload(p, payload, ingested_at, event_time);
@@ -592,12 +621,10 @@ impl<'a> Ingest<'a> {
         for outcome in outcomes.drain(..) {
             match outcome {
                 Outcome::Record(record) => {
-                    let partition = (pos.stream, pos.partition);
                     self.record(record, row_position.as_ref(), partition, work)?
                 }
                 Outcome::Duplicate(copy) => {
                     work.duplicates += 1;
-                    let partition = (pos.stream, pos.partition);
                     self.reorder
                         .duplicate(&copy.event_id, micros(&copy.event_time), partition);
                 }
@@ -696,6 +723,7 @@ impl<'a> Ingest<'a> {
         self.events_in.inc_by(events);
         metrics.silver.duplicates.inc_by(work.duplicates);
         metrics.silver.quarantined.inc_by(work.quarantined);
+        metrics.silver.elsewhere.inc_by(work.elsewhere);
         metrics.gold.gold_records.inc_by(work.gold);
         for (i, count) in self.flag_counts.iter_mut().enumerate() {
             if *count > 0 {
@@ -712,6 +740,7 @@ impl<'a> Ingest<'a> {
         self.summary.duplicates += work.duplicates;
         self.summary.quarantined += work.quarantined;
         self.summary.gold_records += work.gold;
+        self.summary.elsewhere += work.elsewhere;
     }
 
     /// Sends the epoch to the lake, the rules and the workers; takes a checkpoint after it

@@ -103,15 +103,33 @@ pub struct PipelineConfig {
 }
 
 /// A process of a timely cluster: `P` processes with `workers` threads each form one dataflow,
-/// exchanging data by patient and by hospital over TCP. Each process reads its own Kafka
-/// partitions, keeps its own checkpoints and writes its own share of the documents (those of
-/// the hospitals its workers own).
+/// exchanging data by patient and by hospital over TCP. Each process cleans its own patients'
+/// records (reading every Kafka partition, or only its own when the producers key by patient),
+/// keeps its own checkpoints and writes its own share of the documents (those of the hospitals
+/// its workers own).
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
     /// This process's index, 0-based.
     pub process: usize,
     /// `HOST:PORT` of every process, in process order.
     pub addresses: Vec<String>,
+    /// The producers key every event by patient (`--partitions-by-patient`): a process reads
+    /// only its own partitions instead of every partition.
+    pub partitions_by_patient: bool,
+}
+
+impl ClusterConfig {
+    /// How the ingest thread splits the records with the other processes, when every process
+    /// reads every partition.
+    pub(crate) fn patient_split(&self, workers: usize) -> Option<crate::cluster::PatientSplit> {
+        (!self.partitions_by_patient && self.addresses.len() > 1).then(|| {
+            crate::cluster::PatientSplit {
+                process: self.process,
+                processes: self.addresses.len(),
+                workers,
+            }
+        })
+    }
 }
 
 impl PipelineConfig {
@@ -200,6 +218,8 @@ pub struct RunSummary {
     pub duplicates: u64,
     pub quarantined: u64,
     pub gold_records: u64,
+    /// Records read that other processes of the cluster clean (their patients').
+    pub elsewhere: u64,
     pub documents_written: u64,
     pub epochs: u64,
     pub elapsed: Duration,

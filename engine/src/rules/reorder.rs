@@ -197,22 +197,15 @@ impl ReorderWindow {
             });
             return;
         };
-        if self.input_began.is_none() {
-            self.input_began = Some(now);
-            for clock in self.clocks.values_mut() {
-                clock.seen = Some(now);
-            }
-        }
         let at = micros(&record.event.event_timestamp);
-        let clock = self.clocks.entry(partition).or_insert(Clock {
-            newest: Micros::MIN,
-            seen: Some(now),
-        });
         // Its place: its event time, or where it arrived when that is beyond the window.
-        let floor = clock.newest.saturating_sub(window);
+        let floor = self
+            .clocks
+            .get(&partition)
+            .map_or(Micros::MIN, |c| c.newest)
+            .saturating_sub(window);
         let place = at.max(floor);
-        clock.newest = clock.newest.max(at);
-        clock.seen = Some(now);
+        self.observe(partition, at, now);
         let id = record.event.event_id.as_str();
         let late = at < floor
             || self
@@ -230,6 +223,29 @@ impl ReorderWindow {
                 late,
             },
         );
+    }
+
+    /// Notes an event read from `partition` at event time `at`, `now`, whatever becomes of it:
+    /// a record for the rules ([`ReorderWindow::hold`] notes it too), a duplicate, a record
+    /// Silver quarantines, or one that another process of a cluster cleans. Every event read
+    /// moves its partition's clock, so the clocks, and with them which records are late, are
+    /// the same in every process and layout that reads the partition.
+    pub fn observe(&mut self, partition: PartitionId, at: Micros, now: Instant) {
+        if self.window.is_none() {
+            return;
+        }
+        if self.input_began.is_none() {
+            self.input_began = Some(now);
+            for clock in self.clocks.values_mut() {
+                clock.seen = Some(now);
+            }
+        }
+        let clock = self.clocks.entry(partition).or_insert(Clock {
+            newest: Micros::MIN,
+            seen: Some(now),
+        });
+        clock.newest = clock.newest.max(at);
+        clock.seen = Some(now);
     }
 
     /// A second copy of an event that Silver dropped as a duplicate, from `partition`. Which

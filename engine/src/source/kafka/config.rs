@@ -30,15 +30,20 @@ pub struct KafkaConfig {
 }
 
 /// The partitions of one process in a cluster of `processes` processes with `workers` workers
-/// each: partition `p` belongs to the global worker `p mod (processes × workers)`, and global
-/// worker `w` runs in process `w / workers`. Every partition has exactly one reader, and the
-/// same one after a restart, so its offsets and checkpointed state stay together.
+/// each. When the producers key by patient (`keyed`), each partition has one reader: partition
+/// `p` belongs to the global worker `p mod (processes × workers)`, and global worker `w` runs
+/// in process `w / workers`, the same one after a restart, so its offsets and checkpointed
+/// state stay together. Otherwise every process reads every partition (and keeps its own
+/// patients' records), each with its own offsets: its group is `GROUP.process-I`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PartitionShare {
     pub process: usize,
     pub processes: usize,
     pub workers: usize,
+    /// The producers key every event by patient: a process reads only its own partitions.
+    #[serde(default)]
+    pub keyed: bool,
 }
 
 impl Default for PartitionShare {
@@ -47,20 +52,27 @@ impl Default for PartitionShare {
             process: 0,
             processes: 1,
             workers: 1,
+            keyed: false,
         }
     }
 }
 
 impl PartitionShare {
-    /// The global worker that reads `partition`.
-    pub fn worker_of(&self, partition: i32) -> usize {
-        let total = (self.processes * self.workers).max(1);
-        usize::try_from(partition).unwrap_or(0) % total
+    /// Whether this process reads `partition`.
+    pub fn reads(&self, partition: i32) -> bool {
+        !self.keyed
+            || crate::cluster::partition_process(partition, self.processes, self.workers)
+                == self.process
     }
 
-    /// Whether this process reads `partition`.
-    pub fn owns(&self, partition: i32) -> bool {
-        self.worker_of(partition) / self.workers.max(1) == self.process
+    /// The consumer group this process commits its offsets in: `group` itself, unless it is
+    /// one of several processes that each read every partition.
+    pub fn group(&self, group: &str) -> String {
+        if self.keyed || self.processes <= 1 {
+            group.to_owned()
+        } else {
+            format!("{group}.process-{}", self.process)
+        }
     }
 }
 
@@ -165,18 +177,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_partition_has_exactly_one_reader() {
+    fn keyed_partitions_have_one_reader_and_unkeyed_ones_every_process() {
         // 2 processes × 2 workers over 10 partitions: worker p mod 4, process worker / 2.
-        let share = |process| PartitionShare {
+        let share = |process, keyed| PartitionShare {
             process,
             processes: 2,
             workers: 2,
+            keyed,
         };
-        let owned = |process| -> Vec<i32> { (0..10).filter(|p| share(process).owns(*p)).collect() };
-        assert_eq!(owned(0), vec![0, 1, 4, 5, 8, 9]);
-        assert_eq!(owned(1), vec![2, 3, 6, 7]);
-        assert_eq!(share(1).worker_of(7), 3);
-        assert!((0..10).all(|p| PartitionShare::default().owns(p)));
+        let read = |process, keyed| -> Vec<i32> {
+            (0..10)
+                .filter(|p| share(process, keyed).reads(*p))
+                .collect()
+        };
+        assert_eq!(read(0, true), vec![0, 1, 4, 5, 8, 9]);
+        assert_eq!(read(1, true), vec![2, 3, 6, 7]);
+        assert_eq!(share(1, true).group("cds"), "cds");
+        // Without keys every process reads everything, with offsets of its own.
+        assert_eq!(read(1, false), (0..10).collect::<Vec<_>>());
+        assert_eq!(share(1, false).group("cds"), "cds.process-1");
+        assert!((0..10).all(|p| PartitionShare::default().reads(p)));
+        assert_eq!(PartitionShare::default().group("cds"), "cds");
     }
 
     #[test]

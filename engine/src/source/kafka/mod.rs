@@ -1,9 +1,11 @@
 //! Kafka and Azure Event Hubs (through its Kafka endpoint): the production source, and the
 //! producer behind `cds simulate --to kafka://…`.
 //!
-//! The source assigns itself its partitions instead of joining a group's rebalancing: partition
-//! `p` belongs to the global worker `p mod (P·N)` of a cluster of `P` processes with `N`
-//! workers each ([`PartitionShare`]), so every partition has exactly one reader, always the
+//! The source assigns itself its partitions instead of joining a group's rebalancing: one
+//! process reads every partition; each process of a cluster reads every partition too (and
+//! keeps its own patients' records) under a group of its own, or, when the producers key by
+//! patient, partition `p` belongs to the global worker `p mod (P·N)` of a cluster of `P`
+//! processes with `N` workers each ([`PartitionShare`]). So a partition's reader is always the
 //! same one, and a restarted engine reads again at once instead of waiting for the group to
 //! notice that its killed predecessor is gone (a session timeout and a rebalance, seconds to
 //! minutes). The group (`--group`) names where offsets are committed. Partitions added to a
@@ -269,7 +271,7 @@ fn partition_count(
 impl KafkaSource {
     pub fn open(config: KafkaConfig) -> Result<Self, SourceError> {
         let mut c = client(&config)?;
-        c.set("group.id", &config.group)
+        c.set("group.id", config.share.group(&config.group))
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
@@ -313,7 +315,7 @@ impl KafkaSource {
             let Some(n) = n else { continue };
             let from = self.assigned.get(topic).copied().unwrap_or(0);
             for p in from..n {
-                if self.config.share.owns(p) {
+                if self.config.share.reads(p) {
                     // Offset::Stored: the group's committed offset, else `auto.offset.reset`.
                     if list.add_partition_offset(topic, p, Offset::Stored).is_err() {
                         return;
@@ -373,7 +375,7 @@ impl Source for KafkaSource {
             let stream = self.stream_of(topic);
             owned.extend(
                 (0..*n)
-                    .filter(|p| self.config.share.owns(*p))
+                    .filter(|p| self.config.share.reads(*p))
                     .map(|p| (stream, p)),
             );
         }
