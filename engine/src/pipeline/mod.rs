@@ -122,13 +122,13 @@ impl ClusterConfig {
     /// How the ingest thread splits the records with the other processes, when every process
     /// reads every partition.
     pub(crate) fn patient_split(&self, workers: usize) -> Option<crate::cluster::PatientSplit> {
-        (!self.partitions_by_patient && self.addresses.len() > 1).then(|| {
+        (!self.partitions_by_patient && self.addresses.len() > 1).then_some(
             crate::cluster::PatientSplit {
                 process: self.process,
                 processes: self.addresses.len(),
                 workers,
-            }
-        })
+            },
+        )
     }
 }
 
