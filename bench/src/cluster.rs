@@ -1,8 +1,11 @@
 //! Scale-out: one Kafka topic of four partitions read by one process with one and two workers,
-//! and by a timely cluster of two processes (over loopback TCP on this machine). Each run is the
-//! real `cds run` binary; its rate is the events it read over the time it took, less the idle
-//! wait that ends it. Every configuration must read every event, and the processes of a
-//! cluster must split them (each reads its own partitions).
+//! and by a timely cluster of two processes (over loopback TCP on this machine), whose processes
+//! each read every partition and clean their own patients' records (the default, right for any
+//! producer), or read only their own partitions (`--partitions-by-patient`, for producers that
+//! key by patient). Each run is the real `cds run` binary; its rate is the topic's events over
+//! the time the slowest process took, less the idle wait that ends it. Every process that reads
+//! every partition must read every event; processes that read their own partitions must split
+//! them.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -15,8 +18,15 @@ use crate::report::Report;
 /// Seconds without input that end a run (subtracted from its time).
 const IDLE_SECS: f64 = 2.0;
 
-/// (processes, workers per process) measured.
-const SHAPES: [(usize, usize); 4] = [(1, 1), (1, 2), (2, 1), (2, 2)];
+/// (processes, workers per process, `--partitions-by-patient`) measured.
+const SHAPES: [(usize, usize, bool); 6] = [
+    (1, 1, false),
+    (1, 2, false),
+    (2, 1, false),
+    (2, 2, false),
+    (2, 1, true),
+    (2, 2, true),
+];
 
 pub fn report(report: &mut Report, dir: &Path, brokers: &str, events: u64) -> anyhow::Result<()> {
     let cds = std::env::current_exe()?.with_file_name("cds");
@@ -53,13 +63,19 @@ pub fn report(report: &mut Report, dir: &Path, brokers: &str, events: u64) -> an
         "each run: `cds run --rules off --lake off --checkpoint-interval 0`, its own consumer group",
     );
     let mut single = None;
-    for (processes, workers) in SHAPES {
-        let rate = run_shape(&cds, dir, brokers, &topic, events, processes, workers)?;
+    for shape in SHAPES {
+        let (processes, workers, keyed) = shape;
+        let rate = run_shape(&cds, dir, brokers, &topic, events, shape)?;
         let base = *single.get_or_insert(rate);
+        let reading = match (processes, keyed) {
+            (1, _) => "",
+            (_, false) => ", each reading every partition",
+            (_, true) => ", each reading its own partitions",
+        };
         report.figure(
             "cluster",
             &format!(
-                "{processes} process{} × {workers} worker{} ({:.2}× one worker)",
+                "{processes} process{} × {workers} worker{}{reading} ({:.2}× one worker)",
                 if processes == 1 { "" } else { "es" },
                 if workers == 1 { "" } else { "s" },
                 rate / base
@@ -78,8 +94,7 @@ fn run_shape(
     brokers: &str,
     topic: &str,
     events: u64,
-    processes: usize,
-    workers: usize,
+    (processes, workers, keyed): (usize, usize, bool),
 ) -> anyhow::Result<f64> {
     let group = unique("bench-group");
     let hosts = dir.join(format!("hosts-{processes}x{workers}"));
@@ -109,6 +124,9 @@ fn run_shape(
                 c.args(["--processes", &processes.to_string()])
                     .args(["--process", &i.to_string(), "--hosts"])
                     .arg(&hosts);
+                if keyed {
+                    c.arg("--partitions-by-patient");
+                }
             }
             c.spawn().context("starting cds run")
         })
@@ -128,10 +146,13 @@ fn run_shape(
         if processes > 1 && n == 0 {
             bail!("a process of the {processes} × {workers} cluster read nothing");
         }
+        if !keyed && n != events {
+            bail!("a process of {processes} × {workers} read {n} events of {events}");
+        }
         read += n;
         slowest = slowest.max(secs);
     }
-    if read != events {
+    if keyed && read != events {
         bail!("{processes} × {workers} read {read} events of {events}");
     }
     Ok(events as f64 / (slowest - IDLE_SECS).max(0.001))
