@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::kafka::{broker, create_topics, produce_unbatched};
+use common::kafka::{broker, create_topics, produce_lines_to_partition, produce_unbatched};
 use common::{cds, delta, differences, rules_dir, scratch, simulate, unique};
 
 /// A small deterministic generator for the kill moments.
@@ -187,13 +187,17 @@ fn assert_same_outputs(reference: &Path, crashed: &Path) {
     let (dead_ref, quarantine_ref) = lake_rows(reference);
     let (dead, quarantine) = lake_rows(crashed);
     assert!(!dead_ref.is_empty() && !quarantine_ref.is_empty());
-    let positions = |rows: &[String]| -> Vec<Value> {
-        rows.iter()
+    // Sorted: over several partitions the order of arrival differs from run to run.
+    let positions = |rows: &[String]| -> Vec<String> {
+        let mut all: Vec<String> = rows
+            .iter()
             .map(|r| {
                 let v: Value = serde_json::from_str(r).expect("lake row");
-                v["position"]["offset"].clone()
+                v["position"].to_string()
             })
-            .collect()
+            .collect();
+        all.sort();
+        all
     };
     assert_eq!(
         positions(&dead),
@@ -207,28 +211,48 @@ fn assert_same_outputs(reference: &Path, crashed: &Path) {
     );
 }
 
-/// Every Delta table of the crashed run holds each source position exactly once, and the same
-/// positions as the uninterrupted run; Bronze holds every input message.
+/// Every Delta table of the crashed run holds each source position exactly once; Bronze holds
+/// every input message, the positions of the uninterrupted run's; Silver and the patient-flow
+/// facts hold each event once, the events of the uninterrupted run. (Which copy of a duplicate
+/// they hold, and so its position, follows the arrival order when the two copies are in two
+/// partitions, in an uninterrupted run as in a restarted one.)
 fn assert_lake_exactly_once(reference: &Path, crashed: &Path, messages: usize) {
     for table in ["bronze/events", "silver/events", "gold/fact_patient_flow"] {
         let expected = delta::read_local(&reference.join("lake"), table);
         let got = delta::read_local(&crashed.join("lake"), table);
-        let (expected, got) = (expected.positions(), got.positions());
-        let distinct = delta::distinct(&got);
+        let positions = got.positions();
+        let distinct = delta::distinct(&positions);
         assert_eq!(
             distinct.len(),
-            got.len(),
+            positions.len(),
             "{table}: a position written twice"
         );
-        assert_eq!(
-            distinct,
-            delta::distinct(&expected),
-            "{table}: positions differ"
-        );
         if table == "bronze/events" {
-            assert_eq!(got.len(), messages, "bronze holds every input message once");
+            assert_eq!(
+                distinct,
+                delta::distinct(&expected.positions()),
+                "{table}: positions differ"
+            );
+            assert_eq!(
+                positions.len(),
+                messages,
+                "bronze holds every input message once"
+            );
+        } else {
+            let events = got.strings("event_id");
+            let distinct = delta::distinct(&events);
+            assert_eq!(
+                distinct.len(),
+                events.len(),
+                "{table}: an event written twice"
+            );
+            assert_eq!(
+                distinct,
+                delta::distinct(&expected.strings("event_id")),
+                "{table}: events differ"
+            );
         }
-        eprintln!("{table}: {} rows, each once", got.len());
+        eprintln!("{table}: {} rows, each once", positions.len());
     }
 }
 
@@ -295,16 +319,14 @@ fn killed_five_times_through_a_file_ends_equal_to_an_uninterrupted_run() {
 #[test]
 fn killed_five_times_through_kafka_ends_equal_to_an_uninterrupted_run() {
     let brokers = broker();
-    // One partition. The rules read event-time order whatever the interleaving of partitions
-    // (tests/event_time_order.rs reads a topic of four written without keys; over four such
-    // partitions this test gave equal KPIs and alerts in three of three runs), but this stream
-    // is dirty: a duplicate written twice without a key may land in two partitions, and which
-    // copy Silver keeps follows the arrival order. A crash between the two copies can then keep
-    // both in the lake's Silver table: the run before the crash wrote one copy after its last
-    // checkpoint, the run after it keeps the other (seen once in four runs).
+    // Four partitions written without keys: each patient's events spread over all four, and
+    // the two copies of a duplicate may land in two of them. The rules read event-time order
+    // whatever the interleaving (the reorder window); a restarted run reads again what the lake
+    // holds beyond its checkpoint before newer input, so the copy the lake holds is the copy
+    // kept again.
     let topic = unique("crash");
     let deadletters = format!("{topic}.deadletter");
-    create_topics(&brokers, &[(&topic, 1), (&deadletters, 1)]);
+    create_topics(&brokers, &[(&topic, 4), (&deadletters, 1)]);
     let produced = produce_unbatched(
         &brokers,
         &topic,
@@ -349,5 +371,120 @@ fn killed_five_times_through_kafka_ends_equal_to_an_uninterrupted_run() {
     );
     assert_same_outputs(&reference, &crashed);
     assert_lake_exactly_once(&reference, &crashed, produced);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// The two copies of one event in two partitions (a producer without keys sent it twice): the
+/// first copy read by a run that wrote it to the lake and was killed before its next
+/// checkpoint, the second produced after the kill, at the head of its partition's new
+/// messages, while the first copy sits behind 6,000 others (more than one fetch: without the
+/// wait the second copy is read first and kept, and the lake holds the event twice). The restarted run reads the first
+/// copy again (the lake holds it) before it takes the second (which waits), so Silver keeps the
+/// copy the lake holds and the lake holds the event once.
+#[test]
+fn a_duplicate_across_partitions_after_a_crash_is_kept_once_in_the_lake() {
+    let brokers = broker();
+    let topic = unique("crash-copy");
+    create_topics(
+        &brokers,
+        &[(&topic, 2), (&format!("{topic}.deadletter"), 1)],
+    );
+    let stream = simulate(&["--seed", "31", "--max-events", "6400", "--dirty-rate", "0"]);
+    let lines: Vec<&[u8]> = stream
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect();
+    let twice = lines[6350];
+    let id = serde_json::from_slice::<Value>(twice).expect("an event")["event_id"]
+        .as_str()
+        .expect("an event id")
+        .to_owned();
+    let source = format!("kafka://{brokers}/{topic}");
+    let dir = scratch("crash-copy");
+    let data = dir.join("data");
+    let group = unique("copy");
+    let run = |extra: &[&str]| {
+        let mut c = cds();
+        c.env("CDS_LOG", "info")
+            .args(["run", "--http", "off", "--rules"])
+            .arg(rules_dir())
+            .args([
+                "--source",
+                &source,
+                "--group",
+                &group,
+                "--batch-size",
+                "100",
+            ])
+            .args(["--checkpoint-interval", "3600", "--data-dir"])
+            .arg(&data)
+            .args(extra);
+        c
+    };
+    let silver_commits =
+        || std::fs::read_dir(data.join("lake/silver/events/_delta_log")).map_or(0, |d| d.count());
+
+    // A first run reads 100 events of each partition and stops cleanly: a checkpoint.
+    produce_lines_to_partition(&brokers, &topic, 0, &lines[..100]);
+    produce_lines_to_partition(&brokers, &topic, 1, &lines[100..200]);
+    let out = run(&["--until-idle", "3"]).output().expect("first run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // The first copy behind 6,000 others in partition 0: read, written to the lake (its 5-second
+    // commit), no checkpoint; killed.
+    let mut first: Vec<&[u8]> = lines[200..6200].to_vec();
+    first.push(twice);
+    produce_lines_to_partition(&brokers, &topic, 0, &first);
+    let log = std::fs::File::create(dir.join("killed.log")).expect("log");
+    let mut killed = run(&[]).stderr(log).spawn().expect("second run");
+    let waited = Instant::now();
+    let mut commits = silver_commits();
+    loop {
+        assert!(
+            waited.elapsed() < Duration::from_secs(60),
+            "the first copy reached no lake commit"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        if silver_commits() == commits {
+            continue;
+        }
+        commits = silver_commits();
+        let silver = delta::read_local(&data.join("lake"), "silver/events");
+        if silver.strings("event_id").contains(&Some(id.clone())) {
+            break;
+        }
+    }
+    killed.kill().expect("SIGKILL");
+    let _ = killed.wait();
+
+    // The second copy at the head of partition 1's new messages; the run continues from the
+    // first run's checkpoint.
+    let mut second: Vec<&[u8]> = vec![twice];
+    second.extend_from_slice(&lines[6200..6300]);
+    produce_lines_to_partition(&brokers, &topic, 1, &second);
+    let out = run(&["--until-idle", "5"]).output().expect("third run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("reading again what the lake holds beyond the checkpoint"),
+        "{stderr}"
+    );
+    let silver = delta::read_local(&data.join("lake"), "silver/events");
+    let events = silver.strings("event_id");
+    assert_eq!(
+        events.iter().filter(|e| e.as_deref() == Some(&id)).count(),
+        1,
+        "the event is in the lake once"
+    );
+    assert_eq!(
+        delta::distinct(&events).len(),
+        events.len(),
+        "no event twice"
+    );
+    assert_eq!(events.len(), 6301, "every event once");
     let _ = std::fs::remove_dir_all(dir);
 }

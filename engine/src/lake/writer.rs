@@ -114,6 +114,14 @@ pub enum LakeMessage {
     Flush { epoch: u64 },
     /// Department versions for `gold/dim_department` (SCD type 2).
     Departments(Vec<crate::dims::Version>),
+    /// Asks how far the lake holds each of these (source, partition): the highest offset that
+    /// the Bronze, Silver or patient-flow table records (each holds rows of some payloads
+    /// only: Silver none of a dead letter, the facts none of a reading), or `i64::MIN` when
+    /// none holds any.
+    Held {
+        partitions: Vec<(Arc<str>, i32)>,
+        reply: SyncSender<Vec<i64>>,
+    },
 }
 
 /// The pipeline's end of the lake writer.
@@ -162,6 +170,14 @@ impl LakeHandle {
             Some(tx) => tx.send(message).map_err(|_| LakeWriteError::Stopped),
             None => Err(LakeWriteError::Stopped),
         }
+    }
+
+    /// How far the lake holds each source partition (see [`LakeMessage::Held`]), once the
+    /// writer has taken what was sent before.
+    pub fn held(&self, partitions: Vec<(Arc<str>, i32)>) -> Result<Vec<i64>, LakeWriteError> {
+        let (reply, answer) = sync_channel(1);
+        self.send(LakeMessage::Held { partitions, reply })?;
+        answer.recv().map_err(|_| LakeWriteError::Stopped)
     }
 
     /// Epochs below this number are committed to every table.
@@ -355,6 +371,21 @@ impl LakeWriter {
             LakeMessage::Flush { epoch } => {
                 self.received = Some(self.received.map_or(epoch, |r| r.max(epoch)));
                 true
+            }
+            LakeMessage::Held { partitions, reply } => {
+                let held = partitions
+                    .iter()
+                    .map(|(source, partition)| {
+                        [Table::Bronze, Table::Silver, Table::FactPatientFlow]
+                            .into_iter()
+                            .map(|t| self.recorded(t, source, *partition))
+                            .max()
+                            .unwrap_or(i64::MIN)
+                    })
+                    .collect();
+                // The asking thread may have stopped meanwhile; nothing to do then.
+                let _ = reply.send(held);
+                false
             }
         }
     }

@@ -187,6 +187,55 @@ struct Positions {
     covered: HashMap<(u16, i32), i64>,
 }
 
+/// How long a restarted run waits for the partitions to be read again as far as the lake holds
+/// them before it reads newer input anyway (a partition whose messages expired meanwhile).
+const REPLAY_PATIENCE: Duration = Duration::from_secs(30);
+/// Most payloads held back meanwhile.
+const REPLAY_HOLD_LIMIT: usize = 500_000;
+
+/// After a restart with the lake on, over several partitions: the previous run wrote rows to the
+/// lake after its last checkpoint, and the restarted run reads those payloads again (the lake
+/// skips what it holds). Silver keeps the first copy of a duplicate it sees, and a producer
+/// without keys can write the two copies of one event to two partitions; if the copy the lake
+/// already holds were read after the newer copy, the newer one would be kept and written too.
+/// So every partition is read again as far as the lake holds it before any newer payload is
+/// taken: newer payloads read meanwhile wait here, in arrival order.
+struct Replay {
+    /// The partitions not yet read as far as the lake holds them, and that offset.
+    ends: HashMap<(u16, i32), i64>,
+    waiting: Vec<(Vec<u8>, Position, i64)>,
+    since: Instant,
+    /// Stop waiting (the input ended or stops).
+    give_up: bool,
+}
+
+impl Replay {
+    /// Whether the payload at `pos` waits: the lake does not hold it, and another partition is
+    /// still being read again.
+    fn holds_back(&mut self, pos: Position) -> bool {
+        let key = (pos.stream, pos.partition);
+        match self.ends.get(&key) {
+            Some(end) if pos.offset < *end => false,
+            Some(end) => {
+                // The last payload the lake holds, or (when that one is gone) a newer one.
+                let newer = pos.offset > *end;
+                self.ends.remove(&key);
+                newer && !self.ends.is_empty()
+            }
+            None => !self.ends.is_empty(),
+        }
+    }
+
+    /// Whether the wait is over: every partition is read again, or waiting longer would hold
+    /// too much or too long.
+    fn over(&self) -> bool {
+        self.ends.is_empty()
+            || self.give_up
+            || self.waiting.len() >= REPLAY_HOLD_LIMIT
+            || self.since.elapsed() >= REPLAY_PATIENCE
+    }
+}
+
 /// What one epoch gathers as its payloads are decoded.
 struct EpochWork {
     /// Facts, one batch per worker.
@@ -203,8 +252,10 @@ struct EpochWork {
     gold: u64,
     /// Records that other processes of the cluster clean.
     elsewhere: u64,
-    /// Payloads a checkpoint covers.
-    skipped: u64,
+    /// Payloads decoded (not covered by a checkpoint).
+    read: u64,
+    /// The positions of the payloads taken (decoded or skipped), for the source's commits.
+    positions: Vec<Position>,
 }
 
 impl EpochWork {
@@ -219,7 +270,8 @@ impl EpochWork {
             quarantined: 0,
             gold: 0,
             elsewhere: 0,
-            skipped: 0,
+            read: 0,
+            positions: Vec::new(),
         }
     }
 }
@@ -250,6 +302,8 @@ struct Ingest<'a> {
     reorder: ReorderWindow,
     lake: Lake,
     positions: Positions,
+    /// After a restart: newer payloads wait until the lake's tail is read again.
+    replay: Option<Replay>,
     watermark: Micros,
     summary: RunSummary,
     commits: Commits,
@@ -304,6 +358,7 @@ impl<'a> Ingest<'a> {
             checkpoints: start.checkpoints,
             workers,
             positions: Positions::default(),
+            replay: None,
             watermark: Micros::MIN,
             summary: RunSummary::default(),
             commits: Commits::default(),
@@ -343,10 +398,70 @@ impl<'a> Ingest<'a> {
             self.positions.covered.insert(key, p.offset);
         }
         self.source.skip_to(&resume.positions)?;
+        self.replay = self.lake_tail()?;
         let mut epoch = Epoch::empty(0, self.workers, self.watermark, false);
         self.facts.restored_facts(&mut epoch.batches);
         self.downstream.send(epoch)?;
         self.summary.epochs = 1;
+        Ok(())
+    }
+
+    /// What the lake holds beyond the checkpoint, when that is more than one partition's
+    /// (see [`Replay`]).
+    fn lake_tail(&mut self) -> Result<Option<Replay>, PipelineError> {
+        let Some(lake) = self.downstream.lake else {
+            return Ok(None);
+        };
+        let mut partitions: Vec<(u16, i32)> = self.source.partitions();
+        partitions.extend(self.positions.covered.keys().copied());
+        partitions.sort_unstable();
+        partitions.dedup();
+        if partitions.len() < 2 {
+            return Ok(None);
+        }
+        let named = partitions
+            .iter()
+            .map(|(stream, p)| (Arc::from(self.source.stream_name(*stream)), *p))
+            .collect();
+        let held = lake.held(named)?;
+        let ends: HashMap<(u16, i32), i64> = partitions
+            .into_iter()
+            .zip(held)
+            .filter(|(key, end)| self.positions.covered.get(key).is_none_or(|c| end > c))
+            .collect();
+        if ends.is_empty() {
+            return Ok(None);
+        }
+        info!(
+            partitions = ends.len(),
+            "reading again what the lake holds beyond the checkpoint before newer input"
+        );
+        Ok(Some(Replay {
+            ends,
+            waiting: Vec::new(),
+            since: Instant::now(),
+            give_up: false,
+        }))
+    }
+
+    /// Takes the payloads that waited for the lake's tail, once the wait is over.
+    fn end_replay(&mut self, work: &mut EpochWork) -> Result<(), PipelineError> {
+        if !self.replay.as_ref().is_some_and(Replay::over) {
+            return Ok(());
+        }
+        let Some(replay) = self.replay.take() else {
+            return Ok(());
+        };
+        if !replay.ends.is_empty() {
+            tracing::warn!(
+                partitions = replay.ends.len(),
+                waiting = replay.waiting.len(),
+                "partitions not read again as far as the lake holds them; reading on"
+            );
+        }
+        for (payload, pos, ingested_at) in replay.waiting {
+            self.payload(&payload, pos, ingested_at, work)?;
+        }
         Ok(())
     }
 
@@ -405,6 +520,10 @@ impl<'a> Ingest<'a> {
                 Next::Epoch => self.close_epoch(&raw)?,
                 Next::Wait => continue,
                 Next::Stop => {
+                    if let Some(replay) = self.replay.as_mut() {
+                        replay.give_up = true;
+                        self.close_epoch(&RawBatch::default())?;
+                    }
                     self.release_held()?;
                     return Ok(());
                 }
@@ -503,7 +622,9 @@ impl<'a> Ingest<'a> {
                     self.config.cluster.is_some() && self.last_epoch.elapsed() >= CLUSTER_HEARTBEAT;
                 // The event time stood still for the window's length: what it holds goes.
                 let lull = self.reorder.waiting() && self.lull(Instant::now());
-                if checkpoint_due || heartbeat || lull {
+                // Payloads wait for a partition that does not come.
+                let replay = self.replay.as_ref().is_some_and(Replay::over);
+                if checkpoint_due || heartbeat || lull || replay {
                     Next::Epoch
                 } else {
                     Next::Wait
@@ -531,8 +652,15 @@ impl<'a> Ingest<'a> {
         }
         let ingested_at = Utc::now().timestamp_micros();
         for (payload, pos) in raw.iter() {
+            if let Some(replay) = self.replay.as_mut() {
+                if replay.holds_back(pos) {
+                    replay.waiting.push((payload.to_vec(), pos, ingested_at));
+                    continue;
+                }
+            }
             self.payload(payload, pos, ingested_at, &mut work)?;
         }
+        self.end_replay(&mut work)?;
         if self.ended {
             self.reorder.release_all(&mut work.for_rules);
         } else if raw.is_empty() {
@@ -544,10 +672,10 @@ impl<'a> Ingest<'a> {
                 || (self.reorder.is_on() && self.source.behind().unwrap_or(false));
             self.reorder.release(read_at, backlog, &mut work.for_rules);
         }
-        let events = raw.len() as u64 - work.skipped;
+        let events = work.read;
         self.count(events, &work);
         self.commits
-            .record(self.summary.epochs, raw.iter().map(|(_, pos)| pos));
+            .record(self.summary.epochs, work.positions.drain(..));
         self.send_epoch(work, read_at, events)
     }
 
@@ -560,11 +688,12 @@ impl<'a> Ingest<'a> {
         work: &mut EpochWork,
     ) -> Result<(), PipelineError> {
         let key = (pos.stream, pos.partition);
+        work.positions.push(pos);
         let covered = self.positions.covered.get(&key);
         if covered.is_some_and(|last| pos.offset <= *last) {
-            work.skipped += 1;
             return Ok(());
         }
+        work.read += 1;
         let seen = self.positions.processed.entry(key).or_insert(pos.offset);
         *seen = (*seen).max(pos.offset);
         self.last_position = Some(pos);
@@ -967,6 +1096,41 @@ mod tests {
             for_rules,
             metrics,
         }
+    }
+
+    /// After a restart, newer payloads wait until every partition is read again as far as
+    /// the lake holds it; a partition whose last held payload is gone ends its wait at the
+    /// next one.
+    #[test]
+    fn newer_payloads_wait_for_the_lakes_tail() {
+        let at = |partition, offset| Position {
+            stream: 0,
+            partition,
+            offset,
+        };
+        let mut replay = Replay {
+            ends: HashMap::from([((0, 0), 10), ((0, 1), 5)]),
+            waiting: Vec::new(),
+            since: Instant::now(),
+            give_up: false,
+        };
+        assert!(
+            replay.holds_back(at(2, 3)),
+            "a partition without a tail waits"
+        );
+        assert!(!replay.holds_back(at(0, 4)), "the tail is read");
+        assert!(!replay.holds_back(at(1, 5)), "the tail's last payload");
+        assert!(
+            replay.holds_back(at(1, 6)),
+            "partition 0 is still read again"
+        );
+        assert!(!replay.over());
+        assert!(
+            !replay.holds_back(at(0, 12)),
+            "offset 10 is gone: the tail ends"
+        );
+        assert!(replay.over());
+        assert!(!replay.holds_back(at(2, 4)));
     }
 
     #[test]

@@ -64,17 +64,20 @@ pub fn produce_unbatched(brokers: &str, topic: &str, args: &[&str]) -> usize {
 /// Produces the given payloads one message per record batch (see [`produce_unbatched`]),
 /// without keys.
 pub fn produce_lines_unbatched(brokers: &str, topic: &str, lines: &[&[u8]]) -> usize {
-    produce_lines_unbatched_keyed(brokers, topic, lines, |_| None)
+    send_lines(brokers, topic, lines, None)
 }
 
-/// The same, each payload keyed by `key(payload)` when it gives one: keyed by patient, a
-/// patient's events share a partition, as `cds simulate --to kafka` produces them.
-pub fn produce_lines_unbatched_keyed(
+/// The same, without keys, every payload to `partition`.
+pub fn produce_lines_to_partition(
     brokers: &str,
     topic: &str,
+    partition: i32,
     lines: &[&[u8]],
-    key: impl Fn(&[u8]) -> Option<String>,
 ) -> usize {
+    send_lines(brokers, topic, lines, Some(partition))
+}
+
+fn send_lines(brokers: &str, topic: &str, lines: &[&[u8]], partition: Option<i32>) -> usize {
     use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
     let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -85,10 +88,9 @@ pub fn produce_lines_unbatched_keyed(
         .expect("producer");
     let mut n = 0;
     for line in lines.iter().copied() {
-        let key = key(line);
         let mut record = BaseRecord::<str, [u8]>::to(topic).payload(line);
-        if let Some(k) = key.as_deref() {
-            record = record.key(k);
+        if let Some(p) = partition {
+            record = record.partition(p);
         }
         loop {
             match producer.send(record) {
