@@ -27,9 +27,17 @@ use common::kafka::{broker, create_topics, produce, produce_lines_unbatched};
 use common::{cds, differences, events_processed, free_port, ok, rules_dir, scratch, unique};
 use serde_json::Value;
 
-/// Rules that read a whole department: in a cluster each process's rules see only its own
-/// patients of it.
+/// Rules that read a whole department: run by the process that owns the hospital, over every
+/// patient's placements when every process reads every partition; over only its own
+/// partitions' patients with `--partitions-by-patient`.
 const DEPARTMENT_SCOPE: [&str; 1] = ["capacity"];
+
+/// Which alerts two layouts must share.
+#[derive(Clone, Copy, PartialEq)]
+enum Rules {
+    All,
+    PatientScope,
+}
 
 fn start(source: &str, data: &Path, group: &str, extra: &[&str]) -> Child {
     cds()
@@ -134,12 +142,15 @@ fn two_processes(name: &str) -> (PathBuf, PathBuf) {
     (dir, hosts)
 }
 
-/// The alerts of a store, without the department-scope rules'.
-fn alerts(stores: &[&Path]) -> (BTreeMap<String, Value>, BTreeMap<String, usize>) {
+/// The alerts of a set of stores (of every rule, or of the patient-scope rules), and how many
+/// stores held each.
+fn alerts(stores: &[&Path], rules: Rules) -> (BTreeMap<String, Value>, BTreeMap<String, usize>) {
     let (docs, seen) = export(stores, "alerts");
     let docs = docs
         .into_iter()
-        .filter(|(_, v)| !DEPARTMENT_SCOPE.contains(&v["mlmname"].as_str().unwrap_or("")))
+        .filter(|(_, v)| {
+            rules == Rules::All || !DEPARTMENT_SCOPE.contains(&v["mlmname"].as_str().unwrap_or(""))
+        })
         .collect();
     (docs, seen)
 }
@@ -155,7 +166,7 @@ fn assert_equal(what: &str, expected: &BTreeMap<String, Value>, got: &BTreeMap<S
 }
 
 /// The union of the processes' stores against the single process's store.
-fn assert_same_outputs(dir: &Path) {
+fn assert_same_outputs(dir: &Path, rules: Rules) {
     let (single, a, b) = (dir.join("single"), dir.join("p0"), dir.join("p1"));
     let (expected, _) = export(&[&single], "kpis");
     let (got, seen) = export(&[&a, &b], "kpis");
@@ -165,10 +176,16 @@ fn assert_same_outputs(dir: &Path) {
         "each KPI document is written by one process"
     );
     assert_equal("KPIs of the cluster and of one process", &expected, &got);
-    let (expected, _) = alerts(&[&single]);
-    let (got, seen) = alerts(&[&a, &b]);
+    let (expected, _) = alerts(&[&single], rules);
+    let (got, seen) = alerts(&[&a, &b], rules);
     assert!(seen.values().all(|n| *n == 1), "each alert is raised once");
     assert!(!expected.is_empty(), "the rules fired");
+    if rules == Rules::All {
+        assert!(
+            expected.values().any(|a| a["mlmname"] == "capacity"),
+            "the department rule fired"
+        );
+    }
     assert_equal("alerts of the cluster and of one process", &expected, &got);
 }
 
@@ -228,7 +245,7 @@ fn two_processes_of_two_workers_equal_one_process_of_one() {
         "each process reads its own partitions: {per_process:?}"
     );
     assert_eq!(per_process.iter().sum::<u64>(), events);
-    assert_same_outputs(&dir);
+    assert_same_outputs(&dir, Rules::PatientScope);
 
     // A restart of the whole cluster: every process continues from its own newest checkpoint
     // (written at the clean stop) and reads only what is new.
@@ -243,7 +260,7 @@ fn two_processes_of_two_workers_equal_one_process_of_one() {
         more,
         "the cluster continues where it stopped: {per_process:?}"
     );
-    assert_same_outputs(&dir);
+    assert_same_outputs(&dir, Rules::PatientScope);
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -316,7 +333,7 @@ fn a_process_killed_stops_the_other_and_the_restarted_cluster_continues_from_che
     }
     let single = finish(start(&source, &dir.join("single"), &one, &[]), "1 × 1");
     assert_eq!(events_processed(&single), lines.len() as u64);
-    assert_same_outputs(&dir);
+    assert_same_outputs(&dir, Rules::All);
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -371,7 +388,7 @@ fn a_stream_without_keys_gives_the_same_outputs_from_a_file_one_process_and_a_cl
             );
             assert!(summary.contains("records of the other processes' patients"));
         }
-        assert_same_outputs(&dir);
+        assert_same_outputs(&dir, Rules::All);
         let (single_store, a, b) = (dir.join("single"), dir.join("p0"), dir.join("p1"));
         let (dead, quarantined) = kept_aside(&[&single_store]);
         assert!(!dead.is_empty() && !quarantined.is_empty());
@@ -380,7 +397,7 @@ fn a_stream_without_keys_gives_the_same_outputs_from_a_file_one_process_and_a_cl
             (dead, quarantined),
             "the cluster keeps each dead letter and quarantined record once"
         );
-        let (late, _) = alerts(&[&single_store]);
+        let (late, _) = alerts(&[&single_store], Rules::All);
         let late = late.values().filter(|a| a["late"] == true).count();
         if window == "0.25" {
             assert!(

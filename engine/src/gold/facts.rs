@@ -241,6 +241,19 @@ impl FactBuilder {
         self.pseudonyms.key(patient_id)
     }
 
+    /// The patient key of a record that would reach Gold, without adding its facts: a record
+    /// of a patient whose facts another process of the cluster adds.
+    pub fn key_of(&self, r: &SilverRecord) -> Option<u64> {
+        if r.quarantined() {
+            return None;
+        }
+        let e = &r.event;
+        r.kind?;
+        r.department?;
+        u16::try_from(e.hospital_id?).ok()?;
+        Some(self.patient_key(e.patient_id.as_deref()?))
+    }
+
     /// Adds the facts of one record to the batch of the worker that owns its patient. Returns
     /// the patient key and the record's event time when it reached Gold (quarantined records
     /// do not).

@@ -323,7 +323,7 @@ struct Ingest<'a> {
     last_position: Option<Position>,
     /// What one payload decodes into, and what Silver makes of it: buffers reused per payload.
     decoded: Vec<Result<Event, DeadLetter>>,
-    outcomes: Vec<Outcome>,
+    outcomes: Vec<(Outcome, bool)>,
 }
 
 impl<'a> Ingest<'a> {
@@ -725,19 +725,17 @@ impl<'a> Ingest<'a> {
             .iter()
             .find_map(|d| d.as_ref().ok())
             .map(|e| micros(&e.event_timestamp));
+        // Silver cleans every record (the duplicates of every event are known, and the rules
+        // see every placement); what becomes of it here is for its own patients only.
         for d in decoded.drain(..) {
             match d {
                 Ok(event) => {
                     let at = micros(&event.event_timestamp);
                     self.reorder.observe(partition, at, work.read_at);
-                    if self.split.is_none_or(|s| s.cleans(&event, pos.partition)) {
-                        outcomes.push(self.silver.clean(event));
-                    } else {
-                        work.elsewhere += 1;
-                    }
+                    let own = self.split.is_none_or(|s| s.cleans(&event, pos.partition));
+                    outcomes.push((self.silver.clean(event), own));
                 }
-                Err(letter) if keeps => outcomes.push(Outcome::DeadLetter(letter)),
-                Err(_) => {}
+                Err(letter) => outcomes.push((Outcome::DeadLetter(letter), keeps)),
             }
         }
         self.decoded = decoded;
@@ -747,20 +745,22 @@ impl<'a> Ingest<'a> {
                 .get_or_insert_with(Box::default)
                 .payload(p, payload, ingested_at, event_time);
         }
-        for outcome in outcomes.drain(..) {
+        for (outcome, own) in outcomes.drain(..) {
             match outcome {
-                Outcome::Record(record) => {
+                Outcome::Record(record) if own => {
                     self.record(record, row_position.as_ref(), partition, work)?
                 }
+                Outcome::Record(record) => self.elsewhere(record, partition, work),
                 Outcome::Duplicate(copy) => {
-                    work.duplicates += 1;
+                    work.duplicates += u64::from(own);
                     self.reorder
                         .duplicate(&copy.event_id, micros(&copy.event_time), partition);
                 }
-                Outcome::DeadLetter(letter) => {
+                Outcome::DeadLetter(letter) if own => {
                     work.dead += 1;
                     self.dead_letter(&letter)?;
                 }
+                Outcome::DeadLetter(_) => {}
             }
         }
         self.outcomes = outcomes;
@@ -840,6 +840,30 @@ impl<'a> Ingest<'a> {
             );
         }
         Ok(())
+    }
+
+    /// A record of another process's patient (in a cluster whose processes read every
+    /// partition): no facts, no lake row, no count; the rules read it in its place for the
+    /// placements and the watermark, without running its patient's rules.
+    fn elsewhere(
+        &mut self,
+        record: Box<SilverRecord>,
+        partition: PartitionId,
+        work: &mut EpochWork,
+    ) {
+        work.elsewhere += 1;
+        let Some(patient) = self.facts.key_of(&record) else {
+            return;
+        };
+        if self.downstream.to_rules.is_some() && !record.kind.is_some_and(|k| k.is_cancel()) {
+            self.reorder.hold_elsewhere(
+                patient,
+                record,
+                partition,
+                work.read_at,
+                &mut work.for_rules,
+            );
+        }
     }
 
     /// Counts one epoch in the metrics and the run's summary.

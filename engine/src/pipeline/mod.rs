@@ -282,6 +282,15 @@ pub fn run(config: PipelineConfig, parts: Parts) -> Result<RunSummary, PipelineE
     // threads that wrote it.
     let rules = match rules {
         Some(stage) => {
+            // In a cluster each process runs the department rules of its own hospitals.
+            let stage = match &config.cluster {
+                Some(c) => stage.for_hospitals(crate::rules::Hospitals {
+                    process: c.process,
+                    workers: config.workers,
+                    processes: c.addresses.len(),
+                }),
+                None => stage,
+            };
             let mut shares = stage.into_shares(config.rules_threads)?;
             for share in &mut shares {
                 share.watch_errors(config.ops.rule_error_watch());

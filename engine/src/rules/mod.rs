@@ -61,15 +61,21 @@ pub struct RuleInput {
     /// It arrived after a later record had gone to the rules ([`ReorderWindow`]): its alerts
     /// say `"late": true`.
     pub late: bool,
+    /// This process runs the patient's rules. In a cluster the rules of each process also
+    /// read the other processes' patients' records, without running their rules: so every
+    /// process follows every placement (department occupancy, for the department rules of the
+    /// hospitals it owns) and the same event-time watermark as one process would.
+    pub own: bool,
 }
 
 impl RuleInput {
-    /// A record in order (not late).
+    /// A record in order (not late) of this process's patient.
     pub fn new(patient: u64, record: Box<SilverRecord>) -> Self {
         RuleInput {
             patient,
             record,
             late: false,
+            own: true,
         }
     }
 }
@@ -81,6 +87,38 @@ pub struct Share {
     pub index: usize,
     /// How many shares the work is split into.
     pub count: usize,
+}
+
+/// Which hospitals' department rules a process runs: in a cluster, those of the hospitals whose
+/// documents it writes (the ownership of [`crate::cluster`]); alone, every hospital's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hospitals {
+    pub process: usize,
+    /// Workers per process.
+    pub workers: usize,
+    pub processes: usize,
+}
+
+impl Hospitals {
+    /// Every hospital: one process.
+    pub const ALL: Hospitals = Hospitals {
+        process: 0,
+        workers: 1,
+        processes: 1,
+    };
+
+    fn owns(self, hospital: Option<i64>) -> bool {
+        if self.processes <= 1 {
+            return true;
+        }
+        let workers = self.workers.max(1);
+        hospital
+            .and_then(|h| u16::try_from(h).ok())
+            .is_some_and(|h| {
+                crate::cluster::hospital_worker(h, self.processes * workers) / workers
+                    == self.process
+            })
+    }
 }
 
 impl Share {
@@ -96,11 +134,18 @@ impl Share {
         Share::owner(self.count, patient) == self.index
     }
 
-    /// The rules this share runs on an event of `patient`.
-    fn scopes(self, patient: u64) -> Scopes {
+    /// The rules this share runs on an event of `patient` (`own`: this process's patient) in
+    /// `hospital`.
+    fn scopes(
+        self,
+        patient: u64,
+        own: bool,
+        hospital: Option<i64>,
+        hospitals: Hospitals,
+    ) -> Scopes {
         Scopes {
-            patient: self.owns(patient),
-            department: self.index == 0,
+            patient: own && self.owns(patient),
+            department: self.index == 0 && hospitals.owns(hospital),
         }
     }
 
@@ -159,6 +204,7 @@ fn load_pack(dir: &Path) -> Result<RulePack, RulesError> {
 pub struct RulesStage {
     pack: RulePack,
     share: Share,
+    hospitals: Hospitals,
     state: ContextState,
     delayed: DelayedEvokes,
     watermark: i64,
@@ -213,6 +259,7 @@ impl RulesStage {
         Ok(RulesStage {
             pack,
             share: Share::WHOLE,
+            hospitals: Hospitals::ALL,
             state: ContextState::new(network),
             delayed: DelayedEvokes::new(),
             watermark: i64::MIN,
@@ -233,6 +280,7 @@ impl RulesStage {
             let mut share = RulesStage {
                 pack: load_pack(self.pack.dir())?,
                 share: Share { index, count },
+                hospitals: self.hospitals,
                 state: self.state.clone(),
                 delayed: self.delayed.clone(),
                 watermark: self.watermark,
@@ -312,6 +360,12 @@ impl RulesStage {
         self.share
     }
 
+    /// Runs the department rules of `hospitals` only (a process of a cluster).
+    pub fn for_hospitals(mut self, hospitals: Hospitals) -> Self {
+        self.hospitals = hospitals;
+        self
+    }
+
     /// Raises and clears the `rule_errors` operational alert from this stage's errors.
     pub(crate) fn watch_errors(&mut self, watch: crate::ops::RuleErrorWatch) {
         self.error_watch = Some(watch);
@@ -330,9 +384,11 @@ impl RulesStage {
             patient,
             record,
             late,
+            own,
         } in batch
         {
-            let scopes = self.share.scopes(*patient);
+            let hospital = record.event.hospital_id;
+            let scopes = self.share.scopes(*patient, *own, hospital, self.hospitals);
             let adt = scopes.any() && record.kind.is_some_and(|k| k.is_adt());
             let evoked = record
                 .kind
@@ -506,6 +562,29 @@ mod tests {
     use crate::model::{parse_time, Event, Pseudonymiser};
     use crate::silver::{Outcome, Silver};
     use crate::source::simulator::{write_jsonl, SimulatorConfig};
+
+    /// In a cluster of 2 processes × 2 workers, hospital h's documents are written by worker
+    /// h mod 4, in process (h mod 4) / 2; its department rules run there, on share 0, and a
+    /// patient's rules only where the patient is this process's.
+    #[test]
+    fn department_rules_run_where_the_hospital_is_and_patient_rules_where_the_patient_is() {
+        let second = Hospitals {
+            process: 1,
+            workers: 2,
+            processes: 2,
+        };
+        let owned: Vec<i64> = (0..8).filter(|h| second.owns(Some(*h))).collect();
+        assert_eq!(owned, [2, 3, 6, 7]);
+        assert!(!second.owns(None) && !second.owns(Some(-1)));
+        assert!(Hospitals::ALL.owns(Some(5)) && Hospitals::ALL.owns(None));
+        let share = Share { index: 0, count: 2 };
+        let scopes = share.scopes(4, false, Some(2), second);
+        assert!(!scopes.patient && scopes.department);
+        let scopes = share.scopes(4, true, Some(1), second);
+        assert!(scopes.patient && !scopes.department);
+        let other = Share { index: 1, count: 2 };
+        assert!(!other.scopes(4, true, Some(2), second).department);
+    }
 
     fn pack_dir() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../cds-rules")

@@ -94,6 +94,8 @@ struct Held {
     patient: u64,
     record: Box<SilverRecord>,
     late: bool,
+    /// This process runs the patient's rules ([`RuleInput::own`]).
+    own: bool,
 }
 
 /// One partition's clock.
@@ -189,11 +191,38 @@ impl ReorderWindow {
         now: Instant,
         out: &mut Vec<RuleInput>,
     ) {
+        self.hold_as(patient, record, true, partition, now, out);
+    }
+
+    /// Takes one record of a patient whose rules another process of the cluster runs: held
+    /// and released in the same order as the others, for the placements (department
+    /// occupancy) and the event-time watermark ([`RuleInput::own`] false).
+    pub fn hold_elsewhere(
+        &mut self,
+        patient: u64,
+        record: Box<SilverRecord>,
+        partition: PartitionId,
+        now: Instant,
+        out: &mut Vec<RuleInput>,
+    ) {
+        self.hold_as(patient, record, false, partition, now, out);
+    }
+
+    fn hold_as(
+        &mut self,
+        patient: u64,
+        record: Box<SilverRecord>,
+        own: bool,
+        partition: PartitionId,
+        now: Instant,
+        out: &mut Vec<RuleInput>,
+    ) {
         let Some(window) = self.window else {
             out.push(RuleInput {
                 patient,
                 record,
                 late: false,
+                own,
             });
             return;
         };
@@ -221,6 +250,7 @@ impl ReorderWindow {
                 patient,
                 record,
                 late,
+                own,
             },
         );
     }
@@ -370,6 +400,7 @@ impl ReorderWindow {
             patient: h.patient,
             record: h.record,
             late: h.late,
+            own: h.own,
         }));
     }
 }
@@ -393,9 +424,14 @@ pub struct HeldRecord {
     event: String,
     kind: Option<EventType>,
     department: Option<Department>,
+    /// The record's data-quality flags; the top bit ([`ELSEWHERE`]) set: a record of another
+    /// process's patient (a field of its own would change the layout older checkpoints have).
     flags: u16,
     late: bool,
 }
+
+/// The bit of [`HeldRecord::flags`] that marks another process's patient.
+const ELSEWHERE: u16 = 1 << 15;
 
 /// What a checkpoint keeps of the window: the held records, the partitions' clocks and the
 /// last record released, so that a restarted run releases the same sequence.
@@ -422,7 +458,7 @@ impl Checkpointed for ReorderWindow {
                     event: without_identifiers(&h.record.event).to_json(),
                     kind: h.record.kind,
                     department: h.record.department,
-                    flags: h.record.dq_flags.bits(),
+                    flags: h.record.dq_flags.bits() | if h.own { 0 } else { ELSEWHERE },
                     late: h.late,
                 })
                 .collect(),
@@ -453,7 +489,7 @@ impl Checkpointed for ReorderWindow {
                 event,
                 kind: h.kind,
                 department: h.department,
-                dq_flags: DqFlags::from_bits(h.flags),
+                dq_flags: DqFlags::from_bits(h.flags & !ELSEWHERE),
             });
             self.held.insert(
                 key,
@@ -461,6 +497,7 @@ impl Checkpointed for ReorderWindow {
                     patient: h.patient,
                     record,
                     late: h.late,
+                    own: h.flags & ELSEWHERE == 0,
                 },
             );
         }
