@@ -49,7 +49,12 @@ pub fn spawn(
             let Some(file) = file else { return };
             let mut last = std::fs::read_to_string(&file).ok();
             while !stop.load(Ordering::Relaxed) {
-                std::thread::sleep(WATCH_INTERVAL);
+                // Parked, not asleep: the run's end unparks the thread, so that joining it does
+                // not wait out the interval (half a second added to every run).
+                std::thread::park_timeout(WATCH_INTERVAL);
+                if stop.load(Ordering::Relaxed) {
+                    break;
+                }
                 let Ok(text) = std::fs::read_to_string(&file) else {
                     continue;
                 };

@@ -433,6 +433,7 @@ impl Threads {
         } = self;
         drop(to_workers);
         stop_watch.store(true, Ordering::Relaxed);
+        watcher.thread().unpark();
         let _ = watcher.join();
         let rules = match rules {
             Some(threads) => threads.join()?,
