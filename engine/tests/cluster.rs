@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Instant;
 
-use common::kafka::{broker, create_topics, produce, produce_lines_unbatched};
+use common::kafka::{broker, produce, produce_lines_unbatched, topic_with_deadletters};
 use common::{cds, differences, events_processed, free_port, ok, rules_dir, scratch, unique};
 use serde_json::Value;
 
@@ -220,11 +220,7 @@ fn kept_aside(stores: &[&Path]) -> (Vec<String>, Vec<String>) {
 #[test]
 fn two_processes_of_two_workers_equal_one_process_of_one() {
     let brokers = broker();
-    let topic = unique("cluster");
-    create_topics(
-        &brokers,
-        &[(&topic, 4), (&format!("{topic}.deadletter"), 1)],
-    );
+    let topic = topic_with_deadletters(&brokers, "cluster", 4);
     let events = 40_000u64;
     let more = 10_000u64;
     let produce_seed = |seed: &str, n: u64| {
@@ -267,11 +263,7 @@ fn two_processes_of_two_workers_equal_one_process_of_one() {
 #[test]
 fn a_process_killed_stops_the_other_and_the_restarted_cluster_continues_from_checkpoints() {
     let brokers = broker();
-    let topic = unique("cluster-kill");
-    create_topics(
-        &brokers,
-        &[(&topic, 4), (&format!("{topic}.deadletter"), 1)],
-    );
+    let topic = topic_with_deadletters(&brokers, "cluster-kill", 4);
     // One message per record batch: the test broker answers a fetch from inside a batch with
     // the next batch, and restarts fetch from checkpointed offsets (tests/recovery.rs). Without
     // keys: each patient's events spread over the four partitions.
@@ -283,10 +275,7 @@ fn a_process_killed_stops_the_other_and_the_restarted_cluster_continues_from_che
         "--dirty-rate",
         "0.02",
     ]);
-    let lines: Vec<&[u8]> = events
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .collect();
+    let lines = common::lines(&events);
     let (first, rest) = lines.split_at(lines.len() / 2);
     let source = format!("kafka://{brokers}/{topic}");
     let (dir, hosts) = two_processes("cluster-kill");
@@ -345,11 +334,7 @@ fn a_process_killed_stops_the_other_and_the_restarted_cluster_continues_from_che
 #[test]
 fn a_stream_without_keys_gives_the_same_outputs_from_a_file_one_process_and_a_cluster() {
     let brokers = broker();
-    let topic = unique("cluster-unkeyed");
-    create_topics(
-        &brokers,
-        &[(&topic, 4), (&format!("{topic}.deadletter"), 1)],
-    );
+    let topic = topic_with_deadletters(&brokers, "cluster-unkeyed", 4);
     let stream = common::simulate(&[
         "--seed",
         "44",
@@ -358,10 +343,7 @@ fn a_stream_without_keys_gives_the_same_outputs_from_a_file_one_process_and_a_cl
         "--dirty-rate",
         "0.02",
     ]);
-    let lines: Vec<&[u8]> = stream
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .collect();
+    let lines = common::lines(&stream);
     produce_lines_unbatched(&brokers, &topic, &lines);
     let source = format!("kafka://{brokers}/{topic}");
 

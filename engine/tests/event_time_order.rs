@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use chrono::DateTime;
-use common::kafka::{broker, create_topics, produce_lines_unbatched};
+use common::kafka::{broker, produce_lines_unbatched, topic_with_deadletters};
 use common::{cds, comparable, differences, exported, ok, rules_dir, scratch, simulate, unique};
 use serde_json::Value;
 
@@ -185,11 +185,7 @@ fn three_arrival_orders_give_the_same_alerts_and_a_late_event_is_flagged() {
     // Through Kafka: the in-order stream written without keys over four partitions, read by
     // one process: the alerts and KPIs of the file.
     let brokers = broker();
-    let topic = unique("unkeyed");
-    create_topics(
-        &brokers,
-        &[(&topic, 4), (&format!("{topic}.deadletter"), 1)],
-    );
+    let topic = topic_with_deadletters(&brokers, "unkeyed", 4);
     let lines: Vec<&[u8]> = in_order.iter().map(|l| l.as_bytes()).collect();
     produce_lines_unbatched(&brokers, &topic, &lines);
     let data = dir.join("kafka");

@@ -12,7 +12,10 @@ use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use common::http::response;
-use common::kafka::{broker, create_topics, produce, produce_lines_unbatched, produce_unbatched};
+use common::kafka::{
+    broker, create_topics, produce, produce_lines_unbatched, produce_unbatched,
+    topic_with_deadletters,
+};
 use common::servers::{metric, Tansu};
 use common::{cds, differences, documents, events_processed, free_port, scratch, simulate, unique};
 use rdkafka::config::ClientConfig;
@@ -47,11 +50,7 @@ fn run(data: &Path, source: &str, extra: &[&str]) -> String {
 #[test]
 fn four_partitions_give_the_same_kpis_as_a_file() {
     let brokers = broker();
-    let topic = unique("adt");
-    create_topics(
-        &brokers,
-        &[(&topic, 4), (&format!("{topic}.deadletter"), 1)],
-    );
+    let topic = topic_with_deadletters(&brokers, "adt", 4);
     let args = [
         "--seed",
         "7",
@@ -201,11 +200,7 @@ fn a_restarted_consumer_resumes_where_the_outputs_stopped() {
     // same group (the engine commits only offsets whose outputs are written). That the KPIs
     // after a restart equal an uninterrupted run is the crash tests' part (recovery.rs).
     let brokers = broker();
-    let topic = unique("restart");
-    create_topics(
-        &brokers,
-        &[(&topic, 4), (&format!("{topic}.deadletter"), 1)],
-    );
+    let topic = topic_with_deadletters(&brokers, "restart", 4);
     let group = unique("g");
     let source = format!("kafka://{brokers}/{topic}");
     let dir = scratch("restart");
@@ -247,10 +242,7 @@ fn the_engine_survives_a_broker_restart_and_catches_up() {
         &format!("file:{}", file.display()),
         &["--until-end"],
     );
-    let lines: Vec<&[u8]> = stream
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .collect();
+    let lines = common::lines(&stream);
     let (before, after) = lines.split_at(20_000);
 
     let broker = Tansu::start(port, &dir);

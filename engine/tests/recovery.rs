@@ -16,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use common::kafka::{broker, create_topics, produce_lines_to_partition, produce_unbatched};
+use common::kafka::{
+    broker, create_topics, produce_lines_to_partition, produce_unbatched, topic_with_deadletters,
+};
 use common::{cds, delta, differences, rules_dir, scratch, simulate, unique};
 
 /// A small deterministic generator for the kill moments.
@@ -378,22 +380,15 @@ fn killed_five_times_through_kafka_ends_equal_to_an_uninterrupted_run() {
 /// first copy read by a run that wrote it to the lake and was killed before its next
 /// checkpoint, the second produced after the kill, at the head of its partition's new
 /// messages, while the first copy sits behind 6,000 others (more than one fetch: without the
-/// wait the second copy is read first and kept, and the lake holds the event twice). The restarted run reads the first
-/// copy again (the lake holds it) before it takes the second (which waits), so Silver keeps the
-/// copy the lake holds and the lake holds the event once.
+/// wait the second copy is read first and kept, and the lake holds the event twice). The
+/// restarted run reads the first copy again (the lake holds it) before it takes the second
+/// (which waits), so Silver keeps the copy the lake holds and the lake holds the event once.
 #[test]
 fn a_duplicate_across_partitions_after_a_crash_is_kept_once_in_the_lake() {
     let brokers = broker();
-    let topic = unique("crash-copy");
-    create_topics(
-        &brokers,
-        &[(&topic, 2), (&format!("{topic}.deadletter"), 1)],
-    );
+    let topic = topic_with_deadletters(&brokers, "crash-copy", 2);
     let stream = simulate(&["--seed", "31", "--max-events", "6400", "--dirty-rate", "0"]);
-    let lines: Vec<&[u8]> = stream
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .collect();
+    let lines = common::lines(&stream);
     let twice = lines[6350];
     let id = serde_json::from_slice::<Value>(twice).expect("an event")["event_id"]
         .as_str()

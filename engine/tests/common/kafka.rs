@@ -11,6 +11,16 @@ pub fn broker() -> String {
         .expect("CDS_TEST_KAFKA is not set: run the suite with `bash tests/run.sh`, which starts a Kafka broker")
 }
 
+/// A new topic of `partitions` partitions named after `name`, and its dead-letter topic.
+pub fn topic_with_deadletters(brokers: &str, name: &str, partitions: i32) -> String {
+    let topic = super::unique(name);
+    create_topics(
+        brokers,
+        &[(&topic, partitions), (&format!("{topic}.deadletter"), 1)],
+    );
+    topic
+}
+
 pub fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -54,10 +64,7 @@ pub fn produce(brokers: &str, topic: &str, args: &[&str]) {
 /// batch that contains the offset).
 pub fn produce_unbatched(brokers: &str, topic: &str, args: &[&str]) -> usize {
     let out = super::simulate(args);
-    let lines: Vec<&[u8]> = out
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .collect();
+    let lines = super::lines(&out);
     produce_lines_unbatched(brokers, topic, &lines)
 }
 

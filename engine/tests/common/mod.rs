@@ -68,6 +68,14 @@ pub fn rules_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../cds-rules")
 }
 
+/// The non-empty lines of `bytes` (JSON lines as `cds simulate` prints them).
+pub fn lines(bytes: &[u8]) -> Vec<&[u8]> {
+    bytes
+        .split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .collect()
+}
+
 /// What `cds simulate ARGS` prints (JSON lines), which must have succeeded.
 pub fn simulate(args: &[&str]) -> Vec<u8> {
     let out = cds().arg("simulate").args(args).output().expect("simulate");
