@@ -254,6 +254,8 @@ struct EpochWork {
     elsewhere: u64,
     /// Payloads decoded (not covered by a checkpoint).
     read: u64,
+    /// Of those, the payloads of partitions this process keeps (all of them but in a cluster).
+    kept: u64,
     /// The positions of the payloads taken (decoded or skipped), for the source's commits.
     positions: Vec<Position>,
 }
@@ -271,6 +273,7 @@ impl EpochWork {
             gold: 0,
             elsewhere: 0,
             read: 0,
+            kept: 0,
             positions: Vec::new(),
         }
     }
@@ -720,6 +723,9 @@ impl<'a> Ingest<'a> {
         // payload and its dead letters if the partition is its own, and cleans the records of
         // its own patients.
         let keeps = self.split.is_none_or(|s| s.keeps(pos.partition));
+        // `cds_events_in_total` counts each payload in one process of a cluster, so that its
+        // sum over the processes is the stream's.
+        work.kept += u64::from(keeps);
         let partition = (pos.stream, pos.partition);
         let event_time = decoded
             .iter()
@@ -873,7 +879,7 @@ impl<'a> Ingest<'a> {
             // Counted in /metrics and the status line; per-batch detail only when asked for.
             tracing::debug!(count = work.dead, source = %self.source_name, "payloads sent to the dead-letter store");
         }
-        self.events_in.inc_by(events);
+        self.events_in.inc_by(work.kept);
         metrics.silver.duplicates.inc_by(work.duplicates);
         metrics.silver.quarantined.inc_by(work.quarantined);
         metrics.silver.elsewhere.inc_by(work.elsewhere);
