@@ -17,13 +17,28 @@ fn access_matrix_stream_resume_and_no_leaks() {
     for path in ["/healthz", "/readyz", "/metrics"] {
         assert_eq!(get(&engine, path, None).0, 200, "{path} needs no token");
     }
-    for path in ["/", "/api/kpis", "/api/alerts", "/api/alerts/stream"] {
+    for path in [
+        "/",
+        "/api/kpis",
+        "/api/alerts",
+        "/api/alerts/stream",
+        "/api/openapi.json",
+    ] {
         assert_eq!(get(&engine, path, None).0, 401, "{path} without a token");
         assert_eq!(
             get(&engine, path, Some("not-a-token")).0,
             401,
             "{path} with an unknown token"
         );
+    }
+
+    // The API's description, for every role.
+    for token in ["tok-admin", "tok-clin", "tok-bed"] {
+        let (s, body) = get(&engine, "/api/openapi.json", Some(token));
+        assert_eq!(s, 200, "{token}");
+        let doc: serde_json::Value = serde_json::from_str(&body).expect("OpenAPI JSON");
+        assert_eq!(doc["openapi"], "3.1.0");
+        assert!(doc["paths"]["/api/alerts/{id}/ack"]["post"].is_object());
     }
 
     // Admin: everything.

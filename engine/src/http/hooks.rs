@@ -22,6 +22,8 @@ use crate::sink::Container;
 
 /// The id of our one service, the last segment of its URL.
 pub const SERVICE_ID: &str = "cds-patient-alerts";
+/// The service's route.
+pub const SERVICE_PATH: &str = "/cds-services/cds-patient-alerts";
 
 /// `GET /cds-services`: discovery.
 pub async fn discovery() -> Json<Value> {

@@ -15,6 +15,7 @@ pub mod audit;
 pub mod auth;
 pub mod feed;
 mod hooks;
+mod openapi;
 mod read;
 
 pub use actions::publish_rates;
@@ -28,7 +29,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use prometheus::{IntCounter, IntGauge};
 use tokio::net::TcpListener;
@@ -144,28 +145,59 @@ pub struct HttpState {
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
+/// One route: its path, method and handler, and whether it needs a token.
+struct Route {
+    path: String,
+    method: &'static str,
+    handler: MethodRouter<HttpState>,
+    protected: bool,
+}
+
+/// Every route, described one by one in [`openapi::OPERATIONS`] (a test holds them together).
+fn routes() -> Vec<Route> {
+    let route = |path: &str, method, handler, protected| Route {
+        path: path.to_owned(),
+        method,
+        handler,
+        protected,
+    };
+    vec![
+        route("/", "get", get(api::dashboard), true),
+        route("/api/kpis", "get", get(api::kpis), true),
+        route("/api/alerts", "get", get(api::alerts), true),
+        route(STREAM_ROUTE, "get", get(api::stream), true),
+        route("/api/alerts/{id}/ack", "post", post(actions::ack), true),
+        route("/api/rules/stats", "get", get(actions::stats), true),
+        route("/api/openapi.json", "get", get(openapi_json), true),
+        route("/cds-services", "get", get(hooks::discovery), true),
+        route(hooks::SERVICE_PATH, "post", post(hooks::patient_view), true),
+        route("/healthz", "get", get(|| async { "ok\n" }), false),
+        route("/readyz", "get", get(readyz), false),
+        route("/metrics", "get", get(metrics), false),
+    ]
+}
+
 /// The router of every route.
 pub fn router(state: HttpState) -> Router {
-    let protected = Router::new()
-        .route("/", get(api::dashboard))
-        .route("/api/kpis", get(api::kpis))
-        .route("/api/alerts", get(api::alerts))
-        .route(STREAM_ROUTE, get(api::stream))
-        .route("/api/alerts/{id}/ack", post(actions::ack))
-        .route("/api/rules/stats", get(actions::stats))
-        .route("/cds-services", get(hooks::discovery))
-        .route(
-            &format!("/cds-services/{}", hooks::SERVICE_ID),
-            post(hooks::patient_view),
-        )
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
-    Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .merge(protected)
+    let (mut protected, mut open) = (Router::new(), Router::new());
+    for r in routes() {
+        tracing::debug!(method = r.method, path = %r.path, protected = r.protected, "route");
+        if r.protected {
+            protected = protected.route(&r.path, r.handler);
+        } else {
+            open = open.route(&r.path, r.handler);
+        }
+    }
+    let protected =
+        protected.route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    open.merge(protected)
         .layer(middleware::from_fn_with_state(state.clone(), deadline))
         .with_state(state)
+}
+
+/// The API's description (OpenAPI 3.1).
+async fn openapi_json() -> axum::Json<serde_json::Value> {
+    axum::Json(openapi::document())
 }
 
 /// Answers 503 when a request (other than the live stream) is not answered in time, so a slow
