@@ -514,6 +514,11 @@ fn pipeline_config(config: &RunConfig, network: Network, ops: &OpsAlerts) -> Pip
     pipeline.checkpoint_interval = config.checkpoint_interval;
     pipeline.checkpoints = config.checkpoints.clone();
     pipeline.lake = config.lake.as_deref().map(LakeConfig::new);
+    if let (Some(lake), Some(cluster)) = (pipeline.lake.as_mut(), &pipeline.cluster) {
+        if cluster.patient_split(config.workers).is_some() {
+            lake.writer = Some(cluster.process);
+        }
+    }
     pipeline.format = config.format();
     pipeline.departments_file = config.departments.clone();
     pipeline.ops = ops.clone();

@@ -71,14 +71,28 @@ pub struct LakeConfig {
     pub flush_rows: usize,
     /// Commit at least this often while rows wait.
     pub flush_interval: Duration,
+    /// In a cluster whose every process reads every partition and writes its own patients'
+    /// rows, this process's index: its commits record their progress under names of their own
+    /// (`cds:<source>:<partition>:process-<I>`), so that processes sharing one lake do not
+    /// take each other's progress for theirs.
+    pub writer: Option<usize>,
 }
 
 impl LakeConfig {
+    /// The name a commit records a source partition's progress under.
+    pub fn app_id(&self, source: &str, partition: i32) -> String {
+        match self.writer {
+            Some(process) => format!("{}:process-{process}", app_id(source, partition)),
+            None => app_id(source, partition),
+        }
+    }
+
     pub fn new(location: impl Into<String>) -> Self {
         LakeConfig {
             location: location.into(),
             flush_rows: 100_000,
             flush_interval: Duration::from_secs(5),
+            writer: None,
         }
     }
 
@@ -571,7 +585,7 @@ impl LakeWriter {
                 .collect(),
             Dimension::Department => Vec::new(),
         };
-        let properties = commit_properties(&txns);
+        let properties = commit_properties(&self.config, &txns);
         self.table(table)?;
         let runtime = &self.runtime;
         let t = self.tables.get_mut(&table).ok_or(LakeWriteError::Stopped)?;
@@ -642,7 +656,7 @@ impl LakeWriter {
         source: &str,
         partition: i32,
     ) -> Result<Option<i64>, LakeWriteError> {
-        let app = app_id(source, partition);
+        let app = self.config.app_id(source, partition);
         self.table(table)?;
         let t = self.tables.get(&table).ok_or(LakeWriteError::Stopped)?;
         let log_store = t.log_store();
@@ -731,7 +745,7 @@ impl LakeWriter {
             }
         }
         let rows: u64 = batches.iter().map(|b| b.num_rows() as u64).sum();
-        let properties = commit_properties(txns);
+        let properties = commit_properties(&self.config, txns);
         self.table(table)?;
         let runtime = &self.runtime;
         let t = self.tables.get_mut(&table).ok_or(LakeWriteError::Stopped)?;
@@ -781,10 +795,10 @@ fn file_properties() -> deltalake::parquet::file::properties::WriterProperties {
 }
 
 /// A commit's properties: one application transaction per (source, partition) it covers.
-fn commit_properties(txns: &[(Arc<str>, i32, i64)]) -> CommitProperties {
+fn commit_properties(config: &LakeConfig, txns: &[(Arc<str>, i32, i64)]) -> CommitProperties {
     CommitProperties::default().with_application_transactions(
         txns.iter()
-            .map(|(s, p, v)| Transaction::new(app_id(s, *p), *v))
+            .map(|(s, p, v)| Transaction::new(config.app_id(s, *p), *v))
             .collect(),
     )
 }

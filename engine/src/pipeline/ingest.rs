@@ -210,8 +210,9 @@ struct Replay {
 }
 
 impl Replay {
-    /// Whether the payload at `pos` waits: the lake does not hold it, and another partition is
-    /// still being read again.
+    /// Whether the payload at `pos` waits: the lake does not hold it. Every newer payload waits
+    /// until the wait is over ([`Replay::over`]), also after the last partition is read again,
+    /// so that each partition's payloads keep their order.
     fn holds_back(&mut self, pos: Position) -> bool {
         let key = (pos.stream, pos.partition);
         match self.ends.get(&key) {
@@ -220,9 +221,9 @@ impl Replay {
                 // The last payload the lake holds, or (when that one is gone) a newer one.
                 let newer = pos.offset > *end;
                 self.ends.remove(&key);
-                newer && !self.ends.is_empty()
+                newer
             }
-            None => !self.ends.is_empty(),
+            None => true,
         }
     }
 
@@ -326,7 +327,7 @@ struct Ingest<'a> {
     last_position: Option<Position>,
     /// What one payload decodes into, and what Silver makes of it: buffers reused per payload.
     decoded: Vec<Result<Event, DeadLetter>>,
-    outcomes: Vec<(Outcome, bool)>,
+    outcomes: Vec<(Outcome, bool, Micros)>,
 }
 
 impl<'a> Ingest<'a> {
@@ -430,7 +431,9 @@ impl<'a> Ingest<'a> {
         let ends: HashMap<(u16, i32), i64> = partitions
             .into_iter()
             .zip(held)
-            .filter(|(key, end)| self.positions.covered.get(key).is_none_or(|c| end > c))
+            .filter(|(key, end)| {
+                *end > self.positions.covered.get(key).copied().unwrap_or(i64::MIN)
+            })
             .collect();
         if ends.is_empty() {
             return Ok(None);
@@ -595,6 +598,11 @@ impl<'a> Ingest<'a> {
     fn after_poll(&mut self, polled: Poll, nothing_read: bool) -> Next {
         match polled {
             Poll::End if nothing_read => {
+                if let Some(replay) = self.replay.as_mut() {
+                    // Nothing more comes: the payloads that wait go first.
+                    replay.give_up = true;
+                    return Next::Epoch;
+                }
                 if self.config.until == Until::Shutdown {
                     info!("source exhausted; serving until shutdown");
                     self.ended = true;
@@ -737,11 +745,10 @@ impl<'a> Ingest<'a> {
             match d {
                 Ok(event) => {
                     let at = micros(&event.event_timestamp);
-                    self.reorder.observe(partition, at, work.read_at);
                     let own = self.split.is_none_or(|s| s.cleans(&event, pos.partition));
-                    outcomes.push((self.silver.clean(event), own));
+                    outcomes.push((self.silver.clean(event), own, at));
                 }
-                Err(letter) => outcomes.push((Outcome::DeadLetter(letter), keeps)),
+                Err(letter) => outcomes.push((Outcome::DeadLetter(letter), keeps, Micros::MIN)),
             }
         }
         self.decoded = decoded;
@@ -751,7 +758,12 @@ impl<'a> Ingest<'a> {
                 .get_or_insert_with(Box::default)
                 .payload(p, payload, ingested_at, event_time);
         }
-        for (outcome, own) in outcomes.drain(..) {
+        for (outcome, own, at) in outcomes.drain(..) {
+            // Each event moves its partition's clock just before it is placed: a later event
+            // of the same payload must not make an earlier one late.
+            if at != Micros::MIN {
+                self.reorder.observe(partition, at, work.read_at);
+            }
             match outcome {
                 Outcome::Record(record) if own => {
                     self.record(record, row_position.as_ref(), partition, work)?
@@ -1156,11 +1168,14 @@ mod tests {
         );
         assert!(!replay.over());
         assert!(
-            !replay.holds_back(at(0, 12)),
+            replay.holds_back(at(0, 12)),
             "offset 10 is gone: the tail ends"
         );
         assert!(replay.over());
-        assert!(!replay.holds_back(at(2, 4)));
+        assert!(
+            replay.holds_back(at(2, 4)),
+            "until the waiting payloads are taken, in their order"
+        );
     }
 
     #[test]

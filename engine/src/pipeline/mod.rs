@@ -276,7 +276,21 @@ pub fn run(config: PipelineConfig, parts: Parts) -> Result<RunSummary, PipelineE
             None => location.clone(),
         })?),
     };
-    let identity = source.identity();
+    // A cluster whose processes read every partition keeps other state than one that splits
+    // the partitions, and another split with another number of processes: a checkpoint of
+    // another layout is not taken for this one's.
+    let identity = match config
+        .cluster
+        .as_ref()
+        .and_then(|c| c.patient_split(config.workers))
+    {
+        Some(split) => format!(
+            "{} (every partition, {} processes)",
+            source.identity(),
+            split.processes
+        ),
+        None => source.identity(),
+    };
     let restore = checkpoint::recover(store.as_ref(), &identity, rules.as_mut())?;
     // Split after the restore: a checkpoint holds the whole stage, whatever the number of
     // threads that wrote it.

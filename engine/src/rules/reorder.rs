@@ -432,6 +432,8 @@ pub struct HeldRecord {
 
 /// The bit of [`HeldRecord::flags`] that marks another process's patient.
 const ELSEWHERE: u16 = 1 << 15;
+// The data-quality flags must leave that bit free.
+const _: () = assert!(crate::silver::DqFlag::ALL.len() < 15);
 
 /// What a checkpoint keeps of the window: the held records, the partitions' clocks and the
 /// last record released, so that a restarted run releases the same sequence.
