@@ -232,6 +232,39 @@ fn clinicians_act_on_alerts_and_the_ehr_sees_active_ones() {
         403
     );
 
+    // Feedback from the EHR: the card overridden with a reason is the clinician's override of
+    // the alert, counted in the rule's rates; a bed manager may not send it.
+    let feedback = format!(
+        r#"{{"feedback": [{{"card": {uuid}, "outcome": "overridden",
+            "overrideReason": {{"reason": {{"code": "already-treated"}}, "userComment": "free text"}},
+            "outcomeTimestamp": "2026-03-02T10:00:00Z"}}]}}"#
+    );
+    let feedback_path = format!("{service}/feedback");
+    assert_eq!(
+        post(&engine, &feedback_path, Some("tok-bed"), &feedback).0,
+        403
+    );
+    let (s, body) = post(&engine, &feedback_path, Some("tok-ward"), &feedback);
+    assert_eq!(
+        (s, object(&body)["recorded"].as_u64()),
+        (200, Some(1)),
+        "{body}"
+    );
+    let (_, body) = get(&engine, "/api/alerts", Some("tok-admin"));
+    let acted = json(&body)
+        .into_iter()
+        .find(|a| a["id"] == alert["id"])
+        .expect("the alert");
+    assert_eq!(acted["ack"]["action"], "overridden");
+    assert_eq!(acted["ack"]["reason"], "already-treated");
+    assert!(!body.contains("free text"), "the comment is not kept");
+    let rule = alert["mlmname"].as_str().expect("rule").to_owned();
+    let (_, body) = get(&engine, "/api/rules/stats", Some("tok-admin"));
+    assert!(
+        object(&body)["rules"][rule.as_str()]["overridden"].as_u64() >= Some(1),
+        "{body}"
+    );
+
     // Snoozed, the alert leaves the chart for its minutes; accepted, for good.
     for action in [
         r#"{"action": "snoozed", "reason": "busy", "minutes": 30}"#,

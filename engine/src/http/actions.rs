@@ -60,14 +60,32 @@ pub async fn ack(
         // A fixed text: a parser's message quotes the input.
         Err(_) => return bad_request("the body is not an acknowledgement".to_owned()),
     };
+    match act(&state, &token, id, request).await {
+        Ok((mut alert, ack)) => {
+            alert["ack"] = json!(ack);
+            Json(alert).into_response()
+        }
+        Err(r) => r,
+    }
+}
+
+/// Records what a clinician (`token`) did with alert `id`, when the alert is in their scope:
+/// the alert and the acknowledgement, or the answer that says why not. Shared by the API and
+/// CDS Hooks feedback.
+pub(super) async fn act(
+    state: &HttpState,
+    token: &Token,
+    id: String,
+    request: AckRequest,
+) -> Result<(Value, super::acks::Ack), Response> {
     if let Err(e) = request.validate() {
-        return bad_request(e);
+        return Err(bad_request(e));
     }
     let (Some(store), Some(acks)) = (state.store.clone(), state.acks.clone()) else {
-        return error(
+        return Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
             "acknowledgements need the SQLite store in this process",
-        );
+        ));
     };
     let lookup = id.clone();
     let alert = match tokio::task::spawn_blocking(move || {
@@ -76,17 +94,17 @@ pub async fn ack(
     .await
     {
         Ok(Ok(alert)) => alert,
-        Ok(Err(e)) => return unavailable(e),
-        Err(e) => return unavailable(e),
+        Ok(Err(e)) => return Err(unavailable(e)),
+        Err(e) => return Err(unavailable(e)),
     };
     let Some(alert) = alert else {
-        return error(StatusCode::NOT_FOUND, "no such alert");
+        return Err(error(StatusCode::NOT_FOUND, "no such alert"));
     };
-    if !visible(&token, &alert) {
-        return error(
+    if !visible(token, &alert) {
+        return Err(error(
             StatusCode::FORBIDDEN,
             "this alert is outside your departments",
-        );
+        ));
     }
     let mlmname = alert["mlmname"].as_str().unwrap_or("unknown").to_owned();
     let by = token.name.clone();
@@ -97,8 +115,8 @@ pub async fn ack(
     .await;
     let ack = match recorded {
         Ok(Ok(ack)) => ack,
-        Ok(Err(e)) => return unavailable(e),
-        Err(e) => return unavailable(e),
+        Ok(Err(e)) => return Err(unavailable(e)),
+        Err(e) => return Err(unavailable(e)),
     };
     state
         .metrics
@@ -109,9 +127,7 @@ pub async fn ack(
     if ack.action != Action::Snoozed {
         publish_rates(&state.metrics, &acks);
     }
-    let mut out = alert;
-    out["ack"] = json!(ack);
-    Json(out).into_response()
+    Ok((alert, ack))
 }
 
 /// One rule's line in `/api/rules/stats`.

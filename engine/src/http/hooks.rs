@@ -6,6 +6,10 @@
 //! the alerts' `patient`. The identifier is neither logged nor echoed back: every error body
 //! is a fixed text. Active means not
 //! accepted or overridden and not under a running snooze.
+//!
+//! Each card's `uuid` is its alert's id written as a UUID; the EHR's feedback on a card (accepted, overridden
+//! with a reason) is recorded as the clinician's acknowledgement of that alert, so it counts in
+//! the rule's accept and override rates like an action taken in the API.
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -15,8 +19,9 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::auth::Token;
-use super::read::{bad_request, latest_acks, read, visible};
+use super::acks::{AckRequest, Action};
+use super::auth::{Role, Token};
+use super::read::{bad_request, error, latest_acks, read, visible};
 use super::HttpState;
 use crate::sink::Container;
 
@@ -24,6 +29,8 @@ use crate::sink::Container;
 pub const SERVICE_ID: &str = "cds-patient-alerts";
 /// The service's route.
 pub const SERVICE_PATH: &str = "/cds-services/cds-patient-alerts";
+/// Where the EHR sends what the clinician did with the service's cards.
+pub const FEEDBACK_PATH: &str = "/cds-services/cds-patient-alerts/feedback";
 
 /// `GET /cds-services`: discovery.
 pub async fn discovery() -> Json<Value> {
@@ -132,4 +139,74 @@ pub async fn patient_view(
     });
     let cards: Vec<Value> = found.into_iter().map(|(_, c)| c).collect();
     Json(json!({ "cards": cards })).into_response()
+}
+
+/// The body of a feedback call (CDS Hooks 2.0).
+#[derive(Deserialize)]
+struct Feedback {
+    feedback: Vec<CardFeedback>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CardFeedback {
+    /// The card's `uuid`: the alert's id written as a UUID.
+    card: String,
+    outcome: String,
+    #[serde(default)]
+    override_reason: Option<OverrideReason>,
+}
+
+#[derive(Deserialize)]
+struct OverrideReason {
+    /// A coding; its code is kept. The `userComment` beside it is not read: free text invites
+    /// patient details into a table meant to hold none.
+    #[serde(default)]
+    reason: Option<Coding>,
+}
+
+#[derive(Deserialize)]
+struct Coding {
+    code: String,
+}
+
+/// `POST /cds-services/cds-patient-alerts/feedback`: what the clinician did with each card,
+/// recorded as their acknowledgement of its alert.
+pub async fn feedback(
+    State(state): State<HttpState>,
+    Extension(token): Extension<Token>,
+    body: Bytes,
+) -> Response {
+    if token.role != Role::Clinician {
+        return error(StatusCode::FORBIDDEN, "only a clinician acts on alerts");
+    }
+    let Ok(request) = serde_json::from_slice::<Feedback>(&body) else {
+        return bad_request(
+            "not CDS Hooks feedback (feedback: [{card, outcome, overrideReason}])".to_owned(),
+        );
+    };
+    let mut recorded = 0;
+    for f in request.feedback {
+        let action = match f.outcome.as_str() {
+            "accepted" => Action::Accepted,
+            "overridden" => Action::Overridden,
+            _ => return bad_request("outcome is accepted or overridden".to_owned()),
+        };
+        let reason = f
+            .override_reason
+            .and_then(|o| o.reason)
+            .map(|c| c.code)
+            .unwrap_or_else(|| format!("{}-in-ehr", action.as_str()));
+        let ack = AckRequest {
+            action,
+            reason,
+            minutes: None,
+        };
+        let alert = f.card.replace('-', "");
+        if let Err(answer) = super::actions::act(&state, &token, alert, ack).await {
+            return answer;
+        }
+        recorded += 1;
+    }
+    Json(json!({ "recorded": recorded })).into_response()
 }

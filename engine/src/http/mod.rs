@@ -171,6 +171,7 @@ fn routes() -> Vec<Route> {
         route("/api/openapi.json", "get", get(openapi_json), true),
         route("/cds-services", "get", get(hooks::discovery), true),
         route(hooks::SERVICE_PATH, "post", post(hooks::patient_view), true),
+        route(hooks::FEEDBACK_PATH, "post", post(hooks::feedback), true),
         route("/healthz", "get", get(|| async { "ok\n" }), false),
         route("/readyz", "get", get(readyz), false),
         route("/metrics", "get", get(metrics), false),

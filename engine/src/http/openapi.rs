@@ -147,6 +147,17 @@ pub(super) const OPERATIONS: &[Operation] = &[
         answers: "application/json",
     },
     Operation {
+        method: "post",
+        path: super::hooks::FEEDBACK_PATH,
+        summary: "CDS Hooks feedback: a card accepted or overridden, recorded as the clinician's acknowledgement of its alert (the card's uuid is the alert's id as a UUID)",
+        roles: &["clinician"],
+        params: &[],
+        body: Some(
+            r#"{"feedback": [{"card": UUID, "outcome": "accepted" | "overridden", "overrideReason": {"reason": {"code": CODE}}}]}"#,
+        ),
+        answers: "application/json",
+    },
+    Operation {
         method: "get",
         path: "/healthz",
         summary: "Liveness: `ok` while the process runs",
