@@ -10,7 +10,7 @@ use chrono::Datelike;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Checkpointed;
-use crate::model::{AgeBand, EventType, Gender, Priority, Pseudonymiser, Timestamp};
+use crate::model::{AgeBand, Department, EventType, Gender, Priority, Pseudonymiser, Timestamp};
 use crate::silver::SilverRecord;
 
 /// Event time in microseconds since the Unix epoch.
@@ -241,33 +241,33 @@ impl FactBuilder {
         self.pseudonyms.key(patient_id)
     }
 
-    /// The patient key of a record that would reach Gold, without adding its facts: a record
-    /// of a patient whose facts another process of the cluster adds.
-    pub fn key_of(&self, r: &SilverRecord) -> Option<u64> {
+    /// What Gold reads of a record that reaches it (quarantined records and records without a
+    /// type, department, hospital or patient do not).
+    fn gold_fields(r: &SilverRecord) -> Option<(EventType, Department, u16, &str)> {
         if r.quarantined() {
             return None;
         }
         let e = &r.event;
-        r.kind?;
-        r.department?;
-        u16::try_from(e.hospital_id?).ok()?;
-        Some(self.patient_key(e.patient_id.as_deref()?))
+        Some((
+            r.kind?,
+            r.department?,
+            u16::try_from(e.hospital_id?).ok()?,
+            e.patient_id.as_deref()?,
+        ))
+    }
+
+    /// The patient key of a record that would reach Gold, without adding its facts: a record
+    /// of a patient whose facts another process of the cluster adds.
+    pub fn key_of(&self, r: &SilverRecord) -> Option<u64> {
+        Self::gold_fields(r).map(|(_, _, _, patient_id)| self.patient_key(patient_id))
     }
 
     /// Adds the facts of one record to the batch of the worker that owns its patient. Returns
     /// the patient key and the record's event time when it reached Gold (quarantined records
     /// do not).
     pub fn add(&mut self, r: &SilverRecord, batches: &mut [GoldBatch]) -> Option<(u64, Micros)> {
-        if r.quarantined() {
-            return None;
-        }
         let e = &r.event;
-        let (kind, department, hospital, patient_id) = (
-            r.kind?,
-            r.department?,
-            u16::try_from(e.hospital_id?).ok()?,
-            e.patient_id.as_deref()?,
-        );
+        let (kind, department, hospital, patient_id) = Self::gold_fields(r)?;
         let patient = self.patient_key(patient_id);
         let batch = batches.get_mut(crate::cluster::patient_worker(patient, self.workers))?;
         let at = micros(&e.event_timestamp);

@@ -52,9 +52,6 @@ pub async fn ack(
     Path(id): Path<String>,
     body: Bytes,
 ) -> Response {
-    if token.role != Role::Clinician {
-        return error(StatusCode::FORBIDDEN, "only a clinician acts on alerts");
-    }
     let request: AckRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         // A fixed text: a parser's message quotes the input.
@@ -78,6 +75,12 @@ pub(super) async fn act(
     id: String,
     request: AckRequest,
 ) -> Result<(Value, super::acks::Ack), Response> {
+    if token.role != Role::Clinician {
+        return Err(error(
+            StatusCode::FORBIDDEN,
+            "only a clinician acts on alerts",
+        ));
+    }
     if let Err(e) = request.validate() {
         return Err(bad_request(e));
     }

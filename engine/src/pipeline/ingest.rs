@@ -327,7 +327,7 @@ struct Ingest<'a> {
     last_position: Option<Position>,
     /// What one payload decodes into, and what Silver makes of it: buffers reused per payload.
     decoded: Vec<Result<Event, DeadLetter>>,
-    outcomes: Vec<(Outcome, bool, Micros)>,
+    outcomes: Vec<(Outcome, bool, Option<Micros>)>,
 }
 
 impl<'a> Ingest<'a> {
@@ -746,9 +746,9 @@ impl<'a> Ingest<'a> {
                 Ok(event) => {
                     let at = micros(&event.event_timestamp);
                     let own = self.split.is_none_or(|s| s.cleans(&event, pos.partition));
-                    outcomes.push((self.silver.clean(event), own, at));
+                    outcomes.push((self.silver.clean(event), own, Some(at)));
                 }
-                Err(letter) => outcomes.push((Outcome::DeadLetter(letter), keeps, Micros::MIN)),
+                Err(letter) => outcomes.push((Outcome::DeadLetter(letter), keeps, None)),
             }
         }
         self.decoded = decoded;
@@ -761,7 +761,7 @@ impl<'a> Ingest<'a> {
         for (outcome, own, at) in outcomes.drain(..) {
             // Each event moves its partition's clock just before it is placed: a later event
             // of the same payload must not make an earlier one late.
-            if at != Micros::MIN {
+            if let Some(at) = at {
                 self.reorder.observe(partition, at, work.read_at);
             }
             match outcome {
@@ -870,10 +870,11 @@ impl<'a> Ingest<'a> {
         work: &mut EpochWork,
     ) {
         work.elsewhere += 1;
-        let Some(patient) = self.facts.key_of(&record) else {
+        // A cancel retracts Gold facts; the rules saw the event it cancels.
+        if self.downstream.to_rules.is_none() || record.kind.is_some_and(|k| k.is_cancel()) {
             return;
-        };
-        if self.downstream.to_rules.is_some() && !record.kind.is_some_and(|k| k.is_cancel()) {
+        }
+        if let Some(patient) = self.facts.key_of(&record) {
             self.reorder.hold_elsewhere(
                 patient,
                 record,
