@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Regenerates cds-rules/tests/*.json (boundary-value fixtures). Run from cds-rules/:
 python3 tools/gen_fixtures.py. Hand-edited fixtures are fine too; this only saves typing."""
-import json, os
+import datetime, json, os
 
 NOW = "2025-03-10T12:00:00Z"
 N = [0]
@@ -156,9 +156,79 @@ def readmission():
         fx("not evoked by VITALS", ctx(event_type="VITALS", vitals=v(), patient={"last_discharge_time": "2025-03-09T12:00:00Z"}), False),
     ]
 
+def news2_trend():
+    s = lambda t, x: {"time": f"2025-03-10T{t}:00Z", "score": x}
+    c = lambda scores, **vit: ctx(vitals=v(**vit), patient={"scores": {"news2": scores}})
+    three = {"respiratory_rate": 22, "heart_rate": 95}          # NEWS2 2 + 1 = 3, band low
+    seven = {"respiratory_rate": 22, "heart_rate": 115, "temperature_c": 38.5,
+             "oxygen_saturation": 95, "bp_systolic": 105}     # NEWS2 7, band high
+    return [
+        fx("0 to 3 within an hour fires below the medium band", c([s("11:00", 0)], **three), True,
+           {"score": 3, "band": "low", "rise": 3, "slope_per_hour": 3}, {"severity": "warning"}),
+        fx("a rise of 2 does not", c([s("11:00", 0)], respiratory_rate=22), False,
+           {"score": 2, "rise": 2}),
+        fx("the rise is measured from the lowest score of the window", c([s("11:00", 2), s("09:00", 0)], **three), True,
+           {"rise": 3, "slope_per_hour": 1}),
+        fx("a score exactly 6 hours old counts", c([s("06:00", 0)], **three), True, {"rise": 3}),
+        fx("a score 6 hours 1 minute old does not", c([s("05:59", 0)], **three), False,
+           {"rise": None, "slope_per_hour": None}),
+        fx("no earlier score: no trend", ctx(vitals=v(**three)), False, {"score": 3, "rise": None}),
+        fx("a rise into the high band fires too", c([s("10:00", 4)], **seven), True,
+           {"score": 7, "band": "high", "rise": 3}),
+        fx("a fall does not", c([s("10:00", 5)], respiratory_rate=22), False, {"rise": -3}),
+        fx("not evoked by ADMISSION", ctx(event_type="ADMISSION", patient={"scores": {"news2": [s("11:00", 0)]}}), False),
+    ]
+
+def lace():
+    adm = "2025-03-05T12:00:00Z"   # five days before NOW: L = 4
+    def c(admitted=adm, priority="Emergency", dx="J18.9", diagnoses=(), admissions=None, **ev):
+        admissions = [{"time": adm, "hospital_id": 1, "department": "Surgery", "admission_priority": priority}] \
+            if admissions is None else admissions
+        return ctx(event_type="DISCHARGE", admission_time=admitted, discharge_time=NOW,
+                   admission_priority=priority, diagnosis_code=dx, **ev,
+                   patient={"admitted": False, "admission_time": admitted, "admissions": admissions,
+                            "diagnoses": [{"time": "2025-03-05T12:00:00Z", "code": d} for d in diagnoses]})
+    visit = lambda t, priority="Emergency", dept="Medicine": {"time": t, "hospital_id": 1, "department": dept,
+                                                              "admission_priority": priority}
+    out = [
+        fx("L 4 + A 3 = 7 is moderate: no alert", c(), False,
+           {"score": 7, "band": "moderate", "points": {"length_of_stay": 4, "acuity": 3, "comorbidity": 0, "emergency_visits": 0},
+            "length_of_stay_days": 5, "charlson_index": 0}),
+        fx("heart failure and cancer: C 3, LACE 10 is high", c(diagnoses=["I50.9", "C50.9"]), True,
+           {"score": 10, "band": "high", "charlson_index": 3, "comorbidities": ["congestive_heart_failure", "malignancy"]},
+           {"severity": "warning"}),
+        fx("the discharge's own diagnosis counts", c(dx="I21.4", diagnoses=["C34.9", "E11.2"]), True,
+           {"charlson_index": 5, "points": {"comorbidity": 5}, "score": 12,
+            "comorbidities": ["diabetes_with_complications", "malignancy", "myocardial_infarction"]}),
+        fx("metastasis replaces the primary cancer: Charlson 6 scores C 5", c(priority="Elective", diagnoses=["C78.0", "C50.9"]), False,
+           {"charlson_index": 6, "comorbidities": ["metastatic_solid_tumour"], "points": {"comorbidity": 5, "acuity": 0}, "score": 9}),
+        fx("diabetes with complications replaces diabetes without", c(priority="Elective", diagnoses=["E11.9", "E11.2"]), False,
+           {"charlson_index": 2, "comorbidities": ["diabetes_with_complications"]}),
+        fx("emergency visits of the 6 months before the stay count, the stay itself not", c(
+            priority="Elective",
+            admissions=[visit(adm, "Elective"), visit("2025-01-10T08:00:00Z"), visit("2024-12-01T08:00:00Z", "Urgent", "Emergency"),
+                        visit("2024-08-01T08:00:00Z"), visit("2025-02-01T08:00:00Z", "Elective", "Surgery")]), False,
+           {"emergency_visits_6_months": 2, "points": {"emergency_visits": 2}}),
+        fx("five emergency visits score E 4", c(
+            admissions=[visit(adm)] + [visit(f"2025-0{m}-01T08:00:00Z") for m in (1, 2)] + [visit(f"2024-{m}-01T08:00:00Z") for m in (10, 11, 12)]), True,
+           {"emergency_visits_6_months": 5, "points": {"emergency_visits": 4}, "score": 11}),
+        fx("the priority missing on the discharge is the admission's", c(priority=None,
+            admissions=[visit(adm, "Emergency")]), False, {"admission_priority": "Emergency", "points": {"acuity": 3}}),
+        fx("no admission time: no score", c(admitted=None), False, {"score": None, "band": None}),
+        fx("not evoked by ADMISSION", ctx(event_type="ADMISSION", patient={"diagnoses": [{"time": adm, "code": "C78.0"}]}), False),
+    ]
+    # Length of stay boundaries (elective, no comorbidity: the score is L alone).
+    for hours, points in [(23, 0), (24, 1), (47, 1), (48, 2), (72, 3), (96, 4), (6 * 24, 4), (7 * 24, 5), (13 * 24, 5), (14 * 24, 7)]:
+        start = (datetime.datetime(2025, 3, 10, 12, tzinfo=datetime.timezone.utc)
+                 - datetime.timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        out.append(fx(f"a stay of {hours} h scores L {points}", c(admitted=start, priority="Elective",
+                      admissions=[visit(start, "Elective")]), False, {"points": {"length_of_stay": points}, "score": points}))
+    return out
+
 os.makedirs("tests", exist_ok=True)
 for name, f in [("news2", news2), ("qsofa", qsofa), ("sirs", sirs), ("hypoxia", hypoxia), ("capacity", capacity),
-                ("long_stay", long_stay), ("readmission", readmission)]:
+                ("long_stay", long_stay), ("readmission", readmission), ("news2_trend", news2_trend),
+                ("lace", lace)]:
     N[0] = 0
     with open(f"tests/{name}.json", "w") as fh:
         json.dump(f(), fh, indent=1)

@@ -5,6 +5,8 @@
 //! with the helpers `parse_time`, `hours_between` and `minutes_between` (see the sandbox).
 //! Missing values are `None` here and `()` in rhai.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 /// Everything a rule may look at for one evaluation.
@@ -106,6 +108,48 @@ pub struct CtxPatient {
     /// Discharge time of the patient's previous admission, if any.
     #[serde(default)]
     pub last_discharge_time: Option<String>,
+    /// Scores that rules with `keep_score: true` computed on the patient's earlier events of
+    /// the last 6 hours, by rule name, newest first (`ctx.patient.scores.news2`). The score of
+    /// this event is not among them: a rule that needs it computes it.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scores: BTreeMap<String, Vec<CtxScore>>,
+    /// The patient's admissions of the last year before this event, newest first (the current
+    /// stay's among them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub admissions: Vec<CtxAdmission>,
+    /// Diagnosis codes recorded on the patient's events of the last year before this event,
+    /// each once with the time it was last seen, newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diagnoses: Vec<CtxDiagnosis>,
+}
+
+/// One score a rule computed on an earlier event (see [`CtxPatient::scores`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CtxScore {
+    /// Event time of the evaluation (RFC 3339).
+    pub time: String,
+    pub score: f64,
+}
+
+/// One earlier admission of the patient.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CtxAdmission {
+    /// Admission time (RFC 3339).
+    pub time: String,
+    #[serde(default)]
+    pub hospital_id: Option<i64>,
+    #[serde(default)]
+    pub department: Option<String>,
+    /// `Emergency`, `Urgent` or `Elective`, as the admission said.
+    #[serde(default)]
+    pub admission_priority: Option<String>,
+}
+
+/// One diagnosis code of the patient and when it was last recorded.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CtxDiagnosis {
+    pub time: String,
+    pub code: String,
 }
 
 /// Occupancy of a department at `ctx.now`.

@@ -35,11 +35,14 @@ mod suppress;
 mod view;
 
 pub use alert::{Alert, Card, CardSource, Severity};
-pub use context::{Context, CtxDepartment, CtxEvent, CtxPatient, CtxReading, CtxVitals};
+pub use context::{
+    Context, CtxAdmission, CtxDepartment, CtxDiagnosis, CtxEvent, CtxPatient, CtxReading, CtxScore,
+    CtxVitals,
+};
 pub use delayed::{DelayedEvokes, Due};
 pub use error::{LoadError, LoadErrors, Location, RuleError, RuleErrorKind};
 pub use mlm::{AlertScope, Citation, Evoke, Mlm, EVENT_TYPES};
-pub use pack::{DelayedRule, ReloadEvent, RuleOutcome, RulePack, RuleStats, Scopes};
+pub use pack::{DelayedRule, KeptScore, ReloadEvent, RuleOutcome, RulePack, RuleStats, Scopes};
 pub use sandbox::Limits;
 pub use suppress::Suppressor;
 

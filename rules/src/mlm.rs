@@ -66,6 +66,10 @@ pub struct Mlm {
     pub evoke: Evoke,
     pub suppress_minutes: i64,
     pub scope: AlertScope,
+    /// `knowledge.keep_score: true`: the numeric `score` of every `data()` this rule returns
+    /// (fired or not) is kept per patient, and later events' rules read it in
+    /// `ctx.patient.scores[mlmname]` (trends).
+    pub keep_score: bool,
 }
 
 /// Arden's validation codes.
@@ -358,6 +362,17 @@ pub(crate) fn validate(file: &Path, src: &str, root: &Value) -> Result<Mlm, Vec<
             AlertScope::Patient
         }
     };
+    let keep_score = match k.get("keep_score") {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => {
+            c.err(
+                "keep_score",
+                "MLM.knowledge.keep_score must be true or false".into(),
+            );
+            false
+        }
+    };
 
     if !c.errors.is_empty() {
         return Err(c.errors);
@@ -380,5 +395,6 @@ pub(crate) fn validate(file: &Path, src: &str, root: &Value) -> Result<Mlm, Vec<
         evoke,
         suppress_minutes,
         scope,
+        keep_score,
     })
 }

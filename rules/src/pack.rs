@@ -128,6 +128,17 @@ pub struct RulePack {
     lib_files: BTreeMap<PathBuf, Stamp>,
     stats: BTreeMap<String, RuleStats>,
     suppressor: Suppressor,
+    /// Scores of `keep_score` rules from the evaluations since [`RulePack::take_scores`].
+    kept: Vec<KeptScore>,
+}
+
+/// A score a `keep_score` rule computed, for the engine to keep with the patient (it comes
+/// back to later events as `ctx.patient.scores`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeptScore {
+    /// The rule's `mlmname`.
+    pub mlmname: String,
+    pub score: f64,
 }
 
 impl std::fmt::Debug for RulePack {
@@ -270,6 +281,7 @@ impl RulePack {
             files: BTreeMap::new(),
             stats: BTreeMap::new(),
             suppressor: Suppressor::new(),
+            kept: Vec::new(),
         };
         for (path, st) in files {
             pack.files.insert(path.clone(), st);
@@ -433,12 +445,13 @@ impl RulePack {
             rules,
             stats,
             suppressor,
+            kept,
             ..
         } = self;
         rules
             .values_mut()
             .filter(|r| scopes.admits(r.mlm.scope) && r.mlm.evoke.lists(&ctx.event.event_type))
-            .filter_map(|rule| evaluate_one(sandbox, stats, suppressor, rule, ctx, &ctx_dyn))
+            .filter_map(|rule| evaluate_one(sandbox, stats, suppressor, kept, rule, ctx, &ctx_dyn))
             .collect()
     }
 
@@ -450,12 +463,13 @@ impl RulePack {
             rules,
             stats,
             suppressor,
+            kept,
             ..
         } = self;
         let rule = rules.values_mut().find(|r| r.mlm.mlmname == mlmname)?;
         let ctx = Arc::new(ctx.clone());
         let ctx_dyn = to_dynamic(&ctx);
-        evaluate_one(sandbox, stats, suppressor, rule, &ctx, &ctx_dyn)
+        evaluate_one(sandbox, stats, suppressor, kept, rule, &ctx, &ctx_dyn)
     }
 
     /// Schedules or cancels delayed evokes for an event: an event of a delayed rule's `after`
@@ -517,6 +531,17 @@ impl RulePack {
         self.stats.values().cloned().collect()
     }
 
+    /// The scores that `keep_score` rules computed since the last call, in evaluation order.
+    /// The engine calls it after each event's evaluation and keeps them with the patient.
+    pub fn take_scores(&mut self) -> std::vec::Drain<'_, KeptScore> {
+        self.kept.drain(..)
+    }
+
+    /// Whether any loaded rule keeps its score.
+    pub fn keeps_scores(&self) -> bool {
+        self.rules.values().any(|r| r.mlm.keep_score)
+    }
+
     /// Suppression state, to checkpoint.
     pub fn suppressor(&self) -> &Suppressor {
         &self.suppressor
@@ -568,6 +593,7 @@ fn evaluate_one(
     sandbox: &Sandbox,
     stats: &mut BTreeMap<String, RuleStats>,
     suppressor: &mut Suppressor,
+    kept: &mut Vec<KeptScore>,
     rule: &mut Rule,
     ctx: &Context,
     ctx_dyn: &Dynamic,
@@ -589,6 +615,12 @@ fn evaluate_one(
             return Some(RuleOutcome::Error(e));
         }
     };
+    if let Some(score) = run.score {
+        kept.push(KeptScore {
+            mlmname: rule.mlm.mlmname.clone(),
+            score,
+        });
+    }
     if !run.fired {
         return Some(RuleOutcome::NotFired {
             mlmname: rule.mlm.mlmname.clone(),

@@ -48,6 +48,19 @@ pub(crate) struct Run {
     pub(crate) data: serde_json::Value,
     pub(crate) fired: bool,
     pub(crate) action: Option<Action>,
+    /// `data().score` as a number, for a rule with `keep_score: true` (else `None`).
+    pub(crate) score: Option<f64>,
+}
+
+/// The `score` field of what `data()` returned, when it is a number.
+fn data_score(data: &Dynamic) -> Option<f64> {
+    let map = data.read_lock::<rhai::Map>()?;
+    let score = map.get("score")?;
+    score
+        .as_float()
+        .ok()
+        .or_else(|| score.as_int().ok().map(|i| i as f64))
+        .filter(|x| x.is_finite())
 }
 
 fn fn_line(src: &str, name: &str) -> usize {
@@ -214,6 +227,11 @@ impl Rule {
         // copying `data` for every evaluation, `logic` takes it, and in the rare case that the
         // rule fires `data` is computed again (it depends on `ctx` alone). `cds rules test`
         // (evidence always) keeps a copy instead.
+        let score = if self.mlm.keep_score {
+            data_score(&data)
+        } else {
+            None
+        };
         let kept = (evidence == Evidence::Always).then(|| data.clone());
         let fired_d = self
             .call(sandbox, "logic", (ctx.clone(), data))
@@ -255,6 +273,7 @@ impl Rule {
             data: data_json,
             fired,
             action,
+            score,
         })
     }
 

@@ -312,6 +312,12 @@ pub(crate) fn register_helpers(engine: &mut Engine) {
          -> Result<Dynamic, Box<EvalAltResult>> { score(&value, &bands, above) },
     );
     engine.register_fn(
+        "icd10_matches",
+        |code: Dynamic, patterns: rhai::Array| -> Result<bool, Box<EvalAltResult>> {
+            icd10_matches(&code, &patterns)
+        },
+    );
+    engine.register_fn(
         "parse_time",
         |s: Dynamic| -> Result<Dynamic, Box<EvalAltResult>> {
             if s.is_unit() {
@@ -385,6 +391,136 @@ pub(crate) fn highest_vital_within(
         }
     }
     Ok(highest.map_or(Dynamic::UNIT, |(_, value)| value))
+}
+
+/// `icd10_matches(code, patterns)`: whether an ICD-10 code falls under any of the patterns, as
+/// coding algorithms (Charlson, Elixhauser) print them: a prefix (`"I50"`, `"I25.2"`) or a range
+/// of three-character categories (`"C00-C26"`). Dots and case do not matter; `()` matches
+/// nothing. The code lists stay in the rule files; this only compares, natively, because a
+/// comorbidity index runs every list on every code.
+fn icd10_matches(code: &Dynamic, patterns: &[Dynamic]) -> Result<bool, Box<EvalAltResult>> {
+    if code.is_unit() {
+        return Ok(false);
+    }
+    let Some(code) = code.read_lock::<ImmutableString>() else {
+        return Err(format!(
+            "icd10_matches: the code must be a string or (), got {}",
+            code.type_name()
+        )
+        .into());
+    };
+    let normal = |s: &str| -> String {
+        s.chars()
+            .filter(|c| *c != '.' && !c.is_whitespace())
+            .map(|c| c.to_ascii_uppercase())
+            .collect()
+    };
+    let code = normal(&code);
+    for pattern in patterns {
+        let Some(p) = pattern.read_lock::<ImmutableString>() else {
+            return Err(format!(
+                "icd10_matches: a pattern must be a string, got {}",
+                pattern.type_name()
+            )
+            .into());
+        };
+        let hit = match p.split_once('-') {
+            Some((lo, hi)) => {
+                let head: String = code.chars().take(3).collect();
+                head.len() == 3 && normal(lo) <= head && head <= normal(hi)
+            }
+            None => {
+                let prefix = normal(&p);
+                !prefix.is_empty() && code.starts_with(&prefix)
+            }
+        };
+        if hit {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// What [`score_trend`] computes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Trend {
+    /// `score_rise`: the current score minus the lowest kept score of the window.
+    Rise,
+    /// `score_slope`: least-squares slope, in points per hour, of the kept scores of the window
+    /// and the current one.
+    Slope,
+}
+
+/// `score_rise(ctx, rule, hours, current)` and `score_slope(ctx, rule, hours, current)`: how
+/// the scores that `rule` (a `keep_score` rule) computed on the patient's earlier events, at
+/// most `hours` before `ctx.now` and not after it, move up to `current` (this event's score,
+/// which the calling rule computes). `()` when `current` is `()`, when the window holds no
+/// kept score (rise), or when fewer than two distinct times remain (slope). The thresholds
+/// (how much of a rise matters) stay in the rule file.
+pub(crate) fn score_trend(
+    ctx: &crate::context::Context,
+    rule: &str,
+    hours: &Dynamic,
+    current: &Dynamic,
+    trend: Trend,
+) -> Result<Dynamic, Box<EvalAltResult>> {
+    let name = match trend {
+        Trend::Rise => "score_rise",
+        Trend::Slope => "score_slope",
+    };
+    if current.is_unit() {
+        return Ok(Dynamic::UNIT);
+    }
+    let now_score = number(current).ok_or_else(|| {
+        format!(
+            "{name}: the current score must be a number or (), got {}",
+            current.type_name()
+        )
+    })?;
+    let limit = number(hours)
+        .ok_or_else(|| format!("{name}: hours must be a number, got {}", hours.type_name()))?;
+    let Some(kept) = ctx.patient.scores.get(rule).filter(|k| !k.is_empty()) else {
+        return Ok(Dynamic::UNIT);
+    };
+    let now =
+        epoch_seconds(&ctx.now).ok_or_else(|| format!("not an RFC 3339 time: '{}'", ctx.now))?;
+    // (hours before now, score) of the kept scores inside the window.
+    let mut points = Vec::with_capacity(kept.len() + 1);
+    for s in kept {
+        let at =
+            epoch_seconds(&s.time).ok_or_else(|| format!("not an RFC 3339 time: '{}'", s.time))?;
+        let age = (now - at) as FLOAT / 3600.0;
+        if (0.0..=limit).contains(&age) {
+            points.push((-age, s.score));
+        }
+    }
+    if points.is_empty() {
+        return Ok(Dynamic::UNIT);
+    }
+    match trend {
+        Trend::Rise => {
+            let lowest = points
+                .iter()
+                .map(|(_, y)| *y)
+                .fold(FLOAT::INFINITY, FLOAT::min);
+            Ok(Dynamic::from_float(now_score - lowest))
+        }
+        Trend::Slope => {
+            points.push((0.0, now_score));
+            let n = points.len() as FLOAT;
+            let mean_x = points.iter().map(|(x, _)| x).sum::<FLOAT>() / n;
+            let mean_y = points.iter().map(|(_, y)| y).sum::<FLOAT>() / n;
+            let sxx: FLOAT = points.iter().map(|(x, _)| (x - mean_x).powi(2)).sum();
+            let sxy: FLOAT = points
+                .iter()
+                .map(|(x, y)| (x - mean_x) * (y - mean_y))
+                .sum();
+            if sxx <= 0.0 {
+                return Ok(Dynamic::UNIT);
+            }
+            Ok(Dynamic::from_float(sxy / sxx))
+        }
+    }
 }
 
 /// A number of rhai (integer or float) as `f64`, for comparing with thresholds.

@@ -177,8 +177,71 @@ impl PatientView {
             "gender" => opt_text(&p.gender),
             "recent_vitals" => Dynamic::from_array(self.recent_vitals()),
             "last_discharge_time" => opt_text(&p.last_discharge_time),
+            "scores" => self.scores(),
+            "admissions" => self.admissions(),
+            "diagnoses" => self.diagnoses(),
             _ => Dynamic::UNIT,
         }
+    }
+
+    /// `ctx.patient.scores`: a map from rule name to its kept scores, each `#{time, score}`,
+    /// newest first. Built when read (only trend rules read it).
+    fn scores(&self) -> Dynamic {
+        let map: rhai::Map = self
+            .0
+            .patient
+            .scores
+            .iter()
+            .map(|(rule, scores)| {
+                let list: Array = scores
+                    .iter()
+                    .map(|s| {
+                        let mut m = rhai::Map::new();
+                        m.insert("time".into(), text(&s.time));
+                        m.insert("score".into(), Dynamic::from_float(s.score));
+                        Dynamic::from_map(m)
+                    })
+                    .collect();
+                (rule.as_str().into(), Dynamic::from_array(list))
+            })
+            .collect();
+        Dynamic::from_map(map)
+    }
+
+    /// `ctx.patient.admissions`: `#{time, hospital_id, department, admission_priority}` each.
+    fn admissions(&self) -> Dynamic {
+        let list: Array = self
+            .0
+            .patient
+            .admissions
+            .iter()
+            .map(|a| {
+                let mut m = rhai::Map::new();
+                m.insert("time".into(), text(&a.time));
+                m.insert("hospital_id".into(), opt_int(a.hospital_id));
+                m.insert("department".into(), opt_text(&a.department));
+                m.insert("admission_priority".into(), opt_text(&a.admission_priority));
+                Dynamic::from_map(m)
+            })
+            .collect();
+        Dynamic::from_array(list)
+    }
+
+    /// `ctx.patient.diagnoses`: `#{time, code}` each.
+    fn diagnoses(&self) -> Dynamic {
+        let list: Array = self
+            .0
+            .patient
+            .diagnoses
+            .iter()
+            .map(|d| {
+                let mut m = rhai::Map::new();
+                m.insert("time".into(), text(&d.time));
+                m.insert("code".into(), text(&d.code));
+                Dynamic::from_map(m)
+            })
+            .collect();
+        Dynamic::from_array(list)
     }
 
     fn recent_vitals(&self) -> Array {
@@ -234,6 +297,9 @@ const PATIENT_FIELDS: &[&str] = &[
     "gender",
     "recent_vitals",
     "last_discharge_time",
+    "scores",
+    "admissions",
+    "diagnoses",
 ];
 const DEPARTMENT_FIELDS: &[&str] = &[
     "hospital_id",
@@ -285,6 +351,38 @@ pub(crate) fn register(engine: &mut Engine) {
          minutes: Dynamic|
          -> Result<Dynamic, Box<rhai::EvalAltResult>> {
             crate::sandbox::highest_vital_within(&ctx.0, &name, &minutes)
+        },
+    );
+    engine.register_fn(
+        "score_rise",
+        |ctx: &mut RuleContext,
+         rule: ImmutableString,
+         hours: Dynamic,
+         current: Dynamic|
+         -> Result<Dynamic, Box<rhai::EvalAltResult>> {
+            crate::sandbox::score_trend(
+                &ctx.0,
+                &rule,
+                &hours,
+                &current,
+                crate::sandbox::Trend::Rise,
+            )
+        },
+    );
+    engine.register_fn(
+        "score_slope",
+        |ctx: &mut RuleContext,
+         rule: ImmutableString,
+         hours: Dynamic,
+         current: Dynamic|
+         -> Result<Dynamic, Box<rhai::EvalAltResult>> {
+            crate::sandbox::score_trend(
+                &ctx.0,
+                &rule,
+                &hours,
+                &current,
+                crate::sandbox::Trend::Slope,
+            )
         },
     );
 }
@@ -460,6 +558,105 @@ mod tests {
         assert_eq!(native(30).as_float(), Ok(91.0), "30 minutes before now");
         assert!(native(29).is_unit(), "outside the window");
         assert!(eval(r#"highest_vital_within(ctx, "heart_rate", 60)"#).is_unit());
+    }
+
+    fn eval_with(ctx: Context, script: &str) -> Dynamic {
+        let mut scope = rhai::Scope::new();
+        scope.push("ctx", rule_context(Arc::new(ctx)));
+        engine()
+            .eval_with_scope::<Dynamic>(&mut scope, script)
+            .expect("the test script runs")
+    }
+
+    /// Kept scores at 06:00 = 1, 09:00 = 0, 11:00 = 2; now 12:00.
+    fn scored() -> Context {
+        let s = |time: &str, score: f64| crate::context::CtxScore {
+            time: format!("2025-01-01T{time}:00Z"),
+            score,
+        };
+        let mut ctx = (*ctx()).clone();
+        ctx.now = "2025-01-01T12:00:00Z".into();
+        ctx.patient.scores.insert(
+            "news2".into(),
+            vec![s("11:00", 2.0), s("09:00", 0.0), s("06:00", 1.0)],
+        );
+        ctx
+    }
+
+    #[test]
+    fn the_rise_is_from_the_lowest_kept_score_of_the_window() {
+        let rise = |hours: i64, current: &str| {
+            eval_with(
+                scored(),
+                &format!(r#"score_rise(ctx, "news2", {hours}, {current})"#),
+            )
+        };
+        assert_eq!(
+            rise(6, "3").as_float(),
+            Ok(3.0),
+            "lowest of 6 h is 0 at 09:00"
+        );
+        assert_eq!(
+            rise(2, "3").as_float(),
+            Ok(1.0),
+            "only 11:00 (2) within 2 h"
+        );
+        assert_eq!(rise(6, "0.5").as_float(), Ok(0.5));
+        assert!(rise(0, "3").is_unit(), "nothing kept at 12:00 itself");
+        assert!(rise(6, "()").is_unit(), "no current score");
+        assert!(eval_with(scored(), r#"score_rise(ctx, "qsofa", 6, 3)"#).is_unit());
+        let mut scope = rhai::Scope::new();
+        scope.push("ctx", rule_context(Arc::new(scored())));
+        assert!(
+            engine()
+                .eval_with_scope::<Dynamic>(&mut scope, r#"score_rise(ctx, "news2", "six", 3)"#)
+                .is_err(),
+            "hours must be a number"
+        );
+    }
+
+    #[test]
+    fn the_slope_is_least_squares_over_the_window_and_the_current_score() {
+        let slope = |hours: i64, current: i64| {
+            eval_with(
+                scored(),
+                &format!(r#"score_slope(ctx, "news2", {hours}, {current})"#),
+            )
+            .as_float()
+            .ok()
+        };
+        // (-3, 0), (-1, 2), (0, 3): mean x -4/3, mean y 5/3, Sxx = Sxy = 42/9: slope 1.
+        let close = |a: Option<f64>, b: f64| a.is_some_and(|a| (a - b).abs() < 1e-9);
+        assert!(close(slope(5, 3), 1.0), "{:?}", slope(5, 3));
+        // (-1, 2), (0, 4): 2 points per hour.
+        assert!(close(slope(1, 4), 2.0));
+        // (-6, 1), (-3, 0), (-1, 2), (0, 3): mean x -2.5, mean y 1.5,
+        // Sxx = 12.25 + 0.25 + 2.25 + 6.25 = 21, Sxy = 1.75 + 0.75 + 0.75 + 3.75 = 7: slope 1/3.
+        assert!(close(slope(6, 3), 1.0 / 3.0), "{:?}", slope(6, 3));
+        assert!(slope(0, 3).is_none(), "one point has no slope");
+    }
+
+    #[test]
+    fn icd10_codes_match_prefixes_and_category_ranges() {
+        let m = |code: &str, patterns: &str| {
+            eval_with(scored(), &format!("icd10_matches({code}, {patterns})"))
+                .as_bool()
+                .expect("a bool")
+        };
+        assert!(m(r#""I25.2""#, r#"["I21", "I25.2"]"#));
+        assert!(
+            m(r#""i252""#, r#"["I25.2"]"#),
+            "case and dots do not matter"
+        );
+        assert!(!m(r#""I25.1""#, r#"["I21", "I25.2"]"#));
+        assert!(m(r#""C50.9""#, r#"["C45-C58"]"#));
+        assert!(m(r#""C45""#, r#"["C45-C58"]"#) && m(r#""C58.1""#, r#"["C45-C58"]"#));
+        assert!(!m(r#""C59""#, r#"["C45-C58"]"#) && !m(r#""C44.9""#, r#"["C45-C58"]"#));
+        assert!(!m("()", r#"["C45-C58"]"#), "no code matches nothing");
+        assert!(
+            !m(r#""C5""#, r#"["C45-C58"]"#),
+            "a range needs a whole category"
+        );
     }
 
     #[test]

@@ -22,8 +22,10 @@ fn the_pack_loads_and_evaluates_vitals_rules() {
     for n in [
         "capacity",
         "hypoxia",
+        "lace",
         "long_stay",
         "news2",
+        "news2_trend",
         "qsofa",
         "readmission",
         "sirs",
@@ -33,8 +35,8 @@ fn the_pack_loads_and_evaluates_vitals_rules() {
     let out = pack.evaluate(&vitals_ctx("e-1", "2025-01-01T10:00:00Z", sick()));
     assert_eq!(
         out.len(),
-        4,
-        "news2, qsofa, sirs, hypoxia are VITALS rules: {out:?}"
+        5,
+        "news2, news2_trend, qsofa, sirs, hypoxia are VITALS rules: {out:?}"
     );
     let a = fired(&out, "news2").expect("news2 fires");
     assert_eq!(a.severity, Severity::Critical);
@@ -190,7 +192,7 @@ fn a_changed_lib_module_recompiles_the_rules() {
             .iter()
             .filter(|e| matches!(e, ReloadEvent::Reloaded { .. }))
             .count(),
-        7,
+        9,
         "{events:?}"
     );
     std::fs::write(&lib, "fn broken( {").unwrap();
@@ -361,9 +363,9 @@ fn ten_thousand_vitals_events() {
     }
     let took = t.elapsed();
     assert_eq!(errors, 0);
-    assert_eq!(outcomes, 40_000);
+    assert_eq!(outcomes, 50_000);
     let rate = 10_000.0 / took.as_secs_f64().max(1e-9);
-    println!("evaluated 10000 VITALS events x 4 rules in {took:?}: {rate:.0} events/s");
+    println!("evaluated 10000 VITALS events x 5 rules in {took:?}: {rate:.0} events/s");
     let _ = Duration::ZERO;
 }
 

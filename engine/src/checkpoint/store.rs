@@ -3,7 +3,7 @@
 //! They live in `DATA_DIR/lake/checkpoints/` by default, or in object storage
 //! (`--checkpoints az://…`) so that a process can continue on another machine.
 //!
-//! File format (`checkpoint-<seq>.bin`): the magic `CDSCKPT2`, the
+//! File format (`checkpoint-<seq>.bin`): the magic `CDSCKPT3`, the
 //! body length (u64, little endian), the SHA-256 of the body, the body ([`crate::support::codec`]). It is
 //! written to a temporary name, synced and renamed, so a checkpoint exists whole or not at
 //! all; a torn or corrupt file fails its length or hash check and the previous one is used.
@@ -24,9 +24,11 @@ use tracing::warn;
 use super::CheckpointError;
 use crate::support::codec::{self, CodecError};
 
-/// Format 2: the body in postcard. Format 1 (bincode) is recognised and refused with advice.
-const MAGIC: &[u8; 8] = b"CDSCKPT2";
-const MAGIC_FORMAT_1: &[u8; 8] = b"CDSCKPT1";
+/// Format 3: the body in postcard, the rules state with each patient's admissions, diagnoses
+/// and kept scores. Formats 1 (bincode) and 2 (postcard, without that history) are recognised
+/// and refused with advice.
+const MAGIC: &[u8; 8] = b"CDSCKPT3";
+const EARLIER_FORMATS: [&[u8; 8]; 2] = [b"CDSCKPT1", b"CDSCKPT2"];
 const HEADER: usize = 8 + 8 + 32;
 
 /// One checkpoint as stored.
@@ -354,7 +356,10 @@ impl CheckpointStore {
         for (seq, name) in self.list() {
             // Each checkpoint is read once (it may be a download of a hundred megabytes).
             let bytes = self.bytes(&name).map_err(UnusableCheckpoint::Io);
-            if bytes.as_ref().is_ok_and(|b| b.starts_with(MAGIC_FORMAT_1)) {
+            if bytes
+                .as_ref()
+                .is_ok_and(|b| EARLIER_FORMATS.iter().any(|m| b.starts_with(*m)))
+            {
                 return Err(CheckpointError::EarlierFormat {
                     path: format!("{}/{name}", self.location().trim_end_matches('/')),
                 });
@@ -444,18 +449,23 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         let store = CheckpointStore::in_data_dir(&dir);
         store.write(&checkpoint(1)).expect("write");
-        let mut old = MAGIC_FORMAT_1.to_vec();
-        old.extend_from_slice(&[0; HEADER]);
-        std::fs::write(
-            dir.join("lake/checkpoints/checkpoint-000000000009.bin"),
-            old,
-        )
-        .expect("old");
-        let err = store.load_newest("file:x").expect_err("refused");
-        assert!(
-            err.to_string().contains("cds replay --from-bronze"),
-            "{err}"
-        );
+        for (seq, magic) in EARLIER_FORMATS.iter().enumerate() {
+            let mut old = magic.to_vec();
+            old.extend_from_slice(&[0; HEADER]);
+            std::fs::write(
+                dir.join(format!(
+                    "lake/checkpoints/checkpoint-00000000000{}.bin",
+                    seq + 8
+                )),
+                old,
+            )
+            .expect("old");
+            let err = store.load_newest("file:x").expect_err("refused");
+            assert!(
+                err.to_string().contains("cds replay --from-bronze"),
+                "{err}"
+            );
+        }
         let _ = std::fs::remove_dir_all(dir);
     }
 

@@ -10,14 +10,24 @@ use std::collections::{HashMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
-use cds_rules::{Context, CtxDepartment, CtxEvent, CtxPatient, CtxReading, CtxVitals};
+use cds_rules::{
+    Context, CtxAdmission, CtxDepartment, CtxDiagnosis, CtxEvent, CtxPatient, CtxReading, CtxScore,
+    CtxVitals, KeptScore,
+};
 
 use crate::gold::micros;
 use crate::model::{format_time, patient_ref, EventType, Network, Timestamp, Vitals};
 use crate::silver::SilverRecord;
 
-/// How far back `ctx.patient.recent_vitals` reaches.
+/// How far back `ctx.patient.recent_vitals` and `ctx.patient.scores` reach.
 const RECENT_MICROS: i64 = 6 * 3600 * 1_000_000;
+
+/// How far back `ctx.patient.admissions` and `ctx.patient.diagnoses` reach (a year and a day:
+/// readmission indices look back six months to a year).
+const HISTORY_MICROS: i64 = 366 * 24 * 3600 * 1_000_000;
+
+/// At most this many admissions and this many diagnosis codes are kept per patient.
+const HISTORY_ENTRIES: usize = 16;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Placement {
@@ -38,6 +48,130 @@ struct PatientState {
     #[serde(with = "stored_readings")]
     readings: VecDeque<(i64, CtxReading)>,
     last_discharge: Option<Timestamp>,
+    /// Admissions, newest first: (admission time, its RFC 3339 text, hospital, department,
+    /// priority).
+    admissions: VecDeque<(i64, String, i64, String, Option<String>)>,
+    /// Distinct diagnosis codes, newest first: (time last recorded, its text, code).
+    diagnoses: VecDeque<(i64, String, String)>,
+}
+
+/// The scores one `keep_score` rule computed for a patient, newest first: (event time, its
+/// RFC 3339 text, score).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct KeptScores {
+    rule: String,
+    entries: VecDeque<(i64, String, f64)>,
+}
+
+/// What of a patient's history a context shows: what the state held before the event.
+#[derive(Debug, Default)]
+struct History {
+    recent_vitals: Vec<CtxReading>,
+    last_discharge_time: Option<String>,
+    scores: std::collections::BTreeMap<String, Vec<CtxScore>>,
+    admissions: Vec<CtxAdmission>,
+    diagnoses: Vec<CtxDiagnosis>,
+}
+
+impl PatientState {
+    /// The history as a context at event time `at` sees it: entries not after `at` and within
+    /// their windows behind it (`at == i64::MAX`: everything, for a delayed evoke).
+    fn history(&self, scores: Option<&Vec<KeptScores>>, at: i64) -> History {
+        let within = |t: i64, window: i64| t <= at && (at == i64::MAX || at - t <= window);
+        History {
+            recent_vitals: self
+                .readings
+                .iter()
+                .filter(|(t, _)| within(*t, RECENT_MICROS))
+                .map(|(_, r)| r.clone())
+                .collect(),
+            last_discharge_time: self.last_discharge.as_ref().map(format_time),
+            scores: scores
+                .into_iter()
+                .flatten()
+                .filter_map(|k| {
+                    let list: Vec<CtxScore> = k
+                        .entries
+                        .iter()
+                        .filter(|(t, _, _)| within(*t, RECENT_MICROS))
+                        .map(|(_, time, score)| CtxScore {
+                            time: time.clone(),
+                            score: *score,
+                        })
+                        .collect();
+                    (!list.is_empty()).then(|| (k.rule.clone(), list))
+                })
+                .collect(),
+            admissions: self
+                .admissions
+                .iter()
+                .filter(|a| within(a.0, HISTORY_MICROS))
+                .map(|(_, time, hospital, department, priority)| CtxAdmission {
+                    time: time.clone(),
+                    hospital_id: Some(*hospital),
+                    department: Some(department.clone()),
+                    admission_priority: priority.clone(),
+                })
+                .collect(),
+            diagnoses: self
+                .diagnoses
+                .iter()
+                .filter(|d| within(d.0, HISTORY_MICROS))
+                .map(|(_, time, code)| CtxDiagnosis {
+                    time: time.clone(),
+                    code: code.clone(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Keeps an admission (once per admission time), newest first.
+    fn admitted_at(
+        &mut self,
+        time: &Timestamp,
+        hospital: i64,
+        department: &str,
+        priority: Option<&str>,
+    ) {
+        let at = micros(time);
+        if self.admissions.iter().any(|a| a.0 == at) {
+            return;
+        }
+        let pos = self
+            .admissions
+            .iter()
+            .position(|a| a.0 < at)
+            .unwrap_or(self.admissions.len());
+        self.admissions.insert(
+            pos,
+            (
+                at,
+                format_time(time),
+                hospital,
+                department.to_owned(),
+                priority.map(str::to_owned),
+            ),
+        );
+        self.admissions.truncate(HISTORY_ENTRIES);
+    }
+
+    /// Keeps a diagnosis code with the newest time it was recorded at.
+    fn diagnosed(&mut self, at: i64, time: &str, code: &str) {
+        if let Some(i) = self.diagnoses.iter().position(|d| d.2 == code) {
+            if self.diagnoses[i].0 >= at {
+                return;
+            }
+            self.diagnoses.remove(i);
+        }
+        let pos = self
+            .diagnoses
+            .iter()
+            .position(|d| d.0 < at)
+            .unwrap_or(self.diagnoses.len());
+        self.diagnoses
+            .insert(pos, (at, time.to_owned(), code.to_owned()));
+        self.diagnoses.truncate(HISTORY_ENTRIES);
+    }
 }
 
 /// Readings in a checkpoint: plain positional fields (the rule-facing shape flattens and skips
@@ -105,6 +239,7 @@ mod stored_readings {
 pub struct ContextSnapshot<'a> {
     patients: std::borrow::Cow<'a, HashMap<u64, PatientState>>,
     occupied: std::borrow::Cow<'a, HashMap<(i64, String), i64>>,
+    pub(super) scores: std::borrow::Cow<'a, HashMap<u64, Vec<KeptScores>>>,
 }
 
 /// Per-patient and per-department state for building rule contexts.
@@ -113,6 +248,10 @@ pub struct ContextState {
     network: Network,
     patients: HashMap<u64, PatientState>,
     occupied: HashMap<(i64, String), i64>,
+    /// Kept scores per patient, apart from [`PatientState`]: they exist only in the rules
+    /// share that owns the patient (which runs the patient's rules), so a checkpoint gathers
+    /// them from every share.
+    scores: HashMap<u64, Vec<KeptScores>>,
 }
 
 /// The rule-facing copy of a vitals object.
@@ -156,6 +295,7 @@ impl ContextState {
             network,
             patients: HashMap::new(),
             occupied: HashMap::new(),
+            scores: HashMap::new(),
         }
     }
 
@@ -164,6 +304,7 @@ impl ContextState {
         ContextSnapshot {
             patients: std::borrow::Cow::Borrowed(&self.patients),
             occupied: std::borrow::Cow::Borrowed(&self.occupied),
+            scores: std::borrow::Cow::Borrowed(&self.scores),
         }
     }
 
@@ -171,14 +312,86 @@ impl ContextState {
     pub fn restore(&mut self, snapshot: ContextSnapshot<'static>) {
         self.patients = snapshot.patients.into_owned();
         self.occupied = snapshot.occupied.into_owned();
+        self.scores = snapshot.scores.into_owned();
     }
 
-    /// Forgets the readings of the patients `keep` does not accept (a rules share that never
-    /// builds their context).
+    /// Forgets the readings and kept scores of the patients `keep` does not accept (a rules
+    /// share that never builds their context).
     pub fn forget_readings(&mut self, keep: impl Fn(u64) -> bool) {
         for (patient, state) in &mut self.patients {
             if !keep(*patient) {
                 state.readings.clear();
+            }
+        }
+        self.scores.retain(|patient, _| keep(*patient));
+    }
+
+    /// Every patient's kept scores (for tests that compare states).
+    #[cfg(test)]
+    pub(crate) fn kept_scores(&self) -> &HashMap<u64, Vec<KeptScores>> {
+        &self.scores
+    }
+
+    /// A copy of the kept scores of the patients `keep` accepts (a share's own, for a
+    /// checkpoint written by another share).
+    pub fn scores_of(&self, keep: impl Fn(u64) -> bool) -> HashMap<u64, Vec<KeptScores>> {
+        self.scores
+            .iter()
+            .filter(|(patient, _)| keep(**patient))
+            .map(|(patient, kept)| (*patient, kept.clone()))
+            .collect()
+    }
+
+    /// The kept scores with another share's added (each patient is in one share only).
+    pub fn scores_with(
+        &self,
+        parts: impl IntoIterator<Item = HashMap<u64, Vec<KeptScores>>>,
+    ) -> HashMap<u64, Vec<KeptScores>> {
+        let mut all = self.scores.clone();
+        for part in parts {
+            all.extend(part);
+        }
+        all
+    }
+
+    /// Takes another share's kept scores (for the final checkpoint of the whole stage).
+    pub fn adopt_scores(&mut self, scores: HashMap<u64, Vec<KeptScores>>) {
+        self.scores.extend(scores);
+    }
+
+    /// Keeps the scores `keep_score` rules computed on the patient's event at `at` (event
+    /// time, microseconds; `time` its RFC 3339 text), newest first, six hours behind the newest.
+    pub fn keep_scores(
+        &mut self,
+        patient: u64,
+        at: i64,
+        time: &str,
+        scores: impl Iterator<Item = KeptScore>,
+    ) {
+        for KeptScore { mlmname, score } in scores {
+            let kept = self.scores.entry(patient).or_default();
+            let i = match kept.iter().position(|k| k.rule == mlmname) {
+                Some(i) => i,
+                None => {
+                    kept.push(KeptScores {
+                        rule: mlmname,
+                        entries: VecDeque::new(),
+                    });
+                    kept.len() - 1
+                }
+            };
+            let entries = &mut kept[i].entries;
+            let pos = entries
+                .iter()
+                .position(|(t, _, _)| *t < at)
+                .unwrap_or(entries.len());
+            entries.insert(pos, (at, time.to_owned(), score));
+            let newest = entries.front().map_or(at, |(t, _, _)| *t);
+            while entries
+                .back()
+                .is_some_and(|(t, _, _)| newest - *t > RECENT_MICROS)
+            {
+                entries.pop_back();
             }
         }
     }
@@ -199,16 +412,18 @@ impl ContextState {
         let e = &r.event;
         let at = micros(&e.event_timestamp);
         let state = self.patients.entry(patient).or_default();
-        let before = want_context.then(|| {
-            let recent_vitals: Vec<CtxReading> = state
-                .readings
-                .iter()
-                .filter(|(t, _)| *t <= at && at - *t <= RECENT_MICROS)
-                .map(|(_, r)| r.clone())
-                .collect();
-            let last_discharge_time = state.last_discharge.as_ref().map(format_time);
-            (recent_vitals, last_discharge_time)
-        });
+        let before = want_context.then(|| state.history(self.scores.get(&patient), at));
+        if let Some(code) = e.diagnosis_code.as_deref().filter(|c| !c.is_empty()) {
+            state.diagnosed(at, &format_time(&e.event_timestamp), code);
+        }
+        if r.kind == Some(EventType::Admission) {
+            state.admitted_at(
+                e.admission_time.as_ref().unwrap_or(&e.event_timestamp),
+                e.hospital_id.unwrap_or_default(),
+                e.department.as_deref().unwrap_or_default(),
+                e.admission_priority.as_deref(),
+            );
+        }
 
         match r.kind {
             Some(EventType::Vitals) => {
@@ -271,15 +486,9 @@ impl ContextState {
             }
             None => {}
         }
-        let (recent_vitals, last_discharge_time) = before?;
+        let history = before?;
         let now = format_time(&e.event_timestamp);
-        Some(self.context(
-            patient,
-            ctx_event(r, &now),
-            recent_vitals,
-            last_discharge_time,
-            now,
-        ))
+        Some(self.context(patient, ctx_event(r, &now), history, now))
     }
 
     /// Whether the patient is still in the stay that began with `admission_event_id`'s
@@ -309,23 +518,13 @@ impl ContextState {
                 .map(format_time),
             ..CtxEvent::default()
         };
-        let recent = state
-            .map(|s| s.readings.iter().map(|(_, r)| r.clone()).collect())
+        let history = state
+            .map(|s| s.history(self.scores.get(&patient), i64::MAX))
             .unwrap_or_default();
-        let last = state
-            .and_then(|s| s.last_discharge.as_ref())
-            .map(format_time);
-        self.context(patient, event, recent, last, now.to_owned())
+        self.context(patient, event, history, now.to_owned())
     }
 
-    fn context(
-        &self,
-        patient: u64,
-        event: CtxEvent,
-        recent_vitals: Vec<CtxReading>,
-        last_discharge_time: Option<String>,
-        now: String,
-    ) -> Context {
+    fn context(&self, patient: u64, event: CtxEvent, history: History, now: String) -> Context {
         let place = self
             .patients
             .get(&patient)
@@ -368,8 +567,11 @@ impl ContextState {
                     .map(format_time),
                 age: place.and_then(|p| p.age),
                 gender: place.and_then(|p| p.gender.clone()),
-                recent_vitals,
-                last_discharge_time,
+                recent_vitals: history.recent_vitals,
+                last_discharge_time: history.last_discharge_time,
+                scores: history.scores,
+                admissions: history.admissions,
+                diagnoses: history.diagnoses,
             },
             department: department.unwrap_or_default(),
             now,

@@ -169,6 +169,8 @@ impl Share {
 pub struct SharePart {
     suppressor: Suppressor,
     delayed: DelayedEvokes,
+    /// The kept scores of the share's own patients (only the owner runs their rules).
+    scores: HashMap<u64, Vec<context::KeptScores>>,
 }
 
 /// What a checkpoint keeps of the rules stage (borrowed when written, owned when read).
@@ -315,9 +317,11 @@ impl RulesStage {
 
     /// This share's part of a checkpoint (a copy, sent to share 0).
     pub fn part(&self) -> SharePart {
+        let share = self.share;
         SharePart {
             suppressor: self.pack.suppressor().clone(),
             delayed: self.delayed.clone(),
+            scores: self.state.scores_of(|patient| share.owns(patient)),
         }
     }
 
@@ -335,6 +339,10 @@ impl RulesStage {
         }
         snapshot.suppressor = std::borrow::Cow::Owned(suppressor);
         snapshot.delayed = std::borrow::Cow::Owned(delayed);
+        snapshot.context.scores = std::borrow::Cow::Owned(
+            self.state
+                .scores_with(parts.iter().map(|part| part.scores.clone())),
+        );
         crate::support::codec::encode(&snapshot)
     }
 
@@ -343,6 +351,9 @@ impl RulesStage {
     pub fn absorb(&mut self, other: RulesStage) {
         self.pack.suppressor_mut().merge(other.pack.suppressor());
         self.delayed.merge(&other.delayed);
+        let theirs = other.share;
+        self.state
+            .adopt_scores(other.state.scores_of(|patient| theirs.owns(patient)));
         self.share = Share::WHOLE;
     }
 
@@ -410,6 +421,12 @@ impl RulesStage {
                     for outcome in self.pack.evaluate_in(&ctx, scopes) {
                         self.handle(outcome, *late, &mut alerts);
                     }
+                    self.state.keep_scores(
+                        *patient,
+                        micros(&record.event.event_timestamp),
+                        &ctx.now,
+                        self.pack.take_scores(),
+                    );
                 }
             }
             // Delayed evokes fire as soon as the record that moves the watermark past them is
@@ -444,6 +461,12 @@ impl RulesStage {
             if let Some(outcome) = self.pack.evaluate_delayed(&ctx, &due.mlmname) {
                 self.handle(outcome, false, alerts);
             }
+            self.state.keep_scores(
+                patient,
+                due.due_time.saturating_mul(1_000_000),
+                &now,
+                self.pack.take_scores(),
+            );
         }
     }
 
@@ -562,6 +585,7 @@ mod tests {
     use crate::model::{parse_time, Event, Pseudonymiser};
     use crate::silver::{Outcome, Silver};
     use crate::source::simulator::{write_jsonl, SimulatorConfig};
+    use serde_json::Value;
 
     /// In a cluster of 2 processes × 2 workers, hospital h's documents are written by worker
     /// h mod 4, in process (h mod 4) / 2; its department rules run there, on share 0, and a
@@ -650,7 +674,12 @@ mod tests {
         checkpoint::decode_into(&mut restored, &merged).expect("decode");
         assert!(windows_and_dues(&restored) == windows_and_dues(&whole));
         let mut shares = restored.into_shares(2).expect("shares");
-        want.extend(whole.process(second));
+        let after_restore = whole.process(second);
+        let trends_after_restore = after_restore
+            .iter()
+            .filter(|d| d.body["mlmname"] == "news2_trend")
+            .count();
+        want.extend(after_restore);
         got.extend(shares.iter_mut().flat_map(|s| s.process(second)));
         assert_eq!(ids(&got), ids(&want));
         assert!(
@@ -659,13 +688,148 @@ mod tests {
                 && want.iter().any(|d| d.body["mlmname"] == "news2"),
             "department, delayed and patient rules all fired"
         );
+        assert!(
+            trends_after_restore > 0,
+            "trend rules fired after the restore, on scores kept before it"
+        );
 
         let mut back = shares.remove(0);
         for other in shares {
             back.absorb(other);
         }
         assert!(windows_and_dues(&back) == windows_and_dues(&whole));
+        assert!(
+            back.state.kept_scores() == whole.state.kept_scores(),
+            "every patient's kept scores are back in one stage"
+        );
+        assert!(!whole.state.kept_scores().is_empty());
         assert!(!whole.delayed.is_empty() && !whole.pack.suppressor().is_empty());
+    }
+
+    /// A Silver record of one JSON event, as the ingest hands it to the rules.
+    fn input(json: &str) -> RuleInput {
+        let mut silver = Silver::new(Network::default_network());
+        let Outcome::Record(r) = silver.clean(Event::from_json(json.as_bytes()).expect("event"))
+        else {
+            panic!("not a record: {json}");
+        };
+        let patient = Pseudonymiser::new(b"test").key(r.event.patient_id.as_deref().expect("id"));
+        RuleInput::new(patient, r)
+    }
+
+    /// The alerts of `rule` of a stage that processes `events` in two batches, with a checkpoint
+    /// and a restore into a new stage between them when `restart`.
+    fn alerts_of(rule: &str, events: &[String], split: usize, restart: bool) -> Vec<Value> {
+        let inputs: Vec<RuleInput> = events.iter().map(|e| input(e)).collect();
+        let (first, second) = inputs.split_at(split);
+        let mut stage = stage();
+        let mut alerts = stage.process(first);
+        if restart {
+            let bytes = checkpoint::encode(&stage).expect("encode");
+            stage = self::stage();
+            checkpoint::decode_into(&mut stage, &bytes).expect("decode");
+        }
+        alerts.extend(stage.process(second));
+        alerts
+            .into_iter()
+            .filter(|d| d.body["mlmname"] == rule)
+            .map(|d| d.body)
+            .collect()
+    }
+
+    fn adt(id: &str, kind: &str, time: &str, extra: &str) -> String {
+        format!(
+            r#"{{"event_id":"{id}","event_type":"{kind}","event_timestamp":"{time}","patient_id":"P-LACE","hospital_id":1,"department":"Oncology","gender":"F","age":71{extra}}}"#
+        )
+    }
+
+    /// LACE at discharge reads the patient's earlier admissions and diagnoses, which the stage
+    /// keeps from the events (and through a checkpoint): two emergency stays in the months
+    /// before, heart failure and COPD on them, breast cancer on this one, eight days.
+    #[test]
+    fn lace_reads_the_admissions_and_diagnoses_the_stage_kept() {
+        let stay = |n: u32, admitted: &str, discharged: &str, priority: &str, dx: &str| {
+            let fields = format!(
+                r#","admission_time":"{admitted}","admission_priority":"{priority}","diagnosis_code":"{dx}""#
+            );
+            [
+                adt(&format!("A{n}"), "ADMISSION", admitted, &fields),
+                adt(
+                    &format!("D{n}"),
+                    "DISCHARGE",
+                    discharged,
+                    &format!(r#"{fields},"discharge_time":"{discharged}""#),
+                ),
+            ]
+        };
+        let mut events = Vec::new();
+        events.extend(stay(
+            1,
+            "2026-01-05T08:00:00Z",
+            "2026-01-08T08:00:00Z",
+            "Emergency",
+            "I50.9",
+        ));
+        events.extend(stay(
+            2,
+            "2026-02-10T08:00:00Z",
+            "2026-02-12T08:00:00Z",
+            "Emergency",
+            "J44.1",
+        ));
+        events.extend(stay(
+            3,
+            "2026-03-01T08:00:00Z",
+            "2026-03-09T10:00:00Z",
+            "Emergency",
+            "C50.9",
+        ));
+        for restart in [false, true] {
+            let lace = alerts_of("lace", &events, 4, restart);
+            assert_eq!(
+                lace.len(),
+                1,
+                "one high-risk discharge (restart: {restart})"
+            );
+            let data = &lace[0]["evidence"];
+            assert_eq!(data["score"], 15, "L 5 + A 3 + C 5 + E 2: {data}");
+            assert_eq!(data["charlson_index"], 4);
+            assert_eq!(data["emergency_visits_6_months"], 2);
+            assert_eq!(lace[0]["event_id"], "D3");
+        }
+    }
+
+    /// NEWS2 scores kept on earlier readings come back to the trend rule, through a checkpoint
+    /// too: 0 at 10:00, 3 at 11:00 is a rise of 3 within 6 hours.
+    #[test]
+    fn the_trend_rule_reads_the_scores_news2_kept() {
+        let vitals = |id: &str, time: &str, rr: u32, hr: u32| {
+            adt(
+                id,
+                "VITALS",
+                time,
+                &format!(
+                    r#","vitals":{{"heart_rate":{hr},"bp_systolic":120,"temperature_c":37.0,"oxygen_saturation":97,"respiratory_rate":{rr},"consciousness":"A","supplemental_o2":false}}"#
+                ),
+            )
+        };
+        let events = vec![
+            adt(
+                "A1",
+                "ADMISSION",
+                "2026-03-01T08:00:00Z",
+                r#","admission_time":"2026-03-01T08:00:00Z""#,
+            ),
+            vitals("V1", "2026-03-01T10:00:00Z", 16, 72),
+            vitals("V2", "2026-03-01T11:00:00Z", 22, 95),
+        ];
+        for restart in [false, true] {
+            let trend = alerts_of("news2_trend", &events, 2, restart);
+            assert_eq!(trend.len(), 1, "restart: {restart}");
+            assert_eq!(trend[0]["evidence"]["rise"], 3.0);
+            assert_eq!(trend[0]["event_id"], "V2");
+        }
+        assert!(alerts_of("news2_trend", &events[..2], 2, false).is_empty());
     }
 
     /// The suppression windows and the delayed evokes of a stage, in a comparable form.
