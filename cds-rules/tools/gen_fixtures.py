@@ -157,26 +157,26 @@ def readmission():
     ]
 
 def news2_trend():
+    # ctx.patient.scores.news2 as the engine gives it: this reading's score first (news2.rhai
+    # ran before), then the earlier readings', newest first.
     s = lambda t, x: {"time": f"2025-03-10T{t}:00Z", "score": x}
-    c = lambda scores, **vit: ctx(vitals=v(**vit), patient={"scores": {"news2": scores}})
-    three = {"respiratory_rate": 22, "heart_rate": 95}          # NEWS2 2 + 1 = 3, band low
-    seven = {"respiratory_rate": 22, "heart_rate": 115, "temperature_c": 38.5,
-             "oxygen_saturation": 95, "bp_systolic": 105}     # NEWS2 7, band high
+    c = lambda *scores: ctx(vitals=v(), patient={"scores": {"news2": list(scores)}})
     return [
-        fx("0 to 3 within an hour fires below the medium band", c([s("11:00", 0)], **three), True,
-           {"score": 3, "band": "low", "rise": 3, "slope_per_hour": 3}, {"severity": "warning"}),
-        fx("a rise of 2 does not", c([s("11:00", 0)], respiratory_rate=22), False,
-           {"score": 2, "rise": 2}),
-        fx("the rise is measured from the lowest score of the window", c([s("11:00", 2), s("09:00", 0)], **three), True,
+        fx("0 to 3 within an hour fires below the medium band", c(s("12:00", 3), s("11:00", 0)), True,
+           {"rise": 3, "slope_per_hour": 3}, {"severity": "warning", "summary": "NEWS2 up 3 points in 6 h, now 3"}),
+        fx("a rise of 2 does not", c(s("12:00", 2), s("11:00", 0)), False, {"rise": 2}),
+        fx("the rise is measured from the lowest score of the window", c(s("12:00", 3), s("11:00", 2), s("09:00", 0)), True,
            {"rise": 3, "slope_per_hour": 1}),
-        fx("a score exactly 6 hours old counts", c([s("06:00", 0)], **three), True, {"rise": 3}),
-        fx("a score 6 hours 1 minute old does not", c([s("05:59", 0)], **three), False,
+        fx("a score exactly 6 hours old counts", c(s("12:00", 3), s("06:00", 0)), True, {"rise": 3}),
+        fx("a score 6 hours 1 minute old does not", c(s("12:00", 3), s("05:59", 0)), False,
            {"rise": None, "slope_per_hour": None}),
-        fx("no earlier score: no trend", ctx(vitals=v(**three)), False, {"score": 3, "rise": None}),
-        fx("a rise into the high band fires too", c([s("10:00", 4)], **seven), True,
-           {"score": 7, "band": "high", "rise": 3}),
-        fx("a fall does not", c([s("10:00", 5)], respiratory_rate=22), False, {"rise": -3}),
-        fx("not evoked by ADMISSION", ctx(event_type="ADMISSION", patient={"scores": {"news2": [s("11:00", 0)]}}), False),
+        fx("no earlier score: no trend", c(s("12:00", 3)), False, {"rise": None}),
+        fx("no score of this reading (news2 did not run): no trend", c(s("11:00", 0)), False,
+           {"rise": None}),
+        fx("a rise into the high band fires too", c(s("12:00", 7), s("10:00", 4)), True, {"rise": 3},
+           {"summary": "NEWS2 up 3 points in 6 h, now 7"}),
+        fx("a fall does not", c(s("12:00", 2), s("10:00", 5)), False, {"rise": -3}),
+        fx("not evoked by ADMISSION", ctx(event_type="ADMISSION", patient={"scores": {"news2": [s("12:00", 3), s("11:00", 0)]}}), False),
     ]
 
 def lace():

@@ -108,9 +108,10 @@ pub struct CtxPatient {
     /// Discharge time of the patient's previous admission, if any.
     #[serde(default)]
     pub last_discharge_time: Option<String>,
-    /// Scores that rules with `keep_score: true` computed on the patient's earlier events of
-    /// the last 6 hours, by rule name, newest first (`ctx.patient.scores.news2`). The score of
-    /// this event is not among them: a rule that needs it computes it.
+    /// Scores that rules with `keep_score: true` computed on the patient's events of the last 6
+    /// hours, by rule name, newest first (`ctx.patient.scores.news2`): the earlier events', and
+    /// first this event's (time `now`) when the rule ran before the reading one (rules run in
+    /// file-name order).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub scores: BTreeMap<String, Vec<CtxScore>>,
     /// The patient's admissions of the last year before this event, newest first (the current

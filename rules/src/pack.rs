@@ -438,8 +438,13 @@ impl RulePack {
     }
 
     /// [`RulePack::evaluate_shared`] for the rules of `scopes` only.
+    ///
+    /// A `keep_score` rule's score of this event joins `ctx.patient.scores` for the rules after
+    /// it (file-name order), so that a trend rule reads the current score without computing it
+    /// again.
     pub fn evaluate_in(&mut self, ctx: &Arc<Context>, scopes: Scopes) -> Vec<RuleOutcome> {
-        let ctx_dyn = to_dynamic(ctx);
+        let mut ctx = Arc::clone(ctx);
+        let mut ctx_dyn = to_dynamic(&ctx);
         let RulePack {
             sandbox,
             rules,
@@ -448,11 +453,37 @@ impl RulePack {
             kept,
             ..
         } = self;
-        rules
+        let mut outcomes = Vec::new();
+        let evoked: Vec<&mut Rule> = rules
             .values_mut()
             .filter(|r| scopes.admits(r.mlm.scope) && r.mlm.evoke.lists(&ctx.event.event_type))
-            .filter_map(|rule| evaluate_one(sandbox, stats, suppressor, kept, rule, ctx, &ctx_dyn))
-            .collect()
+            .collect();
+        let count = evoked.len();
+        for (i, rule) in evoked.into_iter().enumerate() {
+            let before = kept.len();
+            outcomes.extend(evaluate_one(
+                sandbox, stats, suppressor, kept, rule, &ctx, &ctx_dyn,
+            ));
+            if kept.len() > before && i + 1 < count {
+                let mut next = (*ctx).clone();
+                for k in &kept[before..] {
+                    next.patient
+                        .scores
+                        .entry(k.mlmname.clone())
+                        .or_default()
+                        .insert(
+                            0,
+                            crate::context::CtxScore {
+                                time: next.now.clone(),
+                                score: k.score,
+                            },
+                        );
+                }
+                ctx = Arc::new(next);
+                ctx_dyn = to_dynamic(&ctx);
+            }
+        }
+        outcomes
     }
 
     /// Evaluates the delayed rule `mlmname` (the engine calls it when [`DelayedEvokes::due`]

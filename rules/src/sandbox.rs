@@ -272,9 +272,54 @@ pub(crate) fn lib_dir(pack_dir: &Path) -> PathBuf {
 
 /// Epoch seconds of an RFC 3339 time.
 pub(crate) fn epoch_seconds(s: &str) -> Option<i64> {
-    chrono::DateTime::parse_from_rfc3339(s.trim())
-        .ok()
-        .map(|t| t.timestamp())
+    utc_seconds(s).or_else(|| {
+        chrono::DateTime::parse_from_rfc3339(s.trim())
+            .ok()
+            .map(|t| t.timestamp())
+    })
+}
+
+/// Epoch seconds of `YYYY-MM-DDTHH:MM:SSZ`, the shape the engine writes every context time in,
+/// without a general parser: trend and window helpers read one per kept reading, on every event.
+/// `None` for any other shape (the general parser takes it).
+fn utc_seconds(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() != 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'Z'
+    {
+        return None;
+    }
+    let num = |from: usize, to: usize| -> Option<i64> {
+        b[from..to].iter().try_fold(0i64, |n, d| {
+            d.is_ascii_digit().then(|| n * 10 + i64::from(d - b'0'))
+        })
+    };
+    let (year, month, day) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (hour, minute, second) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
+    let days_in_month = match month {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if (year % 4 == 0 && year % 100 != 0) || year % 400 == 0 => 29,
+        2 => 28,
+        _ => return None,
+    };
+    if day < 1 || day > days_in_month || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    // Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + hour * 3600 + minute * 60 + second)
 }
 
 fn time_arg(v: &Dynamic) -> Result<i64, Box<EvalAltResult>> {
@@ -451,42 +496,52 @@ pub(crate) enum Trend {
     Slope,
 }
 
-/// `score_rise(ctx, rule, hours, current)` and `score_slope(ctx, rule, hours, current)`: how
-/// the scores that `rule` (a `keep_score` rule) computed on the patient's earlier events, at
-/// most `hours` before `ctx.now` and not after it, move up to `current` (this event's score,
-/// which the calling rule computes). `()` when `current` is `()`, when the window holds no
-/// kept score (rise), or when fewer than two distinct times remain (slope). The thresholds
-/// (how much of a rise matters) stay in the rule file.
+/// `score_rise(ctx, rule, hours)` and `score_slope(ctx, rule, hours)`: how the scores that
+/// `rule` (a `keep_score` rule) kept on the patient's earlier events, at most `hours` before
+/// `ctx.now`, move up to its score of this event (the newest kept score, at `ctx.now`: `rule`
+/// ran before the calling rule). With a fourth argument `current`, that is the current score
+/// instead (a rule that computes it itself). `()` when there is no current score, when the
+/// window holds no earlier score, or when fewer than two distinct times remain (slope). The
+/// thresholds (how much of a rise matters) stay in the rule file.
 pub(crate) fn score_trend(
     ctx: &crate::context::Context,
     rule: &str,
     hours: &Dynamic,
-    current: &Dynamic,
+    current: Option<&Dynamic>,
     trend: Trend,
 ) -> Result<Dynamic, Box<EvalAltResult>> {
     let name = match trend {
         Trend::Rise => "score_rise",
         Trend::Slope => "score_slope",
     };
-    if current.is_unit() {
-        return Ok(Dynamic::UNIT);
-    }
-    let now_score = number(current).ok_or_else(|| {
-        format!(
-            "{name}: the current score must be a number or (), got {}",
-            current.type_name()
-        )
-    })?;
     let limit = number(hours)
         .ok_or_else(|| format!("{name}: hours must be a number, got {}", hours.type_name()))?;
-    let Some(kept) = ctx.patient.scores.get(rule).filter(|k| !k.is_empty()) else {
-        return Ok(Dynamic::UNIT);
+    let kept = ctx.patient.scores.get(rule).map_or(&[][..], Vec::as_slice);
+    // This event's score: given, or the newest kept one when it is of `ctx.now`.
+    let (now_score, earlier) = match current {
+        Some(c) if c.is_unit() => return Ok(Dynamic::UNIT),
+        Some(c) => {
+            let x = number(c).ok_or_else(|| {
+                format!(
+                    "{name}: the current score must be a number or (), got {}",
+                    c.type_name()
+                )
+            })?;
+            (x, kept)
+        }
+        None => match kept.split_first() {
+            Some((first, rest)) if first.time == ctx.now => (first.score, rest),
+            _ => return Ok(Dynamic::UNIT),
+        },
     };
+    if earlier.is_empty() {
+        return Ok(Dynamic::UNIT);
+    }
     let now =
         epoch_seconds(&ctx.now).ok_or_else(|| format!("not an RFC 3339 time: '{}'", ctx.now))?;
-    // (hours before now, score) of the kept scores inside the window.
-    let mut points = Vec::with_capacity(kept.len() + 1);
-    for s in kept {
+    // (hours before now, score) of the earlier kept scores inside the window.
+    let mut points = Vec::with_capacity(earlier.len() + 1);
+    for s in earlier {
         let at =
             epoch_seconds(&s.time).ok_or_else(|| format!("not an RFC 3339 time: '{}'", s.time))?;
         let age = (now - at) as FLOAT / 3600.0;
@@ -564,4 +619,44 @@ fn score(
         }
     }
     Ok(above)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fast_utc_parser_agrees_with_chrono() {
+        let chrono = |s: &str| {
+            chrono::DateTime::parse_from_rfc3339(s)
+                .ok()
+                .map(|t| t.timestamp())
+        };
+        for s in [
+            "1970-01-01T00:00:00Z",
+            "2025-03-10T12:00:00Z",
+            "2024-02-29T23:59:59Z",
+            "2000-02-29T00:00:01Z",
+            "1999-12-31T23:59:59Z",
+            "2100-03-01T00:00:00Z",
+            "1969-07-20T20:17:40Z",
+        ] {
+            assert_eq!(utc_seconds(s), chrono(s), "{s}");
+            assert!(utc_seconds(s).is_some());
+        }
+        for s in [
+            "2023-02-29T00:00:00Z",
+            "2025-13-01T00:00:00Z",
+            "2025-03-10T24:00:00Z",
+            "2025-03-10T12:00:00+01:00",
+            "2025-03-10T12:00:00.5Z",
+            "2025-03-10 12:00:00Z",
+        ] {
+            assert_eq!(utc_seconds(s), None, "{s}");
+        }
+        assert_eq!(
+            epoch_seconds("2025-03-10T13:00:00+01:00"),
+            epoch_seconds("2025-03-10T12:00:00Z")
+        );
+    }
 }

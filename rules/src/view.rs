@@ -353,38 +353,30 @@ pub(crate) fn register(engine: &mut Engine) {
             crate::sandbox::highest_vital_within(&ctx.0, &name, &minutes)
         },
     );
-    engine.register_fn(
-        "score_rise",
-        |ctx: &mut RuleContext,
-         rule: ImmutableString,
-         hours: Dynamic,
-         current: Dynamic|
-         -> Result<Dynamic, Box<rhai::EvalAltResult>> {
-            crate::sandbox::score_trend(
-                &ctx.0,
-                &rule,
-                &hours,
-                &current,
-                crate::sandbox::Trend::Rise,
-            )
-        },
-    );
-    engine.register_fn(
-        "score_slope",
-        |ctx: &mut RuleContext,
-         rule: ImmutableString,
-         hours: Dynamic,
-         current: Dynamic|
-         -> Result<Dynamic, Box<rhai::EvalAltResult>> {
-            crate::sandbox::score_trend(
-                &ctx.0,
-                &rule,
-                &hours,
-                &current,
-                crate::sandbox::Trend::Slope,
-            )
-        },
-    );
+    for (name, trend) in [
+        ("score_rise", crate::sandbox::Trend::Rise),
+        ("score_slope", crate::sandbox::Trend::Slope),
+    ] {
+        engine.register_fn(
+            name,
+            move |ctx: &mut RuleContext,
+                  rule: ImmutableString,
+                  hours: Dynamic|
+                  -> Result<Dynamic, Box<rhai::EvalAltResult>> {
+                crate::sandbox::score_trend(&ctx.0, &rule, &hours, None, trend)
+            },
+        );
+        engine.register_fn(
+            name,
+            move |ctx: &mut RuleContext,
+                  rule: ImmutableString,
+                  hours: Dynamic,
+                  current: Dynamic|
+                  -> Result<Dynamic, Box<rhai::EvalAltResult>> {
+                crate::sandbox::score_trend(&ctx.0, &rule, &hours, Some(&current), trend)
+            },
+        );
+    }
 }
 
 /// `value` with every handle replaced by the map it stands for, for JSON output. `None` when
@@ -613,6 +605,28 @@ mod tests {
                 .is_err(),
             "hours must be a number"
         );
+    }
+
+    #[test]
+    fn without_a_current_score_the_kept_score_of_now_is_the_current_one() {
+        let mut ctx = scored();
+        let rise = |ctx: &Context| eval_with(ctx.clone(), r#"score_rise(ctx, "news2", 6)"#);
+        assert!(
+            rise(&ctx).is_unit(),
+            "no score kept at now: no current score"
+        );
+        if let Some(kept) = ctx.patient.scores.get_mut("news2") {
+            kept.insert(
+                0,
+                crate::context::CtxScore {
+                    time: ctx.now.clone(),
+                    score: 4.0,
+                },
+            );
+        }
+        assert_eq!(rise(&ctx).as_float(), Ok(4.0), "4 now, lowest 0 at 09:00");
+        let slope = eval_with(ctx.clone(), r#"score_slope(ctx, "news2", 1)"#);
+        assert_eq!(slope.as_float(), Ok(2.0), "(-1, 2), (0, 4)");
     }
 
     #[test]

@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::io::IsTerminal;
+
 use anyhow::Context;
 use clap::{Args, Subcommand};
 
@@ -36,8 +38,26 @@ pub fn lake(command: LakeCommand) -> anyhow::Result<ExitCode> {
             let location = args
                 .lake
                 .unwrap_or_else(|| args.data_dir.join("lake").display().to_string());
-            let done = crate::lake::compact::compact(&location, args.min_files)
-                .with_context(|| format!("compacting the lake at {location}"))?;
+            // On a terminal, which table is being compacted (a large one takes minutes); the
+            // table of results below either way.
+            let terminal = std::io::stderr().is_terminal();
+            let started = std::time::Instant::now();
+            let done = crate::lake::compact::compact(&location, args.min_files, |i, n, table| {
+                if terminal {
+                    eprint!(
+                        "\r\x1b[2Kcompacting {table} ({i}/{n}, {:.0} s so far)",
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+            })
+            .with_context(|| format!("compacting the lake at {location}"))?;
+            if terminal {
+                eprintln!(
+                    "\r\x1b[2Kcompacted {} tables in {:.1} s",
+                    done.len(),
+                    started.elapsed().as_secs_f64()
+                );
+            }
             for c in &done {
                 println!(
                     "{:<24} {:>6} files -> {:>4} ({} rows rewritten)",

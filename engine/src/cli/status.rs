@@ -1,4 +1,7 @@
 //! The live status line of `cds run` in a terminal, and the final summary.
+//!
+//! With a finite input of known size (a file, `cds ingest`, `cds replay --from-bronze`) the
+//! line starts with a progress bar, the share read and the time left at the rate so far.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +24,7 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("cds-status".into())
         .spawn(move || {
+            let started = Instant::now();
             let mut last = (Instant::now(), 0u64);
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(250));
@@ -32,8 +36,9 @@ pub fn spawn(
                 last = (Instant::now(), events);
                 let occupied = metrics.gold.occupied_beds.get();
                 let pct = if total_beds > 0 { 100.0 * occupied as f64 / total_beds as f64 } else { 0.0 };
+                let progress = progress(metrics.source.input_read_ratio.get(), started.elapsed());
                 let line = format!(
-                    "events {events:>10} | {rate:>9.0} ev/s | dead letters {:>6} | dq flags {:>7} | dup {:>6} | occupied {occupied}/{total_beds} beds ({pct:.1}%) | docs {:>8}",
+                    "{progress}events {events:>10} | {rate:>9.0} ev/s | dead letters {:>6} | dq flags {:>7} | dup {:>6} | occupied {occupied}/{total_beds} beds ({pct:.1}%) | docs {:>8}",
                     Metrics::total(&metrics.silver.dead_letters),
                     Metrics::total(&metrics.silver.dq_flags),
                     metrics.silver.duplicates.get(),
@@ -46,6 +51,33 @@ pub fn spawn(
             let _ = writeln!(std::io::stderr());
         })
         .ok()
+}
+
+/// `[#####-----]  52.3% ETA 1m04s | ` for a finite input `ratio` read after `elapsed`; empty
+/// for a stream (ratio 0).
+fn progress(ratio: f64, elapsed: Duration) -> String {
+    if ratio.is_nan() || ratio <= 0.0 {
+        return String::new();
+    }
+    let ratio = ratio.min(1.0);
+    const WIDTH: usize = 20;
+    let filled = ((ratio * WIDTH as f64).round() as usize).min(WIDTH);
+    let left = elapsed.as_secs_f64() * (1.0 - ratio) / ratio;
+    let eta = if left >= 3600.0 {
+        format!(
+            "{}h{:02}m",
+            (left / 3600.0) as u64,
+            (left % 3600.0 / 60.0) as u64
+        )
+    } else {
+        format!("{}m{:02}s", (left / 60.0) as u64, (left % 60.0) as u64)
+    };
+    format!(
+        "[{}{}] {:>5.1}% ETA {eta} | ",
+        "#".repeat(filled),
+        "-".repeat(WIDTH - filled),
+        100.0 * ratio
+    )
 }
 
 /// The summary printed when a run ends.
@@ -68,4 +100,26 @@ pub fn summary(s: &RunSummary, total_beds: u64) -> String {
         s.occupied,
         total_beds,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_shows_the_share_read_and_the_time_left_at_the_rate_so_far() {
+        assert_eq!(progress(0.0, Duration::from_secs(5)), "");
+        assert_eq!(
+            progress(0.25, Duration::from_secs(30)),
+            "[#####---------------]  25.0% ETA 1m30s | "
+        );
+        assert_eq!(
+            progress(0.5, Duration::from_secs(4000)),
+            "[##########----------]  50.0% ETA 1h06m | "
+        );
+        assert_eq!(
+            progress(1.0, Duration::from_secs(9)),
+            "[####################] 100.0% ETA 0m00s | "
+        );
+    }
 }

@@ -44,16 +44,23 @@ fn err(table: Table, e: impl std::fmt::Display) -> LakeWriteError {
 
 /// Compacts every fact table of the lake at `location`: each partition with at least
 /// `min_files` data files becomes one file. Tables that do not exist yet are skipped.
-pub fn compact(location: &str, min_files: usize) -> Result<Vec<Compacted>, LakeWriteError> {
+/// `starting(i, n, table)` is called before the i-th of the n tables (for progress).
+pub fn compact(
+    location: &str,
+    min_files: usize,
+    mut starting: impl FnMut(usize, usize, &str),
+) -> Result<Vec<Compacted>, LakeWriteError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| LakeWriteError::Start(e.to_string()))?;
     let mut done = Vec::new();
-    for table in Table::ALL {
-        if table.dimension().is_some() {
-            continue;
-        }
+    let facts: Vec<Table> = Table::ALL
+        .into_iter()
+        .filter(|t| t.dimension().is_none())
+        .collect();
+    for (i, table) in facts.iter().copied().enumerate() {
+        starting(i + 1, facts.len(), table.path());
         let url = table_url(location, table.path())?;
         if let Some(c) = runtime.block_on(compact_table(table, url, min_files.max(2)))? {
             done.push(c);

@@ -66,6 +66,13 @@ pub(super) fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter
     c
 }
 
+pub(super) fn float_gauge(registry: &Registry, name: &str, help: &str) -> prometheus::Gauge {
+    let g =
+        prometheus::Gauge::new(name, help).unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    let _ = registry.register(Box::new(g.clone()));
+    g
+}
+
 pub(super) fn gauge(registry: &Registry, name: &str, help: &str) -> IntGauge {
     let g = IntGauge::new(name, help).unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
     let _ = registry.register(Box::new(g.clone()));

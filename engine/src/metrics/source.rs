@@ -2,7 +2,7 @@
 
 use prometheus::{IntCounter, IntCounterVec, IntGauge, Registry};
 
-use super::{counter, counter_vec, gauge};
+use super::{counter, counter_vec, float_gauge, gauge};
 
 /// What the sources read and how reachable they are.
 #[derive(Debug, Clone)]
@@ -18,6 +18,8 @@ pub struct SourceMetrics {
     /// Dead letters that could not be published to the dead-letter topic (they stay in the
     /// local dead-letter store).
     pub deadletter_publish_failures: IntCounter,
+    /// Share of a finite input read so far (a file, a Bronze replay); 0 for a stream.
+    pub input_read_ratio: prometheus::Gauge,
 }
 
 impl SourceMetrics {
@@ -48,6 +50,11 @@ impl SourceMetrics {
                 r,
                 "cds_deadletter_publish_failures_total",
                 "Dead letters not published to the dead-letter topic (kept in the local store)",
+            ),
+            input_read_ratio: float_gauge(
+                r,
+                "cds_source_input_read_ratio",
+                "Share of a finite input read so far (a file, a Bronze replay); 0 for a stream",
             ),
         }
     }

@@ -519,6 +519,12 @@ impl<'a> Ingest<'a> {
                 crate::support::fault::drill(Stage::Ingest);
             }
             self.observe_source();
+            if let Some((read, size)) = self.source.input_progress().filter(|(_, s)| *s > 0) {
+                metrics
+                    .source
+                    .input_read_ratio
+                    .set(read as f64 / size as f64);
+            }
             if matches!(polled, Poll::End) && raw.is_empty() {
                 self.end_of_input()?;
             }

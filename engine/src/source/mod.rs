@@ -171,6 +171,13 @@ pub trait Source: Send {
         None
     }
 
+    /// How much of a finite input has been read: (read, size) in the source's own unit (bytes
+    /// of a file, payloads of a Bronze replay), for the progress of batch commands. `None` for
+    /// a stream, standard input or a followed file, whose size is not known.
+    fn input_progress(&self) -> Option<(u64, u64)> {
+        None
+    }
+
     /// The source's own metrics (the MLLP listener's refusals and timeouts), registered in the
     /// run's registry when the pipeline starts. They count from the source's opening, so
     /// nothing that happened before the registry existed is lost.

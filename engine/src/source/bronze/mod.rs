@@ -38,6 +38,8 @@ pub struct BronzeSource {
     /// Stream names as Bronze recorded them (`kafka:adt`, `file:/…`), indexed by stream.
     streams: Vec<String>,
     rows: std::vec::IntoIter<Row>,
+    /// Rows the table held when it was read (for progress).
+    total: usize,
 }
 
 fn bronze(message: impl std::fmt::Display) -> SourceError {
@@ -78,6 +80,7 @@ impl BronzeSource {
         Ok(BronzeSource {
             name: format!("bronze:{}", config.lake),
             streams,
+            total: rows.len(),
             rows: rows.into_iter(),
         })
     }
@@ -133,6 +136,10 @@ fn read_rows(
 }
 
 impl Source for BronzeSource {
+    fn input_progress(&self) -> Option<(u64, u64)> {
+        Some(((self.total - self.rows.len()) as u64, self.total as u64))
+    }
+
     fn name(&self) -> &str {
         &self.name
     }

@@ -25,11 +25,19 @@ pub struct FileSource {
     message_line: i64,
     /// Document framing: the file was read.
     done: bool,
+    /// Bytes read so far, and the file's size when it is a finite input.
+    read: u64,
+    size: Option<u64>,
 }
 
 impl FileSource {
     pub fn open(config: &FileConfig) -> Result<Self, SourceError> {
         let path = config.path.display().to_string();
+        let size = (path != "-" && !config.follow)
+            .then(|| std::fs::metadata(&config.path).ok())
+            .flatten()
+            .filter(std::fs::Metadata::is_file)
+            .map(|m| m.len());
         let input: Box<dyn Read + Send> = if path == "-" {
             Box::new(std::io::stdin())
         } else {
@@ -51,6 +59,8 @@ impl FileSource {
             message: Vec::new(),
             message_line: 0,
             done: false,
+            read: 0,
+            size,
         })
     }
 }
@@ -85,10 +95,17 @@ impl Source for FileSource {
             if n == 0 {
                 break;
             }
+            self.read += n as u64;
             self.line_no += 1;
         }
         self.line.clear();
         Ok(())
+    }
+
+    fn input_progress(&self) -> Option<(u64, u64)> {
+        let size = self.size?;
+        let read = if self.done { size } else { self.read.min(size) };
+        Some((read, size))
     }
 
     fn poll(
@@ -111,6 +128,7 @@ impl Source for FileSource {
                     path: self.path.clone(),
                     source,
                 })?;
+            self.read += n as u64;
             let complete = self.line.last() == Some(&b'\n');
             if n == 0 || (!complete && self.follow) {
                 if (n == 0 || !self.follow) && self.framing == Framing::Hl7 {
