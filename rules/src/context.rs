@@ -166,4 +166,19 @@ pub struct CtxDepartment {
     pub bed_capacity: i64,
     #[serde(default)]
     pub occupancy_pct: f64,
+    /// The department's occupancy forecast at `now` (on admissions, transfers, discharges and
+    /// delayed evokes; empty on readings), one entry per horizon (4, 8 and 24 hours).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub forecast: Vec<CtxHorizon>,
+}
+
+/// One horizon of an occupancy forecast: beds expected taken `hours` after `now`, the 10th and
+/// 90th percentiles, and the probability of more patients than beds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CtxHorizon {
+    pub hours: i64,
+    pub expected: f64,
+    pub p10: f64,
+    pub p90: f64,
+    pub p_over_capacity: f64,
 }

@@ -36,8 +36,8 @@ mod view;
 
 pub use alert::{Alert, Card, CardSource, Severity};
 pub use context::{
-    Context, CtxAdmission, CtxDepartment, CtxDiagnosis, CtxEvent, CtxPatient, CtxReading, CtxScore,
-    CtxVitals,
+    Context, CtxAdmission, CtxDepartment, CtxDiagnosis, CtxEvent, CtxHorizon, CtxPatient,
+    CtxReading, CtxScore, CtxVitals,
 };
 pub use delayed::{DelayedEvokes, Due};
 pub use error::{LoadError, LoadErrors, Location, RuleError, RuleErrorKind};

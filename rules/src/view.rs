@@ -265,6 +265,25 @@ impl DepartmentView {
             "occupied" => Dynamic::from_int(d.occupied),
             "bed_capacity" => Dynamic::from_int(d.bed_capacity),
             "occupancy_pct" => Dynamic::from_float(d.occupancy_pct),
+            "forecast" => {
+                let list: Array = d
+                    .forecast
+                    .iter()
+                    .map(|h| {
+                        let mut m = rhai::Map::new();
+                        m.insert("hours".into(), Dynamic::from_int(h.hours));
+                        m.insert("expected".into(), Dynamic::from_float(h.expected));
+                        m.insert("p10".into(), Dynamic::from_float(h.p10));
+                        m.insert("p90".into(), Dynamic::from_float(h.p90));
+                        m.insert(
+                            "p_over_capacity".into(),
+                            Dynamic::from_float(h.p_over_capacity),
+                        );
+                        Dynamic::from_map(m)
+                    })
+                    .collect();
+                Dynamic::from_array(list)
+            }
             _ => Dynamic::UNIT,
         }
     }
@@ -307,6 +326,7 @@ const DEPARTMENT_FIELDS: &[&str] = &[
     "occupied",
     "bed_capacity",
     "occupancy_pct",
+    "forecast",
 ];
 const VITALS_FIELDS: &[&str] = &[
     "time",

@@ -19,6 +19,8 @@ pub(super) enum SinkMessage {
         share: usize,
         epoch: u64,
         documents: Vec<Document>,
+        /// Occupancy forecast documents (for the KPI container).
+        forecasts: Vec<Document>,
         read_at: Instant,
     },
 }

@@ -156,6 +156,7 @@ fn rules_loop(
                 let _busy = stages.busy(Stage::Rules);
                 crate::support::fault::drill(Stage::Rules);
                 let documents = stage.process(&records);
+                let forecasts = stage.take_forecasts();
                 drop(records);
                 if snapshot {
                     // The state after this epoch's records, matching the ingest's snapshot.
@@ -165,6 +166,7 @@ fn rules_loop(
                     share,
                     epoch,
                     documents,
+                    forecasts,
                     read_at,
                 };
                 if channels.alerts.send(alerts).is_err() {

@@ -204,8 +204,17 @@ impl SinkLoop {
                 share,
                 epoch,
                 documents,
+                forecasts,
                 read_at,
             } => {
+                if !forecasts.is_empty() {
+                    self.writer.write(Container::Kpis, &forecasts)?;
+                    self.metrics
+                        .sink
+                        .documents_written
+                        .with_label_values(&["forecast"])
+                        .inc_by(forecasts.len() as u64);
+                }
                 if !documents.is_empty() {
                     self.writer.write(Container::Alerts, &documents)?;
                     self.metrics

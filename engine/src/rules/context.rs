@@ -11,9 +11,11 @@ use std::collections::{HashMap, VecDeque};
 use serde::{Deserialize, Serialize};
 
 use cds_rules::{
-    Context, CtxAdmission, CtxDepartment, CtxDiagnosis, CtxEvent, CtxPatient, CtxReading, CtxScore,
-    CtxVitals, KeptScore,
+    Context, CtxAdmission, CtxDepartment, CtxDiagnosis, CtxEvent, CtxHorizon, CtxPatient,
+    CtxReading, CtxScore, CtxVitals, KeptScore,
 };
+
+use super::forecast::{Forecaster, Horizon};
 
 use crate::gold::micros;
 use crate::model::{format_time, patient_ref, EventType, Network, Timestamp, Vitals};
@@ -240,6 +242,7 @@ pub struct ContextSnapshot<'a> {
     patients: std::borrow::Cow<'a, HashMap<u64, PatientState>>,
     occupied: std::borrow::Cow<'a, HashMap<(i64, String), i64>>,
     pub(super) scores: std::borrow::Cow<'a, HashMap<u64, Vec<KeptScores>>>,
+    forecaster: std::borrow::Cow<'a, Forecaster>,
 }
 
 /// Per-patient and per-department state for building rule contexts.
@@ -252,6 +255,21 @@ pub struct ContextState {
     /// share that owns the patient (which runs the patient's rules), so a checkpoint gathers
     /// them from every share.
     scores: HashMap<u64, Vec<KeptScores>>,
+    /// Occupancy forecasts, learned from the placements (the same in every share).
+    forecaster: Forecaster,
+    /// Departments whose occupancy changed since [`ContextState::take_touched`].
+    touched: Vec<(i64, String)>,
+}
+
+/// The rule-facing copy of a forecast horizon.
+fn ctx_horizon(h: &Horizon) -> CtxHorizon {
+    CtxHorizon {
+        hours: i64::from(h.hours),
+        expected: h.expected,
+        p10: h.p10,
+        p90: h.p90,
+        p_over_capacity: h.p_over_capacity,
+    }
 }
 
 /// The rule-facing copy of a vitals object.
@@ -296,6 +314,8 @@ impl ContextState {
             patients: HashMap::new(),
             occupied: HashMap::new(),
             scores: HashMap::new(),
+            forecaster: Forecaster::default(),
+            touched: Vec::new(),
         }
     }
 
@@ -305,6 +325,7 @@ impl ContextState {
             patients: std::borrow::Cow::Borrowed(&self.patients),
             occupied: std::borrow::Cow::Borrowed(&self.occupied),
             scores: std::borrow::Cow::Borrowed(&self.scores),
+            forecaster: std::borrow::Cow::Borrowed(&self.forecaster),
         }
     }
 
@@ -313,6 +334,37 @@ impl ContextState {
         self.patients = snapshot.patients.into_owned();
         self.occupied = snapshot.occupied.into_owned();
         self.scores = snapshot.scores.into_owned();
+        self.forecaster = snapshot.forecaster.into_owned();
+    }
+
+    /// The departments whose occupancy changed since the last call.
+    pub fn take_touched(&mut self) -> Vec<(i64, String)> {
+        std::mem::take(&mut self.touched)
+    }
+
+    /// Every department the forecaster knows.
+    pub fn forecast_wards(&self) -> Vec<(i64, String)> {
+        self.forecaster.wards()
+    }
+
+    /// A department's occupancy forecast at event time `now` (µs), with its beds and the
+    /// patients there now; `None` for a department without configured beds.
+    pub fn forecast(&self, ward: &(i64, String), now: i64) -> Option<(Vec<Horizon>, u32, usize)> {
+        let beds = self.beds(ward.0, &ward.1)?;
+        Some((
+            self.forecaster.forecast(ward, now, beds),
+            beds,
+            self.forecaster.present(ward),
+        ))
+    }
+
+    /// Configured beds of a department.
+    fn beds(&self, hospital: i64, department: &str) -> Option<u32> {
+        let d = crate::model::Department::from_canonical(department)?;
+        let h = u16::try_from(hospital).ok()?;
+        self.network
+            .capacity(h, d)
+            .map(|c| u32::from(c.bed_capacity))
     }
 
     /// Forgets the readings and kept scores of the patients `keep` does not accept (a rules
@@ -411,6 +463,7 @@ impl ContextState {
     ) -> Option<Context> {
         let e = &r.event;
         let at = micros(&e.event_timestamp);
+        self.forecaster.saw(at);
         let state = self.patients.entry(patient).or_default();
         let before = want_context.then(|| state.history(self.scores.get(&patient), at));
         if let Some(code) = e.diagnosis_code.as_deref().filter(|c| !c.is_empty()) {
@@ -472,14 +525,26 @@ impl ContextState {
                         age: e.age,
                         gender: e.gender.clone(),
                     };
-                    if let Some(o) = old.filter(|o| !o.discharged) {
-                        *self.occupied.entry((o.hospital, o.department)).or_default() -= 1;
+                    let was = old
+                        .filter(|o| !o.discharged)
+                        .map(|o| (o.hospital, o.department));
+                    let is =
+                        (!place.discharged).then(|| (place.hospital, place.department.clone()));
+                    if was != is {
+                        if let Some(ward) = &was {
+                            self.forecaster.left(ward, patient, at);
+                            self.touched.push(ward.clone());
+                        }
+                        if let Some(ward) = &is {
+                            self.forecaster.entered(ward.clone(), patient, at);
+                            self.touched.push(ward.clone());
+                        }
                     }
-                    if !place.discharged {
-                        *self
-                            .occupied
-                            .entry((place.hospital, place.department.clone()))
-                            .or_default() += 1;
+                    if let Some(ward) = was {
+                        *self.occupied.entry(ward).or_default() -= 1;
+                    }
+                    if let Some(ward) = is {
+                        *self.occupied.entry(ward).or_default() += 1;
                     }
                     state.placement = Some(place);
                 }
@@ -488,7 +553,9 @@ impl ContextState {
         }
         let history = before?;
         let now = format_time(&e.event_timestamp);
-        Some(self.context(patient, ctx_event(r, &now), history, now))
+        // The forecast is for department rules, which admissions, transfers and discharges evoke.
+        let forecast_at = r.kind.is_some_and(EventType::is_adt).then_some(at);
+        Some(self.context(patient, ctx_event(r, &now), history, now, forecast_at))
     }
 
     /// Whether the patient is still in the stay that began with `admission_event_id`'s
@@ -521,10 +588,18 @@ impl ContextState {
         let history = state
             .map(|s| s.history(self.scores.get(&patient), i64::MAX))
             .unwrap_or_default();
-        self.context(patient, event, history, now.to_owned())
+        let at = cds_rules::epoch_seconds(now).map(|s| s.saturating_mul(1_000_000));
+        self.context(patient, event, history, now.to_owned(), at)
     }
 
-    fn context(&self, patient: u64, event: CtxEvent, history: History, now: String) -> Context {
+    fn context(
+        &self,
+        patient: u64,
+        event: CtxEvent,
+        history: History,
+        now: String,
+        forecast_at: Option<i64>,
+    ) -> Context {
         let place = self
             .patients
             .get(&patient)
@@ -543,7 +618,12 @@ impl ContextState {
                         .and_then(|h| self.network.capacity(h, d))
                 })
                 .map_or(0, |c| i64::from(c.bed_capacity));
+            let forecast = forecast_at
+                .and_then(|at| self.forecast(&(p.hospital, p.department.clone()), at))
+                .map(|(horizons, _, _)| horizons.iter().map(ctx_horizon).collect())
+                .unwrap_or_default();
             CtxDepartment {
+                forecast,
                 hospital_id: Some(p.hospital),
                 department: Some(p.department.clone()),
                 occupied,

@@ -15,6 +15,7 @@
 //! state, so a run may continue with another number of threads.
 
 mod context;
+mod forecast;
 mod reorder;
 
 use std::collections::HashMap;
@@ -215,6 +216,9 @@ pub struct RulesStage {
     metrics: std::sync::Arc<Metrics>,
     /// Turns repeated rule errors into the `rule_errors` operational alert, when watched.
     error_watch: Option<crate::ops::RuleErrorWatch>,
+    /// Occupancy forecast documents for the sink, the newest of each department (share 0
+    /// writes them, for the hospitals whose documents this process writes).
+    forecasts: std::collections::BTreeMap<String, Document>,
 }
 
 impl std::fmt::Debug for RulesStage {
@@ -269,6 +273,7 @@ impl RulesStage {
             reported: HashMap::new(),
             metrics,
             error_watch: None,
+            forecasts: std::collections::BTreeMap::new(),
         })
     }
 
@@ -290,6 +295,7 @@ impl RulesStage {
                 reported: HashMap::new(),
                 metrics: self.metrics.clone(),
                 error_watch: None,
+                forecasts: std::collections::BTreeMap::new(),
             };
             let mut suppressor = self.pack.suppressor().clone();
             share.keep_own(&mut suppressor);
@@ -429,17 +435,67 @@ impl RulesStage {
                     );
                 }
             }
+            let at = micros(&record.event.event_timestamp);
+            for ward in self.state.take_touched() {
+                self.forecast_document(&ward, at);
+            }
             // Delayed evokes fire as soon as the record that moves the watermark past them is
             // processed: their context then depends only on the order of records, not on how
             // the source happened to batch them (a restart batches differently).
-            let watermark = micros(&record.event.event_timestamp) / 1_000_000;
+            let watermark = at / 1_000_000;
             if watermark > self.watermark {
+                // Every department's forecast moves on with the hours, not only with its events.
+                let new_hour = self.watermark != i64::MIN
+                    && watermark.div_euclid(3600) > self.watermark.div_euclid(3600);
                 self.watermark = watermark;
+                if new_hour {
+                    for ward in self.state.forecast_wards() {
+                        self.forecast_document(&ward, at);
+                    }
+                }
                 self.fire_delayed(&mut alerts);
             }
         }
         self.report_stats();
         alerts
+    }
+
+    /// Renders a department's forecast at event time `at` (µs) into the documents for the sink,
+    /// in share 0 and for a hospital whose documents this process writes.
+    fn forecast_document(&mut self, ward: &(i64, String), at: i64) {
+        if self.share.index != 0 || !self.hospitals.owns(Some(ward.0)) {
+            return;
+        }
+        let Some((horizons, beds, present)) = self.state.forecast(ward, at) else {
+            return;
+        };
+        let id = format!("forecast:{}:{}", ward.0, ward.1);
+        let as_of = DateTime::from_timestamp_micros(at)
+            .map(|t| format_time(&t.fixed_offset()))
+            .unwrap_or_default();
+        let body = serde_json::json!({
+            "id": id,
+            "type": "forecast",
+            "hospital_id": ward.0,
+            "department": ward.1,
+            "as_of": as_of,
+            "occupied": present,
+            "bed_capacity": beds,
+            "horizons": horizons,
+        });
+        self.forecasts.insert(
+            id.clone(),
+            Document {
+                id,
+                hospital_id: ward.0,
+                body,
+            },
+        );
+    }
+
+    /// The forecast documents rendered since the last call (the newest of each department).
+    pub fn take_forecasts(&mut self) -> Vec<Document> {
+        std::mem::take(&mut self.forecasts).into_values().collect()
     }
 
     /// Fires the delayed evokes that came due, for patients still admitted.
@@ -586,6 +642,7 @@ mod tests {
     use crate::silver::{Outcome, Silver};
     use crate::source::simulator::{write_jsonl, SimulatorConfig};
     use serde_json::Value;
+    use std::collections::BTreeMap;
 
     /// In a cluster of 2 processes × 2 workers, hospital h's documents are written by worker
     /// h mod 4, in process (h mod 4) / 2; its department rules run there, on share 0, and a
@@ -830,6 +887,70 @@ mod tests {
             assert_eq!(trend[0]["event_id"], "V2");
         }
         assert!(alerts_of("news2_trend", &events[..2], 2, false).is_empty());
+    }
+
+    /// The newest forecast document of each department after processing `records` in batches
+    /// of 500, with a checkpoint and a restore into a new stage (split into `threads` shares)
+    /// after the first half when `restart`.
+    fn forecasts(records: &[RuleInput], restart: Option<usize>) -> BTreeMap<String, Value> {
+        let mut newest = BTreeMap::new();
+        let mut keep = |docs: Vec<Document>| {
+            for d in docs {
+                newest.insert(d.id, d.body);
+            }
+        };
+        let (first, second) = records.split_at(records.len() / 2);
+        let mut whole = stage();
+        for batch in first.chunks(500) {
+            whole.process(batch);
+            keep(whole.take_forecasts());
+        }
+        let mut shares = match restart {
+            None => vec![whole],
+            Some(threads) => {
+                let bytes = checkpoint::encode(&whole).expect("encode");
+                let mut restored = stage();
+                checkpoint::decode_into(&mut restored, &bytes).expect("decode");
+                restored.into_shares(threads).expect("shares")
+            }
+        };
+        for batch in second.chunks(500) {
+            for share in &mut shares {
+                share.process(batch);
+                keep(share.take_forecasts());
+            }
+        }
+        newest
+    }
+
+    /// Forecasts are written per department, are coherent, and a restart from a checkpoint
+    /// (onto another number of rules threads too) gives the forecasts of an uninterrupted run.
+    #[test]
+    fn the_forecast_after_a_restart_equals_the_uninterrupted_one() {
+        let records = records(20_000);
+        let want = forecasts(&records, None);
+        assert!(
+            want.len() >= 20,
+            "a forecast per department: {}",
+            want.len()
+        );
+        for (id, doc) in &want {
+            assert!(id.starts_with("forecast:"), "{id}");
+            let horizons = doc["horizons"].as_array().expect("horizons");
+            assert_eq!(horizons.len(), 3);
+            for h in horizons {
+                let (p10, e, p90) = (h["p10"].as_f64(), h["expected"].as_f64(), h["p90"].as_f64());
+                assert!(p10 <= e && e <= p90, "{id}: {h}");
+                let over = h["p_over_capacity"].as_f64().unwrap_or(-1.0);
+                assert!((0.0..=1.0).contains(&over), "{id}: {h}");
+            }
+        }
+        assert_eq!(forecasts(&records, Some(1)), want, "restart");
+        assert_eq!(
+            forecasts(&records, Some(3)),
+            want,
+            "restart on three threads"
+        );
     }
 
     /// The suppression windows and the delayed evokes of a stage, in a comparable form.
