@@ -225,10 +225,28 @@ def lace():
                       admissions=[visit(start, "Elective")]), False, {"points": {"length_of_stay": points}, "score": points}))
     return out
 
+def capacity_forecast():
+    def c(over, kind="ADMISSION", occupied=36, beds=40, forecast=True):
+        hz = [{"hours": h, "expected": 38.0, "p10": 35.5, "p90": 40.5, "p_over_capacity": p}
+              for h, p in ((4, 0.2), (8, over), (24, 0.9))] if forecast else []
+        return ctx(event_type=kind, dept={"occupied": occupied, "bed_capacity": beds,
+                                          "occupancy_pct": 100.0 * occupied / beds if beds else 0.0, "forecast": hz})
+    return [
+        fx("8-hour chance over capacity 0.51 warns", c(0.51), True,
+           {"p_over_capacity": 0.51, "expected": 38.0, "p10": 35.5, "p90": 40.5}, {"severity": "warning"}),
+        fx("exactly 0.5 does not", c(0.5), False, {"p_over_capacity": 0.5}),
+        fx("only the 8-hour horizon counts (4 h 0.2, 24 h 0.9)", c(0.3), False),
+        fx("on a transfer too", c(0.8, kind="TRANSFER"), True),
+        fx("no forecast (a department without configured beds) does not", c(0.9, forecast=False), False,
+           {"p_over_capacity": None}),
+        fx("no configured beds does not", c(0.9, beds=0, occupied=3), False),
+        fx("not evoked by VITALS", ctx(event_type="VITALS", vitals=v(), dept={"forecast": [{"hours": 8, "expected": 50.0, "p10": 45.0, "p90": 55.0, "p_over_capacity": 1.0}]}), False),
+    ]
+
 os.makedirs("tests", exist_ok=True)
 for name, f in [("news2", news2), ("qsofa", qsofa), ("sirs", sirs), ("hypoxia", hypoxia), ("capacity", capacity),
                 ("long_stay", long_stay), ("readmission", readmission), ("news2_trend", news2_trend),
-                ("lace", lace)]:
+                ("lace", lace), ("capacity_forecast", capacity_forecast)]:
     N[0] = 0
     with open(f"tests/{name}.json", "w") as fh:
         json.dump(f(), fh, indent=1)

@@ -21,6 +21,7 @@ fn the_pack_loads_and_evaluates_vitals_rules() {
     let names: Vec<_> = pack.rules().iter().map(|m| m.mlmname.clone()).collect();
     for n in [
         "capacity",
+        "capacity_forecast",
         "hypoxia",
         "lace",
         "long_stay",
@@ -192,7 +193,7 @@ fn a_changed_lib_module_recompiles_the_rules() {
             .iter()
             .filter(|e| matches!(e, ReloadEvent::Reloaded { .. }))
             .count(),
-        9,
+        10,
         "{events:?}"
     );
     std::fs::write(&lib, "fn broken( {").unwrap();

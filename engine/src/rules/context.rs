@@ -364,7 +364,7 @@ impl ContextState {
         let h = u16::try_from(hospital).ok()?;
         self.network
             .capacity(h, d)
-            .map(|c| u32::from(c.bed_capacity))
+            .map(|c| c.bed_capacity)
     }
 
     /// Forgets the readings and kept scores of the patients `keep` does not accept (a rules

@@ -64,6 +64,7 @@ pub fn vitals_ctx(id: &str, now: &str, v: CtxVitals) -> Context {
             occupied: 5,
             bed_capacity: 10,
             occupancy_pct: 50.0,
+            ..Default::default()
         },
         now: now.into(),
     }
