@@ -362,9 +362,7 @@ impl ContextState {
     fn beds(&self, hospital: i64, department: &str) -> Option<u32> {
         let d = crate::model::Department::from_canonical(department)?;
         let h = u16::try_from(hospital).ok()?;
-        self.network
-            .capacity(h, d)
-            .map(|c| c.bed_capacity)
+        self.network.capacity(h, d).map(|c| c.bed_capacity)
     }
 
     /// Forgets the readings and kept scores of the patients `keep` does not accept (a rules
