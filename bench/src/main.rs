@@ -22,6 +22,8 @@
 //!   checkpoint) with N patients admitted.
 //! - **cluster**: a 4-partition Kafka topic read by 1 process × 1 and 2 workers and by timely
 //!   clusters of 2 processes (the `cds` binary beside this one, over loopback TCP).
+//! - **forecast**: the backtest of the occupancy forecast over simulated weeks with a surge:
+//!   its 8-hour error against persistence's and the share of outcomes in its p10-p90 band.
 //!
 //! `--quick` is the smoke test of the test suite: small sizes; it checks that everything runs
 //! and that the outputs agree (including the baseline equality), and asserts no timing.
@@ -30,6 +32,7 @@ mod baseline;
 mod cluster;
 mod compare;
 mod configs;
+mod forecast;
 mod incremental;
 mod latency;
 mod machine;
@@ -60,7 +63,7 @@ use clap::Parser;
 
 use report::Report;
 
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
     "throughput",
     "rules",
     "configs",
@@ -70,6 +73,7 @@ const SECTIONS: [&str; 9] = [
     "alert-latency",
     "recovery",
     "cluster",
+    "forecast",
 ];
 
 struct Options {
@@ -375,6 +379,8 @@ fn run(o: &Options, network: &Network, dir: &Path) -> anyhow::Result<()> {
             rate: None,
             dirty_rate: 0.02,
             start: parse_time("2026-03-02T00:00:00Z").context("start time")?,
+            surge: None,
+            daytime_discharges: false,
         };
         let out = std::io::BufWriter::new(std::fs::File::create(&file)?);
         lines = write_jsonl(config, network, out)?;
@@ -392,6 +398,16 @@ fn run(o: &Options, network: &Network, dir: &Path) -> anyhow::Result<()> {
 
     if on("throughput") {
         throughput(&mut report, o, network, dir, &file, lines)?;
+    }
+    if on("forecast") {
+        // Two weeks (one scored) in the smoke test, six otherwise.
+        let weeks = if o.quick { 2 } else { 6 };
+        let scores = forecast::measure(&mut report, network, weeks, o.plots.as_deref())?;
+        if o.quick
+            && !(scores.forecasts > 0 && scores.mae_model.is_finite() && scores.coverage > 0.0)
+        {
+            bail!("the forecast backtest scored nothing: {scores:?}");
+        }
     }
     if on("rules") {
         if Path::new(&o.rules).is_dir() {

@@ -50,6 +50,8 @@ impl SimulatorArgs {
             rate: self.rate,
             dirty_rate: self.dirty_rate,
             start,
+            surge: None,
+            daytime_discharges: false,
         })
     }
 }

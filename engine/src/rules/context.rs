@@ -348,11 +348,11 @@ impl ContextState {
     }
 
     /// A department's occupancy forecast at event time `now` (µs), with its beds and the
-    /// patients there now; `None` for a department without configured beds.
+    /// patients there now; `None` for a department without configured beds or while it learns.
     pub fn forecast(&self, ward: &(i64, String), now: i64) -> Option<(Vec<Horizon>, u32, usize)> {
         let beds = self.beds(ward.0, &ward.1)?;
         Some((
-            self.forecaster.forecast(ward, now, beds),
+            self.forecaster.forecast(ward, now, beds)?,
             beds,
             self.forecaster.present(ward),
         ))
@@ -534,7 +534,15 @@ impl ContextState {
                             self.touched.push(ward.clone());
                         }
                         if let Some(ward) = &is {
-                            self.forecaster.entered(ward.clone(), patient, at);
+                            // An admission's stay began at its admission time (a patient
+                            // already admitted when the feed starts has stayed a while).
+                            let since = match kind {
+                                EventType::Admission => {
+                                    e.admission_time.as_ref().map_or(at, micros).min(at)
+                                }
+                                _ => at,
+                            };
+                            self.forecaster.entered(ward.clone(), patient, since);
                             self.touched.push(ward.clone());
                         }
                     }

@@ -10,9 +10,11 @@
 //!   probability that a stay lasts past `stayed + h` given it lasted past `stayed`, from the
 //!   durations of the department's completed stays (a stay ends with a transfer out or a
 //!   discharge), at the resolution of an hour: `S(stayed + h) / S(stayed)` where `S(x)` is the
-//!   share of completed stays longer than `x`. With fewer than [`MIN_STAYS`] completed stays in
-//!   the department, the stays of every department are used; with fewer than that anywhere, or
-//!   for a patient who has stayed longer than any completed stay, the patient stays.
+//!   share of completed stays longer than `x`; a patient who has stayed longer than any
+//!   completed stay is counted as staying. Stays end
+//!   more at some hours than others (discharges on day rounds): the departures the durations
+//!   predict over the horizon are scaled by how many departures the department has had in
+//!   those hours of the week against an average stretch of as many hours.
 //! - **who comes**: arrivals (admissions and transfers in) per hour of the week, counted since
 //!   the first event and divided by the number of times that hour of the week has passed (an
 //!   hour not seen yet takes the department's mean hourly rate); an arrival in the `j`-th hour
@@ -21,6 +23,11 @@
 //!   of remaining arrivals: `expected = Σ p + A`, variance `Σ p (1 - p) + A`; `p10`, `p90` and
 //!   the probability of more patients than beds come from the normal approximation (with a
 //!   half-bed continuity correction).
+//!
+//! A department has no forecast while it learns: until it has [`MIN_STAYS`] completed stays of
+//! its own and [`MIN_HOURS`] hours of event time have been seen (a model of another department's
+//! stays, or of a few hours, raised false alarms in a test stream; no forecast is better than a
+//! wrong one).
 //!
 //! Everything is a function of the records in event-time order, so a restart from a checkpoint
 //! gives the forecasts of an uninterrupted run.
@@ -32,8 +39,11 @@ use serde::{Deserialize, Serialize};
 /// The horizons forecast, in hours.
 pub const HORIZONS: [u32; 3] = [4, 8, 24];
 
-/// Completed stays a department needs before its own durations are used.
+/// Completed stays a department needs before it is forecast.
 pub const MIN_STAYS: u32 = 30;
+
+/// Hours of event time seen before any department is forecast.
+pub const MIN_HOURS: i64 = 8;
 
 /// Stays longer than this many hours are counted as this long.
 const MAX_HOURS: usize = 60 * 24;
@@ -98,6 +108,8 @@ struct Ward {
     stays: Stays,
     /// Arrivals by hour of the week (168 entries; 0 = Monday 00:00-01:00 UTC).
     arrivals: Vec<u32>,
+    /// Departures (transfers out, discharges) by hour of the week.
+    departures: Vec<u32>,
     /// Patients there now: patient key -> when their stay here began (event time, µs).
     present: BTreeMap<u64, i64>,
 }
@@ -116,8 +128,6 @@ pub struct Horizon {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Forecaster {
     wards: HashMap<(i64, String), Ward>,
-    /// Every department's completed stays (used where a department has too few).
-    all_stays: Stays,
     /// The event-time span seen so far (µs), for arrival rates.
     first: Option<i64>,
     last: i64,
@@ -136,13 +146,18 @@ impl Forecaster {
         self.last = self.last.max(at);
     }
 
-    /// A patient was placed in a department at `at`.
+    /// A patient was placed in a department, their stay there beginning at `at`. A stay that
+    /// began before the first event seen (a patient admitted before the feed started) is not
+    /// counted as an arrival: its hour was not watched.
     pub fn entered(&mut self, ward: (i64, String), patient: u64, at: i64) {
+        let watched = self.first.is_some_and(|f| at >= f);
         let w = self.wards.entry(ward).or_default();
         if w.arrivals.len() != WEEK_HOURS as usize {
             w.arrivals.resize(WEEK_HOURS as usize, 0);
         }
-        w.arrivals[hour_of_week(at)] += 1;
+        if watched {
+            w.arrivals[hour_of_week(at)] += 1;
+        }
         w.present.insert(patient, at);
     }
 
@@ -153,7 +168,10 @@ impl Forecaster {
         };
         if let Some(since) = w.present.remove(&patient) {
             w.stays.add(at - since);
-            self.all_stays.add(at - since);
+            if w.departures.len() != WEEK_HOURS as usize {
+                w.departures.resize(WEEK_HOURS as usize, 0);
+            }
+            w.departures[hour_of_week(at)] += 1;
         }
     }
 
@@ -175,53 +193,96 @@ impl Forecaster {
 
     /// Arrivals expected in hour of the week `k`.
     fn rate(&self, w: &Ward, k: usize) -> f64 {
-        let count = f64::from(w.arrivals.get(k).copied().unwrap_or(0));
+        self.per_hour(&w.arrivals, k)
+    }
+
+    /// Events of `counts` (by hour of the week) expected in hour of the week `k`: its count over
+    /// the times it passed, or the mean hourly count when it has not passed yet.
+    fn per_hour(&self, counts: &[u32], k: usize) -> f64 {
+        let count = f64::from(counts.get(k).copied().unwrap_or(0));
         match self.passed(k) {
             0 => {
                 let hours = self.hours_seen();
                 if hours == 0 {
                     0.0
                 } else {
-                    f64::from(w.arrivals.iter().sum::<u32>()) / hours as f64
+                    f64::from(counts.iter().sum::<u32>()) / hours as f64
                 }
             }
             n => count / n as f64,
         }
     }
 
-    /// The department's forecast at event time `now` for every horizon, with `capacity` beds.
-    pub fn forecast(&self, ward: &(i64, String), now: i64, capacity: u32) -> Vec<Horizon> {
-        let empty = Ward::default();
-        let w = self.wards.get(ward).unwrap_or(&empty);
-        let stays = if w.stays.total() >= MIN_STAYS {
-            Some(&w.stays)
-        } else if self.all_stays.total() >= MIN_STAYS {
-            Some(&self.all_stays)
-        } else {
-            None
-        };
-        HORIZONS
+    /// How much more (or less) than in an average stretch of `hours` hours patients leave the
+    /// department in the `hours` from `now`, from its departures by hour of the week (1 until a
+    /// week has been seen), and how many departures of those hours that is learned from.
+    fn departure_timing(&self, w: &Ward, now: i64, hours: u32) -> (f64, u32) {
+        if self.hours_seen() < WEEK_HOURS || w.departures.iter().all(|d| *d == 0) {
+            return (1.0, 0);
+        }
+        let mean = (0..WEEK_HOURS as usize)
+            .map(|k| self.per_hour(&w.departures, k))
+            .sum::<f64>()
+            / WEEK_HOURS as f64;
+        if mean <= 0.0 {
+            return (1.0, 0);
+        }
+        let hours_ahead = (0..i64::from(hours)).map(|j| hour_of_week(now + j * HOUR));
+        let ahead = hours_ahead
+            .clone()
+            .map(|k| self.per_hour(&w.departures, k))
+            .sum::<f64>()
+            / f64::from(hours);
+        let counted = hours_ahead
+            .map(|k| w.departures.get(k).copied().unwrap_or(0))
+            .sum();
+        (ahead / mean, counted)
+    }
+
+    /// The department's forecast at event time `now` for every horizon, with `capacity` beds;
+    /// `None` while it learns (see the module's documentation).
+    pub fn forecast(&self, ward: &(i64, String), now: i64, capacity: u32) -> Option<Vec<Horizon>> {
+        let w = self.wards.get(ward)?;
+        if w.stays.total() < MIN_STAYS || self.hours_seen() < MIN_HOURS {
+            return None;
+        }
+        let stays = Some(&w.stays);
+        let horizons = HORIZONS
             .iter()
             .map(|&hours| {
                 let h = f64::from(hours);
-                let (mut mean, mut variance) = (0.0, 0.0);
+                let (timing, counted) = self.departure_timing(w, now, hours);
+                let (mut mean, mut variance, mut departing) = (0.0, 0.0, 0.0);
                 for &since in w.present.values() {
                     let stayed = (now - since).max(0) as f64 / HOUR as f64;
-                    let p = stays.map_or(1.0, |s| s.still_there(stayed, h));
+                    let leaves = stays.map_or(0.0, |s| 1.0 - s.still_there(stayed, h));
+                    let p = 1.0 - (leaves * timing).min(1.0);
                     mean += p;
                     variance += p * (1.0 - p);
+                    departing += 1.0 - p;
+                }
+                // The timing is learned from `counted` departures in these hours of the week:
+                // its relative error is about one over their square root.
+                if counted > 0 {
+                    variance += departing * departing / f64::from(counted);
                 }
                 if let Some(s) = stays {
                     for j in 0..i64::from(hours) {
-                        let rate = self.rate(w, hour_of_week(now + j * HOUR));
-                        let remain = rate * s.survival(h - j as f64 - 1.0);
+                        let k = hour_of_week(now + j * HOUR);
+                        let rate = self.rate(w, k);
+                        let stay = s.survival(h - j as f64 - 1.0);
+                        let remain = rate * stay;
                         mean += remain;
-                        variance += remain;
+                        // Poisson arrivals, plus the uncertainty of a rate learned from the
+                        // few times that hour of the week has passed.
+                        let passes = self.passed(k).max(1) as f64;
+                        variance += remain + rate / passes * stay * stay;
                     }
                 }
                 horizon(hours, mean, variance, capacity)
             })
-            .collect()
+            .collect();
+        Some(horizons)
     }
 
     /// Patients in the department now.
@@ -342,6 +403,53 @@ mod tests {
         assert_eq!(f.passed(3), 1);
     }
 
+    /// Departures on day rounds: after a week, a patient likely to leave is less likely to
+    /// leave over a night than over a day.
+    #[test]
+    fn departures_follow_the_hours_patients_leave_at() {
+        let mut f = Forecaster::default();
+        let monday = 1_772_409_600 * 1_000_000;
+        f.saw(monday);
+        // Two weeks of stays of 10 to 40 hours, each ending between 10:00 and 14:00.
+        let mut patient = 0;
+        for day in 0..14 {
+            for k in 0..4 {
+                patient += 1;
+                let left = monday + day * 24 * H + (10 + k) * H;
+                let since = left - (10 + 10 * k) * H;
+                f.entered(ward(), patient, since);
+                f.left(&ward(), patient, left);
+            }
+        }
+        let now = monday + 14 * 24 * H; // Monday 00:00 of the third week
+        f.saw(now);
+        f.entered(ward(), 1000, now - 25 * H);
+        let w = &f.wards[&ward()];
+        let (night, _) = f.departure_timing(w, now, 8); // 00:00-08:00: nobody ever left
+        let (day, counted) = f.departure_timing(w, now + 8 * H, 8); // 08:00-16:00
+        assert_eq!(night, 0.0);
+        // Half a departure an hour in these 8 hours, against 4 a day (1/6 an hour) on average.
+        assert_eq!(day, 3.0);
+        assert_eq!(counted, 8, "the 8 departures of the two Mondays");
+        // After 25 hours, half the stays of 10-40 hours go on 8 more (30 and 40 of 30, 40): on
+        // average the patient would leave with 0.5, but nobody leaves at night, so the patient
+        // stays; and the two arrivals of each night (at 00:00 and 06:00) stay too.
+        let overnight = f.forecast(&ward(), now, 10).expect("trained")[1]; // 8 hours
+        assert_eq!(overnight.expected, 3.0, "{overnight:?}");
+    }
+
+    #[test]
+    fn a_patient_admitted_before_the_feed_started_is_no_arrival() {
+        let mut f = Forecaster::default();
+        let monday = 1_772_409_600 * 1_000_000;
+        f.saw(monday + 10 * H);
+        f.entered(ward(), 1, monday + 2 * H); // admitted 8 hours before the first event
+        f.entered(ward(), 2, monday + 10 * H);
+        let w = &f.wards[&ward()];
+        assert_eq!(w.arrivals.iter().sum::<u32>(), 1);
+        assert_eq!(f.present(&ward()), 2);
+    }
+
     #[test]
     fn hours_of_the_week_start_on_monday() {
         // 2026-03-02 was a Monday.
@@ -370,7 +478,7 @@ mod tests {
         f.saw(now);
         f.entered(ward(), 100, now - 3 * H);
         f.entered(ward(), 101, now - 9 * H);
-        let h4 = f.forecast(&ward(), now, 2)[0];
+        let h4 = f.forecast(&ward(), now, 2).expect("trained")[0];
         // S(x) over 30 stays: longer than 3 h: 23 (4, 6, 8 x 7 and 10 x 2); than 7 h: 9
         // (8 x 7, 10 x 2); than 9 h: 2; than 13 h: 0. Patient 100 stays with 9/23, patient 101
         // with 0/2.
@@ -378,8 +486,13 @@ mod tests {
         // Hours 72-75 of the week have not passed yet: each takes the mean rate, 32 arrivals in
         // 72 hours; one in hour j of the 4 is still there with S(3 - j): S(3) = S(2) = 23/30,
         // S(1) = S(0) = 1.
-        let arrivals = 32.0 / 72.0 * (23.0 / 30.0 + 23.0 / 30.0 + 1.0 + 1.0);
-        let (mean, variance) = (p + arrivals, p * (1.0 - p) + arrivals);
+        let rate = 32.0 / 72.0;
+        let stays = [23.0 / 30.0, 23.0 / 30.0, 1.0, 1.0];
+        let arrivals: f64 = stays.iter().map(|s| rate * s).sum();
+        // Poisson arrivals, plus the uncertainty of a rate learned from one pass (none yet:
+        // counted as one) of each hour: rate * S^2.
+        let learning: f64 = stays.iter().map(|s| rate * s * s).sum();
+        let (mean, variance) = (p + arrivals, p * (1.0 - p) + arrivals + learning);
         let round = |x: f64| (x * 100.0).round() / 100.0;
         assert_eq!(h4.hours, 4);
         assert_eq!(h4.expected, round(mean), "{h4:?}");
@@ -425,9 +538,10 @@ mod tests {
         // (j = 2); 6 arrivals in 2 passes of that hour = 3; every stay lasts 30 h: S(1) = 1.
         let now = end + 6 * H;
         f.saw(now);
-        let h4 = f.forecast(&ward(), now, 10)[0];
+        let h4 = f.forecast(&ward(), now, 10).expect("trained")[0];
         assert!((h4.expected - 3.0).abs() < 1e-9, "{h4:?}");
-        let sd = 3.0_f64.sqrt();
+        // Poisson 3, plus the rate's uncertainty after two passes: 3 / 2.
+        let sd = 4.5_f64.sqrt();
         assert!((h4.p90 - ((3.0 + 1.281_551_565_545 * sd) * 100.0).round() / 100.0).abs() < 1e-9);
     }
 }

@@ -681,6 +681,8 @@ mod tests {
             rate: None,
             dirty_rate: 0.0,
             start: parse_time("2026-03-02T00:00:00Z").expect("time"),
+            surge: None,
+            daytime_discharges: false,
         };
         let mut jsonl = Vec::new();
         write_jsonl(config, &network, &mut jsonl).expect("simulate");
@@ -927,13 +929,11 @@ mod tests {
     /// (onto another number of rules threads too) gives the forecasts of an uninterrupted run.
     #[test]
     fn the_forecast_after_a_restart_equals_the_uninterrupted_one() {
+        // About a day: a department is forecast once it has 30 completed stays of its own, which
+        // every hospital's emergency department has by then.
         let records = records(20_000);
         let want = forecasts(&records, None);
-        assert!(
-            want.len() >= 20,
-            "a forecast per department: {}",
-            want.len()
-        );
+        assert!(want.len() >= 7, "departments forecast: {}", want.len());
         for (id, doc) in &want {
             assert!(id.starts_with("forecast:"), "{id}");
             let horizons = doc["horizons"].as_array().expect("horizons");

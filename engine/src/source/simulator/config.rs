@@ -16,6 +16,31 @@ pub struct SimulatorConfig {
     pub dirty_rate: f64,
     /// Start of the simulated clock.
     pub start: Timestamp,
+    /// A surge of arrivals (a mass-casualty afternoon), if any. Set by the forecast backtest;
+    /// not a configuration key.
+    #[serde(skip)]
+    pub surge: Option<Surge>,
+    /// Discharges happen on day rounds, 09:00-17:00 (a stay that ends outside them waits for
+    /// the next), as in most hospitals: occupancy then rises overnight and falls by day. Set by
+    /// the forecast backtest; not a configuration key (the default stream keeps its shape).
+    #[serde(skip)]
+    pub daytime_discharges: bool,
+}
+
+/// A period of simulated time with `factor` times the usual arrivals.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Surge {
+    pub start: Timestamp,
+    pub hours: f64,
+    pub factor: f64,
+}
+
+impl Surge {
+    /// Whether `at` falls in the surge.
+    pub fn covers(&self, at: &Timestamp) -> bool {
+        let since = at.signed_duration_since(self.start).num_seconds() as f64 / 3600.0;
+        (0.0..self.hours).contains(&since)
+    }
 }
 
 impl Default for SimulatorConfig {
@@ -26,6 +51,8 @@ impl Default for SimulatorConfig {
             rate: None,
             dirty_rate: 0.0,
             start: parse_time("2026-03-02T00:00:00Z").unwrap_or_default(),
+            surge: None,
+            daytime_discharges: false,
         }
     }
 }

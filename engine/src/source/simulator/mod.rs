@@ -3,7 +3,7 @@
 //!
 //! It keeps the admitted patients of every hospital in memory and plays a schedule of
 //! simulated-time actions: arrivals (Poisson, 3x from December to February and on weekend
-//! evenings), vitals rounds for every admitted patient (with deterioration episodes, so that
+//! evenings, times a surge's factor during a configured surge), vitals rounds for every admitted patient (with deterioration episodes, so that
 //! clinical rules fire now and then), transfers and discharges of the same patients, and
 //! readmissions. The network starts with a census of patients already admitted, so occupancy
 //! is realistic from the first minutes. Dirty-data scenarios are applied to emitted events at
@@ -22,7 +22,7 @@ use std::time::{Duration as StdDuration, Instant};
 
 use chrono::{Datelike, Duration, Timelike};
 
-pub use config::SimulatorConfig;
+pub use config::{SimulatorConfig, Surge};
 pub use dirty::Scenario;
 pub use source::SimulatorSource;
 
@@ -276,6 +276,9 @@ impl Simulator {
         if weekend_evening {
             rate *= 3.0;
         }
+        if let Some(surge) = self.config.surge.filter(|s| s.covers(&self.now)) {
+            rate *= surge.factor.max(0.0);
+        }
         rate
     }
 
@@ -385,6 +388,28 @@ impl Simulator {
         Duration::minutes((hours * 60.0).max(30.0) as i64)
     }
 
+    /// When a stay that ends at `end` is discharged: then, or with `daytime_discharges` at a
+    /// random time of the day round (09:00-17:00) it falls in or the next one.
+    fn discharge_round(&mut self, end: Timestamp) -> Timestamp {
+        if !self.config.daytime_discharges {
+            return end;
+        }
+        let hour = end.hour();
+        if (9..17).contains(&hour) {
+            return end;
+        }
+        let day = if hour >= 17 {
+            end + Duration::days(1)
+        } else {
+            end
+        };
+        let Some(nine) = day.date_naive().and_hms_opt(9, 0, 0) else {
+            return end;
+        };
+        let nine = nine.and_utc().fixed_offset();
+        nine + Duration::minutes(self.rng.range(0, 8 * 60))
+    }
+
     /// Admits a new (or returning) patient into department entry `i`.
     fn admit(
         &mut self,
@@ -464,14 +489,12 @@ impl Simulator {
             at + Duration::minutes(self.rng.range(30, 240))
         };
         let moves_on = !transfer_targets(d).is_empty() && self.rng.chance(transfer_share(d));
-        self.push(
-            end,
-            if moves_on {
-                Action::Transfer(key, 0)
-            } else {
-                Action::Discharge(key, 0)
-            },
-        );
+        if moves_on {
+            self.push(end, Action::Transfer(key, 0));
+        } else {
+            let end = self.discharge_round(end);
+            self.push(end, Action::Discharge(key, 0));
+        }
         let first_round = at + Duration::minutes(self.rng.range(5, 60));
         self.push(first_round, Action::Vitals(key, 0));
         self.patients.insert(key, patient);
@@ -603,6 +626,7 @@ impl Simulator {
         e.admission_priority = Some(p.priority.to_owned());
         e.diagnosis_code = Some(p.diagnosis.to_owned());
         let end = self.now + self.stay_length(to);
+        let end = self.discharge_round(end);
         self.push(end, Action::Discharge(key, p.generation));
         let first_round = self.now + Duration::minutes(self.rng.range(5, 30));
         self.push(first_round, Action::Vitals(key, p.generation));
