@@ -116,6 +116,8 @@ pub fn measure(
             break;
         }
         state.observe(patient, &r, false, false);
+        // The stage drains these for its documents; the backtest reads the state directly.
+        state.take_touched();
     }
     report.line(
         "forecast",

@@ -184,9 +184,11 @@ def lace():
     def c(admitted=adm, priority="Emergency", dx="J18.9", diagnoses=(), admissions=None, **ev):
         admissions = [{"time": adm, "hospital_id": 1, "department": "Surgery", "admission_priority": priority}] \
             if admissions is None else admissions
+        # As the engine builds it: on a discharge the patient is no longer placed.
         return ctx(event_type="DISCHARGE", admission_time=admitted, discharge_time=NOW,
                    admission_priority=priority, diagnosis_code=dx, **ev,
-                   patient={"admitted": False, "admission_time": admitted, "admissions": admissions,
+                   patient={"admitted": False, "admission_time": None, "hospital_id": None, "department": None,
+                            "admissions": admissions,
                             "diagnoses": [{"time": "2025-03-05T12:00:00Z", "code": d} for d in diagnoses]})
     visit = lambda t, priority="Emergency", dept="Medicine": {"time": t, "hospital_id": 1, "department": dept,
                                                               "admission_priority": priority}
@@ -214,7 +216,10 @@ def lace():
            {"emergency_visits_6_months": 5, "points": {"emergency_visits": 4}, "score": 11}),
         fx("the priority missing on the discharge is the admission's", c(priority=None,
             admissions=[visit(adm, "Emergency")]), False, {"admission_priority": "Emergency", "points": {"acuity": 3}}),
-        fx("no admission time: no score", c(admitted=None), False, {"score": None, "band": None}),
+        fx("no admission time on the discharge: the newest admission's", c(admitted=None, diagnoses=["I50.9", "C50.9"]), True,
+           {"length_of_stay_days": 5, "score": 10}),
+        fx("no admission time anywhere: no score", c(admitted=None, admissions=[]), False, {"score": None, "band": None}),
+        fx("a priority in capitals counts", c(priority="EMERGENCY"), False, {"points": {"acuity": 3}}),
         fx("not evoked by ADMISSION", ctx(event_type="ADMISSION", patient={"diagnoses": [{"time": adm, "code": "C78.0"}]}), False),
     ]
     # Length of stay boundaries (elective, no comorbidity: the score is L alone).

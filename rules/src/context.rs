@@ -166,8 +166,9 @@ pub struct CtxDepartment {
     pub bed_capacity: i64,
     #[serde(default)]
     pub occupancy_pct: f64,
-    /// The department's occupancy forecast at `now` (on admissions, transfers, discharges and
-    /// delayed evokes; empty on readings), one entry per horizon (4, 8 and 24 hours).
+    /// The department's occupancy forecast at `now` (on admissions, transfers and delayed
+    /// evokes, in the department the patient is placed in; empty on readings and discharges),
+    /// one entry per horizon (4, 8 and 24 hours), once the department's forecast has learned.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub forecast: Vec<CtxHorizon>,
 }

@@ -364,6 +364,15 @@ pub(crate) fn validate(file: &Path, src: &str, root: &Value) -> Result<Mlm, Vec<
     };
     let keep_score = match k.get("keep_score") {
         None => false,
+        // Scores are kept per patient, where the patient's rules run.
+        Some(Value::Bool(true)) if scope == AlertScope::Department => {
+            c.err(
+                "keep_score",
+                "MLM.knowledge.keep_score is for patient rules; a department rule keeps no score"
+                    .into(),
+            );
+            false
+        }
         Some(Value::Bool(b)) => *b,
         Some(_) => {
             c.err(

@@ -453,6 +453,8 @@ impl RulePack {
             kept,
             ..
         } = self;
+        // What an earlier evaluation kept and nobody took is not this event's.
+        kept.clear();
         let mut outcomes = Vec::new();
         let evoked: Vec<&mut Rule> = rules
             .values_mut()
@@ -500,6 +502,7 @@ impl RulePack {
         let rule = rules.values_mut().find(|r| r.mlm.mlmname == mlmname)?;
         let ctx = Arc::new(ctx.clone());
         let ctx_dyn = to_dynamic(&ctx);
+        kept.clear();
         evaluate_one(sandbox, stats, suppressor, kept, rule, &ctx, &ctx_dyn)
     }
 

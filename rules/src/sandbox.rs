@@ -471,8 +471,15 @@ fn icd10_matches(code: &Dynamic, patterns: &[Dynamic]) -> Result<bool, Box<EvalA
         };
         let hit = match p.split_once('-') {
             Some((lo, hi)) => {
+                let (lo, hi) = (normal(lo), normal(hi));
+                if lo.len() != 3 || hi.len() != 3 {
+                    return Err(format!(
+                        "icd10_matches: a range is of three-character categories (\"C00-C26\"), got \"{}\"", p.as_str()
+                    )
+                    .into());
+                }
                 let head: String = code.chars().take(3).collect();
-                head.len() == 3 && normal(lo) <= head && head <= normal(hi)
+                head.len() == 3 && lo <= head && head <= hi
             }
             None => {
                 let prefix = normal(&p);

@@ -24,7 +24,9 @@ pub fn spawn(
     std::thread::Builder::new()
         .name("cds-status".into())
         .spawn(move || {
-            let started = Instant::now();
+            // The share already read when progress was first seen (a resumed run skips what it
+            // read before) and when: the time left is measured on what this run reads.
+            let mut start: Option<(Instant, f64)> = None;
             let mut last = (Instant::now(), 0u64);
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(250));
@@ -36,7 +38,9 @@ pub fn spawn(
                 last = (Instant::now(), events);
                 let occupied = metrics.gold.occupied_beds.get();
                 let pct = if total_beds > 0 { 100.0 * occupied as f64 / total_beds as f64 } else { 0.0 };
-                let progress = progress(metrics.source.input_read_ratio.get(), started.elapsed());
+                let ratio = metrics.source.input_read_ratio.get();
+                let (since, at_start) = *start.get_or_insert((Instant::now(), ratio));
+                let progress = progress(ratio, at_start, since.elapsed());
                 let line = format!(
                     "{progress}events {events:>10} | {rate:>9.0} ev/s | dead letters {:>6} | dq flags {:>7} | dup {:>6} | occupied {occupied}/{total_beds} beds ({pct:.1}%) | docs {:>8}",
                     Metrics::total(&metrics.silver.dead_letters),
@@ -53,16 +57,21 @@ pub fn spawn(
         .ok()
 }
 
-/// `[#####-----]  52.3% ETA 1m04s | ` for a finite input `ratio` read after `elapsed`; empty
-/// for a stream (ratio 0).
-fn progress(ratio: f64, elapsed: Duration) -> String {
+/// `[#####-----]  52.3% ETA 1m04s | ` for a finite input of which `ratio` is read, `from` of it
+/// `elapsed` ago; empty for a stream (ratio 0).
+fn progress(ratio: f64, from: f64, elapsed: Duration) -> String {
     if ratio.is_nan() || ratio <= 0.0 {
         return String::new();
     }
     let ratio = ratio.min(1.0);
     const WIDTH: usize = 20;
     let filled = ((ratio * WIDTH as f64).round() as usize).min(WIDTH);
-    let left = elapsed.as_secs_f64() * (1.0 - ratio) / ratio;
+    let done = ratio - from.clamp(0.0, ratio);
+    let left = if done > 0.0 {
+        elapsed.as_secs_f64() * (1.0 - ratio) / done
+    } else {
+        0.0
+    };
     let eta = if left >= 3600.0 {
         format!(
             "{}h{:02}m",
@@ -108,18 +117,23 @@ mod tests {
 
     #[test]
     fn progress_shows_the_share_read_and_the_time_left_at_the_rate_so_far() {
-        assert_eq!(progress(0.0, Duration::from_secs(5)), "");
+        assert_eq!(progress(0.0, 0.0, Duration::from_secs(5)), "");
         assert_eq!(
-            progress(0.25, Duration::from_secs(30)),
+            progress(0.25, 0.0, Duration::from_secs(30)),
             "[#####---------------]  25.0% ETA 1m30s | "
         );
         assert_eq!(
-            progress(0.5, Duration::from_secs(4000)),
+            progress(0.5, 0.0, Duration::from_secs(4000)),
             "[##########----------]  50.0% ETA 1h06m | "
         );
         assert_eq!(
-            progress(1.0, Duration::from_secs(9)),
+            progress(1.0, 0.0, Duration::from_secs(9)),
             "[####################] 100.0% ETA 0m00s | "
+        );
+        // A resumed run that started at 40 % and read 10 % more in 30 s: 50 % left, 2m30s.
+        assert_eq!(
+            progress(0.5, 0.4, Duration::from_secs(30)),
+            "[##########----------]  50.0% ETA 2m30s | "
         );
     }
 }

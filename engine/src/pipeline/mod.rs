@@ -298,11 +298,18 @@ pub fn run(config: PipelineConfig, parts: Parts) -> Result<RunSummary, PipelineE
         Some(stage) => {
             // In a cluster each process runs the department rules of its own hospitals.
             let stage = match &config.cluster {
-                Some(c) => stage.for_hospitals(crate::rules::Hospitals {
-                    process: c.process,
-                    workers: config.workers,
-                    processes: c.addresses.len(),
-                }),
+                Some(c) => {
+                    let stage = stage.for_hospitals(crate::rules::Hospitals {
+                        process: c.process,
+                        workers: config.workers,
+                        processes: c.addresses.len(),
+                    });
+                    if c.partitions_by_patient && c.addresses.len() > 1 {
+                        stage.without_forecasts()
+                    } else {
+                        stage
+                    }
+                }
                 None => stage,
             };
             let mut shares = stage.into_shares(config.rules_threads)?;

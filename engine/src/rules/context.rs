@@ -259,6 +259,8 @@ pub struct ContextState {
     forecaster: Forecaster,
     /// Departments whose occupancy changed since [`ContextState::take_touched`].
     touched: Vec<(i64, String)>,
+    /// Whether forecasts are made (not in a process that sees only some patients).
+    forecasts: bool,
 }
 
 /// The rule-facing copy of a forecast horizon.
@@ -316,7 +318,18 @@ impl ContextState {
             scores: HashMap::new(),
             forecaster: Forecaster::default(),
             touched: Vec::new(),
+            forecasts: true,
         }
+    }
+
+    /// Makes no forecasts (see [`super::RulesStage::without_forecasts`]).
+    pub fn disable_forecasts(&mut self) {
+        self.forecasts = false;
+    }
+
+    /// Forgets the kept scores of the patients `keep` does not accept.
+    pub fn forget_scores(&mut self, keep: impl Fn(u64) -> bool) {
+        self.scores.retain(|patient, _| keep(*patient));
     }
 
     /// The per-patient and per-department state, for a checkpoint.
@@ -350,6 +363,9 @@ impl ContextState {
     /// A department's occupancy forecast at event time `now` (µs), with its beds and the
     /// patients there now; `None` for a department without configured beds or while it learns.
     pub fn forecast(&self, ward: &(i64, String), now: i64) -> Option<(Vec<Horizon>, u32, usize)> {
+        if !self.forecasts {
+            return None;
+        }
         let beds = self.beds(ward.0, &ward.1)?;
         Some((
             self.forecaster.forecast(ward, now, beds)?,

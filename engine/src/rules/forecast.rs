@@ -77,7 +77,8 @@ impl Stays {
         self.total
     }
 
-    /// Completed stays longer than `hours` (at an hour's resolution: those of a later bucket).
+    /// Completed stays longer than `hours`, at an hour's resolution: those of a later bucket
+    /// (at least `⌊hours⌋ + 1` hours long).
     fn longer_than(&self, hours: f64) -> u32 {
         let bucket = hours.max(0.0).floor() as usize;
         self.counts.iter().skip(bucket + 1).sum()
@@ -140,10 +141,12 @@ fn hour_of_week(micros: i64) -> usize {
 }
 
 impl Forecaster {
-    /// Moves the clock of the arrival rates (every record's event time).
+    /// Moves the clock of the arrival rates (every record's event time). The start is the
+    /// first record's time and never moves back: one record dated years earlier must not make
+    /// every hour of the week look as if it had passed a hundred times without arrivals.
     pub fn saw(&mut self, at: i64) {
-        self.first = Some(self.first.map_or(at, |f| f.min(at)));
-        self.last = self.last.max(at);
+        let first = *self.first.get_or_insert(at);
+        self.last = self.last.max(at).max(first);
     }
 
     /// A patient was placed in a department, their stay there beginning at `at`. A stay that
@@ -175,9 +178,11 @@ impl Forecaster {
         }
     }
 
-    /// Whole hours of event time seen.
+    /// Whole hours of event time seen: the hours from the first record's hour up to (not
+    /// including) the newest record's, each passed in full.
     fn hours_seen(&self) -> i64 {
-        self.first.map_or(0, |f| (self.last - f) / HOUR)
+        self.first
+            .map_or(0, |f| self.last.div_euclid(HOUR) - f.div_euclid(HOUR))
     }
 
     /// How many times hour of the week `k` has passed in the hours seen.

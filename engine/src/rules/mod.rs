@@ -306,6 +306,10 @@ impl RulesStage {
             shares.push(share);
         }
         self.share = Share { index: 0, count };
+        // Share 0 keeps every patient's readings (its department rules read whole contexts),
+        // but only its own patients' kept scores: the owners keep the others'.
+        let first = self.share;
+        self.state.forget_scores(|patient| first.owns(patient));
         let mut suppressor = self.pack.suppressor().clone();
         self.keep_own(&mut suppressor);
         self.pack.set_suppressor(suppressor);
@@ -383,6 +387,14 @@ impl RulesStage {
         self
     }
 
+    /// No occupancy forecasts: a process of a cluster that reads only its own partitions
+    /// (`--partitions-by-patient`) sees only some patients of each department, and a forecast
+    /// of part of a department would be wrong, not partial.
+    pub fn without_forecasts(mut self) -> Self {
+        self.state.disable_forecasts();
+        self
+    }
+
     /// Raises and clears the `rule_errors` operational alert from this stage's errors.
     pub(crate) fn watch_errors(&mut self, watch: crate::ops::RuleErrorWatch) {
         self.error_watch = Some(watch);
@@ -436,8 +448,10 @@ impl RulesStage {
                 }
             }
             let at = micros(&record.event.event_timestamp);
+            // A late record's forecast is made at the newest event time, not back in the past.
+            let now = at.max(self.watermark.saturating_mul(1_000_000));
             for ward in self.state.take_touched() {
-                self.forecast_document(&ward, at);
+                self.forecast_document(&ward, now);
             }
             // Delayed evokes fire as soon as the record that moves the watermark past them is
             // processed: their context then depends only on the order of records, not on how
