@@ -113,6 +113,51 @@ fn a_broken_file_is_reported_with_line_and_the_rest_loads() {
     assert_eq!(pack.rules().len(), 1);
 }
 
+/// `keep_score: true` hands every evaluation's `data().score` to the engine (fired or not) and
+/// shows it to the rules after it in the same event; a department rule may not keep scores.
+#[test]
+fn a_kept_score_reaches_the_engine_and_the_rules_after_it() {
+    let dir = temp_dir("keep");
+    let keeps = rule_src("a_keeps", r#"["VITALS"]"#, "#{ score: 4 }")
+        .replace(
+            "suppress_minutes: 30 }",
+            "suppress_minutes: 30, keep_score: true }",
+        )
+        .replace(
+            "fn logic(ctx, data) { true }",
+            "fn logic(ctx, data) { false }",
+        );
+    std::fs::write(dir.join("a_keeps.rhai"), keeps).unwrap();
+    let reads = rule_src(
+        "b_reads",
+        r#"["VITALS"]"#,
+        "#{ seen: ctx.patient.scores.a_keeps[0].score, at: ctx.patient.scores.a_keeps[0].time }",
+    );
+    std::fs::write(dir.join("b_reads.rhai"), reads).unwrap();
+    let mut pack = RulePack::load(&dir).expect("load");
+    let ctx = vitals_ctx("e-1", "2025-01-01T10:00:00Z", normal());
+    let out = pack.evaluate(&ctx);
+    let alert = fired(&out, "b_reads").expect("b_reads fires");
+    assert_eq!(alert.evidence["seen"], 4.0, "{:?}", alert.evidence);
+    assert_eq!(alert.evidence["at"], "2025-01-01T10:00:00Z");
+    let kept: Vec<_> = pack.take_scores().collect();
+    assert_eq!(
+        kept,
+        [cds_rules::KeptScore {
+            mlmname: "a_keeps".into(),
+            score: 4.0
+        }]
+    );
+
+    let department = rule_src("dept", r#"["ADMISSION"]"#, "#{ score: 1 }").replace(
+        "suppress_minutes: 30 }",
+        r#"suppress_minutes: 30, scope: "department", keep_score: true }"#,
+    );
+    std::fs::write(dir.join("dept.rhai"), department).unwrap();
+    let err = RulePack::load(&dir).expect_err("a department rule keeps no score");
+    assert!(err.to_string().contains("keep_score"), "{err}");
+}
+
 #[test]
 fn hot_reload_changes_adds_removes_and_keeps_the_old_version_on_error() {
     let dir = temp_dir("reload");
