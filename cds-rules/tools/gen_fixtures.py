@@ -36,7 +36,7 @@ def fx(name, c, fired, data=None, action=None):
     return o
 
 def news2():
-    out = [fx("all normal scores 0", ctx(vitals=v()), False, {"score": 0, "band": "low"})]
+    out = [fx("all normal scores 0", ctx(vitals=v()), False, {"score": 0, "band": "low", "complete_score": 0})]
     # each parameter's boundaries: (field, value, expected parameter score, key)
     table = [("respiratory_rate", "respiration_rate", [(8, 3), (9, 1), (11, 1), (12, 0), (20, 0), (21, 2), (24, 2), (25, 3)]),
              ("oxygen_saturation", "spo2", [(91, 3), (92, 2), (93, 2), (94, 1), (95, 1), (96, 0)]),
@@ -67,7 +67,9 @@ def news2():
                               {"time": "2025-03-10T10:00:00Z", "respiratory_rate": 12, "oxygen_saturation": 99, "bp_systolic": 130,
                                "temperature_c": 39.5, "consciousness": "A"}]), True,
                   {"score": 11, "band": "high", "respiratory_rate": 26, "temperature_c": 39.5}))
-    out.append(fx("no vitals anywhere scores 0", ctx(vitals={}), False, {"score": 0, "band": "low"}))
+    out.append(fx("no vitals anywhere scores 0", ctx(vitals={}), False, {"score": 0, "band": "low", "complete_score": None}))
+    out.append(fx("a complete score is kept, an incomplete one not", ctx(vitals={k: x for k, x in v().items() if k != "temperature_c"}), False,
+                  {"score": 0, "complete_score": None, "missing": ["temperature_c"]}))
     out.append(fx("not evoked by ADMISSION", ctx(event_type="ADMISSION", vitals=v(respiratory_rate=30)), False))
     return out
 

@@ -66,10 +66,12 @@ pub struct Mlm {
     pub evoke: Evoke,
     pub suppress_minutes: i64,
     pub scope: AlertScope,
-    /// `knowledge.keep_score: true`: the numeric `score` of every `data()` this rule returns
+    /// `knowledge.keep_score`: `true` keeps the numeric `score` of every `data()` this rule
+    /// returns, a field name (`"complete_score"`) keeps that field instead (a `()` there keeps
+    /// nothing: the rule decides which scores a trend may compare);
     /// (fired or not) is kept per patient, and later events' rules read it in
     /// `ctx.patient.scores[mlmname]` (trends).
-    pub keep_score: bool,
+    pub keep_score: Option<String>,
 }
 
 /// Arden's validation codes.
@@ -363,25 +365,26 @@ pub(crate) fn validate(file: &Path, src: &str, root: &Value) -> Result<Mlm, Vec<
         }
     };
     let keep_score = match k.get("keep_score") {
-        None => false,
-        // Scores are kept per patient, where the patient's rules run.
-        Some(Value::Bool(true)) if scope == AlertScope::Department => {
-            c.err(
-                "keep_score",
-                "MLM.knowledge.keep_score is for patient rules; a department rule keeps no score"
-                    .into(),
-            );
-            false
-        }
-        Some(Value::Bool(b)) => *b,
+        None | Some(Value::Bool(false)) => None,
+        Some(Value::Bool(true)) => Some("score".to_owned()),
+        Some(Value::String(field)) if !field.is_empty() => Some(field.clone()),
         Some(_) => {
             c.err(
                 "keep_score",
-                "MLM.knowledge.keep_score must be true or false".into(),
+                "MLM.knowledge.keep_score must be true, false or the name of a field of data()"
+                    .into(),
             );
-            false
+            None
         }
     };
+    // Scores are kept per patient, where the patient's rules run.
+    if keep_score.is_some() && scope == AlertScope::Department {
+        c.err(
+            "keep_score",
+            "MLM.knowledge.keep_score is for patient rules; a department rule keeps no score"
+                .into(),
+        );
+    }
 
     if !c.errors.is_empty() {
         return Err(c.errors);

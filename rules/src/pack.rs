@@ -573,7 +573,7 @@ impl RulePack {
 
     /// Whether any loaded rule keeps its score.
     pub fn keeps_scores(&self) -> bool {
-        self.rules.values().any(|r| r.mlm.keep_score)
+        self.rules.values().any(|r| r.mlm.keep_score.is_some())
     }
 
     /// Suppression state, to checkpoint.

@@ -48,14 +48,15 @@ pub(crate) struct Run {
     pub(crate) data: serde_json::Value,
     pub(crate) fired: bool,
     pub(crate) action: Option<Action>,
-    /// `data().score` as a number, for a rule with `keep_score: true` (else `None`).
+    /// The kept field of `data()` (`score`, or the field `keep_score` names) as a number, for a
+    /// rule that keeps scores (else `None`).
     pub(crate) score: Option<f64>,
 }
 
-/// The `score` field of what `data()` returned, when it is a number.
-fn data_score(data: &Dynamic) -> Option<f64> {
+/// The field `field` of what `data()` returned, when it is a number.
+fn data_score(data: &Dynamic, field: &str) -> Option<f64> {
     let map = data.read_lock::<rhai::Map>()?;
-    let score = map.get("score")?;
+    let score = map.get(field)?;
     score
         .as_float()
         .ok()
@@ -227,11 +228,11 @@ impl Rule {
         // copying `data` for every evaluation, `logic` takes it, and in the rare case that the
         // rule fires `data` is computed again (it depends on `ctx` alone). `cds rules test`
         // (evidence always) keeps a copy instead.
-        let score = if self.mlm.keep_score {
-            data_score(&data)
-        } else {
-            None
-        };
+        let score = self
+            .mlm
+            .keep_score
+            .as_deref()
+            .and_then(|field| data_score(&data, field));
         let kept = (evidence == Evidence::Always).then(|| data.clone());
         let fired_d = self
             .call(sandbox, "logic", (ctx.clone(), data))
