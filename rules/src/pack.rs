@@ -443,6 +443,9 @@ impl RulePack {
     /// it (file-name order), so that a trend rule reads the current score without computing it
     /// again.
     pub fn evaluate_in(&mut self, ctx: &Arc<Context>, scopes: Scopes) -> Vec<RuleOutcome> {
+        // The evoking event's type, borrowed from the caller's context (the local one is
+        // replaced when a kept score joins it).
+        let event_type = ctx.event.event_type.as_str();
         let mut ctx = Arc::clone(ctx);
         let mut ctx_dyn = to_dynamic(&ctx);
         let RulePack {
@@ -456,17 +459,16 @@ impl RulePack {
         // What an earlier evaluation kept and nobody took is not this event's.
         kept.clear();
         let mut outcomes = Vec::new();
-        let evoked: Vec<&mut Rule> = rules
+        let mut evoked = rules
             .values_mut()
-            .filter(|r| scopes.admits(r.mlm.scope) && r.mlm.evoke.lists(&ctx.event.event_type))
-            .collect();
-        let count = evoked.len();
-        for (i, rule) in evoked.into_iter().enumerate() {
+            .filter(|r| scopes.admits(r.mlm.scope) && r.mlm.evoke.lists(event_type))
+            .peekable();
+        while let Some(rule) = evoked.next() {
             let before = kept.len();
             outcomes.extend(evaluate_one(
                 sandbox, stats, suppressor, kept, rule, &ctx, &ctx_dyn,
             ));
-            if kept.len() > before && i + 1 < count {
+            if kept.len() > before && evoked.peek().is_some() {
                 let mut next = (*ctx).clone();
                 for k in &kept[before..] {
                     next.patient
@@ -569,11 +571,6 @@ impl RulePack {
     /// The engine calls it after each event's evaluation and keeps them with the patient.
     pub fn take_scores(&mut self) -> std::vec::Drain<'_, KeptScore> {
         self.kept.drain(..)
-    }
-
-    /// Whether any loaded rule keeps its score.
-    pub fn keeps_scores(&self) -> bool {
-        self.rules.values().any(|r| r.mlm.keep_score.is_some())
     }
 
     /// Suppression state, to checkpoint.

@@ -575,9 +575,19 @@ impl ContextState {
         }
         let history = before?;
         let now = format_time(&e.event_timestamp);
-        // The forecast is for department rules, which admissions, transfers and discharges evoke.
-        let forecast_at = r.kind.is_some_and(EventType::is_adt).then_some(at);
-        Some(self.context(patient, ctx_event(r, &now), history, now, forecast_at))
+        Some(self.context(patient, ctx_event(r, &now), history, now))
+    }
+
+    /// Adds the forecast of the context's department at event time `at` (µs) to
+    /// `ctx.department.forecast`: the caller asks for it only where department rules run.
+    pub fn add_forecast(&self, ctx: &mut Context, at: i64) {
+        let d = &mut ctx.department;
+        let (Some(hospital), Some(department)) = (d.hospital_id, d.department.clone()) else {
+            return;
+        };
+        if let Some((horizons, _, _)) = self.forecast(&(hospital, department), at) {
+            d.forecast = horizons.iter().map(ctx_horizon).collect();
+        }
     }
 
     /// Whether the patient is still in the stay that began with `admission_event_id`'s
@@ -610,18 +620,10 @@ impl ContextState {
         let history = state
             .map(|s| s.history(self.scores.get(&patient), i64::MAX))
             .unwrap_or_default();
-        let at = cds_rules::epoch_seconds(now).map(|s| s.saturating_mul(1_000_000));
-        self.context(patient, event, history, now.to_owned(), at)
+        self.context(patient, event, history, now.to_owned())
     }
 
-    fn context(
-        &self,
-        patient: u64,
-        event: CtxEvent,
-        history: History,
-        now: String,
-        forecast_at: Option<i64>,
-    ) -> Context {
+    fn context(&self, patient: u64, event: CtxEvent, history: History, now: String) -> Context {
         let place = self
             .patients
             .get(&patient)
@@ -633,19 +635,9 @@ impl ContextState {
                 .get(&(p.hospital, p.department.clone()))
                 .copied()
                 .unwrap_or(0);
-            let capacity = crate::model::Department::from_canonical(&p.department)
-                .and_then(|d| {
-                    u16::try_from(p.hospital)
-                        .ok()
-                        .and_then(|h| self.network.capacity(h, d))
-                })
-                .map_or(0, |c| i64::from(c.bed_capacity));
-            let forecast = forecast_at
-                .and_then(|at| self.forecast(&(p.hospital, p.department.clone()), at))
-                .map(|(horizons, _, _)| horizons.iter().map(ctx_horizon).collect())
-                .unwrap_or_default();
+            let capacity = self.beds(p.hospital, &p.department).map_or(0, i64::from);
             CtxDepartment {
-                forecast,
+                forecast: Vec::new(),
                 hospital_id: Some(p.hospital),
                 department: Some(p.department.clone()),
                 occupied,

@@ -426,10 +426,16 @@ impl RulesStage {
             let readings = scopes.patient || self.share.index == 0;
             // The context is built once, only for an event that needs it, and shared by the
             // rules it evokes.
-            if let Some(ctx) = self
+            if let Some(mut ctx) = self
                 .state
                 .observe(*patient, record, adt || evoked, readings)
             {
+                // The forecast is read by department rules (admissions and transfers evoke
+                // them); made only where they run.
+                if scopes.department && adt {
+                    let at = micros(&record.event.event_timestamp);
+                    self.state.add_forecast(&mut ctx, at);
+                }
                 let ctx = Arc::new(ctx);
                 if adt {
                     self.pack
@@ -527,7 +533,11 @@ impl RulesStage {
             let now = DateTime::from_timestamp(due.due_time, 0)
                 .map(|t| format_time(&t.fixed_offset()))
                 .unwrap_or_default();
-            let ctx = self.state.delayed(patient, &due.admission_event_id, &now);
+            let mut ctx = self.state.delayed(patient, &due.admission_event_id, &now);
+            if self.pack.scope_of(&due.mlmname) == Some(AlertScope::Department) {
+                self.state
+                    .add_forecast(&mut ctx, due.due_time.saturating_mul(1_000_000));
+            }
             if let Some(outcome) = self.pack.evaluate_delayed(&ctx, &due.mlmname) {
                 self.handle(outcome, false, alerts);
             }
