@@ -579,7 +579,8 @@ impl ContextState {
     }
 
     /// Adds the forecast of the context's department at event time `at` (µs) to
-    /// `ctx.department.forecast`: the caller asks for it only where department rules run.
+    /// `ctx.department.forecast` (the rules stage asks for it on admissions, transfers and
+    /// delayed evokes: readings, most of the stream, do without).
     pub fn add_forecast(&self, ctx: &mut Context, at: i64) {
         let d = &mut ctx.department;
         let (Some(hospital), Some(department)) = (d.hospital_id, d.department.clone()) else {

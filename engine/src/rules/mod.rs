@@ -430,9 +430,9 @@ impl RulesStage {
                 .state
                 .observe(*patient, record, adt || evoked, readings)
             {
-                // The forecast is read by department rules (admissions and transfers evoke
-                // them); made only where they run.
-                if scopes.department && adt {
+                // The department's forecast, on the admissions, transfers and discharges this
+                // thread runs rules for (on readings no rule needs it).
+                if adt {
                     let at = micros(&record.event.event_timestamp);
                     self.state.add_forecast(&mut ctx, at);
                 }
@@ -534,10 +534,8 @@ impl RulesStage {
                 .map(|t| format_time(&t.fixed_offset()))
                 .unwrap_or_default();
             let mut ctx = self.state.delayed(patient, &due.admission_event_id, &now);
-            if self.pack.scope_of(&due.mlmname) == Some(AlertScope::Department) {
-                self.state
-                    .add_forecast(&mut ctx, due.due_time.saturating_mul(1_000_000));
-            }
+            self.state
+                .add_forecast(&mut ctx, due.due_time.saturating_mul(1_000_000));
             if let Some(outcome) = self.pack.evaluate_delayed(&ctx, &due.mlmname) {
                 self.handle(outcome, false, alerts);
             }
