@@ -10,8 +10,6 @@
 //! producers without keys spread them over every partition, so every process reads every
 //! partition and cleans only its own patients' records ([`PatientSplit`]).
 
-use crate::model::Event;
-
 /// The worker, of `workers`, whose batch receives a patient's facts.
 pub(crate) fn patient_worker(patient: u64, workers: usize) -> usize {
     (patient % workers.max(1) as u64) as usize
@@ -39,17 +37,14 @@ pub(crate) fn partition_process(partition: i32, processes: usize, workers: usize
     usize::try_from(partition).unwrap_or(0) % total / workers
 }
 
-/// The process, of `processes`, that cleans a patient's records, from the identifier as the
-/// source gave it. FNV-1a: fixed by this definition, so the same in every process, build and
-/// release (a patient's state stays in the process that checkpointed it), and no secret (the
-/// pseudonym key is per deployment, this is not an identifier that leaves the engine).
-pub(crate) fn patient_process(patient_id: &str, processes: usize) -> usize {
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in patient_id.as_bytes() {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0100_0000_01b3);
-    }
-    (hash % processes.max(1) as u64) as usize
+/// The process, of `processes`, that cleans a patient's records, from the patient's key (the
+/// pseudonym key every process computes alike from the same `CDS_PSEUDONYM_KEY`). The high
+/// half of the key, so that the process does not decide the worker and the rules thread,
+/// which take the key's remainder. From the key and not the raw identifier: the state a
+/// checkpoint keeps is by key, so a checkpoint can be split among another number of
+/// processes ([`crate::checkpoint`], rescaling).
+pub(crate) fn patient_process(patient: u64, processes: usize) -> usize {
+    ((patient >> 32) % processes.max(1) as u64) as usize
 }
 
 /// One process's share of a cluster whose every process reads every partition: the records of
@@ -62,15 +57,19 @@ pub(crate) struct PatientSplit {
 }
 
 impl PatientSplit {
-    /// Whether this process cleans `event`, read from `partition`: its patient is this
-    /// process's, or it has no patient (Silver quarantines it) and the partition is.
-    pub fn cleans(&self, event: &Event, partition: i32) -> bool {
-        match event.patient_id.as_deref() {
-            Some(id) if !id.trim().is_empty() => {
-                patient_process(id, self.processes) == self.process
-            }
-            _ => self.keeps(partition),
+    /// Whether this process cleans a record of `patient` (its key; `None`: the record names no
+    /// patient), read from `partition`: the patient is this process's, or it has none (Silver
+    /// quarantines it) and the partition is.
+    pub fn cleans(&self, patient: Option<u64>, partition: i32) -> bool {
+        match patient {
+            Some(key) => self.owns(key),
+            None => self.keeps(partition),
         }
+    }
+
+    /// Whether this process owns the patient with this key.
+    pub fn owns(&self, patient: u64) -> bool {
+        patient_process(patient, self.processes) == self.process
     }
 
     /// Whether this process keeps the dead letters and the Bronze payloads of `partition`.
@@ -95,40 +94,36 @@ mod tests {
             "one process reads everything"
         );
         // Fixed values: a patient's process never changes between builds.
-        assert_eq!(patient_process("", 1000), 37);
-        assert_eq!(
-            patient_process("a", 1000),
-            996,
-            "FNV-1a of \"a\" is 0xaf63dc4c8601ec8c"
-        );
-        assert_eq!(patient_process("P1", 7), patient_process("P1", 7));
+        assert_eq!(patient_process(0x0000_0007_0000_0001, 1000), 7);
+        assert_eq!(patient_process(u64::MAX, 2), 1);
         let split = |process| PatientSplit {
             process,
             processes: 3,
             workers: 2,
         };
-        let event = |patient: Option<&str>| Event {
-            patient_id: patient.map(str::to_owned),
-            ..Event::default()
-        };
+        let pseudonyms = crate::model::Pseudonymiser::new(b"test-key");
         for n in 0..300 {
-            let e = event(Some(&format!("MRN{n}")));
-            let cleaning = (0..3).filter(|i| split(*i).cleans(&e, 5)).count();
+            let key = pseudonyms.key(&format!("MRN{n}"));
+            let cleaning = (0..3).filter(|i| split(*i).cleans(Some(key), 5)).count();
             assert_eq!(cleaning, 1, "one process cleans each patient");
         }
         let shares: Vec<usize> = (0..3)
             .map(|i| {
                 (0..300)
-                    .filter(|n| split(i).cleans(&event(Some(&format!("MRN{n}"))), 0))
+                    .filter(|n| split(i).cleans(Some(pseudonyms.key(&format!("MRN{n}"))), 0))
                     .count()
             })
             .collect();
         assert!(shares.iter().all(|n| *n > 70), "spread evenly: {shares:?}");
+        // The process does not decide the worker: a process's patients reach every worker.
+        let own: Vec<u64> = (0..300)
+            .map(|n| pseudonyms.key(&format!("MRN{n}")))
+            .filter(|k| split(0).owns(*k))
+            .collect();
+        assert!((0..4).all(|w| own.iter().any(|k| patient_worker(*k, 4) == w)));
         // No patient: the process of the partition, which also keeps its dead letters.
         for p in 0..12 {
-            let owners: Vec<usize> = (0..3)
-                .filter(|i| split(*i).cleans(&event(Some("  ")), p))
-                .collect();
+            let owners: Vec<usize> = (0..3).filter(|i| split(*i).cleans(None, p)).collect();
             assert_eq!(owners, [partition_process(p, 3, 2)]);
             assert!(split(owners[0]).keeps(p));
         }

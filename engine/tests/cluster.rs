@@ -428,3 +428,123 @@ fn a_stream_without_keys_gives_the_same_outputs_from_a_file_one_process_and_a_cl
         let _ = std::fs::remove_dir_all(dir);
     }
 }
+
+/// The newest version of every document of a container over the stores of several layouts
+/// run one after the other (a hospital's documents move to the process that owns it in the
+/// next layout), by the time each was written (a forecast, which says only when in event time
+/// it was made, by that).
+fn newest(stores: &[&Path], container: &str) -> BTreeMap<String, Value> {
+    let mut docs: BTreeMap<String, Value> = BTreeMap::new();
+    for data in stores {
+        for (id, v) in common::exported(data, container) {
+            let written = |d: &Value| (d["updated_at"].to_string(), d["as_of"].to_string());
+            if docs.get(&id).is_none_or(|old| written(old) < written(&v)) {
+                docs.insert(id, v);
+            }
+        }
+    }
+    common::comparable(docs)
+}
+
+/// Rescaling: one stream read in three parts by three layouts in turn, 1 process × 1 worker,
+/// then 2 × 2, then 1 × 2, each started with `--rescale` on the checkpoints the one before it
+/// left in one shared location, ends with the KPIs and alerts (every rule) of one process
+/// that read the whole stream uninterrupted, and no alert raised twice.
+#[test]
+fn a_cluster_rescaled_from_one_process_to_two_and_back_equals_one_uninterrupted_process() {
+    let brokers = broker();
+    let topic = topic_with_deadletters(&brokers, "cluster-rescale", 4);
+    // Without keys: each patient's events over the four partitions.
+    let events = common::simulate(&[
+        "--seed",
+        "45",
+        "--max-events",
+        "12000",
+        "--dirty-rate",
+        "0.02",
+    ]);
+    let lines = common::lines(&events);
+    let third = lines.len() / 3;
+    let parts = [
+        &lines[..third],
+        &lines[third..2 * third],
+        &lines[2 * third..],
+    ];
+    let source = format!("kafka://{brokers}/{topic}");
+    let (dir, hosts) = two_processes("cluster-rescale");
+    let hosts = hosts.display().to_string();
+    let group = unique("rescaled");
+    let checkpoints = dir.join("checkpoints").display().to_string();
+    let shared = ["--checkpoints", checkpoints.as_str(), "--rescale"];
+
+    // 1 × 1 reads the first part.
+    produce_lines_unbatched(&brokers, &topic, parts[0]);
+    let first = finish(start(&source, &dir.join("a"), &group, &shared), "1 × 1");
+    assert_eq!(events_processed(&first), parts[0].len() as u64);
+
+    // 2 × 2 continues from its checkpoint with the second part: each process reads every
+    // partition, from where the single process stopped.
+    produce_lines_unbatched(&brokers, &topic, parts[1]);
+    let cluster: Vec<Child> = ["0", "1"]
+        .into_iter()
+        .map(|index| start_process(&source, &dir, &group, &hosts, index, &shared))
+        .collect();
+    for (i, c) in cluster.into_iter().enumerate() {
+        let summary = finish(c, &format!("process {i} of 2 × 2, rescaled"));
+        assert_eq!(
+            events_processed(&summary),
+            parts[1].len() as u64,
+            "process {i} continues where the single process stopped: {summary}"
+        );
+    }
+
+    // 1 × 2 continues from the two processes' checkpoints with the last part.
+    produce_lines_unbatched(&brokers, &topic, parts[2]);
+    let mut again = shared.to_vec();
+    again.extend(["--workers", "2"]);
+    let last = finish(start(&source, &dir.join("c"), &group, &again), "1 × 2");
+    assert_eq!(events_processed(&last), parts[2].len() as u64);
+
+    // One process over the whole stream, uninterrupted.
+    let single = finish(
+        start(&source, &dir.join("single"), &unique("one"), &[]),
+        "1 × 1",
+    );
+    assert_eq!(events_processed(&single), lines.len() as u64);
+
+    let layouts = [dir.join("a"), dir.join("p0"), dir.join("p1"), dir.join("c")];
+    let layouts: Vec<&Path> = layouts.iter().map(PathBuf::as_path).collect();
+    let expected = newest(&[&dir.join("single")], "kpis");
+    assert!(expected.len() > 100);
+    assert_equal(
+        "KPIs of the rescaled layouts and of one process",
+        &expected,
+        &newest(&layouts, "kpis"),
+    );
+    let (expected, _) = alerts(&[&dir.join("single")], Rules::All);
+    let (got, seen) = alerts(&layouts, Rules::All);
+    assert!(
+        expected.values().any(|a| a["mlmname"] == "capacity"),
+        "the department rule fired"
+    );
+    assert!(seen.values().all(|n| *n == 1), "each alert is raised once");
+    assert_equal(
+        "alerts of the rescaled layouts and of one process",
+        &expected,
+        &got,
+    );
+
+    // A layout started on another's checkpoints without --rescale is refused, naming both.
+    let refused = start(
+        &source,
+        &dir.join("c"),
+        &group,
+        &["--checkpoints", &format!("{checkpoints}/process-0")],
+    )
+    .wait_with_output()
+    .expect("wait");
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success());
+    assert!(stderr.contains("--rescale"), "{stderr}");
+    let _ = std::fs::remove_dir_all(dir);
+}

@@ -16,9 +16,11 @@
 //! - `coordinator`: when a checkpoint is taken and written; one write path for the periodic
 //!   checkpoints and the last one at shutdown.
 //! - `recovery`: restoring a run's state at start.
+//! - `rescale`: restoring it from the checkpoints of another cluster layout.
 
 mod coordinator;
 mod recovery;
+mod rescale;
 mod state;
 pub mod store;
 
@@ -26,6 +28,7 @@ pub use store::{Checkpoint, CheckpointStore, UnusableCheckpoint};
 
 pub(crate) use coordinator::{Coordinator, RulesStateAt};
 pub(crate) use recovery::recover;
+pub(crate) use rescale::{identity, Rescale};
 pub(crate) use state::{IngestStages, IngestState};
 
 use serde::{de::DeserializeOwned, Serialize};
@@ -87,4 +90,13 @@ pub enum CheckpointError {
     IngestState(CodecError),
     #[error("the rules state does not load: {0}")]
     RulesState(CodecError),
+    #[error(
+        "the newest checkpoint ({found:?}) was written by another cluster layout than this \
+         one ({this:?}); start every process with --rescale (and one --checkpoints location \
+         for both layouts) to continue from it, or move the checkpoints away to start from \
+         empty state"
+    )]
+    OtherLayout { found: String, this: String },
+    #[error("cannot continue from the checkpoints of the layout before: {0}")]
+    Rescale(String),
 }

@@ -106,6 +106,44 @@ impl IngestState<'static> {
             .map_err(CheckpointError::IngestState)
     }
 
+    /// The ingest states of every process of another cluster layout, taken at one position of
+    /// the stream, as one process's of this layout (`owns`: its patients; `first`: process 0).
+    /// Every process decodes, deduplicates and holds for the rules every record alike, so
+    /// that state comes from the first; Gold's facts are split by patient; the watermark is
+    /// the newest. The lake files of this data directory are not cut back: the old layout
+    /// stopped cleanly at that position, so they end where it did.
+    pub(crate) fn rescaled(
+        states: Vec<Self>,
+        owns: impl Fn(u64) -> bool,
+        first: bool,
+    ) -> Option<Self> {
+        let watermark = states.iter().map(|s| s.watermark).max()?;
+        let mut golds = Vec::with_capacity(states.len());
+        let mut kept = None;
+        for state in states {
+            let IngestState {
+                dedup,
+                gold,
+                positions,
+                decoder,
+                reorder,
+                ..
+            } = state;
+            golds.push(gold);
+            kept.get_or_insert((dedup, positions, decoder, reorder));
+        }
+        let (dedup, positions, decoder, reorder) = kept?;
+        Some(IngestState {
+            dedup,
+            gold: GoldState::rescaled(golds, &owns, first),
+            positions,
+            watermark,
+            lake: (u64::MAX, u64::MAX),
+            decoder,
+            reorder: reorder.rescaled(&owns),
+        })
+    }
+
     /// Where the checkpoint had read to.
     pub(crate) fn positions(&self) -> &[Position] {
         &self.positions

@@ -353,6 +353,19 @@ impl CheckpointStore {
     /// warning, checkpoints of another source are not used. A newest checkpoint of an earlier
     /// format is an error: starting from empty state would silently lose the state it holds.
     pub fn load_newest(&self, source: &str) -> Result<Option<Checkpoint>, CheckpointError> {
+        match self.load_newest_any()? {
+            Some(c) if c.source == source => Ok(Some(c)),
+            Some(_) => {
+                warn!("the newest checkpoint is of another source; starting from empty state");
+                Ok(None)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The newest valid checkpoint, of whatever source; torn or corrupt files are skipped
+    /// with a warning, a newest checkpoint of an earlier format is an error.
+    pub fn load_newest_any(&self) -> Result<Option<Checkpoint>, CheckpointError> {
         for (seq, name) in self.list() {
             // Each checkpoint is read once (it may be a download of a hundred megabytes).
             let bytes = self.bytes(&name).map_err(UnusableCheckpoint::Io);
@@ -365,14 +378,7 @@ impl CheckpointStore {
                 });
             }
             match bytes.and_then(|b| Self::parse(&b)) {
-                Ok(c) if c.source == source => return Ok(Some(c)),
-                Ok(_) => {
-                    warn!(
-                        seq,
-                        "the newest checkpoint is of another source; starting from empty state"
-                    );
-                    return Ok(None);
-                }
+                Ok(c) => return Ok(Some(c)),
                 Err(reason) => warn!(seq, %reason, "skipping an unusable checkpoint"),
             }
         }

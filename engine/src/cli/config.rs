@@ -111,6 +111,8 @@ pub struct RunConfig {
     pub checkpoint_interval: Option<Duration>,
     /// Where checkpoints go (`--checkpoints`); `None`: `DATA_DIR/lake/checkpoints`.
     pub checkpoints: Option<String>,
+    /// Continue from the checkpoints of another cluster layout (`--rescale`).
+    pub rescale: bool,
     /// Dataflow worker threads per process.
     pub workers: usize,
     /// Threads the rule pack runs on (per process).
@@ -149,6 +151,7 @@ impl RunConfig {
             until: Until::End,
             checkpoint_interval: None,
             checkpoints: None,
+            rescale: false,
             workers: 1,
             rules_threads: crate::pipeline::auto_rules_threads(),
             reorder_window: crate::pipeline::DEFAULT_REORDER_WINDOW,

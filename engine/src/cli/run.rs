@@ -143,6 +143,13 @@ pub struct RunArgs {
     /// `DATA_DIR/lake/checkpoints`.
     #[arg(long, value_name = "DIR|URL")]
     checkpoints: Option<String>,
+    /// Continue from the checkpoints of another cluster layout (another number of processes
+    /// or workers) when they are newer than this process's own: every process of the new
+    /// layout splits the old processes' state by the ownership rule. Both layouts use one
+    /// `--checkpoints` location, and the old one stopped at one point of the stream (see
+    /// docs/cluster.md, Rescaling); harmless to leave on.
+    #[arg(long)]
+    rescale: bool,
     /// Seconds a pipeline stage may be busy without progress before `/readyz` answers 503
     /// naming it.
     #[arg(long, default_value_t = DEFAULT_STALL_AFTER_SECS, value_name = "SECS")]
@@ -299,6 +306,7 @@ impl RunArgs {
             until,
             checkpoint_interval,
             checkpoints: self.checkpoints.clone(),
+            rescale: self.rescale,
             workers: self.workers,
             rules_threads,
             reorder_window,
@@ -513,6 +521,7 @@ fn pipeline_config(config: &RunConfig, network: Network, ops: &OpsAlerts) -> Pip
     pipeline.until = config.until;
     pipeline.checkpoint_interval = config.checkpoint_interval;
     pipeline.checkpoints = config.checkpoints.clone();
+    pipeline.rescale = config.rescale;
     pipeline.lake = config.lake.as_deref().map(LakeConfig::new);
     if let (Some(lake), Some(cluster)) = (pipeline.lake.as_mut(), &pipeline.cluster) {
         if cluster.patient_split(config.workers).is_some() {

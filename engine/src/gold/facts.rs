@@ -169,6 +169,65 @@ pub struct GoldState<'a> {
     cancellable: Cow<'a, HashMap<u64, Cancellable>>,
 }
 
+impl GoldState<'static> {
+    /// The Gold inputs of every process of another cluster layout as one process's of this
+    /// layout: the facts of the patients `owns`. Admissions carry no patient (they are counted
+    /// per hospital): the first process (`first`) takes them all, but for each other patient's
+    /// admission that a cancel may still take back, which goes to that patient's process, so
+    /// that a cancel always finds its admission where it is read.
+    pub(crate) fn rescaled(states: Vec<Self>, owns: impl Fn(u64) -> bool, first: bool) -> Self {
+        let mut merged = GoldState {
+            latest_vitals: Cow::Owned(HashMap::new()),
+            latest_adt: Cow::Owned(HashMap::new()),
+            stays: Cow::Owned(HashMap::new()),
+            admissions: Cow::Owned(HashMap::new()),
+            cancellable: Cow::Owned(HashMap::new()),
+        };
+        let mut total: HashMap<AdmissionFact, u64> = HashMap::new();
+        for state in states {
+            let vitals = state.latest_vitals.into_owned().into_iter();
+            (merged.latest_vitals.to_mut()).extend(vitals.filter(|(p, _)| owns(*p)));
+            let adt = state.latest_adt.into_owned().into_iter();
+            (merged.latest_adt.to_mut()).extend(adt.filter(|(p, _)| owns(*p)));
+            for (stay, n) in state.stays.into_owned() {
+                if owns(stay.patient) {
+                    *merged.stays.to_mut().entry(stay).or_default() += n;
+                }
+            }
+            for (admission, n) in state.admissions.into_owned() {
+                *total.entry(admission).or_default() += n;
+            }
+            let cancellable = merged.cancellable.to_mut();
+            for (patient, c) in state.cancellable.into_owned() {
+                let Some((_, admission)) = &c.admission else {
+                    if owns(patient) {
+                        cancellable.insert(patient, c);
+                    }
+                    continue;
+                };
+                if let Some(n) = total.get_mut(admission) {
+                    *n = n.saturating_sub(1);
+                }
+                if owns(patient) {
+                    *merged
+                        .admissions
+                        .to_mut()
+                        .entry(admission.clone())
+                        .or_default() += 1;
+                    cancellable.insert(patient, c);
+                }
+            }
+        }
+        if first {
+            let admissions = merged.admissions.to_mut();
+            for (admission, n) in total.into_iter().filter(|(_, n)| *n > 0) {
+                *admissions.entry(admission).or_default() += n;
+            }
+        }
+        merged
+    }
+}
+
 /// A checkpoint keeps the compacted inputs; [`FactBuilder::restored_facts`] hands them to the
 /// new dataflow.
 impl Checkpointed for FactBuilder {

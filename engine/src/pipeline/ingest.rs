@@ -751,7 +751,14 @@ impl<'a> Ingest<'a> {
             match d {
                 Ok(event) => {
                     let at = micros(&event.event_timestamp);
-                    let own = self.split.is_none_or(|s| s.cleans(&event, pos.partition));
+                    let own = self.split.is_none_or(|s| {
+                        let patient = event
+                            .patient_id
+                            .as_deref()
+                            .filter(|id| !id.trim().is_empty())
+                            .map(|id| self.facts.patient_key(id));
+                        s.cleans(patient, pos.partition)
+                    });
                     outcomes.push((self.silver.clean(event), own, Some(at)));
                 }
                 Err(letter) => outcomes.push((Outcome::DeadLetter(letter), keeps, None)),

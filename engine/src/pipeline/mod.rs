@@ -89,6 +89,9 @@ pub struct PipelineConfig {
     /// Where checkpoints go: a directory or an object-storage URL
     /// ([`CheckpointStore::at`]); `None`: `DATA_DIR/lake/checkpoints`.
     pub checkpoints: Option<String>,
+    /// Continue from the checkpoints of another cluster layout (`--rescale`) when they are
+    /// newer than this process's own ([`crate::checkpoint`], rescaling).
+    pub rescale: bool,
     /// Where the Bronze/Silver/Gold Delta tables go; `None`: not written (`cds run` writes
     /// them to `DATA_DIR/lake` unless told otherwise).
     pub lake: Option<LakeConfig>,
@@ -149,6 +152,7 @@ impl PipelineConfig {
             feed: None,
             checkpoint_interval: None,
             checkpoints: None,
+            rescale: false,
             lake: None,
             format: Format::Json,
             departments_file: None,
@@ -278,20 +282,60 @@ pub fn run(config: PipelineConfig, parts: Parts) -> Result<RunSummary, PipelineE
     };
     // A cluster whose processes read every partition keeps other state than one that splits
     // the partitions, and another split with another number of processes: a checkpoint of
-    // another layout is not taken for this one's.
-    let identity = match config
+    // another layout is not taken for this one's, unless the run rescales from it.
+    let source_identity = source.identity();
+    let split = config
         .cluster
         .as_ref()
-        .and_then(|c| c.patient_split(config.workers))
-    {
-        Some(split) => format!(
-            "{} (every partition, {} processes)",
-            source.identity(),
-            split.processes
-        ),
-        None => source.identity(),
+        .and_then(|c| c.patient_split(config.workers));
+    let identity = checkpoint::identity(&source_identity, split.map(|s| s.processes));
+    let hospitals = match &config.cluster {
+        Some(c) => crate::rules::Hospitals {
+            process: c.process,
+            workers: config.workers,
+            processes: c.addresses.len(),
+        },
+        None => crate::rules::Hospitals::ALL,
     };
-    let restore = checkpoint::recover(store.as_ref(), &identity, rules.as_mut())?;
+    let rescale = match (config.rescale, &config.checkpoints) {
+        (false, _) => None,
+        (true, None) => {
+            return Err(CheckpointError::Rescale(
+                "--rescale reads the checkpoints of every process of the layout before, so \
+                 both layouts need one --checkpoints location that every process reaches"
+                    .into(),
+            )
+            .into())
+        }
+        (true, Some(_))
+            if config
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.partitions_by_patient) =>
+        {
+            return Err(CheckpointError::Rescale(
+                "a cluster whose processes read their own partitions (--partitions-by-patient) \
+                 keeps its patients with the partitions; its state cannot be split among \
+                 another number of processes"
+                    .into(),
+            )
+            .into())
+        }
+        (true, Some(location)) => Some(checkpoint::Rescale {
+            location,
+            source: &source_identity,
+            process: hospitals.process,
+            processes: hospitals.processes,
+            hospitals,
+        }),
+    };
+    let restore = checkpoint::recover(
+        store.as_ref(),
+        &source_identity,
+        &identity,
+        rules.as_mut(),
+        rescale.as_ref(),
+    )?;
     // Split after the restore: a checkpoint holds the whole stage, whatever the number of
     // threads that wrote it.
     let rules = match rules {
@@ -299,11 +343,7 @@ pub fn run(config: PipelineConfig, parts: Parts) -> Result<RunSummary, PipelineE
             // In a cluster each process runs the department rules of its own hospitals.
             let stage = match &config.cluster {
                 Some(c) => {
-                    let stage = stage.for_hospitals(crate::rules::Hospitals {
-                        process: c.process,
-                        workers: config.workers,
-                        processes: c.addresses.len(),
-                    });
+                    let stage = stage.for_hospitals(hospitals);
                     if c.partitions_by_patient && c.addresses.len() > 1 {
                         stage.without_forecasts()
                     } else {

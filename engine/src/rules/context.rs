@@ -245,6 +245,30 @@ pub struct ContextSnapshot<'a> {
     forecaster: std::borrow::Cow<'a, Forecaster>,
 }
 
+impl ContextSnapshot<'static> {
+    /// The snapshots of every process of another cluster layout, taken at one position of the
+    /// stream, as the snapshot of one process of this layout: the placements, readings and
+    /// history every process follows alike (from the first), and the kept scores of the
+    /// patients `owns` (each kept by its old owner alone).
+    pub(super) fn rescaled(snapshots: Vec<Self>, owns: impl Fn(u64) -> bool) -> Option<Self> {
+        let mut snapshots = snapshots.into_iter();
+        let mut merged = snapshots.next()?;
+        let mut scores = merged.scores.into_owned();
+        for other in snapshots {
+            scores.extend(other.scores.into_owned());
+        }
+        scores.retain(|patient, _| owns(*patient));
+        merged.scores = std::borrow::Cow::Owned(scores);
+        Some(merged)
+    }
+
+    /// The hospital the patient is placed in, if any.
+    pub(super) fn hospital_of(&self, patient: u64) -> Option<i64> {
+        let placement = self.patients.get(&patient)?.placement.as_ref()?;
+        Some(placement.hospital)
+    }
+}
+
 /// Per-patient and per-department state for building rule contexts.
 #[derive(Debug, Clone)]
 pub struct ContextState {

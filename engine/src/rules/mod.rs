@@ -231,6 +231,59 @@ impl std::fmt::Debug for RulesStage {
 
 /// Everything the stage needs to continue after a restart: patient contexts, suppression
 /// windows, pending delayed evokes, the event-time watermark.
+impl RulesStage {
+    /// Restores the stage from the checkpoints of every process of another cluster layout,
+    /// taken at one position of the stream (see [`crate::checkpoint`], rescaling): what every
+    /// process follows alike from the first, and of what each process kept alone (suppression
+    /// windows, delayed evokes, kept scores) what this process now owns, by `owns` for a
+    /// patient and by `hospitals` for a department.
+    pub(crate) fn restore_rescaled(
+        &mut self,
+        snapshots: Vec<RulesSnapshot<'static>>,
+        owns: impl Fn(u64) -> bool,
+        hospitals: Hospitals,
+    ) {
+        let mut suppressor = Suppressor::new();
+        let mut delayed = DelayedEvokes::new();
+        let mut watermark = i64::MIN;
+        let mut contexts = Vec::with_capacity(snapshots.len());
+        for snapshot in snapshots {
+            suppressor.merge(&snapshot.suppressor);
+            delayed.merge(&snapshot.delayed);
+            watermark = watermark.max(snapshot.watermark);
+            contexts.push(snapshot.context);
+        }
+        let Some(context) = ContextSnapshot::rescaled(contexts, &owns) else {
+            return;
+        };
+        let pack = &self.pack;
+        // A rule no longer loaded: the first process keeps what it left, as share 0 does.
+        let first = hospitals.process == 0;
+        let patient = |key: &str| u64::from_str_radix(key, 16).ok();
+        suppressor.retain(|mlmname, key| match pack.scope_of(mlmname) {
+            Some(AlertScope::Patient) => patient(key).is_some_and(&owns),
+            Some(AlertScope::Department) => key
+                .split_once(':')
+                .and_then(|(h, _)| h.parse::<i64>().ok())
+                .is_some_and(|h| hospitals.owns(Some(h))),
+            None => first,
+        });
+        delayed.retain(|due| match pack.scope_of(&due.mlmname) {
+            Some(AlertScope::Patient) => patient(&due.patient_key).is_some_and(&owns),
+            Some(AlertScope::Department) => patient(&due.patient_key)
+                .and_then(|p| context.hospital_of(p))
+                .map_or(first, |h| hospitals.owns(Some(h))),
+            None => first,
+        });
+        self.restore(RulesSnapshot {
+            context,
+            suppressor: std::borrow::Cow::Owned(suppressor),
+            delayed: std::borrow::Cow::Owned(delayed),
+            watermark,
+        });
+    }
+}
+
 impl Checkpointed for RulesStage {
     type State<'a> = RulesSnapshot<'a>;
 

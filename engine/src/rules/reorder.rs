@@ -444,6 +444,22 @@ pub struct ReorderState {
     held: Vec<HeldRecord>,
 }
 
+impl ReorderState {
+    /// The window of a process of another cluster layout (every process holds the same
+    /// records, at one position of the stream) for a process of this layout: each held record
+    /// marked as its own patient's or another process's by `owns`.
+    pub(crate) fn rescaled(mut self, owns: impl Fn(u64) -> bool) -> Self {
+        for held in &mut self.held {
+            if owns(held.patient) {
+                held.flags &= !ELSEWHERE;
+            } else {
+                held.flags |= ELSEWHERE;
+            }
+        }
+        self
+    }
+}
+
 impl Checkpointed for ReorderWindow {
     type State<'a> = ReorderState;
 
