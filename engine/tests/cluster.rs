@@ -9,12 +9,17 @@
 //! only its own partitions (partition p belongs to worker p mod 4), for producers that key by
 //! patient. Each process writes its own share of the documents into its own data directory,
 //! and the union of the stores is compared with the single process's store. Alerts are
-//! compared for every rule but the department-scope one (capacity), which sees only its
-//! process's patients (docs/cluster.md, a known limit).
+//! compared for every rule, but with `--partitions-by-patient` for the patient rules only: the
+//! department rules (capacity) of a process that reads its own partitions see only their
+//! patients (docs/cluster.md, a known limit).
 //!
 //! A process killed with SIGKILL mid-stream: the other stops with its own exit code and a clear
 //! message, and when both are started again each continues from its newest checkpoint, with
 //! the outputs of an uninterrupted run.
+//!
+//! Rescaling: one stream read in turn by 1 × 1, 2 × 2 and 1 × 2, each layout continuing from
+//! the checkpoints of the one before (`--rescale`), ends with the outputs of one uninterrupted
+//! process.
 
 mod common;
 

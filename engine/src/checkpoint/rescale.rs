@@ -258,7 +258,103 @@ fn positions_text(positions: &[crate::source::Position]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+    use crate::checkpoint::{Checkpoint, IngestStages};
+    use crate::decode::{Decoder, Format};
+    use crate::gold::FactBuilder;
+    use crate::model::{Network, Pseudonymiser};
+    use crate::rules::ReorderWindow;
+    use crate::silver::Silver;
+
+    const SOURCE: &str = "kafka://b:9092/adt";
+
+    /// An empty ingest state at these offsets of partitions 0 and 1.
+    fn at(offsets: [i64; 2]) -> Vec<u8> {
+        let pseudonyms = Pseudonymiser::new(b"test-key");
+        let stages = IngestStages {
+            silver: &mut Silver::new(Network::default_network()),
+            decoder: &mut Decoder::new(Format::Json, pseudonyms.clone()),
+            facts: &mut FactBuilder::new(pseudonyms, 1),
+            reorder: &mut ReorderWindow::new(None),
+        };
+        let processed: BTreeMap<(u16, i32), i64> =
+            [((0, 0), offsets[0]), ((0, 1), offsets[1])].into();
+        IngestState::encode(&stages, &processed, 0, (0, 0)).expect("encode")
+    }
+
+    fn write(location: &str, process: Option<usize>, identity: &str, when: &str, ingest: Vec<u8>) {
+        let checkpoint = Checkpoint {
+            source: identity.to_owned(),
+            written_at: when.to_owned(),
+            ingest,
+            rules: None,
+        };
+        store_of(location, process)
+            .and_then(|s| s.write(&checkpoint))
+            .expect("write a checkpoint");
+    }
+
+    #[test]
+    fn the_old_layout_must_be_whole_and_at_one_position() {
+        let dir = std::env::temp_dir().join(format!("cds-rescale-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let location = dir.display().to_string();
+        let two = identity(SOURCE, Some(2));
+        let one = identity(SOURCE, None);
+        let r = Rescale {
+            location: &location,
+            source: SOURCE,
+            process: 0,
+            processes: 1,
+            hospitals: Hospitals::ALL,
+        };
+        let none = |what: &str| assert!(matches!(rescale(&r, &one, None), Ok(None)), "{what}");
+        none("no checkpoints");
+
+        write(
+            &location,
+            Some(0),
+            &two,
+            "2026-01-01T00:00:01Z",
+            at([10, 5]),
+        );
+        let refusal = |what: &str| match rescale(&r, &one, None) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("{what}: not refused"),
+        };
+        let err = refusal("process 1 missing");
+        assert!(err.contains("only 1 of them"), "{err}");
+
+        write(
+            &location,
+            Some(1),
+            &two,
+            "2026-01-01T00:00:02Z",
+            at([10, 6]),
+        );
+        let err = refusal("two positions");
+        assert!(err.contains("different positions"), "{err}");
+
+        write(
+            &location,
+            Some(1),
+            &two,
+            "2026-01-01T00:00:03Z",
+            at([10, 5]),
+        );
+        let Ok(Some(state)) = rescale(&r, &one, None) else {
+            panic!("one position: rescaled")
+        };
+        let offsets: Vec<i64> = state.positions().iter().map(|p| p.offset).collect();
+        assert_eq!(offsets, [10, 5]);
+
+        // This layout's own checkpoint, newer: the run continues from it as usual.
+        write(&location, None, &one, "2026-01-01T00:00:04Z", at([12, 7]));
+        none("this layout's own checkpoint is newer");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn a_checkpoint_names_its_layout() {
