@@ -289,3 +289,176 @@ fn clinicians_act_on_alerts_and_the_ehr_sees_active_ones() {
         assert!(!log.contains(p.as_str()), "patient id in the log");
     }
 }
+
+/// A P-384 key pair of an EHR and its JWK Set.
+fn ehr_key() -> (ring::signature::EcdsaKeyPair, String) {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    use ring::signature::{EcdsaKeyPair, KeyPair, ECDSA_P384_SHA384_FIXED_SIGNING};
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &rng).expect("key");
+    let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+        .expect("key pair");
+    let (x, y) = pair.public_key().as_ref()[1..].split_at(48);
+    let jwks = serde_json::json!({"keys": [{"kty": "EC", "crv": "P-384", "kid": "ehr-1",
+        "use": "sig", "alg": "ES384", "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y)}]});
+    (pair, jwks.to_string())
+}
+
+/// A client JWT as the CDS Hooks specification has the EHR sign it.
+fn client_jwt(
+    pair: &ring::signature::EcdsaKeyPair,
+    aud: &str,
+    jti: &str,
+    expires_in: i64,
+) -> String {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let header = serde_json::json!({"alg": "ES384", "typ": "JWT", "kid": "ehr-1"});
+    let claims = serde_json::json!({"iss": "https://ehr.example.org", "sub": "ehr-client",
+        "aud": aud, "iat": now, "exp": now + expires_in, "jti": jti});
+    let signed = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims.to_string())
+    );
+    let sig = pair
+        .sign(&ring::rand::SystemRandom::new(), signed.as_bytes())
+        .expect("sign");
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref()))
+}
+
+/// CDS Hooks client authentication: an EHR configured with its public keys signs each call;
+/// a valid token is accepted (and only on the CDS Hooks routes), an expired one, one for another
+/// audience, one signed by an unknown key and a replayed one are refused and counted; the
+/// prefetched Patient's identifier finds the patient when `patientId` is a FHIR id; the EHR's
+/// feedback through its own token changes the rule's rates.
+#[test]
+fn an_ehr_signs_its_calls_with_its_own_key() {
+    let (pair, jwks) = ehr_key();
+    let client = format!(
+        "\n[[hooks_client]]\nname = \"ehr\"\niss = \"https://ehr.example.org\"\n\
+         jwks = '{jwks}'\naudience = [\"https://cds.example.org\"]\nrole = \"clinician\"\n\
+         hospitals = [1]\n"
+    );
+    let (engine, patients) = common::http::start_with(&[], &client);
+    let service = "/cds-services/cds-patient-alerts";
+    let aud = format!("https://cds.example.org{service}");
+    let pseudonyms = Pseudonymiser::new(b"http-test");
+    let (_, body) = get(&engine, "/api/alerts", Some("tok-admin"));
+    let every = json(&body);
+    let (patient, alert) = patients
+        .iter()
+        .find_map(|p| {
+            let key = pseudonyms.pseudonym(p);
+            every
+                .iter()
+                .find(|a| a["patient"] == key.as_str() && a["hospital_id"] == 1)
+                .map(|a| (p.clone(), a.clone()))
+        })
+        .expect("a patient with an alert in hospital 1");
+    let view = |patient_id: &str, prefetch: &str| {
+        format!(
+            r#"{{"hook": "patient-view", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
+                "context": {{"userId": "Practitioner/1", "patientId": "{patient_id}"}}{prefetch}}}"#
+        )
+    };
+    let cards = |body: &str| -> Vec<Value> {
+        object(body)["cards"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let uuid = alert["card"]["uuid"].clone();
+
+    let jwt = client_jwt(&pair, &aud, "call-1", 120);
+    let (s, body) = post(&engine, service, Some(&jwt), &view(&patient, ""));
+    assert_eq!(s, 200, "{body}");
+    assert!(cards(&body).iter().any(|c| c["uuid"] == uuid), "{body}");
+    assert_eq!(
+        post(&engine, service, Some(&jwt), &view(&patient, "")).0,
+        401,
+        "a token id is used once"
+    );
+    let refused = [
+        client_jwt(&pair, &aud, "call-2", -120),
+        client_jwt(
+            &pair,
+            "https://other.example.org/cds-services",
+            "call-3",
+            120,
+        ),
+        client_jwt(&ehr_key().0, &aud, "call-4", 120),
+        client_jwt(&pair, &aud, "call-5", 3600),
+    ];
+    for jwt in &refused {
+        assert_eq!(
+            post(&engine, service, Some(jwt), &view(&patient, "")).0,
+            401
+        );
+    }
+    assert_eq!(
+        get(
+            &engine,
+            "/api/alerts",
+            Some(&client_jwt(&pair, &aud, "call-6", 120))
+        )
+        .0,
+        401,
+        "a client JWT opens the CDS Hooks routes only"
+    );
+    let metrics = get(&engine, "/metrics", None).1;
+    for reason in ["replayed", "expired", "audience", "signature", "lifetime"] {
+        assert!(
+            metrics.contains(&format!(
+                "cds_http_hooks_jwt_refused_total{{reason=\"{reason}\"}} 1"
+            )),
+            "{reason} counted"
+        );
+    }
+
+    // The EHR names the patient by its FHIR id; the prefetched Patient carries the MRN.
+    let prefetch = format!(
+        r#", "prefetch": {{"patient": {{"resourceType": "Patient", "id": "f-1",
+            "identifier": [{{"system": "urn:mrn", "value": "{patient}"}}]}}}}"#
+    );
+    let jwt = client_jwt(&pair, &aud, "call-7", 120);
+    let (s, body) = post(&engine, service, Some(&jwt), &view("f-1", &prefetch));
+    assert_eq!(s, 200, "{body}");
+    assert!(
+        cards(&body).iter().any(|c| c["uuid"] == uuid),
+        "found by the MRN"
+    );
+    let jwt = client_jwt(&pair, &aud, "call-8", 120);
+    let (_, body) = post(&engine, service, Some(&jwt), &view("f-1", ""));
+    assert!(cards(&body).is_empty(), "the FHIR id alone names no one");
+
+    // Feedback through the EHR's token counts in the rule's rates.
+    let rule = alert["mlmname"].as_str().expect("rule").to_owned();
+    let feedback = format!(r#"{{"feedback": [{{"card": {uuid}, "outcome": "accepted"}}]}}"#);
+    let path = format!("{service}/feedback");
+    let jwt = client_jwt(
+        &pair,
+        &format!("https://cds.example.org{path}"),
+        "call-9",
+        120,
+    );
+    let (s, body) = post(&engine, &path, Some(&jwt), &feedback);
+    assert_eq!(
+        (s, object(&body)["recorded"].as_u64()),
+        (200, Some(1)),
+        "{body}"
+    );
+    let metrics = get(&engine, "/metrics", None).1;
+    assert!(
+        metrics.contains(&format!(
+            "cds_alert_acks_total{{action=\"accepted\",rule=\"{rule}\"}} 1"
+        )),
+        "the EHR's feedback is counted"
+    );
+    assert!(metrics.contains(&format!("cds_rule_accept_ratio{{rule=\"{rule}\"}} 1")));
+}

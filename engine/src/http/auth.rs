@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use super::jwt::{HooksClient, Refusal, SeenIds};
+
 /// The environment variable naming the tokens file.
 pub const TOKENS_FILE_ENV: &str = "CDS_TOKENS_FILE";
 
@@ -74,6 +76,16 @@ impl Token {
 struct TokensFile {
     #[serde(default)]
     token: Vec<Token>,
+    /// EHRs that authenticate to CDS Hooks with signed JWTs ([`super::jwt`]).
+    #[serde(default, skip_serializing)]
+    hooks_client: Vec<super::jwt::HooksClientEntry>,
+}
+
+/// What a tokens file holds, loaded.
+#[derive(Debug, Default)]
+struct Loaded {
+    tokens: Vec<Token>,
+    hooks_clients: Vec<HooksClient>,
 }
 
 /// Why tokens could not be loaded.
@@ -98,7 +110,9 @@ pub enum AuthError {
 /// The configured tokens, and the file they come from (read again when it changes).
 #[derive(Debug, Default)]
 pub struct Tokens {
-    tokens: RwLock<Arc<Vec<Token>>>,
+    tokens: RwLock<Arc<Loaded>>,
+    /// The CDS Hooks client tokens' ids seen, so that none is used twice.
+    seen: SeenIds,
     /// The file and the text last loaded from it.
     source: Option<(PathBuf, Mutex<String>)>,
 }
@@ -116,28 +130,43 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Parses the text of a tokens file.
-fn parse(path: &Path, text: &str) -> Result<Vec<Token>, AuthError> {
+/// Parses the text of a tokens file (`path` names it and places its clients' key files).
+fn parse(path: &Path, text: &str) -> Result<Loaded, AuthError> {
     let p = path.display().to_string();
-    let file: TokensFile = toml::from_str(text).map_err(|e| AuthError::Invalid {
+    let invalid = |message: String| AuthError::Invalid {
         path: p.clone(),
-        message: e.to_string(),
-    })?;
+        message,
+    };
+    let file: TokensFile = toml::from_str(text).map_err(|e| invalid(e.to_string()))?;
     for t in &file.token {
         if t.sha256.len() != 64 || !t.sha256.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Err(AuthError::Invalid {
-                path: p,
-                message: format!("token {:?}: sha256 must be 64 hex digits", t.name),
-            });
+            return Err(invalid(format!(
+                "token {:?}: sha256 must be 64 hex digits",
+                t.name
+            )));
         }
     }
-    Ok(file.token)
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let hooks_clients = file
+        .hooks_client
+        .into_iter()
+        .map(|entry| HooksClient::load(entry, dir))
+        .collect::<Result<_, _>>()
+        .map_err(invalid)?;
+    Ok(Loaded {
+        tokens: file.token,
+        hooks_clients,
+    })
 }
 
 impl Tokens {
     pub fn new(tokens: Vec<Token>) -> Self {
         Tokens {
-            tokens: RwLock::new(Arc::new(tokens)),
+            tokens: RwLock::new(Arc::new(Loaded {
+                tokens,
+                hooks_clients: Vec::new(),
+            })),
+            seen: SeenIds::default(),
             source: None,
         }
     }
@@ -151,11 +180,12 @@ impl Tokens {
         let tokens = parse(path, &text)?;
         Ok(Tokens {
             tokens: RwLock::new(Arc::new(tokens)),
+            seen: SeenIds::default(),
             source: Some((path.to_path_buf(), Mutex::new(text))),
         })
     }
 
-    fn current(&self) -> Arc<Vec<Token>> {
+    fn current(&self) -> Arc<Loaded> {
         match self.tokens.read() {
             Ok(t) => t.clone(),
             // A panic while swapping cannot leave a half-written list: the Arc is replaced whole.
@@ -222,11 +252,17 @@ impl Tokens {
         self.by_hash(&hash_token(bearer))
     }
 
+    /// The token of a CDS Hooks client's signed JWT, for a call to `path` at `now` (seconds
+    /// since the epoch); `Err` says why it was refused.
+    pub fn hooks_client(&self, jwt: &str, path: &str, now: i64) -> Result<Token, Refusal> {
+        super::jwt::verify(jwt, &self.current().hooks_clients, path, now, &self.seen)
+    }
+
     /// The token of a hex SHA-256 (a session remembers the hash, never the token).
     pub fn by_hash(&self, hash: &str) -> Option<Token> {
         let mut found = None;
         // Compare with every entry, so timing does not tell which one matched.
-        for t in self.current().iter() {
+        for t in &self.current().tokens {
             if constant_time_eq(t.sha256.to_ascii_lowercase().as_bytes(), hash.as_bytes()) {
                 found = Some(t.clone());
             }
@@ -253,6 +289,7 @@ impl Tokens {
         };
         let text = toml::to_string(&TokensFile {
             token: vec![admin.clone()],
+            hooks_client: Vec::new(),
         })
         .map_err(|e| AuthError::Invalid {
             path: path.display().to_string(),
@@ -266,7 +303,11 @@ impl Tokens {
         })?;
         Ok((
             Tokens {
-                tokens: RwLock::new(Arc::new(vec![admin])),
+                tokens: RwLock::new(Arc::new(Loaded {
+                    tokens: vec![admin],
+                    hooks_clients: Vec::new(),
+                })),
+                seen: SeenIds::default(),
                 source: Some((path, Mutex::new(text))),
             },
             Some(token),

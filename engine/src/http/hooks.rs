@@ -32,6 +32,10 @@ pub const SERVICE_PATH: &str = "/cds-services/cds-patient-alerts";
 /// Where the EHR sends what the clinician did with the service's cards.
 pub const FEEDBACK_PATH: &str = "/cds-services/cds-patient-alerts/feedback";
 
+/// The prefetch template: the Patient in view, whose identifiers (an MRN) may be what the
+/// streams call the patient when the EHR's `patientId` is a FHIR resource id.
+const PATIENT_PREFETCH: &str = "Patient/{{context.patientId}}";
+
 /// `GET /cds-services`: discovery.
 pub async fn discovery() -> Json<Value> {
     Json(json!({
@@ -40,8 +44,8 @@ pub async fn discovery() -> Json<Value> {
             "id": SERVICE_ID,
             "title": "cds active alerts",
             "description": "Active clinical alerts (NEWS2, qSOFA, SIRS, hypoxia, long stay, readmission, ...) raised by the cds stream processor for the patient in view.",
-            "prefetch": {},
-            "usageRequirements": "A bearer token of a clinician whose departments include the patient's."
+            "prefetch": { "patient": PATIENT_PREFETCH },
+            "usageRequirements": "A bearer token of a clinician whose departments include the patient's, or a JWT signed by a configured EHR client (CDS Hooks 2.0 client authentication). The prefetched Patient's identifiers are matched as well as context.patientId, so that an EHR whose FHIR ids are not the streams' patient identifiers still finds its patient's alerts."
         }]
     }))
 }
@@ -53,6 +57,28 @@ struct HookRequest {
     #[allow(dead_code)]
     hook_instance: String,
     context: PatientViewContext,
+    #[serde(default)]
+    prefetch: Option<Prefetch>,
+}
+
+/// What the EHR prefetched by the template.
+#[derive(Debug, Default, Deserialize)]
+struct Prefetch {
+    #[serde(default)]
+    patient: Option<PrefetchedPatient>,
+}
+
+/// The parts of a FHIR Patient the service reads.
+#[derive(Debug, Default, Deserialize)]
+struct PrefetchedPatient {
+    #[serde(default)]
+    identifier: Vec<PatientIdentifier>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct PatientIdentifier {
+    #[serde(default)]
+    value: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -102,7 +128,19 @@ pub async fn patient_view(
     let Some(pseudonyms) = state.pseudonyms.as_ref() else {
         return bad_request("this process cannot match patients".to_owned());
     };
-    let patient = pseudonyms.pseudonym(request.context.patient_id.trim());
+    // The patient's pseudonyms: of `patientId`, and of every identifier of the prefetched
+    // Patient.
+    let identifiers = request
+        .prefetch
+        .and_then(|p| p.patient)
+        .map(|p| p.identifier)
+        .unwrap_or_default();
+    let patients: Vec<String> = std::iter::once(request.context.patient_id)
+        .chain(identifiers.into_iter().filter_map(|i| i.value))
+        .map(|id| id.trim().to_owned())
+        .filter(|id| !id.is_empty())
+        .map(|id| pseudonyms.pseudonym(&id))
+        .collect();
     let alerts = match read(&state, Container::Alerts).await {
         Ok(d) => d,
         Err(r) => return r,
@@ -114,7 +152,12 @@ pub async fn patient_view(
     let now = chrono::Utc::now();
     let mut found: Vec<(String, Value)> = alerts
         .into_iter()
-        .filter(|a| a["patient"].as_str() == Some(patient.as_str()) && visible(&token, a))
+        .filter(|a| {
+            a["patient"]
+                .as_str()
+                .is_some_and(|p| patients.iter().any(|mine| mine == p))
+                && visible(&token, a)
+        })
         .filter(|a| {
             a["id"]
                 .as_str()

@@ -2,7 +2,8 @@
 //!
 //! Every route but `/healthz`, `/readyz` and `/metrics` needs a bearer token with a role
 //! ([`auth`]); what a route returns is filtered by the token's hospitals and departments, and
-//! every authenticated access is written to the audit log ([`audit`]). Documents carry only
+//! every authenticated access is written to the audit log ([`audit`]). An EHR may instead sign
+//! its CDS Hooks calls with its own key, as the specification has it ([`jwt`]). Documents carry only
 //! pseudonymised patient keys, so nothing served here identifies a patient.
 //!
 //! Bounded against clients that do not play by the rules ([`HttpLimits`]): a connection
@@ -15,6 +16,7 @@ pub mod audit;
 pub mod auth;
 pub mod feed;
 mod hooks;
+mod jwt;
 mod openapi;
 mod read;
 
@@ -31,7 +33,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
-use prometheus::{IntCounter, IntGauge};
+use prometheus::{IntCounter, IntCounterVec, IntGauge};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -85,6 +87,8 @@ pub struct HttpMetrics {
     pub request_timeouts: IntCounter,
     /// Live streams refused at the per-token or total limit.
     pub streams_refused: IntCounter,
+    /// CDS Hooks client JWTs refused, by reason.
+    pub hooks_jwt_refused: IntCounterVec,
 }
 
 impl HttpMetrics {
@@ -100,7 +104,17 @@ impl HttpMetrics {
             .unwrap_or_else(|e| unreachable!("metric: {e}"));
         metrics.register(Box::new(open.clone()));
         metrics.register(Box::new(audit.suppressed_counter()));
+        let hooks_jwt_refused = IntCounterVec::new(
+            prometheus::Opts::new(
+                "cds_http_hooks_jwt_refused_total",
+                "CDS Hooks client JWTs refused, by reason",
+            ),
+            &["reason"],
+        )
+        .unwrap_or_else(|e| unreachable!("metric: {e}"));
+        metrics.register(Box::new(hooks_jwt_refused.clone()));
         HttpMetrics {
+            hooks_jwt_refused,
             connections_refused: counter(
                 "cds_http_connections_refused_total",
                 "HTTP connections refused at the connection limit",
@@ -300,6 +314,24 @@ async fn authenticate(State(state): State<HttpState>, mut req: Request, next: Ne
     let query = query_without_token(&req);
     let credential = credential(&req);
     let token = match &credential {
+        // An EHR's signed JWT (CDS Hooks client authentication), on the CDS Hooks routes only.
+        Some(Credential::Header(t))
+            if route.starts_with("/cds-services") && jwt::looks_like_jwt(t) =>
+        {
+            let now = chrono::Utc::now().timestamp();
+            match state.tokens.hooks_client(t, &route, now) {
+                Ok(token) => Some(token),
+                Err(refusal) => {
+                    state
+                        .http_metrics
+                        .hooks_jwt_refused
+                        .with_label_values(&[&refusal.to_string()])
+                        .inc();
+                    tracing::info!(reason = %refusal, "a CDS Hooks client token was refused");
+                    None
+                }
+            }
+        }
         Some(Credential::Header(t) | Credential::Query(t)) => state.tokens.authenticate(t),
         Some(Credential::Session(id)) => state
             .sessions
