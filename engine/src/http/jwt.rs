@@ -425,4 +425,46 @@ mod tests {
         assert_eq!(check(&parts.join(".")).err(), Some(Refusal::Signature));
         assert_eq!(check("ey.not.jwt").err(), Some(Refusal::Malformed));
     }
+
+    /// RS384 with a 2048-bit test key (only a test's: `tests/fixtures/jwt/`), its JWK from the
+    /// key's own modulus and exponent.
+    #[test]
+    fn an_rsa_signature_is_checked_too() {
+        use ring::signature::{RsaKeyPair, RSA_PKCS1_SHA384};
+        let der = include_bytes!("../../tests/fixtures/jwt/rsa-2048-test-key.der");
+        let pair = RsaKeyPair::from_der(der).expect("the test key");
+        let public: RsaPublicKeyComponents<Vec<u8>> = pair.public().into();
+        let jwks = serde_json::json!({"keys": [{"kty": "RSA", "kid": "r1",
+            "n": b64(&public.n), "e": b64(&public.e)}]});
+        let clients = [client(jwks.to_string())];
+        let header = serde_json::json!({"alg": "RS384", "kid": "r1"});
+        let claims = serde_json::json!({"iss": "https://ehr.example.org",
+            "aud": "https://cds.example.org", "exp": NOW + 60, "jti": "r"});
+        let signed = format!(
+            "{}.{}",
+            b64(header.to_string().as_bytes()),
+            b64(claims.to_string().as_bytes())
+        );
+        let mut sig = vec![0; pair.public().modulus_len()];
+        pair.sign(
+            &RSA_PKCS1_SHA384,
+            &SystemRandom::new(),
+            signed.as_bytes(),
+            &mut sig,
+        )
+        .expect("sign");
+        let jwt = format!("{signed}.{}", b64(&sig));
+        let seen = SeenIds::default();
+        assert!(verify(&jwt, &clients, "/cds-services", NOW, &seen).is_ok());
+        // The same key under an EC algorithm's name.
+        let es = format!(
+            "{}.{}",
+            b64(br#"{"alg":"ES384","kid":"r1"}"#),
+            &jwt[jwt.find('.').unwrap_or(0) + 1..]
+        );
+        assert_eq!(
+            verify(&es, &clients, "/cds-services", NOW, &SeenIds::default()).err(),
+            Some(Refusal::Algorithm)
+        );
+    }
 }
