@@ -1,4 +1,5 @@
-//! The HTTP API through the real binary: an access matrix (every role x route x scope), the
+//! The HTTP API through the real binary: an access matrix (every role x route x scope, the
+//! data-quality report's included), the
 //! live stream resumed with `Last-Event-ID`, and a leak test (no raw patient id in any
 //! response, the audit log, the store or the logs).
 
@@ -105,6 +106,39 @@ fn access_matrix_stream_resume_and_no_leaks() {
     bodies.push(body);
     assert_eq!(get(&engine, "/api/alerts", Some("tok-bed")).0, 403);
     assert_eq!(get(&engine, "/api/kpis?hospital=x", Some("tok-bed")).0, 400);
+
+    // The data-quality report: admins only, HTML by default, JSON on request, no identifier.
+    assert_eq!(get(&engine, "/reports/dq", None).0, 401);
+    for token in ["tok-clin", "tok-bed", "tok-ward"] {
+        assert_eq!(get(&engine, "/reports/dq", Some(token)).0, 403, "{token}");
+    }
+    // The lake commits every few seconds: the report shows what it holds.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (s, body) = get(&engine, "/reports/dq?format=json", Some("tok-admin"));
+        assert_eq!(s, 200, "{body}");
+        let report: serde_json::Value = serde_json::from_str(&body).expect("a JSON report");
+        if report["totals"]["events_in"].as_u64() > Some(1000) {
+            bodies.push(body);
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lake holds events"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    let (s, body) = get(&engine, "/reports/dq", Some("tok-admin"));
+    assert_eq!(s, 200, "{body}");
+    assert!(
+        body.contains("<svg") && body.contains("Data-quality report"),
+        "{body:.3000}"
+    );
+    bodies.push(body);
+    assert_eq!(
+        get(&engine, "/reports/dq?format=pdf", Some("tok-admin")).0,
+        400
+    );
 
     // The live stream: reconnecting with Last-Event-ID continues exactly after it.
     let first = stream_ids(&engine, "tok-admin", None, 40);

@@ -6,6 +6,7 @@ mod export;
 mod ingest;
 mod lake;
 mod properties;
+mod report;
 mod rules;
 mod run;
 mod serve;
@@ -67,6 +68,9 @@ enum Command {
     /// Maintain the lake's Delta tables.
     #[command(subcommand)]
     Lake(lake::LakeCommand),
+    /// Reports computed from what runs kept (`cds report dq`: data quality).
+    #[command(subcommand)]
+    Report(report::ReportCommand),
 }
 
 /// How `cds run --help` tells of the other ways to give its options.
@@ -116,6 +120,7 @@ pub fn main() -> ExitCode {
             run::run(run.into_replay()?, network)
         }
         Command::Lake(cmd) => lake::lake(cmd),
+        Command::Report(cmd) => report::report_command(cmd),
     });
     match result {
         Ok(code) => code,

@@ -84,6 +84,11 @@ pub fn start(
         limits,
         streams: http::feed::StreamSlots::new(limits.streams_per_token, limits.streams_total),
         tls,
+        reports: config.lake.as_ref().map(|lake| http::ReportSource {
+            lake: lake.clone(),
+            data_dir: data_dir.clone(),
+            format: config.format(),
+        }),
     };
     let stop = shared.stop.clone();
     runtime.spawn(async move {

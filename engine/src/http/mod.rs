@@ -19,6 +19,7 @@ mod hooks;
 mod jwt;
 mod openapi;
 mod read;
+mod reports;
 
 pub use actions::publish_rates;
 
@@ -157,6 +158,18 @@ pub struct HttpState {
     pub http_metrics: HttpMetrics,
     /// HTTPS when set (`--tls-cert`, `--tls-key`); the session cookie is then `Secure`.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// What `/reports/dq` reads: the lake's location and the data directory (`None`: the
+    /// run writes no lake).
+    pub reports: Option<ReportSource>,
+}
+
+/// Where the data-quality report is read from.
+#[derive(Debug, Clone)]
+pub struct ReportSource {
+    pub lake: String,
+    pub data_dir: std::path::PathBuf,
+    /// How Bronze's payloads are read (the run's `--format`).
+    pub format: crate::decode::Format,
 }
 
 /// One route: its path, method and handler, and whether it needs a token.
@@ -186,6 +199,7 @@ fn routes() -> Vec<Route> {
         route("/cds-services", "get", get(hooks::discovery), true),
         route(hooks::SERVICE_PATH, "post", post(hooks::patient_view), true),
         route(hooks::FEEDBACK_PATH, "post", post(hooks::feedback), true),
+        route("/reports/dq", "get", get(reports::dq), true),
         route("/healthz", "get", get(|| async { "ok\n" }), false),
         route("/readyz", "get", get(readyz), false),
         route("/metrics", "get", get(metrics), false),

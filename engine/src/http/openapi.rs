@@ -159,6 +159,18 @@ pub(super) const OPERATIONS: &[Operation] = &[
     },
     Operation {
         method: "get",
+        path: "/reports/dq",
+        summary: "The data-quality report (as `cds report dq`): per day and hospital, events in, duplicates, late arrivals, flags and quarantine reasons; dead letters by reason and format; unknown fields",
+        roles: &["admin"],
+        params: &[
+            query("since", "leave out days before this one (YYYY-MM-DD)"),
+            query("format", "html (default) or json"),
+        ],
+        body: None,
+        answers: "text/html",
+    },
+    Operation {
+        method: "get",
         path: "/healthz",
         summary: "Liveness: `ok` while the process runs",
         roles: &[],

@@ -6,6 +6,7 @@
 
 pub mod compact;
 pub mod dims;
+pub mod dq_report;
 mod patients;
 pub mod tables;
 pub mod writer;

@@ -25,11 +25,11 @@ use super::{Poll, Position, RawBatch, Source, SourceError};
 use crate::lake::tables::{read_data_file, Table};
 use crate::lake::writer::table_url;
 
-/// One Bronze row, ready to hand out again.
-struct Row {
-    ingested_at: i64,
-    position: Position,
-    payload: Vec<u8>,
+/// One Bronze row, ready to hand out again (the data-quality report reads them too).
+pub(crate) struct Row {
+    pub ingested_at: i64,
+    pub position: Position,
+    pub payload: Vec<u8>,
 }
 
 /// Replays the payloads of a Bronze table.
@@ -49,34 +49,7 @@ fn bronze(message: impl std::fmt::Display) -> SourceError {
 impl BronzeSource {
     /// Reads the whole Bronze table of `config.lake`.
     pub fn open(config: &BronzeConfig) -> Result<Self, SourceError> {
-        let url = table_url(&config.lake, Table::Bronze.path()).map_err(bronze)?;
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(bronze)?;
-        let mut streams: Vec<String> = Vec::new();
-        let mut rows = Vec::new();
-        runtime.block_on(async {
-            let table = DeltaTable::try_from_url(url).await.map_err(bronze)?;
-            if table.version().is_none() {
-                return Err(bronze("no Bronze table at this lake location"));
-            }
-            let store = table.object_store();
-            let files: Vec<String> = table
-                .snapshot()
-                .map_err(bronze)?
-                .log_data()
-                .iter()
-                .map(|f| f.path().into_owned())
-                .collect();
-            for path in files {
-                for batch in read_data_file(&store, &path).await.map_err(bronze)? {
-                    read_rows(&batch, &mut streams, &mut rows)?;
-                }
-            }
-            Ok(())
-        })?;
-        rows.sort_by_key(|r| (r.ingested_at, r.position));
+        let (streams, rows) = read_table(&config.lake)?;
         Ok(BronzeSource {
             name: format!("bronze:{}", config.lake),
             streams,
@@ -89,6 +62,40 @@ impl BronzeSource {
     pub fn remaining(&self) -> usize {
         self.rows.len()
     }
+}
+
+/// Every row of the Bronze table of the lake at `lake`, in the order they were ingested
+/// (within a partition by offset), and the stream names their positions index.
+pub(crate) fn read_table(lake: &str) -> Result<(Vec<String>, Vec<Row>), SourceError> {
+    let url = table_url(lake, Table::Bronze.path()).map_err(bronze)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(bronze)?;
+    let mut streams: Vec<String> = Vec::new();
+    let mut rows = Vec::new();
+    runtime.block_on(async {
+        let table = DeltaTable::try_from_url(url).await.map_err(bronze)?;
+        if table.version().is_none() {
+            return Err(bronze("no Bronze table at this lake location"));
+        }
+        let store = table.object_store();
+        let files: Vec<String> = table
+            .snapshot()
+            .map_err(bronze)?
+            .log_data()
+            .iter()
+            .map(|f| f.path().into_owned())
+            .collect();
+        for path in files {
+            for batch in read_data_file(&store, &path).await.map_err(bronze)? {
+                read_rows(&batch, &mut streams, &mut rows)?;
+            }
+        }
+        Ok(())
+    })?;
+    rows.sort_by_key(|r| (r.ingested_at, r.position));
+    Ok((streams, rows))
 }
 
 /// The rows of one record batch; unknown stream names get the next stream index.
