@@ -107,6 +107,32 @@ fn access_matrix_stream_resume_and_no_leaks() {
     assert_eq!(get(&engine, "/api/alerts", Some("tok-bed")).0, 403);
     assert_eq!(get(&engine, "/api/kpis?hospital=x", Some("tok-bed")).0, 400);
 
+    // The dashboard's hospital names and trends, per scope.
+    let (s, body) = get(&engine, "/api/hospitals", Some("tok-bed"));
+    assert_eq!(s, 200);
+    let names = json(&body);
+    assert_eq!(names.len(), 1);
+    assert_eq!(names[0]["hospital_id"], 3);
+    assert_eq!(
+        json(&get(&engine, "/api/hospitals", Some("tok-admin")).1).len(),
+        7
+    );
+    let (s, body) = get(&engine, "/api/kpis/trend", Some("tok-clin"));
+    assert_eq!(s, 200);
+    let trends = json(&body);
+    assert!(
+        !trends.is_empty()
+            && trends
+                .iter()
+                .all(|t| t["hospital_id"] == 3 && t["department"] == "ICU"),
+        "a clinician of ICU in hospital 3 sees that trend only: {body:.300}"
+    );
+    assert!(trends[0]["points"]
+        .as_array()
+        .is_some_and(|p| !p.is_empty()));
+    assert_eq!(get(&engine, "/api/kpis/trend", None).0, 401);
+    bodies.push(body);
+
     // The data-quality report: admins only, HTML by default, JSON on request, no identifier.
     assert_eq!(get(&engine, "/reports/dq", None).0, 401);
     for token in ["tok-clin", "tok-bed", "tok-ward"] {

@@ -23,6 +23,8 @@ pub struct Shared {
     /// Set once the pipeline starts: `/readyz` answers 503 until then.
     pub ready: Arc<AtomicBool>,
     pub pseudonyms: Pseudonymiser,
+    /// The hospitals' names, by id.
+    pub hospital_names: std::collections::BTreeMap<i64, String>,
     /// Notified when the run is over: the server stops.
     pub stop: Arc<tokio::sync::Notify>,
 }
@@ -54,9 +56,9 @@ pub fn start(
     let acks = AckStore::open(data_dir).context("opening the acknowledgement store")?;
     http::publish_rates(&shared.metrics, &acks);
     let (feed, _) = tokio::sync::broadcast::channel(16_384);
-    let live = {
+    let (live, trends) = {
         let _entered = runtime.enter();
-        LiveFeed::spawn(&feed)
+        (LiveFeed::spawn(&feed), http::Trends::spawn(&feed))
     };
     let audit = Audit::open(Some(&data_dir.join("audit.jsonl")))
         .with_context(|| "opening the access audit log".to_owned())?;
@@ -84,6 +86,8 @@ pub fn start(
         limits,
         streams: http::feed::StreamSlots::new(limits.streams_per_token, limits.streams_total),
         tls,
+        trends,
+        hospital_names: Arc::new(shared.hospital_names.clone()),
         reports: config.lake.as_ref().map(|lake| http::ReportSource {
             lake: lake.clone(),
             data_dir: data_dir.clone(),

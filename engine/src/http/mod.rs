@@ -15,11 +15,13 @@ mod api;
 pub mod audit;
 pub mod auth;
 pub mod feed;
+pub use wards::Trends;
 mod hooks;
 mod jwt;
 mod openapi;
 mod read;
 mod reports;
+mod wards;
 
 pub use actions::publish_rates;
 
@@ -161,6 +163,10 @@ pub struct HttpState {
     /// What `/reports/dq` reads: the lake's location and the data directory (`None`: the
     /// run writes no lake).
     pub reports: Option<ReportSource>,
+    /// Each department's occupancy over the last day of event time, for the dashboard.
+    pub trends: wards::Trends,
+    /// The hospitals' names, by id (the departments file).
+    pub hospital_names: Arc<std::collections::BTreeMap<i64, String>>,
 }
 
 /// Where the data-quality report is read from.
@@ -191,6 +197,8 @@ fn routes() -> Vec<Route> {
     vec![
         route("/", "get", get(api::dashboard), true),
         route("/api/kpis", "get", get(api::kpis), true),
+        route("/api/kpis/trend", "get", get(wards::trend), true),
+        route("/api/hospitals", "get", get(wards::hospitals), true),
         route("/api/alerts", "get", get(api::alerts), true),
         route(STREAM_ROUTE, "get", get(api::stream), true),
         route("/api/alerts/{id}/ack", "post", post(actions::ack), true),
@@ -200,6 +208,7 @@ fn routes() -> Vec<Route> {
         route(hooks::SERVICE_PATH, "post", post(hooks::patient_view), true),
         route(hooks::FEEDBACK_PATH, "post", post(hooks::feedback), true),
         route("/reports/dq", "get", get(reports::dq), true),
+        route("/signin", "post", post(signin), false),
         route("/healthz", "get", get(|| async { "ok\n" }), false),
         route("/readyz", "get", get(readyz), false),
         route("/metrics", "get", get(metrics), false),
@@ -355,6 +364,10 @@ async fn authenticate(State(state): State<HttpState>, mut req: Request, next: Ne
     };
     let Some(token) = token else {
         state.audit.record("-", "-", &method, &route, &query, 401);
+        // A person opening the dashboard: the sign-in form (still a 401).
+        if route == "/" {
+            return signin_page(StatusCode::UNAUTHORIZED, "");
+        }
         return unauthorized();
     };
     let (name, role) = (
@@ -381,6 +394,59 @@ async fn authenticate(State(state): State<HttpState>, mut req: Request, next: Ne
         &method,
         &route,
         &query,
+        response.status().as_u16(),
+    );
+    response
+}
+
+const SIGNIN: &str = include_str!("signin.html");
+
+/// The sign-in form, with a message (fixed texts only).
+fn signin_page(status: StatusCode, message: &'static str) -> Response {
+    let page = SIGNIN.replace(
+        "<!--MESSAGE-->",
+        &if message.is_empty() {
+            String::new()
+        } else {
+            format!("<p class=\"error\" role=\"alert\">{message}</p>")
+        },
+    );
+    (
+        status,
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        page,
+    )
+        .into_response()
+}
+
+/// `POST /signin` (the form's `token`): a valid token opens a dashboard session (an HttpOnly
+/// cookie) and goes to the dashboard; anything else shows the form again.
+async fn signin(State(state): State<HttpState>, body: axum::body::Bytes) -> Response {
+    let token = url::form_urlencoded::parse(&body)
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.trim().to_owned())
+        .unwrap_or_default();
+    let Some(found) = (!token.is_empty())
+        .then(|| state.tokens.authenticate(&token))
+        .flatten()
+    else {
+        state.audit.record("-", "-", "POST", "/signin", "", 401);
+        return signin_page(StatusCode::UNAUTHORIZED, "That token is not valid.");
+    };
+    let role = format!("{:?}", found.role).to_lowercase();
+    let response = dashboard_session(&state, &found.sha256, "").unwrap_or_else(|e| {
+        tracing::error!(error = %e, "opening a dashboard session failed");
+        StatusCode::INTERNAL_SERVER_ERROR.into_response()
+    });
+    state.audit.record(
+        &found.name,
+        &role,
+        "POST",
+        "/signin",
+        "",
         response.status().as_u16(),
     );
     response
