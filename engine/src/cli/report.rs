@@ -64,11 +64,23 @@ pub fn report_command(command: ReportCommand) -> anyhow::Result<ExitCode> {
         eprint!("reading the lake at {lake} …");
     }
     let started = std::time::Instant::now();
+    // On a terminal: payloads decoded, their rate and the time left.
+    let progress = |done: usize, total: usize| {
+        let secs = started.elapsed().as_secs_f64().max(1e-3);
+        let rate = done as f64 / secs;
+        let left = if rate > 0.0 {
+            format!("{:.0} s left", (total - done) as f64 / rate)
+        } else {
+            "…".to_owned()
+        };
+        eprint!("\r\x1b[2Kdecoding Bronze again: {done} of {total} payloads ({rate:.0}/s, {left})");
+    };
     let dq = report(&ReportInput {
         lake: &lake,
         data_dir: &args.data_dir,
         format,
         since: args.since,
+        progress: terminal.then_some(&progress as &dyn Fn(usize, usize)),
     })
     .with_context(|| format!("the data-quality report of {lake}"))?;
     let text = match args.format {

@@ -49,6 +49,7 @@ pub async fn dq(
             data_dir: &source.data_dir,
             format: source.format,
             since: query.since,
+            progress: None,
         })
     })
     .await;

@@ -104,7 +104,7 @@ pub struct DqReport {
 }
 
 /// Where the report reads from.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ReportInput<'a> {
     /// The lake's location (a directory or an object-storage URL).
     pub lake: &'a str,
@@ -113,6 +113,8 @@ pub struct ReportInput<'a> {
     /// How the payloads are read (`auto` tells HL7 v2, FHIR and event JSON apart).
     pub format: Format,
     pub since: Option<NaiveDate>,
+    /// Told (payloads decoded, payloads in Bronze) as Bronze is decoded, for a progress line.
+    pub progress: Option<&'a dyn Fn(usize, usize)>,
 }
 
 fn day_of(micros: i64) -> Option<NaiveDate> {
@@ -151,7 +153,10 @@ pub fn report(input: &ReportInput<'_>) -> Result<DqReport, ReportError> {
     let mut watermark = i64::MIN;
     let mut received: BTreeMap<(String, i32, i64), NaiveDate> = BTreeMap::new();
     let mut decoded = Vec::new();
-    for row in &payloads {
+    for (i, row) in payloads.iter().enumerate() {
+        if let Some(progress) = input.progress.filter(|_| i % 5_000 == 0) {
+            progress(i, payloads.len());
+        }
         let source = streams
             .get(usize::from(row.position.stream))
             .cloned()
