@@ -345,7 +345,8 @@ fn an_ehr_signs_its_calls_with_its_own_key() {
          jwks = '{jwks}'\naudience = [\"https://cds.example.org\"]\nrole = \"clinician\"\n\
          hospitals = [1]\n"
     );
-    let (engine, patients) = common::http::start_with(&[], &client);
+    let (engine, patients) =
+        common::http::start_with(&["--hooks-patient-system", "urn:mrn"], &client);
     let service = "/cds-services/cds-patient-alerts";
     let aud = format!("https://cds.example.org{service}");
     let pseudonyms = Pseudonymiser::new(b"http-test");
@@ -436,6 +437,15 @@ fn an_ehr_signs_its_calls_with_its_own_key() {
     let jwt = client_jwt(&pair, &aud, "call-8", 120);
     let (_, body) = post(&engine, service, Some(&jwt), &view("f-1", ""));
     assert!(cards(&body).is_empty(), "the FHIR id alone names no one");
+    // The same value under another identifier system (an insurance number, say) is not taken
+    // for the streams' patient id.
+    let elsewhere = prefetch.replace("urn:mrn", "urn:insurance");
+    let jwt = client_jwt(&pair, &aud, "call-10", 120);
+    let (_, body) = post(&engine, service, Some(&jwt), &view("f-1", &elsewhere));
+    assert!(
+        cards(&body).is_empty(),
+        "another system's value names no one"
+    );
 
     // Feedback through the EHR's token counts in the rule's rates.
     let rule = alert["mlmname"].as_str().expect("rule").to_owned();

@@ -236,4 +236,17 @@ fn a_clinician_signs_in_filters_watches_a_tile_change_and_accepts_an_alert() {
         .expect("the alert");
     assert_eq!(acted["ack"]["action"], "accepted");
     assert_eq!(acted["ack"]["by"], "dr-h1");
+
+    // A sign-in posted from another site is refused: no page elsewhere signs a browser in.
+    let mut s = common::http::send(
+        &engine.addr,
+        "POST",
+        "/signin",
+        &[("Origin", "https://elsewhere.example")],
+        "token=tok-ward",
+    );
+    let mut answer = String::new();
+    std::io::Read::read_to_string(&mut s, &mut answer).expect("answer");
+    assert!(answer.starts_with("HTTP/1.1 403"), "{answer:.200}");
+    assert!(!answer.to_ascii_lowercase().contains("set-cookie"));
 }

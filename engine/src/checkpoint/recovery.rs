@@ -23,12 +23,17 @@ pub(crate) fn recover(
     let Some(store) = store else {
         return Ok(None);
     };
-    if let Some(r) = rescale {
-        if let Some(state) = rescale::rescale(r, identity, rules.as_deref_mut())? {
-            return Ok(Some(state));
+    let newest = match rescale {
+        Some(r) => {
+            if let Some(state) = rescale::rescale(r, identity, rules.as_deref_mut())? {
+                return Ok(Some(state));
+            }
+            // This layout's own newest, whatever other layouts' the store also keeps.
+            store.load_newest_of(identity)?
         }
-    }
-    let Some(checkpoint) = store.load_newest_any()? else {
+        None => store.load_newest_any()?,
+    };
+    let Some(checkpoint) = newest else {
         return Ok(None);
     };
     if checkpoint.source != identity {

@@ -45,10 +45,14 @@ pub(crate) struct Rescale<'a> {
 }
 
 /// The identity a checkpoint of a layout carries: the source's, and, for a cluster whose
-/// processes read every partition, their number.
-pub(crate) fn identity(source: &str, processes: Option<usize>) -> String {
-    match processes {
-        Some(p) => format!("{source} (every partition, {p} processes, by patient key)"),
+/// processes read every partition, the numbers of processes and of workers per process (the
+/// workers decide which process runs a hospital's department rules, so a change of either is
+/// a change of layout).
+pub(crate) fn identity(source: &str, layout: Option<(usize, usize)>) -> String {
+    match layout {
+        Some((p, w)) => {
+            format!("{source} (every partition, {p} processes × {w} workers, by patient key)")
+        }
         None => source.to_owned(),
     }
 }
@@ -72,7 +76,8 @@ fn layout(source: &str, identity: &str) -> Option<Layout> {
         return Some(Layout::Plain);
     }
     let rest = rest.strip_prefix(" (every partition, ")?;
-    if let Some(p) = rest.strip_suffix(" processes, by patient key)") {
+    if let Some(layout) = rest.strip_suffix(" workers, by patient key)") {
+        let (p, _) = layout.split_once(" processes × ")?;
         return p.parse().ok().map(Layout::EveryPartition);
     }
     let p = rest.strip_suffix(" processes)")?;
@@ -106,24 +111,29 @@ fn store_of(location: &str, process: Option<usize>) -> Result<CheckpointStore, C
     }
 }
 
-/// The newest checkpoint of every store under the location: the location's own, then those
-/// of `process-0`, `process-1`, … up to the first with none.
+/// The newest checkpoint of each run in every store under the location: the location's own,
+/// then those of `process-0`, `process-1`, … up to the first with none. A store keeps the
+/// newest checkpoint of the layout before its own (see [`CheckpointStore::write`]), so a
+/// process of the new layout that has already written checkpoints still shows the old
+/// layout's to a process that has not.
 fn newest_of_each(location: &str) -> Result<Vec<Found>, CheckpointError> {
-    let mut found = Vec::new();
-    if let Some(checkpoint) = store_of(location, None)?.load_newest_any()? {
-        found.push(Found {
+    let mut found: Vec<Found> = store_of(location, None)?
+        .load_newest_of_each()?
+        .into_iter()
+        .map(|checkpoint| Found {
             process: None,
             checkpoint,
-        });
-    }
+        })
+        .collect();
     for i in 0..MAX_PROCESSES {
-        match store_of(location, Some(i))?.load_newest_any()? {
-            Some(checkpoint) => found.push(Found {
-                process: Some(i),
-                checkpoint,
-            }),
-            None => break,
+        let here = store_of(location, Some(i))?.load_newest_of_each()?;
+        if here.is_empty() {
+            break;
         }
+        found.extend(here.into_iter().map(|checkpoint| Found {
+            process: Some(i),
+            checkpoint,
+        }));
     }
     Ok(found)
 }
@@ -133,8 +143,9 @@ fn refused(reason: String) -> CheckpointError {
 }
 
 /// Restores this process from the checkpoints of another layout when they are newer than its
-/// own of this layout; `None`: there are none, and the run continues from its own store as
-/// usual.
+/// own of this layout (by the time each was written: the hosts' clocks must agree to within the
+/// pause between two layouts); `None`: there are none, and the run continues from its own
+/// newest checkpoint of this layout as usual.
 pub(crate) fn rescale(
     rescale: &Rescale<'_>,
     identity: &str,
@@ -301,7 +312,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("cds-rescale-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let location = dir.display().to_string();
-        let two = identity(SOURCE, Some(2));
+        let two = identity(SOURCE, Some((2, 1)));
         let one = identity(SOURCE, None);
         let r = Rescale {
             location: &location,
@@ -353,6 +364,56 @@ mod tests {
         // This layout's own checkpoint, newer: the run continues from it as usual.
         write(&location, None, &one, "2026-01-01T00:00:04Z", at([12, 7]));
         none("this layout's own checkpoint is newer");
+
+        // Three processes next: process 0 has written checkpoints of the new layout into its
+        // store (over the old layout's), process 2 has none yet and still finds the old one.
+        let three = identity(SOURCE, Some((3, 1)));
+        for n in 0..4 {
+            let when = format!("2026-01-01T00:00:1{n}Z");
+            write(&location, Some(0), &three, &when, at([12, 7]));
+        }
+        let two_again = identity(SOURCE, Some((2, 1)));
+        write(
+            &location,
+            Some(1),
+            &two_again,
+            "2026-01-01T00:00:05Z",
+            at([12, 7]),
+        );
+        write(
+            &location,
+            Some(0),
+            &two_again,
+            "2026-01-01T00:00:05Z",
+            at([12, 7]),
+        );
+        for n in 0..4 {
+            let when = format!("2026-01-01T00:00:2{n}Z");
+            write(&location, Some(0), &three, &when, at([13, 8]));
+        }
+        let process_2 = Rescale {
+            process: 2,
+            processes: 3,
+            ..r
+        };
+        let Ok(Some(state)) = rescale(&process_2, &three, None) else {
+            panic!("process 2 of 3 rescales from the two processes' checkpoints")
+        };
+        let offsets: Vec<i64> = state.positions().iter().map(|p| p.offset).collect();
+        assert_eq!(
+            offsets,
+            [12, 7],
+            "the old layout's position, not the new one's"
+        );
+        let process_0 = Rescale {
+            process: 0,
+            processes: 3,
+            ..r
+        };
+        assert!(
+            matches!(rescale(&process_0, &three, None), Ok(None)),
+            "process 0 continues from its own"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -360,7 +421,7 @@ mod tests {
     fn a_checkpoint_names_its_layout() {
         let source = "kafka://b:9092/adt";
         assert_eq!(layout(source, source), Some(Layout::Plain));
-        let cluster = identity(source, Some(3));
+        let cluster = identity(source, Some((3, 2)));
         assert_eq!(layout(source, &cluster), Some(Layout::EveryPartition(3)));
         assert_eq!(
             layout(source, &format!("{source} (every partition, 2 processes)")),

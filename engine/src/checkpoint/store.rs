@@ -156,17 +156,54 @@ enum Place {
     },
 }
 
-/// The name of checkpoint `seq`; it sorts by sequence.
-fn name_of(seq: u64) -> String {
-    format!("checkpoint-{seq:012}.bin")
+/// The name of checkpoint `seq` of the run `identity`: it sorts by sequence, and names which
+/// run wrote it (8 hex digits of the SHA-256 of its identity), so that the checkpoints of
+/// another cluster layout are told apart without reading them.
+fn name_of(seq: u64, identity: &str) -> String {
+    format!("checkpoint-{seq:012}-{}.bin", tag_of(identity))
+}
+
+/// The tag of an identity in checkpoint names.
+fn tag_of(identity: &str) -> String {
+    hex::encode(&Sha256::digest(identity.as_bytes())[..4])
+}
+
+/// The sequence of a checkpoint's name, and its identity's tag (`None`: a name of an earlier
+/// version, without one).
+fn parse_name(name: &str) -> Option<(u64, Option<&str>)> {
+    let rest = name.strip_prefix("checkpoint-")?.strip_suffix(".bin")?;
+    match rest.split_once('-') {
+        Some((seq, tag)) => Some((seq.parse().ok()?, Some(tag))),
+        None => Some((rest.parse().ok()?, None)),
+    }
 }
 
 /// The sequence of a checkpoint's name.
 fn seq_of(name: &str) -> Option<u64> {
-    name.strip_prefix("checkpoint-")?
-        .strip_suffix(".bin")?
-        .parse()
-        .ok()
+    parse_name(name).map(|(seq, _)| seq)
+}
+
+/// Which checkpoints stay when one is written: the newest `keep` of its own run (it among
+/// them), and the newest of each of the two most recent other runs (the checkpoints of the
+/// layout before, which a rescale reads; an untagged name counts as another run's).
+fn to_remove(existing: &[(u64, String)], tag: &str, keep: usize) -> Vec<String> {
+    let mut own = 0;
+    let mut others: Vec<Option<String>> = Vec::new();
+    let mut out = Vec::new();
+    for (_, name) in existing {
+        let theirs = parse_name(name).and_then(|(_, t)| t).map(str::to_owned);
+        if theirs.as_deref() == Some(tag) {
+            own += 1;
+            if own >= keep {
+                out.push(name.clone());
+            }
+        } else if others.contains(&theirs) || others.len() >= 2 {
+            out.push(name.clone());
+        } else {
+            others.push(theirs);
+        }
+    }
+    out
 }
 
 impl CheckpointStore {
@@ -272,7 +309,7 @@ impl CheckpointStore {
         let body = codec::encode(checkpoint)?;
         let existing = self.list();
         let seq = existing.first().map_or(1, |(s, _)| s + 1);
-        let name = name_of(seq);
+        let name = name_of(seq, &checkpoint.source);
         let mut header = Vec::with_capacity(HEADER);
         header.extend_from_slice(MAGIC);
         header.extend_from_slice(&(body.len() as u64).to_le_bytes());
@@ -303,8 +340,9 @@ impl CheckpointStore {
                     .map_err(|e| self.io(&name, std::io::Error::other(e)))?;
             }
         }
-        // The new one and the newest `keep - 1` of those before it stay.
-        for (_, old) in existing.into_iter().skip(self.keep.saturating_sub(1)) {
+        // The new one and the newest `keep - 1` of its run's before it stay, and the newest of
+        // the runs before (another cluster layout's, for a rescale).
+        for old in to_remove(&existing, &tag_of(&checkpoint.source), self.keep) {
             self.remove(&old);
         }
         Ok(size)
@@ -363,10 +401,51 @@ impl CheckpointStore {
         }
     }
 
+    /// The newest valid checkpoint of the run `identity` (exactly), passing over those of
+    /// other runs; `None` when the store has none.
+    pub fn load_newest_of(&self, identity: &str) -> Result<Option<Checkpoint>, CheckpointError> {
+        let tag = tag_of(identity);
+        let names: Vec<(u64, String)> = self
+            .list()
+            .into_iter()
+            .filter(|(_, name)| parse_name(name).is_some_and(|(_, t)| t.is_none_or(|t| t == tag)))
+            .collect();
+        Ok(self.newest_valid(names)?.filter(|c| c.source == identity))
+    }
+
+    /// The newest valid checkpoint of every run the store holds one of (the newest first).
+    pub fn load_newest_of_each(&self) -> Result<Vec<Checkpoint>, CheckpointError> {
+        // Per tag (`None`: untagged names), the checkpoints newest first.
+        type Names = Vec<(u64, String)>;
+        let mut by_tag: Vec<(Option<String>, Names)> = Vec::new();
+        for (seq, name) in self.list() {
+            let tag = parse_name(&name).and_then(|(_, t)| t).map(str::to_owned);
+            match by_tag.iter_mut().find(|(t, _)| *t == tag) {
+                Some((_, names)) => names.push((seq, name)),
+                None => by_tag.push((tag, vec![(seq, name)])),
+            }
+        }
+        let mut out = Vec::new();
+        for (_, names) in by_tag {
+            if let Some(c) = self.newest_valid(names)? {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
     /// The newest valid checkpoint, of whatever source; torn or corrupt files are skipped
     /// with a warning, a newest checkpoint of an earlier format is an error.
     pub fn load_newest_any(&self) -> Result<Option<Checkpoint>, CheckpointError> {
-        for (seq, name) in self.list() {
+        self.newest_valid(self.list())
+    }
+
+    /// The newest valid checkpoint among `names` (newest first).
+    fn newest_valid(
+        &self,
+        names: Vec<(u64, String)>,
+    ) -> Result<Option<Checkpoint>, CheckpointError> {
+        for (seq, name) in names {
             // Each checkpoint is read once (it may be a download of a hundred megabytes).
             let bytes = self.bytes(&name).map_err(UnusableCheckpoint::Io);
             if bytes
@@ -512,17 +591,37 @@ mod tests {
             assert!(size > HEADER as u64);
         }
         let names: Vec<String> = store.list().into_iter().map(|(_, name)| name).collect();
+        let tag = tag_of("file:x");
         assert_eq!(
             names,
-            [
-                "checkpoint-000000000005.bin",
-                "checkpoint-000000000004.bin",
-                "checkpoint-000000000003.bin"
-            ]
+            [5, 4, 3].map(|n| format!("checkpoint-00000000000{n}-{tag}.bin"))
         );
         let newest = store.load_newest("file:x").expect("readable");
         assert_eq!(newest.map(|c| c.ingest), Some(vec![5; 100]));
         assert!(store.load_newest("file:y").expect("readable").is_none());
+
+        // Another run's checkpoints (another cluster layout) keep the newest of this one's.
+        for n in 6..=9 {
+            let mut other = checkpoint(n);
+            other.source = "file:x (another layout)".into();
+            store.write(&other).expect("write");
+        }
+        let names: Vec<String> = store.list().into_iter().map(|(_, name)| name).collect();
+        assert_eq!(
+            names.len(),
+            4,
+            "three of the new run, one of the one before: {names:?}"
+        );
+        assert_eq!(
+            store
+                .load_newest_of("file:x")
+                .expect("readable")
+                .map(|c| c.ingest[0]),
+            Some(5)
+        );
+        assert_eq!(store.load_newest_of_each().expect("readable").len(), 2);
+        // An untagged name of an earlier version is still read.
+        assert_eq!(parse_name("checkpoint-000000000007.bin"), Some((7, None)));
     }
 
     #[test]

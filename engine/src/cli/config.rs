@@ -82,6 +82,8 @@ pub struct HttpConfig {
     pub limits: HttpLimits,
     /// HTTPS with this certificate chain and private key (PEM).
     pub tls: Option<TlsFiles>,
+    /// CDS Hooks: the identifier systems of the streams' patient ids in a prefetched Patient.
+    pub hooks_patient_systems: Vec<String>,
 }
 
 /// The certificate chain and private key of an HTTPS server.

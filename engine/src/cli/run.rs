@@ -93,6 +93,11 @@ pub struct RunArgs {
     /// The private key (PEM) of --tls-cert.
     #[arg(long, value_name = "FILE", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// CDS Hooks: an identifier system (`urn:oid:…`, a URL) of the streams' patient ids, whose
+    /// values in the Patient an EHR prefetched find the patient as well as `context.patientId`
+    /// (repeatable); without one, prefetched identifiers are not used.
+    #[arg(long, value_name = "SYSTEM")]
+    hooks_patient_system: Vec<String>,
     /// Stop once a finite source is exhausted and every output is flushed.
     #[arg(long, conflicts_with = "until_idle")]
     until_end: bool,
@@ -390,6 +395,7 @@ impl RunArgs {
             tokens: self.tokens.clone(),
             limits,
             tls,
+            hooks_patient_systems: self.hooks_patient_system.clone(),
         })
     }
 }

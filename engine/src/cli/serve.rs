@@ -88,6 +88,8 @@ pub fn start(
         tls,
         trends,
         hospital_names: Arc::new(shared.hospital_names.clone()),
+        hooks_patient_systems: Arc::new(http.hooks_patient_systems.clone()),
+        reports_running: Default::default(),
         reports: config.lake.as_ref().map(|lake| http::ReportSource {
             lake: lake.clone(),
             data_dir: data_dir.clone(),

@@ -78,8 +78,13 @@ struct PrefetchedPatient {
 #[derive(Debug, Default, Deserialize)]
 struct PatientIdentifier {
     #[serde(default)]
+    system: Option<String>,
+    #[serde(default)]
     value: Option<String>,
 }
+
+/// The most prefetched identifiers looked at.
+const MAX_IDENTIFIERS: usize = 16;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -128,15 +133,23 @@ pub async fn patient_view(
     let Some(pseudonyms) = state.pseudonyms.as_ref() else {
         return bad_request("this process cannot match patients".to_owned());
     };
-    // The patient's pseudonyms: of `patientId`, and of every identifier of the prefetched
-    // Patient.
+    // The patient's pseudonyms: of `patientId`, and of the prefetched Patient's identifiers of
+    // the configured systems (an MRN; never another system's value, which may be another
+    // patient's id in the streams).
+    let systems = &state.hooks_patient_systems;
     let identifiers = request
         .prefetch
         .and_then(|p| p.patient)
         .map(|p| p.identifier)
         .unwrap_or_default();
     let patients: Vec<String> = std::iter::once(request.context.patient_id)
-        .chain(identifiers.into_iter().filter_map(|i| i.value))
+        .chain(
+            identifiers
+                .into_iter()
+                .filter(|i| i.system.as_ref().is_some_and(|s| systems.contains(s)))
+                .take(MAX_IDENTIFIERS)
+                .filter_map(|i| i.value),
+        )
         .map(|id| id.trim().to_owned())
         .filter(|id| !id.is_empty())
         .map(|id| pseudonyms.pseudonym(&id))

@@ -150,6 +150,10 @@ pub enum Refusal {
     NoJti,
     #[error("replayed")]
     Replayed,
+    /// More unexpired token ids than this process remembers: refused rather than forgetting
+    /// one that could then be replayed.
+    #[error("too_many")]
+    TooMany,
 }
 
 /// The token ids seen, per issuer, until their tokens expire.
@@ -159,23 +163,23 @@ pub struct SeenIds {
 }
 
 impl SeenIds {
-    /// Remembers `jti` of `iss` until `exp`; false when it was seen already.
-    fn first_use(&self, iss: &str, jti: &str, exp: i64, now: i64) -> bool {
+    /// Remembers `jti` of `iss` until `exp`; refused when it was seen already, or when the
+    /// ids of tokens not yet expired fill the memory.
+    fn first_use(&self, iss: &str, jti: &str, exp: i64, now: i64) -> Result<(), Refusal> {
         let mut ids = self.ids.lock().unwrap_or_else(|p| p.into_inner());
         let key = (iss.to_owned(), jti.to_owned());
-        if ids.get(&key).is_some_and(|until| *until + LEEWAY >= now) {
-            return false;
+        let live = |until: &i64| until.saturating_add(LEEWAY) >= now;
+        if ids.get(&key).is_some_and(live) {
+            return Err(Refusal::Replayed);
         }
         if ids.len() >= MAX_REMEMBERED {
-            ids.retain(|_, until| *until + LEEWAY >= now);
+            ids.retain(|_, until| live(until));
         }
         if ids.len() >= MAX_REMEMBERED {
-            if let Some(oldest) = ids.iter().min_by_key(|(_, u)| **u).map(|(k, _)| k.clone()) {
-                ids.remove(&oldest);
-            }
+            return Err(Refusal::TooMany);
         }
         ids.insert(key, exp);
-        true
+        Ok(())
     }
 }
 
@@ -281,8 +285,12 @@ pub fn verify(
     if !addressed {
         return Err(Refusal::Audience);
     }
-    let exp = body["exp"].as_i64().ok_or(Refusal::Expired)?;
-    if exp + LEEWAY < now {
+    // NumericDate: seconds, which may have a fraction.
+    let exp = body["exp"]
+        .as_i64()
+        .or_else(|| body["exp"].as_f64().map(|f| f as i64))
+        .ok_or(Refusal::Expired)?;
+    if exp.saturating_add(LEEWAY) < now {
         return Err(Refusal::Expired);
     }
     if exp > now + MAX_LIFETIME + LEEWAY {
@@ -292,9 +300,7 @@ pub fn verify(
         .as_str()
         .filter(|j| !j.is_empty())
         .ok_or(Refusal::NoJti)?;
-    if !seen.first_use(iss, jti, exp, now) {
-        return Err(Refusal::Replayed);
-    }
+    seen.first_use(iss, jti, exp, now)?;
     Ok(client.token.clone())
 }
 

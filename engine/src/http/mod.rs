@@ -167,6 +167,11 @@ pub struct HttpState {
     pub trends: wards::Trends,
     /// The hospitals' names, by id (the departments file).
     pub hospital_names: Arc<std::collections::BTreeMap<i64, String>>,
+    /// CDS Hooks: the identifier systems whose values in a prefetched Patient are the streams'
+    /// patient ids (`--hooks-patient-system`); empty: prefetched identifiers are not used.
+    pub hooks_patient_systems: Arc<Vec<String>>,
+    /// Set while a data-quality report is being made: one at a time (each reads whole tables).
+    pub reports_running: Arc<AtomicBool>,
 }
 
 /// Where the data-quality report is read from.
@@ -344,6 +349,12 @@ async fn authenticate(State(state): State<HttpState>, mut req: Request, next: Ne
             let now = chrono::Utc::now().timestamp();
             match state.tokens.hooks_client(t, &route, now) {
                 Ok(token) => Some(token),
+                // Not a client's JWT after all: perhaps a bearer token of that shape.
+                Err(jwt::Refusal::Malformed | jwt::Refusal::UnknownIssuer)
+                    if state.tokens.authenticate(t).is_some() =>
+                {
+                    state.tokens.authenticate(t)
+                }
                 Err(refusal) => {
                     state
                         .http_metrics
@@ -424,7 +435,29 @@ fn signin_page(status: StatusCode, message: &'static str) -> Response {
 
 /// `POST /signin` (the form's `token`): a valid token opens a dashboard session (an HttpOnly
 /// cookie) and goes to the dashboard; anything else shows the form again.
-async fn signin(State(state): State<HttpState>, body: axum::body::Bytes) -> Response {
+async fn signin(
+    State(state): State<HttpState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    // Only from this server's own page: another site must not sign a browser in with a token
+    // of its choosing (whose acts would then be audited under it).
+    let value = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let cross_site = value("sec-fetch-site").is_some_and(|v| v != "same-origin" && v != "none");
+    let foreign_origin = match (value("origin"), value("host")) {
+        (Some(origin), Some(host)) => {
+            origin != format!("http://{host}") && origin != format!("https://{host}")
+        }
+        (Some(_), None) => true,
+        _ => false,
+    };
+    if cross_site || foreign_origin {
+        state.audit.record("-", "-", "POST", "/signin", "", 403);
+        return signin_page(
+            StatusCode::FORBIDDEN,
+            "Sign in from this server's own page.",
+        );
+    }
     let token = url::form_urlencoded::parse(&body)
         .find(|(k, _)| k == "token")
         .map(|(_, v)| v.trim().to_owned())

@@ -1,15 +1,27 @@
 //! `/reports/dq`: the data-quality report of `cds report dq`, for admins, computed when asked
-//! from the lake and the dead-letter store (on a blocking thread: it reads whole tables).
+//! from the lake and the dead-letter store (on a blocking thread: it reads whole tables), one
+//! at a time.
 
 use axum::extract::{Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
+use std::sync::atomic::Ordering;
+
 use axum::Extension;
 use serde::Deserialize;
 
 use super::auth::{Role, Token};
 use super::HttpState;
 use crate::lake::dq_report::{render_html, report, ReportInput};
+
+/// Clears the flag when the report is done, however it ends.
+struct Running(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
+}
 
 #[derive(Debug, Deserialize)]
 pub struct DqQuery {
@@ -43,7 +55,19 @@ pub async fn dq(
         Some("json") => true,
         Some(_) => return (StatusCode::BAD_REQUEST, "format: html or json\n").into_response(),
     };
+    // One report at a time: each reads whole tables, and one goes on even when its request
+    // has timed out.
+    let running = state.reports_running.clone();
+    if running.swap(true, Ordering::SeqCst) {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "10")],
+            "a data-quality report is being made; try again when it is done\n",
+        )
+            .into_response();
+    }
     let made = tokio::task::spawn_blocking(move || {
+        let _done = Running(running);
         report(&ReportInput {
             lake: &source.lake,
             data_dir: &source.data_dir,

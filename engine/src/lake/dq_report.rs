@@ -2,7 +2,7 @@
 //! in and what Silver made of it, computed after the fact from what a run kept.
 //!
 //! - **Bronze** (every payload as it arrived, in arrival order) is decoded again: the events
-//!   in, the duplicates (an event id seen in an earlier payload) and the late arrivals (an event
+//!   in, the duplicates (an event id seen before) and the late arrivals (an event
 //!   time behind the newest event time read before it: the watermark) per event day and
 //!   hospital as the payload states it.
 //! - **Silver** (every record Silver cleaned, quarantined ones included): the data-quality flags
@@ -45,7 +45,7 @@ pub enum ReportError {
 pub struct DayCounts {
     /// Events decoded from the payloads received (duplicates included).
     pub events_in: u64,
-    /// Copies of an event id seen in an earlier payload.
+    /// Copies of an event id seen before (in an earlier payload or earlier in the same one).
     pub duplicates: u64,
     /// Events whose time is behind the newest event time read before them.
     pub late: u64,

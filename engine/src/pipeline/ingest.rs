@@ -119,7 +119,14 @@ pub(super) fn ingest(
         ..start
     });
     match restore {
-        Some(state) => ingest.resume(state)?,
+        Some(state) => {
+            // Continuing from another cluster layout's checkpoints: this process's own first
+            // checkpoint at once, so that a crash before the next one does not split the old
+            // layout's state again over what this process has written since.
+            if ingest.resume(state)? {
+                ingest.checkpoint_now(shutdown)?;
+            }
+        }
         None => ingest.first_checkpoint(shutdown)?,
     }
     ingest.run(shutdown)?;
@@ -391,9 +398,12 @@ impl<'a> Ingest<'a> {
     }
 
     /// Continues from a checkpoint. Epoch 0 hands the new dataflow the checkpoint's facts;
-    /// its outputs rewrite the same documents the previous run wrote.
-    fn resume(&mut self, state: IngestState<'static>) -> Result<(), PipelineError> {
+    /// its outputs rewrite the same documents the previous run wrote. `true`: the state came
+    /// from another cluster layout's checkpoints (its lake lengths are unknown, see
+    /// [`IngestState::rescaled`]), and epoch 0 asks for a checkpoint.
+    fn resume(&mut self, state: IngestState<'static>) -> Result<bool, PipelineError> {
         let resume = state.restore(self.stages());
+        let rescaled = resume.lake == (u64::MAX, u64::MAX);
         self.lake.truncate_to(resume.lake)?;
         self.watermark = resume.watermark;
         for p in &resume.positions {
@@ -403,11 +413,11 @@ impl<'a> Ingest<'a> {
         }
         self.source.skip_to(&resume.positions)?;
         self.replay = self.lake_tail()?;
-        let mut epoch = Epoch::empty(0, self.workers, self.watermark, false);
+        let mut epoch = Epoch::empty(0, self.workers, self.watermark, rescaled);
         self.facts.restored_facts(&mut epoch.batches);
         self.downstream.send(epoch)?;
         self.summary.epochs = 1;
-        Ok(())
+        Ok(rescaled)
     }
 
     /// What the lake holds beyond the checkpoint, when that is more than one partition's
@@ -480,8 +490,16 @@ impl<'a> Ingest<'a> {
         }
         let epoch = Epoch::empty(0, self.workers, self.watermark, true);
         self.downstream.send(epoch)?;
-        self.take_checkpoint(0)?;
         self.summary.epochs = 1;
+        self.checkpoint_now(shutdown)
+    }
+
+    /// Takes the checkpoint of epoch 0 (sent, asking for one) and waits until it is written.
+    fn checkpoint_now(&mut self, shutdown: &AtomicBool) -> Result<(), PipelineError> {
+        if self.checkpoints.is_none() {
+            return Ok(());
+        }
+        self.take_checkpoint(0)?;
         while !shutdown.load(Ordering::Relaxed) {
             let durable = self.downstream.durable_now();
             let written = match self.checkpoints.as_mut() {

@@ -288,7 +288,10 @@ pub fn run(config: PipelineConfig, parts: Parts) -> Result<RunSummary, PipelineE
         .cluster
         .as_ref()
         .and_then(|c| c.patient_split(config.workers));
-    let identity = checkpoint::identity(&source_identity, split.map(|s| s.processes));
+    let identity = checkpoint::identity(
+        &source_identity,
+        split.map(|s| (s.processes, config.workers)),
+    );
     let hospitals = match &config.cluster {
         Some(c) => crate::rules::Hospitals {
             process: c.process,
