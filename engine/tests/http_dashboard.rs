@@ -9,20 +9,8 @@ mod common;
 
 use std::process::Command;
 
+use common::browser::chromium;
 use common::http::{get, json, start};
-
-fn chromium() -> String {
-    for candidate in ["chromium", "chromium-browser", "google-chrome"] {
-        if Command::new(candidate)
-            .arg("--version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-        {
-            return candidate.to_owned();
-        }
-    }
-    panic!("no chromium on this machine: run the suite with `bash tests/run.sh`, which installs Debian's chromium");
-}
 
 fn browser(chromium: &str, profile: &std::path::Path, args: &[&str], url: &str) -> String {
     let out = Command::new(chromium)

@@ -26,7 +26,7 @@ use deltalake::arrow::array::{
 use deltalake::DeltaTable;
 use serde::Serialize;
 
-use super::tables::{read_data_file, Table};
+use super::tables::{column, read_data_file, Table};
 use super::writer::table_url;
 use crate::decode::{Decoder, Format};
 use crate::model::{Pseudonymiser, SourcePosition};
@@ -327,12 +327,6 @@ fn silver_rows(
     rows: &mut BTreeMap<(NaiveDate, Option<i64>), DayCounts>,
     unknown: &mut BTreeMap<String, (i64, u64)>,
 ) -> Result<(), String> {
-    fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, String> {
-        batch
-            .column_by_name(name)
-            .and_then(|c| c.as_any().downcast_ref::<T>())
-            .ok_or_else(|| format!("column {name} missing or of another type"))
-    }
     let time = column::<TimestampMicrosecondArray>(batch, "event_timestamp")?;
     let hospital = column::<Int64Array>(batch, "hospital_id")?;
     let flags = column::<ListArray>(batch, "dq_flags")?;

@@ -252,6 +252,14 @@ pub async fn read_data_file(
         .collect()
 }
 
+/// A column of a record batch as its array type; the error names the column.
+pub fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, String> {
+    batch
+        .column_by_name(name)
+        .and_then(|c| c.as_any().downcast_ref::<T>())
+        .ok_or_else(|| format!("column {name} missing or of another type"))
+}
+
 /// Days since 1970-01-01 of a UTC instant in microseconds (0 outside chrono's dates).
 pub fn date32(micros: i64) -> i32 {
     // Every row needs its date: plain division within ±90 million days (about ±246,000

@@ -105,10 +105,7 @@ fn read_rows(
     out: &mut Vec<Row>,
 ) -> Result<(), SourceError> {
     fn column<'a, T: 'static>(batch: &'a RecordBatch, name: &str) -> Result<&'a T, SourceError> {
-        batch
-            .column_by_name(name)
-            .and_then(|c| c.as_any().downcast_ref::<T>())
-            .ok_or_else(|| bronze(format!("column {name} missing or of another type")))
+        crate::lake::tables::column(batch, name).map_err(bronze)
     }
     let payload = column::<BinaryArray>(batch, "payload")?;
     let source = column::<StringArray>(batch, "source")?;
