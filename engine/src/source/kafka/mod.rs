@@ -195,6 +195,10 @@ pub struct KafkaSource {
     assigned: BTreeMap<String, i32>,
     /// When to ask the broker for the partitions again while none could be assigned.
     next_assignment: Instant,
+    /// Where a checkpoint says each partition continues (the offset after the last one it
+    /// covers), by (topic, partition): read from there rather than from the group's committed
+    /// offset, which never runs ahead of it and may be far behind (a new group after a rescale).
+    resume: BTreeMap<(String, i32), i64>,
 }
 
 /// Reads high watermarks on its own thread and client: a round trip to the broker per
@@ -285,6 +289,7 @@ impl KafkaSource {
             lag: None,
             assigned: BTreeMap::new(),
             next_assignment: Instant::now(),
+            resume: BTreeMap::new(),
             consumer,
             config,
         };
@@ -316,8 +321,13 @@ impl KafkaSource {
             let from = self.assigned.get(topic).copied().unwrap_or(0);
             for p in from..n {
                 if self.config.share.reads(p) {
-                    // Offset::Stored: the group's committed offset, else `auto.offset.reset`.
-                    if list.add_partition_offset(topic, p, Offset::Stored).is_err() {
+                    // A checkpoint's position, else Offset::Stored: the group's committed
+                    // offset, else `auto.offset.reset`.
+                    let from = self
+                        .resume
+                        .get(&(topic.clone(), p))
+                        .map_or(Offset::Stored, |o| Offset::Offset(*o));
+                    if list.add_partition_offset(topic, p, from).is_err() {
                         return;
                     }
                 }
@@ -367,6 +377,42 @@ impl KafkaSource {
 impl Source for KafkaSource {
     fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Reads on after the checkpoint's positions: the partitions assigned already are assigned
+    /// again from there, those assigned later start there. Should that fail, the group's
+    /// committed offsets (never ahead of a checkpoint) are read from, as before, and the
+    /// pipeline passes over what the checkpoint covers.
+    fn skip_to(&mut self, upto: &[Position]) -> Result<(), SourceError> {
+        let mut list = TopicPartitionList::new();
+        for p in upto {
+            let Some(topic) = self.config.topics.get(usize::from(p.stream)) else {
+                continue;
+            };
+            let next = p.offset.saturating_add(1);
+            self.resume.insert((topic.clone(), p.partition), next);
+            let assigned = self.assigned.get(topic).is_some_and(|n| p.partition < *n);
+            if assigned && self.config.share.reads(p.partition) {
+                // A partition number the list refuses is left to its committed offset.
+                let _ = list.add_partition_offset(topic, p.partition, Offset::Offset(next));
+            }
+        }
+        if list.count() > 0 {
+            if let Err(e) = self.consumer.incremental_unassign(&list) {
+                warn!(error = %e, "could not move to the checkpoint's offsets; reading from the committed ones");
+                return Ok(());
+            }
+            if let Err(e) = self.consumer.incremental_assign(&list) {
+                // Assigned again as they were, so that nothing goes unread.
+                warn!(error = %e, "could not move to the checkpoint's offsets; reading from the committed ones");
+                let mut stored = TopicPartitionList::new();
+                for ((topic, partition), _) in list.to_topic_map() {
+                    let _ = stored.add_partition_offset(&topic, partition, Offset::Stored);
+                }
+                self.consumer.incremental_assign(&stored).map_err(kafka)?;
+            }
+        }
+        Ok(())
     }
 
     fn partitions(&self) -> Vec<(u16, i32)> {
