@@ -208,8 +208,8 @@ pub trait Source: Send {
     /// Moves past everything up to and including `upto` (the last processed position per
     /// stream and partition), if the source can do so itself: the simulator and files
     /// regenerate or re-read from the start otherwise. Whatever the source returns at or
-    /// before these positions is skipped by the pipeline anyway; Kafka resumes from the offsets
-    /// committed, which never run ahead of a checkpoint.
+    /// before these positions is skipped by the pipeline anyway; Kafka reads on from them (the
+    /// offsets committed never run ahead of a checkpoint, and a new group has none).
     fn skip_to(&mut self, _upto: &[Position]) -> Result<(), SourceError> {
         Ok(())
     }
