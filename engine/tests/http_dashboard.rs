@@ -14,17 +14,8 @@ use common::http::{get, json, start};
 
 fn browser(chromium: &str, profile: &std::path::Path, args: &[&str], url: &str) -> String {
     let out = Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=6000",
-        ])
+        .args(common::browser::HEADLESS)
+        .arg("--virtual-time-budget=6000")
         .arg(format!("--user-data-dir={}", profile.display()))
         .args(args)
         .arg(url)

@@ -27,6 +27,18 @@ pub fn chromium() -> String {
     panic!("no chromium on this machine: run the suite with `bash tests/run.sh`, which installs Debian's chromium");
 }
 
+/// How every test starts chromium: headless, quiet, nothing from the network but the page.
+pub const HEADLESS: [&str; 8] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+];
+
 pub struct Browser {
     child: Child,
     page: WebSocket<MaybeTlsStream<TcpStream>>,
@@ -82,17 +94,8 @@ impl Browser {
     pub fn start(dir: &Path) -> Browser {
         let port = super::free_port();
         let child = Command::new(chromium())
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--window-size=1400,1000",
-            ])
+            .args(HEADLESS)
+            .arg("--window-size=1400,1000")
             .arg(format!("--remote-debugging-port={port}"))
             .arg(format!("--user-data-dir={}", dir.display()))
             .arg("about:blank")
