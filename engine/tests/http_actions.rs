@@ -21,6 +21,27 @@ fn ack_path(alert: &Value) -> String {
     )
 }
 
+/// A patient of the stream (raw id) with an alert in hospital 1 that `pick` accepts, and it.
+fn patient_with_alert(
+    engine: &common::http::Engine,
+    patients: &[String],
+    pick: impl Fn(&Value) -> bool,
+) -> (String, Value) {
+    let pseudonyms = Pseudonymiser::new(b"http-test");
+    let (_, body) = get(engine, "/api/alerts", Some("tok-admin"));
+    let every = json(&body);
+    patients
+        .iter()
+        .find_map(|p| {
+            let key = pseudonyms.pseudonym(p);
+            every
+                .iter()
+                .find(|a| a["patient"] == key.as_str() && a["hospital_id"] == 1 && pick(a))
+                .map(|a| (p.clone(), a.clone()))
+        })
+        .expect("a patient with such an alert in hospital 1")
+}
+
 #[test]
 fn clinicians_act_on_alerts_and_the_ehr_sees_active_ones() {
     let (engine, patients) = start();
@@ -157,21 +178,7 @@ fn clinicians_act_on_alerts_and_the_ehr_sees_active_ones() {
         services["services"][0]["id"].as_str().expect("service id")
     );
     assert_eq!(get(&engine, "/cds-services", None).0, 401);
-    let pseudonyms = Pseudonymiser::new(b"http-test");
-    let (_, body) = get(&engine, "/api/alerts", Some("tok-admin"));
-    let every = json(&body);
-    let (patient, alert) = patients
-        .iter()
-        .find_map(|p| {
-            let key = pseudonyms.pseudonym(p);
-            every
-                .iter()
-                .find(|a| {
-                    a["patient"] == key.as_str() && a["ack"].is_null() && a["hospital_id"] == 1
-                })
-                .map(|a| (p.clone(), a.clone()))
-        })
-        .expect("a patient with an unacknowledged alert in hospital 1");
+    let (patient, alert) = patient_with_alert(&engine, &patients, |a| a["ack"].is_null());
     let hook = |patient: &str, hook: &str| {
         format!(
             r#"{{"hook": "{hook}", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
@@ -349,19 +356,7 @@ fn an_ehr_signs_its_calls_with_its_own_key() {
         common::http::start_with(&["--hooks-patient-system", "urn:mrn"], &client);
     let service = "/cds-services/cds-patient-alerts";
     let aud = format!("https://cds.example.org{service}");
-    let pseudonyms = Pseudonymiser::new(b"http-test");
-    let (_, body) = get(&engine, "/api/alerts", Some("tok-admin"));
-    let every = json(&body);
-    let (patient, alert) = patients
-        .iter()
-        .find_map(|p| {
-            let key = pseudonyms.pseudonym(p);
-            every
-                .iter()
-                .find(|a| a["patient"] == key.as_str() && a["hospital_id"] == 1)
-                .map(|a| (p.clone(), a.clone()))
-        })
-        .expect("a patient with an alert in hospital 1");
+    let (patient, alert) = patient_with_alert(&engine, &patients, |_| true);
     let view = |patient_id: &str, prefetch: &str| {
         format!(
             r#"{{"hook": "patient-view", "hookInstance": "d1577c69-dfbe-44ad-ba6d-3e05e953b2ea",
