@@ -9,10 +9,12 @@ use cds_engine::model::{format_time, Network, Timestamp};
 use chrono::Duration;
 
 /// Departments of the network, in configuration order, as (hospital_id, department name).
+/// The names live as long as the bench (a few dozen short strings), so that the generators
+/// that hold them stay `Copy`-cheap to index.
 pub fn places(network: &Network) -> Vec<(u16, &'static str)> {
     network
         .departments()
-        .map(|(h, d, _)| (h, d.name()))
+        .map(|(h, d)| (h, &*Box::leak(d.name.clone().into_boxed_str())))
         .collect()
 }
 

@@ -35,25 +35,65 @@ struct Spec {
     duplicate: bool,
 }
 
+/// The default network's departments, a typo, an alias and a name it does not have.
+const DEFAULT_WARDS: [&str; 10] = [
+    "Emergency",
+    "Surgery",
+    "ICU",
+    "Pediatrics",
+    "Maternity",
+    "Oncology",
+    "Cardiology",
+    "Emergancy",
+    "PEDS",
+    "Pharmacy",
+];
+
+/// A hospital's own wards: other names, aliases, kinds, hospital ids like 1042.
+const OWN_NETWORK: &str = "\
+hospital_id,hospital_name,department,bed_capacity,staff_count,kind,aliases
+1042,Royal Infirmary,Ward 7B,28,40,ward,W7B|Seven B
+1042,Royal Infirmary,Geriatrics,30,44,ward,COTE|Care of the Elderly
+1042,Royal Infirmary,Critical Care Unit,8,30,icu,ITU
+1042,Royal Infirmary,Renal,12,20,,
+3,\"St Anne, North\",Ward 7A,20,30,ward,
+3,\"St Anne, North\",Ward 7B,20,30,ward,
+3,\"St Anne, North\",A&E,16,40,emergency,ED|Emergency
+";
+
+/// The wards of [`OWN_NETWORK`] as records name them: exact, another case, aliases, typos,
+/// one name between two (`Ward 7` of hospital 3), one of another hospital, and unknown.
+const OWN_WARDS: [&str; 12] = [
+    "Ward 7B",
+    "geriatrics",
+    "Critical Care Unit",
+    "Renal",
+    "Ward 7A",
+    "A&E",
+    "COTE",
+    "ITU",
+    "Renl",
+    "Ward 7",
+    "ED",
+    "Pharmacy",
+];
+
 fn spec() -> impl Strategy<Value = Spec> {
-    let dept = prop::sample::select(vec![
-        "Emergency",
-        "Surgery",
-        "ICU",
-        "Pediatrics",
-        "Maternity",
-        "Oncology",
-        "Cardiology",
-        "Emergancy",
-        "PEDS",
-        "Pharmacy",
-    ]);
+    spec_of(DEFAULT_WARDS.to_vec(), vec![1i64, 2, 3, 3, 99])
+}
+
+fn own_spec() -> impl Strategy<Value = Spec> {
+    spec_of(OWN_WARDS.to_vec(), vec![1042i64, 1042, 3, 3, 7])
+}
+
+fn spec_of(wards: Vec<&'static str>, hospitals: Vec<i64>) -> impl Strategy<Value = Spec> {
+    let dept = prop::sample::select(wards);
     let vital = prop::option::weighted(0.8, 0..4000i32);
     (
         (
             0u8..8,
             0u8..4,
-            prop::sample::select(vec![1i64, 2, 3, 3, 99]),
+            prop::sample::select(hospitals),
             dept,
             0i64..3000,
         ),
@@ -159,7 +199,14 @@ fn drain(rx: &Receiver<GoldOutput>, state: &mut KpiState) {
 
 /// Runs the stream in the given arrival order and batches; checks after every batch.
 fn check(arrival: Vec<Event>, batch_sizes: Vec<usize>) -> Result<(), TestCaseError> {
-    let network = Network::default_network();
+    check_in(Network::default_network(), arrival, batch_sizes)
+}
+
+fn check_in(
+    network: Network,
+    arrival: Vec<Event>,
+    batch_sizes: Vec<usize>,
+) -> Result<(), TestCaseError> {
     let result = timely::execute_directly(move |worker| -> Result<(), String> {
         let (tx, rx) = sync_channel(1 << 20);
         let (mut inputs, probe) = worker.dataflow::<u64, _, _>(|scope| gold::build(scope, tx));
@@ -212,21 +259,39 @@ proptest! {
         order in any::<prop::sample::Index>(),
         batch_sizes in prop::collection::vec(1usize..12, 1..6),
     ) {
-        let mut events: Vec<Event> = Vec::new();
-        for (i, s) in specs.iter().enumerate() {
-            let e = to_event(i, s);
-            if s.duplicate {
-                events.push(e.clone());
-            }
-            events.push(e);
-        }
-        // A random arrival order: rotate and interleave, so late events are everywhere.
-        let k = order.index(events.len());
-        events.rotate_left(k);
-        let (even, odd): (Vec<_>, Vec<_>) = events.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
-        let arrival: Vec<Event> = odd.into_iter().rev().chain(even).map(|(_, e)| e).collect();
-        check(arrival, batch_sizes)?;
+        check(arrival_of(&specs, order), batch_sizes)?;
     }
+
+    /// The same with a hospital's own ward names, aliases and ids.
+    #[test]
+    fn incremental_kpis_equal_recomputation_with_the_hospitals_own_wards(
+        specs in prop::collection::vec(own_spec(), 1..120),
+        order in any::<prop::sample::Index>(),
+        batch_sizes in prop::collection::vec(1usize..12, 1..6),
+    ) {
+        let network = Network::parse(OWN_NETWORK).expect("the test network parses");
+        check_in(network, arrival_of(&specs, order), batch_sizes)?;
+    }
+}
+
+/// The events of `specs` (duplicates twice) in a random arrival order: rotated and
+/// interleaved, so late events are everywhere.
+fn arrival_of(specs: &[Spec], order: prop::sample::Index) -> Vec<Event> {
+    let mut events: Vec<Event> = Vec::new();
+    for (i, s) in specs.iter().enumerate() {
+        let e = to_event(i, s);
+        if s.duplicate {
+            events.push(e.clone());
+        }
+        events.push(e);
+    }
+    let k = order.index(events.len());
+    events.rotate_left(k);
+    let (even, odd): (Vec<_>, Vec<_>) = events
+        .into_iter()
+        .enumerate()
+        .partition(|(i, _)| i % 2 == 0);
+    odd.into_iter().rev().chain(even).map(|(_, e)| e).collect()
 }
 
 /// A hand-written case: a late admission must not move a patient who was already discharged,

@@ -453,6 +453,96 @@ fn a_capacity_change_updates_occupancy_live_and_keeps_history() {
     let _ = std::fs::remove_dir_all(dir);
 }
 
+#[test]
+fn a_department_added_and_one_removed_while_running() {
+    let dir = scratch("departments-added-removed");
+    let header = "hospital_id,hospital_name,department,bed_capacity,staff_count,kind,aliases";
+    let departments = dir.join("departments.csv");
+    let before = format!(
+        "{header}\n1042,Royal Infirmary,Ward 7B,28,40,ward,W7B\n1042,Royal Infirmary,Renal,12,20,,\n"
+    );
+    let after = format!(
+        "{header}\n1042,Royal Infirmary,Ward 7B,28,40,ward,W7B\n\
+         1042,Royal Infirmary,Geriatrics,30,44,ward,COTE\n"
+    );
+    std::fs::write(&departments, &before).expect("write");
+    let admission = |n: usize, ward: &str| {
+        format!(
+            "{{\"event_id\":\"A{n}\",\"event_type\":\"ADMISSION\",\
+             \"event_timestamp\":\"2026-03-02T10:{n:02}:00Z\",\"patient_id\":\"P{n}\",\
+             \"hospital_id\":1042,\"department\":\"{ward}\",\"gender\":\"F\",\"age\":70,\
+             \"admission_time\":\"2026-03-02T10:{n:02}:00Z\"}}\n"
+        )
+    };
+    let file = dir.join("events.jsonl");
+    // Before the change: two in Ward 7B (one by its alias), three in Renal.
+    let first: String = [
+        (1, "Ward 7B"),
+        (2, "w7b"),
+        (3, "Renal"),
+        (4, "Renal"),
+        (5, "renal"),
+    ]
+    .iter()
+    .map(|(n, w)| admission(*n, w))
+    .collect();
+    std::fs::write(&file, first).expect("write");
+    let data = dir.join("data");
+    let child = spawn_until_idle(
+        &["--departments", departments.to_str().expect("utf-8")],
+        &format!("file:{}", file.display()),
+        "4",
+        &[],
+        &data,
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    // Renal closes (its patients stay until they move), Geriatrics opens.
+    std::fs::write(&departments, &after).expect("write");
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut more = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .expect("append");
+    let second: String = [(6, "Geriatrics"), (7, "cote"), (8, "Renal")]
+        .iter()
+        .map(|(n, w)| admission(*n, w))
+        .collect();
+    more.write_all(second.as_bytes()).expect("append");
+    drop(more);
+    finish(child);
+
+    let got = documents(&data, "kpis");
+    let occupancy = |ward: &str| &got[&format!("occupancy:1042:{ward}")];
+    assert_eq!(occupancy("Ward 7B")["occupied"], json!(2));
+    assert_eq!(occupancy("Ward 7B")["bed_capacity"], json!(28));
+    assert_eq!(
+        occupancy("Geriatrics")["occupied"],
+        json!(2),
+        "the added ward counts"
+    );
+    assert_eq!(occupancy("Geriatrics")["bed_capacity"], json!(30));
+    assert_eq!(
+        occupancy("Renal")["occupied"],
+        json!(3),
+        "the removed ward keeps the patients it had, and takes no one after"
+    );
+    assert_eq!(occupancy("Renal")["bed_capacity"], Value::Null);
+
+    let store =
+        cds_engine::dims::store::DimDepartmentStore::open(&data.join("cds.sqlite")).expect("store");
+    let rows = store.rows().expect("rows");
+    let versions = |ward: &str| -> Vec<(bool, bool)> {
+        rows.iter()
+            .filter(|r| r.hospital_id == 1042 && r.department == ward)
+            .map(|r| (r.is_current, r.effective_to.is_some()))
+            .collect()
+    };
+    assert_eq!(versions("Renal"), [(false, true)], "Renal closed");
+    assert_eq!(versions("Geriatrics"), [(true, false)], "Geriatrics open");
+    assert_eq!(versions("Ward 7B"), [(true, false)], "Ward 7B unchanged");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 /// (hospital_id, 0 for Emergency else 1, bed_capacity, is_current, has effective_to)
 fn rusqlite_rows(path: &Path) -> Vec<(i64, i64, i64, bool, bool)> {
     let store = cds_engine::dims::store::DimDepartmentStore::open(path).expect("store");

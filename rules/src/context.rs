@@ -160,6 +160,10 @@ pub struct CtxDepartment {
     pub hospital_id: Option<i64>,
     #[serde(default)]
     pub department: Option<String>,
+    /// What sort of department it is, from the departments file (`icu`, `emergency`, `ward`,
+    /// …; lower case).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     #[serde(default)]
     pub occupied: i64,
     #[serde(default)]

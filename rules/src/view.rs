@@ -262,6 +262,7 @@ impl DepartmentView {
         match name {
             "hospital_id" => opt_int(d.hospital_id),
             "department" => opt_text(&d.department),
+            "kind" => opt_text(&d.kind),
             "occupied" => Dynamic::from_int(d.occupied),
             "bed_capacity" => Dynamic::from_int(d.bed_capacity),
             "occupancy_pct" => Dynamic::from_float(d.occupancy_pct),
@@ -323,6 +324,7 @@ const PATIENT_FIELDS: &[&str] = &[
 const DEPARTMENT_FIELDS: &[&str] = &[
     "hospital_id",
     "department",
+    "kind",
     "occupied",
     "bed_capacity",
     "occupancy_pct",

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use super::{CheckpointError, Checkpointed};
 use crate::decode::{Decoder, DecoderState};
 use crate::gold::{FactBuilder, GoldState, Micros};
+use crate::model::{DepartmentId, Network};
 use crate::rules::{ReorderState, ReorderWindow};
 use crate::silver::{DedupWindow, Silver};
 use crate::source::Position;
@@ -26,18 +27,9 @@ pub(crate) struct IngestState<'a> {
     decoder: DecoderState<'a>,
     /// The records the reorder window holds for the rules.
     reorder: ReorderState,
-}
-
-/// The ingest side as checkpoints before the reorder window stored it: read so that an
-/// upgraded engine continues from its predecessor's checkpoint (with nothing held).
-#[derive(serde::Deserialize)]
-struct IngestStateBeforeReorder {
-    dedup: Cow<'static, DedupWindow>,
-    gold: GoldState<'static>,
-    positions: Vec<Position>,
-    watermark: Micros,
-    lake: (u64, u64),
-    decoder: DecoderState<'static>,
+    /// The name of every department Gold may hold, configured or removed from the file while
+    /// running: a restart names the documents of a department no longer configured.
+    departments: Vec<(u16, DepartmentId, String)>,
 }
 
 /// The ingest thread's stateful stages.
@@ -72,6 +64,7 @@ impl IngestState<'_> {
             lake,
             decoder: stages.decoder.snapshot(),
             reorder: stages.reorder.snapshot(),
+            departments: department_names(stages.silver.network()),
         };
         Ok(codec::encode(&state)?)
     }
@@ -90,20 +83,7 @@ pub(crate) struct Resume {
 impl IngestState<'static> {
     /// Reads what [`IngestState::encode`] wrote.
     pub(crate) fn decode(bytes: &[u8]) -> Result<Self, CheckpointError> {
-        codec::decode(bytes)
-            .or_else(|e| {
-                let before: IngestStateBeforeReorder = codec::decode(bytes).map_err(|_| e)?;
-                Ok(IngestState {
-                    dedup: before.dedup,
-                    gold: before.gold,
-                    positions: before.positions,
-                    watermark: before.watermark,
-                    lake: before.lake,
-                    decoder: before.decoder,
-                    reorder: ReorderState::default(),
-                })
-            })
-            .map_err(CheckpointError::IngestState)
+        codec::decode(bytes).map_err(CheckpointError::IngestState)
     }
 
     /// The ingest states of every process of another cluster layout, taken at one position of
@@ -120,6 +100,7 @@ impl IngestState<'static> {
         let watermark = states.iter().map(|s| s.watermark).max()?;
         let mut golds = Vec::with_capacity(states.len());
         let mut kept = None;
+        let mut departments = BTreeMap::new();
         for state in states {
             let IngestState {
                 dedup,
@@ -127,8 +108,10 @@ impl IngestState<'static> {
                 positions,
                 decoder,
                 reorder,
+                departments: names,
                 ..
             } = state;
+            departments.extend(names.into_iter().map(|(h, id, name)| ((h, id), name)));
             golds.push(gold);
             kept.get_or_insert((dedup, positions, decoder, reorder));
         }
@@ -141,7 +124,18 @@ impl IngestState<'static> {
             lake: (u64::MAX, u64::MAX),
             decoder,
             reorder: reorder.rescaled(&owns),
+            departments: departments
+                .into_iter()
+                .map(|((h, id), name)| (h, id, name))
+                .collect(),
         })
+    }
+
+    /// The names of the departments the checkpoint's state may hold.
+    pub(crate) fn department_names(
+        &self,
+    ) -> impl Iterator<Item = (u16, DepartmentId, String)> + '_ {
+        self.departments.iter().cloned()
     }
 
     /// Where the checkpoint had read to.
@@ -161,4 +155,17 @@ impl IngestState<'static> {
             lake: self.lake,
         }
     }
+}
+
+/// Every department's name, configured or retired.
+fn department_names(network: &Network) -> Vec<(u16, DepartmentId, String)> {
+    network
+        .departments()
+        .map(|(h, d)| (h, d.id, d.name.clone()))
+        .chain(
+            network
+                .retired()
+                .map(|(h, id, name)| (h, id, name.to_owned())),
+        )
+        .collect()
 }

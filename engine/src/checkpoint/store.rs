@@ -3,7 +3,7 @@
 //! They live in `DATA_DIR/lake/checkpoints/` by default, or in object storage
 //! (`--checkpoints az://…`) so that a process can continue on another machine.
 //!
-//! File format (`checkpoint-<seq>.bin`): the magic `CDSCKPT3`, the
+//! File format (`checkpoint-<seq>.bin`): the magic `CDSCKPT4`, the
 //! body length (u64, little endian), the SHA-256 of the body, the body ([`crate::support::codec`]). It is
 //! written to a temporary name, synced and renamed, so a checkpoint exists whole or not at
 //! all; a torn or corrupt file fails its length or hash check and the previous one is used.
@@ -24,11 +24,11 @@ use tracing::warn;
 use super::CheckpointError;
 use crate::support::codec::{self, CodecError};
 
-/// Format 3: the body in postcard, the rules state with each patient's admissions, diagnoses
-/// and kept scores. Formats 1 (bincode) and 2 (postcard, without that history) are recognised
-/// and refused with advice.
-const MAGIC: &[u8; 8] = b"CDSCKPT3";
-const EARLIER_FORMATS: [&[u8; 8]; 2] = [b"CDSCKPT1", b"CDSCKPT2"];
+/// Format 4: the body in postcard, departments kept by [`crate::model::DepartmentId`] with
+/// their names. Formats 1 (bincode), 2 (postcard, without the rules' history) and 3
+/// (departments as one of seven fixed names) are recognised and refused with advice.
+const MAGIC: &[u8; 8] = b"CDSCKPT4";
+const EARLIER_FORMATS: [&[u8; 8]; 3] = [b"CDSCKPT1", b"CDSCKPT2", b"CDSCKPT3"];
 const HEADER: usize = 8 + 8 + 32;
 
 /// One checkpoint as stored.

@@ -235,14 +235,15 @@ impl Scd2 {
 /// versions to the same place).
 pub fn department_versions(network: &Network, at: i64) -> Vec<Version> {
     let mut out = Vec::new();
-    for (hospital, department, capacity) in network.departments() {
+    for (hospital, department) in network.departments() {
+        let capacity = department.capacity;
         let name = network
             .hospital(i64::from(hospital))
             .map(|h| h.name.clone());
         out.push(Version {
             key: vec![
                 Value::Int(Some(i64::from(hospital))),
-                Value::Text(Some(department.name().to_owned())),
+                Value::Text(Some(department.name.clone())),
             ],
             attributes: vec![
                 Value::Text(name),

@@ -3,6 +3,8 @@
 
 use differential_dataflow::VecCollection;
 
+use crate::model::DepartmentId;
+
 use super::facts::{Placement, VitalsValues};
 use super::tally::Tally;
 use super::VitalsTally;
@@ -13,6 +15,7 @@ use super::VitalsTally;
 ///
 /// ```
 /// use cds_engine::gold::{Placement, VitalsCensus, VitalsValues};
+/// use cds_engine::model::DepartmentId;
 /// use differential_dataflow::input::Input;
 ///
 /// timely::example(|scope| {
@@ -22,7 +25,7 @@ use super::VitalsTally;
 ///         // One patient, a heart rate of 80.00 (in hundredths) and nothing else.
 ///         assert_eq!((*place, tally.get(0), tally.get(1), tally.get(7)), ((1, 3), 1, 1, 8000));
 ///     });
-///     located.insert((7, Placement { hospital: 1, department: 3, gender: 0, age_band: 2 }));
+///     located.insert((7, Placement { hospital: 1, department: DepartmentId(3), gender: 0, age_band: 2 }));
 ///     latest.insert((7, VitalsValues([Some(8000), None, None, None, None, None])));
 /// });
 /// ```
@@ -30,14 +33,14 @@ pub trait VitalsCensus<'scope> {
     fn vitals_census(
         self,
         latest: VecCollection<'scope, u64, (u64, VitalsValues), isize>,
-    ) -> VecCollection<'scope, u64, (u16, u8), VitalsTally>;
+    ) -> VecCollection<'scope, u64, (u16, DepartmentId), VitalsTally>;
 }
 
 impl<'scope> VitalsCensus<'scope> for VecCollection<'scope, u64, (u64, Placement), isize> {
     fn vitals_census(
         self,
         latest: VecCollection<'scope, u64, (u64, VitalsValues), isize>,
-    ) -> VecCollection<'scope, u64, (u16, u8), VitalsTally> {
+    ) -> VecCollection<'scope, u64, (u16, DepartmentId), VitalsTally> {
         self.join(latest)
             .explode(|(_, (p, VitalsValues(values)))| {
                 let mut t = [0i64; 13];

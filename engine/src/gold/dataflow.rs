@@ -30,30 +30,31 @@ use super::occupancy::Occupancy;
 use super::stays::LengthOfStay;
 use super::tally::Tally;
 use super::{OccupancyTally, StayTally, VitalsTally};
+use crate::model::DepartmentId;
 
 /// One net change of one KPI key in one epoch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KpiDelta {
     Occupancy {
         hospital: u16,
-        department: u8,
+        department: DepartmentId,
         change: OccupancyTally,
     },
     Vitals {
         hospital: u16,
-        department: u8,
+        department: DepartmentId,
         change: VitalsTally,
     },
     Stay {
         hospital: u16,
-        department: u8,
+        department: DepartmentId,
         change: StayTally,
     },
     /// A patient's stays that ended in `department` (the department travels with the
     /// per-patient length of stay, so department-scoped readers see only their patients).
     PatientStay {
         hospital: u16,
-        department: u8,
+        department: DepartmentId,
         patient: u64,
         change: StayTally,
     },

@@ -11,15 +11,15 @@ use super::dataflow::KpiDelta;
 use super::facts::VITAL_NAMES;
 use super::{OccupancyTally, StayTally, VitalsTally};
 use crate::model::{
-    patient_ref, AgeBand, Department, Document, Gender, Network, Priority, WEEKDAYS,
+    patient_ref, AgeBand, DepartmentId, Document, Gender, Network, Priority, WEEKDAYS,
 };
 
 /// Which document a change touched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum DocKey {
-    Occupancy(u16, u8),
-    Vitals(u16, u8),
-    Stay(u16, u8),
+    Occupancy(u16, DepartmentId),
+    Vitals(u16, DepartmentId),
+    Stay(u16, DepartmentId),
     PatientStay(u16, u64),
     Admissions(u16, u8, u8),
     Diagnoses(u16),
@@ -29,11 +29,11 @@ enum DocKey {
 #[derive(Debug)]
 pub struct KpiState {
     network: Network,
-    occupancy: BTreeMap<(u16, u8), OccupancyTally>,
-    vitals: BTreeMap<(u16, u8), VitalsTally>,
-    stays: BTreeMap<(u16, u8), StayTally>,
+    occupancy: BTreeMap<(u16, DepartmentId), OccupancyTally>,
+    vitals: BTreeMap<(u16, DepartmentId), VitalsTally>,
+    stays: BTreeMap<(u16, DepartmentId), StayTally>,
     /// Per (hospital, patient), the stays by the department they ended in.
-    patient_stays: HashMap<(u16, u64), BTreeMap<u8, StayTally>>,
+    patient_stays: HashMap<(u16, u64), BTreeMap<DepartmentId, StayTally>>,
     admissions: BTreeMap<(u16, u8, u8), i64>,
     /// Per hospital, the top lists with their counts; the current one has count 1.
     diagnoses: BTreeMap<u16, BTreeMap<Vec<(String, i64)>, i64>>,
@@ -87,10 +87,10 @@ impl KpiState {
             network,
             share: None,
         };
-        let configured: Vec<(u16, u8)> = state
+        let configured: Vec<(u16, DepartmentId)> = state
             .network
             .departments()
-            .map(|(h, d, _)| (h, d.index()))
+            .map(|(h, d)| (h, d.id))
             .collect();
         for (h, d) in configured {
             state.occupancy.insert((h, d), OccupancyTally::default());
@@ -193,13 +193,22 @@ impl KpiState {
         self
     }
 
+    /// A department added gets its occupancy document (zero included); one removed keeps its
+    /// documents, under its name and without beds, until its last patient leaves.
     pub fn set_network(&mut self, network: Network) {
         let share = self.share;
-        let changed: Vec<(u16, u8)> = network
+        let network = self.network.succeeded_by(network);
+        let changed: Vec<(u16, DepartmentId)> = network
             .departments()
-            .filter(|&(h, _, _)| owns(share, h))
-            .filter(|&(h, d, cap)| self.network.capacity(h, d) != Some(cap))
-            .map(|(h, d, _)| (h, d.index()))
+            .filter(|&(h, d)| owns(share, h) && self.network.capacity(h, d.id) != Some(d.capacity))
+            .map(|(h, d)| (h, d.id))
+            .chain(
+                network
+                    .retired()
+                    .filter(|&(h, _, _)| owns(share, h))
+                    .map(|(h, id, _)| (h, id)),
+            )
+            .filter(|key| self.network.capacity(key.0, key.1) != network.capacity(key.0, key.1))
             .collect();
         for key in changed {
             self.occupancy.entry(key).or_default();
@@ -259,17 +268,15 @@ impl KpiState {
     }
 
     fn render(&self, key: DocKey, as_of: &str, updated_at: &str) -> Option<Document> {
-        let dept_name = |d: u8| {
-            Department::from_index(d)
-                .map(Department::name)
+        let dept_name = |d: DepartmentId| {
+            self.network
+                .department_name(key.hospital(), d)
                 .unwrap_or("unknown")
         };
         let (id, hospital, kind, mut fields) = match key {
             DocKey::Occupancy(h, d) => {
                 let t = self.occupancy.get(&(h, d)).copied().unwrap_or_default();
-                let capacity = Department::from_index(d)
-                    .and_then(|dept| self.network.capacity(h, dept))
-                    .map(|c| c.bed_capacity);
+                let capacity = self.network.capacity(h, d).map(|c| c.bed_capacity);
                 let occupied = t.get(0);
                 let pct = capacity
                     .filter(|c| *c > 0)

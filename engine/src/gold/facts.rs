@@ -1,7 +1,7 @@
 //! Gold facts: the compact, interned records that enter the dataflow.
 //!
-//! Strings stay at the edge: hospitals are `u16`, departments and categories `u8`, patients the
-//! `u64` pseudonym key. Times are microseconds since the Unix epoch (event time, never arrival).
+//! Strings stay at the edge: hospitals are `u16`, departments their [`DepartmentId`], categories
+//! `u8`, patients the `u64` pseudonym key. Times are microseconds since the Unix epoch (event time, never arrival).
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -10,7 +10,7 @@ use chrono::Datelike;
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::Checkpointed;
-use crate::model::{AgeBand, Department, EventType, Gender, Priority, Pseudonymiser, Timestamp};
+use crate::model::{AgeBand, DepartmentId, EventType, Gender, Priority, Pseudonymiser, Timestamp};
 use crate::silver::SilverRecord;
 
 /// Event time in microseconds since the Unix epoch.
@@ -34,7 +34,7 @@ pub struct AdtFact {
     pub event_id: String,
     pub kind: AdtKind,
     pub hospital: u16,
-    pub department: u8,
+    pub department: DepartmentId,
     pub gender: u8,
     pub age_band: u8,
 }
@@ -43,7 +43,7 @@ pub struct AdtFact {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Placement {
     pub hospital: u16,
-    pub department: u8,
+    pub department: DepartmentId,
     pub gender: u8,
     pub age_band: u8,
 }
@@ -67,7 +67,7 @@ pub const VITAL_NAMES: [&str; 6] = [
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct StayFact {
     pub hospital: u16,
-    pub department: u8,
+    pub department: DepartmentId,
     pub patient: u64,
     pub seconds: i64,
 }
@@ -302,7 +302,7 @@ impl FactBuilder {
 
     /// What Gold reads of a record that reaches it (quarantined records and records without a
     /// type, department, hospital or patient do not).
-    fn gold_fields(r: &SilverRecord) -> Option<(EventType, Department, u16, &str)> {
+    fn gold_fields(r: &SilverRecord) -> Option<(EventType, DepartmentId, u16, &str)> {
         if r.quarantined() {
             return None;
         }
@@ -330,7 +330,7 @@ impl FactBuilder {
         let patient = self.patient_key(patient_id);
         let batch = batches.get_mut(crate::cluster::patient_worker(patient, self.workers))?;
         let at = micros(&e.event_timestamp);
-        let dept = department.index();
+        let dept = department;
         let adt = |kind| AdtFact {
             at,
             event_id: e.event_id.clone(),

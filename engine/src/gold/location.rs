@@ -16,16 +16,17 @@ use super::facts::{AdtFact, AdtKind, Placement};
 ///
 /// ```
 /// use cds_engine::gold::{AdtFact, AdtKind, LatestLocation, Placement};
+/// use cds_engine::model::DepartmentId;
 /// use differential_dataflow::input::Input;
 ///
 /// timely::example(|scope| {
 ///     let (mut adt, events) = scope.new_collection::<(u64, AdtFact), isize>();
 ///     let at = |at, kind, department| AdtFact {
-///         at, event_id: format!("e{at}"), kind, hospital: 1, department, gender: 0, age_band: 2,
+///         at, event_id: format!("e{at}"), kind, hospital: 1, department: DepartmentId(department), gender: 0, age_band: 2,
 ///     };
 ///     events.latest_location().inspect(|((patient, place), _time, diff)| {
 ///         // Only the transfer to department 2 survives: the admission was superseded.
-///         assert_eq!((*patient, place.department, *diff), (7, 2, 1));
+///         assert_eq!((*patient, place.department, *diff), (7, DepartmentId(2), 1));
 ///     });
 ///     // The transfer arrives before the admission it follows: the answer is the same.
 ///     adt.insert((7, at(20, AdtKind::Transfer, 2)));

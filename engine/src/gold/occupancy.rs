@@ -2,6 +2,8 @@
 
 use differential_dataflow::VecCollection;
 
+use crate::model::DepartmentId;
+
 use super::facts::Placement;
 use super::tally::Tally;
 use super::OccupancyTally;
@@ -14,6 +16,7 @@ use super::OccupancyTally;
 ///
 /// ```
 /// use cds_engine::gold::{Occupancy, Placement};
+/// use cds_engine::model::DepartmentId;
 /// use differential_dataflow::input::Input;
 ///
 /// timely::example(|scope| {
@@ -23,17 +26,17 @@ use super::OccupancyTally;
 ///         // what adds up); one of them a woman (gender index 1).
 ///         assert_eq!((*place, tally.get(0), tally.get(2)), ((1, 3), 2, 1));
 ///     });
-///     let place = |gender| Placement { hospital: 1, department: 3, gender, age_band: 2 };
+///     let place = |gender| Placement { hospital: 1, department: DepartmentId(3), gender, age_band: 2 };
 ///     located.insert((7, place(0)));
 ///     located.insert((8, place(1)));
 /// });
 /// ```
 pub trait Occupancy<'scope> {
-    fn occupancy(self) -> VecCollection<'scope, u64, (u16, u8), OccupancyTally>;
+    fn occupancy(self) -> VecCollection<'scope, u64, (u16, DepartmentId), OccupancyTally>;
 }
 
 impl<'scope> Occupancy<'scope> for VecCollection<'scope, u64, (u64, Placement), isize> {
-    fn occupancy(self) -> VecCollection<'scope, u64, (u16, u8), OccupancyTally> {
+    fn occupancy(self) -> VecCollection<'scope, u64, (u16, DepartmentId), OccupancyTally> {
         self.explode(|(_, p)| {
             let mut t = [0i64; 11];
             t[0] = 1;

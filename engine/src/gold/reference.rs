@@ -10,7 +10,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::model::{
-    patient_ref, AgeBand, Department, EventType, Gender, Network, Priority, Pseudonymiser, WEEKDAYS,
+    patient_ref, AgeBand, EventType, Gender, Network, Priority, Pseudonymiser, WEEKDAYS,
 };
 use crate::silver::SilverRecord;
 use chrono::Datelike;
@@ -64,18 +64,20 @@ pub fn recompute(
         .filter(|(_, r)| r.kind != Some(EventType::Discharge))
         .map(|(p, r)| (*p, *r))
         .collect();
-    let place = |r: &SilverRecord| {
+    // The department as Silver spelled it (the configured name).
+    fn place(r: &SilverRecord) -> (i64, &str) {
         (
             r.event.hospital_id.unwrap_or_default(),
-            r.department.map(Department::name).unwrap_or_default(),
+            r.event.department.as_deref().unwrap_or_default(),
         )
-    };
+    }
 
-    for (h, d, cap) in network.departments() {
+    for (h, d) in network.departments() {
+        let cap = d.capacity;
         let here: Vec<&SilverRecord> = located
             .iter()
             .map(|(_, r)| *r)
-            .filter(|r| place(r) == (i64::from(h), d.name()))
+            .filter(|r| place(r) == (i64::from(h), d.name.as_str()))
             .collect();
         let mut by_gender = json!({"M": 0, "F": 0, "O": 0, "U": 0});
         let mut by_age =
@@ -88,8 +90,8 @@ pub fn recompute(
         }
         let n = here.len() as f64;
         docs.insert(
-            format!("occupancy:{h}:{}", d.name()),
-            json!({"type": "occupancy", "hospital_id": h, "department": d.name(), "occupied": here.len(),
+            format!("occupancy:{h}:{}", d.name.as_str()),
+            json!({"type": "occupancy", "hospital_id": h, "department": d.name.as_str(), "occupied": here.len(),
                    "bed_capacity": cap.bed_capacity, "occupancy_pct": round2(100.0 * n / f64::from(cap.bed_capacity)),
                    "by_gender": by_gender, "by_age_band": by_age}),
         );
@@ -212,7 +214,7 @@ pub fn recompute(
 }
 
 /// A patient's stays (seconds each) and the departments they ended in.
-type StaysAndDepartments = (Vec<i64>, BTreeSet<&'static str>);
+type StaysAndDepartments<'a> = (Vec<i64>, BTreeSet<&'a str>);
 
 /// Drops what a recomputation cannot know (`id`, `as_of`, `updated_at`) and the documents
 /// of groups whose every contribution was retracted (a vitals census of zero patients, a

@@ -2,6 +2,8 @@
 
 use differential_dataflow::VecCollection;
 
+use crate::model::DepartmentId;
+
 use super::facts::StayFact;
 use super::tally::Tally;
 use super::StayTally;
@@ -11,6 +13,7 @@ use super::StayTally;
 ///
 /// ```
 /// use cds_engine::gold::{LengthOfStay, StayFact};
+/// use cds_engine::model::DepartmentId;
 /// use differential_dataflow::input::Input;
 ///
 /// timely::example(|scope| {
@@ -18,25 +21,25 @@ use super::StayTally;
 ///     stays.stays_by_department().inspect(|(place, _time, tally)| {
 ///         assert_eq!((*place, tally.get(0), tally.get(1)), ((1, 3), 2, 3 * 3600));
 ///     });
-///     let stay = |patient, seconds| StayFact { hospital: 1, department: 3, patient, seconds };
+///     let stay = |patient, seconds| StayFact { hospital: 1, department: DepartmentId(3), patient, seconds };
 ///     input.insert(stay(7, 3600));
 ///     input.insert(stay(8, 2 * 3600));
 /// });
 /// ```
 pub trait LengthOfStay<'scope> {
     /// Per `(hospital, department)` the stay ended in.
-    fn stays_by_department(self) -> VecCollection<'scope, u64, (u16, u8), StayTally>;
+    fn stays_by_department(self) -> VecCollection<'scope, u64, (u16, DepartmentId), StayTally>;
     /// Per `(hospital, department, patient)`.
-    fn stays_by_patient(self) -> VecCollection<'scope, u64, (u16, u8, u64), StayTally>;
+    fn stays_by_patient(self) -> VecCollection<'scope, u64, (u16, DepartmentId, u64), StayTally>;
 }
 
 impl<'scope> LengthOfStay<'scope> for VecCollection<'scope, u64, StayFact, isize> {
-    fn stays_by_department(self) -> VecCollection<'scope, u64, (u16, u8), StayTally> {
+    fn stays_by_department(self) -> VecCollection<'scope, u64, (u16, DepartmentId), StayTally> {
         self.explode(|s| Some(((s.hospital, s.department), Tally::new([1, s.seconds]))))
             .consolidate()
     }
 
-    fn stays_by_patient(self) -> VecCollection<'scope, u64, (u16, u8, u64), StayTally> {
+    fn stays_by_patient(self) -> VecCollection<'scope, u64, (u16, DepartmentId, u64), StayTally> {
         self.explode(|s| {
             Some((
                 (s.hospital, s.department, s.patient),

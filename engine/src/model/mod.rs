@@ -11,6 +11,9 @@ mod vocabulary;
 pub use dead_letter::{DeadLetter, SourcePosition};
 pub use document::Document;
 pub use event::{format_time, parse_time, Event, EventType, ParseError, Timestamp, Vitals};
-pub use network::{Capacity, Hospital, Network, NetworkError, DEFAULT_DEPARTMENTS_CSV};
+pub use network::{
+    Capacity, Department, DepartmentId, DepartmentMatch, Hospital, LiveNetwork, Network,
+    NetworkError, DEFAULT_DEPARTMENTS_CSV, DEFAULT_KIND,
+};
 pub use pseudonym::{display as patient_ref, PseudonymError, Pseudonymiser, PSEUDONYM_KEY_ENV};
-pub use vocabulary::{AgeBand, Department, Gender, Priority, WEEKDAYS};
+pub use vocabulary::{AgeBand, Gender, Priority, WEEKDAYS};

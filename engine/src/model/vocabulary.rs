@@ -1,95 +1,10 @@
-//! The hospital's canonical vocabulary: departments, genders, priorities, age bands.
+//! The hospital's canonical vocabulary: genders, priorities, age bands. (Departments are the
+//! hospital's own, from configuration: [`super::Network`].)
 //!
 //! Each is a small `Copy` enum with a `u8` index, so that the dataflow keys on integers and the
 //! strings stay at the edges (parse in Silver, names in documents).
 
 use serde::{Deserialize, Serialize};
-
-/// The seven canonical departments of docs/design.md.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub enum Department {
-    Emergency,
-    Surgery,
-    #[serde(rename = "ICU")]
-    Icu,
-    Pediatrics,
-    Maternity,
-    Oncology,
-    Cardiology,
-}
-
-impl Department {
-    pub const ALL: [Department; 7] = [
-        Self::Emergency,
-        Self::Surgery,
-        Self::Icu,
-        Self::Pediatrics,
-        Self::Maternity,
-        Self::Oncology,
-        Self::Cardiology,
-    ];
-
-    /// The canonical name, as in documents and ids (`occupancy:3:ICU`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Emergency => "Emergency",
-            Self::Surgery => "Surgery",
-            Self::Icu => "ICU",
-            Self::Pediatrics => "Pediatrics",
-            Self::Maternity => "Maternity",
-            Self::Oncology => "Oncology",
-            Self::Cardiology => "Cardiology",
-        }
-    }
-
-    /// The three-letter code used in bed ids (`H3-SUR-15`).
-    pub fn code(self) -> &'static str {
-        match self {
-            Self::Emergency => "EMR",
-            Self::Surgery => "SUR",
-            Self::Icu => "ICU",
-            Self::Pediatrics => "PED",
-            Self::Maternity => "MAT",
-            Self::Oncology => "ONC",
-            Self::Cardiology => "CAR",
-        }
-    }
-
-    /// Abbreviations and synonyms seen in registration systems (upper case).
-    pub fn aliases(self) -> &'static [&'static str] {
-        match self {
-            Self::Emergency => &["ED", "ER", "A&E", "AE", "EMERG", "EMR", "EMERGENCY ROOM"],
-            Self::Surgery => &["SURG", "SUR", "OR", "THEATRE", "GENERAL SURGERY"],
-            Self::Icu => &["ITU", "INTENSIVE CARE", "CRITICAL CARE", "MICU", "SICU"],
-            Self::Pediatrics => &[
-                "PEDS",
-                "PAEDS",
-                "PED",
-                "PAEDIATRICS",
-                "PAEDIATRIC",
-                "PEDIATRIC",
-            ],
-            Self::Maternity => &["OB", "OBS", "OBSTETRICS", "L&D", "LABOUR WARD", "MAT"],
-            Self::Oncology => &["ONC", "ONCO", "CANCER", "HAEMATOLOGY-ONCOLOGY"],
-            Self::Cardiology => &["CARDIO", "CARD", "CAR", "CCU", "CORONARY CARE"],
-        }
-    }
-
-    /// Dense index 0..7 (for arrays and dataflow keys).
-    pub fn index(self) -> u8 {
-        self as u8
-    }
-
-    /// Inverse of [`Department::index`].
-    pub fn from_index(i: u8) -> Option<Self> {
-        Self::ALL.get(usize::from(i)).copied()
-    }
-
-    /// Exact canonical name (case-sensitive), the only spelling that is not a typo.
-    pub fn from_canonical(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|d| d.name() == s)
-    }
-}
 
 /// Administrative gender of the event model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -230,14 +145,6 @@ mod tests {
         ];
         for (age, label) in cases {
             assert_eq!(AgeBand::of(age).label(), label, "age {age:?}");
-        }
-    }
-
-    #[test]
-    fn indices_round_trip() {
-        for d in Department::ALL {
-            assert_eq!(Department::from_index(d.index()), Some(d));
-            assert_eq!(Department::from_canonical(d.name()), Some(d));
         }
     }
 }

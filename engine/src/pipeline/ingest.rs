@@ -23,8 +23,8 @@ use crate::lake::tables::{EpochColumns, RowPosition};
 use crate::lake::writer::{LakeHandle, LakeMessage, LakeWriteError};
 use crate::lake::Lake;
 use crate::metrics::Metrics;
-use crate::model::Pseudonymiser;
 use crate::model::{DeadLetter, Event, SourcePosition};
+use crate::model::{LiveNetwork, Pseudonymiser};
 use crate::ops::{Condition, OpsAlerts};
 use crate::rules::{PartitionId, ReorderWindow, RuleInput};
 use crate::silver::{DqFlag, Outcome, Silver, SilverRecord};
@@ -89,6 +89,8 @@ impl Downstream<'_> {
 /// What the ingest thread starts with.
 pub(super) struct IngestStart<'a> {
     pub config: &'a PipelineConfig,
+    /// The departments in force (the watcher puts a changed file in force).
+    pub network: LiveNetwork,
     pub source: &'a mut dyn Source,
     pub pseudonyms: Pseudonymiser,
     pub downstream: Downstream<'a>,
@@ -344,7 +346,7 @@ impl<'a> Ingest<'a> {
         let source_name = start.source.name().to_owned();
         let now = Instant::now();
         Ingest {
-            silver: Silver::new(config.network.clone()),
+            silver: Silver::following(start.network.clone()),
             decoder: Decoder::new(config.format, start.pseudonyms.clone()),
             facts: FactBuilder::new(start.pseudonyms, workers),
             split: config
@@ -1135,6 +1137,7 @@ mod tests {
         });
         let start = IngestStart {
             config: &config,
+            network: LiveNetwork::new(config.network.clone()),
             source: &mut source,
             pseudonyms: Pseudonymiser::new(b"k"),
             downstream: Downstream {

@@ -40,7 +40,7 @@ use crate::dims::department_versions;
 use crate::lake::writer::{LakeConfig, LakeHandle, LakeMessage, LakeWriteError};
 use crate::lake::LakeError;
 use crate::metrics::Metrics;
-use crate::model::{Network, Pseudonymiser};
+use crate::model::{LiveNetwork, Network, Pseudonymiser};
 use crate::ops::OpsAlerts;
 use crate::rules::RulesStage;
 use crate::sink::{Feed, Sink, SinkError};
@@ -339,6 +339,15 @@ pub fn run(config: PipelineConfig, parts: Parts) -> Result<RunSummary, PipelineE
         rules.as_mut(),
         rescale.as_ref(),
     )?;
+    // The departments in force: the file's, and the names of those the checkpoint's state holds
+    // that have left it since.
+    let network = {
+        let mut network = config.network.clone();
+        if let Some(state) = &restore {
+            network.remember_retired(state.department_names());
+        }
+        LiveNetwork::new(network)
+    };
     // Split after the restore: a checkpoint holds the whole stage, whatever the number of
     // threads that wrote it.
     let rules = match rules {
@@ -358,12 +367,13 @@ pub fn run(config: PipelineConfig, parts: Parts) -> Result<RunSummary, PipelineE
             let mut shares = stage.into_shares(config.rules_threads)?;
             for share in &mut shares {
                 share.watch_errors(config.ops.rule_error_watch());
+                share.follow_network(network.clone());
             }
             Some(shares)
         }
         None => None,
     };
-    let mut threads = Threads::start(&config, sink, rules, &metrics)?;
+    let mut threads = Threads::start(&config, &network, sink, rules, &metrics)?;
     let checkpoints = match (store, config.checkpoint_interval) {
         (Some(store), Some(interval)) => {
             let c = Coordinator::new(
@@ -382,6 +392,7 @@ pub fn run(config: PipelineConfig, parts: Parts) -> Result<RunSummary, PipelineE
     };
     let start = IngestStart {
         config: &config,
+        network,
         source: source.as_mut(),
         pseudonyms,
         downstream: threads.downstream(),
@@ -429,6 +440,7 @@ impl Threads {
     /// share) and the timely workers.
     fn start(
         config: &PipelineConfig,
+        network: &LiveNetwork,
         sink: Box<dyn Sink>,
         rules: Option<Vec<RulesStage>>,
         metrics: &Arc<Metrics>,
@@ -448,9 +460,15 @@ impl Threads {
             lake: lake.as_ref().and_then(LakeHandle::sender),
             ops: config.ops.clone(),
         };
-        let sink = sink_thread::spawn(config, writer, out_rx)?;
+        let sink = sink_thread::spawn(config, network.current().as_ref().clone(), writer, out_rx)?;
         let stop_watch = Arc::new(AtomicBool::new(false));
-        let watcher = spawn_watcher(config, out_tx.clone(), lake.as_ref(), stop_watch.clone())?;
+        let watcher = spawn_watcher(
+            config,
+            network.clone(),
+            out_tx.clone(),
+            lake.as_ref(),
+            stop_watch.clone(),
+        )?;
         let rules = rules
             .map(|shares| RulesThreads::spawn(shares, &out_tx, &metrics.stages))
             .transpose()?;
@@ -529,10 +547,12 @@ fn start_lake(
     Ok(Some(handle))
 }
 
-/// Watches the departments file: a changed capacity or staff count goes to the sink (for the
-/// occupancy documents) and to the lake.
+/// Watches the departments file: a department added, removed or with other beds or staff is
+/// put in force for Silver and the rules, and goes to the sink (for the occupancy documents)
+/// and to the lake.
 fn spawn_watcher(
     config: &PipelineConfig,
+    live: LiveNetwork,
     to_sink: SyncSender<SinkMessage>,
     lake: Option<&LakeHandle>,
     stop: Arc<AtomicBool>,
@@ -543,6 +563,7 @@ fn spawn_watcher(
         config.network.clone(),
         crate::sink::sqlite::SqliteConfig::in_data_dir(&config.data_dir).path,
         move |network| {
+            live.publish(live.current().succeeded_by(network.clone()));
             // A changed capacity or staff count is a new version of `gold/dim_department`.
             if let Some(lake) = &to_lake {
                 let now = Utc::now().timestamp_micros();

@@ -18,7 +18,7 @@ use crate::lake::tables::KpiRow;
 use crate::lake::writer::{LakeMessage, LakeWriteError};
 use crate::metrics::Metrics;
 use crate::model::format_time;
-use crate::model::Document;
+use crate::model::{Document, Network};
 use crate::ops::{Condition, OpsAlerts};
 use crate::sink::{announce, Container, Feed, Sink};
 use crate::source::{Position, Source, SourceError};
@@ -342,11 +342,12 @@ fn sink_loop(
 /// process's workers own.
 pub(super) fn spawn(
     config: &PipelineConfig,
+    network: Network,
     writer: Writer,
     rx: Receiver<SinkMessage>,
 ) -> Result<JoinHandle<Result<Sunk, PipelineError>>, PipelineError> {
     let workers = config.workers.max(1);
-    let (network, interval) = (config.network.clone(), config.flush_interval);
+    let interval = config.flush_interval;
     // In a cluster: this process's first worker, and the workers of the whole cluster.
     let share = config
         .cluster

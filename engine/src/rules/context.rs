@@ -7,6 +7,7 @@
 //! patient, and department occupancy follows the placements.
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -18,7 +19,7 @@ use cds_rules::{
 use super::forecast::{Forecaster, Horizon};
 
 use crate::gold::micros;
-use crate::model::{format_time, patient_ref, EventType, Network, Timestamp, Vitals};
+use crate::model::{format_time, patient_ref, EventType, LiveNetwork, Network, Timestamp, Vitals};
 use crate::silver::SilverRecord;
 
 /// How far back `ctx.patient.recent_vitals` and `ctx.patient.scores` reach.
@@ -272,7 +273,9 @@ impl ContextSnapshot<'static> {
 /// Per-patient and per-department state for building rule contexts.
 #[derive(Debug, Clone)]
 pub struct ContextState {
-    network: Network,
+    network: Arc<Network>,
+    /// Where a changed departments file comes from, and the version `network` is.
+    live: Option<(LiveNetwork, u64)>,
     patients: HashMap<u64, PatientState>,
     occupied: HashMap<(i64, String), i64>,
     /// Kept scores per patient, apart from [`PatientState`]: they exist only in the rules
@@ -336,7 +339,8 @@ pub fn ctx_event(r: &SilverRecord, event_timestamp: &str) -> CtxEvent {
 impl ContextState {
     pub fn new(network: Network) -> Self {
         ContextState {
-            network,
+            network: Arc::new(network),
+            live: None,
             patients: HashMap::new(),
             occupied: HashMap::new(),
             scores: HashMap::new(),
@@ -398,11 +402,28 @@ impl ContextState {
         ))
     }
 
+    /// Follows the network in force from now on.
+    pub fn follow_network(&mut self, live: LiveNetwork) {
+        self.network = live.current();
+        self.live = Some((live.clone(), live.version()));
+    }
+
+    /// Takes the network in force if it changed (one atomic load when it did not).
+    pub fn refresh_network(&mut self) {
+        if let Some((live, seen)) = &mut self.live {
+            let version = live.version();
+            if version != *seen {
+                *seen = version;
+                self.network = live.current();
+            }
+        }
+    }
+
     /// Configured beds of a department.
     fn beds(&self, hospital: i64, department: &str) -> Option<u32> {
-        let d = crate::model::Department::from_canonical(department)?;
-        let h = u16::try_from(hospital).ok()?;
-        self.network.capacity(h, d).map(|c| c.bed_capacity)
+        self.network
+            .department_named(hospital, department)
+            .map(|d| d.capacity.bed_capacity)
     }
 
     /// Forgets the readings and kept scores of the patients `keep` does not accept (a rules
@@ -660,11 +681,13 @@ impl ContextState {
                 .get(&(p.hospital, p.department.clone()))
                 .copied()
                 .unwrap_or(0);
-            let capacity = self.beds(p.hospital, &p.department).map_or(0, i64::from);
+            let configured = self.network.department_named(p.hospital, &p.department);
+            let capacity = configured.map_or(0, |d| i64::from(d.capacity.bed_capacity));
             CtxDepartment {
                 forecast: Vec::new(),
                 hospital_id: Some(p.hospital),
                 department: Some(p.department.clone()),
+                kind: configured.map(|d| d.kind.clone()),
                 occupied,
                 bed_capacity: capacity,
                 occupancy_pct: if capacity > 0 {

@@ -453,6 +453,12 @@ impl RulesStage {
         self.error_watch = Some(watch);
     }
 
+    /// Reads bed capacities and department kinds from the network in force (the departments
+    /// watcher puts a changed file in force).
+    pub(crate) fn follow_network(&mut self, live: crate::model::LiveNetwork) {
+        self.state.follow_network(live);
+    }
+
     /// The rule directory.
     pub fn dir(&self) -> PathBuf {
         self.pack.dir().to_path_buf()
@@ -461,6 +467,7 @@ impl RulesStage {
     /// Evaluates a batch in its order (the reorder window's: event time); returns the alert
     /// documents.
     pub fn process(&mut self, batch: &[RuleInput]) -> Vec<Document> {
+        self.state.refresh_network();
         let mut alerts = Vec::new();
         for RuleInput {
             patient,

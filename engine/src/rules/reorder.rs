@@ -73,7 +73,7 @@ use serde::{Deserialize, Serialize};
 use super::RuleInput;
 use crate::checkpoint::Checkpointed;
 use crate::gold::{micros, Micros};
-use crate::model::{Department, Event, EventType};
+use crate::model::{DepartmentId, Event, EventType};
 use crate::silver::{DqFlags, SilverRecord};
 
 /// How long a partition may bring nothing while others bring records before it stops holding
@@ -423,7 +423,7 @@ pub struct HeldRecord {
     patient: u64,
     event: String,
     kind: Option<EventType>,
-    department: Option<Department>,
+    department: Option<DepartmentId>,
     /// The record's data-quality flags; the top bit ([`ELSEWHERE`]) set: a record of another
     /// process's patient (a field of its own would change the layout older checkpoints have).
     flags: u16,

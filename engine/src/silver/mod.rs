@@ -6,19 +6,20 @@
 //! reaches the rules: it becomes a [`DeadLetter`] with the reason.
 
 mod dedup;
-mod department;
 mod flags;
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use chrono::Duration;
 use serde::Serialize;
 
 use crate::checkpoint::Checkpointed;
-use crate::model::{DeadLetter, Department, Event, EventType, Network, Vitals};
+use crate::model::{
+    DeadLetter, DepartmentId, DepartmentMatch, Event, EventType, LiveNetwork, Network, Vitals,
+};
 
 pub use dedup::DedupWindow;
-pub use department::{match_department, DepartmentMatch};
 pub use flags::{DqFlag, DqFlags};
 
 /// A cleaned event: the repaired event, its typed category fields, and its flags.
@@ -28,8 +29,9 @@ pub struct SilverRecord {
     pub event: Event,
     #[serde(skip)]
     pub kind: Option<EventType>,
+    /// The configured department the record maps to (its name is in `event.department`).
     #[serde(skip)]
-    pub department: Option<Department>,
+    pub department: Option<DepartmentId>,
     pub dq_flags: DqFlags,
 }
 
@@ -86,7 +88,9 @@ const FUTURE_TOLERANCE_SECS: i64 = 60;
 /// The Silver stage: stateful only through its duplicate window.
 #[derive(Debug)]
 pub struct Silver {
-    network: Network,
+    network: Arc<Network>,
+    /// Where a changed departments file comes from, and the version `network` is.
+    live: Option<(LiveNetwork, u64)>,
     dedup: DedupWindow,
 }
 
@@ -106,7 +110,19 @@ impl Checkpointed for Silver {
 impl Silver {
     pub fn new(network: Network) -> Self {
         Silver {
-            network,
+            network: Arc::new(network),
+            live: None,
+            dedup: DedupWindow::default(),
+        }
+    }
+
+    /// Silver that checks against the network in force, departments added or removed while
+    /// running included.
+    pub fn following(live: LiveNetwork) -> Self {
+        let version = live.version();
+        Silver {
+            network: live.current(),
+            live: Some((live, version)),
             dedup: DedupWindow::default(),
         }
     }
@@ -114,6 +130,17 @@ impl Silver {
     /// The hospital network the rules check against.
     pub fn network(&self) -> &Network {
         &self.network
+    }
+
+    /// Takes the network in force if it changed (one atomic load when it did not).
+    fn refresh(&mut self) {
+        if let Some((live, seen)) = &mut self.live {
+            let version = live.version();
+            if version != *seen {
+                *seen = version;
+                self.network = live.current();
+            }
+        }
     }
 
     /// What Silver makes of one decoded payload: a dead letter stays one; an event is
@@ -133,6 +160,7 @@ impl Silver {
                 event_time: event.event_timestamp,
             });
         }
+        self.refresh();
         let mut flags = DqFlags::default();
         let kind = event.event_type.as_deref().and_then(EventType::parse);
 
@@ -160,13 +188,24 @@ impl Silver {
                 event.discharge_time = Some(event.event_timestamp);
             }
         }
-        // DEPT_TYPO (and, below, MISSING_DEPARTMENT when nothing matches)
-        let department = match event.department.as_deref().map(match_department) {
-            Some(DepartmentMatch::Canonical(d)) => Some(d),
+        // DEPT_TYPO (and, below, MISSING_DEPARTMENT when nothing matches): onto the names
+        // of the record's hospital.
+        let matched = event
+            .department
+            .as_deref()
+            .map(|raw| self.network.match_department(event.hospital_id, raw));
+        let department = match matched {
+            Some(DepartmentMatch::Configured(d)) => {
+                if event.department.as_deref() != Some(d.name.as_str()) {
+                    // The name in another letter case: the configured spelling, not a typo.
+                    event.department = Some(d.name.clone());
+                }
+                Some(d.id)
+            }
             Some(DepartmentMatch::Repaired(d)) => {
                 flags.insert(DqFlag::DeptTypo);
-                event.department = Some(d.name().to_owned());
-                Some(d)
+                event.department = Some(d.name.clone());
+                Some(d.id)
             }
             Some(DepartmentMatch::Unknown) | None => None,
         };

@@ -42,7 +42,7 @@ fn a_clean_event_has_no_flags() {
     let r = clean(event("ADMISSION"));
     assert!(r.dq_flags.is_empty());
     assert_eq!(r.kind, Some(EventType::Admission));
-    assert_eq!(r.department, Some(Department::Icu));
+    assert_eq!(r.department, Some(crate::model::DepartmentId::of("ICU")));
     assert!(!r.quarantined());
 }
 
@@ -142,6 +142,43 @@ fn department_typos_are_mapped_and_flagged() {
         assert_eq!(r.event.department.as_deref(), Some(canonical));
         assert!(!r.quarantined());
     }
+    // Another letter case is the configured name, not a typo: spelled as configured.
+    let mut e = event("VITALS");
+    e.department = Some("icu".into());
+    let r = clean(e);
+    assert!(r.dq_flags.is_empty());
+    assert_eq!(r.event.department.as_deref(), Some("ICU"));
+}
+
+#[test]
+fn departments_are_the_hospitals_own_and_follow_the_file() {
+    let header = "hospital_id,hospital_name,department,bed_capacity,staff_count,aliases";
+    let network = |rows: &str| Network::parse(&format!("{header}\n{rows}")).expect("parses");
+    let live = LiveNetwork::new(network(
+        "1042,Royal,Ward 7B,20,30,W7B\n1042,Royal,Renal,10,12,\n",
+    ));
+    let mut silver = Silver::following(live.clone());
+    let mut n = 0;
+    let mut clean = |department: &str| {
+        n += 1;
+        let mut e = event("VITALS");
+        e.event_id = format!("E{n}");
+        e.hospital_id = Some(1042);
+        e.department = Some(department.into());
+        match silver.clean(e) {
+            Outcome::Record(r) => (flags(&r), r.event.department),
+            other => panic!("expected a record, got {other:?}"),
+        }
+    };
+    assert_eq!(clean("Ward 7B"), (vec![], Some("Ward 7B".into())));
+    assert_eq!(clean("w7b"), (vec!["DEPT_TYPO"], Some("Ward 7B".into())));
+    assert_eq!(clean("ICU").0, ["MISSING_DEPARTMENT"]);
+    // Geriatrics added, Renal removed, while running.
+    live.publish(network(
+        "1042,Royal,Ward 7B,20,30,W7B\n1042,Royal,Geriatrics,30,40,\n",
+    ));
+    assert_eq!(clean("Geriatrics"), (vec![], Some("Geriatrics".into())));
+    assert_eq!(clean("Renal").0, ["MISSING_DEPARTMENT"]);
 }
 
 #[test]

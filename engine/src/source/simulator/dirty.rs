@@ -59,18 +59,27 @@ impl Scenario {
     }
 }
 
-/// Misspellings and local names seen for each canonical department.
-fn typos(department: &str) -> &'static [&'static str] {
-    match department {
-        "Emergency" => &["Emergancy", "EMERGENCY", "ED", "Emergncy"],
-        "Surgery" => &["surgery", "Surgey", "SURG"],
-        "ICU" => &["ICU ", "Icu", "ITU"],
-        "Pediatrics" => &["PEDS", "Paediatrics", "Pediatric"],
-        "Maternity" => &["Maternty", "maternity", "OB"],
-        "Oncology" => &["Oncolgy", "ONC", "oncology"],
-        "Cardiology" => &["Cardiolgy", "cardiology", "CCU"],
-        _ => &["Unknwn"],
+/// A misspelling of a department name, as registration desks make them: a letter dropped, two
+/// letters swapped, or blanks around it (each within edit distance 2, so Silver repairs it
+/// unless another department of the hospital is as close).
+fn misspelling(name: &str, rng: &mut Rng) -> String {
+    let chars: Vec<char> = name.chars().collect();
+    if chars.len() < 4 {
+        return format!("{name} ");
     }
+    let at = 1 + rng.range(0, chars.len() as i64 - 3) as usize;
+    let mut typo = chars.clone();
+    match rng.range(0, 2) {
+        0 => {
+            typo.remove(at);
+        }
+        1 if chars[at] != chars[at + 1] => typo.swap(at, at + 1),
+        1 => {
+            typo.remove(at);
+        }
+        _ => return format!(" {name}"),
+    }
+    typo.into_iter().collect()
 }
 
 /// Applies a scenario that changes the event itself (duplicates, reordering and truncation
@@ -94,8 +103,8 @@ pub fn apply(scenario: Scenario, e: &mut Event, rng: &mut Rng) {
             }
         }
         Scenario::DepartmentTypo => {
-            let options = typos(e.department.as_deref().unwrap_or_default());
-            e.department = rng.pick(options).map(|s| (*s).to_owned());
+            let name = e.department.clone().unwrap_or_default();
+            e.department = Some(misspelling(&name, rng));
         }
         Scenario::InvalidHospitalId => e.hospital_id = Some(99),
         Scenario::UnknownAttribute => {

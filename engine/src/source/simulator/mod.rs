@@ -26,25 +26,129 @@ pub use config::{SimulatorConfig, Surge};
 pub use dirty::Scenario;
 pub use source::SimulatorSource;
 
-use crate::model::{Department, Event, Network, Timestamp, Vitals};
+use crate::model::{Event, Network, Timestamp, Vitals};
 use rng::Rng;
 
-/// Mean length of stay per department, in hours (index: [`Department::index`]).
-const MEAN_STAY_HOURS: [f64; 7] = [10.0, 110.0, 90.0, 70.0, 56.0, 150.0, 110.0];
+/// What the simulator assumes of a kind of department (the `kind` column of the departments
+/// file): its mean length of stay in hours, its diagnoses, the kinds its transfers go to (a
+/// kind listed twice is twice as likely) and the share of its stays that end in one.
+struct Profile {
+    mean_stay_hours: f64,
+    diagnoses: &'static [&'static str],
+    transfers_to: &'static [&'static str],
+    transfer_share: f64,
+}
+
+/// The profile of a kind; any kind not listed is a general ward.
+fn profile(kind: &str) -> &'static Profile {
+    const EMERGENCY: Profile = Profile {
+        mean_stay_hours: 10.0,
+        diagnoses: &[
+            "R07.4", "S72.0", "J18.9", "N39.0", "R10.4", "S06.0", "T78.4",
+        ],
+        transfers_to: &[
+            "surgery",
+            "icu",
+            "cardiology",
+            "oncology",
+            "surgery",
+            "cardiology",
+        ],
+        transfer_share: 0.35,
+    };
+    const SURGERY: Profile = Profile {
+        mean_stay_hours: 110.0,
+        diagnoses: &["K35.8", "K80.2", "S72.0", "K40.9", "M17.1"],
+        transfers_to: &["icu"],
+        transfer_share: 0.12,
+    };
+    const ICU: Profile = Profile {
+        mean_stay_hours: 90.0,
+        diagnoses: &["A41.9", "J96.0", "J18.9", "I46.9", "R57.0"],
+        transfers_to: &["surgery", "cardiology"],
+        transfer_share: 0.12,
+    };
+    const PAEDIATRICS: Profile = Profile {
+        mean_stay_hours: 70.0,
+        diagnoses: &["J21.9", "J45.9", "A09", "J06.9", "B34.9"],
+        transfers_to: &[],
+        transfer_share: 0.0,
+    };
+    const MATERNITY: Profile = Profile {
+        mean_stay_hours: 56.0,
+        diagnoses: &["O80", "O82", "O42.0", "O13"],
+        transfers_to: &[],
+        transfer_share: 0.0,
+    };
+    const ONCOLOGY: Profile = Profile {
+        mean_stay_hours: 150.0,
+        diagnoses: &["C50.9", "C34.9", "C18.9", "C61", "C91.0"],
+        transfers_to: &[],
+        transfer_share: 0.0,
+    };
+    const CARDIOLOGY: Profile = Profile {
+        mean_stay_hours: 110.0,
+        diagnoses: &["I21.4", "I50.9", "I48.9", "I20.0", "I10"],
+        transfers_to: &["icu"],
+        transfer_share: 0.12,
+    };
+    const WARD: Profile = Profile {
+        mean_stay_hours: 96.0,
+        diagnoses: &["J18.9", "N39.0", "I50.9", "J44.1", "E11.9", "A41.9"],
+        transfers_to: &["icu"],
+        transfer_share: 0.04,
+    };
+    match kind {
+        "emergency" => &EMERGENCY,
+        "surgery" => &SURGERY,
+        "icu" => &ICU,
+        "paediatrics" | "pediatrics" => &PAEDIATRICS,
+        "maternity" => &MATERNITY,
+        "oncology" => &ONCOLOGY,
+        "cardiology" => &CARDIOLOGY,
+        _ => &WARD,
+    }
+}
+
+/// One configured department, as the simulator fills it.
+#[derive(Debug, Clone)]
+struct Ward {
+    hospital: u16,
+    name: String,
+    /// Three letters for bed ids (`H3-SUR-15`).
+    code: String,
+    kind: String,
+    capacity: u32,
+    /// Wards of the same hospital transfers go to (repeated by likelihood).
+    transfers_to: Vec<usize>,
+    /// Which beds are taken; past capacity: corridor and escalation beds.
+    beds: Vec<bool>,
+}
+
+impl Ward {
+    fn profile(&self) -> &'static Profile {
+        profile(&self.kind)
+    }
+}
+
+/// The bed-id code of a department: its first three letters or digits, upper case.
+fn bed_code(name: &str) -> String {
+    let code: String = name
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(3)
+        .collect::<String>()
+        .to_ascii_uppercase();
+    if code.is_empty() {
+        "DEP".into()
+    } else {
+        code
+    }
+}
+
 /// Share of beds occupied in steady state outside surges.
 const TARGET_OCCUPANCY: f64 = 0.62;
 
-const DIAGNOSES: [&[&str]; 7] = [
-    &[
-        "R07.4", "S72.0", "J18.9", "N39.0", "R10.4", "S06.0", "T78.4",
-    ],
-    &["K35.8", "K80.2", "S72.0", "K40.9", "M17.1"],
-    &["A41.9", "J96.0", "J18.9", "I46.9", "R57.0"],
-    &["J21.9", "J45.9", "A09", "J06.9", "B34.9"],
-    &["O80", "O82", "O42.0", "O13"],
-    &["C50.9", "C34.9", "C18.9", "C61", "C91.0"],
-    &["I21.4", "I50.9", "I48.9", "I20.0", "I10"],
-];
 const INSURANCE: [(&str, f64); 5] = [
     ("Public", 45.0),
     ("Private", 30.0),
@@ -52,27 +156,6 @@ const INSURANCE: [(&str, f64); 5] = [
     ("Self-pay", 7.0),
     ("Other", 3.0),
 ];
-
-/// Where a transfer out of a department usually goes.
-fn transfer_targets(d: Department) -> &'static [Department] {
-    use Department::*;
-    match d {
-        Emergency => &[Surgery, Icu, Cardiology, Oncology, Surgery, Cardiology],
-        Icu => &[Surgery, Cardiology],
-        Surgery => &[Icu],
-        Cardiology => &[Icu],
-        _ => &[],
-    }
-}
-
-/// Share of stays in a department that end in a transfer rather than a discharge.
-fn transfer_share(d: Department) -> f64 {
-    match d {
-        Department::Emergency => 0.35,
-        _ if transfer_targets(d).is_empty() => 0.0,
-        _ => 0.12,
-    }
-}
 
 #[derive(Debug, Clone)]
 struct Episode {
@@ -85,8 +168,8 @@ struct Episode {
 #[derive(Debug, Clone)]
 struct Patient {
     id: String,
-    hospital: u16,
-    department: Department,
+    /// Entry of [`Simulator::wards`].
+    ward: usize,
     bed: u32,
     gender: &'static str,
     age: i64,
@@ -123,12 +206,11 @@ pub struct Simulator {
     config: SimulatorConfig,
     rng: Rng,
     now: Timestamp,
-    departments: Vec<(u16, Department, u32)>,
-    /// Arrival weight per entry of `departments`: capacity / mean stay.
+    wards: Vec<Ward>,
+    /// Arrival weight per entry of `wards`: capacity / mean stay.
     weights: Vec<f64>,
     /// Arrivals per hour at normal load.
     base_rate: f64,
-    beds: BTreeMap<(u16, u8), Vec<bool>>,
     patients: BTreeMap<u64, Patient>,
     former: VecDeque<Former>,
     schedule: BinaryHeap<Reverse<(i64, u64, Action)>>,
@@ -152,28 +234,41 @@ impl std::fmt::Debug for Simulator {
 
 impl Simulator {
     pub fn new(config: SimulatorConfig, network: &Network) -> Self {
-        let departments: Vec<(u16, Department, u32)> = network
+        let mut wards: Vec<Ward> = network
             .departments()
-            .map(|(h, d, c)| (h, d, c.bed_capacity))
-            .collect();
-        // Flow balance: each department should see TARGET * capacity / mean stay patients per
-        // hour; part of that arrives by transfer, so direct arrivals make up the rest.
-        let wanted: Vec<f64> = departments
-            .iter()
-            .map(|(_, d, cap)| {
-                TARGET_OCCUPANCY * f64::from(*cap) / MEAN_STAY_HOURS[usize::from(d.index())]
+            .map(|(h, d)| Ward {
+                hospital: h,
+                name: d.name.clone(),
+                code: bed_code(&d.name),
+                kind: d.kind.clone(),
+                capacity: d.capacity.bed_capacity,
+                transfers_to: Vec::new(),
+                beds: vec![false; d.capacity.bed_capacity as usize],
             })
             .collect();
-        let mut inflow = vec![0.0; departments.len()];
-        for (i, (h, d, _)) in departments.iter().enumerate() {
-            let targets = transfer_targets(*d);
-            for t in targets {
-                if let Some(j) = departments
-                    .iter()
-                    .position(|(h2, d2, _)| h2 == h && d2 == t)
-                {
-                    inflow[j] += wanted[i] * transfer_share(*d) / targets.len() as f64;
-                }
+        for i in 0..wards.len() {
+            let targets: Vec<usize> = wards[i]
+                .profile()
+                .transfers_to
+                .iter()
+                .filter_map(|kind| {
+                    wards
+                        .iter()
+                        .position(|w| w.hospital == wards[i].hospital && w.kind == *kind)
+                })
+                .collect();
+            wards[i].transfers_to = targets;
+        }
+        // Flow balance: each department should see TARGET * capacity / mean stay patients per
+        // hour; part of that arrives by transfer, so direct arrivals make up the rest.
+        let wanted: Vec<f64> = wards
+            .iter()
+            .map(|w| TARGET_OCCUPANCY * f64::from(w.capacity) / w.profile().mean_stay_hours)
+            .collect();
+        let mut inflow = vec![0.0; wards.len()];
+        for (i, w) in wards.iter().enumerate() {
+            for &j in &w.transfers_to {
+                inflow[j] += wanted[i] * w.profile().transfer_share / w.transfers_to.len() as f64;
             }
         }
         let weights: Vec<f64> = wanted
@@ -182,17 +277,12 @@ impl Simulator {
             .map(|(w, t)| (w - t).max(0.1 * w))
             .collect();
         let base_rate = weights.iter().sum::<f64>();
-        let beds = departments
-            .iter()
-            .map(|(h, d, cap)| ((*h, d.index()), vec![false; *cap as usize]))
-            .collect();
         let mut sim = Simulator {
             rng: Rng::new(config.seed),
             now: config.start,
-            departments,
+            wards,
             weights,
             base_rate,
-            beds,
             patients: BTreeMap::new(),
             former: VecDeque::new(),
             schedule: BinaryHeap::new(),
@@ -242,17 +332,18 @@ impl Simulator {
     /// Patients already in hospital when the simulation starts, admitted at the start.
     fn initial_census(&mut self) {
         let mut k = 0;
-        for i in 0..self.departments.len() {
-            let (_, d, cap) = self.departments[i];
+        for i in 0..self.wards.len() {
+            let (cap, mean) = (
+                self.wards[i].capacity,
+                self.wards[i].profile().mean_stay_hours,
+            );
             let n = (f64::from(cap) * TARGET_OCCUPANCY * self.rng.normal(1.0, 0.08))
                 .round()
                 .max(0.0) as u32;
             for _ in 0..n {
                 k += 1;
                 let offset = Duration::seconds(k);
-                let elapsed = Duration::minutes(
-                    (self.rng.f64() * MEAN_STAY_HOURS[usize::from(d.index())] * 60.0) as i64,
-                );
+                let elapsed = Duration::minutes((self.rng.f64() * mean * 60.0) as i64);
                 self.admit(
                     i,
                     self.config.start + offset,
@@ -310,14 +401,11 @@ impl Simulator {
 
     /// Share of beds in use in department entry `i`.
     fn load(&self, i: usize) -> f64 {
-        let Some(&(h, d, cap)) = self.departments.get(i) else {
+        let Some(w) = self.wards.get(i) else {
             return 0.0;
         };
-        let used = self
-            .beds
-            .get(&(h, d.index()))
-            .map_or(0, |b| b.iter().filter(|u| **u).count());
-        used as f64 / f64::from(cap.max(1))
+        let used = w.beds.iter().filter(|u| **u).count();
+        used as f64 / f64::from(w.capacity.max(1))
     }
 
     /// What a full department does with an arrival: usually the ambulance or the referral goes
@@ -327,9 +415,9 @@ impl Simulator {
         if self.load(i) < 1.0 || !self.rng.chance(0.8) {
             return Some(i);
         }
-        let d = self.departments.get(i)?.1;
-        let best = (0..self.departments.len())
-            .filter(|&j| self.departments[j].1 == d)
+        let name = self.wards.get(i)?.name.clone();
+        let best = (0..self.wards.len())
+            .filter(|&j| self.wards[j].name == name)
             .min_by(|&a, &b| self.load(a).total_cmp(&self.load(b)))?;
         if self.load(best) < 0.95 {
             Some(best)
@@ -347,17 +435,22 @@ impl Simulator {
             event_type: Some(kind.to_owned()),
             event_timestamp: self.now,
             patient_id: Some(p.id.clone()),
-            hospital_id: Some(i64::from(p.hospital)),
-            department: Some(p.department.name().to_owned()),
-            bed_id: Some(format!("H{}-{}-{}", p.hospital, p.department.code(), p.bed)),
+            hospital_id: self.wards.get(p.ward).map(|w| i64::from(w.hospital)),
+            department: self.wards.get(p.ward).map(|w| w.name.clone()),
+            bed_id: self
+                .wards
+                .get(p.ward)
+                .map(|w| format!("H{}-{}-{}", w.hospital, w.code, p.bed)),
             gender: Some(p.gender.to_owned()),
             age: Some(p.age),
             ..Event::default()
         }
     }
 
-    fn take_bed(&mut self, hospital: u16, d: Department) -> u32 {
-        let beds = self.beds.entry((hospital, d.index())).or_default();
+    fn take_bed(&mut self, ward: usize) -> u32 {
+        let Some(beds) = self.wards.get_mut(ward).map(|w| &mut w.beds) else {
+            return 0;
+        };
         match beds.iter().position(|used| !used) {
             Some(i) => {
                 beds[i] = true;
@@ -371,18 +464,21 @@ impl Simulator {
         }
     }
 
-    fn free_bed(&mut self, hospital: u16, d: Department, bed: u32) {
+    fn free_bed(&mut self, ward: usize, bed: u32) {
         if let Some(slot) = self
-            .beds
-            .get_mut(&(hospital, d.index()))
-            .and_then(|b| b.get_mut(bed as usize - 1))
+            .wards
+            .get_mut(ward)
+            .and_then(|w| w.beds.get_mut((bed as usize).wrapping_sub(1)))
         {
             *slot = false;
         }
     }
 
-    fn stay_length(&mut self, d: Department) -> Duration {
-        let mean = MEAN_STAY_HOURS[usize::from(d.index())];
+    fn stay_length(&mut self, ward: usize) -> Duration {
+        let mean = self
+            .wards
+            .get(ward)
+            .map_or(72.0, |w| w.profile().mean_stay_hours);
         // Log-normal around the mean (sigma 0.6): most stays short, some long.
         let hours = mean * (self.rng.normal(0.0, 0.6) - 0.18).exp();
         Duration::minutes((hours * 60.0).max(30.0) as i64)
@@ -418,41 +514,41 @@ impl Simulator {
         admitted_at: Option<Timestamp>,
         returning: Option<Former>,
     ) {
-        let Some(&(hospital, d, _)) = self.departments.get(i) else {
+        let Some(ward) = self.wards.get(i) else {
             return;
         };
+        let (kind, profile) = (ward.kind.clone(), ward.profile());
         let returning = returning.or_else(|| self.maybe_readmission(at));
         let (id, gender, age) = match returning {
             Some(f) => (f.id, f.gender, f.age),
             None => {
                 self.next_patient += 1;
-                let gender = match d {
-                    Department::Maternity => "F",
+                let gender = match kind.as_str() {
+                    "maternity" => "F",
                     _ => ["M", "F", "O", "U"][self.rng.weighted(&[48.0, 49.0, 2.0, 1.0])],
                 };
-                let age = match d {
-                    Department::Pediatrics => self.rng.range(0, 17),
-                    Department::Maternity => self.rng.range(16, 45),
+                let age = match kind.as_str() {
+                    "paediatrics" | "pediatrics" => self.rng.range(0, 17),
+                    "maternity" => self.rng.range(16, 45),
                     _ => self.rng.normal(62.0, 18.0).round().clamp(18.0, 101.0) as i64,
                 };
                 (format!("P{:07}", self.next_patient), gender, age)
             }
         };
-        let dx = DIAGNOSES[usize::from(d.index())];
+        let dx = profile.diagnoses;
         let dx_weights: Vec<f64> = (0..dx.len()).map(|k| (dx.len() - k) as f64).collect();
-        let priority = match d {
-            Department::Emergency => "Emergency",
-            Department::Maternity => {
+        let priority = match kind.as_str() {
+            "emergency" => "Emergency",
+            "maternity" => {
                 ["Emergency", "Urgent", "Elective"][self.rng.weighted(&[20.0, 60.0, 20.0])]
             }
             _ => ["Emergency", "Urgent", "Elective"][self.rng.weighted(&[45.0, 30.0, 25.0])],
         };
-        let bed = self.take_bed(hospital, d);
+        let bed = self.take_bed(i);
         let sbp = self.rng.normal(125.0, 14.0);
         let patient = Patient {
             id,
-            hospital,
-            department: d,
+            ward: i,
             bed,
             gender,
             age,
@@ -482,13 +578,14 @@ impl Simulator {
         e.insurance_type = Some(patient.insurance.to_owned());
         self.next_stay += 1;
         let key = self.next_stay;
-        let stay_end = patient.admitted_at + self.stay_length(d);
+        let stay_end = patient.admitted_at + self.stay_length(i);
         let end = if stay_end > at {
             stay_end
         } else {
             at + Duration::minutes(self.rng.range(30, 240))
         };
-        let moves_on = !transfer_targets(d).is_empty() && self.rng.chance(transfer_share(d));
+        let moves_on =
+            !self.wards[i].transfers_to.is_empty() && self.rng.chance(profile.transfer_share);
         if moves_on {
             self.push(end, Action::Transfer(key, 0));
         } else {
@@ -587,7 +684,7 @@ impl Simulator {
             v.temperature_f = v.temperature_c.take().map(|c| round1(c * 9.0 / 5.0 + 32.0));
         }
         e.vitals = Some(v);
-        let every = if p.department == Department::Icu {
+        let every = if self.wards.get(p.ward).is_some_and(|w| w.kind == "icu") {
             self.rng.range(20, 40)
         } else {
             self.rng.range(45, 120)
@@ -604,22 +701,23 @@ impl Simulator {
         let Some(mut p) = self.current(key, generation) else {
             return;
         };
-        let Some(&to) = self.rng.pick(transfer_targets(p.department)) else {
+        let targets = self
+            .wards
+            .get(p.ward)
+            .map(|w| w.transfers_to.clone())
+            .unwrap_or_default();
+        let Some(&to) = self.rng.pick(&targets) else {
             return self.discharge(key, generation);
         };
         // A full ward takes no transfers: the patient boards where they are and tries later.
-        let target = self
-            .departments
-            .iter()
-            .position(|(h, d, _)| *h == p.hospital && *d == to);
-        if target.is_some_and(|j| self.load(j) >= 1.0) && self.rng.chance(0.85) {
+        if self.load(to) >= 1.0 && self.rng.chance(0.85) {
             let retry = self.now + Duration::minutes(self.rng.range(120, 480));
             self.push(retry, Action::Transfer(key, generation));
             return;
         }
-        self.free_bed(p.hospital, p.department, p.bed);
-        p.department = to;
-        p.bed = self.take_bed(p.hospital, to);
+        self.free_bed(p.ward, p.bed);
+        p.ward = to;
+        p.bed = self.take_bed(to);
         p.generation += 1;
         let mut e = self.new_event("TRANSFER", &p);
         e.admission_time = Some(p.admitted_at);
@@ -639,7 +737,7 @@ impl Simulator {
             return;
         };
         self.patients.remove(&key);
-        self.free_bed(p.hospital, p.department, p.bed);
+        self.free_bed(p.ward, p.bed);
         let mut e = self.new_event("DISCHARGE", &p);
         e.admission_time = Some(p.admitted_at);
         e.discharge_time = Some(self.now);
