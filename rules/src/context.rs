@@ -141,6 +141,9 @@ pub struct CtxAdmission {
     pub hospital_id: Option<i64>,
     #[serde(default)]
     pub department: Option<String>,
+    /// The department's kind (`emergency`, `icu`, …), when it is still configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     /// `Emergency`, `Urgent` or `Elective`, as the admission said.
     #[serde(default)]
     pub admission_priority: Option<String>,

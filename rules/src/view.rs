@@ -208,7 +208,8 @@ impl PatientView {
         Dynamic::from_map(map)
     }
 
-    /// `ctx.patient.admissions`: `#{time, hospital_id, department, admission_priority}` each.
+    /// `ctx.patient.admissions`: `#{time, hospital_id, department, kind, admission_priority}`
+    /// each.
     fn admissions(&self) -> Dynamic {
         let list: Array = self
             .0
@@ -220,6 +221,7 @@ impl PatientView {
                 m.insert("time".into(), text(&a.time));
                 m.insert("hospital_id".into(), opt_int(a.hospital_id));
                 m.insert("department".into(), opt_text(&a.department));
+                m.insert("kind".into(), opt_text(&a.kind));
                 m.insert("admission_priority".into(), opt_text(&a.admission_priority));
                 Dynamic::from_map(m)
             })

@@ -422,10 +422,7 @@ pub fn run(config: RunConfig, network: Network) -> anyhow::Result<ExitCode> {
         metrics: metrics.clone(),
         ready: Arc::new(AtomicBool::new(false)),
         pseudonyms: pseudonyms.clone(),
-        hospital_names: network
-            .hospitals()
-            .map(|h| (i64::from(h.id), h.name.clone()))
-            .collect(),
+        network: Arc::new(network.clone()),
         stop: Arc::new(tokio::sync::Notify::new()),
     };
     let feed = match &config.http {

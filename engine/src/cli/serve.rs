@@ -23,8 +23,8 @@ pub struct Shared {
     /// Set once the pipeline starts: `/readyz` answers 503 until then.
     pub ready: Arc<AtomicBool>,
     pub pseudonyms: Pseudonymiser,
-    /// The hospitals' names, by id.
-    pub hospital_names: std::collections::BTreeMap<i64, String>,
+    /// The hospitals, their names and departments, as the run starts.
+    pub network: Arc<crate::model::Network>,
     /// Notified when the run is over: the server stops.
     pub stop: Arc<tokio::sync::Notify>,
 }
@@ -87,7 +87,7 @@ pub fn start(
         streams: http::feed::StreamSlots::new(limits.streams_per_token, limits.streams_total),
         tls,
         trends,
-        hospital_names: Arc::new(shared.hospital_names.clone()),
+        network: shared.network.clone(),
         hooks_patient_systems: Arc::new(http.hooks_patient_systems.clone()),
         reports_running: Default::default(),
         reports: config.lake.as_ref().map(|lake| http::ReportSource {

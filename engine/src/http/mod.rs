@@ -166,7 +166,7 @@ pub struct HttpState {
     /// Each department's occupancy over the last day of event time, for the dashboard.
     pub trends: wards::Trends,
     /// The hospitals' names, by id (the departments file).
-    pub hospital_names: Arc<std::collections::BTreeMap<i64, String>>,
+    pub network: Arc<crate::model::Network>,
     /// CDS Hooks: the identifier systems whose values in a prefetched Patient are the streams'
     /// patient ids (`--hooks-patient-system`); empty: prefetched identifiers are not used.
     pub hooks_patient_systems: Arc<Vec<String>>,

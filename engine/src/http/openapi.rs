@@ -80,7 +80,7 @@ pub(super) const OPERATIONS: &[Operation] = &[
     Operation {
         method: "get",
         path: "/api/hospitals",
-        summary: "The names of the hospitals the token may see (the departments file)",
+        summary: "The hospitals the token may see, with their names and the departments (name, kind, beds) it may see, in the departments file's order",
         roles: ALL,
         params: &[],
         body: None,

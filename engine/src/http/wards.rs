@@ -7,7 +7,7 @@
 //! The trend starts with the process: after a restart it fills again as documents are written
 //! (the lake's `gold/kpi_snapshots` keeps the whole history).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::State;
@@ -140,17 +140,32 @@ pub async fn trend(
     Json(Value::Array(state.trends.visible_to(&token)))
 }
 
-/// `GET /api/hospitals`: the names of the hospitals the token may see.
+/// `GET /api/hospitals`: the hospitals the token may see, with their names and the departments
+/// it may see (name, kind, beds), in the order of the departments file.
 pub async fn hospitals(
     State(state): State<HttpState>,
     Extension(token): Extension<Token>,
 ) -> Json<Value> {
-    let names: &BTreeMap<i64, String> = &state.hospital_names;
     Json(Value::Array(
-        names
-            .iter()
-            .filter(|(id, _)| token.sees(**id, None))
-            .map(|(id, name)| json!({ "hospital_id": id, "name": name }))
+        state
+            .network
+            .hospitals()
+            .filter(|h| token.sees(i64::from(h.id), None))
+            .map(|h| {
+                let departments: Vec<Value> = h
+                    .departments
+                    .iter()
+                    .filter(|d| token.sees(i64::from(h.id), Some(&d.name)))
+                    .map(|d| {
+                        json!({
+                            "department": d.name,
+                            "kind": d.kind,
+                            "bed_capacity": d.capacity.bed_capacity,
+                        })
+                    })
+                    .collect();
+                json!({ "hospital_id": h.id, "name": h.name, "departments": departments })
+            })
             .collect(),
     ))
 }

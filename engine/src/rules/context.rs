@@ -113,6 +113,7 @@ impl PatientState {
                     time: time.clone(),
                     hospital_id: Some(*hospital),
                     department: Some(department.clone()),
+                    kind: None,
                     admission_priority: priority.clone(),
                 })
                 .collect(),
@@ -712,11 +713,72 @@ impl ContextState {
                 recent_vitals: history.recent_vitals,
                 last_discharge_time: history.last_discharge_time,
                 scores: history.scores,
-                admissions: history.admissions,
+                admissions: history
+                    .admissions
+                    .into_iter()
+                    .map(|a| CtxAdmission {
+                        kind: a
+                            .hospital_id
+                            .zip(a.department.as_deref())
+                            .and_then(|(h, d)| self.network.department_named(h, d))
+                            .map(|d| d.kind.clone()),
+                        ..a
+                    })
+                    .collect(),
                 diagnoses: history.diagnoses,
             },
             department: department.unwrap_or_default(),
             now,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Event;
+    use crate::silver::{Outcome, Silver};
+
+    /// Rules read the kind and beds of the hospital's own wards, and a file changed while
+    /// running (the ward's beds) once the stage follows the network in force.
+    #[test]
+    fn rules_see_the_wards_kind_and_beds_from_the_file_in_force() {
+        let header = "hospital_id,hospital_name,department,bed_capacity,staff_count,kind,aliases";
+        let network = |beds: u32| {
+            Network::parse(&format!(
+                "{header}\n1042,Royal,Critical Care Unit,{beds},30,ICU,ITU\n1042,Royal,Renal,12,20,,\n"
+            ))
+            .expect("parses")
+        };
+        let live = LiveNetwork::new(network(8));
+        let mut state = ContextState::new(network(8));
+        state.follow_network(live.clone());
+        let mut silver = Silver::new(network(8));
+        let mut context = |state: &mut ContextState, id: &str, ward: &str| {
+            let line = format!(
+                r#"{{"event_id":"{id}","event_type":"ADMISSION","event_timestamp":"2026-03-02T10:00:00Z","patient_id":"P{id}","hospital_id":1042,"department":"{ward}"}}"#
+            );
+            let event = Event::from_json(line.as_bytes()).expect("event");
+            let Outcome::Record(r) = silver.clean(event) else {
+                panic!("a record")
+            };
+            state.refresh_network();
+            state.observe(1, &r, true, true).expect("a context")
+        };
+        let ctx = context(&mut state, "1", "itu");
+        assert_eq!(
+            ctx.department.department.as_deref(),
+            Some("Critical Care Unit")
+        );
+        assert_eq!(ctx.department.kind.as_deref(), Some("icu"));
+        assert_eq!(ctx.department.bed_capacity, 8);
+        live.publish(network(10));
+        let ctx = context(&mut state, "2", "Renal");
+        assert_eq!(
+            ctx.department.kind.as_deref(),
+            Some(crate::model::DEFAULT_KIND)
+        );
+        let ctx = context(&mut state, "3", "ITU");
+        assert_eq!(ctx.department.bed_capacity, 10, "the new file's beds");
     }
 }

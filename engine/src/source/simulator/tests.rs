@@ -213,3 +213,28 @@ fn pacer_keeps_the_rate() {
         "1,000 lines at 2,000/s took {s:.2} s"
     );
 }
+
+/// The simulator fills the wards of the departments file it is given, whatever their names.
+#[test]
+fn the_simulator_fills_the_hospitals_own_wards() {
+    let network = Network::parse(
+        "hospital_id,hospital_name,department,bed_capacity,staff_count,kind\n\
+         1042,Royal Infirmary,Ward 7B,28,40,ward\n\
+         1042,Royal Infirmary,A&E,20,40,emergency\n\
+         1042,Royal Infirmary,Critical Care Unit,8,30,icu\n",
+    )
+    .expect("parses");
+    let config = SimulatorConfig {
+        max_events: Some(3_000),
+        dirty_rate: 0.0,
+        ..SimulatorConfig::default()
+    };
+    let mut seen = BTreeMap::new();
+    for line in Simulator::new(config, &network) {
+        let e = Event::from_json(&line).expect("clean events");
+        assert_eq!(e.hospital_id, Some(1042));
+        *seen.entry(e.department.expect("a department")).or_insert(0) += 1;
+    }
+    let names: Vec<&str> = seen.keys().map(String::as_str).collect();
+    assert_eq!(names, ["A&E", "Critical Care Unit", "Ward 7B"], "{seen:?}");
+}
