@@ -92,7 +92,7 @@ fn spec_of(wards: Vec<&'static str>, hospitals: Vec<i64>) -> impl Strategy<Value
     (
         (
             0u8..8,
-            0u8..4,
+            0u8..5,
             prop::sample::select(hospitals),
             dept,
             0i64..3000,
@@ -143,7 +143,15 @@ fn spec_of(wards: Vec<&'static str>, hospitals: Vec<i64>) -> impl Strategy<Value
 fn to_event(i: usize, s: &Spec) -> Event {
     let t0 = parse_time("2026-03-02T00:00:00Z").expect("time");
     let at = t0 + Duration::minutes(s.minute);
-    let kind = ["ADMISSION", "TRANSFER", "DISCHARGE", "VITALS"][usize::from(s.kind)];
+    let kind = [
+        "ADMISSION",
+        "TRANSFER",
+        "DISCHARGE",
+        "VITALS",
+        "PATIENT_UPDATE",
+    ][usize::from(s.kind)];
+    // A demographic update names no place.
+    let update = kind == "PATIENT_UPDATE";
     // Vitals in tenths: exact in hundredths, like most monitors' output.
     let v = |k: usize, scale: f64| s.vitals[k].map(|x| f64::from(x) / 10.0 * scale);
     Event {
@@ -151,11 +159,11 @@ fn to_event(i: usize, s: &Spec) -> Event {
         event_type: Some(kind.into()),
         event_timestamp: at,
         patient_id: Some(format!("P{}", s.patient)),
-        hospital_id: Some(s.hospital),
-        department: Some(s.department.into()),
+        hospital_id: (!update).then_some(s.hospital),
+        department: (!update).then(|| s.department.into()),
         gender: Some(s.gender.into()),
         age: s.age,
-        admission_time: (kind != "VITALS")
+        admission_time: (kind != "VITALS" && !update)
             .then(|| at - Duration::hours(s.stay_hours.unwrap_or(0).abs())),
         discharge_time: (kind == "DISCHARGE")
             .then(|| at - Duration::hours(s.stay_hours.unwrap_or(0))),

@@ -562,6 +562,99 @@ fn rusqlite_rows(path: &Path) -> Vec<(i64, i64, i64, bool, bool)> {
         .collect()
 }
 
+/// An ADT^A08 that corrects a patient's sex moves them between the `by_gender` counts of the
+/// department they lie in, and opens a new version of them in `gold/dim_patient`; a FHIR
+/// Patient that changes does the same.
+#[test]
+fn demographic_updates_move_patients_between_gender_counts() {
+    let dir = scratch("a08");
+    let data = dir.join("data");
+    let admission = |id: &str, patient: &str, sex: &str, at: &str| {
+        format!(
+            "MSH|^~\\&|SIM|H1|CDS|H1|{at}||ADT^A01|{id}|P|2.5.1\r\
+             EVN|A01|{at}\r\
+             PID|1||{patient}^^^SIM^MR||DOE^J||19500601|{sex}\r\
+             PV1|1|I|ICU^^ICU-1^H1||||||||||||||||||||||||||||||||||||||||{at}\r\n"
+        )
+    };
+    // P1 is admitted as female, P2 as male; an A08 an hour later says P1 is male and gives
+    // no birth date (not stated: the age band stays).
+    let a08 = "MSH|^~\\&|SIM|H1|CDS|H1|20260302110000||ADT^A08|U1|P|2.5.1\r\
+               EVN|A08|20260302110000\r\
+               PID|1||P1^^^SIM^MR||DOE^J|||M\r\
+               PV1|1|I|ICU^^ICU-1^H1\r\n";
+    let file = dir.join("messages.hl7");
+    let write = |messages: &[String]| std::fs::write(&file, messages.concat()).expect("write");
+    let both = vec![
+        admission("M1", "P1", "F", "20260302100000"),
+        admission("M2", "P2", "M", "20260302100500"),
+    ];
+    write(&both);
+    run_on(&format!("file:{}", file.display()), "hl7v2", &data);
+    let icu = |data: &Path| documents(data, "kpis")["occupancy:1:ICU"].clone();
+    let before = icu(&data);
+    assert_eq!(before["occupied"], json!(2));
+    assert_eq!(before["by_gender"]["F"], json!(1));
+    assert_eq!(before["by_gender"]["M"], json!(1));
+
+    let data = dir.join("data-a08");
+    let mut with_update = both.clone();
+    with_update.push(a08.to_owned());
+    write(&with_update);
+    run_on(&format!("file:{}", file.display()), "hl7v2", &data);
+    let after = icu(&data);
+    assert_eq!(after["occupied"], json!(2), "an update moves no one");
+    assert_eq!(after["by_gender"]["F"], json!(0), "{after}");
+    assert_eq!(after["by_gender"]["M"], json!(2), "{after}");
+    assert_eq!(
+        after["by_age_band"], before["by_age_band"],
+        "no birth date stated"
+    );
+    let patients = common::delta::read_local(&data.join("lake"), "gold/dim_patient");
+    let genders: Vec<(Option<String>, Option<bool>)> = patients
+        .strings("gender")
+        .into_iter()
+        .zip(patients.bools("is_current"))
+        .collect();
+    assert_eq!(
+        patients.rows(),
+        3,
+        "P1 twice (female, then male), P2 once: {genders:?}"
+    );
+    assert!(
+        genders.contains(&(Some("F".into()), Some(false))),
+        "{genders:?}"
+    );
+
+    // The same through FHIR: a Patient already known whose gender changes.
+    let data = dir.join("data-fhir");
+    let bundle = |gender: &str, updated: &str, encounter: bool| {
+        let mut entries = vec![json!({"resource": {"resourceType": "Patient", "id": "P9",
+            "gender": gender, "birthDate": "1950-06-01", "meta": {"lastUpdated": updated}}})];
+        if encounter {
+            entries.push(json!({"resource": {"resourceType": "Encounter", "id": "E9",
+                "status": "in-progress", "subject": {"reference": "Patient/P9"},
+                "serviceProvider": {"identifier": {"value": "1"}},
+                "location": [{"location": {"display": "ICU"},
+                    "period": {"start": "2026-03-02T10:00:00Z"}}],
+                "period": {"start": "2026-03-02T10:00:00Z"}}}));
+        }
+        json!({"resourceType": "Bundle", "type": "message", "entry": entries}).to_string() + "\n"
+    };
+    let fhir = dir.join("bundles.ndjson");
+    std::fs::write(
+        &fhir,
+        bundle("female", "2026-03-02T09:00:00Z", true)
+            + bundle("male", "2026-03-02T12:00:00Z", false).as_str(),
+    )
+    .expect("write");
+    run_on(&format!("file:{}", fhir.display()), "fhir", &data);
+    let icu = icu(&data);
+    assert_eq!(icu["occupied"], json!(1), "{icu}");
+    assert_eq!(icu["by_gender"]["M"], json!(1), "{icu}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 // ---------------------------------------------------------------------------------------
 // Public HL7 v2 samples (the `hl7` package's test fixtures, see tests/fixtures/hl7v2)
 

@@ -142,7 +142,7 @@ pub fn to_events(payload: &[u8], state: &mut State, census: &mut Census) -> Vec<
     for r in resources {
         let kind = kind_of(&r);
         let result = match kind.as_str() {
-            "Patient" => patient(&r, state).map(|()| Vec::new()),
+            "Patient" => patient(&r, state),
             "Encounter" => encounter(&r, state, census),
             "Observation" => observation(&r, state, census).map(|reading| {
                 merge_reading(&mut readings, reading);
@@ -217,7 +217,10 @@ fn reference_id(v: Option<&Value>) -> Option<String> {
     text(v, &["identifier", "value"]).map(str::to_owned)
 }
 
-fn patient(r: &Value, state: &mut State) -> Result<(), FormatError> {
+/// Remembers a Patient's gender and birth date for the events that follow. A Patient already
+/// known whose demographics changed is also a `PATIENT_UPDATE` at its `meta.lastUpdated`
+/// (without that time there is no moment to date it by, and only later events take it).
+fn patient(r: &Value, state: &mut State) -> Result<Vec<Event>, FormatError> {
     let id = text(r, &["id"]).ok_or_else(|| FormatError::Fhir("Patient without id".into()))?;
     let gender = text(r, &["gender"]).map(|g| {
         match g {
@@ -236,8 +239,27 @@ fn patient(r: &Value, state: &mut State) -> Result<(), FormatError> {
             })?),
         };
     let key = state.key(id);
-    state.patients.insert(key, (gender, born));
-    Ok(())
+    let changed = state
+        .patients
+        .get(&key)
+        .is_some_and(|known| *known != (gender.clone(), born));
+    state.patients.insert(key, (gender.clone(), born));
+    let Some(at) = time(r, &["meta", "lastUpdated"])?.filter(|_| changed) else {
+        return Ok(Vec::new());
+    };
+    Ok(vec![Event {
+        event_id: super::derived_id(
+            state.pseudonyms.as_ref(),
+            "fhir",
+            &format!("Patient/{id}/{}", format_time(&at)),
+        ),
+        event_type: Some("PATIENT_UPDATE".into()),
+        event_timestamp: at,
+        patient_id: Some(id.to_owned()),
+        gender,
+        age: born.map(|b| age_at(b, &at)),
+        ..Event::default()
+    }])
 }
 
 /// A FHIR date (`YYYY`, `YYYY-MM` or `YYYY-MM-DD`); partial dates take the first day.

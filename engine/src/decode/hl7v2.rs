@@ -315,7 +315,7 @@ pub fn supported(message: &Message) -> bool {
     }
 }
 
-/// Maps one message onto events of the model (none for A08, which changes no KPI).
+/// Maps one message onto events of the model (an A08 onto a `PATIENT_UPDATE`).
 pub fn to_events(bytes: &[u8], census: &mut Census) -> Result<Vec<Event>, FormatError> {
     let message = parse(bytes)?;
     map(&message, census)
@@ -422,8 +422,16 @@ pub fn map(message: &Message, census: &mut Census) -> Result<Vec<Event>, FormatE
         ("ADT", "A11") => "CANCEL_ADMISSION",
         ("ADT", "A13") => "CANCEL_DISCHARGE",
         ("ADT", _) => {
-            // A08 updates patient information: no movement, no KPI changes.
-            return Ok(Vec::new());
+            // A08 updates patient information: new demographics, no movement. What PID leaves
+            // empty is not stated; the place is not the update's to say.
+            e.event_type = Some("PATIENT_UPDATE".to_owned());
+            if pid.get(8, 1).trim().is_empty() {
+                e.gender = None;
+            }
+            e.admission_time = None;
+            e.discharge_time = None;
+            e.admission_priority = None;
+            return Ok(vec![e]);
         }
         _ => "VITALS",
     };

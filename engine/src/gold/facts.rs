@@ -126,6 +126,55 @@ pub struct Cancellable {
     discharge: Option<(AdtFact, Option<StayFact>)>,
 }
 
+/// A patient's latest demographic statements of updates (HL7 ADT^A08, a changed FHIR
+/// Patient): each with the event time and id that made it. A placement takes them over from
+/// the movement that made it when they are later than the movement.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Demographics {
+    gender: Option<((Micros, String), u8)>,
+    age_band: Option<((Micros, String), u8)>,
+}
+
+impl Demographics {
+    /// Takes the statements of an update at `key`; true when one of them is the newest.
+    fn state(&mut self, key: &(Micros, String), gender: Option<u8>, age_band: Option<u8>) -> bool {
+        let mut newer = false;
+        for (slot, value) in [(&mut self.gender, gender), (&mut self.age_band, age_band)] {
+            if let Some(value) = value {
+                if slot.as_ref().is_none_or(|(known, _)| known < key) {
+                    *slot = Some((key.clone(), value));
+                    newer = true;
+                }
+            }
+        }
+        newer
+    }
+
+    /// The placement fact with the demographics of the updates later than it.
+    fn restate(&self, mut fact: AdtFact) -> AdtFact {
+        let later = |known: &(Micros, String)| {
+            (known.0, known.1.as_str()) > (fact.at, fact.event_id.as_str())
+        };
+        let gender = self
+            .gender
+            .as_ref()
+            .filter(|(k, _)| later(k))
+            .map(|(_, g)| *g);
+        let age_band = self
+            .age_band
+            .as_ref()
+            .filter(|(k, _)| later(k))
+            .map(|(_, b)| *b);
+        if let Some(g) = gender {
+            fact.gender = g;
+        }
+        if let Some(b) = age_band {
+            fact.age_band = b;
+        }
+        fact
+    }
+}
+
 /// Microseconds since the epoch.
 pub fn micros(t: &Timestamp) -> Micros {
     t.timestamp_micros()
@@ -157,6 +206,8 @@ pub struct FactBuilder {
     /// Per patient, the facts of the latest admission and discharge, for a cancel to take
     /// back: two small records per patient, whatever the length of the history.
     cancellable: HashMap<u64, Cancellable>,
+    /// Per patient who had one, the latest demographic updates.
+    updates: HashMap<u64, Demographics>,
 }
 
 /// The Gold inputs as a checkpoint keeps them (borrowed when written, owned when read).
@@ -167,6 +218,7 @@ pub struct GoldState<'a> {
     stays: Cow<'a, HashMap<StayFact, u32>>,
     admissions: Cow<'a, HashMap<AdmissionFact, u64>>,
     cancellable: Cow<'a, HashMap<u64, Cancellable>>,
+    updates: Cow<'a, HashMap<u64, Demographics>>,
 }
 
 impl GoldState<'static> {
@@ -182,6 +234,7 @@ impl GoldState<'static> {
             stays: Cow::Owned(HashMap::new()),
             admissions: Cow::Owned(HashMap::new()),
             cancellable: Cow::Owned(HashMap::new()),
+            updates: Cow::Owned(HashMap::new()),
         };
         let mut total: HashMap<AdmissionFact, u64> = HashMap::new();
         for state in states {
@@ -189,6 +242,8 @@ impl GoldState<'static> {
             (merged.latest_vitals.to_mut()).extend(vitals.filter(|(p, _)| owns(*p)));
             let adt = state.latest_adt.into_owned().into_iter();
             (merged.latest_adt.to_mut()).extend(adt.filter(|(p, _)| owns(*p)));
+            let updates = state.updates.into_owned().into_iter();
+            (merged.updates.to_mut()).extend(updates.filter(|(p, _)| owns(*p)));
             for (stay, n) in state.stays.into_owned() {
                 if owns(stay.patient) {
                     *merged.stays.to_mut().entry(stay).or_default() += n;
@@ -240,6 +295,7 @@ impl Checkpointed for FactBuilder {
             stays: Cow::Borrowed(&self.stays),
             admissions: Cow::Borrowed(&self.admissions),
             cancellable: Cow::Borrowed(&self.cancellable),
+            updates: Cow::Borrowed(&self.updates),
         }
     }
 
@@ -249,6 +305,7 @@ impl Checkpointed for FactBuilder {
         self.stays = state.stays.into_owned();
         self.admissions = state.admissions.into_owned();
         self.cancellable = state.cancellable.into_owned();
+        self.updates = state.updates.into_owned();
     }
 }
 
@@ -262,6 +319,7 @@ impl FactBuilder {
             stays: HashMap::new(),
             admissions: HashMap::new(),
             cancellable: HashMap::new(),
+            updates: HashMap::new(),
         }
     }
 
@@ -307,6 +365,15 @@ impl FactBuilder {
             return None;
         }
         let e = &r.event;
+        if r.kind == Some(EventType::PatientUpdate) {
+            // An update names a patient, not a place.
+            return Some((
+                EventType::PatientUpdate,
+                DepartmentId::default(),
+                0,
+                e.patient_id.as_deref()?,
+            ));
+        }
         Some((
             r.kind?,
             r.department?,
@@ -331,20 +398,26 @@ impl FactBuilder {
         let batch = batches.get_mut(crate::cluster::patient_worker(patient, self.workers))?;
         let at = micros(&e.event_timestamp);
         let dept = department;
-        let adt = |kind| AdtFact {
-            at,
-            event_id: e.event_id.clone(),
-            kind,
-            hospital,
-            department: dept,
-            gender: Gender::parse(e.gender.as_deref()).index(),
-            age_band: AgeBand::of(e.age).index(),
+        let updates = self.updates.get(&patient).cloned().unwrap_or_default();
+        let adt = |kind| {
+            updates.restate(AdtFact {
+                at,
+                event_id: e.event_id.clone(),
+                kind,
+                hospital,
+                department: dept,
+                gender: Gender::parse(e.gender.as_deref()).index(),
+                age_band: AgeBand::of(e.age).index(),
+            })
         };
         let adt_kind = match kind {
             EventType::Admission => Some(AdtKind::Admission),
             EventType::Transfer => Some(AdtKind::Transfer),
             EventType::Discharge => Some(AdtKind::Discharge),
-            EventType::Vitals | EventType::CancelAdmission | EventType::CancelDischarge => None,
+            EventType::Vitals
+            | EventType::CancelAdmission
+            | EventType::CancelDischarge
+            | EventType::PatientUpdate => None,
         };
         if let Some(k) = adt_kind {
             let fact = adt(k);
@@ -357,6 +430,16 @@ impl FactBuilder {
             }
         }
         match kind {
+            EventType::PatientUpdate => {
+                let key = (at, e.event_id.clone());
+                let gender = e.gender.as_deref().map(|g| Gender::parse(Some(g)).index());
+                let age_band = e.age.map(|a| AgeBand::of(Some(a)).index());
+                let stated = self.updates.entry(patient).or_default();
+                if stated.state(&key, gender, age_band) {
+                    let stated = stated.clone();
+                    self.restate(patient, &stated, batch);
+                }
+            }
             EventType::CancelAdmission | EventType::CancelDischarge => {
                 let cancellable = self.cancellable.entry(patient).or_default();
                 let (fact, stay, admission) = if kind == EventType::CancelAdmission {
@@ -465,6 +548,31 @@ impl FactBuilder {
             }
         }
         Some((patient, at))
+    }
+
+    /// Gives the patient's placement facts the demographics of newer updates: each fact that
+    /// changes is retracted and inserted again, and what a cancel would take back follows.
+    fn restate(&mut self, patient: u64, updates: &Demographics, batch: &mut GoldBatch) {
+        let Some(history) = self.latest_adt.get_mut(&patient) else {
+            return;
+        };
+        let cancellable = self.cancellable.entry(patient).or_default();
+        for fact in history.iter_mut() {
+            let restated = updates.restate(fact.clone());
+            if restated == *fact {
+                continue;
+            }
+            if let Some((f, _)) = cancellable.admission.as_mut().filter(|(f, _)| f == fact) {
+                *f = restated.clone();
+            }
+            if let Some((f, _)) = cancellable.discharge.as_mut().filter(|(f, _)| f == fact) {
+                *f = restated.clone();
+            }
+            batch.retracted.adt.push((patient, fact.clone()));
+            batch.adt.push((patient, restated.clone()));
+            *fact = restated;
+        }
+        history.sort();
     }
 
     /// Remembers a patient's admission for a later cancel, if it is their latest.

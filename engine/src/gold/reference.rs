@@ -32,9 +32,17 @@ pub fn recompute(
     ps: &Pseudonymiser,
     records: &[SilverRecord],
 ) -> BTreeMap<String, Value> {
+    // Demographic updates: per patient, the updates with what they state.
+    let mut updates: HashMap<&str, Vec<&SilverRecord>> = HashMap::new();
+    for r in records.iter().filter(|r| !r.quarantined()) {
+        if let (Some(EventType::PatientUpdate), Some(p)) = (r.kind, r.event.patient_id.as_deref()) {
+            updates.entry(p).or_default().push(r);
+        }
+    }
     let gold: Vec<&SilverRecord> = records
         .iter()
         .filter(|r| !r.quarantined())
+        .filter(|r| r.kind != Some(EventType::PatientUpdate))
         .filter(|r| {
             r.kind.is_some()
                 && r.department.is_some()
@@ -59,6 +67,25 @@ pub fn recompute(
             slot.insert(p, r);
         }
     }
+    // A placement's gender and age: those of the latest update after its event that states
+    // them, else the event's own.
+    let demographics = |p: &str, r: &SilverRecord| {
+        let later: Vec<&&SilverRecord> = updates
+            .get(p)
+            .map(|u| u.iter().filter(|u| key(u) > key(r)).collect())
+            .unwrap_or_default();
+        let newest = |stated: &dyn Fn(&SilverRecord) -> bool| {
+            later
+                .iter()
+                .filter(|u| stated(u))
+                .max_by_key(|u| key(u))
+                .map(|u| **u)
+        };
+        let gender = newest(&|u| u.event.gender.is_some())
+            .map_or(r.event.gender.as_deref(), |u| u.event.gender.as_deref());
+        let age = newest(&|u| u.event.age.is_some()).map_or(r.event.age, |u| u.event.age);
+        (Gender::parse(gender).name(), AgeBand::of(age).label())
+    };
     let located: Vec<(&str, &SilverRecord)> = latest_adt
         .iter()
         .filter(|(_, r)| r.kind != Some(EventType::Discharge))
@@ -74,18 +101,17 @@ pub fn recompute(
 
     for (h, d) in network.departments() {
         let cap = d.capacity;
-        let here: Vec<&SilverRecord> = located
+        let here: Vec<(&str, &SilverRecord)> = located
             .iter()
-            .map(|(_, r)| *r)
-            .filter(|r| place(r) == (i64::from(h), d.name.as_str()))
+            .filter(|(_, r)| place(r) == (i64::from(h), d.name.as_str()))
+            .copied()
             .collect();
         let mut by_gender = json!({"M": 0, "F": 0, "O": 0, "U": 0});
         let mut by_age =
             json!({"0-17": 0, "18-39": 0, "40-64": 0, "65-79": 0, "80+": 0, "unknown": 0});
-        for r in &here {
-            let g = Gender::parse(r.event.gender.as_deref()).name();
+        for (p, r) in &here {
+            let (g, b) = demographics(p, r);
             by_gender[g] = json!(by_gender[g].as_i64().unwrap_or(0) + 1);
-            let b = AgeBand::of(r.event.age).label();
             by_age[b] = json!(by_age[b].as_i64().unwrap_or(0) + 1);
         }
         let n = here.len() as f64;

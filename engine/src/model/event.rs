@@ -34,7 +34,7 @@ pub enum ParseError {
 /// registration systems send when an admission or a discharge was entered by mistake (HL7 v2
 /// A11 and A13, a FHIR Encounter `cancelled` or `entered-in-error`). A cancel retracts the
 /// patient's latest admission or discharge, so that every KPI comes out as if it had never
-/// happened.
+/// happened. And demographic updates, which need no hospital or department.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum EventType {
@@ -44,17 +44,21 @@ pub enum EventType {
     Vitals,
     CancelAdmission,
     CancelDischarge,
+    /// New demographics of a patient (HL7 ADT^A08, a FHIR Patient that changed): the gender
+    /// and age it states replace those of the patient's placement from its time on.
+    PatientUpdate,
 }
 
 impl EventType {
     /// All event types, in the order of the event model.
-    pub const ALL: [EventType; 6] = [
+    pub const ALL: [EventType; 7] = [
         Self::Admission,
         Self::Discharge,
         Self::Transfer,
         Self::Vitals,
         Self::CancelAdmission,
         Self::CancelDischarge,
+        Self::PatientUpdate,
     ];
 
     /// The wire name (`ADMISSION`, ...).
@@ -66,6 +70,7 @@ impl EventType {
             Self::Vitals => "VITALS",
             Self::CancelAdmission => "CANCEL_ADMISSION",
             Self::CancelDischarge => "CANCEL_DISCHARGE",
+            Self::PatientUpdate => "PATIENT_UPDATE",
         }
     }
 

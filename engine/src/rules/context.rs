@@ -562,6 +562,22 @@ impl ContextState {
                     }
                 }
             }
+            Some(EventType::PatientUpdate) => {
+                // New demographics: the placement takes what the update states, if it is the
+                // later of the two.
+                if let Some(p) = state
+                    .placement
+                    .as_mut()
+                    .filter(|p| (p.at, p.event_id.as_str()) < (at, e.event_id.as_str()))
+                {
+                    if e.gender.is_some() {
+                        p.gender = e.gender.clone();
+                    }
+                    if e.age.is_some() {
+                        p.age = e.age;
+                    }
+                }
+            }
             Some(kind) => {
                 let newer = state
                     .placement

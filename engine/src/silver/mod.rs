@@ -209,11 +209,15 @@ impl Silver {
             }
             Some(DepartmentMatch::Unknown) | None => None,
         };
+        // A demographic update names a patient, not a place: its hospital and department are
+        // checked only when it gives them.
+        let update = kind == Some(EventType::PatientUpdate);
         // INVALID_HOSPITAL_ID
-        if event
-            .hospital_id
-            .and_then(|h| self.network.hospital(h))
-            .is_none()
+        if !(update && event.hospital_id.is_none())
+            && event
+                .hospital_id
+                .and_then(|h| self.network.hospital(h))
+                .is_none()
         {
             flags.insert(DqFlag::InvalidHospitalId);
         }
@@ -228,7 +232,7 @@ impl Silver {
         if kind.is_none() {
             flags.insert(DqFlag::MissingEventType);
         }
-        if department.is_none() {
+        if department.is_none() && !(update && event.department.is_none()) {
             flags.insert(DqFlag::MissingDepartment);
         }
         // VITALS_OUT_OF_RANGE
