@@ -469,3 +469,100 @@ fn a_deadletter_topic_that_cannot_be_written_is_counted_logged_once_and_kept_loc
     assert_eq!(local.lines().count(), 3, "{local}");
     let _ = std::fs::remove_dir_all(dir);
 }
+
+/// `--departments kafka://…/TOPIC`: the network is what the topic holds (CSV rows and JSON
+/// objects, the latest per department winning), and a department added or removed on the topic
+/// while the engine runs takes effect like a changed file.
+#[test]
+fn departments_come_from_a_topic_and_follow_it() {
+    let brokers = broker();
+    let topic = unique("departments");
+    create_topics(&brokers, &[(&topic, 2)]);
+    let csv_rows: [&[u8]; 4] = [
+        b"hospital_id,hospital_name,department,bed_capacity,staff_count,kind,aliases",
+        b"1042,Royal Infirmary,Ward 7B,20,40,ward,W7B",
+        b"1042,Royal Infirmary,Renal,12,20,,",
+        // The latest row of a department wins: Ward 7B has 28 beds.
+        b"1042,Royal Infirmary,Ward 7B,28,40,ward,W7B",
+    ];
+    produce_lines_unbatched(&brokers, &topic, &csv_rows);
+    let dir = scratch("departments-topic");
+    let admission = |n: usize, ward: &str| {
+        format!(
+            "{{\"event_id\":\"A{n}\",\"event_type\":\"ADMISSION\",\"event_timestamp\":\"2026-03-02T10:{n:02}:00Z\",\
+             \"patient_id\":\"P{n}\",\"hospital_id\":1042,\"department\":\"{ward}\",\"gender\":\"F\",\"age\":70,\
+             \"admission_time\":\"2026-03-02T10:{n:02}:00Z\"}}\n"
+        )
+    };
+    let file = dir.join("events.jsonl");
+    let first: String = [(1, "w7b"), (2, "Renal")]
+        .iter()
+        .map(|(n, w)| admission(*n, w))
+        .collect();
+    std::fs::write(&file, first).expect("write");
+    let data = dir.join("data");
+    let departments = format!("kafka://{brokers}/{topic}");
+    let child = cds()
+        .args(["--departments", &departments, "run", "--source"])
+        .arg(format!("file:{}", file.display()))
+        .args([
+            "--until-idle",
+            "4",
+            "--http",
+            "off",
+            "--rules",
+            "off",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cds run");
+    std::thread::sleep(Duration::from_millis(1500));
+    // Geriatrics opens (a JSON object), Renal closes.
+    let changes: [&[u8]; 2] = [
+        br#"{"hospital_id": 1042, "hospital_name": "Royal Infirmary", "department": "Geriatrics", "bed_capacity": 30, "staff_count": 44, "aliases": ["COTE"]}"#,
+        br#"{"hospital_id": 1042, "department": "Renal", "removed": true}"#,
+    ];
+    produce_lines_unbatched(&brokers, &topic, &changes);
+    std::thread::sleep(Duration::from_millis(2000));
+    let second: String = [(3, "cote"), (4, "Renal")]
+        .iter()
+        .map(|(n, w)| admission(*n, w))
+        .collect();
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&file)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, second.as_bytes()))
+        .expect("append");
+    let out = child.wait_with_output().expect("wait");
+    assert!(
+        out.status.success(),
+        "cds run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = documents(&data, "kpis");
+    let occupancy = |ward: &str| &got[&format!("occupancy:1042:{ward}")];
+    assert_eq!(occupancy("Ward 7B")["bed_capacity"], serde_json::json!(28));
+    assert_eq!(occupancy("Ward 7B")["occupied"], serde_json::json!(1));
+    assert_eq!(occupancy("Geriatrics")["occupied"], serde_json::json!(1));
+    assert_eq!(
+        occupancy("Renal")["occupied"],
+        serde_json::json!(1),
+        "only the one before"
+    );
+    assert_eq!(occupancy("Renal")["bed_capacity"], serde_json::Value::Null);
+    let store =
+        cds_engine::dims::store::DimDepartmentStore::open(&data.join("cds.sqlite")).expect("store");
+    let rows = store.rows().expect("rows");
+    let current = |ward: &str| {
+        rows.iter()
+            .filter(|r| r.department == ward)
+            .map(|r| r.is_current)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(current("Renal"), [false], "Renal closed");
+    assert_eq!(current("Geriatrics"), [true], "Geriatrics open");
+    let _ = std::fs::remove_dir_all(dir);
+}

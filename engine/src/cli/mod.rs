@@ -26,9 +26,11 @@ use crate::model::Network;
 #[derive(Debug, Parser)]
 #[command(name = "cds", version, about, long_about = None)]
 pub struct Cli {
-    /// Departments file (hospital_id, hospital_name, department, bed_capacity, staff_count);
-    /// default: config/departments.csv if present, else the copy built into the binary.
-    #[arg(long, global = true, value_name = "CSV")]
+    /// Departments file (hospital_id, hospital_name, department, bed_capacity, staff_count,
+    /// optional kind and aliases), or a topic of one department per message
+    /// (kafka://HOST:PORT/TOPIC); default: config/departments.csv if present, else the copy
+    /// built into the binary.
+    #[arg(long, global = true, value_name = "CSV|kafka://HOST:PORT/TOPIC")]
     departments: Option<PathBuf>,
 
     /// Log format on stderr: `human` (default) or `json` (one object per line, for log
@@ -158,7 +160,7 @@ fn init_logging(format: LogFormat) {
     };
 }
 
-/// The departments file in force, if it is a file (not the copy built into the binary).
+/// The departments file (or topic) in force, if it is not the copy built into the binary.
 fn departments_file(given: Option<PathBuf>) -> Option<PathBuf> {
     given.or_else(|| {
         let default = PathBuf::from("config/departments.csv");
@@ -168,6 +170,12 @@ fn departments_file(given: Option<PathBuf>) -> Option<PathBuf> {
 
 fn load_network(path: Option<&std::path::Path>) -> anyhow::Result<Network> {
     match path {
+        Some(p) if crate::dims::topic::DepartmentsTopic::is_topic(&p.to_string_lossy()) => {
+            let url = p.to_string_lossy();
+            crate::dims::topic::DepartmentsTopic::open(&url)
+                .and_then(|mut topic| topic.read_to_end(std::time::Duration::from_secs(30)))
+                .with_context(|| format!("loading departments from {url}"))
+        }
         Some(p) => {
             Network::load(p).with_context(|| format!("loading departments from {}", p.display()))
         }

@@ -11,10 +11,12 @@
 //!
 //! - [`Scd2`] keeps the versions in memory; the lake encodes them as Delta tables
 //!   (`crate::lake::dims`), [`store`] as the SQLite store's `dim_department` table.
-//! - [`watcher`] reads the departments file while the engine runs.
+//! - [`watcher`] reads the departments file (or [`topic`], a Kafka topic) while the engine
+//!   runs.
 
 mod scd2;
 pub mod store;
+pub mod topic;
 pub mod watcher;
 
 pub(crate) use scd2::Kind;

@@ -12,14 +12,19 @@ use std::time::Duration;
 use chrono::Utc;
 
 use super::store::DimDepartmentStore;
+use super::topic::DepartmentsTopic;
 use crate::model::Network;
 
 /// How often the file is read for changes.
 pub const WATCH_INTERVAL: Duration = Duration::from_millis(500);
+/// How long one wait for messages of a departments topic lasts (the run's end waits for it).
+const TOPIC_WAIT: Duration = Duration::from_millis(100);
 
 /// Records `initial` in `dim_department` (in the SQLite store at `store`), then, while `stop`
 /// is not set, reads `file` every [`WATCH_INTERVAL`] and calls `on_change` with each new
 /// network that parses. A file that does not parse leaves the previous network in force.
+/// `file` may also be a departments topic (`kafka://HOST:PORT/TOPIC`, [`super::topic`]): its
+/// new messages are read as they come.
 pub fn spawn(
     file: Option<PathBuf>,
     initial: Network,
@@ -47,6 +52,28 @@ pub fn spawn(
             };
             record(&mut dim, &initial);
             let Some(file) = file else { return };
+            let location = file.to_string_lossy().into_owned();
+            if DepartmentsTopic::is_topic(&location) {
+                let mut topic = match DepartmentsTopic::open(&location) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "the departments topic is not followed");
+                        return;
+                    }
+                };
+                let mut last = initial;
+                while !stop.load(Ordering::Relaxed) {
+                    if let Some(network) = topic.changed(TOPIC_WAIT) {
+                        if network != last {
+                            tracing::info!("departments topic changed: departments updated");
+                            record(&mut dim, &network);
+                            last = network.clone();
+                            on_change(network);
+                        }
+                    }
+                }
+                return;
+            }
             let mut last = std::fs::read_to_string(&file).ok();
             while !stop.load(Ordering::Relaxed) {
                 // Parked, not asleep: the run's end unparks the thread, so that joining it does

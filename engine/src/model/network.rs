@@ -39,6 +39,8 @@ pub enum NetworkError {
     Invalid { line: usize, reason: String },
     #[error("the departments file lists no department")]
     Empty,
+    #[error("departments topic {url}: {reason}")]
+    Topic { url: String, reason: String },
 }
 
 /// Beds and staff of one department of one hospital.

@@ -48,7 +48,7 @@ fn kafka(e: KafkaError) -> SourceError {
     SourceError::Kafka(e.to_string())
 }
 
-fn client(config: &KafkaConfig) -> Result<ClientConfig, SourceError> {
+pub(crate) fn client(config: &KafkaConfig) -> Result<ClientConfig, SourceError> {
     let mut c = ClientConfig::new();
     for (k, v) in config.client_settings(|k| std::env::var(k).ok())? {
         c.set(k, v);
@@ -258,7 +258,7 @@ impl LagReader {
 }
 
 /// How many partitions `topic` has, by one metadata request.
-fn partition_count(
+pub(crate) fn partition_count(
     client: &BaseConsumer,
     topic: &str,
     timeout: Duration,
