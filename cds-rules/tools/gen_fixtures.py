@@ -192,7 +192,9 @@ def lace():
                    patient={"admitted": False, "admission_time": None, "hospital_id": None, "department": None,
                             "admissions": admissions,
                             "diagnoses": [{"time": "2025-03-05T12:00:00Z", "code": d} for d in diagnoses]})
+    # An admission of the history; the engine gives each the kind of its department.
     visit = lambda t, priority="Emergency", dept="Medicine": {"time": t, "hospital_id": 1, "department": dept,
+                                                              **({"kind": "emergency"} if dept == "Emergency" else {}),
                                                               "admission_priority": priority}
     out = [
         fx("L 4 + A 3 = 7 is moderate: no alert", c(), False,

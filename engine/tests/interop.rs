@@ -379,6 +379,18 @@ fn ingest(extract: &Path, data: &Path, what: &str) {
 // ---------------------------------------------------------------------------------------
 // Department metadata
 
+/// `cds --departments DEPARTMENTS run` on the event file `events` until it is idle for 4 s,
+/// so that the test can change the departments file (and add events) while it runs.
+fn watching_departments(departments: &Path, events: &Path, data: &Path) -> Child {
+    spawn_until_idle(
+        &["--departments", departments.to_str().expect("utf-8")],
+        &format!("file:{}", events.display()),
+        "4",
+        &[],
+        data,
+    )
+}
+
 #[test]
 fn a_capacity_change_updates_occupancy_live_and_keeps_history() {
     let dir = scratch("departments");
@@ -392,13 +404,7 @@ fn a_capacity_change_updates_occupancy_live_and_keeps_history() {
     let departments = dir.join("departments.csv");
     std::fs::write(&departments, cds_engine::model::DEFAULT_DEPARTMENTS_CSV).expect("write");
     let data = dir.join("data");
-    let child = spawn_until_idle(
-        &["--departments", departments.to_str().expect("utf-8")],
-        &format!("file:{}", file.display()),
-        "4",
-        &[],
-        &data,
-    );
+    let child = watching_departments(&departments, &file, &data);
     // Once the events are in, Emergency of hospital 1 gets twice the beds.
     std::thread::sleep(Duration::from_millis(1500));
     let original = cds_engine::model::DEFAULT_DEPARTMENTS_CSV;
@@ -488,13 +494,7 @@ fn a_department_added_and_one_removed_while_running() {
     .collect();
     std::fs::write(&file, first).expect("write");
     let data = dir.join("data");
-    let child = spawn_until_idle(
-        &["--departments", departments.to_str().expect("utf-8")],
-        &format!("file:{}", file.display()),
-        "4",
-        &[],
-        &data,
-    );
+    let child = watching_departments(&departments, &file, &data);
     std::thread::sleep(Duration::from_millis(1500));
     // Renal closes (its patients stay until they move), Geriatrics opens.
     std::fs::write(&departments, &after).expect("write");

@@ -477,7 +477,7 @@ fn a_deadletter_topic_that_cannot_be_written_is_counted_logged_once_and_kept_loc
 fn departments_come_from_a_topic_and_follow_it() {
     let brokers = broker();
     let topic = unique("departments");
-    create_topics(&brokers, &[(&topic, 2)]);
+    create_topics(&brokers, &[(&topic, 1)]);
     let csv_rows: [&[u8]; 4] = [
         b"hospital_id,hospital_name,department,bed_capacity,staff_count,kind,aliases",
         b"1042,Royal Infirmary,Ward 7B,20,40,ward,W7B",

@@ -244,7 +244,11 @@ fn patient(r: &Value, state: &mut State) -> Result<Vec<Event>, FormatError> {
         .get(&key)
         .is_some_and(|known| *known != (gender.clone(), born));
     state.patients.insert(key, (gender.clone(), born));
-    let Some(at) = time(r, &["meta", "lastUpdated"])?.filter(|_| changed) else {
+    if !changed {
+        return Ok(Vec::new());
+    }
+    // Only a change needs the time; a bad one leaves the change to the later events.
+    let Ok(Some(at)) = time(r, &["meta", "lastUpdated"]) else {
         return Ok(Vec::new());
     };
     Ok(vec![Event {

@@ -114,15 +114,17 @@ impl DepartmentsTopic {
             reason,
         };
         let deadline = Instant::now() + timeout;
-        let partitions = partition_count(&self.consumer, &self.topic, timeout)
+        let left = || deadline.saturating_duration_since(Instant::now());
+        let partitions = partition_count(&self.consumer, &self.topic, left())
             .map_err(|e| failed(e.to_string()))?;
         let mut ends = BTreeMap::new();
         for p in 0..partitions {
-            let (_, high) = self
+            let (low, high) = self
                 .consumer
-                .fetch_watermarks(&self.topic, p, timeout)
+                .fetch_watermarks(&self.topic, p, left())
                 .map_err(|e| failed(e.to_string()))?;
-            if high > 0 {
+            // A partition whose messages have all expired has nothing to read.
+            if high > low {
                 ends.insert(p, high);
             }
         }
@@ -141,7 +143,10 @@ impl DepartmentsTopic {
                 read.insert(partition, offset);
             }
         }
-        let network = self.network()?;
+        let network = self.network().map_err(|e| match e {
+            NetworkError::Empty => failed("holds no department".into()),
+            other => other,
+        })?;
         self.last = Some(network.clone());
         Ok(network)
     }
@@ -184,6 +189,7 @@ impl DepartmentsTopic {
             }
         };
         let at = (message.partition(), message.offset());
+        let before = self.rows.clone();
         match message.payload().map(entry) {
             Some(Ok(Entry::Department(row))) => {
                 self.arrivals += 1;
@@ -197,6 +203,16 @@ impl DepartmentsTopic {
             Some(Ok(Entry::Header)) | None => {}
             Some(Err(reason)) => {
                 warn!(partition = at.0, offset = at.1, %reason, "departments topic: message skipped");
+            }
+        }
+        // A department the network's checks refuse (a bad number, a name or alias another
+        // department has, another name for the hospital) is skipped, not kept to block every
+        // later change.
+        match self.network() {
+            Ok(_) | Err(NetworkError::Empty) => {}
+            Err(e) => {
+                warn!(partition = at.0, offset = at.1, reason = %e, "departments topic: message skipped");
+                self.rows = before;
             }
         }
         Some(at)

@@ -54,14 +54,31 @@ pub fn spawn(
             let Some(file) = file else { return };
             let location = file.to_string_lossy().into_owned();
             if DepartmentsTopic::is_topic(&location) {
-                let mut topic = match DepartmentsTopic::open(&location) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "the departments topic is not followed");
+                // This consumer starts from the topic's beginning again: it takes over from the
+                // network of the start only once it has read as far (a partial read would look
+                // like departments removed). A broker that is away is tried again, with backoff.
+                let mut backoff = WATCH_INTERVAL;
+                let (mut topic, mut last) = loop {
+                    if stop.load(Ordering::Relaxed) {
                         return;
                     }
+                    let opened = DepartmentsTopic::open(&location).and_then(|mut t| {
+                        let network = t.read_to_end(Duration::from_secs(30))?;
+                        Ok((t, network))
+                    });
+                    match opened {
+                        Ok(ready) => break ready,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the departments topic is not followed yet; trying again");
+                            std::thread::park_timeout(backoff);
+                            backoff = (backoff * 2).min(Duration::from_secs(30));
+                        }
+                    }
                 };
-                let mut last = initial;
+                if last != initial {
+                    record(&mut dim, &last);
+                    on_change(last.clone());
+                }
                 while !stop.load(Ordering::Relaxed) {
                     if let Some(network) = topic.changed(TOPIC_WAIT) {
                         if network != last {

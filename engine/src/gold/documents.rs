@@ -224,12 +224,33 @@ impl KpiState {
 
     /// Renders the documents changed since the last call. `as_of` is the event-time watermark,
     /// `updated_at` the wall-clock time of the flush.
+    /// A document of a department this state has no name for yet (Silver took the new
+    /// departments file a moment before the sink did, or another process of a cluster did)
+    /// waits, still changed, for the name instead of being written under another id.
     pub fn take_changed(&mut self, as_of: &str, updated_at: &str) -> Vec<Document> {
         let dirty = std::mem::take(&mut self.dirty);
-        dirty
-            .into_iter()
-            .filter_map(|k| self.render(k, as_of, updated_at))
-            .collect()
+        let mut out = Vec::with_capacity(dirty.len());
+        for key in dirty {
+            if !self.named(key) {
+                self.dirty.insert(key);
+                continue;
+            }
+            out.extend(self.render(key, as_of, updated_at));
+        }
+        out
+    }
+
+    /// Whether every department a document names has a name here.
+    fn named(&self, key: DocKey) -> bool {
+        let known = |h: u16, d: DepartmentId| self.network.department_name(h, d).is_some();
+        match key {
+            DocKey::Occupancy(h, d) | DocKey::Vitals(h, d) | DocKey::Stay(h, d) => known(h, d),
+            DocKey::PatientStay(h, p) => self
+                .patient_stays
+                .get(&(h, p))
+                .is_none_or(|stays| stays.keys().all(|d| known(h, *d))),
+            DocKey::Admissions(..) | DocKey::Diagnoses(_) => true,
+        }
     }
 
     /// Every current document (for exports and tests).

@@ -24,6 +24,54 @@ pub const DEFAULT_DEPARTMENTS_CSV: &str = include_str!("../../../config/departme
 /// The kind of a department whose row names none.
 pub const DEFAULT_KIND: &str = "ward";
 
+/// What a departments file of the format before `kind` and `aliases` (five columns) meant by
+/// the seven names it could hold: their kind and the aliases registration systems use, so that
+/// such a file keeps working as it did. Only a file without the column gets them.
+const USUAL: [(&str, &str, &[&str]); 7] = [
+    (
+        "Emergency",
+        "emergency",
+        &["ED", "ER", "A&E", "AE", "EMERG", "EMR", "Emergency Room"],
+    ),
+    (
+        "Surgery",
+        "surgery",
+        &["SURG", "SUR", "OR", "Theatre", "General Surgery"],
+    ),
+    (
+        "ICU",
+        "icu",
+        &["ITU", "Intensive Care", "Critical Care", "MICU", "SICU"],
+    ),
+    (
+        "Pediatrics",
+        "paediatrics",
+        &[
+            "PEDS",
+            "PAEDS",
+            "PED",
+            "Paediatrics",
+            "Paediatric",
+            "Pediatric",
+        ],
+    ),
+    (
+        "Maternity",
+        "maternity",
+        &["OB", "OBS", "Obstetrics", "L&D", "Labour Ward", "MAT"],
+    ),
+    (
+        "Oncology",
+        "oncology",
+        &["ONC", "ONCO", "Cancer", "Haematology-Oncology"],
+    ),
+    (
+        "Cardiology",
+        "cardiology",
+        &["CARDIO", "CARD", "CAR", "CCU", "Coronary Care"],
+    ),
+];
+
 /// The largest edit distance still read as a typo of a configured name.
 const MAX_TYPO_DISTANCE: usize = 2;
 
@@ -236,8 +284,16 @@ impl Network {
             if name.is_empty() {
                 return Err(invalid("the department has no name".into()));
             }
-            let aliases: Vec<&str> = field(cols.aliases).split('|').collect();
-            let department = Department::new(name, field(cols.kind), &aliases, capacity);
+            let usual = USUAL.iter().find(|(n, _, _)| n.eq_ignore_ascii_case(name));
+            let aliases: Vec<&str> = match (cols.aliases, usual) {
+                (None, Some((_, _, aliases))) => aliases.to_vec(),
+                _ => field(cols.aliases).split('|').collect(),
+            };
+            let kind = match (cols.kind, usual) {
+                (None, Some((_, kind, _))) => kind,
+                _ => field(cols.kind),
+            };
+            let department = Department::new(name, kind, &aliases, capacity);
             let hospital_name = field(Some(cols.hospital_name));
             let h = hospitals.entry(id).or_insert_with(|| Hospital {
                 id,
@@ -592,6 +648,30 @@ mod tests {
         // Another hospital's record does not see these names; an unknown hospital sees all.
         assert_eq!(name(n.match_department(Some(7), "Renal")), "?");
         assert_eq!(name(n.match_department(Some(99), "Renal")), "= Renal");
+    }
+
+    #[test]
+    fn a_file_without_kind_and_aliases_keeps_the_usual_ones() {
+        let n = Network::parse(&format!("{HEADER}\n1,A,ICU,3,4\n1,A,Renal,3,4\n")).expect("parses");
+        let icu = n.department(1, id("ICU")).expect("ICU");
+        assert_eq!(icu.kind, "icu");
+        assert!(
+            matches!(n.match_department(Some(1), "ITU"), DepartmentMatch::Repaired(d) if d.name == "ICU")
+        );
+        assert_eq!(
+            n.department(1, id("Renal")).map(|d| d.kind.as_str()),
+            Some(DEFAULT_KIND)
+        );
+        // With the columns, the file says it all.
+        let n = Network::parse(&format!("{HEADER},kind,aliases\n1,A,ICU,3,4,,\n")).expect("parses");
+        assert_eq!(
+            n.department(1, id("ICU")).map(|d| d.kind.as_str()),
+            Some(DEFAULT_KIND)
+        );
+        assert_eq!(
+            n.match_department(Some(1), "Intensive Care"),
+            DepartmentMatch::Unknown
+        );
     }
 
     #[test]
