@@ -398,9 +398,13 @@ impl FactBuilder {
         let batch = batches.get_mut(crate::cluster::patient_worker(patient, self.workers))?;
         let at = micros(&e.event_timestamp);
         let dept = department;
-        let updates = self.updates.get(&patient).cloned().unwrap_or_default();
+        // Nearly every patient never had an update: no lookup, no copy, while none had.
+        let updates = match self.updates.is_empty() {
+            true => None,
+            false => self.updates.get(&patient).cloned(),
+        };
         let adt = |kind| {
-            updates.restate(AdtFact {
+            let fact = AdtFact {
                 at,
                 event_id: e.event_id.clone(),
                 kind,
@@ -408,7 +412,11 @@ impl FactBuilder {
                 department: dept,
                 gender: Gender::parse(e.gender.as_deref()).index(),
                 age_band: AgeBand::of(e.age).index(),
-            })
+            };
+            match &updates {
+                Some(u) => u.restate(fact),
+                None => fact,
+            }
         };
         let adt_kind = match kind {
             EventType::Admission => Some(AdtKind::Admission),

@@ -407,44 +407,52 @@ impl Network {
     /// nearest name. A record of an unknown hospital is matched against every hospital's
     /// departments (it is quarantined for its hospital, not also for its department).
     pub fn match_department(&self, hospital: Option<i64>, raw: &str) -> DepartmentMatch<'_> {
-        let own = hospital.and_then(|h| self.hospital(h));
-        let candidates = || -> Box<dyn Iterator<Item = &Department> + '_> {
-            match own {
-                Some(h) => Box::new(h.departments.iter()),
-                None => Box::new(self.departments().map(|(_, d)| d)),
-            }
-        };
-        if let Some(d) = candidates().find(|d| d.is_named(raw)) {
-            return DepartmentMatch::Configured(d);
+        // Called for every record: the candidates are iterated without boxing.
+        match hospital.and_then(|h| self.hospital(h)) {
+            Some(h) => match_among(h.departments.iter(), raw),
+            None => match_among(
+                self.hospitals.values().flat_map(|h| h.departments.iter()),
+                raw,
+            ),
         }
-        let upper = raw.trim().to_uppercase();
-        if upper.is_empty() {
-            return DepartmentMatch::Unknown;
-        }
-        if let Some(d) = candidates().find(|d| d.upper == upper || d.aliases_upper.contains(&upper))
-        {
-            return DepartmentMatch::Repaired(d);
-        }
-        let mut best: Option<(usize, &Department)> = None;
-        let mut tied = false;
-        for d in candidates() {
-            let distance = strsim::levenshtein(&upper, &d.upper);
-            if distance > MAX_TYPO_DISTANCE {
-                continue;
-            }
-            match best {
-                Some((b, _)) if distance > b => {}
-                Some((b, other)) if distance == b => tied |= other.id != d.id,
-                _ => {
-                    best = Some((distance, d));
-                    tied = false;
-                }
-            }
+    }
+}
+
+/// [`Network::match_department`] over one list of candidates.
+fn match_among<'a>(
+    candidates: impl Iterator<Item = &'a Department> + Clone,
+    raw: &str,
+) -> DepartmentMatch<'a> {
+    let candidates = || candidates.clone();
+    if let Some(d) = candidates().find(|d| d.is_named(raw)) {
+        return DepartmentMatch::Configured(d);
+    }
+    let upper = raw.trim().to_uppercase();
+    if upper.is_empty() {
+        return DepartmentMatch::Unknown;
+    }
+    if let Some(d) = candidates().find(|d| d.upper == upper || d.aliases_upper.contains(&upper)) {
+        return DepartmentMatch::Repaired(d);
+    }
+    let mut best: Option<(usize, &Department)> = None;
+    let mut tied = false;
+    for d in candidates() {
+        let distance = strsim::levenshtein(&upper, &d.upper);
+        if distance > MAX_TYPO_DISTANCE {
+            continue;
         }
         match best {
-            Some((_, d)) if !tied => DepartmentMatch::Repaired(d),
-            _ => DepartmentMatch::Unknown,
+            Some((b, _)) if distance > b => {}
+            Some((b, other)) if distance == b => tied |= other.id != d.id,
+            _ => {
+                best = Some((distance, d));
+                tied = false;
+            }
         }
+    }
+    match best {
+        Some((_, d)) if !tied => DepartmentMatch::Repaired(d),
+        _ => DepartmentMatch::Unknown,
     }
 }
 
