@@ -63,18 +63,17 @@ impl Scenario {
 /// letters swapped, or blanks around it (each within edit distance 2, so Silver repairs it
 /// unless another department of the hospital is as close).
 fn misspelling(name: &str, rng: &mut Rng) -> String {
+    // One draw, whatever the name: the rest of the stream of a seed stays as it was.
+    let draw = rng.range(0, 1 << 40) as usize;
     let chars: Vec<char> = name.chars().collect();
     if chars.len() < 4 {
         return format!("{name} ");
     }
-    let at = 1 + rng.range(0, chars.len() as i64 - 3) as usize;
+    let at = 1 + draw % (chars.len() - 2);
     let mut typo = chars.clone();
-    match rng.range(0, 2) {
-        0 => {
-            typo.remove(at);
-        }
+    match (draw / (chars.len() - 2)) % 3 {
         1 if chars[at] != chars[at + 1] => typo.swap(at, at + 1),
-        1 => {
+        0 | 1 => {
             typo.remove(at);
         }
         _ => return format!(" {name}"),
