@@ -23,7 +23,7 @@ use super::VitalsTally;
 ///     let (mut latest, readings) = scope.new_collection::<(u64, VitalsValues), isize>();
 ///     patients.vitals_census(readings).inspect(|(place, _time, tally)| {
 ///         // One patient, a heart rate of 80.00 (in hundredths) and nothing else.
-///         assert_eq!((*place, tally.get(0), tally.get(1), tally.get(7)), ((1, 3), 1, 1, 8000));
+///         assert_eq!((*place, tally.get(0), tally.get(1), tally.get(7)), ((1, DepartmentId(3)), 1, 1, 8000));
 ///     });
 ///     located.insert((7, Placement { hospital: 1, department: DepartmentId(3), gender: 0, age_band: 2 }));
 ///     latest.insert((7, VitalsValues([Some(8000), None, None, None, None, None])));

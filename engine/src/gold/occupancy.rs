@@ -24,7 +24,7 @@ use super::OccupancyTally;
 ///     patients.occupancy().inspect(|(place, _time, tally)| {
 ///         // Two patients in hospital 1, department 3 (the tally is the difference: it is
 ///         // what adds up); one of them a woman (gender index 1).
-///         assert_eq!((*place, tally.get(0), tally.get(2)), ((1, 3), 2, 1));
+///         assert_eq!((*place, tally.get(0), tally.get(2)), ((1, DepartmentId(3)), 2, 1));
 ///     });
 ///     let place = |gender| Placement { hospital: 1, department: DepartmentId(3), gender, age_band: 2 };
 ///     located.insert((7, place(0)));

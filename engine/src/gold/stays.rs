@@ -19,7 +19,7 @@ use super::StayTally;
 /// timely::example(|scope| {
 ///     let (mut input, stays) = scope.new_collection::<StayFact, isize>();
 ///     stays.stays_by_department().inspect(|(place, _time, tally)| {
-///         assert_eq!((*place, tally.get(0), tally.get(1)), ((1, 3), 2, 3 * 3600));
+///         assert_eq!((*place, tally.get(0), tally.get(1)), ((1, DepartmentId(3)), 2, 3 * 3600));
 ///     });
 ///     let stay = |patient, seconds| StayFact { hospital: 1, department: DepartmentId(3), patient, seconds };
 ///     input.insert(stay(7, 3600));
