@@ -103,27 +103,31 @@ pub fn main() -> ExitCode {
     init_logging(cli.log_format);
     crate::support::fault::exit_on_panic();
     crate::support::private::restrict_new_files();
-    let result = load_network(cli.departments.as_deref()).and_then(|network| match cli.command {
-        Command::Run(mut args) => {
+    // Only the commands that read events load the departments (a topic is read to its end).
+    let network = || load_network(cli.departments.as_deref());
+    let result = match cli.command {
+        Command::Run(mut args) => network().and_then(|network| {
             let _held = args.lock("run")?;
-            args.departments = departments_file(cli.departments);
+            args.departments = departments_file(cli.departments.clone());
             run::run(args.into_config()?, network)
-        }
-        Command::Simulate(args) => simulate::simulate(args, &network),
+        }),
+        Command::Simulate(args) => network().and_then(|network| simulate::simulate(args, &network)),
         Command::Export(args) => export::export(args),
-        Command::Ingest(args) => ingest::ingest(args, network, departments_file(cli.departments)),
+        Command::Ingest(args) => network().and_then(|network| {
+            ingest::ingest(args, network, departments_file(cli.departments.clone()))
+        }),
         Command::Rules(cmd) => rules::rules(cmd),
-        Command::Replay(args) => {
+        Command::Replay(args) => network().and_then(|network| {
             anyhow::ensure!(args.from_bronze, "cds replay needs --from-bronze");
             let mut run = args.run;
             // Before the replay empties the local stores.
             let _held = run.lock("replay")?;
-            run.departments = departments_file(cli.departments);
+            run.departments = departments_file(cli.departments.clone());
             run::run(run.into_replay()?, network)
-        }
+        }),
         Command::Lake(cmd) => lake::lake(cmd),
         Command::Report(cmd) => report::report_command(cmd),
-    });
+    };
     match result {
         Ok(code) => code,
         Err(e) => {

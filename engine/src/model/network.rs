@@ -78,7 +78,7 @@ const MAX_TYPO_DISTANCE: usize = 2;
 /// Why a departments file could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum NetworkError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: String,
         source: std::io::Error,
