@@ -198,17 +198,14 @@ impl KpiState {
     pub fn set_network(&mut self, network: Network) {
         let share = self.share;
         let network = self.network.succeeded_by(network);
+        // Configured and retired alike: a document is written again when its beds changed.
         let changed: Vec<(u16, DepartmentId)> = network
             .departments()
-            .filter(|&(h, d)| owns(share, h) && self.network.capacity(h, d.id) != Some(d.capacity))
             .map(|(h, d)| (h, d.id))
-            .chain(
-                network
-                    .retired()
-                    .filter(|&(h, _, _)| owns(share, h))
-                    .map(|(h, id, _)| (h, id)),
-            )
-            .filter(|key| self.network.capacity(key.0, key.1) != network.capacity(key.0, key.1))
+            .chain(network.retired().map(|(h, id, _)| (h, id)))
+            .filter(|&(h, d)| {
+                owns(share, h) && self.network.capacity(h, d) != network.capacity(h, d)
+            })
             .collect();
         for key in changed {
             self.occupancy.entry(key).or_default();

@@ -13,7 +13,7 @@ pub use document::Document;
 pub use event::{format_time, parse_time, Event, EventType, ParseError, Timestamp, Vitals};
 pub use network::{
     Capacity, Department, DepartmentId, DepartmentMatch, Hospital, LiveNetwork, Network,
-    NetworkError, DEFAULT_DEPARTMENTS_CSV, DEFAULT_KIND,
+    NetworkError, NetworkView, DEFAULT_DEPARTMENTS_CSV, DEFAULT_KIND,
 };
 pub use pseudonym::{display as patient_ref, PseudonymError, Pseudonymiser, PSEUDONYM_KEY_ENV};
 pub use vocabulary::{AgeBand, Gender, Priority, WEEKDAYS};

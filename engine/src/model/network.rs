@@ -591,6 +591,51 @@ impl LiveNetwork {
     }
 }
 
+/// What a stage reads the network from: one fixed network, or the one in force of a
+/// [`LiveNetwork`], taken again only when its version moved. Dereferences to the network.
+#[derive(Debug, Clone)]
+pub struct NetworkView {
+    network: Arc<Network>,
+    /// Where a changed departments file comes from, and the version `network` is.
+    live: Option<(LiveNetwork, u64)>,
+}
+
+impl NetworkView {
+    pub fn fixed(network: Network) -> Self {
+        NetworkView {
+            network: Arc::new(network),
+            live: None,
+        }
+    }
+
+    pub fn following(live: LiveNetwork) -> Self {
+        let version = live.version();
+        NetworkView {
+            network: live.current(),
+            live: Some((live, version)),
+        }
+    }
+
+    /// Takes the network in force if it changed (one atomic load when it did not).
+    pub fn refresh(&mut self) {
+        if let Some((live, seen)) = &mut self.live {
+            let version = live.version();
+            if version != *seen {
+                *seen = version;
+                self.network = live.current();
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for NetworkView {
+    type Target = Network;
+
+    fn deref(&self) -> &Network {
+        &self.network
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,7 +7,6 @@
 //! patient, and department occupancy follows the placements.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -19,7 +18,9 @@ use cds_rules::{
 use super::forecast::{Forecaster, Horizon};
 
 use crate::gold::micros;
-use crate::model::{format_time, patient_ref, EventType, LiveNetwork, Network, Timestamp, Vitals};
+use crate::model::{
+    format_time, patient_ref, EventType, LiveNetwork, Network, NetworkView, Timestamp, Vitals,
+};
 use crate::silver::SilverRecord;
 
 /// How far back `ctx.patient.recent_vitals` and `ctx.patient.scores` reach.
@@ -274,9 +275,7 @@ impl ContextSnapshot<'static> {
 /// Per-patient and per-department state for building rule contexts.
 #[derive(Debug, Clone)]
 pub struct ContextState {
-    network: Arc<Network>,
-    /// Where a changed departments file comes from, and the version `network` is.
-    live: Option<(LiveNetwork, u64)>,
+    network: NetworkView,
     patients: HashMap<u64, PatientState>,
     occupied: HashMap<(i64, String), i64>,
     /// Kept scores per patient, apart from [`PatientState`]: they exist only in the rules
@@ -340,8 +339,7 @@ pub fn ctx_event(r: &SilverRecord, event_timestamp: &str) -> CtxEvent {
 impl ContextState {
     pub fn new(network: Network) -> Self {
         ContextState {
-            network: Arc::new(network),
-            live: None,
+            network: NetworkView::fixed(network),
             patients: HashMap::new(),
             occupied: HashMap::new(),
             scores: HashMap::new(),
@@ -405,19 +403,12 @@ impl ContextState {
 
     /// Follows the network in force from now on.
     pub fn follow_network(&mut self, live: LiveNetwork) {
-        self.network = live.current();
-        self.live = Some((live.clone(), live.version()));
+        self.network = NetworkView::following(live);
     }
 
     /// Takes the network in force if it changed (one atomic load when it did not).
     pub fn refresh_network(&mut self) {
-        if let Some((live, seen)) = &mut self.live {
-            let version = live.version();
-            if version != *seen {
-                *seen = version;
-                self.network = live.current();
-            }
-        }
+        self.network.refresh();
     }
 
     /// Configured beds of a department.

@@ -9,14 +9,14 @@ mod dedup;
 mod flags;
 
 use std::borrow::Cow;
-use std::sync::Arc;
 
 use chrono::Duration;
 use serde::Serialize;
 
 use crate::checkpoint::Checkpointed;
 use crate::model::{
-    DeadLetter, DepartmentId, DepartmentMatch, Event, EventType, LiveNetwork, Network, Vitals,
+    DeadLetter, DepartmentId, DepartmentMatch, Event, EventType, LiveNetwork, Network, NetworkView,
+    Vitals,
 };
 
 pub use dedup::DedupWindow;
@@ -88,9 +88,7 @@ const FUTURE_TOLERANCE_SECS: i64 = 60;
 /// The Silver stage: stateful only through its duplicate window.
 #[derive(Debug)]
 pub struct Silver {
-    network: Arc<Network>,
-    /// Where a changed departments file comes from, and the version `network` is.
-    live: Option<(LiveNetwork, u64)>,
+    network: NetworkView,
     dedup: DedupWindow,
 }
 
@@ -110,8 +108,7 @@ impl Checkpointed for Silver {
 impl Silver {
     pub fn new(network: Network) -> Self {
         Silver {
-            network: Arc::new(network),
-            live: None,
+            network: NetworkView::fixed(network),
             dedup: DedupWindow::default(),
         }
     }
@@ -119,10 +116,8 @@ impl Silver {
     /// Silver that checks against the network in force, departments added or removed while
     /// running included.
     pub fn following(live: LiveNetwork) -> Self {
-        let version = live.version();
         Silver {
-            network: live.current(),
-            live: Some((live, version)),
+            network: NetworkView::following(live),
             dedup: DedupWindow::default(),
         }
     }
@@ -130,17 +125,6 @@ impl Silver {
     /// The hospital network the rules check against.
     pub fn network(&self) -> &Network {
         &self.network
-    }
-
-    /// Takes the network in force if it changed (one atomic load when it did not).
-    fn refresh(&mut self) {
-        if let Some((live, seen)) = &mut self.live {
-            let version = live.version();
-            if version != *seen {
-                *seen = version;
-                self.network = live.current();
-            }
-        }
     }
 
     /// What Silver makes of one decoded payload: a dead letter stays one; an event is
@@ -160,7 +144,7 @@ impl Silver {
                 event_time: event.event_timestamp,
             });
         }
-        self.refresh();
+        self.network.refresh();
         let mut flags = DqFlags::default();
         let kind = event.event_type.as_deref().and_then(EventType::parse);
 
