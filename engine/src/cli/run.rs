@@ -27,6 +27,7 @@ use crate::model::{Network, Pseudonymiser};
 use crate::ops::OpsAlerts;
 use crate::pipeline::{self, PipelineConfig, Until};
 use crate::rules::RulesStage;
+use crate::sink::{restore_index, ServingIndex};
 use crate::source::kafka::{parse_setting, PartitionShare};
 use crate::source::{KafkaSettings, SourceConfig, SourceSettings};
 use crate::support::lock::{EngineLock, LockError};
@@ -409,7 +410,7 @@ pub fn run(config: RunConfig, network: Network) -> anyhow::Result<ExitCode> {
     let metrics = Arc::new(Metrics::new());
     metrics.stages.set_stall_after(config.stall_after);
     let ops = OpsAlerts::start(&config.ops, metrics.clone())?;
-    let opened = config.sink.open(&config.data_dir, &metrics, &ops)?;
+    let mut opened = config.sink.open(&config.data_dir, &metrics, &ops)?;
     let rules = load_rules(&config.rules, &network, &metrics)?;
     let shutdown = Arc::new(AtomicBool::new(false));
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -424,15 +425,22 @@ pub fn run(config: RunConfig, network: Network) -> anyhow::Result<ExitCode> {
         pseudonyms: pseudonyms.clone(),
         network: Arc::new(network.clone()),
         stop: Arc::new(tokio::sync::Notify::new()),
+        index: ServingIndex::default(),
     };
     let feed = match &config.http {
-        Some(http) => Some(serve::start(&runtime, http, &config, &shared)?),
+        Some(http) => {
+            // The API answers from what the sink holds from the start, whichever sink it is.
+            restore_index(opened.sink.as_mut(), &shared.index)
+                .context("reading the sink's documents for the API")?;
+            Some(serve::start(&runtime, http, &config, &shared)?)
+        }
         None => None,
     };
     stop_on_ctrl_c(&runtime, &shutdown);
 
     let total_beds = network.total_beds();
     let mut pipeline_config = pipeline_config(&config, network, &ops);
+    pipeline_config.index = feed.as_ref().map(|_| shared.index.clone());
     pipeline_config.feed = feed;
     if let Some(interval) = opened.flush_interval {
         pipeline_config.flush_interval = interval;

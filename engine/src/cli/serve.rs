@@ -15,7 +15,8 @@ use crate::http::feed::LiveFeed;
 use crate::http::{self, HttpState};
 use crate::metrics::Metrics;
 use crate::model::Pseudonymiser;
-use crate::sink::Feed;
+use crate::sink::cosmos::{CosmosAcks, CosmosConfig};
+use crate::sink::{Feed, ServingIndex, SinkConfig};
 
 /// What the HTTP server shares with the rest of the run.
 pub struct Shared {
@@ -27,6 +28,25 @@ pub struct Shared {
     pub network: Arc<crate::model::Network>,
     /// Notified when the run is over: the server stops.
     pub stop: Arc<tokio::sync::Notify>,
+    /// What the API answers from, kept by the sink thread.
+    pub index: ServingIndex,
+}
+
+/// Where acknowledgements go: the configured sink's place for them (the SQLite file beside the
+/// store, or the Cosmos DB `acks` container), so that every process of a deployment agrees.
+fn ack_store(runtime: &tokio::runtime::Runtime, config: &RunConfig) -> anyhow::Result<AckStore> {
+    match &config.sink {
+        SinkConfig::Sqlite => {
+            AckStore::open(&config.data_dir).context("opening the acknowledgement store")
+        }
+        SinkConfig::Cosmos { tuning } => {
+            let cosmos = CosmosConfig::load(tuning.as_deref())?;
+            let acks = runtime
+                .block_on(CosmosAcks::open(cosmos))
+                .context("opening the Cosmos DB acknowledgement container")?;
+            Ok(AckStore::cosmos(acks))
+        }
+    }
 }
 
 /// Starts the server on `runtime`; returns the feed the sink announces its writes on.
@@ -53,8 +73,11 @@ pub fn start(
         ),
         None => eprintln!("cds: dashboard: {scheme}://{addr}/?token=<your token>"),
     }
-    let acks = AckStore::open(data_dir).context("opening the acknowledgement store")?;
-    http::publish_rates(&shared.metrics, &acks);
+    let acks = ack_store(runtime, config)?;
+    match runtime.block_on(acks.latest()) {
+        Ok(latest) => http::publish_rates(&shared.metrics, &latest),
+        Err(e) => return Err(e).context("reading the acknowledgements"),
+    }
     let (feed, _) = tokio::sync::broadcast::channel(16_384);
     let (live, trends) = {
         let _entered = runtime.enter();
@@ -77,7 +100,7 @@ pub fn start(
         ready: shared.ready.clone(),
         tokens,
         sessions: Default::default(),
-        store: config.sink.store(data_dir),
+        index: shared.index.clone(),
         feed: Some(live),
         http_metrics: http::HttpMetrics::register(&shared.metrics, &audit),
         audit,

@@ -1,17 +1,25 @@
 //! What clinicians did with alerts: accepted, overridden (with a reason code) or snoozed.
 //!
-//! Acknowledgements live in their own SQLite file beside the store (`DATA_DIR/acks.sqlite`), not
-//! inside the alert documents: the engine rewrites an alert document whenever its events are
-//! replayed, and a replay must never erase what a clinician decided. Every acknowledgement is
-//! kept (a snooze followed by an accept is two rows); the newest is the alert's current state.
-//! Rows carry the token name (who), never the bearer token, and the alert's pseudonymous id.
+//! Acknowledgements are kept apart from the alert documents: the engine rewrites an alert
+//! document whenever its events are replayed, and a replay must never erase what a clinician
+//! decided. They go where the configured sink keeps them, so that every process of a
+//! deployment agrees: with `--sink sqlite` their own SQLite file beside the store
+//! (`DATA_DIR/acks.sqlite`), with `--sink cosmos` the `acks` container (partition key
+//! `/hospital_id`). Every acknowledgement is kept (a snooze followed by an accept is two);
+//! the newest is the alert's current state. Each process reads only what is new since its last
+//! read. Rows carry the token name (who), never the bearer token, and the alert's pseudonymous
+//! id.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::sink::cosmos::CosmosAcks;
 
 /// What a clinician did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,11 +127,45 @@ pub struct RuleAcks {
     pub snoozed: u64,
 }
 
+/// One acknowledgement as the store keeps it: the alert it is about, the alert's rule and
+/// hospital, and what was done.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Acknowledged {
+    pub mlmname: String,
+    pub ack: Ack,
+    /// Which of two acknowledgements of one alert is the newer: the SQLite row number, or the
+    /// time it was made and its id (Cosmos DB).
+    order: (i64, String),
+}
+
+/// The newest acknowledgement of each alert, by alert id.
+pub type Latest = BTreeMap<String, Acknowledged>;
+
+/// Per rule: how many alerts were last accepted, overridden and snoozed, over the alerts
+/// `counted` says to count (the caller's scope).
+pub fn by_rule(latest: &Latest, counted: impl Fn(&str) -> bool) -> BTreeMap<String, RuleAcks> {
+    let mut out: BTreeMap<String, RuleAcks> = BTreeMap::new();
+    for (id, a) in latest {
+        if !counted(id) {
+            continue;
+        }
+        let entry = out.entry(a.mlmname.clone()).or_default();
+        match a.ack.action {
+            Action::Accepted => entry.accepted += 1,
+            Action::Overridden => entry.overridden += 1,
+            Action::Snoozed => entry.snoozed += 1,
+        }
+    }
+    out
+}
+
 /// Why the acknowledgement store failed.
 #[derive(Debug, thiserror::Error)]
 pub enum AckError {
     #[error("acknowledgement store: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("acknowledgement store (Cosmos DB): {0}")]
+    Cosmos(#[from] azure_data_cosmos::CosmosError),
     #[error("cannot create {path}: {source}")]
     Io {
         path: String,
@@ -133,12 +175,46 @@ pub enum AckError {
     Poisoned,
 }
 
-/// The acknowledgement store; cheap to clone, safe to share between requests.
+/// Where acknowledgements are kept: the configured sink's place for them, so that every
+/// process of a deployment records into and reads from the same one. Cheap to clone, safe to
+/// share between requests.
 #[derive(Debug, Clone)]
 pub struct AckStore {
-    conn: Arc<Mutex<Connection>>,
-    path: PathBuf,
+    backend: Backend,
+    cache: Arc<Mutex<Cache>>,
 }
+
+#[derive(Debug, Clone)]
+enum Backend {
+    /// `DATA_DIR/acks.sqlite` (`--sink sqlite`): processes sharing a data directory share it.
+    Sqlite(Arc<Mutex<Connection>>),
+    /// The `acks` container (`--sink cosmos`).
+    Cosmos(Arc<CosmosAcks>),
+}
+
+/// What this process has read of the store: the newest acknowledgement of each alert and how
+/// far it has read (a row number, or the server's stamp in seconds).
+#[derive(Debug, Default)]
+struct Cache {
+    latest: Arc<Latest>,
+    mark: i64,
+    refreshed: Option<Instant>,
+}
+
+impl Cache {
+    fn merge(&mut self, alert_id: String, entry: Acknowledged) {
+        if self
+            .latest
+            .get(&alert_id)
+            .is_none_or(|old| old.order < entry.order)
+        {
+            Arc::make_mut(&mut self.latest).insert(alert_id, entry);
+        }
+    }
+}
+
+/// How often the shared Cosmos DB container is read again for other processes' acknowledgements.
+const REMOTE_REFRESH: Duration = Duration::from_millis(500);
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS acks (
@@ -155,37 +231,61 @@ const SCHEMA: &str = "
     CREATE INDEX IF NOT EXISTS acks_alert ON acks (alert_id, seq);
 ";
 
+/// An acknowledgement item of the Cosmos DB container.
+#[derive(Debug, Serialize, Deserialize)]
+struct AckItem {
+    id: String,
+    hospital_id: i64,
+    alert_id: String,
+    mlmname: String,
+    action: Action,
+    reason: String,
+    #[serde(default)]
+    minutes: Option<u32>,
+    by: String,
+    at: String,
+    #[serde(default)]
+    until: Option<String>,
+    /// When it was made (microseconds since the epoch): the newer of two wins.
+    at_micros: i64,
+}
+
 impl AckStore {
-    /// Opens (creating if needed) `DIR/acks.sqlite`.
+    /// Opens (creating if needed) `DIR/acks.sqlite`: the store of `--sink sqlite`.
     pub fn open(data_dir: &Path) -> Result<Self, AckError> {
         std::fs::create_dir_all(data_dir).map_err(|source| AckError::Io {
             path: data_dir.display().to_string(),
             source,
         })?;
-        let path = data_dir.join("acks.sqlite");
-        let conn = Connection::open(&path)?;
+        let conn = Connection::open(data_dir.join("acks.sqlite"))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.execute_batch(SCHEMA)?;
-        Ok(AckStore {
-            conn: Arc::new(Mutex::new(conn)),
-            path,
-        })
+        Ok(Self::with(Backend::Sqlite(Arc::new(Mutex::new(conn)))))
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The `acks` container of Cosmos DB: the store of `--sink cosmos`.
+    pub fn cosmos(acks: CosmosAcks) -> Self {
+        Self::with(Backend::Cosmos(Arc::new(acks)))
     }
 
-    /// Stores an acknowledgement of `alert_id` (an alert of rule `mlmname`) by `by`, made at
+    fn with(backend: Backend) -> Self {
+        AckStore {
+            backend,
+            cache: Arc::default(),
+        }
+    }
+
+    /// Stores an acknowledgement of `alert` (its id, rule and hospital) by `by`, made at
     /// wall-clock time `now`, and returns it as stored.
-    pub fn record(
+    pub async fn record(
         &self,
-        alert_id: &str,
-        mlmname: &str,
+        alert: &Value,
         request: &AckRequest,
         by: &str,
         now: chrono::DateTime<chrono::Utc>,
     ) -> Result<Ack, AckError> {
+        let alert_id = alert["id"].as_str().unwrap_or_default().to_owned();
+        let mlmname = alert["mlmname"].as_str().unwrap_or("unknown").to_owned();
         let at = now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let until = request
             .minutes
@@ -194,90 +294,199 @@ impl AckStore {
                 (now + chrono::Duration::minutes(i64::from(m)))
                     .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
             });
-        let conn = self.conn.lock().map_err(|_| AckError::Poisoned)?;
-        conn.execute(
-            "INSERT INTO acks (alert_id, mlmname, action, reason, minutes, by, at, until)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                alert_id,
-                mlmname,
-                request.action.as_str(),
-                request.reason,
-                request.minutes,
-                by,
-                at,
-                until
-            ],
-        )?;
-        Ok(Ack {
+        let ack = Ack {
             action: request.action,
             reason: request.reason.clone(),
             minutes: request.minutes,
             by: by.to_owned(),
             at,
             until,
-        })
+        };
+        match &self.backend {
+            Backend::Sqlite(conn) => {
+                let (conn, row) = (conn.clone(), (alert_id, mlmname, ack.clone()));
+                tokio::task::spawn_blocking(move || {
+                    let (alert_id, mlmname, ack) = row;
+                    let conn = conn.lock().map_err(|_| AckError::Poisoned)?;
+                    conn.execute(
+                        "INSERT INTO acks (alert_id, mlmname, action, reason, minutes, by, at, until)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                        params![
+                            alert_id,
+                            mlmname,
+                            ack.action.as_str(),
+                            ack.reason,
+                            ack.minutes,
+                            ack.by,
+                            ack.at,
+                            ack.until
+                        ],
+                    )?;
+                    Ok::<_, AckError>(())
+                })
+                .await
+                .map_err(|_| AckError::Poisoned)??;
+                self.refresh(true).await?;
+            }
+            Backend::Cosmos(acks) => {
+                let hospital_id = alert["hospital_id"].as_i64().unwrap_or(0);
+                let at_micros = now.timestamp_micros();
+                let item = AckItem {
+                    id: format!("{alert_id}.{at_micros}.{}", random_suffix()),
+                    hospital_id,
+                    alert_id: alert_id.clone(),
+                    mlmname: mlmname.clone(),
+                    action: ack.action,
+                    reason: ack.reason.clone(),
+                    minutes: ack.minutes,
+                    by: ack.by.clone(),
+                    at: ack.at.clone(),
+                    until: ack.until.clone(),
+                    at_micros,
+                };
+                let body = serde_json::to_value(&item).map_err(|_| AckError::Poisoned)?;
+                acks.insert(hospital_id, &item.id, &body).await?;
+                let mut cache = self.cache.lock().map_err(|_| AckError::Poisoned)?;
+                cache.merge(
+                    alert_id,
+                    Acknowledged {
+                        mlmname,
+                        ack: ack.clone(),
+                        order: (at_micros, item.id),
+                    },
+                );
+            }
+        }
+        Ok(ack)
     }
 
-    /// The newest acknowledgement of every acknowledged alert.
-    pub fn latest(&self) -> Result<BTreeMap<String, Ack>, AckError> {
-        let conn = self.conn.lock().map_err(|_| AckError::Poisoned)?;
-        let mut stmt = conn.prepare(
-            "SELECT alert_id, action, reason, minutes, by, at, until FROM acks ORDER BY seq",
-        )?;
-        let rows = stmt.query_map([], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                Ack {
-                    action: Action::Accepted,
-                    reason: row.get(2)?,
-                    minutes: row.get(3)?,
-                    by: row.get(4)?,
-                    at: row.get(5)?,
-                    until: row.get(6)?,
+    /// The newest acknowledgement of every acknowledged alert, this process's and every other's
+    /// (the shared Cosmos DB container is read again at most every half second).
+    pub async fn latest(&self) -> Result<Arc<Latest>, AckError> {
+        self.refresh(false).await?;
+        let cache = self.cache.lock().map_err(|_| AckError::Poisoned)?;
+        Ok(cache.latest.clone())
+    }
+
+    /// Reads what was recorded since the last read (`now`: whatever the time since).
+    pub async fn refresh(&self, now: bool) -> Result<(), AckError> {
+        let mark = {
+            let cache = self.cache.lock().map_err(|_| AckError::Poisoned)?;
+            let remote = matches!(self.backend, Backend::Cosmos(_));
+            if remote
+                && !now
+                && cache
+                    .refreshed
+                    .is_some_and(|t| t.elapsed() < REMOTE_REFRESH)
+            {
+                return Ok(());
+            }
+            cache.mark
+        };
+        let (read, mark) = match &self.backend {
+            Backend::Sqlite(conn) => {
+                let conn = conn.clone();
+                tokio::task::spawn_blocking(move || rows_after(&conn, mark))
+                    .await
+                    .map_err(|_| AckError::Poisoned)??
+            }
+            Backend::Cosmos(acks) => {
+                // One second of overlap: an item stamped in the second of the last read may
+                // have been written after it. Merging one twice changes nothing.
+                let items = acks.stamped_since(mark.saturating_sub(1)).await?;
+                let newest = items.iter().map(|(t, _)| *t).max().unwrap_or(mark);
+                let read = items
+                    .into_iter()
+                    .filter_map(|(_, item)| serde_json::from_value::<AckItem>(item).ok())
+                    .map(|i| {
+                        let ack = Ack {
+                            action: i.action,
+                            reason: i.reason,
+                            minutes: i.minutes,
+                            by: i.by,
+                            at: i.at,
+                            until: i.until,
+                        };
+                        let order = (i.at_micros, i.id);
+                        (
+                            i.alert_id,
+                            Acknowledged {
+                                mlmname: i.mlmname,
+                                ack,
+                                order,
+                            },
+                        )
+                    })
+                    .collect();
+                (read, newest)
+            }
+        };
+        let mut cache = self.cache.lock().map_err(|_| AckError::Poisoned)?;
+        for (alert_id, entry) in read {
+            cache.merge(alert_id, entry);
+        }
+        cache.mark = cache.mark.max(mark);
+        cache.refreshed = Some(Instant::now());
+        Ok(())
+    }
+}
+
+/// The SQLite rows after row `mark`, and the last row read.
+#[allow(clippy::type_complexity)]
+fn rows_after(
+    conn: &Mutex<Connection>,
+    mark: i64,
+) -> Result<(Vec<(String, Acknowledged)>, i64), AckError> {
+    let conn = conn.lock().map_err(|_| AckError::Poisoned)?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, alert_id, mlmname, action, reason, minutes, by, at, until FROM acks
+         WHERE seq > ?1 ORDER BY seq",
+    )?;
+    let rows = stmt.query_map([mark], |row| {
+        Ok((
+            row.get::<_, i64>(0)?,
+            row.get::<_, String>(1)?,
+            row.get::<_, String>(2)?,
+            row.get::<_, String>(3)?,
+            Ack {
+                action: Action::Accepted,
+                reason: row.get(4)?,
+                minutes: row.get(5)?,
+                by: row.get(6)?,
+                at: row.get(7)?,
+                until: row.get(8)?,
+            },
+        ))
+    })?;
+    let (mut out, mut last) = (Vec::new(), mark);
+    for row in rows {
+        let (seq, alert_id, mlmname, action, mut ack) = row?;
+        last = last.max(seq);
+        // Rows are only written by `record`; an unknown action cannot occur, skip it if so.
+        if let Some(action) = Action::parse(&action) {
+            ack.action = action;
+            let order = (seq, String::new());
+            out.push((
+                alert_id,
+                Acknowledged {
+                    mlmname,
+                    ack,
+                    order,
                 },
-            ))
-        })?;
-        let mut out = BTreeMap::new();
-        for row in rows {
-            let (id, action, mut ack) = row?;
-            // Rows are only written by `record`; an unknown action cannot occur, skip it if so.
-            if let Some(action) = Action::parse(&action) {
-                ack.action = action;
-                out.insert(id, ack);
-            }
+            ));
         }
-        Ok(out)
     }
+    Ok((out, last))
+}
 
-    /// Per rule: how many alerts were last accepted, overridden and snoozed, over the alerts
-    /// `counted` says to count (the caller's scope).
-    pub fn by_rule(
-        &self,
-        counted: impl Fn(&str) -> bool,
-    ) -> Result<BTreeMap<String, RuleAcks>, AckError> {
-        let latest = self.latest()?;
-        let conn = self.conn.lock().map_err(|_| AckError::Poisoned)?;
-        let mut stmt = conn.prepare("SELECT DISTINCT alert_id, mlmname FROM acks")?;
-        let rows = stmt.query_map([], |row| {
-            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
-        })?;
-        let mut out: BTreeMap<String, RuleAcks> = BTreeMap::new();
-        for row in rows {
-            let (id, mlmname) = row?;
-            let Some(ack) = latest.get(&id).filter(|_| counted(&id)) else {
-                continue;
-            };
-            let entry = out.entry(mlmname).or_default();
-            match ack.action {
-                Action::Accepted => entry.accepted += 1,
-                Action::Overridden => entry.overridden += 1,
-                Action::Snoozed => entry.snoozed += 1,
-            }
-        }
-        Ok(out)
+/// Eight random hex digits: two acknowledgements of one alert in the same microsecond by two
+/// processes still get two items.
+fn random_suffix() -> String {
+    let mut bytes = [0u8; 4];
+    if getrandom::fill(&mut bytes).is_err() {
+        return "00000000".to_owned();
     }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]
@@ -314,54 +523,65 @@ mod tests {
     }
 
     #[test]
-    fn the_newest_acknowledgement_counts() {
+    fn the_newest_acknowledgement_counts_in_every_process() {
         let dir = std::env::temp_dir().join(format!("cds-acks-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let store = AckStore::open(&dir).expect("open");
-        let now = chrono::Utc::now();
-        let snooze = store
-            .record(
-                "a1",
-                "news2",
-                &request(Action::Snoozed, "busy", Some(15)),
-                "dr",
-                now,
-            )
-            .expect("snooze");
-        assert!(snooze.is_resolved_at(now), "snoozed for now");
-        assert!(
-            !snooze.is_resolved_at(now + chrono::Duration::minutes(16)),
-            "back once the snooze runs out"
-        );
-        store
-            .record(
-                "a1",
-                "news2",
-                &request(Action::Accepted, "treated", None),
-                "dr",
-                now,
-            )
-            .expect("accept");
-        store
-            .record(
-                "a2",
-                "news2",
-                &request(Action::Overridden, "known", None),
-                "dr",
-                now,
-            )
-            .expect("override");
-        let latest = store.latest().expect("latest");
-        assert_eq!(latest["a1"].action, Action::Accepted);
-        let stats = store.by_rule(|_| true).expect("stats");
-        assert_eq!(
-            stats["news2"],
-            RuleAcks {
-                accepted: 1,
-                overridden: 1,
-                snoozed: 0
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            let store = AckStore::open(&dir).expect("open");
+            // A second process on the same data directory.
+            let other = AckStore::open(&dir).expect("open again");
+            let alert =
+                |id: &str| serde_json::json!({"id": id, "mlmname": "news2", "hospital_id": 1});
+            let now = chrono::Utc::now();
+            let snooze = store
+                .record(
+                    &alert("a1"),
+                    &request(Action::Snoozed, "busy", Some(15)),
+                    "dr",
+                    now,
+                )
+                .await
+                .expect("snooze");
+            assert!(snooze.is_resolved_at(now), "snoozed for now");
+            assert!(
+                !snooze.is_resolved_at(now + chrono::Duration::minutes(16)),
+                "back once the snooze runs out"
+            );
+            other
+                .record(
+                    &alert("a1"),
+                    &request(Action::Accepted, "treated", None),
+                    "dr",
+                    now,
+                )
+                .await
+                .expect("accept");
+            store
+                .record(
+                    &alert("a2"),
+                    &request(Action::Overridden, "known", None),
+                    "dr",
+                    now,
+                )
+                .await
+                .expect("override");
+            for reader in [&store, &other] {
+                let latest = reader.latest().await.expect("latest");
+                assert_eq!(latest["a1"].ack.action, Action::Accepted);
+                assert_eq!(
+                    by_rule(&latest, |_| true)["news2"],
+                    RuleAcks {
+                        accepted: 1,
+                        overridden: 1,
+                        snoozed: 0
+                    }
+                );
             }
-        );
+        });
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -11,36 +11,31 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde_json::{json, Value};
 
-use super::acks::{AckRequest, AckStore, Action, RuleAcks};
+use super::acks::{by_rule, AckRequest, Action, Latest, RuleAcks};
 use super::auth::{Role, Token};
-use super::read::{bad_request, error, latest_acks, read, unavailable, visible};
+use super::read::{bad_request, error, latest_acks, unavailable, visible};
 use super::HttpState;
 use crate::metrics::Metrics;
-use crate::sink::sqlite::SqliteSink;
 use crate::sink::Container;
 
-/// Sets the accept and override rate gauges from the store (all alerts, every scope).
-pub fn publish_rates(metrics: &Metrics, acks: &AckStore) {
-    match acks.by_rule(|_| true) {
-        Ok(rules) => {
-            for (rule, n) in rules {
-                let acted = (n.accepted + n.overridden) as f64;
-                if acted > 0.0 {
-                    let labels = [rule.as_str()];
-                    metrics
-                        .http
-                        .rule_accept_rate
-                        .with_label_values(&labels)
-                        .set(n.accepted as f64 / acted);
-                    metrics
-                        .http
-                        .rule_override_rate
-                        .with_label_values(&labels)
-                        .set(n.overridden as f64 / acted);
-                }
-            }
+/// Sets the accept and override rate gauges from the acknowledgements (all alerts, every
+/// scope).
+pub fn publish_rates(metrics: &Metrics, latest: &Latest) {
+    for (rule, n) in by_rule(latest, |_| true) {
+        let acted = (n.accepted + n.overridden) as f64;
+        if acted > 0.0 {
+            let labels = [rule.as_str()];
+            metrics
+                .http
+                .rule_accept_rate
+                .with_label_values(&labels)
+                .set(n.accepted as f64 / acted);
+            metrics
+                .http
+                .rule_override_rate
+                .with_label_values(&labels)
+                .set(n.overridden as f64 / acted);
         }
-        Err(e) => tracing::error!(error = %e, "reading acknowledgements for metrics failed"),
     }
 }
 
@@ -84,23 +79,13 @@ pub(super) async fn act(
     if let Err(e) = request.validate() {
         return Err(bad_request(e));
     }
-    let (Some(store), Some(acks)) = (state.store.clone(), state.acks.clone()) else {
+    let Some(acks) = state.acks.clone() else {
         return Err(error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "acknowledgements need the SQLite store in this process",
+            "this process keeps no acknowledgements",
         ));
     };
-    let lookup = id.clone();
-    let alert = match tokio::task::spawn_blocking(move || {
-        SqliteSink::read_one(&store, Container::Alerts, &lookup)
-    })
-    .await
-    {
-        Ok(Ok(alert)) => alert,
-        Ok(Err(e)) => return Err(unavailable(e)),
-        Err(e) => return Err(unavailable(e)),
-    };
-    let Some(alert) = alert else {
+    let Some(alert) = state.index.get(Container::Alerts, &id) else {
         return Err(error(StatusCode::NOT_FOUND, "no such alert"));
     };
     if !visible(token, &alert) {
@@ -110,15 +95,11 @@ pub(super) async fn act(
         ));
     }
     let mlmname = alert["mlmname"].as_str().unwrap_or("unknown").to_owned();
-    let by = token.name.clone();
-    let (rule, store) = (mlmname.clone(), acks.clone());
-    let recorded = tokio::task::spawn_blocking(move || {
-        store.record(&id, &rule, &request, &by, chrono::Utc::now())
-    })
-    .await;
-    let ack = match recorded {
-        Ok(Ok(ack)) => ack,
-        Ok(Err(e)) => return Err(unavailable(e)),
+    let ack = match acks
+        .record(&alert, &request, &token.name, chrono::Utc::now())
+        .await
+    {
+        Ok(ack) => ack,
         Err(e) => return Err(unavailable(e)),
     };
     state
@@ -128,9 +109,12 @@ pub(super) async fn act(
         .with_label_values(&[mlmname.as_str(), ack.action.as_str()])
         .inc();
     if ack.action != Action::Snoozed {
-        publish_rates(&state.metrics, &acks);
+        match acks.latest().await {
+            Ok(latest) => publish_rates(&state.metrics, &latest),
+            Err(e) => tracing::error!(error = %e, "reading acknowledgements for metrics failed"),
+        }
     }
-    Ok((alert, ack))
+    Ok(((*alert).clone(), ack))
 }
 
 /// One rule's line in `/api/rules/stats`.
@@ -162,10 +146,7 @@ pub async fn stats(State(state): State<HttpState>, Extension(token): Extension<T
             "rule statistics are for clinicians and admins",
         );
     }
-    let alerts: Vec<Value> = match read(&state, Container::Alerts).await {
-        Ok(d) => d.into_iter().filter(|d| visible(&token, d)).collect(),
-        Err(r) => return r,
-    };
+    let alerts = state.index.all(Container::Alerts, |d| visible(&token, d));
     let acks = match latest_acks(&state).await {
         Ok(a) => a,
         Err(r) => return r,
@@ -192,7 +173,7 @@ pub async fn stats(State(state): State<HttpState>, Extension(token): Extension<T
         });
         entry.alerts += 1;
         match alert["id"].as_str().and_then(|id| acks.get(id)) {
-            Some(ack) => match ack.action {
+            Some(a) => match a.ack.action {
                 Action::Accepted => entry.acks.accepted += 1,
                 Action::Overridden => entry.acks.overridden += 1,
                 Action::Snoozed => entry.acks.snoozed += 1,

@@ -10,13 +10,12 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::{Extension, Json};
 use futures_util::stream;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::auth::Token;
 use super::feed::FeedEvent;
-use super::read::{bad_request, latest_acks, read, visible};
+use super::read::{bad_request, latest_acks, page, page_response, visible, Listing};
 use super::HttpState;
-use crate::model::parse_time;
 use crate::sink::Container;
 
 /// The dashboard page (HTML, CSS and JavaScript in one file: no CDN, works offline).
@@ -26,58 +25,23 @@ pub async fn dashboard() -> Html<&'static str> {
     Html(DASHBOARD)
 }
 
-/// Filters shared by the KPI and alert routes.
-struct Filter {
-    hospital: Option<i64>,
-    department: Option<String>,
-}
-
-impl Filter {
-    fn parse(q: &HashMap<String, String>) -> Result<Self, String> {
-        let hospital = match q.get("hospital") {
-            Some(h) => Some(
-                h.parse()
-                    .map_err(|_| "hospital is not a number".to_owned())?,
-            ),
-            None => None,
-        };
-        Ok(Filter {
-            hospital,
-            department: q.get("department").cloned(),
-        })
-    }
-
-    fn keeps(&self, doc: &Value) -> bool {
-        self.hospital
-            .is_none_or(|h| doc["hospital_id"].as_i64() == Some(h))
-            && self
-                .department
-                .as_deref()
-                .is_none_or(|d| doc["department"].as_str() == Some(d))
-    }
-}
-
-/// `GET /api/kpis?hospital=&department=&type=`
+/// `GET /api/kpis?hospital=&department=&kind=&type=&since=&limit=&cursor=`: KPI documents
+/// in id order, one page at a time.
 pub async fn kpis(
     State(state): State<HttpState>,
     Extension(token): Extension<Token>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let filter = match Filter::parse(&q) {
+    let listing = match Listing::parse(&q) {
         Ok(f) => f,
         Err(e) => return bad_request(e),
     };
-    let docs = match read(&state, Container::Kpis).await {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
     let kind = q.get("type");
-    let out: Vec<Value> = docs
-        .into_iter()
-        .filter(|d| visible(&token, d) && filter.keeps(d))
-        .filter(|d| kind.is_none_or(|k| d["type"].as_str() == Some(k)))
-        .collect();
-    Json(out).into_response()
+    let found = page(&state, &token, Container::Kpis, &listing, |d| {
+        kind.is_none_or(|k| d["type"].as_str() == Some(k))
+    });
+    let docs = found.documents.iter().map(|d| (**d).clone()).collect();
+    page_response("/api/kpis", &q, docs, found.next)
 }
 
 fn severity_rank(s: &str) -> u8 {
@@ -88,7 +52,8 @@ fn severity_rank(s: &str) -> u8 {
     }
 }
 
-/// `GET /api/alerts?hospital=&department=&since=&mlmname=&min_severity=`
+/// `GET /api/alerts?hospital=&department=&kind=&since=&mlmname=&min_severity=&limit=&cursor=`:
+/// alerts in id order, one page at a time, each with its newest acknowledgement.
 pub async fn alerts(
     State(state): State<HttpState>,
     Extension(token): Extension<Token>,
@@ -101,51 +66,33 @@ pub async fn alerts(
         )
             .into_response();
     }
-    let filter = match Filter::parse(&q) {
+    let listing = match Listing::parse(&q) {
         Ok(f) => f,
         Err(e) => return bad_request(e),
     };
-    let since = match q.get("since") {
-        Some(s) => match parse_time(s) {
-            Some(t) => Some(t),
-            None => return bad_request("since is not an RFC 3339 time".to_owned()),
-        },
-        None => None,
-    };
     let min = q.get("min_severity").map(|s| severity_rank(s)).unwrap_or(0);
-    let docs = match read(&state, Container::Alerts).await {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
+    let mlmname = q.get("mlmname");
     let acks = match latest_acks(&state).await {
         Ok(a) => a,
         Err(r) => return r,
     };
-    let out: Vec<Value> = docs
-        .into_iter()
-        .map(|mut d| {
+    let found = page(&state, &token, Container::Alerts, &listing, |d| {
+        mlmname.is_none_or(|m| d["mlmname"].as_str() == Some(m))
+            && severity_rank(d["severity"].as_str().unwrap_or_default()) >= min
+    });
+    let docs = found
+        .documents
+        .iter()
+        .map(|d| {
+            let mut d = (**d).clone();
             // What a clinician did with the alert travels with it (who, when, why).
-            if let Some(ack) = d["id"].as_str().and_then(|id| acks.get(id)) {
-                d["ack"] = json!(ack);
+            if let Some(a) = d["id"].as_str().and_then(|id| acks.get(id)) {
+                d["ack"] = json!(a.ack);
             }
             d
         })
-        .filter(|d| visible(&token, d) && filter.keeps(d))
-        .filter(|d| {
-            q.get("mlmname")
-                .is_none_or(|m| d["mlmname"].as_str() == Some(m))
-        })
-        .filter(|d| severity_rank(d["severity"].as_str().unwrap_or_default()) >= min)
-        .filter(|d| {
-            since.is_none_or(|s| {
-                d["event_time"]
-                    .as_str()
-                    .and_then(parse_time)
-                    .is_some_and(|t| t >= s)
-            })
-        })
         .collect();
-    Json(out).into_response()
+    page_response("/api/alerts", &q, docs, found.next)
 }
 
 fn sse_event(e: &FeedEvent) -> Event {

@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 
 use super::acks::{AckRequest, Action};
 use super::auth::Token;
-use super::read::{bad_request, latest_acks, read, visible};
+use super::read::{bad_request, latest_acks, visible};
 use super::HttpState;
 use crate::sink::Container;
 
@@ -154,10 +154,7 @@ pub async fn patient_view(
         .filter(|id| !id.is_empty())
         .map(|id| pseudonyms.pseudonym(&id))
         .collect();
-    let alerts = match read(&state, Container::Alerts).await {
-        Ok(d) => d,
-        Err(r) => return r,
-    };
+    let alerts = state.index.of_patients(Container::Alerts, &patients);
     let acks = match latest_acks(&state).await {
         Ok(a) => a,
         Err(r) => return r,
@@ -165,17 +162,12 @@ pub async fn patient_view(
     let now = chrono::Utc::now();
     let mut found: Vec<(String, Value)> = alerts
         .into_iter()
-        .filter(|a| {
-            a["patient"]
-                .as_str()
-                .is_some_and(|p| patients.iter().any(|mine| mine == p))
-                && visible(&token, a)
-        })
+        .filter(|a| visible(&token, a))
         .filter(|a| {
             a["id"]
                 .as_str()
                 .and_then(|id| acks.get(id))
-                .is_none_or(|ack| !ack.is_resolved_at(now))
+                .is_none_or(|a| !a.ack.is_resolved_at(now))
         })
         .map(|a| {
             let time = a["event_time"].as_str().unwrap_or_default().to_owned();

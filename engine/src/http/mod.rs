@@ -42,7 +42,6 @@ use tokio::sync::Semaphore;
 
 use crate::metrics::Metrics;
 use crate::model::Pseudonymiser;
-use crate::sink::sqlite::SqliteConfig;
 use acks::AckStore;
 use audit::Audit;
 use auth::{Sessions, Tokens, SESSION_COOKIE, SESSION_TTL};
@@ -145,8 +144,8 @@ pub struct HttpState {
     pub tokens: Arc<Tokens>,
     /// Dashboard sessions (cookie id to token hash).
     pub sessions: Sessions,
-    /// The store the API reads (the SQLite sink's file).
-    pub store: Option<SqliteConfig>,
+    /// What the API answers from: the documents the sink wrote (whichever sink).
+    pub index: crate::sink::ServingIndex,
     /// The numbered live feed for `/api/alerts/stream`.
     pub feed: Option<LiveFeed>,
     pub audit: Audit,

@@ -38,6 +38,12 @@ const fn query(name: &'static str, description: &'static str) -> Param {
     }
 }
 
+const LIMIT: Param = query("limit", "documents per page, 1 to 10000 (default 1000)");
+const CURSOR: Param = query(
+    "cursor",
+    "where the page starts: the value the previous page's Link header gave",
+);
+
 const ALL: &[&str] = &["clinician", "bed_manager", "admin"];
 const CLINICAL: &[&str] = &["clinician", "admin"];
 
@@ -58,12 +64,16 @@ pub(super) const OPERATIONS: &[Operation] = &[
     Operation {
         method: "get",
         path: "/api/kpis",
-        summary: "KPI documents in the caller's scope (bed managers: no per-patient documents)",
+        summary: "KPI documents in the caller's scope (bed managers: no per-patient documents), in id order, one page at a time: a `Link` header with `rel=\"next\"` names the next page",
         roles: ALL,
         params: &[
             query("hospital", "a hospital id"),
             query("department", "a department name"),
+            query("kind", "a department kind of the departments file, e.g. icu"),
             query("type", "a KPI document type, e.g. occupancy"),
+            query("since", "RFC 3339 time: documents as of it or later"),
+            LIMIT,
+            CURSOR,
         ],
         body: None,
         answers: "application/json",
@@ -89,12 +99,15 @@ pub(super) const OPERATIONS: &[Operation] = &[
     Operation {
         method: "get",
         path: "/api/alerts",
-        summary: "Alert documents in the caller's scope, each with its latest acknowledgement under `ack`",
+        summary: "Alert documents in the caller's scope, each with its latest acknowledgement under `ack`, in id order, one page at a time: a `Link` header with `rel=\"next\"` names the next page",
         roles: CLINICAL,
         params: &[
             query("hospital", "a hospital id"),
             query("department", "a department name"),
+            query("kind", "a department kind of the departments file, e.g. icu"),
             query("since", "RFC 3339 time: alerts at or after it"),
+            LIMIT,
+            CURSOR,
             query("mlmname", "a rule's name"),
             query("min_severity", "info, warning or critical"),
         ],

@@ -1,18 +1,26 @@
-//! What the routes share to read documents and acknowledgements: the store reads, the
-//! visibility rule of a token, and the error responses they answer with.
+//! What the routes share to read documents and acknowledgements: the serving index, paging,
+//! the filters every listing takes, the visibility rule of a token, and the error responses
+//! they answer with.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
+use std::sync::Arc;
 
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use chrono::{DateTime, FixedOffset};
 use serde_json::{json, Value};
 
-use super::acks::Ack;
+use super::acks::Latest;
 use super::auth::Token;
 use super::HttpState;
-use crate::sink::sqlite::SqliteSink;
-use crate::sink::Container;
+use crate::model::parse_time;
+use crate::sink::{Container, Page};
+
+/// Documents in one page when the request names no `limit`.
+pub const DEFAULT_LIMIT: usize = 1_000;
+/// The largest `limit` a request may ask for.
+pub const MAX_LIMIT: usize = 10_000;
 
 pub(super) fn error(status: StatusCode, message: &str) -> Response {
     (status, Json(json!({ "error": message }))).into_response()
@@ -43,29 +51,128 @@ pub(super) fn visible(token: &Token, doc: &Value) -> bool {
     token.sees(hospital, department) && (!patient_level || token.sees_patients())
 }
 
-pub(super) async fn read(state: &HttpState, container: Container) -> Result<Vec<Value>, Response> {
-    let Some(store) = state.store.clone() else {
-        return Ok(Vec::new());
-    };
-    if !store.path.exists() {
-        return Ok(Vec::new());
+/// The filters and paging every listing takes: `hospital`, `department`, `kind` (the
+/// department's kind in the departments file), `since` (RFC 3339: alerts by `event_time`, KPI
+/// documents by `as_of`), `limit` and `cursor`.
+pub(super) struct Listing {
+    hospital: Option<i64>,
+    department: Option<String>,
+    kind: Option<String>,
+    since: Option<DateTime<FixedOffset>>,
+    pub limit: usize,
+    pub cursor: Option<String>,
+}
+
+impl Listing {
+    pub fn parse(q: &HashMap<String, String>) -> Result<Self, String> {
+        let hospital = match q.get("hospital") {
+            Some(h) => Some(
+                h.parse()
+                    .map_err(|_| "hospital is not a number".to_owned())?,
+            ),
+            None => None,
+        };
+        let since = match q.get("since") {
+            Some(s) => {
+                Some(parse_time(s).ok_or_else(|| "since is not an RFC 3339 time".to_owned())?)
+            }
+            None => None,
+        };
+        let limit = match q.get("limit") {
+            Some(l) => l
+                .parse::<usize>()
+                .ok()
+                .filter(|l| (1..=MAX_LIMIT).contains(l))
+                .ok_or_else(|| format!("limit is a number from 1 to {MAX_LIMIT}"))?,
+            None => DEFAULT_LIMIT,
+        };
+        Ok(Listing {
+            hospital,
+            department: q.get("department").cloned(),
+            kind: q.get("kind").map(|k| k.to_ascii_lowercase()),
+            since,
+            limit,
+            cursor: q.get("cursor").filter(|c| !c.is_empty()).cloned(),
+        })
     }
-    tokio::task::spawn_blocking(move || SqliteSink::read_all(&store, container))
-        .await
-        .map_err(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())?
-        .map_err(|e| {
-            tracing::error!(error = %e, "reading the store failed");
-            StatusCode::SERVICE_UNAVAILABLE.into_response()
+
+    /// Whether a document passes the filters (`network` knows each department's kind).
+    pub fn keeps(&self, doc: &Value, network: &crate::model::Network) -> bool {
+        let hospital = doc["hospital_id"].as_i64();
+        let department = doc["department"].as_str();
+        self.hospital.is_none_or(|h| hospital == Some(h))
+            && self
+                .department
+                .as_deref()
+                .is_none_or(|d| department == Some(d))
+            && self.kind.as_deref().is_none_or(|k| {
+                hospital
+                    .zip(department)
+                    .and_then(|(h, d)| network.department_named(h, d))
+                    .is_some_and(|d| d.kind == k)
+            })
+            && self.since.is_none_or(|s| {
+                let field = if doc["type"] == "alert" {
+                    "event_time"
+                } else {
+                    "as_of"
+                };
+                doc[field]
+                    .as_str()
+                    .and_then(parse_time)
+                    .is_some_and(|t| t >= s)
+            })
+    }
+}
+
+/// One page of a container's documents that `token` may see and `keep` accepts.
+pub(super) fn page(
+    state: &HttpState,
+    token: &Token,
+    container: Container,
+    listing: &Listing,
+    keep: impl Fn(&Value) -> bool,
+) -> Page {
+    let network = state.network.clone();
+    state
+        .index
+        .page(container, listing.cursor.as_deref(), listing.limit, |d| {
+            visible(token, d) && listing.keeps(d, &network) && keep(d)
         })
 }
 
+/// A page as the answer: the documents as a JSON array and, when there are more, a `Link`
+/// header to the next page (RFC 8288, `rel="next"`: the same query with the next `cursor`).
+pub(super) fn page_response(
+    path: &str,
+    q: &HashMap<String, String>,
+    documents: Vec<Value>,
+    next: Option<String>,
+) -> Response {
+    let mut response = Json(documents).into_response();
+    if let Some(next) = next {
+        let mut query = url::form_urlencoded::Serializer::new(String::new());
+        let mut pairs: Vec<(&String, &String)> = q
+            .iter()
+            .filter(|(k, _)| k.as_str() != "cursor" && k.as_str() != "token")
+            .collect();
+        pairs.sort();
+        for (k, v) in pairs {
+            query.append_pair(k, v);
+        }
+        query.append_pair("cursor", &next);
+        let link = format!("<{path}?{}>; rel=\"next\"", query.finish());
+        if let Ok(v) = HeaderValue::from_str(&link) {
+            response.headers_mut().insert(header::LINK, v);
+        }
+    }
+    response
+}
+
 /// The newest acknowledgement of every alert (empty when the process keeps none).
-pub(super) async fn latest_acks(state: &HttpState) -> Result<BTreeMap<String, Ack>, Response> {
+pub(super) async fn latest_acks(state: &HttpState) -> Result<Arc<Latest>, Response> {
     let Some(acks) = state.acks.clone() else {
-        return Ok(BTreeMap::new());
+        return Ok(Arc::default());
     };
-    tokio::task::spawn_blocking(move || acks.latest())
-        .await
-        .map_err(unavailable)?
-        .map_err(unavailable)
+    acks.latest().await.map_err(unavailable)
 }

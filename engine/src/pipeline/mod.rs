@@ -83,6 +83,9 @@ pub struct PipelineConfig {
     pub until: Until,
     /// Where written documents are announced (the HTTP live feed); `None` when nobody reads.
     pub feed: Option<Feed>,
+    /// What the HTTP API answers from: the sink thread puts every document it wrote there;
+    /// `None` when nobody reads.
+    pub index: Option<crate::sink::ServingIndex>,
     /// How often a checkpoint is taken (also once at the end); `None`: never, and a run
     /// starts from empty state.
     pub checkpoint_interval: Option<Duration>,
@@ -150,6 +153,7 @@ impl PipelineConfig {
             flush_interval: Duration::from_millis(5),
             until: Until::End,
             feed: None,
+            index: None,
             checkpoint_interval: None,
             checkpoints: None,
             rescale: false,
@@ -453,6 +457,7 @@ impl Threads {
         let writer = Writer {
             sink,
             feed: config.feed.clone(),
+            index: config.index.clone(),
             metrics: metrics.clone(),
             kpi_epochs: 0,
             alert_epochs: rules.as_ref().map(|shares| vec![0; shares.len()]),

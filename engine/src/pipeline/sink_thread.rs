@@ -20,7 +20,7 @@ use crate::metrics::Metrics;
 use crate::model::format_time;
 use crate::model::{Document, Network};
 use crate::ops::{Condition, OpsAlerts};
-use crate::sink::{announce, Container, Feed, Sink};
+use crate::sink::{announce, Container, Feed, ServingIndex, Sink};
 use crate::source::{Position, Source, SourceError};
 use crate::support::Stage;
 
@@ -80,6 +80,8 @@ impl Commits {
 pub(super) struct Writer {
     pub sink: Box<dyn Sink>,
     pub feed: Option<Feed>,
+    /// What the HTTP API answers from, when a server runs.
+    pub index: Option<ServingIndex>,
     pub metrics: Arc<Metrics>,
     /// Epochs whose KPI documents are written (all epochs below this number).
     pub kpi_epochs: u64,
@@ -99,6 +101,9 @@ impl Writer {
             let detail = "a sink write failed for good; the run stops";
             self.ops.raise(Condition::SinkRetriesExhausted, detail);
             return Err(e.into());
+        }
+        if let Some(index) = &self.index {
+            index.apply(container, docs);
         }
         announce(self.feed.as_ref(), container, docs);
         Ok(())

@@ -2,12 +2,15 @@
 //! same document twice leaves one document, so replays are harmless.
 //!
 //! One folder per sink behind the small [`Sink`] trait: [`sqlite`] is the embedded default,
-//! [`cosmos`] writes to Azure Cosmos DB; [`SinkConfig`] names the one `--sink` chose.
+//! [`cosmos`] writes to Azure Cosmos DB; [`SinkConfig`] names the one `--sink` chose. The
+//! [`ServingIndex`] keeps what the sink wrote for the HTTP API, whichever sink it is.
 
 pub mod cosmos;
+mod index;
 mod spec;
 pub mod sqlite;
 
+pub use index::{Page, ServingIndex};
 pub use spec::{OpenedSink, SinkConfig, SinkOpenError, UnknownSink};
 
 use crate::model::Document;
@@ -56,6 +59,21 @@ pub enum SinkError {
 pub trait Sink: Send {
     /// Upserts the documents by id, atomically where the store allows.
     fn upsert(&mut self, container: Container, documents: &[Document]) -> Result<(), SinkError>;
+
+    /// Every document of a container, read back once at start to fill the [`ServingIndex`].
+    /// A sink that cannot be read back answers none (its index starts empty).
+    fn read_back(&mut self, container: Container) -> Result<Vec<serde_json::Value>, SinkError> {
+        let _ = container;
+        Ok(Vec::new())
+    }
+}
+
+/// Fills `index` with what `sink` holds (KPIs and alerts), as a run starts.
+pub fn restore_index(sink: &mut dyn Sink, index: &ServingIndex) -> Result<(), SinkError> {
+    for container in [Container::Kpis, Container::Alerts] {
+        index.restore(container, sink.read_back(container)?);
+    }
+    Ok(())
 }
 
 /// A document that a sink has durably written, as announced to live readers (the HTTP feed).

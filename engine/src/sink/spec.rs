@@ -86,15 +86,6 @@ impl SinkConfig {
         }
     }
 
-    /// The store that the HTTP API reads documents back from: the SQLite store; `None` for a
-    /// remote sink.
-    pub fn store(&self, data_dir: &Path) -> Option<SqliteConfig> {
-        match self {
-            SinkConfig::Sqlite => Some(SqliteConfig::in_data_dir(data_dir)),
-            SinkConfig::Cosmos { .. } => None,
-        }
-    }
-
     /// Opens the sink; its retries are counted in `metrics` and its outages raised on `ops`.
     pub(crate) fn open(
         &self,
@@ -173,15 +164,5 @@ mod tests {
             SinkConfig::Sqlite.with_cosmos_tuning(file),
             SinkConfig::Sqlite
         );
-    }
-
-    #[test]
-    fn only_the_sqlite_store_is_read_back() {
-        let dir = Path::new("data");
-        assert_eq!(
-            SinkConfig::Sqlite.store(dir),
-            Some(SqliteConfig::in_data_dir(dir))
-        );
-        assert_eq!(SinkConfig::Cosmos { tuning: None }.store(dir), None);
     }
 }

@@ -19,6 +19,7 @@
 //! the reason; the failure is counted and logged with a fixed message and no patient data, and
 //! the pipeline goes on.
 
+mod acks;
 mod config;
 mod credential;
 
@@ -42,6 +43,7 @@ use serde::Serialize;
 use serde_json::Value;
 use tracing::{error, info, warn};
 
+pub use acks::CosmosAcks;
 pub use config::{
     AccountKey, CosmosConfig, CosmosConfigError, EntraCredential, Throughput, DEFAULT_DATABASE,
     EMULATOR_KEY,
@@ -196,7 +198,7 @@ impl CosmosSink {
     }
 
     /// Every document of a container (system properties `_rid`, `_etag`… removed), ordered by
-    /// id: for `cds export`-like checks and the tests.
+    /// id: what the serving index starts from, and the tests' read-back.
     pub fn read_all(&self, container: Container) -> Result<Vec<Value>, SinkError> {
         let client = self.container(container).clone();
         let mut docs: Vec<Value> = self.runtime.block_on(async move {
@@ -391,6 +393,10 @@ impl CosmosSink {
 }
 
 impl Sink for CosmosSink {
+    fn read_back(&mut self, container: Container) -> Result<Vec<Value>, SinkError> {
+        self.read_all(container)
+    }
+
     fn upsert(&mut self, container: Container, documents: &[Document]) -> Result<(), SinkError> {
         let batch = newest_per_id(documents);
         if batch.is_empty() {
@@ -553,8 +559,8 @@ async fn ensure_containers(
     config: &CosmosConfig,
 ) -> Result<(ContainerClient, ContainerClient), CosmosSinkError> {
     let database = client.database_client(config.database.as_str());
-    let kpis = ensure_container(client, &database, config, Container::Kpis).await?;
-    let alerts = ensure_container(client, &database, config, Container::Alerts).await?;
+    let kpis = ensure_container(client, &database, config, Container::Kpis.name()).await?;
+    let alerts = ensure_container(client, &database, config, Container::Alerts.name()).await?;
     Ok((kpis, alerts))
 }
 
@@ -562,9 +568,8 @@ async fn ensure_container(
     client: &CosmosClient,
     database: &DatabaseClient,
     config: &CosmosConfig,
-    container: Container,
+    name: &str,
 ) -> Result<ContainerClient, CosmosSinkError> {
-    let name = container.name();
     match database.container_client(name, None).await {
         Ok(c) => return Ok(c),
         Err(e) if e.status().is_not_found() => {}
@@ -587,7 +592,7 @@ async fn ensure_container(
             })
         }
     }
-    let properties = ContainerProperties::new(name, PARTITION_KEY_PATH.into());
+    let properties = ContainerProperties::new(name.to_owned(), PARTITION_KEY_PATH.into());
     let mut options = CreateContainerOptions::default();
     match config.throughput {
         Throughput::Autoscale { max } => {

@@ -87,16 +87,7 @@ impl SqliteSink {
     /// Every document of a container, ordered by id, from a read-only connection.
     pub fn read_all(config: &SqliteConfig, container: Container) -> Result<Vec<Value>, SinkError> {
         let conn = Connection::open_with_flags(&config.path, OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-        let sql = format!("SELECT doc FROM {} ORDER BY id", container.name());
-        let mut stmt = conn.prepare(&sql)?;
-        let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
-        let mut out = Vec::new();
-        for doc in rows {
-            // A document that is not JSON cannot come from this engine; keep it visible as text.
-            let doc = doc?;
-            out.push(serde_json::from_str(&doc).unwrap_or(Value::String(doc)));
-        }
-        Ok(out)
+        documents(&conn, container)
     }
 
     /// One document by id, if the container holds it.
@@ -118,7 +109,25 @@ impl SqliteSink {
     }
 }
 
+/// Every document of a container, ordered by id.
+fn documents(conn: &Connection, container: Container) -> Result<Vec<Value>, SinkError> {
+    let sql = format!("SELECT doc FROM {} ORDER BY id", container.name());
+    let mut stmt = conn.prepare(&sql)?;
+    let rows = stmt.query_map([], |row| row.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for doc in rows {
+        // A document that is not JSON cannot come from this engine; keep it visible as text.
+        let doc = doc?;
+        out.push(serde_json::from_str(&doc).unwrap_or(Value::String(doc)));
+    }
+    Ok(out)
+}
+
 impl Sink for SqliteSink {
+    fn read_back(&mut self, container: Container) -> Result<Vec<Value>, SinkError> {
+        documents(&self.conn, container)
+    }
+
     fn upsert(&mut self, container: Container, documents: &[Document]) -> Result<(), SinkError> {
         let (retry, retries) = (self.retry, self.retries.clone());
         retry.retry(
