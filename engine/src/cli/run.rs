@@ -501,7 +501,9 @@ fn load_rules(
 fn stop_on_ctrl_c(runtime: &tokio::runtime::Runtime, shutdown: &Arc<AtomicBool>) {
     let shutdown = shutdown.clone();
     runtime.spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
+        // Ctrl-C, or SIGTERM (how Kubernetes and systemd stop a process): the run finishes
+        // what it read, writes its last checkpoint and exits.
+        if stop_signal().await {
             eprintln!("\ncds: stopping (Ctrl-C again to abort)");
             shutdown.store(true, Ordering::Relaxed);
             if tokio::signal::ctrl_c().await.is_ok() {
@@ -509,6 +511,21 @@ fn stop_on_ctrl_c(runtime: &tokio::runtime::Runtime, shutdown: &Arc<AtomicBool>)
             }
         }
     });
+}
+
+/// Waits for Ctrl-C or SIGTERM; `false` when neither can be listened for.
+async fn stop_signal() -> bool {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            return tokio::select! {
+                r = tokio::signal::ctrl_c() => r.is_ok(),
+                _ = term.recv() => true,
+            };
+        }
+    }
+    tokio::signal::ctrl_c().await.is_ok()
 }
 
 /// `--rules-threads`: a number from 1 to 64, or `auto` (one per CPU core, at most 8).

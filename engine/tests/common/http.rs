@@ -16,6 +16,72 @@ pub struct Engine {
     pub addr: String,
     pub dir: PathBuf,
     pub stderr: PathBuf,
+    args: Vec<std::ffi::OsString>,
+    env: Vec<(String, String)>,
+    starts: usize,
+}
+
+fn spawn(args: &[std::ffi::OsString], env: &[(String, String)], stderr: &std::path::Path) -> Child {
+    super::cds()
+        .args(args)
+        .env("CDS_PSEUDONYM_KEY", "http-test")
+        .env("CDS_LOG", "debug")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(stderr).expect("log file"))
+        .spawn()
+        .expect("engine")
+}
+
+impl Engine {
+    /// Waits until the engine has read `lines` events (when given) and its alerts have stopped
+    /// changing.
+    pub fn settle(&self, lines: Option<usize>) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut last = String::new();
+        loop {
+            let metrics = get(self, "/metrics", None).1;
+            let read_all = lines.is_none_or(|lines| {
+                metrics
+                    .lines()
+                    .filter(|l| l.starts_with("cds_events_in_total"))
+                    .filter_map(|l| l.rsplit(' ').next()?.parse::<usize>().ok())
+                    .sum::<usize>()
+                    == lines
+            });
+            let (status, body) = get(self, "/api/alerts", Some("tok-admin"));
+            if read_all && status == 200 && body.len() > 50 && body == last {
+                return;
+            }
+            last = body;
+            assert!(Instant::now() < deadline, "the engine did not settle");
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Stops the engine as an operator does (SIGTERM: it finishes, checkpoints and exits), starts
+    /// it again with the same flags, data directory and file, and waits until it serves.
+    pub fn restart(&mut self) {
+        let pid = self.child.id().to_string();
+        let stopped = std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
+        assert!(stopped.success(), "signalled");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.child.try_wait().expect("state").is_none() {
+            assert!(
+                Instant::now() < deadline,
+                "the engine did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.starts += 1;
+        self.stderr = self.dir.join(format!("engine-{}.log", self.starts));
+        self.child = spawn(&self.args, &self.env, &self.stderr);
+        self.addr = address_in_log(&self.stderr, "http");
+        self.settle(None);
+    }
 }
 
 impl Drop for Engine {
@@ -57,8 +123,22 @@ pub fn start() -> (Engine, Vec<String>) {
 
 /// The engine with extra `run` flags and extra tokens-file entries (already hashed).
 pub fn start_with(flags: &[&str], more_tokens: &str) -> (Engine, Vec<String>) {
+    start_full(flags, more_tokens, &[], None)
+}
+
+/// The engine with extra `run` flags, tokens-file entries, environment variables, and the
+/// events of its file (`None`: the usual simulated 6,000).
+pub fn start_full(
+    flags: &[&str],
+    more_tokens: &str,
+    env: &[(&str, &str)],
+    events: Option<&[u8]>,
+) -> (Engine, Vec<String>) {
     let dir = super::scratch("engine");
-    let events = super::simulate(&["--seed", "5", "--max-events", "6000", "--dirty-rate", "0"]);
+    let events = match events {
+        Some(e) => e.to_vec(),
+        None => super::simulate(&["--seed", "5", "--max-events", "6000", "--dirty-rate", "0"]),
+    };
     let patients: BTreeSet<String> = String::from_utf8_lossy(&events)
         .lines()
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
@@ -72,50 +152,37 @@ pub fn start_with(flags: &[&str], more_tokens: &str) -> (Engine, Vec<String>) {
         .replace("ADMIN", &hash_token("tok-admin"))
         + more_tokens;
     std::fs::write(dir.join("tokens.toml"), tokens).expect("tokens");
+    let mut args: Vec<std::ffi::OsString> = ["run", "--http", "127.0.0.1:0", "--rules"]
+        .iter()
+        .map(Into::into)
+        .collect();
+    args.push(super::rules_dir().into());
+    args.push("--source".into());
+    args.push(format!("file:{}", dir.join("events.jsonl").display()).into());
+    args.push("--tokens".into());
+    args.push(dir.join("tokens.toml").into());
+    args.push("--data-dir".into());
+    args.push(dir.join("data").into());
+    args.extend(flags.iter().map(Into::into));
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
     let stderr = dir.join("engine.log");
-    let child = super::cds()
-        .args(["run", "--http", "127.0.0.1:0", "--rules"])
-        .arg(super::rules_dir())
-        .arg("--source")
-        .arg(format!("file:{}", dir.join("events.jsonl").display()))
-        .arg("--tokens")
-        .arg(dir.join("tokens.toml"))
-        .arg("--data-dir")
-        .arg(dir.join("data"))
-        .args(flags)
-        .env("CDS_PSEUDONYM_KEY", "http-test")
-        .env("CDS_LOG", "debug")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&stderr).expect("log file"))
-        .spawn()
-        .expect("engine");
+    let child = spawn(&args, &env, &stderr);
     let addr = address_in_log(&stderr, "http");
     let engine = Engine {
         child,
         addr,
         dir,
         stderr,
+        args,
+        env,
+        starts: 1,
     };
     // Wait until the whole file is read and the store has stopped changing.
     let lines = events.iter().filter(|&&b| b == b'\n').count();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut last = String::new();
-    loop {
-        let metrics = get(&engine, "/metrics", None).1;
-        let read_all = metrics
-            .lines()
-            .filter(|l| l.starts_with("cds_events_in_total"))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<usize>().ok())
-            .sum::<usize>()
-            == lines;
-        let (status, body) = get(&engine, "/api/alerts", Some("tok-admin"));
-        if read_all && status == 200 && body.len() > 50 && body == last {
-            break;
-        }
-        last = body;
-        assert!(Instant::now() < deadline, "the engine did not settle");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    engine.settle(Some(lines));
     (engine, patients.into_iter().collect())
 }
 
@@ -186,6 +253,39 @@ fn call(
     token: Option<&str>,
     body: &str,
 ) -> (u16, String) {
+    let (status, _, body) = call_with_head(engine, method, path, token, body);
+    (status, body)
+}
+
+/// Status, the next page's path (the `Link` header's `rel="next"`), and body of a GET.
+pub fn get_page(engine: &Engine, path: &str, token: Option<&str>) -> (u16, Option<String>, String) {
+    let (status, head, body) = call_with_head(engine, "GET", path, token, "");
+    let next = head.lines().find_map(|l| {
+        let (name, value) = l.split_once(':')?;
+        if !name.trim().eq_ignore_ascii_case("link") {
+            return None;
+        }
+        let value = value.trim();
+        value
+            .ends_with("rel=\"next\"")
+            .then(|| {
+                value
+                    .strip_prefix('<')?
+                    .split_once('>')
+                    .map(|(p, _)| p.to_owned())
+            })
+            .flatten()
+    });
+    (status, next, body)
+}
+
+fn call_with_head(
+    engine: &Engine,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String, String) {
     let auth = token.map(|t| format!("Bearer {t}"));
     let headers: Vec<(&str, &str)> = auth
         .as_deref()
@@ -209,7 +309,7 @@ fn call(
     } else {
         body.to_owned()
     };
-    (status, body)
+    (status, head.to_owned(), body)
 }
 
 fn dechunk(mut s: &str) -> String {
