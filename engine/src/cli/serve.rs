@@ -83,6 +83,7 @@ pub fn start(
         let _entered = runtime.enter();
         (LiveFeed::spawn(&feed), http::Trends::spawn(&feed))
     };
+    trends.seed(&shared.index);
     let audit = Audit::open(Some(&data_dir.join("audit.jsonl")))
         .with_context(|| "opening the access audit log".to_owned())?;
     let tokens = Arc::new(tokens);

@@ -4,8 +4,9 @@
 //! announces: one point per hour (the last occupancy written in that hour), so that a page
 //! opened at any time draws the day's curve at once.
 //!
-//! The trend starts with the process: after a restart it fills again as documents are written
-//! (the lake's `gold/kpi_snapshots` keeps the whole history).
+//! The trend starts with the process: after a restart it begins from the current occupancy (the
+//! documents read back from the sink) and fills as documents are written (the lake's
+//! `gold/kpi_snapshots` keeps the whole history).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -56,6 +57,14 @@ impl Trends {
             }
         });
         trends
+    }
+
+    /// Starts from the occupancy documents already served (read back from the sink at start):
+    /// after a restart the curve begins with the current occupancy instead of nothing.
+    pub fn seed(&self, index: &crate::sink::ServingIndex) {
+        for doc in index.all(Container::Kpis, |d| d["type"] == "occupancy") {
+            self.record(&doc);
+        }
     }
 
     /// Takes one KPI document in (occupancy documents only).
