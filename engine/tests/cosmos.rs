@@ -13,7 +13,7 @@
 mod common;
 
 use common::servers::CosmosServer;
-use common::{cds, free_port, ok, rules_dir, scratch};
+use common::{as_doubles, cds, free_port, ok, rules_dir, scratch};
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -205,20 +205,6 @@ fn by_id(docs: Vec<Value>) -> BTreeMap<String, Value> {
             )
         })
         .collect()
-}
-
-/// Every number as a double: Cosmos DB keeps JSON numbers as IEEE 754 doubles and gives `50.0`
-/// back as `50`; the value is the same.
-fn as_doubles(v: Value) -> Value {
-    match v {
-        Value::Number(n) => n
-            .as_f64()
-            .and_then(serde_json::Number::from_f64)
-            .map_or(Value::Number(n), Value::Number),
-        Value::Array(a) => Value::Array(a.into_iter().map(as_doubles).collect()),
-        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, as_doubles(v))).collect()),
-        other => other,
-    }
 }
 
 fn cosmos_docs(

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use common::http::{get, get_page, json, post, start_full, Engine};
 use common::servers::CosmosServer;
-use common::{free_port, scratch};
+use common::{as_doubles, free_port, scratch};
 use serde_json::Value;
 
 /// The published key of the Cosmos DB emulators, which the test server accepts.
@@ -34,21 +34,26 @@ const TOKENS: [Option<&str>; 5] = [
 
 /// Every number as a double; KPI documents without what the write timing decides.
 fn normalised(v: Value) -> Value {
+    as_doubles(without_timing(v))
+}
+
+fn without_timing(v: Value) -> Value {
     match v {
-        Value::Number(n) => n
-            .as_f64()
-            .and_then(serde_json::Number::from_f64)
-            .map_or(Value::Number(n), Value::Number),
-        Value::Array(a) => Value::Array(a.into_iter().map(normalised).collect()),
+        Value::Array(a) => Value::Array(a.into_iter().map(without_timing).collect()),
         Value::Object(mut o) => {
-            if o.get("type").and_then(Value::as_str) != Some("alert") {
+            let kind = o
+                .get("type")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            if kind != "alert" {
                 o.remove("updated_at");
                 o.remove("as_of");
             }
-            if o.get("type").and_then(Value::as_str) == Some("occupancy_trend") {
+            if kind == "occupancy_trend" {
                 o.remove("points");
             }
-            Value::Object(o.into_iter().map(|(k, v)| (k, normalised(v))).collect())
+            Value::Object(o.into_iter().map(|(k, v)| (k, without_timing(v))).collect())
         }
         other => other,
     }

@@ -139,3 +139,17 @@ pub fn events_processed(summary: &str) -> u64 {
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no event count in {summary:?}"))
 }
+
+/// Every number as a double: Cosmos DB keeps JSON numbers as IEEE 754 doubles and gives `50.0`
+/// back as `50`; the value is the same.
+pub fn as_doubles(v: Value) -> Value {
+    match v {
+        Value::Number(n) => n
+            .as_f64()
+            .and_then(serde_json::Number::from_f64)
+            .map_or(Value::Number(n), Value::Number),
+        Value::Array(a) => Value::Array(a.into_iter().map(as_doubles).collect()),
+        Value::Object(o) => Value::Object(o.into_iter().map(|(k, v)| (k, as_doubles(v))).collect()),
+        other => other,
+    }
+}
