@@ -10,6 +10,8 @@
 //! producers without keys spread them over every partition, so every process reads every
 //! partition and cleans only its own patients' records ([`PatientSplit`]).
 
+use crate::model::HospitalId;
+
 /// The worker, of `workers`, whose batch receives a patient's facts.
 pub(crate) fn patient_worker(patient: u64, workers: usize) -> usize {
     (patient % workers.max(1) as u64) as usize
@@ -17,12 +19,12 @@ pub(crate) fn patient_worker(patient: u64, workers: usize) -> usize {
 
 /// The key the dataflow exchanges a hospital's KPI changes by: timely sends key `k` to worker
 /// `k mod workers`, which is [`hospital_worker`].
-pub(crate) fn hospital_key(hospital: u16) -> u64 {
+pub(crate) fn hospital_key(hospital: HospitalId) -> u64 {
     u64::from(hospital)
 }
 
 /// The worker, of `workers` in the whole cluster, that holds a hospital's documents.
-pub(crate) fn hospital_worker(hospital: u16, workers: usize) -> usize {
+pub(crate) fn hospital_worker(hospital: HospitalId, workers: usize) -> usize {
     (hospital_key(hospital) % workers.max(1) as u64) as usize
 }
 
@@ -135,7 +137,7 @@ mod tests {
         assert_eq!(patient_worker(7, 0), 0, "no workers counts as one");
         assert_eq!(hospital_worker(5, 4), 1);
         // Timely's exchange: a mask for a power of two, a remainder otherwise; the same worker.
-        for hospital in 0..64u16 {
+        for hospital in 0..64u32 {
             assert_eq!(
                 hospital_worker(hospital, 8),
                 (hospital_key(hospital) & 7) as usize

@@ -49,20 +49,21 @@ const DEFAULT_WARDS: [&str; 10] = [
     "Pharmacy",
 ];
 
-/// A hospital's own wards: other names, aliases, kinds, hospital ids like 1042.
+/// A hospital's own wards: other names, aliases, kinds, hospital ids like 1042 and one beyond
+/// 32-bit signed numbers.
 const OWN_NETWORK: &str = "\
 hospital_id,hospital_name,department,bed_capacity,staff_count,kind,aliases
 1042,Royal Infirmary,Ward 7B,28,40,ward,W7B|Seven B
 1042,Royal Infirmary,Geriatrics,30,44,ward,COTE|Care of the Elderly
 1042,Royal Infirmary,Critical Care Unit,8,30,icu,ITU
 1042,Royal Infirmary,Renal,12,20,,
-3,\"St Anne, North\",Ward 7A,20,30,ward,
-3,\"St Anne, North\",Ward 7B,20,30,ward,
-3,\"St Anne, North\",A&E,16,40,emergency,ED|Emergency
+4000000003,\"St Anne, North\",Ward 7A,20,30,ward,
+4000000003,\"St Anne, North\",Ward 7B,20,30,ward,
+4000000003,\"St Anne, North\",A&E,16,40,emergency,ED|Emergency
 ";
 
 /// The wards of [`OWN_NETWORK`] as records name them: exact, another case, aliases, typos,
-/// one name between two (`Ward 7` of hospital 3), one of another hospital, and unknown.
+/// one name between two (`Ward 7` of hospital 4000000003), one of another hospital, and unknown.
 const OWN_WARDS: [&str; 12] = [
     "Ward 7B",
     "geriatrics",
@@ -83,7 +84,10 @@ fn spec() -> impl Strategy<Value = Spec> {
 }
 
 fn own_spec() -> impl Strategy<Value = Spec> {
-    spec_of(OWN_WARDS.to_vec(), vec![1042i64, 1042, 3, 3, 7])
+    spec_of(
+        OWN_WARDS.to_vec(),
+        vec![1042i64, 1042, 4_000_000_003, 4_000_000_003, 7],
+    )
 }
 
 fn spec_of(wards: Vec<&'static str>, hospitals: Vec<i64>) -> impl Strategy<Value = Spec> {

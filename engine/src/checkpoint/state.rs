@@ -1,5 +1,6 @@
 //! What a checkpoint keeps of the ingest side, and how it is captured and given back.
 
+use crate::model::HospitalId;
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
@@ -29,7 +30,7 @@ pub(crate) struct IngestState<'a> {
     reorder: ReorderState,
     /// The name of every department Gold may hold, configured or removed from the file while
     /// running: a restart names the documents of a department no longer configured.
-    departments: Vec<(u16, DepartmentId, String)>,
+    departments: Vec<(HospitalId, DepartmentId, String)>,
 }
 
 /// The ingest thread's stateful stages.
@@ -134,7 +135,7 @@ impl IngestState<'static> {
     /// The names of the departments the checkpoint's state may hold.
     pub(crate) fn department_names(
         &self,
-    ) -> impl Iterator<Item = (u16, DepartmentId, String)> + '_ {
+    ) -> impl Iterator<Item = (HospitalId, DepartmentId, String)> + '_ {
         self.departments.iter().cloned()
     }
 
@@ -158,7 +159,7 @@ impl IngestState<'static> {
 }
 
 /// Every department's name, configured or retired.
-fn department_names(network: &Network) -> Vec<(u16, DepartmentId, String)> {
+fn department_names(network: &Network) -> Vec<(HospitalId, DepartmentId, String)> {
     network
         .departments()
         .map(|(h, d)| (h, d.id, d.name.clone()))

@@ -1,5 +1,6 @@
 //! Admissions: counts by priority and weekday, and each hospital's most frequent diagnoses.
 
+use crate::model::HospitalId;
 use differential_dataflow::VecCollection;
 
 use super::facts::AdmissionFact;
@@ -36,19 +37,19 @@ pub type TopDiagnoses = Vec<(String, i64)>;
 /// ```
 pub trait AdmissionCounts<'scope> {
     /// Admissions per `(hospital, priority, weekday)`.
-    fn admissions_by_priority(self) -> VecCollection<'scope, u64, (u16, u8, u8), Tally<1>>;
+    fn admissions_by_priority(self) -> VecCollection<'scope, u64, (HospitalId, u8, u8), Tally<1>>;
     /// Per hospital, the [`TOP_DIAGNOSES`] most frequent diagnosis codes with their counts.
-    fn top_diagnoses(self) -> VecCollection<'scope, u64, (u16, TopDiagnoses), isize>;
+    fn top_diagnoses(self) -> VecCollection<'scope, u64, (HospitalId, TopDiagnoses), isize>;
 }
 
 impl<'scope> AdmissionCounts<'scope> for VecCollection<'scope, u64, AdmissionFact, isize> {
-    fn admissions_by_priority(self) -> VecCollection<'scope, u64, (u16, u8, u8), Tally<1>> {
+    fn admissions_by_priority(self) -> VecCollection<'scope, u64, (HospitalId, u8, u8), Tally<1>> {
         self.flat_map(|a| a.priority.map(|p| (a.hospital, p, a.weekday)))
             .explode(|key| Some((key, Tally::new([1]))))
             .consolidate()
     }
 
-    fn top_diagnoses(self) -> VecCollection<'scope, u64, (u16, TopDiagnoses), isize> {
+    fn top_diagnoses(self) -> VecCollection<'scope, u64, (HospitalId, TopDiagnoses), isize> {
         self.flat_map(|a| a.diagnosis.map(|d| (a.hospital, d)))
             .count()
             .map(|((hospital, code), n)| (hospital, (n as i64, code)))

@@ -1,6 +1,7 @@
 //! The vitals census per department: each located patient's latest reading, counted and summed
 //! per vital where the patient lies now.
 
+use crate::model::HospitalId;
 use differential_dataflow::VecCollection;
 
 use crate::model::DepartmentId;
@@ -33,14 +34,14 @@ pub trait VitalsCensus<'scope> {
     fn vitals_census(
         self,
         latest: VecCollection<'scope, u64, (u64, VitalsValues), isize>,
-    ) -> VecCollection<'scope, u64, (u16, DepartmentId), VitalsTally>;
+    ) -> VecCollection<'scope, u64, (HospitalId, DepartmentId), VitalsTally>;
 }
 
 impl<'scope> VitalsCensus<'scope> for VecCollection<'scope, u64, (u64, Placement), isize> {
     fn vitals_census(
         self,
         latest: VecCollection<'scope, u64, (u64, VitalsValues), isize>,
-    ) -> VecCollection<'scope, u64, (u16, DepartmentId), VitalsTally> {
+    ) -> VecCollection<'scope, u64, (HospitalId, DepartmentId), VitalsTally> {
         self.join(latest)
             .explode(|(_, (p, VitalsValues(values)))| {
                 let mut t = [0i64; 13];

@@ -12,6 +12,7 @@
 //! Timestamps are arrival epochs; every collection is consolidated per epoch before it leaves,
 //! so the sink sees one net change per key and epoch, and unchanged KPIs produce nothing.
 
+use crate::model::HospitalId;
 use std::sync::mpsc::SyncSender;
 
 use differential_dataflow::input::InputSession;
@@ -36,37 +37,37 @@ use crate::model::DepartmentId;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum KpiDelta {
     Occupancy {
-        hospital: u16,
+        hospital: HospitalId,
         department: DepartmentId,
         change: OccupancyTally,
     },
     Vitals {
-        hospital: u16,
+        hospital: HospitalId,
         department: DepartmentId,
         change: VitalsTally,
     },
     Stay {
-        hospital: u16,
+        hospital: HospitalId,
         department: DepartmentId,
         change: StayTally,
     },
     /// A patient's stays that ended in `department` (the department travels with the
     /// per-patient length of stay, so department-scoped readers see only their patients).
     PatientStay {
-        hospital: u16,
+        hospital: HospitalId,
         department: DepartmentId,
         patient: u64,
         change: StayTally,
     },
     Admissions {
-        hospital: u16,
+        hospital: HospitalId,
         priority: u8,
         weekday: u8,
         change: i64,
     },
     /// The top list of a hospital: `+1` when it becomes current, `-1` when it stops being so.
     Diagnoses {
-        hospital: u16,
+        hospital: HospitalId,
         top: Vec<(String, i64)>,
         change: i64,
     },
@@ -76,7 +77,7 @@ impl KpiDelta {
     /// The hospital whose documents the change belongs to. Every document is one hospital's,
     /// so the changes of one hospital go to one worker, and in a cluster one process's sink
     /// writes each document whole.
-    pub fn hospital(&self) -> u16 {
+    pub fn hospital(&self) -> HospitalId {
         match self {
             KpiDelta::Occupancy { hospital, .. }
             | KpiDelta::Vitals { hospital, .. }

@@ -3,6 +3,7 @@
 //! The dataflow emits changes; this state adds them up and remembers which document ids they
 //! touched, so that a flush renders and writes only the documents that changed.
 
+use crate::model::HospitalId;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::{json, Map, Value};
@@ -17,26 +18,26 @@ use crate::model::{
 /// Which document a change touched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 enum DocKey {
-    Occupancy(u16, DepartmentId),
-    Vitals(u16, DepartmentId),
-    Stay(u16, DepartmentId),
-    PatientStay(u16, u64),
-    Admissions(u16, u8, u8),
-    Diagnoses(u16),
+    Occupancy(HospitalId, DepartmentId),
+    Vitals(HospitalId, DepartmentId),
+    Stay(HospitalId, DepartmentId),
+    PatientStay(HospitalId, u64),
+    Admissions(HospitalId, u8, u8),
+    Diagnoses(HospitalId),
 }
 
 /// The current KPIs, as the sum of every change received.
 #[derive(Debug)]
 pub struct KpiState {
     network: Network,
-    occupancy: BTreeMap<(u16, DepartmentId), OccupancyTally>,
-    vitals: BTreeMap<(u16, DepartmentId), VitalsTally>,
-    stays: BTreeMap<(u16, DepartmentId), StayTally>,
+    occupancy: BTreeMap<(HospitalId, DepartmentId), OccupancyTally>,
+    vitals: BTreeMap<(HospitalId, DepartmentId), VitalsTally>,
+    stays: BTreeMap<(HospitalId, DepartmentId), StayTally>,
     /// Per (hospital, patient), the stays by the department they ended in.
-    patient_stays: HashMap<(u16, u64), BTreeMap<DepartmentId, StayTally>>,
-    admissions: BTreeMap<(u16, u8, u8), i64>,
+    patient_stays: HashMap<(HospitalId, u64), BTreeMap<DepartmentId, StayTally>>,
+    admissions: BTreeMap<(HospitalId, u8, u8), i64>,
     /// Per hospital, the top lists with their counts; the current one has count 1.
-    diagnoses: BTreeMap<u16, BTreeMap<Vec<(String, i64)>, i64>>,
+    diagnoses: BTreeMap<HospitalId, BTreeMap<Vec<(String, i64)>, i64>>,
     dirty: BTreeSet<DocKey>,
     changes: u64,
     /// The share of hospitals whose documents this state writes, as `(first, count, of)`:
@@ -46,7 +47,7 @@ pub struct KpiState {
 }
 
 /// Whether the hospital's documents are written under this share (see `only_workers`).
-fn owns(share: Option<(usize, usize, usize)>, hospital: u16) -> bool {
+fn owns(share: Option<(usize, usize, usize)>, hospital: HospitalId) -> bool {
     share.is_none_or(|(first, count, of)| {
         let worker = crate::cluster::hospital_worker(hospital, of);
         (first..first + count).contains(&worker)
@@ -54,7 +55,7 @@ fn owns(share: Option<(usize, usize, usize)>, hospital: u16) -> bool {
 }
 
 impl DocKey {
-    fn hospital(&self) -> u16 {
+    fn hospital(&self) -> HospitalId {
         match *self {
             DocKey::Occupancy(h, _)
             | DocKey::Vitals(h, _)
@@ -87,7 +88,7 @@ impl KpiState {
             network,
             share: None,
         };
-        let configured: Vec<(u16, DepartmentId)> = state
+        let configured: Vec<(HospitalId, DepartmentId)> = state
             .network
             .departments()
             .map(|(h, d)| (h, d.id))
@@ -199,7 +200,7 @@ impl KpiState {
         let share = self.share;
         let network = self.network.succeeded_by(network);
         // Configured and retired alike: a document is written again when its beds changed.
-        let changed: Vec<(u16, DepartmentId)> = network
+        let changed: Vec<(HospitalId, DepartmentId)> = network
             .departments()
             .map(|(h, d)| (h, d.id))
             .chain(network.retired().map(|(h, id, _)| (h, id)))
@@ -239,7 +240,7 @@ impl KpiState {
 
     /// Whether every department a document names has a name here.
     fn named(&self, key: DocKey) -> bool {
-        let known = |h: u16, d: DepartmentId| self.network.department_name(h, d).is_some();
+        let known = |h: HospitalId, d: DepartmentId| self.network.department_name(h, d).is_some();
         match key {
             DocKey::Occupancy(h, d) | DocKey::Vitals(h, d) | DocKey::Stay(h, d) => known(h, d),
             DocKey::PatientStay(h, p) => self

@@ -1,8 +1,9 @@
 //! Gold facts: the compact, interned records that enter the dataflow.
 //!
-//! Strings stay at the edge: hospitals are `u16`, departments their [`DepartmentId`], categories
+//! Strings stay at the edge: hospitals are their `HospitalId` (`u32`), departments their [`DepartmentId`], categories
 //! `u8`, patients the `u64` pseudonym key. Times are microseconds since the Unix epoch (event time, never arrival).
 
+use crate::model::HospitalId;
 use std::borrow::Cow;
 use std::collections::HashMap;
 
@@ -33,7 +34,7 @@ pub struct AdtFact {
     pub at: Micros,
     pub event_id: String,
     pub kind: AdtKind,
-    pub hospital: u16,
+    pub hospital: HospitalId,
     pub department: DepartmentId,
     pub gender: u8,
     pub age_band: u8,
@@ -42,7 +43,7 @@ pub struct AdtFact {
 /// Where a patient is now, with the demographics of the event that put them there.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Placement {
-    pub hospital: u16,
+    pub hospital: HospitalId,
     pub department: DepartmentId,
     pub gender: u8,
     pub age_band: u8,
@@ -66,7 +67,7 @@ pub const VITAL_NAMES: [&str; 6] = [
 /// A completed stay: one DISCHARGE with both times.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct StayFact {
-    pub hospital: u16,
+    pub hospital: HospitalId,
     pub department: DepartmentId,
     pub patient: u64,
     pub seconds: i64,
@@ -75,7 +76,7 @@ pub struct StayFact {
 /// One ADMISSION, for the admissions and diagnoses KPIs.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct AdmissionFact {
-    pub hospital: u16,
+    pub hospital: HospitalId,
     pub priority: Option<u8>,
     /// 0 = Monday, in the offset the admission time was written with.
     pub weekday: u8,
@@ -360,7 +361,7 @@ impl FactBuilder {
 
     /// What Gold reads of a record that reaches it (quarantined records and records without a
     /// type, department, hospital or patient do not).
-    fn gold_fields(r: &SilverRecord) -> Option<(EventType, DepartmentId, u16, &str)> {
+    fn gold_fields(r: &SilverRecord) -> Option<(EventType, DepartmentId, HospitalId, &str)> {
         if r.quarantined() {
             return None;
         }
@@ -377,7 +378,7 @@ impl FactBuilder {
         Some((
             r.kind?,
             r.department?,
-            u16::try_from(e.hospital_id?).ok()?,
+            HospitalId::try_from(e.hospital_id?).ok()?,
             e.patient_id.as_deref()?,
         ))
     }

@@ -1,5 +1,6 @@
 //! Occupancy per department: the located patients, counted with their gender and age band.
 
+use crate::model::HospitalId;
 use differential_dataflow::VecCollection;
 
 use crate::model::DepartmentId;
@@ -32,11 +33,11 @@ use super::OccupancyTally;
 /// });
 /// ```
 pub trait Occupancy<'scope> {
-    fn occupancy(self) -> VecCollection<'scope, u64, (u16, DepartmentId), OccupancyTally>;
+    fn occupancy(self) -> VecCollection<'scope, u64, (HospitalId, DepartmentId), OccupancyTally>;
 }
 
 impl<'scope> Occupancy<'scope> for VecCollection<'scope, u64, (u64, Placement), isize> {
-    fn occupancy(self) -> VecCollection<'scope, u64, (u16, DepartmentId), OccupancyTally> {
+    fn occupancy(self) -> VecCollection<'scope, u64, (HospitalId, DepartmentId), OccupancyTally> {
         self.explode(|(_, p)| {
             let mut t = [0i64; 11];
             t[0] = 1;

@@ -1,5 +1,6 @@
 //! Length of stay: finished stays summed per department and per patient.
 
+use crate::model::HospitalId;
 use differential_dataflow::VecCollection;
 
 use crate::model::DepartmentId;
@@ -28,18 +29,26 @@ use super::StayTally;
 /// ```
 pub trait LengthOfStay<'scope> {
     /// Per `(hospital, department)` the stay ended in.
-    fn stays_by_department(self) -> VecCollection<'scope, u64, (u16, DepartmentId), StayTally>;
+    fn stays_by_department(
+        self,
+    ) -> VecCollection<'scope, u64, (HospitalId, DepartmentId), StayTally>;
     /// Per `(hospital, department, patient)`.
-    fn stays_by_patient(self) -> VecCollection<'scope, u64, (u16, DepartmentId, u64), StayTally>;
+    fn stays_by_patient(
+        self,
+    ) -> VecCollection<'scope, u64, (HospitalId, DepartmentId, u64), StayTally>;
 }
 
 impl<'scope> LengthOfStay<'scope> for VecCollection<'scope, u64, StayFact, isize> {
-    fn stays_by_department(self) -> VecCollection<'scope, u64, (u16, DepartmentId), StayTally> {
+    fn stays_by_department(
+        self,
+    ) -> VecCollection<'scope, u64, (HospitalId, DepartmentId), StayTally> {
         self.explode(|s| Some(((s.hospital, s.department), Tally::new([1, s.seconds]))))
             .consolidate()
     }
 
-    fn stays_by_patient(self) -> VecCollection<'scope, u64, (u16, DepartmentId, u64), StayTally> {
+    fn stays_by_patient(
+        self,
+    ) -> VecCollection<'scope, u64, (HospitalId, DepartmentId, u64), StayTally> {
         self.explode(|s| {
             Some((
                 (s.hospital, s.department, s.patient),

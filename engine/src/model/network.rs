@@ -98,6 +98,9 @@ pub struct Capacity {
     pub staff_count: u32,
 }
 
+/// A hospital's id: any positive 32-bit number (the files' and documents' `hospital_id`).
+pub type HospitalId = u32;
+
 /// A department's key inside the engine: the 32-bit FNV-1a hash of its name in upper case.
 /// Two departments of one hospital never share it (the file is refused).
 #[derive(
@@ -169,8 +172,8 @@ impl Department {
 /// One hospital of the network.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Hospital {
-    /// 1 to 65535.
-    pub id: u16,
+    /// 1 to 4,294,967,295 (any positive 32-bit number).
+    pub id: HospitalId,
     pub name: String,
     /// In the order of the file.
     pub departments: Vec<Department>,
@@ -198,10 +201,10 @@ pub enum DepartmentMatch<'a> {
 /// All hospitals, by id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Network {
-    hospitals: BTreeMap<u16, Hospital>,
+    hospitals: BTreeMap<HospitalId, Hospital>,
     /// Names of departments that left the file while the engine ran: their patients are
     /// still counted under those names until they move.
-    retired: BTreeMap<(u16, DepartmentId), String>,
+    retired: BTreeMap<(HospitalId, DepartmentId), String>,
 }
 
 impl Network {
@@ -225,7 +228,7 @@ impl Network {
 
     /// Parses the CSV text of a departments file (a header line, then one row per department).
     pub fn parse(text: &str) -> Result<Self, NetworkError> {
-        let mut hospitals: BTreeMap<u16, Hospital> = BTreeMap::new();
+        let mut hospitals: BTreeMap<HospitalId, Hospital> = BTreeMap::new();
         // Rows are checked for their columns here, so that the error names the line.
         let mut rows = csv::ReaderBuilder::new()
             .has_headers(false)
@@ -262,12 +265,12 @@ impl Network {
             }
             let field = |i: Option<usize>| i.and_then(|i| row.get(i)).unwrap_or_default();
             let id = field(Some(cols.hospital_id))
-                .parse::<u16>()
+                .parse::<HospitalId>()
                 .ok()
                 .filter(|id| *id > 0)
                 .ok_or_else(|| {
                     invalid(format!(
-                        "hospital_id {:?} is not a number from 1 to 65535",
+                        "hospital_id {:?} is not a number from 1 to 4294967295",
                         field(Some(cols.hospital_id))
                     ))
                 })?;
@@ -333,7 +336,7 @@ impl Network {
     }
 
     /// Departments no longer configured, with the names they had.
-    pub fn retired(&self) -> impl Iterator<Item = (u16, DepartmentId, &str)> {
+    pub fn retired(&self) -> impl Iterator<Item = (HospitalId, DepartmentId, &str)> {
         self.retired
             .iter()
             .map(|(&(h, id), name)| (h, id, name.as_str()))
@@ -342,7 +345,7 @@ impl Network {
     /// Remembers the names of departments no longer configured (from a checkpoint).
     pub fn remember_retired(
         &mut self,
-        names: impl IntoIterator<Item = (u16, DepartmentId, String)>,
+        names: impl IntoIterator<Item = (HospitalId, DepartmentId, String)>,
     ) {
         for (h, id, name) in names {
             if self.department(h, id).is_none() {
@@ -353,7 +356,7 @@ impl Network {
 
     /// The hospital with this id, if configured.
     pub fn hospital(&self, id: i64) -> Option<&Hospital> {
-        u16::try_from(id)
+        HospitalId::try_from(id)
             .ok()
             .and_then(|id| self.hospitals.get(&id))
     }
@@ -364,7 +367,7 @@ impl Network {
     }
 
     /// One configured department.
-    pub fn department(&self, hospital: u16, id: DepartmentId) -> Option<&Department> {
+    pub fn department(&self, hospital: HospitalId, id: DepartmentId) -> Option<&Department> {
         self.hospitals.get(&hospital)?.department(id)
     }
 
@@ -377,19 +380,19 @@ impl Network {
     }
 
     /// The name of a department, configured or retired.
-    pub fn department_name(&self, hospital: u16, id: DepartmentId) -> Option<&str> {
+    pub fn department_name(&self, hospital: HospitalId, id: DepartmentId) -> Option<&str> {
         self.department(hospital, id)
             .map(|d| d.name.as_str())
             .or_else(|| self.retired.get(&(hospital, id)).map(String::as_str))
     }
 
     /// Capacity of one department, if configured.
-    pub fn capacity(&self, hospital: u16, id: DepartmentId) -> Option<Capacity> {
+    pub fn capacity(&self, hospital: HospitalId, id: DepartmentId) -> Option<Capacity> {
         self.department(hospital, id).map(|d| d.capacity)
     }
 
     /// Every configured department, by hospital.
-    pub fn departments(&self) -> impl Iterator<Item = (u16, &Department)> + '_ {
+    pub fn departments(&self) -> impl Iterator<Item = (HospitalId, &Department)> + '_ {
         self.hospitals
             .values()
             .flat_map(|h| h.departments.iter().map(move |d| (h.id, d)))
@@ -764,12 +767,17 @@ mod tests {
         assert!(err(format!("{HEADER}\n1,A,ICU,x,4\n")).contains("line 2: bed_capacity"));
         assert_eq!(
             err(format!("{HEADER}\n0,A,ICU,3,4\n")),
-            "line 2: hospital_id \"0\" is not a number from 1 to 65535"
+            "line 2: hospital_id \"0\" is not a number from 1 to 4294967295"
         );
         assert_eq!(
-            err(format!("{HEADER}\n70000,A,ICU,3,4\n")),
-            "line 2: hospital_id \"70000\" is not a number from 1 to 65535"
+            err(format!("{HEADER}\n4294967296,A,ICU,3,4\n")),
+            "line 2: hospital_id \"4294967296\" is not a number from 1 to 4294967295"
         );
+        let big = Network::parse(&format!(
+            "{HEADER}\n4294967295,A,ICU,3,4\n70000,B,ICU,1,1\n"
+        ))
+        .expect("ids beyond 16 bits");
+        assert!(big.hospital(4_294_967_295).is_some() && big.hospital(70_000).is_some());
         assert_eq!(
             err("hospital_id,hospital_name,department,beds,staff_count\n".into()),
             "line 1: unknown column \"beds\" (the columns are hospital_id, hospital_name, \

@@ -18,6 +18,7 @@ mod context;
 mod forecast;
 mod reorder;
 
+use crate::model::HospitalId;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -114,7 +115,7 @@ impl Hospitals {
         }
         let workers = self.workers.max(1);
         hospital
-            .and_then(|h| u16::try_from(h).ok())
+            .and_then(|h| HospitalId::try_from(h).ok())
             .is_some_and(|h| {
                 crate::cluster::hospital_worker(h, self.processes * workers) / workers
                     == self.process

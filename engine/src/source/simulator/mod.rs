@@ -15,6 +15,7 @@ mod dirty;
 mod rng;
 mod source;
 
+use crate::model::HospitalId;
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::io::Write;
@@ -113,7 +114,7 @@ fn profile(kind: &str) -> &'static Profile {
 /// One configured department, as the simulator fills it.
 #[derive(Debug, Clone)]
 struct Ward {
-    hospital: u16,
+    hospital: HospitalId,
     name: String,
     /// Three letters for bed ids (`H3-SUR-15`).
     code: String,
