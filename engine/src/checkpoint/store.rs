@@ -26,7 +26,8 @@ use crate::support::codec::{self, CodecError};
 
 /// Format 4: the body in postcard, departments kept by [`crate::model::DepartmentId`] with
 /// their names. Formats 1 (bincode), 2 (postcard, without the rules' history) and 3
-/// (departments as one of seven fixed names) are recognised and refused with advice.
+/// (departments as one of seven fixed names) are recognised and refused with advice. Hospital
+/// ids went from 16 to 32 bits within format 4: postcard writes both as the same varint.
 const MAGIC: &[u8; 8] = b"CDSCKPT4";
 const EARLIER_FORMATS: [&[u8; 8]; 3] = [b"CDSCKPT1", b"CDSCKPT2", b"CDSCKPT3"];
 const HEADER: usize = 8 + 8 + 32;
