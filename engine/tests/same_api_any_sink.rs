@@ -4,7 +4,9 @@
 //! included; a process started on the Cosmos DB database alone serves what the sink holds; and
 //! an acknowledgement made through one process is seen by the other.
 //!
-//! What is compared leaves out only what the wall clock or the write timing decides: a KPI
+//! Every route is compared, the live stream's replay (the last version of each document it
+//! carried) and the data-quality report included. What is compared leaves out only what the
+//! wall clock or the write timing decides: a KPI
 //! document's `updated_at` and `as_of` (the watermark of the write that last changed it), and
 //! the points of the occupancy trend (one per hour of the writes' `as_of`). Numbers are
 //! compared as doubles: Cosmos DB gives `50.0` back as `50`.
@@ -83,6 +85,54 @@ fn answer(engine: &Engine, path: &str, token: Option<&str>) -> (u16, Value) {
     (status, normalised(body))
 }
 
+/// The live stream's retained events for `token` (a reconnect from id 0), read for a second:
+/// the status, and the last version of each document it carried (what a client that replays
+/// the stream ends up with).
+fn stream(engine: &Engine, token: Option<&str>) -> Value {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(&engine.addr).expect("connect");
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "GET /api/alerts/stream HTTP/1.1\r\nHost: {}\r\nLast-Event-ID: 0\r\n{auth}\r\n",
+        engine.addr
+    );
+    s.write_all(request.as_bytes()).expect("send");
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let (mut raw, mut buf) = (Vec::new(), [0u8; 65_536]);
+    let until = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < until {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+    }
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = common::http::dechunk(body);
+    let mut last: BTreeMap<String, Value> = BTreeMap::new();
+    let mut event = String::new();
+    for line in body.lines() {
+        if let Some(e) = line.strip_prefix("event: ").or(line.strip_prefix("event:")) {
+            event = e.trim().to_owned();
+        } else if let Some(data) = line.strip_prefix("data: ").or(line.strip_prefix("data:")) {
+            if let Ok(doc) = serde_json::from_str::<Value>(data) {
+                let id = doc["id"].as_str().unwrap_or_default().to_owned();
+                last.insert(format!("{event} {id}"), normalised(doc));
+            }
+        }
+    }
+    serde_json::json!({"status": status, "documents": last})
+}
+
 /// Every listing and route the API has, for one token, from one engine.
 fn answers(engine: &Engine, token: Option<&str>, patient: &str) -> BTreeMap<String, Value> {
     let mut out = BTreeMap::new();
@@ -106,7 +156,12 @@ fn answers(engine: &Engine, token: Option<&str>, patient: &str) -> BTreeMap<Stri
             normalised(serde_json::json!({"status": status, "pages": pages, "documents": docs})),
         );
     }
+    out.insert(
+        "/api/alerts/stream".to_owned(),
+        normalised(stream(engine, token)),
+    );
     for route in [
+        "/reports/dq?format=json",
         "/api/hospitals",
         "/api/kpis/trend",
         "/api/rules/stats",
@@ -252,10 +307,12 @@ fn every_sink_serves_the_same_api_and_acknowledgements_are_shared() {
     for (token, expected) in TOKENS.iter().zip(&before) {
         let mut expected = expected.clone();
         let mut got = answers(&cosmos, *token, patient);
-        // Engine counters and the trend are a process's own (the new one evaluated nothing).
+        // Engine counters, the trend and the live stream's backlog are a process's own (the
+        // new one evaluated and wrote nothing yet).
         for a in [&mut expected, &mut got] {
             a.remove("/api/rules/stats");
             a.remove("/api/kpis/trend");
+            a.remove("/api/alerts/stream");
         }
         assert_same_answers(&format!("restarted, token {token:?}"), &expected, &got);
     }
