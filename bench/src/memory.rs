@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use cds_engine::gold::micros;
 use cds_engine::metrics::Metrics;
-use cds_engine::model::{parse_time, Network, Pseudonymiser, Timestamp};
+use cds_engine::model::{parse_time, HospitalId, Network, Pseudonymiser, Timestamp};
 use cds_engine::pipeline::{self, PipelineConfig, Until};
 use cds_engine::sink::sqlite::{SqliteConfig, SqliteSink};
 use cds_engine::source::{Poll, RawBatch, Source, SourceError};
@@ -24,7 +24,7 @@ use crate::synth;
 /// Admits `patients` patients, then gives each `readings` vitals readings (round by round);
 /// once the sink has written the last event's watermark, reads RSS and ends.
 struct Admit {
-    network_places: Vec<(u16, &'static str)>,
+    network_places: Vec<(HospitalId, &'static str)>,
     start: Timestamp,
     patients: u64,
     readings: u64,

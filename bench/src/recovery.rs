@@ -25,7 +25,7 @@ use anyhow::{bail, Context};
 use cds_engine::checkpoint::CheckpointStore;
 use cds_engine::metrics::Metrics;
 use cds_engine::model::Document;
-use cds_engine::model::{parse_time, Network, Pseudonymiser, Timestamp};
+use cds_engine::model::{parse_time, HospitalId, Network, Pseudonymiser, Timestamp};
 use cds_engine::pipeline::{self, PipelineConfig, Until};
 use cds_engine::sink::sqlite::{SqliteConfig, SqliteSink};
 use cds_engine::sink::{Container, Sink, SinkError};
@@ -45,7 +45,7 @@ fn identity(patients: u64, readings: u64) -> String {
 /// N admissions, then R vitals readings per patient round by round; ends when all are read.
 struct Admissions {
     identity: String,
-    places: Vec<(u16, &'static str)>,
+    places: Vec<(HospitalId, &'static str)>,
     start: Timestamp,
     patients: u64,
     readings: u64,

@@ -5,13 +5,13 @@
 
 use std::fmt::Write as _;
 
-use cds_engine::model::{format_time, Network, Timestamp};
+use cds_engine::model::{format_time, HospitalId, Network, Timestamp};
 use chrono::Duration;
 
 /// Departments of the network, in configuration order, as (hospital_id, department name).
 /// The names live as long as the bench (a few dozen short strings), so that the generators
 /// that hold them stay `Copy`-cheap to index.
-pub fn places(network: &Network) -> Vec<(u16, &'static str)> {
+pub fn places(network: &Network) -> Vec<(HospitalId, &'static str)> {
     network
         .departments()
         .map(|(h, d)| (h, &*Box::leak(d.name.clone().into_boxed_str())))
@@ -24,7 +24,13 @@ pub fn event_time(start: Timestamp, seq: u64) -> Timestamp {
 }
 
 /// An admission of patient `patient` into `place`.
-pub fn admission(out: &mut String, seq: u64, at: Timestamp, patient: u64, place: (u16, &str)) {
+pub fn admission(
+    out: &mut String,
+    seq: u64,
+    at: Timestamp,
+    patient: u64,
+    place: (HospitalId, &str),
+) {
     let t = format_time(&at);
     let _ = write!(
         out,
@@ -40,7 +46,7 @@ pub fn admission(out: &mut String, seq: u64, at: Timestamp, patient: u64, place:
 /// A vitals reading of patient `patient` in `place`; values are a hash of `seq`, so that
 /// successive readings differ whatever the stream's period (a reading equal to the one it
 /// replaces changes no KPI, and no document is written for it).
-pub fn vitals(out: &mut String, seq: u64, at: Timestamp, patient: u64, place: (u16, &str)) {
+pub fn vitals(out: &mut String, seq: u64, at: Timestamp, patient: u64, place: (HospitalId, &str)) {
     let t = format_time(&at);
     let h = seq.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 20;
     let _ = write!(
@@ -65,7 +71,7 @@ pub fn deteriorating_vitals(
     seq: u64,
     at: Timestamp,
     patient: u64,
-    place: (u16, &str),
+    place: (HospitalId, &str),
 ) {
     let t = format_time(&at);
     let _ = write!(
@@ -82,7 +88,7 @@ pub fn adt(
     at: Timestamp,
     kind: &str,
     patient: u64,
-    place: (u16, &str),
+    place: (HospitalId, &str),
     admitted: Timestamp,
 ) {
     let (t, a) = (format_time(&at), format_time(&admitted));
@@ -110,7 +116,7 @@ pub fn adt(
 pub struct Flow {
     start: Timestamp,
     slots: u64,
-    places: Vec<(u16, &'static str)>,
+    places: Vec<(HospitalId, &'static str)>,
     seq: u64,
     /// Every this many beds, the first reading of a stay is a deteriorating one; 0: none.
     deteriorating_every: u64,
