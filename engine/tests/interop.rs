@@ -494,10 +494,64 @@ fn a_department_added_and_one_removed_while_running() {
     .collect();
     std::fs::write(&file, first).expect("write");
     let data = dir.join("data");
-    let child = watching_departments(&departments, &file, &data);
+    // With the HTTP API on: `/api/hospitals` follows the file too.
+    let tokens = dir.join("tokens.toml");
+    std::fs::write(
+        &tokens,
+        format!(
+            "[[token]]\nname = \"ops\"\nsha256 = \"{}\"\nrole = \"admin\"\n",
+            cds_engine::http::auth::hash_token("tok-ops")
+        ),
+    )
+    .expect("tokens");
+    let log = dir.join("engine.log");
+    let child = cds()
+        .args(["--departments", departments.to_str().expect("utf-8")])
+        .args(["run", "--source", &format!("file:{}", file.display())])
+        .args([
+            "--until-idle",
+            "4",
+            "--rules",
+            "off",
+            "--http",
+            "127.0.0.1:0",
+        ])
+        .arg("--tokens")
+        .arg(&tokens)
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).expect("log"))
+        .spawn()
+        .expect("cds run");
+    let addr = common::http::address_in_log(&log, "http");
+    let wards = || -> Vec<String> {
+        let auth = [("Authorization", "Bearer tok-ops")];
+        let text = common::http::response(&addr, "/api/hospitals", &auth, Duration::from_secs(5))
+            .unwrap_or_default();
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+        let hospitals: Value = serde_json::from_str(body).unwrap_or(Value::Null);
+        hospitals
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|h| h["hospital_id"] == 1042)
+            .flat_map(|h| h["departments"].as_array().cloned().unwrap_or_default())
+            .filter_map(|d| d["department"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let listed = |expected: &[&str]| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while wards() != expected && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(wards(), expected, "/api/hospitals");
+    };
+    listed(&["Ward 7B", "Renal"]);
     std::thread::sleep(Duration::from_millis(1500));
     // Renal closes (its patients stay until they move), Geriatrics opens.
     std::fs::write(&departments, &after).expect("write");
+    listed(&["Ward 7B", "Geriatrics"]);
     std::thread::sleep(Duration::from_millis(1500));
     let mut more = std::fs::OpenOptions::new()
         .append(true)

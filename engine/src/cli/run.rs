@@ -23,7 +23,7 @@ use crate::decode::Format;
 use crate::http::HttpLimits;
 use crate::lake::writer::LakeConfig;
 use crate::metrics::Metrics;
-use crate::model::{Network, Pseudonymiser};
+use crate::model::{LiveNetwork, Network, Pseudonymiser};
 use crate::ops::OpsAlerts;
 use crate::pipeline::{self, PipelineConfig, Until};
 use crate::rules::RulesStage;
@@ -423,7 +423,7 @@ pub fn run(config: RunConfig, network: Network) -> anyhow::Result<ExitCode> {
         metrics: metrics.clone(),
         ready: Arc::new(AtomicBool::new(false)),
         pseudonyms: pseudonyms.clone(),
-        network: Arc::new(network.clone()),
+        network: LiveNetwork::new(network.clone()),
         stop: Arc::new(tokio::sync::Notify::new()),
         index: ServingIndex::default(),
     };
@@ -441,6 +441,7 @@ pub fn run(config: RunConfig, network: Network) -> anyhow::Result<ExitCode> {
     let total_beds = network.total_beds();
     let mut pipeline_config = pipeline_config(&config, network, &ops);
     pipeline_config.index = feed.as_ref().map(|_| shared.index.clone());
+    pipeline_config.live_network = Some(shared.network.clone());
     pipeline_config.feed = feed;
     if let Some(interval) = opened.flush_interval {
         pipeline_config.flush_interval = interval;

@@ -24,8 +24,9 @@ pub struct Shared {
     /// Set once the pipeline starts: `/readyz` answers 503 until then.
     pub ready: Arc<AtomicBool>,
     pub pseudonyms: Pseudonymiser,
-    /// The hospitals, their names and departments, as the run starts.
-    pub network: Arc<crate::model::Network>,
+    /// The hospitals, their names and departments in force (the pipeline publishes each
+    /// change of the departments file or topic).
+    pub network: crate::model::LiveNetwork,
     /// Notified when the run is over: the server stops.
     pub stop: Arc<tokio::sync::Notify>,
     /// What the API answers from, kept by the sink thread.

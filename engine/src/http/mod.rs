@@ -164,8 +164,9 @@ pub struct HttpState {
     pub reports: Option<ReportSource>,
     /// Each department's occupancy over the last day of event time, for the dashboard.
     pub trends: wards::Trends,
-    /// The hospitals' names, by id (the departments file).
-    pub network: Arc<crate::model::Network>,
+    /// The hospitals, their names and departments in force (the departments file or topic,
+    /// followed while running).
+    pub network: crate::model::LiveNetwork,
     /// CDS Hooks: the identifier systems whose values in a prefetched Patient are the streams'
     /// patient ids (`--hooks-patient-system`); empty: prefetched identifiers are not used.
     pub hooks_patient_systems: Arc<Vec<String>>,

@@ -133,7 +133,7 @@ pub(super) fn page(
     listing: &Listing,
     keep: impl Fn(&Value) -> bool,
 ) -> Page {
-    let network = state.network.clone();
+    let network = state.network.current();
     state
         .index
         .page(container, listing.cursor.as_deref(), listing.limit, |d| {

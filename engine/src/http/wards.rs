@@ -1,5 +1,5 @@
 //! What the dashboard needs beside the KPI documents: the hospitals' names
-//! (`/api/hospitals`, from the departments file) and each department's occupancy over the last
+//! (`/api/hospitals`, the departments in force) and each department's occupancy over the last
 //! 24 hours of event time (`/api/kpis/trend`), kept in memory from the documents the sink
 //! announces: one point per hour (the last occupancy written in that hour), so that a page
 //! opened at any time draws the day's curve at once.
@@ -155,9 +155,9 @@ pub async fn hospitals(
     State(state): State<HttpState>,
     Extension(token): Extension<Token>,
 ) -> Json<Value> {
+    let network = state.network.current();
     Json(Value::Array(
-        state
-            .network
+        network
             .hospitals()
             .filter(|h| token.sees(i64::from(h.id), None))
             .map(|h| {

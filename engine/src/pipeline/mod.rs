@@ -67,6 +67,9 @@ pub enum Until {
 pub struct PipelineConfig {
     pub data_dir: PathBuf,
     pub network: Network,
+    /// Where the departments in force are published for others (the HTTP API) to follow;
+    /// `None`: the pipeline keeps them to itself.
+    pub live_network: Option<LiveNetwork>,
     pub workers: usize,
     /// Threads the rule pack runs on, each with its share of the patients
     /// ([`crate::rules::Share`]).
@@ -154,6 +157,7 @@ impl PipelineConfig {
             until: Until::End,
             feed: None,
             index: None,
+            live_network: None,
             checkpoint_interval: None,
             checkpoints: None,
             rescale: false,
@@ -350,7 +354,13 @@ pub fn run(config: PipelineConfig, parts: Parts) -> Result<RunSummary, PipelineE
         if let Some(state) = &restore {
             network.remember_retired(state.department_names());
         }
-        LiveNetwork::new(network)
+        match &config.live_network {
+            Some(live) => {
+                live.publish(network);
+                live.clone()
+            }
+            None => LiveNetwork::new(network),
+        }
     };
     // Split after the restore: a checkpoint holds the whole stage, whatever the number of
     // threads that wrote it.
