@@ -311,25 +311,31 @@ fn every_sink_serves_the_same_api_and_acknowledgements_are_shared() {
     assert_eq!(bad["/api/kpis?limit=0"]["status"], 400.0);
     assert_eq!(bad["/api/kpis?since=yesterday"]["status"], 400.0);
 
-    // Restarted (SIGTERM, then the same flags and data directory), the process serves what
-    // the sink holds from its first answer: nothing is left to read in the file.
-    let mut cosmos = cosmos;
-    let before: Vec<BTreeMap<String, Value>> = TOKENS
-        .iter()
-        .map(|t| answers(&cosmos, *t, patient))
-        .collect();
-    cosmos.restart();
-    for (token, expected) in TOKENS.iter().zip(&before) {
-        let mut expected = expected.clone();
-        let mut got = answers(&cosmos, *token, patient);
-        // Engine counters, the trend and the live stream's backlog are a process's own (the
-        // new one evaluated and wrote nothing yet).
-        for a in [&mut expected, &mut got] {
-            a.remove("/api/rules/stats");
-            a.remove("/api/kpis/trend");
-            a.remove("/api/alerts/stream");
+    // Restarted (SIGTERM, then the same flags and data directory), each process serves what
+    // its sink holds from its first answer: nothing is left to read in the file.
+    let (mut sqlite, mut cosmos) = (sqlite, cosmos);
+    for (what, engine) in [("sqlite", &mut sqlite), ("cosmos", &mut cosmos)] {
+        let before: Vec<BTreeMap<String, Value>> = TOKENS
+            .iter()
+            .map(|t| answers(engine, *t, patient))
+            .collect();
+        engine.restart();
+        for (token, expected) in TOKENS.iter().zip(&before) {
+            let mut expected = expected.clone();
+            let mut got = answers(engine, *token, patient);
+            // Engine counters, the trend and the live stream's backlog are a process's own
+            // (the new one evaluated and wrote nothing yet).
+            for a in [&mut expected, &mut got] {
+                a.remove("/api/rules/stats");
+                a.remove("/api/kpis/trend");
+                a.remove("/api/alerts/stream");
+            }
+            assert_same_answers(
+                &format!("{what} restarted, token {token:?}"),
+                &expected,
+                &got,
+            );
         }
-        assert_same_answers(&format!("restarted, token {token:?}"), &expected, &got);
     }
 
     // Another process on the same database (another pod: its own data directory and wards, no

@@ -6,9 +6,10 @@
 //! deployment agrees: with `--sink sqlite` their own SQLite file beside the store
 //! (`DATA_DIR/acks.sqlite`), with `--sink cosmos` the `acks` container (partition key
 //! `/hospital_id`). Every acknowledgement is kept (a snooze followed by an accept is two);
-//! the newest is the alert's current state. Each process reads only what is new since its last
-//! read. Rows carry the token name (who), never the bearer token, and the alert's pseudonymous
-//! id.
+//! the newest is the alert's current state (in Cosmos DB: by the clock of the process that
+//! recorded it, so pods' clocks should agree, as NTP keeps them). Each process reads only what
+//! is new since its last read (in Cosmos DB, the last minute again). Rows carry the token name
+//! (who), never the bearer token, and the alert's pseudonymous id.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -173,6 +174,8 @@ pub enum AckError {
     },
     #[error("acknowledgement store is unavailable (a writer panicked)")]
     Poisoned,
+    #[error("the acknowledgement store did not answer in time")]
+    Timeout,
 }
 
 /// Where acknowledgements are kept: the configured sink's place for them, so that every
@@ -186,7 +189,8 @@ pub struct AckStore {
 
 #[derive(Debug, Clone)]
 enum Backend {
-    /// `DATA_DIR/acks.sqlite` (`--sink sqlite`): processes sharing a data directory share it.
+    /// `DATA_DIR/acks.sqlite` (`--sink sqlite`), beside the store of the one engine that may
+    /// run on a data directory.
     Sqlite(Arc<Mutex<Connection>>),
     /// The `acks` container (`--sink cosmos`).
     Cosmos(Arc<CosmosAcks>),
@@ -215,6 +219,15 @@ impl Cache {
 
 /// How often the shared Cosmos DB container is read again for other processes' acknowledgements.
 const REMOTE_REFRESH: Duration = Duration::from_millis(500);
+
+/// How far back each read of the Cosmos DB container reaches before the newest stamp it saw: a
+/// query across partitions may return one partition's newer item before another partition shows
+/// an older one, so a read takes the last minute again (acknowledgements are few; merging one
+/// twice changes nothing).
+const REMOTE_OVERLAP_SECS: i64 = 60;
+
+/// The longest wait for one read of the Cosmos DB container.
+const REMOTE_TIMEOUT: Duration = Duration::from_secs(5);
 
 const SCHEMA: &str = "
     CREATE TABLE IF NOT EXISTS acks (
@@ -361,9 +374,13 @@ impl AckStore {
     }
 
     /// The newest acknowledgement of every acknowledged alert, this process's and every other's
-    /// (the shared Cosmos DB container is read again at most every half second).
+    /// (the shared Cosmos DB container is read again at most every half second). When the store
+    /// cannot be read, what was read before is served (the failure is logged): alerts with
+    /// acknowledgements a moment old are better than no alerts.
     pub async fn latest(&self) -> Result<Arc<Latest>, AckError> {
-        self.refresh(false).await?;
+        if let Err(e) = self.refresh(false).await {
+            tracing::warn!(error = %e, "reading new acknowledgements failed; serving those read before");
+        }
         let cache = self.cache.lock().map_err(|_| AckError::Poisoned)?;
         Ok(cache.latest.clone())
     }
@@ -371,7 +388,7 @@ impl AckStore {
     /// Reads what was recorded since the last read (`now`: whatever the time since).
     pub async fn refresh(&self, now: bool) -> Result<(), AckError> {
         let mark = {
-            let cache = self.cache.lock().map_err(|_| AckError::Poisoned)?;
+            let mut cache = self.cache.lock().map_err(|_| AckError::Poisoned)?;
             let remote = matches!(self.backend, Backend::Cosmos(_));
             if remote
                 && !now
@@ -381,6 +398,9 @@ impl AckStore {
             {
                 return Ok(());
             }
+            // Taken before the read: concurrent requests within the interval use the cache
+            // instead of reading too, and an outage brings no storm of queries.
+            cache.refreshed = Some(Instant::now());
             cache.mark
         };
         let (read, mark) = match &self.backend {
@@ -391,9 +411,10 @@ impl AckStore {
                     .map_err(|_| AckError::Poisoned)??
             }
             Backend::Cosmos(acks) => {
-                // One second of overlap: an item stamped in the second of the last read may
-                // have been written after it. Merging one twice changes nothing.
-                let items = acks.stamped_since(mark.saturating_sub(1)).await?;
+                let since = mark.saturating_sub(REMOTE_OVERLAP_SECS);
+                let items = tokio::time::timeout(REMOTE_TIMEOUT, acks.stamped_since(since))
+                    .await
+                    .map_err(|_| AckError::Timeout)??;
                 let newest = items.iter().map(|(t, _)| *t).max().unwrap_or(mark);
                 let read = items
                     .into_iter()
@@ -426,7 +447,6 @@ impl AckStore {
             cache.merge(alert_id, entry);
         }
         cache.mark = cache.mark.max(mark);
-        cache.refreshed = Some(Instant::now());
         Ok(())
     }
 }

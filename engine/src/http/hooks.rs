@@ -162,7 +162,13 @@ pub async fn patient_view(
     let now = chrono::Utc::now();
     let mut found: Vec<(String, Value)> = alerts
         .into_iter()
-        .filter(|a| visible(&token, a))
+        // The index's map by patient, checked again against the document itself.
+        .filter(|a| {
+            a["patient"]
+                .as_str()
+                .is_some_and(|p| patients.iter().any(|mine| mine == p))
+                && visible(&token, a)
+        })
         .filter(|a| {
             a["id"]
                 .as_str()

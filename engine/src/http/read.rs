@@ -89,7 +89,7 @@ impl Listing {
         Ok(Listing {
             hospital,
             department: q.get("department").cloned(),
-            kind: q.get("kind").map(|k| k.to_ascii_lowercase()),
+            kind: q.get("kind").map(|k| k.to_lowercase()),
             since,
             limit,
             cursor: q.get("cursor").filter(|c| !c.is_empty()).cloned(),
@@ -175,4 +175,48 @@ pub(super) async fn latest_acks(state: &HttpState) -> Result<Arc<Latest>, Respon
         return Ok(Arc::default());
     };
     acks.latest().await.map_err(unavailable)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_page_link_keeps_the_query_and_carries_any_id() {
+        let q: HashMap<String, String> = [
+            ("department", "A&E 2"),
+            ("limit", "2"),
+            ("token", "secret"),
+            ("cursor", "old"),
+        ]
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        let id = "occupancy:7:A&E 2/Ward #3?";
+        let response = page_response("/api/kpis", &q, Vec::new(), Some(id.to_owned()));
+        let link = response
+            .headers()
+            .get(header::LINK)
+            .and_then(|v| v.to_str().ok())
+            .expect("a Link header");
+        let target = link
+            .strip_prefix('<')
+            .and_then(|l| l.split_once(">; rel=\"next\""))
+            .map(|(t, _)| t)
+            .expect("rel=next");
+        let (path, query) = target.split_once('?').expect("a query");
+        assert_eq!(path, "/api/kpis");
+        let next: HashMap<String, String> = url::form_urlencoded::parse(query.as_bytes())
+            .into_owned()
+            .collect();
+        assert_eq!(next["cursor"], id, "the cursor comes back as it was");
+        assert_eq!(next["department"], "A&E 2");
+        assert_eq!(next["limit"], "2");
+        assert!(!next.contains_key("token"), "the token stays out of links");
+        let last = page_response("/api/kpis", &q, Vec::new(), None);
+        assert!(
+            last.headers().get(header::LINK).is_none(),
+            "the last page has none"
+        );
+    }
 }

@@ -102,8 +102,18 @@ impl Writer {
             self.ops.raise(Condition::SinkRetriesExhausted, detail);
             return Err(e.into());
         }
+        let dead = self.sink.take_dead_lettered();
         if let Some(index) = &self.index {
-            index.apply(container, docs);
+            if dead.is_empty() {
+                index.apply(container, docs);
+            } else {
+                let held: Vec<Document> = docs
+                    .iter()
+                    .filter(|d| !dead.contains(&d.id))
+                    .cloned()
+                    .collect();
+                index.apply(container, &held);
+            }
         }
         announce(self.feed.as_ref(), container, docs);
         Ok(())

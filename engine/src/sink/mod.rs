@@ -60,6 +60,13 @@ pub trait Sink: Send {
     /// Upserts the documents by id, atomically where the store allows.
     fn upsert(&mut self, container: Container, documents: &[Document]) -> Result<(), SinkError>;
 
+    /// The ids of the last [`Sink::upsert`]'s documents that went to the dead-letter store
+    /// instead of the container (a sink that retries and then dead-letters still returns `Ok`):
+    /// the serving index leaves them out, so the API shows only what the store holds.
+    fn take_dead_lettered(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Every document of a container, read back once at start to fill the [`ServingIndex`].
     /// A sink that cannot be read back answers none (its index starts empty).
     fn read_back(&mut self, container: Container) -> Result<Vec<serde_json::Value>, SinkError> {

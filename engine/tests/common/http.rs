@@ -69,13 +69,25 @@ impl Engine {
             .expect("kill");
         assert!(stopped.success(), "signalled");
         let deadline = Instant::now() + Duration::from_secs(60);
-        while self.child.try_wait().expect("state").is_none() {
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("state") {
+                break status;
+            }
             assert!(
                 Instant::now() < deadline,
                 "the engine did not stop on SIGTERM"
             );
             std::thread::sleep(Duration::from_millis(100));
-        }
+        };
+        let log = std::fs::read_to_string(&self.stderr).unwrap_or_default();
+        assert!(
+            status.success(),
+            "stopped cleanly on SIGTERM ({status}):\n{log}"
+        );
+        assert!(
+            log.contains("cds: stopping"),
+            "the stop was the signal's:\n{log}"
+        );
         self.starts += 1;
         self.stderr = self.dir.join(format!("engine-{}.log", self.starts));
         self.child = spawn(&self.args, &self.env, &self.stderr);

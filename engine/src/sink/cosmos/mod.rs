@@ -99,6 +99,8 @@ pub struct CosmosSink {
     /// Where dead-lettering raises `sink_retries_exhausted` (cleared by the next batch written
     /// whole).
     ops: crate::ops::OpsAlerts,
+    /// The ids the last upsert sent to the dead-letter store.
+    dead_lettered: Vec<String>,
 }
 
 impl std::fmt::Debug for CosmosSink {
@@ -188,6 +190,7 @@ impl CosmosSink {
             config,
             faults,
             ops: crate::ops::OpsAlerts::detached(),
+            dead_lettered: Vec::new(),
         })
     }
 
@@ -397,6 +400,10 @@ impl Sink for CosmosSink {
         self.read_all(container)
     }
 
+    fn take_dead_lettered(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.dead_lettered)
+    }
+
     fn upsert(&mut self, container: Container, documents: &[Document]) -> Result<(), SinkError> {
         let batch = newest_per_id(documents);
         if batch.is_empty() {
@@ -453,6 +460,7 @@ impl Sink for CosmosSink {
             std::thread::sleep(self.backoff(rounds, None));
             rounds += 1;
         }
+        self.dead_lettered = dead.iter().map(|(d, ..)| d.id.clone()).collect();
         if !dead.is_empty() {
             let refs: Vec<(&Document, &Value, String, u32)> = dead
                 .iter()
