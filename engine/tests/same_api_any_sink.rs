@@ -307,6 +307,13 @@ fn every_sink_serves_the_same_api_and_acknowledgements_are_shared() {
             );
         }
     }
+    // The index says in /metrics how much it holds.
+    let (_, metrics) = get(&sqlite, "/metrics", None);
+    let held = metrics
+        .lines()
+        .find(|l| l.starts_with("cds_serving_index_documents{container=\"alerts\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<usize>().ok());
+    assert_eq!(held, Some(every.len()), "every alert is in the index");
     let bad = answers(&sqlite, Some("tok-admin"), patient);
     assert_eq!(bad["/api/kpis?limit=0"]["status"], 400.0);
     assert_eq!(bad["/api/kpis?since=yesterday"]["status"], 400.0);

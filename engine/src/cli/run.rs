@@ -27,7 +27,7 @@ use crate::model::{LiveNetwork, Network, Pseudonymiser};
 use crate::ops::OpsAlerts;
 use crate::pipeline::{self, PipelineConfig, Until};
 use crate::rules::RulesStage;
-use crate::sink::{restore_index, ServingIndex};
+use crate::sink::{restore_index, Container, ServingIndex};
 use crate::source::kafka::{parse_setting, PartitionShare};
 use crate::source::{KafkaSettings, SourceConfig, SourceSettings};
 use crate::support::lock::{EngineLock, LockError};
@@ -432,6 +432,13 @@ pub fn run(config: RunConfig, network: Network) -> anyhow::Result<ExitCode> {
             // The API answers from what the sink holds from the start, whichever sink it is.
             restore_index(opened.sink.as_mut(), &shared.index)
                 .context("reading the sink's documents for the API")?;
+            for container in [Container::Kpis, Container::Alerts] {
+                metrics
+                    .sink
+                    .index_documents
+                    .with_label_values(&[container.name()])
+                    .set(i64::try_from(shared.index.len(container)).unwrap_or(i64::MAX));
+            }
             Some(serve::start(&runtime, http, &config, &shared)?)
         }
         None => None,

@@ -1,6 +1,8 @@
 //! The sink: documents written, failures and retries; Cosmos DB requests, request units and dead-lettered documents.
 
-use prometheus::{Counter, Histogram, HistogramOpts, IntCounter, IntCounterVec, Registry};
+use prometheus::{
+    Counter, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+};
 
 use super::{counter, counter_vec};
 
@@ -24,6 +26,8 @@ pub struct SinkMetrics {
     pub cosmos_request_seconds: Histogram,
     /// Documents sent to the dead-letter store after the last retry, by container.
     pub cosmos_dead_lettered: IntCounterVec,
+    /// Documents the HTTP API's serving index holds, by container (what it keeps in memory).
+    pub index_documents: IntGaugeVec,
 }
 
 impl SinkMetrics {
@@ -45,7 +49,17 @@ impl SinkMetrics {
         )
         .unwrap_or_else(|e| unreachable!("cosmos request histogram: {e}"));
         let _ = r.register(Box::new(cosmos_request_seconds.clone()));
+        let index_documents = IntGaugeVec::new(
+            Opts::new(
+                "cds_serving_index_documents",
+                "Documents the HTTP API's serving index holds in memory, by container",
+            ),
+            &["container"],
+        )
+        .unwrap_or_else(|e| unreachable!("serving index gauge: {e}"));
+        let _ = r.register(Box::new(index_documents.clone()));
         SinkMetrics {
+            index_documents,
             documents_written: counter_vec(
                 r,
                 "cds_documents_written_total",

@@ -114,6 +114,11 @@ impl Writer {
                     .collect();
                 index.apply(container, &held);
             }
+            self.metrics
+                .sink
+                .index_documents
+                .with_label_values(&[container.name()])
+                .set(i64::try_from(index.len(container)).unwrap_or(i64::MAX));
         }
         announce(self.feed.as_ref(), container, docs);
         Ok(())
