@@ -1,8 +1,8 @@
 //! Operational alerts and their webhook notifications.
 
-use prometheus::{IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{IntCounterVec, IntGaugeVec, Registry};
 
-use super::counter_vec;
+use super::{counter_vec, gauge_vec};
 
 /// Operational alerts and their webhook notifications.
 #[derive(Debug, Clone)]
@@ -19,15 +19,12 @@ pub struct OpsMetrics {
 
 impl OpsMetrics {
     pub(super) fn new(r: &Registry) -> Self {
-        let ops_condition_active = IntGaugeVec::new(
-            Opts::new(
-                "cds_ops_condition_active",
-                "1 while an operational condition is active",
-            ),
+        let ops_condition_active = gauge_vec(
+            r,
+            "cds_ops_condition_active",
+            "1 while an operational condition is active",
             &["condition"],
-        )
-        .unwrap_or_else(|e| unreachable!("ops condition gauge: {e}"));
-        let _ = r.register(Box::new(ops_condition_active.clone()));
+        );
         OpsMetrics {
             ops_alerts: counter_vec(
                 r,

@@ -1,10 +1,10 @@
 //! The sink: documents written, failures and retries; Cosmos DB requests, request units and dead-lettered documents.
 
 use prometheus::{
-    Counter, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    Counter, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGaugeVec, Registry,
 };
 
-use super::{counter, counter_vec};
+use super::{counter, counter_vec, gauge_vec};
 
 /// The sink: documents written, failures and retries; Cosmos DB requests, request units and dead-lettered documents.
 #[derive(Debug, Clone)]
@@ -49,17 +49,13 @@ impl SinkMetrics {
         )
         .unwrap_or_else(|e| unreachable!("cosmos request histogram: {e}"));
         let _ = r.register(Box::new(cosmos_request_seconds.clone()));
-        let index_documents = IntGaugeVec::new(
-            Opts::new(
+        SinkMetrics {
+            index_documents: gauge_vec(
+                r,
                 "cds_serving_index_documents",
                 "Documents the HTTP API's serving index holds in memory, by container",
+                &["container"],
             ),
-            &["container"],
-        )
-        .unwrap_or_else(|e| unreachable!("serving index gauge: {e}"));
-        let _ = r.register(Box::new(index_documents.clone()));
-        SinkMetrics {
-            index_documents,
             documents_written: counter_vec(
                 r,
                 "cds_documents_written_total",
