@@ -89,19 +89,19 @@ impl AckRequest {
     }
 }
 
-/// One stored acknowledgement, as shown with its alert.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One stored acknowledgement, as shown with its alert (and as a Cosmos DB item carries it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Ack {
     pub action: Action,
     pub reason: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub minutes: Option<u32>,
     /// The token name of the clinician.
     pub by: String,
     /// Wall-clock time of the acknowledgement (RFC 3339, UTC).
     pub at: String,
     /// For a snooze: until when (RFC 3339, UTC).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until: Option<String>,
 }
 
@@ -251,14 +251,8 @@ struct AckItem {
     hospital_id: i64,
     alert_id: String,
     mlmname: String,
-    action: Action,
-    reason: String,
-    #[serde(default)]
-    minutes: Option<u32>,
-    by: String,
-    at: String,
-    #[serde(default)]
-    until: Option<String>,
+    #[serde(flatten)]
+    ack: Ack,
     /// When it was made (microseconds since the epoch): the newer of two wins.
     at_micros: i64,
 }
@@ -349,16 +343,10 @@ impl AckStore {
                     hospital_id,
                     alert_id: alert_id.clone(),
                     mlmname: mlmname.clone(),
-                    action: ack.action,
-                    reason: ack.reason.clone(),
-                    minutes: ack.minutes,
-                    by: ack.by.clone(),
-                    at: ack.at.clone(),
-                    until: ack.until.clone(),
+                    ack: ack.clone(),
                     at_micros,
                 };
-                let body = serde_json::to_value(&item).map_err(|_| AckError::Poisoned)?;
-                acks.insert(hospital_id, &item.id, &body).await?;
+                acks.insert(hospital_id, &item.id, &item).await?;
                 let mut cache = self.cache.lock().map_err(|_| AckError::Poisoned)?;
                 cache.merge(
                     alert_id,
@@ -386,7 +374,7 @@ impl AckStore {
     }
 
     /// Reads what was recorded since the last read (`now`: whatever the time since).
-    pub async fn refresh(&self, now: bool) -> Result<(), AckError> {
+    async fn refresh(&self, now: bool) -> Result<(), AckError> {
         let mark = {
             let mut cache = self.cache.lock().map_err(|_| AckError::Poisoned)?;
             let remote = matches!(self.backend, Backend::Cosmos(_));
@@ -420,23 +408,13 @@ impl AckStore {
                     .into_iter()
                     .filter_map(|(_, item)| serde_json::from_value::<AckItem>(item).ok())
                     .map(|i| {
-                        let ack = Ack {
-                            action: i.action,
-                            reason: i.reason,
-                            minutes: i.minutes,
-                            by: i.by,
-                            at: i.at,
-                            until: i.until,
-                        };
                         let order = (i.at_micros, i.id);
-                        (
-                            i.alert_id,
-                            Acknowledged {
-                                mlmname: i.mlmname,
-                                ack,
-                                order,
-                            },
-                        )
+                        let entry = Acknowledged {
+                            mlmname: i.mlmname,
+                            ack: i.ack,
+                            order,
+                        };
+                        (i.alert_id, entry)
                     })
                     .collect();
                 (read, newest)

@@ -11,6 +11,7 @@ use std::time::Duration;
 use azure_data_cosmos::clients::ContainerClient;
 use azure_data_cosmos::{CosmosError, FeedScope, Query};
 use futures_util::StreamExt;
+use serde::Serialize;
 use serde_json::Value;
 
 use super::{classify, connect, ensure_container, ClientFaults, CosmosConfig, CosmosSinkError};
@@ -45,11 +46,11 @@ impl CosmosAcks {
 
     /// Writes one acknowledgement item (its `id` and `hospital_id` set), retrying throttling and
     /// transient failures like the sink does; the error once the retries are spent.
-    pub async fn insert(
+    pub async fn insert<T: Serialize>(
         &self,
         hospital_id: i64,
         id: &str,
-        item: &Value,
+        item: &T,
     ) -> Result<(), CosmosError> {
         let retry = Backoff {
             first: Duration::from_millis(self.config.base_backoff_ms),
