@@ -3,10 +3,14 @@
 //!
 //! Times are RFC 3339 strings (what the event model carries); rules turn them into numbers
 //! with the helpers `parse_time`, `hours_between` and `minutes_between` (see the sandbox).
-//! Missing values are `None` here and `()` in rhai.
+//! Missing values are `None` here and `()` in rhai. The texts a context repeats on every
+//! event (a reading's and a kept score's time, a reading's consciousness) are rhai's shared
+//! strings: the engine copies a patient's recent readings into every context, and a shared
+//! string is copied by a reference count, not by its bytes, there and when a rule reads it.
 
 use std::collections::BTreeMap;
 
+use rhai::ImmutableString;
 use serde::{Deserialize, Serialize};
 
 /// Everything a rule may look at for one evaluation.
@@ -69,7 +73,7 @@ pub struct CtxVitals {
     pub respiratory_rate: Option<f64>,
     /// ACVPU: `A`, `C`, `V`, `P` or `U`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub consciousness: Option<String>,
+    pub consciousness: Option<ImmutableString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub supplemental_o2: Option<bool>,
 }
@@ -77,7 +81,7 @@ pub struct CtxVitals {
 /// One earlier vitals reading of the patient: its event time plus the vitals fields, flat.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CtxReading {
-    pub time: String,
+    pub time: ImmutableString,
     #[serde(flatten)]
     pub vitals: CtxVitals,
 }
@@ -128,7 +132,7 @@ pub struct CtxPatient {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CtxScore {
     /// Event time of the evaluation (RFC 3339).
-    pub time: String,
+    pub time: ImmutableString,
     pub score: f64,
 }
 

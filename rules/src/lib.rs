@@ -43,6 +43,8 @@ pub use delayed::{DelayedEvokes, Due};
 pub use error::{LoadError, LoadErrors, Location, RuleError, RuleErrorKind};
 pub use mlm::{AlertScope, Citation, Evoke, Mlm, EVENT_TYPES};
 pub use pack::{DelayedRule, KeptScore, ReloadEvent, RuleOutcome, RulePack, RuleStats, Scopes};
+/// The shared string type of the context's repeated texts (see [`Context`]).
+pub use rhai::ImmutableString;
 pub use sandbox::Limits;
 pub use suppress::Suppressor;
 

@@ -434,19 +434,19 @@ impl RulePack {
     /// [`RulePack::evaluate`] on a context the caller already shares: the rules read it in
     /// place, nothing of it is copied.
     pub fn evaluate_shared(&mut self, ctx: &Arc<Context>) -> Vec<RuleOutcome> {
-        self.evaluate_in(ctx, Scopes::ALL)
+        self.evaluate_in(Arc::clone(ctx), Scopes::ALL)
     }
 
     /// [`RulePack::evaluate_shared`] for the rules of `scopes` only.
     ///
     /// A `keep_score` rule's score of this event joins `ctx.patient.scores` for the rules after
     /// it (file-name order), so that a trend rule reads the current score without computing it
-    /// again.
-    pub fn evaluate_in(&mut self, ctx: &Arc<Context>, scopes: Scopes) -> Vec<RuleOutcome> {
-        // The evoking event's type, borrowed from the caller's context (the local one is
-        // replaced when a kept score joins it).
-        let event_type = ctx.event.event_type.as_str();
-        let mut ctx = Arc::clone(ctx);
+    /// again. Given the only handle on the context, the score joins it in place; a context the
+    /// caller still shares is copied first.
+    pub fn evaluate_in(&mut self, mut ctx: Arc<Context>, scopes: Scopes) -> Vec<RuleOutcome> {
+        // The evoking event's type (the context may change while its rules run).
+        let event_type = ctx.event.event_type.clone();
+        let event_type = event_type.as_str();
         let mut ctx_dyn = to_dynamic(&ctx);
         let RulePack {
             sandbox,
@@ -469,7 +469,10 @@ impl RulePack {
                 sandbox, stats, suppressor, kept, rule, &ctx, &ctx_dyn,
             ));
             if kept.len() > before && evoked.peek().is_some() {
-                let mut next = (*ctx).clone();
+                // The rules' handle goes first, so that the context is unshared if the caller
+                // handed it over.
+                drop(ctx_dyn);
+                let next = Arc::make_mut(&mut ctx);
                 for k in &kept[before..] {
                     next.patient
                         .scores
@@ -478,12 +481,11 @@ impl RulePack {
                         .insert(
                             0,
                             crate::context::CtxScore {
-                                time: next.now.clone(),
+                                time: next.now.as_str().into(),
                                 score: k.score,
                             },
                         );
                 }
-                ctx = Arc::new(next);
                 ctx_dyn = to_dynamic(&ctx);
             }
         }

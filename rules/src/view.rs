@@ -58,7 +58,7 @@ impl VitalsView {
     fn time(&self) -> Dynamic {
         self.reading
             .and_then(|i| self.ctx.patient.recent_vitals.get(i))
-            .map_or(Dynamic::UNIT, |r| text(&r.time))
+            .map_or(Dynamic::UNIT, |r| shared(&r.time))
     }
 
     fn field(&self, name: &str) -> Dynamic {
@@ -74,6 +74,11 @@ impl VitalsView {
 
 fn text(s: &str) -> Dynamic {
     Dynamic::from(ImmutableString::from(s))
+}
+
+/// A text the context already holds as a rhai string: the same string, one more reference.
+fn shared(s: &ImmutableString) -> Dynamic {
+    Dynamic::from(s.clone())
 }
 
 fn opt_text(s: &Option<String>) -> Dynamic {
@@ -94,7 +99,7 @@ pub(crate) fn vital(v: &CtxVitals, name: &str) -> Option<Dynamic> {
         "temperature_c" => number(v.temperature_c),
         "oxygen_saturation" => number(v.oxygen_saturation),
         "respiratory_rate" => number(v.respiratory_rate),
-        "consciousness" => v.consciousness.as_deref().map(text),
+        "consciousness" => v.consciousness.as_ref().map(shared),
         "supplemental_o2" => v.supplemental_o2.map(Dynamic::from_bool),
         _ => None,
     }
@@ -112,7 +117,7 @@ pub(crate) fn latest_vital(ctx: &Context, name: &str) -> Dynamic {
         .iter()
         .find_map(|r| {
             if name == "time" {
-                Some(text(&r.time))
+                Some(shared(&r.time))
             } else {
                 vital(&r.vitals, name)
             }
@@ -197,7 +202,7 @@ impl PatientView {
                     .iter()
                     .map(|s| {
                         let mut m = rhai::Map::new();
-                        m.insert("time".into(), text(&s.time));
+                        m.insert("time".into(), shared(&s.time));
                         m.insert("score".into(), Dynamic::from_float(s.score));
                         Dynamic::from_map(m)
                     })
@@ -587,7 +592,7 @@ mod tests {
     /// Kept scores at 06:00 = 1, 09:00 = 0, 11:00 = 2; now 12:00.
     fn scored() -> Context {
         let s = |time: &str, score: f64| crate::context::CtxScore {
-            time: format!("2025-01-01T{time}:00Z"),
+            time: format!("2025-01-01T{time}:00Z").into(),
             score,
         };
         let mut ctx = (*ctx()).clone();
@@ -643,7 +648,7 @@ mod tests {
             kept.insert(
                 0,
                 crate::context::CtxScore {
-                    time: ctx.now.clone(),
+                    time: ctx.now.as_str().into(),
                     score: 4.0,
                 },
             );

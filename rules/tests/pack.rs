@@ -389,7 +389,7 @@ fn ten_thousand_vitals_events() {
         c.patient.patient = format!("pk-{}", i % 500);
         c.patient.recent_vitals = (0..4)
             .map(|k| cds_rules::CtxReading {
-                time: format!("2025-01-01T0{}:30:00Z", 9 - k),
+                time: format!("2025-01-01T0{}:30:00Z", 9 - k).into(),
                 vitals: normal(),
             })
             .collect();

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use cds_rules::{
     Context, CtxAdmission, CtxDepartment, CtxDiagnosis, CtxEvent, CtxHorizon, CtxPatient,
-    CtxReading, CtxScore, CtxVitals, KeptScore,
+    CtxReading, CtxScore, CtxVitals, ImmutableString, KeptScore,
 };
 
 use super::forecast::{Forecaster, Horizon};
@@ -64,7 +64,7 @@ struct PatientState {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct KeptScores {
     rule: String,
-    entries: VecDeque<(i64, String, f64)>,
+    entries: VecDeque<(i64, ImmutableString, f64)>,
 }
 
 /// What of a patient's history a context shows: what the state held before the event.
@@ -184,7 +184,7 @@ impl PatientState {
 mod stored_readings {
     use std::collections::VecDeque;
 
-    use cds_rules::{CtxReading, CtxVitals};
+    use cds_rules::{CtxReading, CtxVitals, ImmutableString};
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     type Stored = (i64, String, [Option<f64>; 6], Option<String>, Option<bool>);
@@ -199,7 +199,7 @@ mod stored_readings {
                 let v = &r.vitals;
                 (
                     *at,
-                    r.time.clone(),
+                    r.time.to_string(),
                     [
                         v.heart_rate,
                         v.bp_systolic,
@@ -208,7 +208,7 @@ mod stored_readings {
                         v.oxygen_saturation,
                         v.respiratory_rate,
                     ],
-                    v.consciousness.clone(),
+                    v.consciousness.as_ref().map(ImmutableString::to_string),
                     v.supplemental_o2,
                 )
             })
@@ -230,9 +230,10 @@ mod stored_readings {
                     temperature_c: n[3],
                     oxygen_saturation: n[4],
                     respiratory_rate: n[5],
-                    consciousness,
+                    consciousness: consciousness.map(ImmutableString::from),
                     supplemental_o2,
                 };
+                let time = time.into();
                 (at, CtxReading { time, vitals })
             })
             .collect())
@@ -310,7 +311,7 @@ pub fn ctx_vitals(v: &Vitals) -> CtxVitals {
         temperature_c: v.temperature_c,
         oxygen_saturation: v.oxygen_saturation,
         respiratory_rate: v.respiratory_rate,
-        consciousness: v.consciousness.clone(),
+        consciousness: v.consciousness.as_deref().map(ImmutableString::from),
         supplemental_o2: v.supplemental_o2,
     }
 }
@@ -488,7 +489,7 @@ impl ContextState {
                 .iter()
                 .position(|(t, _, _)| *t < at)
                 .unwrap_or(entries.len());
-            entries.insert(pos, (at, time.to_owned(), score));
+            entries.insert(pos, (at, time.into(), score));
             let newest = entries.front().map_or(at, |(t, _, _)| *t);
             while entries
                 .back()
@@ -533,7 +534,7 @@ impl ContextState {
             Some(EventType::Vitals) => {
                 if let Some(v) = e.vitals.as_ref().filter(|_| keep_readings) {
                     let reading = CtxReading {
-                        time: format_time(&e.event_timestamp),
+                        time: format_time(&e.event_timestamp).into(),
                         vitals: ctx_vitals(v),
                     };
                     let pos = state

@@ -503,13 +503,15 @@ impl RulesStage {
                         .schedule_delayed_in(&mut self.delayed, &ctx, scopes);
                 }
                 if evoked {
-                    for outcome in self.pack.evaluate_in(&ctx, scopes) {
+                    let now = ctx.now.clone();
+                    // Handed over: a score kept by one rule joins the context in place.
+                    for outcome in self.pack.evaluate_in(ctx, scopes) {
                         self.handle(outcome, *late, &mut alerts);
                     }
                     self.state.keep_scores(
                         *patient,
                         micros(&record.event.event_timestamp),
-                        &ctx.now,
+                        &now,
                         self.pack.take_scores(),
                     );
                 }
