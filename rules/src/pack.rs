@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use rhai::Dynamic;
+use rhai::{Dynamic, ImmutableString};
 use serde::Serialize;
 
 use crate::alert::{alert_id, as_uuid, truncate_chars, Alert, Card, CardSource};
 use crate::context::Context;
 use crate::delayed::DelayedEvokes;
 use crate::error::{LoadError, LoadErrors, Location, RuleError};
-use crate::mlm::{AlertScope, Evoke, Mlm};
+use crate::mlm::{AlertScope, Evoke, Mlm, EVENT_TYPES};
 use crate::rule::{Evidence, Rule, Run};
 use crate::sandbox::{epoch_seconds, lib_dir, Limits, Sandbox};
 use crate::suppress::Suppressor;
@@ -139,6 +139,8 @@ pub struct KeptScore {
     /// The rule's `mlmname`.
     pub mlmname: String,
     pub score: f64,
+    /// The evaluation's `ctx.now`, shared by the event's context and the engine's history.
+    pub time: ImmutableString,
 }
 
 impl std::fmt::Debug for RulePack {
@@ -444,9 +446,15 @@ impl RulePack {
     /// again. Given the only handle on the context, the score joins it in place; a context the
     /// caller still shares is copied first.
     pub fn evaluate_in(&mut self, mut ctx: Arc<Context>, scopes: Scopes) -> Vec<RuleOutcome> {
-        // The evoking event's type (the context may change while its rules run).
-        let event_type = ctx.event.event_type.clone();
-        let event_type = event_type.as_str();
+        // The evoking event's type, borrowed from the known types (the context may change
+        // while its rules run); a rule evokes on known types only.
+        let Some(event_type) = EVENT_TYPES
+            .iter()
+            .copied()
+            .find(|t| *t == ctx.event.event_type)
+        else {
+            return Vec::new();
+        };
         let mut ctx_dyn = to_dynamic(&ctx);
         let RulePack {
             sandbox,
@@ -481,7 +489,7 @@ impl RulePack {
                         .insert(
                             0,
                             crate::context::CtxScore {
-                                time: next.now.as_str().into(),
+                                time: k.time.clone(),
                                 score: k.score,
                             },
                         );
@@ -652,6 +660,7 @@ fn evaluate_one(
         kept.push(KeptScore {
             mlmname: rule.mlm.mlmname.clone(),
             score,
+            time: ctx.now.as_str().into(),
         });
     }
     if !run.fired {

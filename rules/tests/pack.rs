@@ -145,7 +145,8 @@ fn a_kept_score_reaches_the_engine_and_the_rules_after_it() {
         kept,
         [cds_rules::KeptScore {
             mlmname: "a_keeps".into(),
-            score: 4.0
+            score: 4.0,
+            time: "2025-01-01T10:00:00Z".into(),
         }]
     );
 

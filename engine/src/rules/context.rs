@@ -464,15 +464,15 @@ impl ContextState {
     }
 
     /// Keeps the scores `keep_score` rules computed on the patient's event at `at` (event
-    /// time, microseconds; `time` its RFC 3339 text), newest first, six hours behind the newest.
-    pub fn keep_scores(
-        &mut self,
-        patient: u64,
-        at: i64,
-        time: &str,
-        scores: impl Iterator<Item = KeptScore>,
-    ) {
-        for KeptScore { mlmname, score } in scores {
+    /// time, microseconds; each score carries its RFC 3339 text), newest first, six hours
+    /// behind the newest.
+    pub fn keep_scores(&mut self, patient: u64, at: i64, scores: impl Iterator<Item = KeptScore>) {
+        for KeptScore {
+            mlmname,
+            score,
+            time,
+        } in scores
+        {
             let kept = self.scores.entry(patient).or_default();
             let i = match kept.iter().position(|k| k.rule == mlmname) {
                 Some(i) => i,
@@ -489,7 +489,7 @@ impl ContextState {
                 .iter()
                 .position(|(t, _, _)| *t < at)
                 .unwrap_or(entries.len());
-            entries.insert(pos, (at, time.into(), score));
+            entries.insert(pos, (at, time, score));
             let newest = entries.front().map_or(at, |(t, _, _)| *t);
             while entries
                 .back()

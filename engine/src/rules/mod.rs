@@ -503,7 +503,6 @@ impl RulesStage {
                         .schedule_delayed_in(&mut self.delayed, &ctx, scopes);
                 }
                 if evoked {
-                    let now = ctx.now.clone();
                     // Handed over: a score kept by one rule joins the context in place.
                     for outcome in self.pack.evaluate_in(ctx, scopes) {
                         self.handle(outcome, *late, &mut alerts);
@@ -511,7 +510,6 @@ impl RulesStage {
                     self.state.keep_scores(
                         *patient,
                         micros(&record.event.event_timestamp),
-                        &now,
                         self.pack.take_scores(),
                     );
                 }
@@ -605,7 +603,6 @@ impl RulesStage {
             self.state.keep_scores(
                 patient,
                 due.due_time.saturating_mul(1_000_000),
-                &now,
                 self.pack.take_scores(),
             );
         }
